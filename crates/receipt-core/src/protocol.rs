@@ -1,0 +1,192 @@
+//! Every frame the client and the server exchange. See `docs/protocol.md` for the flows.
+//!
+//! Frames are JSON objects tagged by `"t"`, framed by [`crate::codec`]. A connection starts with
+//! [`ClientFrame::Login`]; the server answers [`ServerFrame::LoginOk`] (or `LoginFailed` and
+//! closes), replays the user's events after the device's cursor in [`ServerFrame::Backlog`]
+//! frames, ends the replay with [`ServerFrame::SyncDone`] and then streams live
+//! [`ServerFrame::Event`]s. Every request carries a `req` that its [`ServerFrame::Result`] echoes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ChatError;
+use crate::types::*;
+
+/// Version of this protocol, sent in `Login` and `LoginOk`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Frames a client sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum ClientFrame {
+    /// First frame of a connection. `since` is the last event seq this device applied (0: none).
+    Login { v: u32, user: UserId, device: DeviceId, token: String, since: Seq },
+    /// Send a message. `client_id` makes a resend after reconnect idempotent.
+    Send {
+        req: ReqId,
+        client_id: String,
+        to: String,
+        chat_type: ChatType,
+        content: String,
+        #[serde(default)]
+        require_delivery_ack: bool,
+        #[serde(default)]
+        need_group_ack: bool,
+    },
+    /// The message reached this device (1:1 only; sent by the SDK on its own).
+    DeliveryAck { req: ReqId, msg_id: MsgId },
+    /// The user read this 1:1 message.
+    ReadAck { req: ReqId, msg_id: MsgId },
+    /// The user read the whole conversation (1:1: the peer is told; group: own state only).
+    ConversationAck { req: ReqId, chat_type: ChatType, conversation: String },
+    /// The user read this group message; `ext` is passed on to the sender.
+    GroupAck {
+        req: ReqId,
+        msg_id: MsgId,
+        #[serde(default)]
+        ext: Option<String>,
+    },
+    /// One page of a group message's read acks, newest first, starting before `start_ack_id`
+    /// (`None`: from the newest).
+    FetchGroupAcks {
+        req: ReqId,
+        msg_id: MsgId,
+        page_size: u32,
+        #[serde(default)]
+        start_ack_id: Option<AckId>,
+    },
+    /// Change only the user's own read state (no receipt to anybody): one message, or the
+    /// whole conversation when `msg_id` is `None`.
+    MarkRead {
+        req: ReqId,
+        chat_type: ChatType,
+        conversation: String,
+        #[serde(default)]
+        msg_id: Option<MsgId>,
+    },
+    /// Create a group (or chat room) owned by the caller, with initial members.
+    CreateGroup {
+        req: ReqId,
+        name: String,
+        members: Vec<UserId>,
+        #[serde(default)]
+        chat_room: bool,
+    },
+    AddMembers { req: ReqId, group: GroupId, members: Vec<UserId> },
+    RemoveMembers { req: ReqId, group: GroupId, members: Vec<UserId> },
+    SetRole { req: ReqId, group: GroupId, member: UserId, role: GroupRole },
+    /// This device applied every event up to `seq` (lets the server trim per-device state).
+    SyncCursor { seq: Seq },
+    Ping { nonce: u64 },
+}
+
+impl ClientFrame {
+    /// The request id, for frames that get a `Result`.
+    pub fn req(&self) -> Option<ReqId> {
+        use ClientFrame::*;
+        match self {
+            Send { req, .. }
+            | DeliveryAck { req, .. }
+            | ReadAck { req, .. }
+            | ConversationAck { req, .. }
+            | GroupAck { req, .. }
+            | FetchGroupAcks { req, .. }
+            | MarkRead { req, .. }
+            | CreateGroup { req, .. }
+            | AddMembers { req, .. }
+            | RemoveMembers { req, .. }
+            | SetRole { req, .. } => Some(*req),
+            Login { .. } | SyncCursor { .. } | Ping { .. } => None,
+        }
+    }
+}
+
+/// One conversation's read state on the server, sent at the end of a sync.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationState {
+    pub chat_type: ChatType,
+    pub id: String,
+    /// The server's unread count for this user.
+    pub unread: u32,
+}
+
+/// The payload of a successful request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "k", rename_all = "snake_case")]
+pub enum Response {
+    /// Done, nothing to return (acks, mark-read, membership changes).
+    Done,
+    /// A message was accepted.
+    Sent { client_id: String, msg_id: MsgId, timestamp: u64 },
+    /// A page of group read acks.
+    GroupAcks { msg_id: MsgId, page: CursorResult<GroupReadAck> },
+    /// A group was created.
+    GroupCreated { group: GroupId },
+}
+
+/// Something that happened to a user, in their event log. Every device of the user gets it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "e", rename_all = "snake_case")]
+pub enum ServerEvent {
+    /// A message for this user, or one this user sent from another device.
+    Message { msg: WireMessage },
+    /// `by` sent the delivery ack of 1:1 message `msg_id` (to the sender and to `by`'s devices).
+    Delivered { msg_id: MsgId, from: UserId, to: UserId, by: UserId, timestamp: u64 },
+    /// `by` read 1:1 message `msg_id` (to the sender and to `by`'s devices).
+    Read { msg_id: MsgId, from: UserId, to: UserId, by: UserId, timestamp: u64 },
+    /// `from` read every message of the conversation with `to` up to `up_to` (1:1: to both
+    /// users' devices; group: to `from`'s devices only, with `to` the group).
+    ConversationRead { chat_type: ChatType, from: UserId, to: String, up_to: MsgId, timestamp: u64 },
+    /// A member read a group message (to the sender, to the acker's devices, and to every
+    /// member when the group's policy lets members see acks).
+    GroupRead { group: GroupId, sender: UserId, ack: GroupReadAck },
+    /// The user's own read state changed on another device, without a receipt.
+    ReadState { chat_type: ChatType, conversation: String, msg_id: Option<MsgId>, up_to: MsgId },
+    /// The user joined, left or changed role in a group.
+    Membership { group: GroupId, role: Option<GroupRole>, chat_room: bool },
+}
+
+/// An event with its position in the user's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeqEvent {
+    pub seq: Seq,
+    #[serde(flatten)]
+    pub event: ServerEvent,
+}
+
+/// Frames the server sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum ServerFrame {
+    LoginOk { v: u32, user: UserId, device: DeviceId, server_time: u64 },
+    /// The login was refused; the server closes the connection after this frame.
+    LoginFailed { error: ChatError },
+    /// Replayed events this device missed (in order). More may follow.
+    Backlog { events: Vec<SeqEvent> },
+    /// The replay is complete: from here on events are live. Carries the server's unread counts.
+    SyncDone { head: Seq, conversations: Vec<ConversationState> },
+    /// A live event.
+    Event {
+        #[serde(flatten)]
+        event: SeqEvent,
+    },
+    /// The answer to request `req`.
+    Result {
+        req: ReqId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ok: Option<Response>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        err: Option<ChatError>,
+    },
+    /// The connection is being closed for a protocol error (malformed frame, no login, ...).
+    Error { error: ChatError },
+    Pong { nonce: u64 },
+}
+
+impl ServerFrame {
+    pub fn ok(req: ReqId, r: Response) -> Self {
+        ServerFrame::Result { req, ok: Some(r), err: None }
+    }
+    pub fn err(req: ReqId, e: ChatError) -> Self {
+        ServerFrame::Result { req, ok: None, err: Some(e) }
+    }
+}
