@@ -1,0 +1,86 @@
+// The native module `libreceipt_napi.so` (the NAPI shim over the Rust C ABI in include/receipt.h).
+// This file is the contract between the shim (../../napi_receipt.c) and the ArkTS layer
+// (src/main/ets). All functions must be called on the JS thread; events are delivered on it too.
+// Errors: synchronous functions throw, and promises reject, with an object
+// `{ code: number, description: string }` carrying SPEC section 2's codes.
+
+export interface NativeOptions {
+  requireDeliveryAck: boolean;
+  requireReadAck: boolean;
+  server: string;   // host, default "127.0.0.1"
+  port: number;     // default 7878
+  dataDir: string;  // directory for the client store (context.filesDir on HarmonyOS)
+}
+
+export interface NativeMessage {
+  msgId: string;        // server id once sent, else the client id
+  clientId: string;
+  from: string;
+  to: string;
+  chatType: number;     // 0 Chat, 1 GroupChat, 2 ChatRoom
+  direction: number;    // 0 SEND, 1 RECEIVE
+  content: string;
+  timestamp: number;    // server time, ms
+  status: number;       // 0 pending, 1 sent, 2 failed
+  requireDeliveryAck: boolean;
+  needGroupAck: boolean;
+  delivered: boolean;
+  receiverRead: boolean;
+  unread: boolean;
+  groupAckCount: number;
+  groupAckSent: boolean;
+}
+
+export interface NativeGroupReadAck {
+  ackId: string;
+  msgId: string;
+  from: string;
+  content: string;      // the ext, "" when none
+  count: number;
+  timestamp: number;
+}
+
+export interface NativeCursorResult {
+  data: NativeGroupReadAck[];
+  cursor: string;       // "" when there is no next page
+}
+
+// One event from the engine. `kind` says which fields are set.
+//  'received' | 'delivered' | 'read'   -> messages
+//  'groupRead'                          -> acks
+//  'conversationRead'                   -> from, to
+//  'unreadChanged'                      -> conversationId, chatType, unread
+//  'connected' | 'disconnected'         -> (code, description on a refused login)
+export interface NativeEvent {
+  kind: string;
+  messages?: NativeMessage[];
+  acks?: NativeGroupReadAck[];
+  from?: string;
+  to?: string;
+  conversationId?: string;
+  chatType?: number;
+  unread?: number;
+  code?: number;
+  description?: string;
+}
+
+// Creates this env's client (one per ArkTS worker / JS env). Throws if already created.
+export function init(options: NativeOptions): void;
+// Registers the single event sink for this env (replaces any previous one).
+export function setEventHandler(handler: (event: NativeEvent) => void): void;
+export function login(userId: string, token: string): Promise<void>;
+export function logout(): Promise<void>;
+export function currentUser(): string;  // "" when logged out
+// Resolves with the message once the server accepted it (or rejects with its error).
+export function sendMessage(to: string, chatType: number, content: string, needGroupAck: boolean): Promise<NativeMessage>;
+export function ackMessageRead(msgId: string): Promise<void>;
+export function ackConversationRead(conversationId: string): Promise<void>;
+export function ackGroupMessageRead(msgId: string, ext: string): Promise<void>;
+export function fetchGroupReadAcks(msgId: string, pageSize: number, startAckId: string): Promise<NativeCursorResult>;
+export function getMessage(msgId: string): NativeMessage | undefined;
+export function markMessageAsRead(msgId: string): Promise<void>;
+export function markAllMessagesAsRead(conversationId: string, chatType: number): Promise<void>;
+export function getUnreadCount(conversationId: string, chatType: number): number;
+export function createGroup(name: string, members: string[]): Promise<string>;
+export function addGroupMembers(groupId: string, members: string[]): Promise<void>;
+export function removeGroupMembers(groupId: string, members: string[]): Promise<void>;
