@@ -135,7 +135,16 @@ pub enum ServerEvent {
     Read { msg_id: MsgId, from: UserId, to: UserId, by: UserId, timestamp: u64 },
     /// `from` read every message of the conversation with `to` up to `up_to` (1:1: to both
     /// users' devices; group: to `from`'s devices only, with `to` the group).
-    ConversationRead { chat_type: ChatType, from: UserId, to: String, up_to: MsgId, timestamp: u64 },
+    /// `device` is the acking device: it does not hear its own ack as `onConversationRead`.
+    ConversationRead {
+        chat_type: ChatType,
+        from: UserId,
+        to: String,
+        up_to: MsgId,
+        timestamp: u64,
+        #[serde(default)]
+        device: DeviceId,
+    },
     /// A member read a group message (to the sender, to the acker's devices, and to every
     /// member when the group's policy lets members see acks).
     GroupRead { group: GroupId, sender: UserId, ack: GroupReadAck },

@@ -1,0 +1,365 @@
+//! One test per client-side rule of SPEC section 3, driving real engines against the reference
+//! server model in `sim`.
+
+mod sim;
+
+use receipt_core::engine::{ClientEvent, Completion};
+use receipt_core::protocol::ClientFrame;
+use receipt_core::*;
+use sim::*;
+
+fn opts(delivery: bool, read: bool) -> ChatOptions {
+    ChatOptions { require_delivery_ack: delivery, require_read_ack: read, ..Default::default() }
+}
+
+/// alice (a1, a2), bob (b1), carol (c1); all online.
+fn world() -> World {
+    let mut w = World::new(&[
+        ("alice", "a1", opts(true, true)),
+        ("alice", "a2", opts(true, true)),
+        ("bob", "b1", opts(true, true)),
+        ("carol", "c1", opts(false, true)),
+    ]);
+    w.server.groups.insert(GROUP.into(), vec!["alice".into(), "bob".into(), "carol".into()]);
+    for i in 0..4 {
+        w.connect(i);
+    }
+    w.pump();
+    for d in &mut w.devices {
+        d.events.clear();
+    }
+    w
+}
+
+fn send(w: &mut World, dev: &str, to: &str, t: ChatType, need_group_ack: bool) -> MsgId {
+    let now = w.now;
+    let (req, _) = w.dev(dev).engine.send_message(now, to, t, "hi", need_group_ack).unwrap();
+    w.pump();
+    let evs = w.dev(dev).take_events();
+    evs.into_iter()
+        .find_map(|e| match e {
+            ClientEvent::RequestCompleted { req: r, result: Ok(Completion::Sent(m)) } if r == req => Some(m.id),
+            _ => None,
+        })
+        .expect("send confirmed")
+}
+
+fn received(evs: &[ClientEvent]) -> Vec<MsgId> {
+    evs.iter()
+        .flat_map(|e| match e {
+            ClientEvent::MessagesReceived(m) => m.iter().map(|m| m.id).collect(),
+            _ => vec![],
+        })
+        .collect()
+}
+
+#[test]
+fn rule1_delivery_ack_is_automatic_and_reaches_the_sender() {
+    let mut w = world();
+    let id = send(&mut w, "a1", "bob", ChatType::Chat, false);
+    assert_eq!(received(&w.dev("b1").take_events()), vec![id]);
+    assert_eq!(w.server.forwarded.get(&(AckKind::Delivery, id)), Some(&1));
+    assert!(w.dev("a1").engine.message_by_id(id).unwrap().delivered);
+    // alice's other device learns it too (its copy of the sent message).
+    assert!(w.dev("a2").engine.message_by_id(id).unwrap().delivered);
+}
+
+#[test]
+fn rule1_no_delivery_ack_when_sender_does_not_ask_or_for_groups() {
+    let mut w = world();
+    let id = send(&mut w, "c1", "bob", ChatType::Chat, false); // carol: requireDeliveryAck=false
+    let g = send(&mut w, "a1", GROUP, ChatType::GroupChat, false);
+    assert!(w.dev("b1").ack_reqs.keys().all(|(k, m)| *k != AckKind::Delivery || (*m != id && *m != g)));
+    assert!(!w.dev("c1").engine.message_by_id(id).unwrap().delivered);
+}
+
+#[test]
+fn rule1_delivery_acks_for_offline_backlog_are_sent_at_login() {
+    let mut w = world();
+    w.disconnect(2); // bob offline
+    let id = send(&mut w, "a1", "bob", ChatType::Chat, false);
+    assert!(!w.dev("a1").engine.message_by_id(id).unwrap().delivered);
+    w.connect(2);
+    w.pump();
+    assert!(w.dev("a1").engine.message_by_id(id).unwrap().delivered);
+    let evs = w.dev("a1").take_events();
+    assert!(evs.iter().any(|e| matches!(e, ClientEvent::MessagesDelivered(m) if m[0].id == id)));
+}
+
+#[test]
+fn rule1_backlog_delivery_ack_not_resent_when_another_device_sent_it() {
+    let mut w = World::new(&[("alice", "a1", opts(true, true)), ("bob", "b1", opts(true, true)), ("bob", "b2", opts(true, true))]);
+    w.connect(0);
+    w.connect(1);
+    w.pump();
+    let id = send(&mut w, "a1", "bob", ChatType::Chat, false);
+    assert_eq!(w.dev("b1").ack_reqs.len(), 1);
+    // b2 logs in later: replays the message and b1's delivery ack: it must not ack again.
+    w.connect(2);
+    w.pump();
+    assert!(w.dev("b2").ack_reqs.is_empty(), "b2 sent {:?}", w.dev("b2").ack_reqs);
+    assert!(w.dev("b2").engine.message_by_id(id).unwrap().delivered);
+    assert_eq!(w.dev("b2").engine.outbox().count(), 0);
+}
+
+#[test]
+fn rule2_require_read_ack_false_sends_nothing_and_says_so() {
+    let mut w = World::new(&[("alice", "a1", opts(false, true)), ("bob", "b1", opts(false, false))]);
+    w.connect(0);
+    w.connect(1);
+    w.pump();
+    let id = send(&mut w, "a1", "bob", ChatType::Chat, false);
+    let now = w.now;
+    let e = w.dev("b1").engine.ack_message_read(now, id).unwrap_err();
+    assert_eq!(e.code, ErrorCode::FeatureNotEnabled);
+    let e = w.dev("b1").engine.ack_conversation_read(now, "alice").unwrap_err();
+    assert_eq!(e.code, ErrorCode::FeatureNotEnabled);
+    w.pump();
+    assert!(w.dev("b1").ack_reqs.keys().all(|(k, _)| *k == AckKind::Delivery));
+    assert!(!w.dev("a1").engine.message_by_id(id).unwrap().receiver_read);
+}
+
+#[test]
+fn rule3_bad_acks_are_refused_and_change_nothing() {
+    let mut w = world();
+    let own = send(&mut w, "a1", "bob", ChatType::Chat, false);
+    w.server.groups.insert("room".into(), vec!["alice".into(), "bob".into()]);
+    let room = send(&mut w, "a1", "room", ChatType::ChatRoom, false);
+    let now = w.now;
+    let a1 = &mut w.dev("a1").engine;
+    assert_eq!(a1.ack_message_read(now, own).unwrap_err().code, ErrorCode::MessageWrongType);
+    assert_eq!(a1.ack_message_read(now, 999_999).unwrap_err().code, ErrorCode::MessageInvalid);
+    let b1 = &mut w.dev("b1").engine;
+    assert_eq!(b1.ack_message_read(now, room).unwrap_err().code, ErrorCode::MessageWrongType);
+    assert_eq!(b1.ack_group_message_read(now, room, None).unwrap_err().code, ErrorCode::MessageWrongType);
+    assert_eq!(b1.outbox().count(), 0);
+    assert_eq!(w.dev("a1").engine.outbox().count(), 0);
+}
+
+#[test]
+fn rule3_read_ack_is_idempotent() {
+    let mut w = world();
+    let id = send(&mut w, "a1", "bob", ChatType::Chat, false);
+    let now = w.now;
+    assert!(w.dev("b1").engine.ack_message_read(now, id).unwrap().is_some());
+    assert_eq!(w.dev("b1").engine.ack_message_read(now, id).unwrap(), None);
+    w.pump();
+    assert_eq!(w.dev("b1").ack_reqs[&(AckKind::Read, id)].len(), 1);
+    assert_eq!(w.server.forwarded[&(AckKind::Read, id)], 1);
+    let evs = w.dev("a1").take_events();
+    let reads: Vec<_> = evs.iter().filter(|e| matches!(e, ClientEvent::MessagesRead(_))).collect();
+    assert_eq!(reads.len(), 1);
+    assert!(w.dev("a1").engine.message_by_id(id).unwrap().receiver_read);
+}
+
+#[test]
+fn rule5_conversation_ack_reaches_peer_and_own_other_devices() {
+    let mut w = world();
+    let ids: Vec<MsgId> = (0..3).map(|_| send(&mut w, "b1", "alice", ChatType::Chat, false)).collect();
+    for d in ["a1", "a2"] {
+        assert_eq!(w.dev(d).engine.unread_count(&ConversationKey::new(ChatType::Chat, "bob")), 3);
+        w.dev(d).events.clear();
+    }
+    w.dev("b1").events.clear();
+    let now = w.now;
+    assert!(w.dev("a1").engine.ack_conversation_read(now, "bob").unwrap().is_some());
+    w.pump();
+    let conv_read = |evs: &[ClientEvent]| {
+        evs.iter().any(|e| matches!(e, ClientEvent::ConversationRead { from, to } if from == "alice" && to == "bob"))
+    };
+    assert!(conv_read(&w.dev("b1").take_events()), "peer hears onConversationRead");
+    assert!(conv_read(&w.dev("a2").take_events()), "acker's other device hears it");
+    assert!(!conv_read(&w.dev("a1").take_events()), "the acking device itself does not");
+    for id in &ids {
+        assert!(w.dev("b1").engine.message_by_id(*id).unwrap().receiver_read);
+        assert!(!w.dev("a2").engine.message_by_id(*id).unwrap().unread);
+    }
+    for d in ["a1", "a2"] {
+        assert_eq!(w.dev(d).engine.unread_count(&ConversationKey::new(ChatType::Chat, "bob")), 0);
+    }
+    // Nothing new: a second conversation ack sends nothing.
+    assert_eq!(w.dev("a1").engine.ack_conversation_read(now, "bob").unwrap(), None);
+    // A message ack for a covered message is not sent either.
+    assert_eq!(w.dev("a2").engine.ack_message_read(now, ids[0]).unwrap(), None);
+}
+
+#[test]
+fn rule5_group_conversation_ack_only_clears_own_count() {
+    let mut w = world();
+    send(&mut w, "b1", GROUP, ChatType::GroupChat, false);
+    send(&mut w, "c1", GROUP, ChatType::GroupChat, false);
+    let key = ConversationKey::new(ChatType::GroupChat, GROUP);
+    assert_eq!(w.dev("a2").engine.unread_count(&key), 2);
+    for d in &mut w.devices {
+        d.events.clear();
+    }
+    let now = w.now;
+    w.dev("a1").engine.ack_conversation_read(now, GROUP).unwrap().unwrap();
+    w.pump();
+    assert_eq!(w.dev("a2").engine.unread_count(&key), 0, "own devices synced");
+    for d in ["b1", "c1"] {
+        let evs = w.dev(d).take_events();
+        assert!(evs.iter().all(|e| !matches!(e, ClientEvent::ConversationRead { .. })), "{d} told nothing");
+    }
+    assert!(w.dev("a2").take_events().iter().all(|e| !matches!(e, ClientEvent::ConversationRead { .. })));
+}
+
+#[test]
+fn rule6_group_acks_count_list_and_once_per_member() {
+    let mut w = world();
+    let id = send(&mut w, "a1", GROUP, ChatType::GroupChat, true);
+    let now = w.now;
+    w.dev("b1").engine.ack_group_message_read(now, id, Some("seen")).unwrap().unwrap();
+    assert_eq!(w.dev("b1").engine.ack_group_message_read(now, id, None).unwrap(), None);
+    w.dev("c1").engine.ack_group_message_read(now, id, None).unwrap().unwrap();
+    w.pump();
+    assert_eq!(w.dev("a1").engine.message_by_id(id).unwrap().group_ack_count, 2);
+    assert_eq!(w.dev("a2").engine.message_by_id(id).unwrap().group_ack_count, 2);
+    let acks: Vec<GroupReadAck> = w
+        .dev("a1")
+        .take_events()
+        .into_iter()
+        .flat_map(|e| match e {
+            ClientEvent::GroupMessageRead(a) => a,
+            _ => vec![],
+        })
+        .collect();
+    assert_eq!(acks.iter().map(|a| (a.from.as_str(), a.count)).collect::<Vec<_>>(), vec![("bob", 1), ("carol", 2)]);
+    assert_eq!(acks[0].content.as_deref(), Some("seen"));
+    assert_eq!(w.server.forwarded[&(AckKind::Group, id)], 2);
+    // The sender cannot ack its own message; a 1:1 message is not a group message.
+    assert_eq!(w.dev("a1").engine.ack_group_message_read(now, id, None).unwrap_err().code, ErrorCode::MessageWrongType);
+    // Paging: newest first.
+    let req = w.dev("a1").engine.fetch_group_read_acks(now, id, 1, None).unwrap();
+    w.pump();
+    let page = w
+        .dev("a1")
+        .take_events()
+        .into_iter()
+        .find_map(|e| match e {
+            ClientEvent::RequestCompleted { req: r, result: Ok(Completion::GroupAcks(p)) } if r == req => Some(p),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(page.data[0].from, "carol");
+    assert_eq!(page.cursor, acks[0].ack_id.to_string());
+    assert_eq!(w.dev("a1").engine.fetch_group_read_acks(now, id, 0, None).unwrap_err().code, ErrorCode::InvalidParam);
+    assert_eq!(w.dev("a1").engine.fetch_group_read_acks(now, id, 101, None).unwrap_err().code, ErrorCode::InvalidParam);
+}
+
+#[test]
+fn rule6_message_without_group_ack_request_takes_none() {
+    let mut w = world();
+    let id = send(&mut w, "a1", GROUP, ChatType::GroupChat, false);
+    let now = w.now;
+    assert_eq!(w.dev("b1").engine.ack_group_message_read(now, id, None).unwrap_err().code, ErrorCode::FeatureNotEnabled);
+}
+
+#[test]
+fn rule8_read_on_one_device_updates_the_others_without_a_second_ack() {
+    let mut w = world();
+    let id = send(&mut w, "b1", "alice", ChatType::Chat, false);
+    let now = w.now;
+    w.dev("a1").engine.ack_message_read(now, id).unwrap().unwrap();
+    w.pump();
+    let m = w.dev("a2").engine.message_by_id(id).unwrap();
+    assert!(m.receiver_read && !m.unread);
+    assert_eq!(w.dev("a2").engine.ack_message_read(now, id).unwrap(), None);
+    assert_eq!(w.dev("a2").engine.unread_count(&ConversationKey::new(ChatType::Chat, "bob")), 0);
+    // mark-read without receipts also syncs.
+    let id2 = send(&mut w, "b1", "alice", ChatType::Chat, false);
+    let now = w.now;
+    w.dev("a2").engine.mark_message_read(now, id2).unwrap().unwrap();
+    w.pump();
+    assert!(!w.dev("a1").engine.message_by_id(id2).unwrap().unread);
+    assert!(!w.dev("b1").engine.message_by_id(id2).unwrap().receiver_read, "no receipt for a mark-read");
+}
+
+#[test]
+fn rule9_offline_acks_are_kept_on_disk_and_flushed_in_order() {
+    let mut w = world();
+    let ids: Vec<MsgId> = (0..3).map(|_| send(&mut w, "a1", "bob", ChatType::Chat, false)).collect();
+    w.disconnect(2);
+    let now = w.now;
+    for id in &ids {
+        w.dev("b1").engine.ack_message_read(now, *id).unwrap().unwrap();
+    }
+    w.restart(2); // the app is killed while offline
+    let out: Vec<MsgId> = w
+        .dev("b1")
+        .engine
+        .outbox()
+        .map(|f| match f {
+            ClientFrame::ReadAck { msg_id, .. } => *msg_id,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(out, ids);
+    w.connect(2);
+    w.pump();
+    assert_eq!(w.dev("b1").engine.outbox().count(), 0);
+    for id in &ids {
+        assert!(w.dev("a1").engine.message_by_id(*id).unwrap().receiver_read);
+        assert_eq!(w.server.forwarded[&(AckKind::Read, *id)], 1);
+    }
+}
+
+#[test]
+fn rule9_unconfirmed_ack_is_resent_after_reconnect_and_counted_once() {
+    let mut w = world();
+    let id = send(&mut w, "a1", "bob", ChatType::Chat, false);
+    let now = w.now;
+    w.dev("b1").engine.ack_message_read(now, id).unwrap().unwrap();
+    // The ack reaches the server, but the connection dies before the answer comes back.
+    let f = w.dev("b1").engine.poll_transmit(now).unwrap();
+    w.server.handle("b1", f);
+    w.disconnect(2);
+    assert_eq!(w.dev("b1").engine.outbox().count(), 1);
+    w.connect(2);
+    w.pump();
+    assert_eq!(w.dev("b1").engine.outbox().count(), 0);
+    assert_eq!(w.server.forwarded[&(AckKind::Read, id)], 1);
+    let reads = w.dev("a1").take_events().into_iter().filter(|e| matches!(e, ClientEvent::MessagesRead(_))).count();
+    assert_eq!(reads, 1);
+}
+
+#[test]
+fn unread_counts_follow_watermark_and_single_reads() {
+    let mut w = world();
+    let key = ConversationKey::new(ChatType::Chat, "bob");
+    let ids: Vec<MsgId> = (0..4).map(|_| send(&mut w, "b1", "alice", ChatType::Chat, false)).collect();
+    let now = w.now;
+    w.dev("a1").engine.mark_message_read(now, ids[1]).unwrap().unwrap();
+    assert_eq!(w.dev("a1").engine.unread_count(&key), 3);
+    w.dev("a1").engine.mark_all_messages_read(now, &key).unwrap().unwrap();
+    assert_eq!(w.dev("a1").engine.unread_count(&key), 0);
+    w.pump();
+    assert_eq!(w.dev("a2").engine.unread_count(&key), 0);
+    assert_eq!(w.server.unread("alice", &key), 0);
+    send(&mut w, "b1", "alice", ChatType::Chat, false);
+    assert_eq!(w.dev("a2").engine.unread_count(&key), 1);
+    let evs = w.dev("a2").take_events();
+    assert!(evs.iter().any(|e| matches!(e, ClientEvent::UnreadCountChanged { unread: 1, .. })));
+}
+
+#[test]
+fn queries_need_a_connection_and_fail_when_it_drops() {
+    let mut w = world();
+    let id = send(&mut w, "a1", GROUP, ChatType::GroupChat, true);
+    let now = w.now;
+    let req = w.dev("a1").engine.fetch_group_read_acks(now, id, 10, None).unwrap();
+    w.disconnect(0);
+    let evs = w.dev("a1").take_events();
+    assert!(evs.iter().any(|e| matches!(e, ClientEvent::RequestCompleted { req: r, result: Err(er) } if r == &req && er.code == ErrorCode::ServerNotReachable)));
+    assert_eq!(w.dev("a1").engine.fetch_group_read_acks(now, id, 10, None).unwrap_err().code, ErrorCode::ServerNotReachable);
+}
+
+#[test]
+fn keepalive_pings_and_idle_timeout() {
+    let mut w = world();
+    let e = &mut w.devices[0].engine;
+    let t = e.poll_timeout().unwrap();
+    assert!(e.handle_timeout(t));
+    assert!(matches!(e.poll_transmit(t), Some(ClientFrame::Ping { .. })));
+    assert!(!e.handle_timeout(t + 120_000), "nothing received for the idle timeout: dead");
+}
