@@ -1,0 +1,62 @@
+// ArkTS API surface under Node, against the real NAPI shim, no server needed.
+// Needs: node scripts/build-napi-js.js (target/napi/*.js) and the shim built as
+// target/napi/libreceipt_napi.node. Skips when the addon is not built yet.
+// Run: node --test tests/napi/
+'use strict';
+const test = require('node:test');
+const assert = require('node:assert');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+
+const napiDir = path.resolve(__dirname, '..', '..', 'target', 'napi');
+const ready = fs.existsSync(path.join(napiDir, 'libreceipt_napi.node')) && fs.existsSync(path.join(napiDir, 'index.js'));
+const skip = ready ? false : 'target/napi not built (scripts/build-napi-js.js + the NAPI shim)';
+
+const isChatError = (R, code) => (e) => e instanceof R.ChatError && e.code === code && typeof e.description === 'string';
+
+test('exports, options defaults, validation before and after init', { skip }, async () => {
+  const R = require(napiDir);
+  for (const k of ['ChatClient', 'ChatOptions', 'ChatManager', 'ChatMessage', 'ChatType', 'MessageDirection',
+    'ChatError', 'GroupReadAck', 'CursorResult', 'Conversation', 'GroupManager']) {
+    assert.ok(R[k] !== undefined, `export ${k}`);
+  }
+  assert.deepStrictEqual([R.ChatType.Chat, R.ChatType.GroupChat, R.ChatType.ChatRoom], [0, 1, 2]);
+  assert.deepStrictEqual([R.MessageDirection.SEND, R.MessageDirection.RECEIVE], [0, 1]);
+
+  const o = new R.ChatOptions();
+  assert.strictEqual(o.getRequireDeliveryAck(), false);
+  assert.strictEqual(o.getRequireReadAck(), true);
+  assert.strictEqual(o.getIMServer(), '127.0.0.1');
+  assert.strictEqual(o.getImPort(), 7878);
+  assert.throws(() => o.setRequireReadAck('yes'), isChatError(R, 110));
+  assert.throws(() => o.setImPort(70000), isChatError(R, 110));
+
+  assert.strictEqual(R.ChatMessage.createTextSendMessage('', 'x'), undefined);
+  const m = R.ChatMessage.createTextSendMessage('bob', 'hi');
+  assert.strictEqual(m.getTo(), 'bob');
+  assert.strictEqual(m.getDirection(), R.MessageDirection.SEND);
+  assert.strictEqual(m.getChatType(), R.ChatType.Chat);
+  assert.throws(() => m.setChatType(7), isChatError(R, 110));
+  m.setChatType(R.ChatType.GroupChat);
+  m.setIsNeedGroupAck(true);
+  assert.ok(m.isNeedGroupAck());
+  assert.strictEqual(m.groupAckCount, 0);
+
+  const client = R.ChatClient.getInstance();
+  assert.strictEqual(client, R.ChatClient.getInstance());
+  assert.strictEqual(client.chatManager(), undefined);
+  assert.throws(() => client.init({}, o), isChatError(R, 110));
+  client.init({ filesDir: fs.mkdtempSync(path.join(os.tmpdir(), 'receipt-napi-')) }, o);
+  const cm = client.chatManager();
+  assert.ok(cm instanceof R.ChatManager);
+
+  await assert.rejects(client.login(42, 't'), isChatError(R, 110));
+  await assert.rejects(cm.ackMessageRead(42), isChatError(R, 110));
+  await assert.rejects(cm.ackGroupMessageRead({}, 'x'), isChatError(R, 110));
+  await assert.rejects(cm.fetchGroupReadAcks('m1', 'ten'), isChatError(R, 110));
+  await assert.rejects(cm.sendMessage('not a message'), isChatError(R, 110));
+  assert.throws(() => cm.getConversation(''), isChatError(R, 110));
+  // Not logged in: the native side answers 201.
+  await assert.rejects(cm.sendMessage(R.ChatMessage.createTextSendMessage('bob', 'hi')), isChatError(R, 201));
+});
