@@ -58,7 +58,7 @@ fn rule1_delivery_ack_is_automatic_and_reaches_the_sender() {
     let mut w = world();
     let id = send(&mut w, "a1", "bob", ChatType::Chat, false);
     assert_eq!(received(&w.dev("b1").take_events()), vec![id]);
-    assert_eq!(w.server.forwarded.get(&(AckKind::Delivery, id)), Some(&1));
+    assert_eq!(w.server.forwarded_count(AckKind::Delivery, id), 1);
     assert!(w.dev("a1").engine.message_by_id(id).unwrap().delivered);
     // alice's other device learns it too (its copy of the sent message).
     assert!(w.dev("a2").engine.message_by_id(id).unwrap().delivered);
@@ -145,7 +145,7 @@ fn rule3_read_ack_is_idempotent() {
     assert_eq!(w.dev("b1").engine.ack_message_read(now, id).unwrap(), None);
     w.pump();
     assert_eq!(w.dev("b1").ack_reqs[&(AckKind::Read, id)].len(), 1);
-    assert_eq!(w.server.forwarded[&(AckKind::Read, id)], 1);
+    assert_eq!(w.server.forwarded_count(AckKind::Read, id), 1);
     let evs = w.dev("a1").take_events();
     let reads: Vec<_> = evs.iter().filter(|e| matches!(e, ClientEvent::MessagesRead(_))).collect();
     assert_eq!(reads.len(), 1);
@@ -226,7 +226,7 @@ fn rule6_group_acks_count_list_and_once_per_member() {
         .collect();
     assert_eq!(acks.iter().map(|a| (a.from.as_str(), a.count)).collect::<Vec<_>>(), vec![("bob", 1), ("carol", 2)]);
     assert_eq!(acks[0].content.as_deref(), Some("seen"));
-    assert_eq!(w.server.forwarded[&(AckKind::Group, id)], 2);
+    assert_eq!(w.server.forwarded_count(AckKind::Group, id), 2);
     // The sender cannot ack its own message; a 1:1 message is not a group message.
     assert_eq!(w.dev("a1").engine.ack_group_message_read(now, id, None).unwrap_err().code, ErrorCode::MessageWrongType);
     // Paging: newest first.
@@ -300,7 +300,7 @@ fn rule9_offline_acks_are_kept_on_disk_and_flushed_in_order() {
     assert_eq!(w.dev("b1").engine.outbox().count(), 0);
     for id in &ids {
         assert!(w.dev("a1").engine.message_by_id(*id).unwrap().receiver_read);
-        assert_eq!(w.server.forwarded[&(AckKind::Read, *id)], 1);
+        assert_eq!(w.server.forwarded_count(AckKind::Read, *id), 1);
     }
 }
 
@@ -318,7 +318,7 @@ fn rule9_unconfirmed_ack_is_resent_after_reconnect_and_counted_once() {
     w.connect(2);
     w.pump();
     assert_eq!(w.dev("b1").engine.outbox().count(), 0);
-    assert_eq!(w.server.forwarded[&(AckKind::Read, id)], 1);
+    assert_eq!(w.server.forwarded_count(AckKind::Read, id), 1);
     let reads = w.dev("a1").take_events().into_iter().filter(|e| matches!(e, ClientEvent::MessagesRead(_))).count();
     assert_eq!(reads, 1);
 }

@@ -29,8 +29,8 @@ pub struct SimServer {
     pub group_acks_enabled: bool,
     pub next_id: u64,
     pub now: u64,
-    /// Frames the server forwarded, for "never forwarded twice" checks: (kind, msg) -> count.
-    pub forwarded: BTreeMap<(AckKind, MsgId), u32>,
+    /// Acks the server forwarded, for "never forwarded twice" checks: (kind, msg, acker) -> count.
+    pub forwarded: BTreeMap<(AckKind, MsgId, UserId), u32>,
     /// Online sessions: device -> (user, outbound queue).
     pub sessions: HashMap<DeviceId, (UserId, VecDeque<ServerFrame>)>,
 }
@@ -164,7 +164,7 @@ impl SimServer {
                     return Ok(Response::Done);
                 }
                 let kind = if read { AckKind::Read } else { AckKind::Delivery };
-                *self.forwarded.entry((kind, msg_id)).or_default() += 1;
+                *self.forwarded.entry((kind, msg_id, user.to_string())).or_default() += 1;
                 let e = if read {
                     self.read_one.insert((user.to_string(), msg_id));
                     ServerEvent::Read { msg_id, from: m.from.clone(), to: m.to.clone(), by: user.to_string(), timestamp: now }
@@ -205,7 +205,7 @@ impl SimServer {
                 self.next_id += 1;
                 let ack = GroupReadAck { ack_id: self.next_id, msg_id, from: user.to_string(), content: ext, count: acks.len() as u32 + 1, timestamp: now };
                 acks.push(ack.clone());
-                *self.forwarded.entry((AckKind::Group, msg_id)).or_default() += 1;
+                *self.forwarded.entry((AckKind::Group, msg_id, user.to_string())).or_default() += 1;
                 self.read_one.insert((user.to_string(), msg_id));
                 let e = ServerEvent::GroupRead { group: m.to.clone(), sender: m.from.clone(), ack };
                 self.append(&m.from, e.clone());
@@ -369,5 +369,12 @@ impl World {
             self.devices[i].drain_events();
         }
         moved
+    }
+}
+
+impl SimServer {
+    /// How many times the server forwarded `kind` acks of `msg` (all ackers together).
+    pub fn forwarded_count(&self, kind: AckKind, msg: MsgId) -> u32 {
+        self.forwarded.iter().filter(|((k, m, _), _)| *k == kind && *m == msg).map(|(_, n)| n).sum()
     }
 }

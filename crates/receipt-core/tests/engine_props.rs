@@ -1,0 +1,196 @@
+//! Property tests: random interleavings of commands, network progress, disconnects and restarts,
+//! against the reference server model in `sim`.
+
+mod sim;
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use receipt_core::protocol::ClientFrame;
+use receipt_core::*;
+use sim::*;
+
+const USERS: [&str; 3] = ["alice", "bob", "carol"];
+
+#[derive(Debug, Clone)]
+enum Op {
+    Send { dev: usize, to: usize, group: bool, need_ack: bool },
+    AckRead { dev: usize, pick: usize },
+    AckConversation { dev: usize, peer: usize, group: bool },
+    AckGroup { dev: usize, pick: usize },
+    MarkRead { dev: usize, pick: usize },
+    MarkAll { dev: usize, peer: usize },
+    Disconnect { dev: usize },
+    Connect { dev: usize },
+    Restart { dev: usize },
+    Step,
+    Pump,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let dev = 0..4usize;
+    prop_oneof![
+        4 => (dev.clone(), 0..3usize, any::<bool>(), any::<bool>()).prop_map(|(dev, to, group, need_ack)| Op::Send { dev, to, group, need_ack }),
+        3 => (dev.clone(), any::<usize>()).prop_map(|(dev, pick)| Op::AckRead { dev, pick }),
+        2 => (dev.clone(), 0..3usize, any::<bool>()).prop_map(|(dev, peer, group)| Op::AckConversation { dev, peer, group }),
+        2 => (dev.clone(), any::<usize>()).prop_map(|(dev, pick)| Op::AckGroup { dev, pick }),
+        2 => (dev.clone(), any::<usize>()).prop_map(|(dev, pick)| Op::MarkRead { dev, pick }),
+        1 => (dev.clone(), 0..3usize).prop_map(|(dev, peer)| Op::MarkAll { dev, peer }),
+        1 => dev.clone().prop_map(|dev| Op::Disconnect { dev }),
+        2 => dev.clone().prop_map(|dev| Op::Connect { dev }),
+        1 => dev.prop_map(|dev| Op::Restart { dev }),
+        3 => Just(Op::Step),
+        1 => Just(Op::Pump),
+    ]
+}
+
+fn world() -> World {
+    let o = |d: bool| ChatOptions { require_delivery_ack: d, ..Default::default() };
+    let mut w = World::new(&[("alice", "a1", o(true)), ("alice", "a2", o(true)), ("bob", "b1", o(true)), ("carol", "c1", o(false))]);
+    w.server.groups.insert(GROUP.into(), USERS.iter().map(|u| u.to_string()).collect());
+    w
+}
+
+fn received_ids(w: &World, dev: usize, chat_type: ChatType) -> Vec<MsgId> {
+    let d = &w.devices[dev];
+    let mut ids: Vec<MsgId> = d
+        .engine
+        .conversations()
+        .filter(|c| c.key.chat_type == chat_type)
+        .flat_map(|c| d.engine.conversation_messages(&c.key))
+        .filter(|m| m.direction == MessageDirection::Receive)
+        .map(|m| m.id)
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// Counts match the messages on every device, and no ack is sent or forwarded twice.
+fn check_invariants(w: &World) -> Result<(), TestCaseError> {
+    for d in &w.devices {
+        for c in d.engine.conversations() {
+            let unread = d.engine.conversation_messages(&c.key).iter().filter(|m| m.unread).count() as u32;
+            prop_assert_eq!(c.local_unread, unread, "{} {:?}: count vs unread messages", d.name, c.key);
+            prop_assert_eq!(c.remote_unread, 0, "{} holds the full history", d.name);
+        }
+        for (k, reqs) in &d.ack_reqs {
+            prop_assert!(reqs.len() <= 1, "{} sent {:?} {} times", d.name, k, reqs.len());
+        }
+    }
+    for (k, n) in &w.server.forwarded {
+        prop_assert!(*n <= 1, "server forwarded {:?} {} times", k, n);
+    }
+    Ok(())
+}
+
+fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let mut w = world();
+    // acks the app asked for and that were queued: (dev, kind, msg)
+    let mut queued: Vec<(usize, AckKind, MsgId)> = Vec::new();
+    for op in ops {
+        let now = w.now;
+        match op {
+            Op::Send { dev, to, group, need_ack } => {
+                let (to, t) = if group { (GROUP.to_string(), ChatType::GroupChat) } else { (USERS[to].to_string(), ChatType::Chat) };
+                let r = w.devices[dev].engine.send_message(now, &to, t, "m", need_ack);
+                if t == ChatType::Chat && to == w.devices[dev].user {
+                    prop_assert_eq!(r.unwrap_err().code, ErrorCode::InvalidParam);
+                } else {
+                    r.unwrap();
+                }
+            }
+            Op::AckRead { dev, pick } => {
+                let ids = received_ids(&w, dev, ChatType::Chat);
+                if !ids.is_empty() {
+                    let id = ids[pick % ids.len()];
+                    if w.devices[dev].engine.ack_message_read(now, id).unwrap().is_some() {
+                        queued.push((dev, AckKind::Read, id));
+                    }
+                }
+            }
+            Op::AckGroup { dev, pick } => {
+                let ids = received_ids(&w, dev, ChatType::GroupChat);
+                if !ids.is_empty() {
+                    let id = ids[pick % ids.len()];
+                    let need = w.devices[dev].engine.message_by_id(id).unwrap().need_group_ack;
+                    match w.devices[dev].engine.ack_group_message_read(now, id, Some("x")) {
+                        Ok(Some(_)) => queued.push((dev, AckKind::Group, id)),
+                        Ok(None) => {}
+                        Err(e) => prop_assert!(!need && e.code == ErrorCode::FeatureNotEnabled),
+                    }
+                }
+            }
+            Op::AckConversation { dev, peer, group } => {
+                let id = if group { GROUP } else { USERS[peer] };
+                let _ = w.devices[dev].engine.ack_conversation_read(now, id);
+            }
+            Op::MarkRead { dev, pick } => {
+                let mut ids = received_ids(&w, dev, ChatType::Chat);
+                ids.extend(received_ids(&w, dev, ChatType::GroupChat));
+                if !ids.is_empty() {
+                    w.devices[dev].engine.mark_message_read(now, ids[pick % ids.len()]).unwrap();
+                }
+            }
+            Op::MarkAll { dev, peer } => {
+                let key = ConversationKey::new(ChatType::Chat, USERS[peer]);
+                if w.devices[dev].engine.conversation(&key).is_some() {
+                    w.devices[dev].engine.mark_all_messages_read(now, &key).unwrap();
+                }
+            }
+            Op::Disconnect { dev } => w.disconnect(dev),
+            Op::Connect { dev } => {
+                w.connect(dev);
+            }
+            Op::Restart { dev } => {
+                let before: Vec<ClientFrame> = w.devices[dev].engine.outbox().cloned().collect();
+                w.restart(dev);
+                let after: Vec<ClientFrame> = w.devices[dev].engine.outbox().cloned().collect();
+                prop_assert_eq!(before, after, "outbox survives a restart");
+            }
+            Op::Step => {
+                w.step();
+            }
+            Op::Pump => w.pump(),
+        }
+        check_invariants(&w)?;
+    }
+    // Everyone comes back online and the network settles.
+    for i in 0..w.devices.len() {
+        w.connect(i);
+    }
+    w.pump();
+    check_invariants(&w)?;
+    for d in &w.devices {
+        prop_assert_eq!(d.engine.outbox().count(), 0, "{} flushed its outbox", d.name);
+    }
+    for (dev, kind, id) in queued {
+        let user = w.devices[dev].user.clone();
+        match kind {
+            AckKind::Read => prop_assert!(w.server.read.contains(&id), "read ack of {} lost", id),
+            _ => prop_assert!(w.server.group_acks[&id].iter().any(|a| a.from == user), "group ack of {} lost", id),
+        }
+    }
+    // Devices agree with the server and with each other.
+    for d in &w.devices {
+        for key in w.server.conversations_of(&d.user) {
+            prop_assert_eq!(d.engine.unread_count(&key), w.server.unread(&d.user, &key), "{} {:?}", d.name, key);
+        }
+    }
+    let flags = |i: usize| -> BTreeMap<MsgId, (bool, bool, bool, u32)> {
+        let e = &w.devices[i].engine;
+        e.conversations()
+            .flat_map(|c| e.conversation_messages(&c.key))
+            .map(|m| (m.id, (m.unread, m.receiver_read, m.delivered, m.group_ack_count)))
+            .collect()
+    };
+    prop_assert_eq!(flags(0), flags(1), "alice's two devices converge");
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #[test]
+    fn random_interleavings_keep_counts_acks_and_outbox_right(ops in prop::collection::vec(op(), 1..80)) {
+        run(ops)?;
+    }
+}
