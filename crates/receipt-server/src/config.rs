@@ -1,0 +1,169 @@
+//! Server settings: defaults, and loading from a TOML file.
+//!
+//! Every field has a default, so a TOML file only names what it changes:
+//!
+//! ```toml
+//! addr = "0.0.0.0:7878"
+//! data_dir = "/var/lib/receipt-server"
+//! secret = "long random string"
+//! retention_secs = 604800
+//!
+//! [group_ack]
+//! enabled = true
+//! who_may_request = "owner_and_admins"   # or "all_members"
+//! validity_secs = 259200
+//! member_cap = 200
+//! visibility = "all_members"             # or "sender_only"
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The secret a default config carries. The server warns when it runs with it.
+pub const DEFAULT_SECRET: &str = "change-me";
+
+/// Who may send a group message that asks for read acks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum WhoMayRequest {
+    AllMembers,
+    OwnerAndAdmins,
+}
+
+/// Who sees a group message's read acks (count, list, events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum Visibility {
+    SenderOnly,
+    AllMembers,
+}
+
+/// The group read-ack policy (docs/protocol.md, seed defaults).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroupAckPolicy {
+    /// The feature is off until enabled (505 while off).
+    pub enabled: bool,
+    pub who_may_request: WhoMayRequest,
+    /// An ack is valid for this long after the message was sent (506 after). Default 3 days.
+    pub validity_secs: u64,
+    /// Groups with more members than this get no read acks. Default 200.
+    pub member_cap: usize,
+    pub visibility: Visibility,
+}
+
+impl Default for GroupAckPolicy {
+    fn default() -> Self {
+        GroupAckPolicy {
+            enabled: false,
+            who_may_request: WhoMayRequest::AllMembers,
+            validity_secs: 3 * 24 * 3600,
+            member_cap: 200,
+            visibility: Visibility::SenderOnly,
+        }
+    }
+}
+
+/// Everything the server can be told. `Default` is a usable development config (in-memory store,
+/// 127.0.0.1:7878, the [`DEFAULT_SECRET`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on. Port 0 picks a free port (see `local_addr()` on the handles).
+    pub addr: SocketAddr,
+    /// Directory holding the redb database file. `None`: an in-memory store (nothing survives a
+    /// restart; for tests and demos). The `serve` command defaults to `./receipt-data`.
+    pub data_dir: Option<PathBuf>,
+    /// Key of the login tokens' HMAC.
+    pub secret: String,
+    /// How long messages are kept (read acks on older ones: 506). Default 7 days.
+    pub retention_secs: u64,
+    /// Connections silent for this long are closed. Default 120 s.
+    pub idle_timeout_secs: u64,
+    /// Largest frame body accepted from a client, in bytes.
+    pub max_frame: usize,
+    /// Live frames queued for one connection before it counts as too slow and is dropped (its
+    /// device replays from its cursor on reconnect; nothing is lost).
+    pub outbound_queue: usize,
+    /// Most requests the core applies (and commits in one transaction) at a time.
+    pub max_batch: usize,
+    /// Largest group (members including the owner); beyond it create/add fail with 604.
+    /// Distinct from `group_ack.member_cap`, above which groups simply get no read acks.
+    pub max_group_size: usize,
+    pub group_ack: GroupAckPolicy,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 7878)),
+            data_dir: None,
+            secret: DEFAULT_SECRET.to_string(),
+            retention_secs: 7 * 24 * 3600,
+            idle_timeout_secs: 120,
+            max_frame: receipt_core::codec::DEFAULT_MAX_FRAME,
+            outbound_queue: 4096,
+            max_batch: 512,
+            max_group_size: 5000,
+            group_ack: GroupAckPolicy::default(),
+        }
+    }
+}
+
+/// A config file that could not be read or parsed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("invalid config {path}: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+}
+
+impl ServerConfig {
+    /// Parses a TOML document (missing fields keep their defaults; unknown fields are errors).
+    pub fn from_toml_str(s: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(s)
+    }
+
+    /// Reads a TOML file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_path_buf(), source })?;
+        Self::from_toml_str(&text).map_err(|source| ConfigError::Parse { path: path.to_path_buf(), source })
+    }
+
+    pub(crate) fn retention_ms(&self) -> u64 {
+        self.retention_secs.saturating_mul(1000)
+    }
+}
+
+impl GroupAckPolicy {
+    pub(crate) fn validity_ms(&self) -> u64 {
+        self.validity_secs.saturating_mul(1000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_overrides_only_what_it_names() {
+        let c = ServerConfig::from_toml_str(
+            "secret = \"s\"\n[group_ack]\nenabled = true\nwho_may_request = \"owner_and_admins\"\nvisibility = \"all_members\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.secret, "s");
+        assert!(c.group_ack.enabled);
+        assert_eq!(c.group_ack.who_may_request, WhoMayRequest::OwnerAndAdmins);
+        assert_eq!(c.group_ack.visibility, Visibility::AllMembers);
+        assert_eq!(c.group_ack.member_cap, 200);
+        assert_eq!(c.group_ack.validity_secs, 3 * 24 * 3600);
+        assert_eq!(c.retention_secs, 7 * 24 * 3600);
+        assert!(ServerConfig::from_toml_str("bogus = 1").is_err());
+    }
+}

@@ -1,0 +1,253 @@
+//! `receipt-server`: run the server, mint tokens, manage groups offline.
+//!
+//! - `receipt-server serve [--config FILE] [--addr A] [--data-dir D] [--secret S] ...` prints
+//!   `listening on <addr>` as its first stdout line, then serves until SIGINT/SIGTERM.
+//! - `receipt-server token --user U --secret S --ttl SECS` prints a login token.
+//! - `receipt-server group create|add|remove|role --data-dir D ...` edits groups in a data
+//!   directory. The server must be stopped: the database is locked while it runs, and the
+//!   command then fails with an error instead of touching it.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use receipt_core::protocol::{ClientFrame, Response};
+use receipt_core::GroupRole;
+use receipt_server::config::{ServerConfig, Visibility, WhoMayRequest};
+use receipt_server::core::{CoreConfig, ServerCore};
+use receipt_server::store::{RedbStore, ServerStore};
+
+#[derive(Parser)]
+#[command(name = "receipt-server", version, about = "Message receipt server")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Print a login token for a user.
+    Token {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        secret: String,
+        /// Validity in seconds.
+        #[arg(long, default_value_t = 86400)]
+        ttl: u64,
+    },
+    /// Manage groups in a data directory while the server is stopped.
+    Group {
+        /// The server's data directory.
+        #[arg(long, default_value = "receipt-data")]
+        data_dir: PathBuf,
+        #[command(subcommand)]
+        op: GroupOp,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML config file; flags override its values.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    addr: Option<std::net::SocketAddr>,
+    /// Data directory (default ./receipt-data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Keep nothing on disk (tests, demos).
+    #[arg(long, conflicts_with = "data_dir")]
+    in_memory: bool,
+    #[arg(long, env = "RECEIPT_SERVER_SECRET")]
+    secret: Option<String>,
+    /// Message retention in seconds.
+    #[arg(long)]
+    retention_secs: Option<u64>,
+    #[arg(long)]
+    idle_timeout_secs: Option<u64>,
+    /// Enable group read acks.
+    #[arg(long)]
+    group_ack_enabled: Option<bool>,
+    #[arg(long)]
+    who_may_request: Option<WhoMayRequest>,
+    /// Validity of a group read ack after the message, in seconds.
+    #[arg(long)]
+    validity_secs: Option<u64>,
+    #[arg(long)]
+    member_cap: Option<usize>,
+    #[arg(long)]
+    visibility: Option<Visibility>,
+}
+
+#[derive(Subcommand)]
+enum GroupOp {
+    /// Create a group owned by `owner`; prints its id.
+    Create {
+        #[arg(long)]
+        owner: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Comma-separated member ids.
+        #[arg(long, value_delimiter = ',')]
+        members: Vec<String>,
+        #[arg(long)]
+        chat_room: bool,
+    },
+    /// Add members (as the group's owner).
+    Add {
+        #[arg(long)]
+        group: String,
+        #[arg(long, value_delimiter = ',', required = true)]
+        members: Vec<String>,
+    },
+    /// Remove members (as the group's owner).
+    Remove {
+        #[arg(long)]
+        group: String,
+        #[arg(long, value_delimiter = ',', required = true)]
+        members: Vec<String>,
+    },
+    /// Set a member's role (as the group's owner).
+    Role {
+        #[arg(long)]
+        group: String,
+        #[arg(long)]
+        member: String,
+        #[arg(long)]
+        role: RoleArg,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RoleArg {
+    Admin,
+    Member,
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Cmd::Serve(a) => serve(a),
+        Cmd::Token { user, secret, ttl } => {
+            println!("{}", receipt_server::auth::token_for(&secret, &user, ttl));
+            Ok(())
+        }
+        Cmd::Group { data_dir, op } => group(data_dir, op),
+    };
+    if let Err(e) = res {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn serve(a: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let mut c = match &a.config {
+        Some(p) => ServerConfig::from_file(p)?,
+        None => ServerConfig { data_dir: Some(PathBuf::from("receipt-data")), ..ServerConfig::default() },
+    };
+    if let Some(v) = a.addr {
+        c.addr = v;
+    }
+    if let Some(v) = a.data_dir {
+        c.data_dir = Some(v);
+    }
+    if a.in_memory {
+        c.data_dir = None;
+    } else if c.data_dir.is_none() {
+        c.data_dir = Some(PathBuf::from("receipt-data"));
+    }
+    if let Some(v) = a.secret {
+        c.secret = v;
+    }
+    if let Some(v) = a.retention_secs {
+        c.retention_secs = v;
+    }
+    if let Some(v) = a.idle_timeout_secs {
+        c.idle_timeout_secs = v;
+    }
+    if let Some(v) = a.group_ack_enabled {
+        c.group_ack.enabled = v;
+    }
+    if let Some(v) = a.who_may_request {
+        c.group_ack.who_may_request = v;
+    }
+    if let Some(v) = a.validity_secs {
+        c.group_ack.validity_secs = v;
+    }
+    if let Some(v) = a.member_cap {
+        c.group_ack.member_cap = v;
+    }
+    if let Some(v) = a.visibility {
+        c.group_ack.visibility = v;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let server = receipt_server::start(c).await?;
+        {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "listening on {}", server.local_addr())?;
+            out.flush()?;
+        }
+        wait_for_signal().await;
+        log::info!("shutting down");
+        server.shutdown().await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn group(data_dir: PathBuf, op: GroupOp) -> Result<(), Box<dyn std::error::Error>> {
+    let mut store = RedbStore::open(&data_dir).map_err(|e| format!("{e} (is the server running on this data directory? stop it first)"))?;
+    let state = store.load()?;
+    let mut core = ServerCore::new(CoreConfig::from(&ServerConfig::default()), state);
+    let owner_of = |core: &ServerCore, g: &str| -> Result<String, String> {
+        let grp = core.state().groups.get(g).ok_or_else(|| format!("unknown group {g}"))?;
+        grp.members.iter().find(|(_, r)| **r == GroupRole::Owner).map(|(u, _)| u.clone()).ok_or_else(|| format!("group {g} has no owner"))
+    };
+    let (user, frame) = match op {
+        GroupOp::Create { owner, name, members, chat_room } => (owner, ClientFrame::CreateGroup { req: 0, name, members, chat_room }),
+        GroupOp::Add { group, members } => (owner_of(&core, &group)?, ClientFrame::AddMembers { req: 0, group, members }),
+        GroupOp::Remove { group, members } => (owner_of(&core, &group)?, ClientFrame::RemoveMembers { req: 0, group, members }),
+        GroupOp::Role { group, member, role } => {
+            let role = match role {
+                RoleArg::Admin => GroupRole::Admin,
+                RoleArg::Member => GroupRole::Member,
+            };
+            (owner_of(&core, &group)?, ClientFrame::SetRole { req: 0, group, member, role })
+        }
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
+    let (res, fx) = core.apply_as(now, &user, frame);
+    let resp = res?;
+    store.commit(&fx.ops)?;
+    match resp {
+        Response::GroupCreated { group } => println!("{group}"),
+        _ => println!("ok"),
+    }
+    Ok(())
+}

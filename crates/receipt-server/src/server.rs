@@ -1,0 +1,519 @@
+//! The network side: a tokio accept loop, one reader and one writer task per connection, and ONE
+//! core thread that owns the state.
+//!
+//! Connection readers decode frames, check the login (version, token) themselves, and forward
+//! everything else over a bounded channel to the core thread. The core thread drains the channel
+//! in batches: it applies the whole batch to [`ServerCore`], writes all resulting store operations
+//! in one transaction (one fsync for many requests: group commit), and only after the commit
+//! sends the answers and routes the events to the online sessions through a [`Router`].
+//!
+//! Each connection has its own outbound queue. A connection whose queue of live frames exceeds
+//! `outbound_queue` is dropped, so a slow reader never blocks the core; its device replays what
+//! it missed from its cursor at the next login.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use log::{debug, error, info, warn};
+use receipt_core::codec::{encode_into, FrameDecoder};
+use receipt_core::protocol::{ClientFrame, ServerFrame, PROTOCOL_VERSION};
+use receipt_core::types::validate_id;
+use receipt_core::{ChatError, ErrorCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+
+use crate::auth;
+use crate::config::{ServerConfig, DEFAULT_SECRET};
+use crate::core::{CoreConfig, ServerCore, SessionId};
+use crate::store::{MemStore, RedbStore, ServerStore};
+
+/// Routes frames to sessions. The core thread's implementation maps a session to its
+/// connection's outbound queue; a multi-node deployment would forward to other nodes.
+pub trait Router {
+    /// Queues `frame` for `session`. `replay` frames (login answer, backlog) are exempt from the
+    /// slow-reader bound. Unknown sessions are ignored.
+    fn deliver(&mut self, session: SessionId, frame: Arc<ServerFrame>, replay: bool);
+    /// Closes the session's connection after what is already queued.
+    fn close(&mut self, session: SessionId);
+}
+
+enum OutItem {
+    Frame(Arc<ServerFrame>, bool),
+    Close,
+}
+
+#[derive(Default)]
+struct OutShared {
+    /// Live frames queued and not yet written.
+    pending: AtomicUsize,
+    /// Dropped as too slow: stop writing at once.
+    killed: AtomicBool,
+    /// Tells the reader that the connection is finished.
+    closed: Notify,
+}
+
+/// One connection's outbound queue.
+#[derive(Clone)]
+pub(crate) struct Outbox {
+    tx: mpsc::UnboundedSender<OutItem>,
+    shared: Arc<OutShared>,
+}
+
+impl Outbox {
+    fn push(&self, frame: ServerFrame) {
+        let _ = self.tx.send(OutItem::Frame(Arc::new(frame), false));
+    }
+    fn close(&self) {
+        let _ = self.tx.send(OutItem::Close);
+    }
+}
+
+/// The core thread's router: session id -> outbound queue.
+struct SessionRouter {
+    cap: usize,
+    conns: HashMap<SessionId, Outbox>,
+}
+
+impl Router for SessionRouter {
+    fn deliver(&mut self, session: SessionId, frame: Arc<ServerFrame>, replay: bool) {
+        let Some(ob) = self.conns.get(&session) else {
+            return;
+        };
+        if !replay {
+            if ob.shared.pending.load(Ordering::Acquire) >= self.cap {
+                warn!("session {session}: outbound queue full, dropping the connection (it will resync)");
+                ob.shared.killed.store(true, Ordering::Release);
+                ob.shared.closed.notify_one();
+                ob.close();
+                self.conns.remove(&session);
+                return;
+            }
+            ob.shared.pending.fetch_add(1, Ordering::AcqRel);
+        }
+        if ob.tx.send(OutItem::Frame(frame, !replay)).is_err() {
+            self.conns.remove(&session);
+        }
+    }
+
+    fn close(&mut self, session: SessionId) {
+        if let Some(ob) = self.conns.remove(&session) {
+            ob.close();
+        }
+    }
+}
+
+pub(crate) enum CoreMsg {
+    Login { session: SessionId, frame: ClientFrame, outbox: Outbox },
+    Frame { session: SessionId, frame: ClientFrame },
+    Closed { session: SessionId },
+    Tick,
+    Shutdown,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// The core thread: batches, applies, commits, then routes.
+fn core_loop(mut core: ServerCore, mut store: Box<dyn ServerStore>, mut rx: mpsc::Receiver<CoreMsg>, cap: usize, max_batch: usize) {
+    let mut router = SessionRouter { cap, conns: HashMap::new() };
+    let mut batch = Vec::with_capacity(max_batch);
+    let mut last_prune = 0u64;
+    'run: loop {
+        let Some(first) = rx.blocking_recv() else {
+            break;
+        };
+        batch.push(first);
+        while batch.len() < max_batch.max(1) {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        let now = now_ms();
+        let mut fx = crate::core::Effects::default();
+        let mut stop = false;
+        let mut closed = Vec::new();
+        for m in batch.drain(..) {
+            match m {
+                CoreMsg::Login { session, frame, outbox } => {
+                    router.conns.insert(session, outbox);
+                    fx.append(core.handle(now, session, frame));
+                }
+                CoreMsg::Frame { session, frame } => fx.append(core.handle(now, session, frame)),
+                CoreMsg::Closed { session } => {
+                    core.disconnect(session);
+                    closed.push(session);
+                }
+                CoreMsg::Tick => {
+                    if now.saturating_sub(last_prune) >= 1000 {
+                        last_prune = now;
+                        fx.append(core.prune(now));
+                    }
+                }
+                CoreMsg::Shutdown => stop = true,
+            }
+        }
+        if !fx.ops.is_empty() {
+            if let Err(e) = store.commit(&fx.ops) {
+                // Memory is now ahead of the disk: answer nothing, stop. A restart reloads the
+                // last committed state and clients resend from their outboxes.
+                error!("commit failed, stopping the server: {e}");
+                break 'run;
+            }
+        }
+        for o in fx.out {
+            router.deliver(o.session, o.frame, o.replay);
+        }
+        for s in closed {
+            router.conns.remove(&s);
+        }
+        if stop {
+            break;
+        }
+    }
+    for (_, ob) in router.conns.drain() {
+        ob.close();
+    }
+    drop(store);
+    debug!("core thread stopped");
+}
+
+struct ConnCfg {
+    secret: String,
+    idle: Duration,
+    max_frame: usize,
+}
+
+async fn writer_task(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<OutItem>, shared: Arc<OutShared>) {
+    let mut buf = Vec::with_capacity(16 * 1024);
+    let mut close = false;
+    while !close {
+        let Some(mut item) = rx.recv().await else {
+            break;
+        };
+        loop {
+            match item {
+                OutItem::Frame(f, counted) => {
+                    encode_into(&*f, &mut buf);
+                    if counted {
+                        shared.pending.fetch_sub(1, Ordering::AcqRel);
+                    }
+                }
+                OutItem::Close => {
+                    close = true;
+                    break;
+                }
+            }
+            if buf.len() >= 64 * 1024 {
+                break;
+            }
+            match rx.try_recv() {
+                Ok(next) => item = next,
+                Err(_) => break,
+            }
+        }
+        if shared.killed.load(Ordering::Acquire) {
+            break;
+        }
+        if !buf.is_empty() {
+            if let Err(e) = wr.write_all(&buf).await {
+                debug!("write failed: {e}");
+                break;
+            }
+            buf.clear();
+        }
+    }
+    let _ = wr.shutdown().await;
+    shared.closed.notify_one();
+}
+
+enum Step {
+    Continue,
+    Stop,
+}
+
+async fn connection(
+    sock: TcpStream,
+    session: SessionId,
+    core_tx: mpsc::Sender<CoreMsg>,
+    cfg: Arc<ConnCfg>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = sock.set_nodelay(true);
+    let (mut rd, wr) = sock.into_split();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(OutShared::default());
+    let outbox = Outbox { tx, shared: shared.clone() };
+    let mut writer = tokio::spawn(writer_task(wr, rx, shared.clone()));
+    let mut dec = FrameDecoder::new(cfg.max_frame);
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut logged_in = false;
+    'conn: loop {
+        loop {
+            match dec.next_frame::<ClientFrame>() {
+                Ok(Some(frame)) => match on_frame(frame, session, &mut logged_in, &core_tx, &outbox, &cfg).await {
+                    Step::Continue => {}
+                    Step::Stop => break 'conn,
+                },
+                Ok(None) => break,
+                Err(e) => {
+                    debug!("session {session}: bad frame: {e}");
+                    outbox.push(ServerFrame::Error { error: ChatError::from(e) });
+                    break 'conn;
+                }
+            }
+        }
+        let read = tokio::select! {
+            r = tokio::time::timeout(cfg.idle, rd.read(&mut buf)) => r,
+            _ = shared.closed.notified() => break 'conn,
+            _ = shutdown.changed() => break 'conn,
+        };
+        match read {
+            Err(_) => {
+                outbox.push(ServerFrame::Error { error: ChatError::invalid_param("idle timeout") });
+                break;
+            }
+            Ok(Ok(0)) => {
+                if let Err(e) = dec.finish() {
+                    debug!("session {session}: {e}");
+                }
+                break;
+            }
+            Ok(Ok(n)) => dec.push(&buf[..n]),
+            Ok(Err(e)) => {
+                debug!("session {session}: read failed: {e}");
+                break;
+            }
+        }
+    }
+    if logged_in {
+        let _ = core_tx.send(CoreMsg::Closed { session }).await;
+    }
+    outbox.close();
+    drop(outbox);
+    // Let the writer flush a final Error / LoginFailed, but never wait on a peer that does not read.
+    if tokio::time::timeout(Duration::from_secs(2), &mut writer).await.is_err() {
+        writer.abort();
+    }
+}
+
+fn login_failed(outbox: &Outbox, code: ErrorCode, d: impl Into<String>) -> Step {
+    outbox.push(ServerFrame::LoginFailed { error: ChatError::new(code, d) });
+    Step::Stop
+}
+
+async fn on_frame(
+    frame: ClientFrame,
+    session: SessionId,
+    logged_in: &mut bool,
+    core_tx: &mpsc::Sender<CoreMsg>,
+    outbox: &Outbox,
+    cfg: &ConnCfg,
+) -> Step {
+    let msg = if !*logged_in {
+        let ClientFrame::Login { v, user, device, token, .. } = &frame else {
+            outbox.push(ServerFrame::Error { error: ChatError::not_logged_in() });
+            return Step::Stop;
+        };
+        if *v != PROTOCOL_VERSION {
+            return login_failed(
+                outbox,
+                ErrorCode::InvalidParam,
+                format!("protocol version {v} not supported (server speaks {PROTOCOL_VERSION})"),
+            );
+        }
+        if let Err(e) = validate_id("user", user).and_then(|_| validate_id("device", device)) {
+            return login_failed(outbox, ErrorCode::InvalidParam, e.description);
+        }
+        if let Err(e) = auth::verify_token(&cfg.secret, user, token, auth::unix_secs()) {
+            debug!("session {session}: login of {user} refused: {e}");
+            return login_failed(outbox, ErrorCode::UserAuthenticationFailed, e.to_string());
+        }
+        *logged_in = true;
+        CoreMsg::Login { session, frame, outbox: outbox.clone() }
+    } else {
+        if matches!(frame, ClientFrame::Login { .. }) {
+            outbox.push(ServerFrame::Error { error: ChatError::invalid_param("already logged in") });
+            return Step::Stop;
+        }
+        CoreMsg::Frame { session, frame }
+    };
+    if core_tx.send(msg).await.is_err() {
+        return Step::Stop;
+    }
+    Step::Continue
+}
+
+/// A running server on the caller's tokio runtime. Dropping it does not stop it; call
+/// [`Server::shutdown`].
+pub struct Server {
+    local_addr: SocketAddr,
+    shutdown_tx: watch::Sender<bool>,
+    core_tx: mpsc::Sender<CoreMsg>,
+    core_done: oneshot::Receiver<()>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// The bound address (with the real port when the config asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, closes every connection, commits what is in flight and closes the store.
+    /// When this returns the data directory can be opened again.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown_tx.send(true);
+        let _ = self.core_tx.send(CoreMsg::Shutdown).await;
+        let _ = self.accept.await;
+        let _ = self.core_done.await;
+    }
+}
+
+/// Opens the configured store (redb in `data_dir`, or in memory when it is `None`).
+pub fn open_store(config: &ServerConfig) -> io::Result<Box<dyn ServerStore>> {
+    Ok(match &config.data_dir {
+        Some(dir) => Box::new(RedbStore::open(dir).map_err(io::Error::other)?),
+        None => Box::new(MemStore::default()),
+    })
+}
+
+/// Starts a server on the current tokio runtime with the store named by the config.
+pub async fn start(config: ServerConfig) -> io::Result<Server> {
+    let store = open_store(&config)?;
+    start_with_store(config, store).await
+}
+
+/// Starts a server with a given store (any [`ServerStore`] backend).
+pub async fn start_with_store(config: ServerConfig, mut store: Box<dyn ServerStore>) -> io::Result<Server> {
+    if config.secret == DEFAULT_SECRET {
+        warn!("running with the default secret; set one for any real use");
+    }
+    let listener = TcpListener::bind(config.addr).await?;
+    let local_addr = listener.local_addr()?;
+    let state = store.load().map_err(io::Error::other)?;
+    let core = ServerCore::new(CoreConfig::from(&config), state);
+    let (core_tx, core_rx) = mpsc::channel(8192);
+    let (done_tx, core_done) = oneshot::channel();
+    let (cap, max_batch) = (config.outbound_queue.max(1), config.max_batch);
+    std::thread::Builder::new().name("receipt-core".into()).spawn(move || {
+        core_loop(core, store, core_rx, cap, max_batch);
+        let _ = done_tx.send(());
+    })?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let cfg = Arc::new(ConnCfg {
+        secret: config.secret.clone(),
+        idle: Duration::from_secs(config.idle_timeout_secs.max(1)),
+        max_frame: config.max_frame,
+    });
+    // Ticks drive retention pruning.
+    {
+        let tx = core_tx.clone();
+        let mut stop = shutdown_rx.clone();
+        tokio::spawn(async move {
+            let mut iv = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = iv.tick() => { if tx.try_send(CoreMsg::Tick).is_err() && tx.is_closed() { break } }
+                    _ = stop.changed() => break,
+                }
+            }
+        });
+    }
+    let accept = {
+        let core_tx = core_tx.clone();
+        let mut stop = shutdown_rx.clone();
+        tokio::spawn(async move {
+            let mut next: SessionId = 1;
+            loop {
+                tokio::select! {
+                    r = listener.accept() => match r {
+                        Ok((sock, peer)) => {
+                            debug!("session {next}: connection from {peer}");
+                            tokio::spawn(connection(sock, next, core_tx.clone(), cfg.clone(), shutdown_rx.clone()));
+                            next += 1;
+                        }
+                        Err(e) => {
+                            warn!("accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    },
+                    _ = stop.changed() => break,
+                }
+            }
+        })
+    };
+    info!("listening on {local_addr}");
+    Ok(Server { local_addr, shutdown_tx, core_tx, core_done, accept })
+}
+
+/// A server running on its own thread with its own tokio runtime: for embedding in blocking
+/// code and tests. Dropping the handle shuts the server down.
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServerHandle {
+    /// Starts the server and returns once it listens (or failed to start).
+    pub fn spawn_in_thread(config: ServerConfig) -> io::Result<ServerHandle> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<SocketAddr>>();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new().name("receipt-server".into()).spawn(move || {
+            let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                match start(config).await {
+                    Ok(server) => {
+                        let _ = ready_tx.send(Ok(server.local_addr()));
+                        let _ = stop_rx.await;
+                        server.shutdown().await;
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            });
+        })?;
+        let local_addr = ready_rx.recv().map_err(|_| io::Error::other("server thread died"))??;
+        Ok(ServerHandle { local_addr, stop: Some(stop_tx), thread: Some(thread) })
+    }
+
+    /// The bound address (with the real port when the config asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops the server and waits until its store is closed.
+    pub fn shutdown(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}

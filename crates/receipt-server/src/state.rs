@@ -1,0 +1,113 @@
+//! The server's state: what the store persists and the core owns in memory.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use receipt_core::protocol::SeqEvent;
+use receipt_core::{AckId, ConversationKey, GroupId, GroupReadAck, GroupRole, MsgId, UserId, WireMessage};
+use serde::{Deserialize, Serialize};
+
+/// The last ids handed out and the last message timestamp (message timestamps never go back).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub last_msg_id: MsgId,
+    pub last_ack_id: AckId,
+    pub last_group_id: u64,
+    pub last_ts: u64,
+}
+
+/// A group or chat room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    pub id: GroupId,
+    pub name: String,
+    pub chat_room: bool,
+    pub members: BTreeMap<UserId, GroupRole>,
+}
+
+/// One user's read state of one conversation.
+///
+/// A received message is unread iff its id is above `read_wm` and it is not in `read_set`
+/// (read individually). `unread` is that count, kept incrementally.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConvState {
+    pub unread: u32,
+    /// Everything up to here counts as read (conversation read or mark-all-read).
+    pub read_wm: MsgId,
+    /// 1:1: the `up_to` of the last conversation ack (a read receipt the peer already got).
+    pub ack_wm: MsgId,
+    /// Newest message of the conversation, either direction.
+    pub newest: MsgId,
+    /// Newest message this user received in the conversation.
+    pub newest_in: MsgId,
+    /// Messages above `read_wm` read one by one.
+    pub read_set: BTreeSet<MsgId>,
+}
+
+impl ConvState {
+    /// Marks one received message read; true if it was unread.
+    pub fn mark_one(&mut self, id: MsgId) -> bool {
+        if id > self.read_wm && self.read_set.insert(id) {
+            self.unread = self.unread.saturating_sub(1);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Moves the read watermark to `up_to`: the whole conversation counts as read. O(log n).
+    pub fn mark_all(&mut self, up_to: MsgId) {
+        self.read_wm = self.read_wm.max(up_to);
+        self.unread = 0;
+        self.read_set = self.read_set.split_off(&(self.read_wm + 1));
+    }
+}
+
+/// A stored message with its receipt state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRecord {
+    pub msg: WireMessage,
+    /// 1:1: the recipient's delivery ack arrived.
+    pub delivered: bool,
+    /// 1:1: the recipient's read ack arrived.
+    pub read_acked: bool,
+    /// Group: read acks by ack id (ordered index: a page is a range scan).
+    pub acks: BTreeMap<AckId, GroupReadAck>,
+    /// Group: who acked.
+    pub ackers: HashSet<UserId>,
+}
+
+impl MessageRecord {
+    pub fn new(msg: WireMessage) -> Self {
+        MessageRecord { msg, delivered: false, read_acked: false, acks: BTreeMap::new(), ackers: HashSet::new() }
+    }
+
+    pub fn add_ack(&mut self, ack: GroupReadAck) {
+        self.ackers.insert(ack.from.clone());
+        self.acks.insert(ack.ack_id, ack);
+    }
+}
+
+/// Everything the server knows. [`crate::store::ServerStore::load`] returns it.
+#[derive(Debug, Clone, Default)]
+pub struct State {
+    pub counters: Counters,
+    pub messages: BTreeMap<MsgId, MessageRecord>,
+    /// `(from, client_id)` -> message id: makes `Send` idempotent. Derived from `messages`.
+    pub client_ids: HashMap<(UserId, String), MsgId>,
+    pub groups: HashMap<GroupId, Group>,
+    /// Per-user event logs, in seq order.
+    pub logs: HashMap<UserId, Vec<SeqEvent>>,
+    pub convs: HashMap<UserId, HashMap<ConversationKey, ConvState>>,
+}
+
+impl State {
+    /// Rebuilds the derived indexes after loading.
+    pub fn rebuild_indexes(&mut self) {
+        self.client_ids = self.messages.values().map(|r| ((r.msg.from.clone(), r.msg.client_id.clone()), r.msg.id)).collect();
+    }
+
+    /// The head (last seq) of a user's log.
+    pub fn head(&self, user: &str) -> u64 {
+        self.logs.get(user).and_then(|l| l.last()).map(|e| e.seq).unwrap_or(0)
+    }
+}

@@ -1,0 +1,319 @@
+//! A small raw-protocol test client (blocking std sockets, every read with a timeout) and a
+//! helper that starts a real server on 127.0.0.1:0 with a fresh data directory.
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use receipt_core::codec::{encode, FrameDecoder};
+use receipt_core::protocol::*;
+use receipt_core::*;
+use receipt_server::{auth, ServerConfig, ServerHandle};
+
+pub const SECRET: &str = "test-secret";
+pub const WAIT: Duration = Duration::from_secs(5);
+
+pub struct TestServer {
+    pub handle: Option<ServerHandle>,
+    pub dir: tempfile::TempDir,
+    pub config: ServerConfig,
+}
+
+impl TestServer {
+    pub fn addr(&self) -> SocketAddr {
+        self.handle.as_ref().expect("running").local_addr()
+    }
+
+    /// Stops and starts the server on the same data directory (a new port).
+    pub fn restart(&mut self) {
+        self.handle.take().expect("running").shutdown();
+        self.handle = Some(ServerHandle::spawn_in_thread(self.config.clone()).expect("restart"));
+    }
+}
+
+/// A server with a tempdir data dir; `f` adjusts the config.
+pub fn server(f: impl FnOnce(&mut ServerConfig)) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        data_dir: Some(dir.path().to_path_buf()),
+        secret: SECRET.into(),
+        ..ServerConfig::default()
+    };
+    f(&mut config);
+    let handle = ServerHandle::spawn_in_thread(config.clone()).expect("server starts");
+    TestServer { handle: Some(handle), dir, config }
+}
+
+pub fn token(user: &str) -> String {
+    auth::token_for(SECRET, user, 3600)
+}
+
+pub struct Client {
+    pub stream: TcpStream,
+    dec: FrameDecoder,
+    next_req: ReqId,
+    pub user: String,
+    /// Live events received while waiting for something else.
+    pub events: VecDeque<SeqEvent>,
+    pub backlog: Vec<SeqEvent>,
+    pub head: Seq,
+    pub conversations: Vec<ConversationState>,
+    pub closed: bool,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_nodelay(true).unwrap();
+        Client {
+            stream,
+            dec: FrameDecoder::default(),
+            next_req: 1,
+            user: String::new(),
+            events: VecDeque::new(),
+            backlog: Vec::new(),
+            head: 0,
+            conversations: Vec::new(),
+            closed: false,
+        }
+    }
+
+    /// Logs in with a valid token from `since` 0 and reads up to `SyncDone`.
+    pub fn login(addr: SocketAddr, user: &str, device: &str) -> Client {
+        Self::login_since(addr, user, device, 0)
+    }
+
+    pub fn login_since(addr: SocketAddr, user: &str, device: &str, since: Seq) -> Client {
+        let mut c = Client::connect(addr);
+        c.user = user.into();
+        c.send(&ClientFrame::Login { v: PROTOCOL_VERSION, user: user.into(), device: device.into(), token: token(user), since });
+        match c.recv_required() {
+            ServerFrame::LoginOk { user: u, .. } => assert_eq!(u, user),
+            f => panic!("expected LoginOk, got {f:?}"),
+        }
+        c.read_sync();
+        c
+    }
+
+    /// Reads Backlog frames until SyncDone.
+    pub fn read_sync(&mut self) {
+        loop {
+            match self.recv_required() {
+                ServerFrame::Backlog { events } => self.backlog.extend(events),
+                ServerFrame::SyncDone { head, conversations } => {
+                    self.head = head;
+                    self.conversations = conversations;
+                    return;
+                }
+                f => panic!("expected Backlog/SyncDone, got {f:?}"),
+            }
+        }
+    }
+
+    pub fn unread(&self, chat_type: ChatType, id: &str) -> u32 {
+        self.conversations.iter().find(|c| c.chat_type == chat_type && c.id == id).map_or(0, |c| c.unread)
+    }
+
+    pub fn send(&mut self, f: &ClientFrame) {
+        self.send_raw(&encode(f));
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    /// The next frame within `timeout`, or `None` (timeout or closed: see `self.closed`).
+    pub fn recv(&mut self, timeout: Duration) -> Option<ServerFrame> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(f) = self.dec.next_frame::<ServerFrame>().expect("server sends valid frames") {
+                return Some(f);
+            }
+            if self.closed {
+                return None;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            self.stream.set_read_timeout(Some(left)).unwrap();
+            let mut buf = [0u8; 65536];
+            match self.stream.read(&mut buf) {
+                Ok(0) => self.closed = true,
+                Ok(n) => self.dec.push(&buf[..n]),
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => return None,
+                Err(_) => self.closed = true,
+            }
+        }
+    }
+
+    pub fn recv_required(&mut self) -> ServerFrame {
+        self.recv(WAIT).expect("a frame from the server")
+    }
+
+    /// Reads until the server closes the connection; returns what it sent.
+    pub fn until_closed(&mut self) -> Vec<ServerFrame> {
+        let deadline = Instant::now() + WAIT;
+        let mut out = Vec::new();
+        while Instant::now() < deadline {
+            match self.recv(Duration::from_millis(200)) {
+                Some(f) => out.push(f),
+                None if self.closed => return out,
+                None => {}
+            }
+        }
+        panic!("server did not close the connection; got {out:?}");
+    }
+
+    pub fn next_req(&mut self) -> ReqId {
+        self.next_req += 1;
+        self.next_req
+    }
+
+    /// Sends a request built from a fresh req id and waits for its answer (events meanwhile
+    /// are kept in `self.events`).
+    pub fn request(&mut self, f: impl FnOnce(ReqId) -> ClientFrame) -> Result<Response, ChatError> {
+        let req = self.next_req();
+        let frame = f(req);
+        self.send(&frame);
+        self.wait_result(req)
+    }
+
+    pub fn wait_result(&mut self, req: ReqId) -> Result<Response, ChatError> {
+        loop {
+            match self.recv_required() {
+                ServerFrame::Result { req: r, ok, err } if r == req => {
+                    return match (ok, err) {
+                        (Some(ok), None) => Ok(ok),
+                        (None, Some(e)) => Err(e),
+                        x => panic!("bad result {x:?}"),
+                    }
+                }
+                ServerFrame::Event { event } => self.events.push_back(event),
+                ServerFrame::Result { req: r, .. } => {
+                    panic!("answer to {r} while waiting for {req}")
+                }
+                f => panic!("unexpected {f:?}"),
+            }
+        }
+    }
+
+    pub fn expect_ok(&mut self, f: impl FnOnce(ReqId) -> ClientFrame) -> Response {
+        self.request(f).expect("request ok")
+    }
+
+    pub fn expect_err(&mut self, code: ErrorCode, f: impl FnOnce(ReqId) -> ClientFrame) -> ChatError {
+        match self.request(f) {
+            Err(e) => {
+                assert_eq!(e.code, code, "{e}");
+                e
+            }
+            Ok(r) => panic!("expected error {code:?}, got {r:?}"),
+        }
+    }
+
+    pub fn send_msg(&mut self, to: &str, chat_type: ChatType, content: &str) -> MsgId {
+        self.send_msg_opts(to, chat_type, content, false, false).expect("send ok").0
+    }
+
+    /// Sends a message; returns (id, need_group_ack as stored, via the echo event not needed).
+    pub fn send_msg_opts(&mut self, to: &str, chat_type: ChatType, content: &str, rda: bool, nga: bool) -> Result<(MsgId, u64), ChatError> {
+        // Unique per process, so a new connection of the same user never reuses one.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let cid = format!("c{}-{}", self.user, NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        match self.request(|req| ClientFrame::Send {
+            req,
+            client_id: cid,
+            to: to.into(),
+            chat_type,
+            content: content.into(),
+            require_delivery_ack: rda,
+            need_group_ack: nga,
+        })? {
+            Response::Sent { msg_id, timestamp, .. } => Ok((msg_id, timestamp)),
+            r => panic!("expected Sent, got {r:?}"),
+        }
+    }
+
+    /// The next live event (waits up to `WAIT`).
+    pub fn next_event(&mut self) -> ServerEvent {
+        if let Some(e) = self.events.pop_front() {
+            return e.event;
+        }
+        match self.recv_required() {
+            ServerFrame::Event { event } => event.event,
+            f => panic!("expected an event, got {f:?}"),
+        }
+    }
+
+    pub fn next_seq_event(&mut self) -> SeqEvent {
+        if let Some(e) = self.events.pop_front() {
+            return e;
+        }
+        match self.recv_required() {
+            ServerFrame::Event { event } => event,
+            f => panic!("expected an event, got {f:?}"),
+        }
+    }
+
+    /// Skips events until one matches `pred` (bounded by `WAIT` per event).
+    pub fn event_matching(&mut self, mut pred: impl FnMut(&ServerEvent) -> bool) -> ServerEvent {
+        for _ in 0..1000 {
+            let e = self.next_event();
+            if pred(&e) {
+                return e;
+            }
+        }
+        panic!("no matching event");
+    }
+
+    /// Asserts that no event arrives within `ms` (after draining nothing: buffered events count).
+    pub fn expect_no_event(&mut self, ms: u64) {
+        if let Some(e) = self.events.pop_front() {
+            panic!("unexpected event {e:?}");
+        }
+        if let Some(f) = self.recv(Duration::from_millis(ms)) {
+            panic!("unexpected frame {f:?}");
+        }
+    }
+
+    /// Drains every frame that arrives within `ms`; returns the events.
+    pub fn drain_events(&mut self, ms: u64) -> Vec<ServerEvent> {
+        let mut out: Vec<ServerEvent> = self.events.drain(..).map(|e| e.event).collect();
+        while let Some(f) = self.recv(Duration::from_millis(ms)) {
+            if let ServerFrame::Event { event } = f {
+                out.push(event.event);
+            }
+        }
+        out
+    }
+
+    /// A ping round trip: everything the server sent before the pong is read (events buffered).
+    pub fn sync_ping(&mut self) {
+        let nonce = self.next_req();
+        self.send(&ClientFrame::Ping { nonce });
+        loop {
+            match self.recv_required() {
+                ServerFrame::Pong { nonce: n } if n == nonce => return,
+                ServerFrame::Event { event } => self.events.push_back(event),
+                f => panic!("unexpected {f:?}"),
+            }
+        }
+    }
+}
+
+pub fn create_group(owner: &mut Client, members: &[&str]) -> GroupId {
+    match owner.expect_ok(|req| ClientFrame::CreateGroup {
+        req,
+        name: "team".into(),
+        members: members.iter().map(|s| s.to_string()).collect(),
+        chat_room: false,
+    }) {
+        Response::GroupCreated { group } => group,
+        r => panic!("{r:?}"),
+    }
+}
