@@ -70,6 +70,11 @@ fn main() {
         }
         times.sort();
         let median: Duration = times[RUNS / 2];
-        println!("  {n:>9} unread: median {:>8.2} us  (min {:.2} us, max {:.2} us)", median.as_secs_f64() * 1e6, times[0].as_secs_f64() * 1e6, times[RUNS - 1].as_secs_f64() * 1e6);
+        println!(
+            "  {n:>9} unread: median {:>8.2} us  (min {:.2} us, max {:.2} us)",
+            median.as_secs_f64() * 1e6,
+            times[0].as_secs_f64() * 1e6,
+            times[RUNS - 1].as_secs_f64() * 1e6
+        );
     }
 }

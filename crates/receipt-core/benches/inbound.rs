@@ -75,7 +75,9 @@ fn bench(c: &mut Criterion) {
     let frames = receipts();
     let mut g = c.benchmark_group("inbound_receipts");
     g.throughput(Throughput::Elements(frames.len() as u64));
-    g.bench_function("memory_store", |b| b.iter_batched(|| sender(MemStore::default()), |mut e| apply(&mut e, &frames), BatchSize::LargeInput));
+    g.bench_function("memory_store", |b| {
+        b.iter_batched(|| sender(MemStore::default()), |mut e| apply(&mut e, &frames), BatchSize::LargeInput)
+    });
     let dir = tempfile::tempdir().unwrap();
     let mut n = 0;
     g.sample_size(10);

@@ -213,7 +213,10 @@ mod tests {
             },
             ServerFrame::ok(4, Response::Sent { client_id: "c".into(), msg_id: 10, timestamp: 11 }),
             ServerFrame::err(5, crate::ChatError::new(crate::ErrorCode::MessageExpired, "too old")),
-            ServerFrame::SyncDone { head: 9, conversations: vec![ConversationState { chat_type: ChatType::Chat, id: "b".into(), unread: 2 }] },
+            ServerFrame::SyncDone {
+                head: 9,
+                conversations: vec![ConversationState { chat_type: ChatType::Chat, id: "b".into(), unread: 2 }],
+            },
         ];
         for f in frames {
             let bytes = encode(&f);

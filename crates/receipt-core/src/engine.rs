@@ -71,12 +71,24 @@ pub enum ClientEvent {
     GroupMessageRead(Vec<GroupReadAck>),
     /// 1:1 conversation ack: `from` read the conversation with `to`. Fires on the peer's devices
     /// and on the acker's other devices.
-    ConversationRead { from: UserId, to: String },
-    UnreadCountChanged { conversation: ConversationKey, unread: u32 },
+    ConversationRead {
+        from: UserId,
+        to: String,
+    },
+    UnreadCountChanged {
+        conversation: ConversationKey,
+        unread: u32,
+    },
     /// A request finished: the server answered, or (for queries) the connection went away.
-    RequestCompleted { req: ReqId, result: Result<Completion, ChatError> },
+    RequestCompleted {
+        req: ReqId,
+        result: Result<Completion, ChatError>,
+    },
     /// This user joined, left or changed role in a group.
-    MembershipChanged { group: GroupId, role: Option<GroupRole> },
+    MembershipChanged {
+        group: GroupId,
+        role: Option<GroupRole>,
+    },
     /// Persisting state failed; the engine keeps going in memory.
     StoreFailed(String),
 }
@@ -109,6 +121,8 @@ pub struct ClientEngine<S: ClientStore> {
     outbox: VecDeque<ClientFrame>,
     queries: HashMap<ReqId, Query>,
     link: Link,
+    /// The server refused the last login (bad token): do not retry with it.
+    login_refused: bool,
     token: Option<String>,
     /// Delivery acks made while replaying the backlog; sent at SyncDone unless another device
     /// of this user turned out to have sent them already.
@@ -160,6 +174,7 @@ impl<S: ClientStore> ClientEngine<S> {
             outbox: snap.outbox.into(),
             queries: HashMap::new(),
             link: Link::Down,
+            login_refused: false,
             token: None,
             held_delivery_acks: Vec::new(),
             transmit: VecDeque::new(),
@@ -204,6 +219,10 @@ impl<S: ClientStore> ClientEngine<S> {
     }
     pub fn is_connected(&self) -> bool {
         self.link == Link::Up
+    }
+    /// The server refused the last login; reconnecting with the same token is pointless.
+    pub fn is_login_refused(&self) -> bool {
+        self.login_refused
     }
     /// The store, for callers that need to close or inspect it.
     pub fn store(&self) -> &S {
@@ -360,10 +379,7 @@ impl<S: ClientStore> ClientEngine<S> {
     }
 
     fn received_message(&self, msg_id: MsgId) -> ChatResult<&ChatMessage> {
-        let m = self
-            .messages
-            .get(&msg_id)
-            .ok_or_else(|| ChatError::invalid_message(format!("unknown message {msg_id}")))?;
+        let m = self.messages.get(&msg_id).ok_or_else(|| ChatError::invalid_message(format!("unknown message {msg_id}")))?;
         if m.direction == MessageDirection::Send {
             return Err(ChatError::wrong_type("cannot ack a message you sent"));
         }
@@ -536,6 +552,7 @@ impl<S: ClientStore> ClientEngine<S> {
     pub fn handle_connected(&mut self, now: u64, token: &str) {
         self.token = Some(token.to_string());
         self.link = Link::Syncing;
+        self.login_refused = false;
         self.transmit.clear();
         self.held_delivery_acks.clear();
         self.last_rx = now;
@@ -618,6 +635,7 @@ impl<S: ClientStore> ClientEngine<S> {
             ServerFrame::LoginOk { .. } => {}
             ServerFrame::LoginFailed { error } => {
                 self.link = Link::Down;
+                self.login_refused = true;
                 self.transmit.clear();
                 self.events.push_back(ClientEvent::LoginFailed(error));
             }
@@ -654,7 +672,8 @@ impl<S: ClientStore> ClientEngine<S> {
         }
         let server: HashMap<ConversationKey, u32> =
             server.into_iter().map(|s| (ConversationKey::new(s.chat_type, s.id), s.unread)).collect();
-        let keys: Vec<ConversationKey> = self.conversations.keys().chain(server.keys()).cloned().collect::<HashSet<_>>().into_iter().collect();
+        let keys: Vec<ConversationKey> =
+            self.conversations.keys().chain(server.keys()).cloned().collect::<HashSet<_>>().into_iter().collect();
         for key in keys {
             if busy.contains(&key) {
                 continue;
@@ -819,7 +838,10 @@ impl<S: ClientStore> ClientEngine<S> {
         } else {
             let ids = self.conv_ids.get(key).map(Vec::as_slice).unwrap_or(&[]);
             let start = ids.partition_point(|&id| id <= up_to);
-            ids[start..].iter().filter(|id| self.messages.get(id).is_some_and(|m| m.direction == MessageDirection::Receive && m.unread)).count() as u32
+            ids[start..]
+                .iter()
+                .filter(|id| self.messages.get(id).is_some_and(|m| m.direction == MessageDirection::Receive && m.unread))
+                .count() as u32
         };
         let c = self.conv_mut(key);
         c.read_up_to = up_to;
@@ -967,11 +989,8 @@ impl<S: ClientStore> ClientEngine<S> {
 
     /// Ends an input: emits the batched events and writes the changes in one transaction.
     fn finish(&mut self, _now: u64, durable: bool) {
-        let lists = [
-            (std::mem::take(&mut self.received), 0u8),
-            (std::mem::take(&mut self.delivered), 1),
-            (std::mem::take(&mut self.read), 2),
-        ];
+        let lists =
+            [(std::mem::take(&mut self.received), 0u8), (std::mem::take(&mut self.delivered), 1), (std::mem::take(&mut self.read), 2)];
         for (ids, kind) in lists {
             if ids.is_empty() {
                 continue;

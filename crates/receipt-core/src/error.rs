@@ -11,6 +11,8 @@ pub enum ErrorCode {
     GeneralError = 1,
     /// A parameter is out of range, empty or malformed.
     InvalidParam = 110,
+    /// A user is already logged in on this client.
+    UserAlreadyLogin = 200,
     /// The operation needs a logged-in user.
     UserNotLogin = 201,
     /// The token was refused: bad signature, expired, for another user, or missing.
@@ -38,9 +40,10 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::GeneralError,
         ErrorCode::InvalidParam,
+        ErrorCode::UserAlreadyLogin,
         ErrorCode::UserNotLogin,
         ErrorCode::UserAuthenticationFailed,
         ErrorCode::ServerNotReachable,
@@ -69,10 +72,7 @@ impl From<ErrorCode> for u32 {
 impl TryFrom<u32> for ErrorCode {
     type Error = String;
     fn try_from(v: u32) -> Result<Self, String> {
-        ErrorCode::ALL
-            .into_iter()
-            .find(|c| *c as u32 == v)
-            .ok_or_else(|| format!("unknown error code {v}"))
+        ErrorCode::ALL.into_iter().find(|c| *c as u32 == v).ok_or_else(|| format!("unknown error code {v}"))
     }
 }
 

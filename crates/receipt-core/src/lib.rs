@@ -16,5 +16,5 @@ pub mod protocol;
 pub mod store;
 pub mod types;
 
-pub use error::{ChatError, ErrorCode};
+pub use error::{ChatError, ChatResult, ErrorCode};
 pub use types::*;

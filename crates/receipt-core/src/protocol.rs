@@ -19,7 +19,13 @@ pub const PROTOCOL_VERSION: u32 = 1;
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum ClientFrame {
     /// First frame of a connection. `since` is the last event seq this device applied (0: none).
-    Login { v: u32, user: UserId, device: DeviceId, token: String, since: Seq },
+    Login {
+        v: u32,
+        user: UserId,
+        device: DeviceId,
+        token: String,
+        since: Seq,
+    },
     /// Send a message. `client_id` makes a resend after reconnect idempotent.
     Send {
         req: ReqId,
@@ -33,11 +39,21 @@ pub enum ClientFrame {
         need_group_ack: bool,
     },
     /// The message reached this device (1:1 only; sent by the SDK on its own).
-    DeliveryAck { req: ReqId, msg_id: MsgId },
+    DeliveryAck {
+        req: ReqId,
+        msg_id: MsgId,
+    },
     /// The user read this 1:1 message.
-    ReadAck { req: ReqId, msg_id: MsgId },
+    ReadAck {
+        req: ReqId,
+        msg_id: MsgId,
+    },
     /// The user read the whole conversation (1:1: the peer is told; group: own state only).
-    ConversationAck { req: ReqId, chat_type: ChatType, conversation: String },
+    ConversationAck {
+        req: ReqId,
+        chat_type: ChatType,
+        conversation: String,
+    },
     /// The user read this group message; `ext` is passed on to the sender.
     GroupAck {
         req: ReqId,
@@ -71,12 +87,29 @@ pub enum ClientFrame {
         #[serde(default)]
         chat_room: bool,
     },
-    AddMembers { req: ReqId, group: GroupId, members: Vec<UserId> },
-    RemoveMembers { req: ReqId, group: GroupId, members: Vec<UserId> },
-    SetRole { req: ReqId, group: GroupId, member: UserId, role: GroupRole },
+    AddMembers {
+        req: ReqId,
+        group: GroupId,
+        members: Vec<UserId>,
+    },
+    RemoveMembers {
+        req: ReqId,
+        group: GroupId,
+        members: Vec<UserId>,
+    },
+    SetRole {
+        req: ReqId,
+        group: GroupId,
+        member: UserId,
+        role: GroupRole,
+    },
     /// This device applied every event up to `seq` (lets the server trim per-device state).
-    SyncCursor { seq: Seq },
-    Ping { nonce: u64 },
+    SyncCursor {
+        seq: Seq,
+    },
+    Ping {
+        nonce: u64,
+    },
 }
 
 impl ClientFrame {
@@ -166,13 +199,25 @@ pub struct SeqEvent {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum ServerFrame {
-    LoginOk { v: u32, user: UserId, device: DeviceId, server_time: u64 },
+    LoginOk {
+        v: u32,
+        user: UserId,
+        device: DeviceId,
+        server_time: u64,
+    },
     /// The login was refused; the server closes the connection after this frame.
-    LoginFailed { error: ChatError },
+    LoginFailed {
+        error: ChatError,
+    },
     /// Replayed events this device missed (in order). More may follow.
-    Backlog { events: Vec<SeqEvent> },
+    Backlog {
+        events: Vec<SeqEvent>,
+    },
     /// The replay is complete: from here on events are live. Carries the server's unread counts.
-    SyncDone { head: Seq, conversations: Vec<ConversationState> },
+    SyncDone {
+        head: Seq,
+        conversations: Vec<ConversationState>,
+    },
     /// A live event.
     Event {
         #[serde(flatten)]
@@ -187,8 +232,12 @@ pub enum ServerFrame {
         err: Option<ChatError>,
     },
     /// The connection is being closed for a protocol error (malformed frame, no login, ...).
-    Error { error: ChatError },
-    Pong { nonce: u64 },
+    Error {
+        error: ChatError,
+    },
+    Pong {
+        nonce: u64,
+    },
 }
 
 impl ServerFrame {

@@ -110,7 +110,14 @@ macro_rules! backend_err {
         }
     )*};
 }
-backend_err!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError, redb::SetDurabilityError);
+backend_err!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
 
 /// Where the engine's state lives between runs.
 pub trait ClientStore {

@@ -215,9 +215,7 @@ pub const MAX_ID_BYTES: usize = 128;
 /// Checks an id: non-empty, at most [`MAX_ID_BYTES`], no control characters.
 pub fn validate_id(what: &str, id: &str) -> Result<(), crate::ChatError> {
     if id.is_empty() || id.len() > MAX_ID_BYTES || id.chars().any(char::is_control) {
-        return Err(crate::ChatError::invalid_param(format!(
-            "{what} must be 1..={MAX_ID_BYTES} bytes without control characters"
-        )));
+        return Err(crate::ChatError::invalid_param(format!("{what} must be 1..={MAX_ID_BYTES} bytes without control characters")));
     }
     Ok(())
 }

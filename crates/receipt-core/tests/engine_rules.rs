@@ -164,9 +164,8 @@ fn rule5_conversation_ack_reaches_peer_and_own_other_devices() {
     let now = w.now;
     assert!(w.dev("a1").engine.ack_conversation_read(now, "bob").unwrap().is_some());
     w.pump();
-    let conv_read = |evs: &[ClientEvent]| {
-        evs.iter().any(|e| matches!(e, ClientEvent::ConversationRead { from, to } if from == "alice" && to == "bob"))
-    };
+    let conv_read =
+        |evs: &[ClientEvent]| evs.iter().any(|e| matches!(e, ClientEvent::ConversationRead { from, to } if from == "alice" && to == "bob"));
     assert!(conv_read(&w.dev("b1").take_events()), "peer hears onConversationRead");
     assert!(conv_read(&w.dev("a2").take_events()), "acker's other device hears it");
     assert!(!conv_read(&w.dev("a1").take_events()), "the acking device itself does not");
@@ -350,7 +349,9 @@ fn queries_need_a_connection_and_fail_when_it_drops() {
     let req = w.dev("a1").engine.fetch_group_read_acks(now, id, 10, None).unwrap();
     w.disconnect(0);
     let evs = w.dev("a1").take_events();
-    assert!(evs.iter().any(|e| matches!(e, ClientEvent::RequestCompleted { req: r, result: Err(er) } if r == &req && er.code == ErrorCode::ServerNotReachable)));
+    assert!(evs.iter().any(
+        |e| matches!(e, ClientEvent::RequestCompleted { req: r, result: Err(er) } if r == &req && er.code == ErrorCode::ServerNotReachable)
+    ));
     assert_eq!(w.dev("a1").engine.fetch_group_read_acks(now, id, 10, None).unwrap_err().code, ErrorCode::ServerNotReachable);
 }
 

@@ -18,7 +18,8 @@ fn engine_state_survives_reopening_the_redb_file() {
     let key = ConversationKey::new(ChatType::Chat, "bob");
 
     // bob's messages reach alice through the reference server.
-    let mut bob = ClientEngine::open(EngineConfig::new("bob", "b1", ChatOptions::default()), receipt_core::store::MemStore::default()).unwrap();
+    let mut bob =
+        ClientEngine::open(EngineConfig::new("bob", "b1", ChatOptions::default()), receipt_core::store::MemStore::default()).unwrap();
     server.handle("b1", ClientFrame::Login { v: 1, user: "bob".into(), device: "b1".into(), token: String::new(), since: 0 });
     for _ in 0..5 {
         bob.send_message(1, "alice", ChatType::Chat, "hello", false).unwrap();

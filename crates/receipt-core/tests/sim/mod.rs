@@ -183,7 +183,14 @@ impl SimServer {
                     return Ok(Response::Done);
                 }
                 *wm = up_to;
-                let e = ServerEvent::ConversationRead { chat_type, from: user.to_string(), to: conversation.clone(), up_to, timestamp: now, device: device.into() };
+                let e = ServerEvent::ConversationRead {
+                    chat_type,
+                    from: user.to_string(),
+                    to: conversation.clone(),
+                    up_to,
+                    timestamp: now,
+                    device: device.into(),
+                };
                 if chat_type == ChatType::Chat {
                     self.append(&conversation, e.clone());
                 }
@@ -203,7 +210,14 @@ impl SimServer {
                     return Ok(Response::Done);
                 }
                 self.next_id += 1;
-                let ack = GroupReadAck { ack_id: self.next_id, msg_id, from: user.to_string(), content: ext, count: acks.len() as u32 + 1, timestamp: now };
+                let ack = GroupReadAck {
+                    ack_id: self.next_id,
+                    msg_id,
+                    from: user.to_string(),
+                    content: ext,
+                    count: acks.len() as u32 + 1,
+                    timestamp: now,
+                };
                 acks.push(ack.clone());
                 *self.forwarded.entry((AckKind::Group, msg_id, user.to_string())).or_default() += 1;
                 self.read_one.insert((user.to_string(), msg_id));
