@@ -211,7 +211,7 @@ mod tests {
                     event: ServerEvent::Read { msg_id: 9, from: "a".into(), to: "b".into(), by: "b".into(), timestamp: 5 },
                 },
             },
-            ServerFrame::ok(4, Response::Sent { client_id: "c".into(), msg_id: 10, timestamp: 11 }),
+            ServerFrame::ok(4, Response::Sent { client_id: "c".into(), msg_id: 10, timestamp: 11, need_group_ack: false }),
             ServerFrame::err(5, crate::ChatError::new(crate::ErrorCode::MessageExpired, "too old")),
             ServerFrame::SyncDone {
                 head: 9,

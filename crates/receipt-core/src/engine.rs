@@ -719,8 +719,8 @@ impl<S: ClientStore> ClientEngine<S> {
         let frame = self.outbox.remove(pos).expect("position is in range");
         self.outbox_delete.push(req);
         let result = match (frame, ok, err) {
-            (ClientFrame::Send { client_id, .. }, Some(Response::Sent { msg_id, timestamp, .. }), None) => {
-                Ok(Completion::Sent(self.promote_sent(&client_id, msg_id, timestamp)))
+            (ClientFrame::Send { client_id, .. }, Some(Response::Sent { msg_id, timestamp, need_group_ack, .. }), None) => {
+                Ok(Completion::Sent(self.promote_sent(&client_id, msg_id, timestamp, need_group_ack)))
             }
             (ClientFrame::Send { client_id, .. }, _, e) => {
                 if let Some(m) = self.pending.get_mut(&client_id) {
@@ -752,7 +752,7 @@ impl<S: ClientStore> ClientEngine<S> {
 
     /// Turns a pending sent message into an accepted one (also when its `Message` event from
     /// the server came first).
-    fn promote_sent(&mut self, client_id: &str, msg_id: MsgId, timestamp: u64) -> ChatMessage {
+    fn promote_sent(&mut self, client_id: &str, msg_id: MsgId, timestamp: u64, need_group_ack: bool) -> ChatMessage {
         if let Some(mut m) = self.pending.remove(client_id) {
             self.deleted_pending.push(client_id.to_string());
             self.dirty_pending.remove(client_id);
@@ -760,6 +760,7 @@ impl<S: ClientStore> ClientEngine<S> {
                 m.id = msg_id;
                 m.timestamp = timestamp;
                 m.status = SendStatus::Sent;
+                m.need_group_ack = need_group_ack;
                 self.insert_message(m);
             }
         }
@@ -941,7 +942,7 @@ impl<S: ClientStore> ClientEngine<S> {
         if mine {
             // Sent from this device (answer not seen yet) or from another device of ours.
             if self.pending.contains_key(&msg.client_id) {
-                self.promote_sent(&msg.client_id, msg.id, msg.timestamp);
+                self.promote_sent(&msg.client_id, msg.id, msg.timestamp, msg.need_group_ack);
                 return;
             }
         }

@@ -148,8 +148,15 @@ pub struct ConversationState {
 pub enum Response {
     /// Done, nothing to return (acks, mark-read, membership changes).
     Done,
-    /// A message was accepted.
-    Sent { client_id: String, msg_id: MsgId, timestamp: u64 },
+    /// A message was accepted. `need_group_ack` says whether the server kept the request for
+    /// group read acks (a group over the policy's member cap gets none).
+    Sent {
+        client_id: String,
+        msg_id: MsgId,
+        timestamp: u64,
+        #[serde(default)]
+        need_group_ack: bool,
+    },
     /// A page of group read acks.
     GroupAcks { msg_id: MsgId, page: CursorResult<GroupReadAck> },
     /// A group was created.

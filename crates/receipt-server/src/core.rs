@@ -367,7 +367,7 @@ impl ServerCore {
         validate_id("client_id", &client_id)?;
         if let Some(&id) = self.st.client_ids.get(&(user.to_string(), client_id.clone())) {
             if let Some(rec) = self.st.messages.get(&id) {
-                return Ok(Response::Sent { client_id, msg_id: id, timestamp: rec.msg.timestamp });
+                return Ok(Response::Sent { client_id, msg_id: id, timestamp: rec.msg.timestamp, need_group_ack: rec.msg.need_group_ack });
             }
         }
         validate_id("to", &to)?;
@@ -433,7 +433,7 @@ impl ServerCore {
         self.conv_mut(user, &key).newest = id;
         self.put_conv(user, &key);
         self.emit(user, ServerEvent::Message { msg });
-        Ok(Response::Sent { client_id, msg_id: id, timestamp })
+        Ok(Response::Sent { client_id, msg_id: id, timestamp, need_group_ack: nga })
     }
 
     /// Common checks of 1:1 acks: the message is 1:1 and `user` is its recipient.

@@ -119,7 +119,7 @@ impl SimServer {
         match f {
             ClientFrame::Send { client_id, to, chat_type, content, require_delivery_ack, need_group_ack, .. } => {
                 if let Some(&(msg_id, timestamp)) = self.by_client_id.get(&(user.to_string(), client_id.clone())) {
-                    return Ok(Response::Sent { client_id, msg_id, timestamp });
+                    return Ok(Response::Sent { client_id, msg_id, timestamp, need_group_ack: self.messages[&msg_id].need_group_ack });
                 }
                 let members = if chat_type == ChatType::Chat {
                     vec![to.clone()]
@@ -148,7 +148,7 @@ impl SimServer {
                     self.append(&m, ServerEvent::Message { msg: msg.clone() });
                 }
                 self.append(user, ServerEvent::Message { msg: msg.clone() });
-                Ok(Response::Sent { client_id, msg_id: msg.id, timestamp: now })
+                Ok(Response::Sent { client_id, msg_id: msg.id, timestamp: now, need_group_ack: msg.need_group_ack })
             }
             ClientFrame::DeliveryAck { msg_id, .. } | ClientFrame::ReadAck { msg_id, .. } => {
                 let read = matches!(f, ClientFrame::ReadAck { .. });

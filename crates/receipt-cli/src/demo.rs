@@ -1,0 +1,349 @@
+//! The guided demo: every receipt of the guide, on an embedded server, as a transcript.
+
+use std::time::Duration;
+
+use receipt_client::{ClientEvent, Completion};
+use receipt_core::*;
+use receipt_server::{auth, ServerConfig, ServerHandle, WhoMayRequest};
+
+use crate::device::Device;
+
+const SECRET: &str = "demo-secret";
+
+struct Style {
+    color: bool,
+}
+
+impl Style {
+    fn paint(&self, code: &str, s: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+    fn section(&self, n: u32, title: &str) {
+        println!("\n{}", self.paint("1", &format!("{n}. {title}")));
+    }
+    fn say(&self, who: &str, what: &str) {
+        println!("   {:<14} {what}", self.paint("36", who));
+    }
+    fn hear(&self, who: &str, callback: &str, what: &str) {
+        println!("   {:<14} {} {what}", self.paint("36", who), self.paint("33", callback));
+    }
+    fn tick(&self, n: usize) -> String {
+        self.paint("32", &"✓".repeat(n))
+    }
+    fn refused(&self, what: &str, e: &ChatError) {
+        println!("   {:<14} {what}: {} {}", "", self.paint("31", &format!("refused {}", e.code.as_u32())), e.description);
+    }
+}
+
+fn server(dir: &std::path::Path, name: &str, f: impl FnOnce(&mut ServerConfig)) -> Result<ServerHandle, String> {
+    let mut cfg =
+        ServerConfig { addr: "127.0.0.1:0".parse().unwrap(), data_dir: Some(dir.join(name)), secret: SECRET.into(), ..Default::default() };
+    cfg.group_ack.enabled = true;
+    f(&mut cfg);
+    ServerHandle::spawn_in_thread(cfg).map_err(|e| format!("starting the server: {e}"))
+}
+
+fn token(user: &str) -> String {
+    auth::token_for(SECRET, user, 3600)
+}
+
+fn online(label: &str, user: &str, options: ChatOptions, port: u16, dir: &std::path::Path) -> Result<Device, String> {
+    let d = Device::new(label, options, port, dir)?;
+    d.login(user, &token(user))?;
+    Ok(d)
+}
+
+fn sent(d: &Device, to: &str, t: ChatType, text: &str, group_ack: bool) -> Result<ChatMessage, String> {
+    let (req, _) = d.client.send_text(to, t, text, group_ack).map_err(|e| e.to_string())?;
+    match d.completed(req)? {
+        Ok(Completion::Sent(m)) => Ok(m),
+        other => Err(format!("{}: send answered {other:?}", d.label)),
+    }
+}
+
+fn received(d: &Device) -> Result<ChatMessage, String> {
+    d.wait("onMessageReceived", |e| match e {
+        ClientEvent::MessagesReceived(m) => m.first().cloned(),
+        _ => None,
+    })
+}
+
+fn expect_err<T: std::fmt::Debug>(r: ChatResult<T>, code: ErrorCode) -> Result<ChatError, String> {
+    match r {
+        Err(e) if e.code == code => Ok(e),
+        other => Err(format!("expected error {}, got {other:?}", code.as_u32())),
+    }
+}
+
+fn expect_refused(d: &Device, req: ReqId, code: ErrorCode) -> Result<ChatError, String> {
+    match d.completed(req)? {
+        Err(e) if e.code == code => Ok(e),
+        other => Err(format!("{}: expected refusal {}, got {other:?}", d.label, code.as_u32())),
+    }
+}
+
+fn group_of(owner: &Device, members: &[&str]) -> Result<GroupId, String> {
+    let members: Vec<UserId> = members.iter().map(|m| m.to_string()).collect();
+    let req = owner.client.create_group("weekend", &members).map_err(|e| e.to_string())?;
+    match owner.completed(req)? {
+        Ok(Completion::GroupCreated(g)) => Ok(g),
+        other => Err(format!("create group answered {other:?}")),
+    }
+}
+
+pub fn run(color: bool) -> Result<(), String> {
+    let s = Style { color };
+    let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let dir = tmp.path();
+    let srv = server(dir, "server", |_| {})?;
+    let port = srv.local_addr().port();
+    println!("{}", s.paint("1", "Message receipts — a guided tour"));
+    println!("   server on {} (embedded; data in {})", srv.local_addr(), dir.display());
+
+    let with_delivery = ChatOptions { require_delivery_ack: true, ..Default::default() };
+    let alice = online("alice/phone", "alice", with_delivery.clone(), port, dir)?;
+    let tablet = online("alice/tablet", "alice", with_delivery.clone(), port, dir)?;
+    let bob = online("bob/phone", "bob", with_delivery, port, dir)?;
+    let carol = online("carol/phone", "carol", ChatOptions::default(), port, dir)?;
+    let dave = online("dave/phone", "dave", ChatOptions::default(), port, dir)?;
+    let erin = online("erin/phone", "erin", ChatOptions::default(), port, dir)?;
+    println!("   logged in: alice (phone + tablet), bob, carol, dave, erin");
+
+    // 1. Delivery receipt.
+    s.section(1, "Delivery receipt (1:1, requireDeliveryAck = true)");
+    let m = sent(&alice, "bob", ChatType::Chat, "Are we still on for Saturday?", false)?;
+    s.say("alice/phone", &format!("sends \"{}\" to bob (msg {})", m.content, m.id));
+    let got = received(&bob)?;
+    s.hear("bob/phone", "onMessageReceived", &format!("\"{}\" — the SDK sends the delivery ack by itself", got.content));
+    let d = alice.wait("onMessageDelivered", |e| match e {
+        ClientEvent::MessagesDelivered(m) => m.first().cloned(),
+        _ => None,
+    })?;
+    s.hear("alice/phone", "onMessageDelivered", &format!("msg {} {}", d.id, s.tick(1)));
+
+    // 2. Message read receipt.
+    s.section(2, "Message read receipt (ackMessageRead)");
+    let req = bob.client.ack_message_read(got.id).map_err(|e| e.to_string())?;
+    s.say("bob/phone", &format!("reads it: ackMessageRead(\"alice\", \"{}\")", got.id));
+    let r = alice.wait("onMessageRead", |e| match e {
+        ClientEvent::MessagesRead(m) => m.first().cloned(),
+        _ => None,
+    })?;
+    s.hear("alice/phone", "onMessageRead", &format!("msg {} {}  isReceiverRead = {}", r.id, s.tick(2), r.receiver_read));
+    if let Some(req) = req {
+        bob.completed(req)?.map_err(|e| e.to_string())?;
+    }
+    let again = bob.client.ack_message_read(got.id).map_err(|e| e.to_string())?;
+    s.say("bob/phone", &format!("acks again: {}", if again.is_none() { "nothing sent — an ack goes out once" } else { "SENT TWICE" }));
+    if again.is_some() {
+        return Err("a read ack went out twice".into());
+    }
+
+    // 3. Conversation read receipt.
+    s.section(3, "Conversation read receipt (ackConversationRead), two devices");
+    for text in ["Yes!", "I'll bring the snacks", "10 am at the park?"] {
+        sent(&bob, "alice", ChatType::Chat, text, false)?;
+    }
+    s.say("bob/phone", "sends alice three messages");
+    let key = ConversationKey::new(ChatType::Chat, "bob");
+    for dev in [&alice, &tablet] {
+        dev.wait("unread count 3", |e| {
+            matches!(e, ClientEvent::UnreadCountChanged { conversation, unread: 3 } if *conversation == key).then_some(())
+        })?;
+        s.say(&dev.label, &format!("unread from bob: {}", dev.client.unread_count(&key).map_err(|e| e.to_string())?));
+    }
+    alice.client.ack_conversation_read("bob").map_err(|e| e.to_string())?;
+    s.say("alice/phone", "opens the chat: ackConversationRead(\"bob\")");
+    for dev in [&bob, &tablet] {
+        let (from, to) = dev.wait("onConversationRead", |e| match e {
+            ClientEvent::ConversationRead { from, to } => Some((from.clone(), to.clone())),
+            _ => None,
+        })?;
+        s.hear(&dev.label, "onConversationRead", &format!("(from: \"{from}\", to: \"{to}\")"));
+    }
+    tablet.wait("unread count 0", |e| {
+        matches!(e, ClientEvent::UnreadCountChanged { conversation, unread: 0 } if *conversation == key).then_some(())
+    })?;
+    s.say(
+        "alice/tablet",
+        &format!("unread from bob: {} (synced from the phone)", tablet.client.unread_count(&key).map_err(|e| e.to_string())?),
+    );
+    let read_ok = bob_three_read(&bob)?;
+    s.say("bob/phone", &format!("his three messages now show {} (isReceiverRead: {read_ok})", s.tick(2)));
+
+    // 4. Group read receipts.
+    s.section(4, "Group read receipts (ackGroupMessageRead, fetchGroupReadAcks)");
+    let group = group_of(&carol, &["dave", "erin"])?;
+    dave.settle();
+    erin.settle();
+    s.say("carol/phone", &format!("creates group {group} with dave and erin"));
+    let gm = sent(&carol, &group, ChatType::GroupChat, "Who's coming on Saturday?", true)?;
+    s.say("carol/phone", &format!("sends \"{}\" with setIsNeedGroupAck(true) (msg {})", gm.content, gm.id));
+    for (dev, ext) in [(&dave, "me!"), (&erin, "count me in")] {
+        let m = received(dev)?;
+        dev.client.mark_message_read(m.id).map_err(|e| e.to_string())?;
+        dev.client.ack_group_message_read(m.id, Some(ext)).map_err(|e| e.to_string())?;
+        s.say(&dev.label, &format!("reads it: ackGroupMessageRead(message, \"{ext}\")"));
+        let ack = carol.wait("onGroupMessageRead", |e| match e {
+            ClientEvent::GroupMessageRead(a) => a.first().cloned(),
+            _ => None,
+        })?;
+        s.hear(
+            "carol/phone",
+            "onGroupMessageRead",
+            &format!("{} read it (\"{}\"), count {}", ack.from, ack.content.unwrap_or_default(), ack.count),
+        );
+    }
+    let count = carol.client.message(&gm.id.to_string()).map_err(|e| e.to_string())?.map(|m| m.group_ack_count).unwrap_or(0);
+    s.say("carol/phone", &format!("message.groupAckCount = {count}"));
+    let mut cursor: Option<AckId> = None;
+    let mut page_no = 0;
+    loop {
+        page_no += 1;
+        let req = carol.client.fetch_group_read_acks(gm.id, 1, cursor).map_err(|e| e.to_string())?;
+        let page = match carol.completed(req)? {
+            Ok(Completion::GroupAcks(p)) => p,
+            other => return Err(format!("fetch answered {other:?}")),
+        };
+        let who: Vec<String> = page.data.iter().map(|a| a.from.clone()).collect();
+        s.say("carol/phone", &format!("fetchGroupReadAcks(pageSize 1) page {page_no}: {who:?}, cursor \"{}\"", page.cursor));
+        if page.cursor.is_empty() || page_no > 10 {
+            break;
+        }
+        cursor = page.cursor.parse().ok();
+    }
+
+    // 5. Offline ack.
+    s.section(5, "An ack made offline is kept and sent on reconnect");
+    let m = sent(&bob, "alice", ChatType::Chat, "See you there!", false)?;
+    s.say("bob/phone", &format!("sends \"{}\" (msg {})", m.content, m.id));
+    received(&tablet)?;
+    // Let the tablet's own delivery ack be confirmed first, so the outbox below holds only the
+    // read ack made offline.
+    for _ in 0..100 {
+        if tablet.client.outbox_len().map_err(|e| e.to_string())? == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    tablet.client.set_network_enabled(false);
+    tablet.wait("disconnect", |e| matches!(e, ClientEvent::Disconnected).then_some(()))?;
+    s.say("alice/tablet", "goes into a tunnel (network off)");
+    tablet.client.ack_message_read(m.id).map_err(|e| e.to_string())?;
+    s.say(
+        "alice/tablet",
+        &format!("reads it offline: ackMessageRead → outbox holds {}", tablet.client.outbox_len().map_err(|e| e.to_string())?),
+    );
+    if !bob.hears_nothing(Duration::from_millis(300), |e| matches!(e, ClientEvent::MessagesRead(_))) {
+        return Err("bob heard a read ack while alice was offline".into());
+    }
+    s.say("bob/phone", "hears nothing yet");
+    tablet.client.set_network_enabled(true);
+    tablet.wait("reconnect", |e| matches!(e, ClientEvent::Connected).then_some(()))?;
+    s.say("alice/tablet", "back online: the outbox is flushed");
+    let offline_id = m.id;
+    let r = bob.wait("onMessageRead", |e| match e {
+        ClientEvent::MessagesRead(list) => list.iter().find(|x| x.id == offline_id).cloned(),
+        _ => None,
+    })?;
+    s.hear("bob/phone", "onMessageRead", &format!("msg {} {}", r.id, s.tick(2)));
+
+    // 6. Refusals.
+    s.section(6, "What the rules refuse");
+    let own = alice.client.ack_message_read(d.id);
+    s.refused("alice acks her own message", &expect_err(own, ErrorCode::MessageWrongType)?);
+    let private = online("bob/laptop", "bob", ChatOptions { require_read_ack: false, ..Default::default() }, port, dir)?;
+    let e = expect_err(private.client.ack_message_read(got.id), ErrorCode::FeatureNotEnabled)?;
+    s.refused("bob/laptop with requireReadAck = false acks", &e);
+    let req = carol.client.fetch_group_read_acks(gm.id, 0, None);
+    s.refused("fetchGroupReadAcks with pageSize 0", &expect_err(req, ErrorCode::InvalidParam)?);
+    let req = dave.client.fetch_group_read_acks(gm.id, 10, None).map_err(|e| e.to_string())?;
+    s.refused("dave lists the acks of carol's message (sender only)", &expect_refused(&dave, req, ErrorCode::GroupPermissionDenied)?);
+    let bad = Device::new("mallory/phone", ChatOptions::default(), port, dir)?;
+    bad.client.login("mallory", &token("alice")).map_err(|e| e.to_string())?;
+    let e = bad.wait("login refusal", |e| match e {
+        ClientEvent::LoginFailed(e) => Some(e.clone()),
+        _ => None,
+    })?;
+    s.refused("mallory logs in with alice's token", &e);
+
+    policy_refusals(&s, dir)?;
+    println!("\n{}", s.paint("32", "All receipts behaved as the guide promises."));
+    drop((alice, tablet, bob, carol, dave, erin, private, bad));
+    srv.shutdown();
+    Ok(())
+}
+
+/// bob's three latest sent messages all count as read by alice after her conversation ack.
+fn bob_three_read(bob: &Device) -> Result<bool, String> {
+    let key = ConversationKey::new(ChatType::Chat, "alice");
+    let ids: Vec<MsgId> =
+        bob.client.with_engine(|e, _| Ok(e.conversation_messages(&key).iter().map(|m| m.id).collect())).map_err(|e| e.to_string())?;
+    let mut all = true;
+    for id in ids.iter().rev().take(3) {
+        all &= bob.client.message(&id.to_string()).map_err(|e| e.to_string())?.is_some_and(|m| m.receiver_read);
+    }
+    if !all {
+        return Err("bob's messages are not all marked read after the conversation ack".into());
+    }
+    Ok(all)
+}
+
+/// The group read-ack policy settings, each on a server configured for it.
+fn policy_refusals(s: &Style, dir: &std::path::Path) -> Result<(), String> {
+    let cases: [(&str, fn(&mut ServerConfig)); 4] = [
+        ("group read acks not enabled", |c| c.group_ack.enabled = false),
+        ("only owner and admins may ask for acks", |c| c.group_ack.who_may_request = WhoMayRequest::OwnerAndAdmins),
+        ("acks valid for 1 s (3 days by default)", |c| c.group_ack.validity_secs = 1),
+        ("member cap of 2 for acks (200 by default)", |c| c.group_ack.member_cap = 2),
+    ];
+    for (i, (title, f)) in cases.into_iter().enumerate() {
+        let srv = server(dir, &format!("policy{i}"), f)?;
+        let port = srv.local_addr().port();
+        let sub = dir.join(format!("policy{i}-clients"));
+        let owner = online("carol/phone", "carol", ChatOptions::default(), port, &sub)?;
+        let member = online("dave/phone", "dave", ChatOptions::default(), port, &sub)?;
+        let other = online("erin/phone", "erin", ChatOptions::default(), port, &sub)?;
+        let group = group_of(&owner, &["dave", "erin"])?;
+        match i {
+            0 => {
+                let (req, _) = owner.client.send_text(&group, ChatType::GroupChat, "acks?", true).map_err(|e| e.to_string())?;
+                s.refused(&format!("[{title}] carol asks for acks"), &expect_refused(&owner, req, ErrorCode::FeatureNotEnabled)?);
+            }
+            1 => {
+                let (req, _) = member.client.send_text(&group, ChatType::GroupChat, "acks?", true).map_err(|e| e.to_string())?;
+                s.refused(
+                    &format!("[{title}] dave (member) asks for acks"),
+                    &expect_refused(&member, req, ErrorCode::GroupPermissionDenied)?,
+                );
+            }
+            2 => {
+                sent(&owner, &group, ChatType::GroupChat, "old news", true)?;
+                let m = received(&member)?;
+                std::thread::sleep(Duration::from_millis(1_200));
+                let req = member.client.ack_group_message_read(m.id, None).map_err(|e| e.to_string())?.ok_or("no ack sent")?;
+                s.refused(&format!("[{title}] dave acks after 1.2 s"), &expect_refused(&member, req, ErrorCode::MessageExpired)?);
+            }
+            _ => {
+                let m = sent(&owner, &group, ChatType::GroupChat, "big group", true)?;
+                s.say(
+                    "",
+                    &format!(
+                        "[{title}] a 3-member group: carol asks for acks: the server drops the request (isNeedGroupAck = {})",
+                        m.need_group_ack
+                    ),
+                );
+                let got = received(&member)?;
+                let e = expect_err(member.client.ack_group_message_read(got.id, None), ErrorCode::FeatureNotEnabled)?;
+                s.refused(&format!("[{title}] dave acks"), &e);
+            }
+        }
+        drop((owner, member, other));
+        srv.shutdown();
+    }
+    Ok(())
+}

@@ -1,0 +1,32 @@
+//! The README's main command: the demo runs to the end against its embedded server and shows
+//! every receipt of the guide.
+
+use std::process::Command;
+
+#[test]
+fn demo_walks_through_every_receipt() {
+    let out = Command::new(env!("CARGO_BIN_EXE_receipt-cli")).args(["demo", "--plain"]).output().expect("run the demo");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "demo failed:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    for line in [
+        "onMessageDelivered msg 1 ✓",
+        "onMessageRead msg 1 ✓✓",
+        "acks again: nothing sent",
+        "bob/phone      onConversationRead (from: \"alice\", to: \"bob\")",
+        "alice/tablet   onConversationRead (from: \"alice\", to: \"bob\")",
+        "unread from bob: 0 (synced from the phone)",
+        "count 2",
+        "message.groupAckCount = 2",
+        "page 2: [\"dave\"], cursor \"\"",
+        "outbox holds 1",
+        "refused 501",
+        "refused 505",
+        "refused 110",
+        "refused 603",
+        "refused 202",
+        "refused 506",
+        "All receipts behaved as the guide promises.",
+    ] {
+        assert!(text.contains(line), "transcript lacks {line:?}:\n{text}");
+    }
+}

@@ -1,0 +1,544 @@
+//! The client runtime that the demo, the tests and the C ABI share.
+//!
+//! A [`Client`] holds at most one logged-in session. A session owns a connection thread that
+//! drives the sans-IO [`ClientEngine`] over TCP: it connects, logs in, feeds every received
+//! frame to the engine, writes what the engine wants sent, runs the keep-alive, and reconnects
+//! with exponential backoff when the connection drops. The engine's state lives in a redb file
+//! under the client's data directory, so acks made offline survive an app restart.
+//!
+//! Events reach the host on a crossbeam channel ([`Client::events`]); a waker callback, if set,
+//! runs (on the thread that produced the event) each time events were queued, so a host with
+//! its own event loop (the NAPI shim) can hop to its thread and drain the channel there.
+//!
+//! Commands may be called from any thread; they take the engine lock briefly and write the
+//! resulting frames to the socket at once.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::{Condvar, Mutex};
+use receipt_core::codec::{encode_into, FrameDecoder, DEFAULT_MAX_FRAME};
+use receipt_core::engine::{ClientEngine, EngineConfig};
+use receipt_core::store::{Conversation, RedbStore};
+use receipt_core::*;
+
+pub use receipt_core::engine::{ClientEvent, Completion};
+
+/// Default server port.
+pub const DEFAULT_PORT: u16 = 7878;
+
+/// Runtime settings.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub options: ChatOptions,
+    /// Where the per-user store files and the device id live.
+    pub data_dir: PathBuf,
+    /// This install's device id; `None`: generated once and kept in `data_dir/device-id`.
+    pub device_id: Option<DeviceId>,
+    pub connect_timeout: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+impl ClientConfig {
+    pub fn new(options: ChatOptions, data_dir: impl Into<PathBuf>) -> Self {
+        ClientConfig {
+            options,
+            data_dir: data_dir.into(),
+            device_id: None,
+            connect_timeout: Duration::from_secs(5),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+        }
+    }
+
+    fn server_addr(&self) -> String {
+        format!("{}:{}", self.options.im_server.as_deref().unwrap_or("127.0.0.1"), self.options.im_port.unwrap_or(DEFAULT_PORT))
+    }
+}
+
+type Waker = Arc<dyn Fn() + Send + Sync>;
+
+/// State shared by the API and the connection thread of one session.
+struct Shared {
+    engine: Mutex<ClientEngine<RedbStore>>,
+    /// The write half of the live connection, if any.
+    conn: Mutex<Option<TcpStream>>,
+    stop: AtomicBool,
+    /// "Airplane mode": while false the session stays disconnected (see `set_network_enabled`).
+    network: Arc<AtomicBool>,
+    /// Wakes the connection thread out of a backoff sleep on logout.
+    sleeper: (Mutex<()>, Condvar),
+    started: Instant,
+    events: Sender<ClientEvent>,
+    waker: Arc<Mutex<Option<Waker>>>,
+}
+
+impl Shared {
+    fn now(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Writes the engine's pending frames and forwards its events. Call with the engine locked.
+    fn pump(&self, engine: &mut ClientEngine<RedbStore>) {
+        let now = self.now();
+        let mut out = Vec::new();
+        while let Some(f) = engine.poll_transmit(now) {
+            encode_into(&f, &mut out);
+        }
+        if !out.is_empty() {
+            let mut conn = self.conn.lock();
+            if let Some(s) = conn.as_mut() {
+                if let Err(e) = s.write_all(&out) {
+                    // The reader sees the broken connection and reconnects; unconfirmed
+                    // requests are still in the outbox and go again.
+                    log::debug!("write failed: {e}");
+                    let _ = s.shutdown(Shutdown::Both);
+                }
+            }
+        }
+        let mut any = false;
+        while let Some(e) = engine.poll_event() {
+            any = true;
+            let _ = self.events.send(e);
+        }
+        if any {
+            self.wake();
+        }
+    }
+
+    /// Runs the waker (events were queued).
+    fn wake(&self) {
+        let waker = self.waker.lock().clone();
+        if let Some(w) = waker {
+            w();
+        }
+    }
+
+    fn sleep(&self, d: Duration) {
+        let mut g = self.sleeper.0.lock();
+        if !self.stop.load(Ordering::SeqCst) {
+            self.sleeper.1.wait_for(&mut g, d);
+        }
+    }
+}
+
+struct Session {
+    user: UserId,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The client runtime: one per app (and per user store directory).
+pub struct Client {
+    cfg: ClientConfig,
+    device: DeviceId,
+    session: Mutex<Option<Session>>,
+    tx: Sender<ClientEvent>,
+    rx: Receiver<ClientEvent>,
+    waker: Arc<Mutex<Option<Waker>>>,
+    network: Arc<AtomicBool>,
+}
+
+fn store_file_name(user: &str) -> String {
+    // User ids are free text: keep [A-Za-z0-9_-] and hex-escape the rest.
+    let mut s = String::new();
+    for b in user.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            s.push(b as char);
+        } else {
+            s.push_str(&format!("%{b:02x}"));
+        }
+    }
+    s + ".redb"
+}
+
+fn load_device_id(dir: &Path) -> std::io::Result<DeviceId> {
+    let path = dir.join("device-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim().to_string();
+        if validate_id("device", &id).is_ok() {
+            return Ok(id);
+        }
+    }
+    // Unique enough per install: time, process and address entropy, hashed.
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.write_u32(std::process::id());
+    let id = format!("dev-{:016x}", h.finish());
+    std::fs::write(&path, &id)?;
+    Ok(id)
+}
+
+impl Client {
+    /// Creates the runtime; makes `data_dir` if needed. No connection until [`login`](Self::login).
+    pub fn new(cfg: ClientConfig) -> ChatResult<Client> {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .map_err(|e| ChatError::invalid_param(format!("data dir {}: {e}", cfg.data_dir.display())))?;
+        let device = match &cfg.device_id {
+            Some(d) => {
+                validate_id("device", d)?;
+                d.clone()
+            }
+            None => load_device_id(&cfg.data_dir).map_err(|e| ChatError::general(format!("device id: {e}")))?,
+        };
+        let (tx, rx) = crossbeam_channel::unbounded();
+        Ok(Client {
+            cfg,
+            device,
+            session: Mutex::new(None),
+            tx,
+            rx,
+            waker: Arc::new(Mutex::new(None)),
+            network: Arc::new(AtomicBool::new(true)),
+        })
+    }
+
+    pub fn device_id(&self) -> &str {
+        &self.device
+    }
+
+    pub fn options(&self) -> &ChatOptions {
+        &self.cfg.options
+    }
+
+    /// The event channel. Events of every session of this client arrive here, in order.
+    pub fn events(&self) -> &Receiver<ClientEvent> {
+        &self.rx
+    }
+
+    /// Sets the function called after events were queued. It runs on the thread that queued
+    /// them (the connection thread, or the caller of a command) and must not block.
+    pub fn set_waker(&self, waker: Option<Arc<dyn Fn() + Send + Sync>>) {
+        *self.waker.lock() = waker;
+    }
+
+    /// The logged-in user, if any.
+    pub fn current_user(&self) -> Option<UserId> {
+        self.session.lock().as_ref().map(|s| s.user.clone())
+    }
+
+    /// Logs in: opens the user's store and starts the connection thread. Returns at once; the
+    /// outcome arrives as [`ClientEvent::Connected`] or [`ClientEvent::LoginFailed`] (202 for a
+    /// refused token, 300 when the server cannot be reached on the first attempt).
+    pub fn login(&self, user: &str, token: &str) -> ChatResult<()> {
+        validate_id("user", user)?;
+        if token.is_empty() {
+            return Err(ChatError::invalid_param("token must not be empty"));
+        }
+        let mut slot = self.session.lock();
+        if let Some(s) = slot.as_ref() {
+            if s.shared.stop.load(Ordering::SeqCst) || s.thread.as_ref().is_some_and(|t| t.is_finished()) {
+                // A session whose login failed: clear it.
+                let old = slot.take().expect("checked");
+                drop(slot);
+                stop_session(old);
+                slot = self.session.lock();
+            } else {
+                return Err(ChatError::new(ErrorCode::UserAlreadyLogin, format!("{} is already logged in", s.user)));
+            }
+        }
+        let path = self.cfg.data_dir.join(store_file_name(user));
+        let store = RedbStore::open(&path).map_err(|e| ChatError::general(format!("opening {}: {e}", path.display())))?;
+        let engine = ClientEngine::open(EngineConfig::new(user, self.device.clone(), self.cfg.options.clone()), store)
+            .map_err(|e| ChatError::general(e.to_string()))?;
+        let shared = Arc::new(Shared {
+            engine: Mutex::new(engine),
+            conn: Mutex::new(None),
+            stop: AtomicBool::new(false),
+            network: self.network.clone(),
+            sleeper: (Mutex::new(()), Condvar::new()),
+            started: Instant::now(),
+            events: self.tx.clone(),
+            waker: self.waker.clone(),
+        });
+        let (cfg, token, sh) = (self.cfg.clone(), token.to_string(), shared.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("receipt-conn-{user}"))
+            .spawn(move || connection_loop(cfg, token, sh))
+            .map_err(|e| ChatError::general(format!("spawning the connection thread: {e}")))?;
+        *slot = Some(Session { user: user.to_string(), shared, thread: Some(thread) });
+        Ok(())
+    }
+
+    /// Logs out: closes the connection, stops the thread and closes the store. What is in the
+    /// outbox stays on disk and goes out at the user's next login.
+    pub fn logout(&self) -> ChatResult<()> {
+        let s = self.session.lock().take().ok_or_else(ChatError::not_logged_in)?;
+        stop_session(s);
+        Ok(())
+    }
+
+    /// Runs `f` on the logged-in engine, then writes its frames and forwards its events.
+    pub fn with_engine<T>(&self, f: impl FnOnce(&mut ClientEngine<RedbStore>, u64) -> ChatResult<T>) -> ChatResult<T> {
+        let shared = self.session.lock().as_ref().map(|s| s.shared.clone()).ok_or_else(ChatError::not_logged_in)?;
+        let mut engine = shared.engine.lock();
+        let r = f(&mut engine, shared.now());
+        shared.pump(&mut engine);
+        r
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&ClientEngine<RedbStore>) -> T) -> ChatResult<T> {
+        let shared = self.session.lock().as_ref().map(|s| s.shared.clone()).ok_or_else(ChatError::not_logged_in)?;
+        let engine = shared.engine.lock();
+        Ok(f(&engine))
+    }
+
+    // ----- the SDK's calls -----
+
+    /// Sends a text message; the answer is `RequestCompleted { req, Ok(Completion::Sent) }`.
+    pub fn send_text(&self, to: &str, chat_type: ChatType, content: &str, need_group_ack: bool) -> ChatResult<(ReqId, ChatMessage)> {
+        self.with_engine(|e, now| e.send_message(now, to, chat_type, content, need_group_ack))
+    }
+
+    pub fn ack_message_read(&self, msg_id: MsgId) -> ChatResult<Option<ReqId>> {
+        self.with_engine(|e, now| e.ack_message_read(now, msg_id))
+    }
+
+    pub fn ack_conversation_read(&self, conversation: &str) -> ChatResult<Option<ReqId>> {
+        self.with_engine(|e, now| e.ack_conversation_read(now, conversation))
+    }
+
+    pub fn ack_group_message_read(&self, msg_id: MsgId, ext: Option<&str>) -> ChatResult<Option<ReqId>> {
+        self.with_engine(|e, now| e.ack_group_message_read(now, msg_id, ext))
+    }
+
+    pub fn fetch_group_read_acks(&self, msg_id: MsgId, page_size: u32, start_ack_id: Option<AckId>) -> ChatResult<ReqId> {
+        self.with_engine(|e, now| e.fetch_group_read_acks(now, msg_id, page_size, start_ack_id))
+    }
+
+    pub fn mark_message_read(&self, msg_id: MsgId) -> ChatResult<Option<ReqId>> {
+        self.with_engine(|e, now| e.mark_message_read(now, msg_id))
+    }
+
+    pub fn mark_all_messages_read(&self, conversation: &ConversationKey) -> ChatResult<Option<ReqId>> {
+        self.with_engine(|e, now| e.mark_all_messages_read(now, conversation))
+    }
+
+    pub fn create_group(&self, name: &str, members: &[UserId]) -> ChatResult<ReqId> {
+        self.with_engine(|e, now| e.create_group(now, name, members, false))
+    }
+
+    pub fn add_group_members(&self, group: &str, members: &[UserId]) -> ChatResult<ReqId> {
+        self.with_engine(|e, now| e.add_group_members(now, group, members))
+    }
+
+    pub fn remove_group_members(&self, group: &str, members: &[UserId]) -> ChatResult<ReqId> {
+        self.with_engine(|e, now| e.remove_group_members(now, group, members))
+    }
+
+    /// A message by the id users see (server id, or client id before the server accepted it).
+    pub fn message(&self, msg_id: &str) -> ChatResult<Option<ChatMessage>> {
+        self.read(|e| e.message(msg_id))
+    }
+
+    pub fn unread_count(&self, conversation: &ConversationKey) -> ChatResult<u32> {
+        self.read(|e| e.unread_count(conversation))
+    }
+
+    pub fn conversation(&self, conversation: &ConversationKey) -> ChatResult<Option<Conversation>> {
+        self.read(|e| e.conversation(conversation).cloned())
+    }
+
+    /// Resolves a bare conversation id (1:1 first, then group, then room).
+    pub fn resolve_conversation(&self, id: &str) -> ChatResult<Option<ConversationKey>> {
+        self.read(|e| e.resolve_conversation(id))
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.read(|e| e.is_connected()).unwrap_or(false)
+    }
+
+    /// Number of requests waiting for the server's confirmation.
+    pub fn outbox_len(&self) -> ChatResult<usize> {
+        self.read(|e| e.outbox().count())
+    }
+
+    /// Turns the network off or on, like airplane mode: off closes the connection and keeps
+    /// the session offline (commands still work; acks wait in the outbox); on reconnects.
+    pub fn set_network_enabled(&self, enabled: bool) {
+        self.network.store(enabled, Ordering::SeqCst);
+        if let Some(s) = self.session.lock().as_ref() {
+            if !enabled {
+                if let Some(c) = s.shared.conn.lock().as_ref() {
+                    let _ = c.shutdown(Shutdown::Both);
+                }
+            }
+            let _g = s.shared.sleeper.0.lock();
+            s.shared.sleeper.1.notify_all();
+        }
+    }
+
+    /// Closes the current connection as a network cut would (tests, "airplane mode"). The
+    /// runtime reconnects with backoff.
+    pub fn drop_connection(&self) {
+        if let Some(s) = self.session.lock().as_ref() {
+            if let Some(c) = s.shared.conn.lock().as_ref() {
+                let _ = c.shutdown(Shutdown::Both);
+            }
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if let Some(s) = self.session.lock().take() {
+            stop_session(s);
+        }
+    }
+}
+
+fn stop_session(mut s: Session) {
+    s.shared.stop.store(true, Ordering::SeqCst);
+    {
+        let _g = s.shared.sleeper.0.lock();
+        s.shared.sleeper.1.notify_all();
+    }
+    if let Some(c) = s.shared.conn.lock().as_ref() {
+        let _ = c.shutdown(Shutdown::Both);
+    }
+    if let Some(t) = s.thread.take() {
+        if t.thread().id() != std::thread::current().id() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn connect(addr: &str, timeout: Duration) -> std::io::Result<TcpStream> {
+    let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+    let mut last = std::io::Error::new(ErrorKind::NotFound, format!("{addr} resolves to nothing"));
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, timeout) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+enum Outcome {
+    /// The connection ended; try again.
+    Retry,
+    /// The server refused the login: the session is over.
+    Refused,
+}
+
+fn connection_loop(cfg: ClientConfig, token: String, shared: Arc<Shared>) {
+    let addr = cfg.server_addr();
+    let mut backoff = cfg.backoff_min;
+    let mut ever_connected = false;
+    while !shared.stop.load(Ordering::SeqCst) {
+        if !shared.network.load(Ordering::SeqCst) {
+            shared.sleep(Duration::from_millis(200));
+            continue;
+        }
+        match connect(&addr, cfg.connect_timeout) {
+            Ok(stream) => {
+                backoff = cfg.backoff_min;
+                match run_connection(stream, &token, &shared, &mut ever_connected) {
+                    Outcome::Refused => return,
+                    Outcome::Retry => {}
+                }
+            }
+            Err(e) => {
+                log::debug!("connect to {addr} failed: {e}");
+                if !ever_connected {
+                    let _ = shared.events.send(ClientEvent::LoginFailed(ChatError::new(
+                        ErrorCode::ServerNotReachable,
+                        format!("cannot reach the server at {addr}: {e}"),
+                    )));
+                    let mut g = shared.engine.lock();
+                    shared.pump(&mut g);
+                    // The LoginFailed above did not come from the engine: wake for it too.
+                    shared.wake();
+                    shared.stop.store(true, Ordering::SeqCst);
+                    return;
+                }
+            }
+        }
+        if shared.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        shared.sleep(backoff);
+        backoff = (backoff * 2).min(cfg.backoff_max);
+    }
+}
+
+fn run_connection(stream: TcpStream, token: &str, shared: &Shared, ever_connected: &mut bool) -> Outcome {
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(250)));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
+    let Ok(writer) = stream.try_clone() else { return Outcome::Retry };
+    *shared.conn.lock() = Some(writer);
+    {
+        let mut e = shared.engine.lock();
+        e.handle_connected(shared.now(), token);
+        shared.pump(&mut e);
+    }
+    let mut reader = stream;
+    let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut outcome = Outcome::Retry;
+    'conn: while !shared.stop.load(Ordering::SeqCst) && shared.network.load(Ordering::SeqCst) {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                decoder.push(&buf[..n]);
+                let mut e = shared.engine.lock();
+                loop {
+                    let body = match decoder.next_body() {
+                        Ok(Some(b)) => b,
+                        Ok(None) => break,
+                        Err(err) => {
+                            log::warn!("bad frame from the server: {err}");
+                            break 'conn;
+                        }
+                    };
+                    if let Err(err) = e.handle_frame_bytes(shared.now(), body) {
+                        log::warn!("bad frame from the server: {err}");
+                        shared.pump(&mut e);
+                        break 'conn;
+                    }
+                    let refused = e.is_login_refused();
+                    if e.is_connected() {
+                        *ever_connected = true;
+                    }
+                    shared.pump(&mut e);
+                    if refused {
+                        outcome = Outcome::Refused;
+                        break 'conn;
+                    }
+                }
+            }
+            Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {
+                let mut e = shared.engine.lock();
+                if e.poll_timeout().is_some_and(|t| t <= shared.now()) && !e.handle_timeout(shared.now()) {
+                    log::info!("connection idle for too long; reconnecting");
+                    break;
+                }
+                shared.pump(&mut e);
+            }
+            Err(err) => {
+                log::debug!("read failed: {err}");
+                break;
+            }
+        }
+    }
+    if let Some(c) = shared.conn.lock().take() {
+        let _ = c.shutdown(Shutdown::Both);
+    }
+    let mut e = shared.engine.lock();
+    e.handle_disconnected(shared.now());
+    shared.pump(&mut e);
+    if matches!(outcome, Outcome::Refused) {
+        shared.stop.store(true, Ordering::SeqCst);
+    }
+    outcome
+}
