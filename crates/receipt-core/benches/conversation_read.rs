@@ -50,8 +50,9 @@ fn engine_with_unread(n: u64) -> ClientEngine<MemStore> {
 }
 
 fn main() {
-    // `cargo test --benches` runs bench binaries with no arguments too; keep that quick.
-    let quick = std::env::args().any(|a| a == "--test") || std::env::var_os("QUICK").is_some();
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it:
+    // then only a quick smoke run of the small sizes.
+    let quick = !std::env::args().any(|a| a == "--bench");
     let sizes: &[u64] = if quick { &[10, 10_000] } else { &[10, 10_000, 1_000_000] };
     let key = ConversationKey::new(ChatType::Chat, "bob");
     println!("conversation read (ackConversationRead), {RUNS} runs per size, memory store");
