@@ -72,6 +72,14 @@ fn received(d: &Device) -> Result<ChatMessage, String> {
     })
 }
 
+/// Waits until `d` received message `id` (earlier receipt events may still be queued).
+fn received_id(d: &Device, id: MsgId) -> Result<ChatMessage, String> {
+    d.wait(&format!("onMessageReceived of msg {id}"), |e| match e {
+        ClientEvent::MessagesReceived(m) => m.iter().find(|m| m.id == id).cloned(),
+        _ => None,
+    })
+}
+
 fn expect_err<T: std::fmt::Debug>(r: ChatResult<T>, code: ErrorCode) -> Result<ChatError, String> {
     match r {
         Err(e) if e.code == code => Ok(e),
@@ -117,7 +125,7 @@ pub fn run(color: bool) -> Result<(), String> {
     s.section(1, "Delivery receipt (1:1, requireDeliveryAck = true)");
     let m = sent(&alice, "bob", ChatType::Chat, "Are we still on for Saturday?", false)?;
     s.say("alice/phone", &format!("sends \"{}\" to bob (msg {})", m.content, m.id));
-    let got = received(&bob)?;
+    let got = received_id(&bob, m.id)?;
     s.hear("bob/phone", "onMessageReceived", &format!("\"{}\" — the SDK sends the delivery ack by itself", got.content));
     let d = alice.wait("onMessageDelivered", |e| match e {
         ClientEvent::MessagesDelivered(m) => m.first().cloned(),
@@ -184,7 +192,7 @@ pub fn run(color: bool) -> Result<(), String> {
     let gm = sent(&carol, &group, ChatType::GroupChat, "Who's coming on Saturday?", true)?;
     s.say("carol/phone", &format!("sends \"{}\" with setIsNeedGroupAck(true) (msg {})", gm.content, gm.id));
     for (dev, ext) in [(&dave, "me!"), (&erin, "count me in")] {
-        let m = received(dev)?;
+        let m = received_id(dev, gm.id)?;
         dev.client.mark_message_read(m.id).map_err(|e| e.to_string())?;
         dev.client.ack_group_message_read(m.id, Some(ext)).map_err(|e| e.to_string())?;
         s.say(&dev.label, &format!("reads it: ackGroupMessageRead(message, \"{ext}\")"));
@@ -221,7 +229,7 @@ pub fn run(color: bool) -> Result<(), String> {
     s.section(5, "An ack made offline is kept and sent on reconnect");
     let m = sent(&bob, "alice", ChatType::Chat, "See you there!", false)?;
     s.say("bob/phone", &format!("sends \"{}\" (msg {})", m.content, m.id));
-    received(&tablet)?;
+    received_id(&tablet, m.id)?;
     // Let the tablet's own delivery ack be confirmed first, so the outbox below holds only the
     // read ack made offline.
     for _ in 0..100 {
