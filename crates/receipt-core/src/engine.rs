@@ -869,6 +869,7 @@ impl<S: ClientStore> ClientEngine<S> {
                 if by == me {
                     // Our delivery ack (from any device) went out: never send it again.
                     self.update_message(msg_id, |m| m.delivered = true);
+                    self.confirm_pending_ack(|f| matches!(f, ClientFrame::DeliveryAck { msg_id: m, .. } if *m == msg_id));
                 } else if from == me && self.messages.get(&msg_id).is_some_and(|m| !m.delivered) {
                     self.update_message(msg_id, |m| m.delivered = true);
                     self.delivered.push(msg_id);
@@ -878,6 +879,7 @@ impl<S: ClientStore> ClientEngine<S> {
                 if by == me {
                     self.update_message(msg_id, |m| m.receiver_read = true);
                     self.mark_read_local(msg_id);
+                    self.confirm_pending_ack(|f| matches!(f, ClientFrame::ReadAck { msg_id: m, .. } if *m == msg_id));
                 } else if from == me && self.messages.get(&msg_id).is_some_and(|m| !self.view(m).receiver_read) {
                     self.update_message(msg_id, |m| m.receiver_read = true);
                     self.read.push(msg_id);
@@ -907,6 +909,8 @@ impl<S: ClientStore> ClientEngine<S> {
                 if ack.from == me {
                     self.update_message(ack.msg_id, |m| m.group_ack_sent = true);
                     self.mark_read_local(ack.msg_id);
+                    let id = ack.msg_id;
+                    self.confirm_pending_ack(|f| matches!(f, ClientFrame::GroupAck { msg_id: m, .. } if *m == id));
                 }
                 if ack.from != me || sender == me {
                     let count = ack.count;
@@ -931,6 +935,20 @@ impl<S: ClientStore> ClientEngine<S> {
             ServerEvent::Membership { group, role, .. } => {
                 self.events.push_back(ClientEvent::MembershipChanged { group, role });
             }
+        }
+    }
+
+    /// The server's own event says this user's ack is in effect (sent by this device, whose
+    /// answer was lost with a connection, or by another device): the outbox entry is done. Its
+    /// resend, if any, may now be refused (the message may have expired meanwhile); that late
+    /// answer no longer matches an outbox entry and cannot undo the ack.
+    fn confirm_pending_ack(&mut self, is_it: impl Fn(&ClientFrame) -> bool) {
+        while let Some(pos) = self.outbox.iter().position(&is_it) {
+            let frame = self.outbox.remove(pos).expect("position is in range");
+            let req = frame.req().expect("acks carry a req");
+            self.outbox_delete.push(req);
+            self.held_delivery_acks.retain(|(r, _)| *r != req);
+            self.events.push_back(ClientEvent::RequestCompleted { req, result: Ok(Completion::Done) });
         }
     }
 
