@@ -1,0 +1,312 @@
+//! `rcpt_event`: what the client tells the host (SPEC section 2's listeners), one kind at a time.
+
+use std::ffi::CString;
+use std::os::raw::c_char;
+
+use receipt_client::{ClientEvent, Completion};
+use receipt_core::ChatError;
+
+use crate::error::set_last_error;
+use crate::group_ack::rcpt_group_read_ack;
+use crate::message::rcpt_message;
+use crate::panic::{ffi_boundary, PanicValue};
+use crate::result::rcpt_result;
+use crate::string::to_cstring;
+
+/// The kind of an event, as `rcpt_event_kind(ev)` returns it. Values are stable. (The type is
+/// not named `rcpt_event_kind`: in C that name is the accessor function.)
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum rcpt_event_type {
+    /// Not an event: what `rcpt_event_kind(NULL)` returns.
+    RCPT_EVENT_NONE = 0,
+    /// Logged in and caught up with the server (backlog replayed, unread counts synced).
+    RCPT_EVENT_CONNECTED = 1,
+    /// The connection is gone; the client reconnects with backoff and acks wait in its outbox.
+    RCPT_EVENT_DISCONNECTED = 2,
+    /// The login failed for good: `rcpt_event_error_code` is `RCPT_USER_AUTHENTICATION_FAILED`
+    /// (bad token) or `RCPT_SERVER_NOT_REACHABLE` (first connection attempt failed).
+    RCPT_EVENT_LOGIN_FAILED = 3,
+    /// onMessageReceived: `rcpt_event_message_count` / `rcpt_event_message_at`.
+    RCPT_EVENT_MESSAGES_RECEIVED = 4,
+    /// onMessageDelivered (sender side): the delivered messages.
+    RCPT_EVENT_MESSAGES_DELIVERED = 5,
+    /// onMessageRead (sender side): the messages the peer read.
+    RCPT_EVENT_MESSAGES_READ = 6,
+    /// onGroupMessageRead: `rcpt_event_ack_count` / `rcpt_event_ack_at`.
+    RCPT_EVENT_GROUP_MESSAGE_READ = 7,
+    /// onConversationRead(from, to): `rcpt_event_from` read the conversation with
+    /// `rcpt_event_to`. Fires on the peer's devices and on the acker's other devices.
+    RCPT_EVENT_CONVERSATION_READ = 8,
+    /// A conversation's unread count changed: `rcpt_event_conversation_id`,
+    /// `rcpt_event_chat_type`, `rcpt_event_unread`.
+    RCPT_EVENT_UNREAD_COUNT_CHANGED = 9,
+    /// A request finished: `rcpt_event_request_id`, `rcpt_event_error_code` (`RCPT_OK` on
+    /// success) and the result: a sent message (`rcpt_event_message_at(ev, 0)`), a page of group
+    /// acks (`rcpt_event_ack_at`, `rcpt_event_cursor`) or a created group (`rcpt_event_group_id`).
+    RCPT_EVENT_REQUEST_COMPLETED = 10,
+    /// This user joined or left a group or changed role in it: `rcpt_event_group_id`.
+    RCPT_EVENT_MEMBERSHIP_CHANGED = 11,
+    /// The server closed the connection for a protocol error: `rcpt_event_error_code`,
+    /// `rcpt_event_error_message`.
+    RCPT_EVENT_PROTOCOL_ERROR = 12,
+    /// Persisting the client's state failed (it goes on in memory): `rcpt_event_error_message`.
+    RCPT_EVENT_STORE_FAILED = 13,
+}
+
+/// One event.
+///
+/// Ownership: owned by the caller when returned by `rcpt_client_poll_event` (free it with
+/// `rcpt_event_free`); borrowed inside the event callback (valid only during that call; do not
+/// free it). The messages, acks and strings its accessors return are borrowed from the event
+/// and live as long as it. Immutable: may be read from any thread.
+pub struct rcpt_event {
+    kind: rcpt_event_type,
+    request_id: u64,
+    error_code: rcpt_result,
+    error_message: CString,
+    messages: Vec<rcpt_message>,
+    acks: Vec<rcpt_group_read_ack>,
+    cursor: CString,
+    from: CString,
+    to: CString,
+    conversation_id: CString,
+    chat_type: u32,
+    unread: u32,
+    group_id: CString,
+}
+
+impl rcpt_event {
+    fn empty(kind: rcpt_event_type) -> Self {
+        rcpt_event {
+            kind,
+            request_id: 0,
+            error_code: rcpt_result::RCPT_OK,
+            error_message: CString::default(),
+            messages: Vec::new(),
+            acks: Vec::new(),
+            cursor: CString::default(),
+            from: CString::default(),
+            to: CString::default(),
+            conversation_id: CString::default(),
+            chat_type: 0,
+            unread: 0,
+            group_id: CString::default(),
+        }
+    }
+
+    fn with_error(mut self, e: &ChatError) -> Self {
+        self.error_code = e.code.into();
+        self.error_message = to_cstring(&e.description);
+        self
+    }
+
+    fn with_messages(mut self, m: Vec<receipt_core::ChatMessage>) -> Self {
+        self.messages = m.into_iter().map(rcpt_message::new).collect();
+        self
+    }
+
+    pub(crate) fn new(e: ClientEvent) -> Self {
+        use rcpt_event_type::*;
+        match e {
+            ClientEvent::Connected => Self::empty(RCPT_EVENT_CONNECTED),
+            ClientEvent::Disconnected => Self::empty(RCPT_EVENT_DISCONNECTED),
+            ClientEvent::LoginFailed(e) => Self::empty(RCPT_EVENT_LOGIN_FAILED).with_error(&e),
+            ClientEvent::ProtocolError(e) => Self::empty(RCPT_EVENT_PROTOCOL_ERROR).with_error(&e),
+            ClientEvent::MessagesReceived(m) => Self::empty(RCPT_EVENT_MESSAGES_RECEIVED).with_messages(m),
+            ClientEvent::MessagesDelivered(m) => Self::empty(RCPT_EVENT_MESSAGES_DELIVERED).with_messages(m),
+            ClientEvent::MessagesRead(m) => Self::empty(RCPT_EVENT_MESSAGES_READ).with_messages(m),
+            ClientEvent::GroupMessageRead(acks) => {
+                let mut ev = Self::empty(RCPT_EVENT_GROUP_MESSAGE_READ);
+                ev.acks = acks.into_iter().map(rcpt_group_read_ack::new).collect();
+                ev
+            }
+            ClientEvent::ConversationRead { from, to } => {
+                let mut ev = Self::empty(RCPT_EVENT_CONVERSATION_READ);
+                ev.from = to_cstring(&from);
+                ev.to = to_cstring(&to);
+                ev
+            }
+            ClientEvent::UnreadCountChanged { conversation, unread } => {
+                let mut ev = Self::empty(RCPT_EVENT_UNREAD_COUNT_CHANGED);
+                ev.conversation_id = to_cstring(&conversation.id);
+                ev.chat_type = conversation.chat_type as u32;
+                ev.unread = unread;
+                ev
+            }
+            ClientEvent::RequestCompleted { req, result } => {
+                let mut ev = Self::empty(RCPT_EVENT_REQUEST_COMPLETED);
+                ev.request_id = req;
+                match result {
+                    Err(e) => ev = ev.with_error(&e),
+                    Ok(Completion::Done) => {}
+                    Ok(Completion::Sent(m)) => ev = ev.with_messages(vec![m]),
+                    Ok(Completion::GroupAcks(page)) => {
+                        ev.acks = page.data.into_iter().map(rcpt_group_read_ack::new).collect();
+                        ev.cursor = to_cstring(&page.cursor);
+                    }
+                    Ok(Completion::GroupCreated(g)) => ev.group_id = to_cstring(&g),
+                }
+                ev
+            }
+            ClientEvent::MembershipChanged { group, role: _ } => {
+                let mut ev = Self::empty(RCPT_EVENT_MEMBERSHIP_CHANGED);
+                ev.group_id = to_cstring(&group);
+                ev
+            }
+            ClientEvent::StoreFailed(s) => {
+                let mut ev = Self::empty(RCPT_EVENT_STORE_FAILED);
+                ev.error_code = rcpt_result::RCPT_GENERAL_ERROR;
+                ev.error_message = to_cstring(&s);
+                ev
+            }
+        }
+    }
+}
+
+fn with_ev<T: PanicValue>(name: &'static str, ev: *const rcpt_event, f: impl FnOnce(&rcpt_event) -> T) -> T {
+    // SAFETY: NULL or a live event (owned, or borrowed inside the callback), per the contract.
+    match unsafe { ev.as_ref() } {
+        Some(ev) => f(ev),
+        None => {
+            set_last_error(&format!("{name}: event is NULL"));
+            T::panic_value()
+        }
+    }
+}
+
+/// Frees an event returned by `rcpt_client_poll_event`, with everything borrowed from it. NULL
+/// is a no-op. Never free the event passed to the event callback.
+#[no_mangle]
+pub extern "C" fn rcpt_event_free(ev: *mut rcpt_event) {
+    ffi_boundary("rcpt_event_free", || {
+        if !ev.is_null() {
+            // SAFETY: an owned event from rcpt_client_poll_event, freed once, per the contract.
+            drop(unsafe { Box::from_raw(ev) });
+        }
+    })
+}
+
+/// The event's kind; `RCPT_EVENT_NONE` if `ev` is NULL.
+#[no_mangle]
+pub extern "C" fn rcpt_event_kind(ev: *const rcpt_event) -> rcpt_event_type {
+    ffi_boundary("rcpt_event_kind", || with_ev("rcpt_event_kind", ev, |e| e.kind))
+}
+
+/// REQUEST_COMPLETED: the id the call that started the request wrote to its `out_req`. 0 for
+/// other kinds.
+#[no_mangle]
+pub extern "C" fn rcpt_event_request_id(ev: *const rcpt_event) -> u64 {
+    ffi_boundary("rcpt_event_request_id", || with_ev("rcpt_event_request_id", ev, |e| e.request_id))
+}
+
+/// REQUEST_COMPLETED: `RCPT_OK` when the request succeeded, else why it failed. LOGIN_FAILED,
+/// PROTOCOL_ERROR: the error. STORE_FAILED: `RCPT_GENERAL_ERROR`. Other kinds: `RCPT_OK`.
+/// `RCPT_NULL_ARGUMENT` if `ev` is NULL.
+#[no_mangle]
+pub extern "C" fn rcpt_event_error_code(ev: *const rcpt_event) -> rcpt_result {
+    ffi_boundary("rcpt_event_error_code", || {
+        if ev.is_null() {
+            set_last_error("rcpt_event_error_code: event is NULL");
+            return rcpt_result::RCPT_NULL_ARGUMENT;
+        }
+        with_ev("rcpt_event_error_code", ev, |e| e.error_code)
+    })
+}
+
+/// The error's description, `""` if none. Borrowed from `ev`. NULL if `ev` is NULL.
+#[no_mangle]
+pub extern "C" fn rcpt_event_error_message(ev: *const rcpt_event) -> *const c_char {
+    ffi_boundary("rcpt_event_error_message", || with_ev("rcpt_event_error_message", ev, |e| e.error_message.as_ptr()))
+}
+
+/// How many messages the event carries: MESSAGES_RECEIVED / _DELIVERED / _READ, and 1 for a
+/// completed send. 0 otherwise.
+#[no_mangle]
+pub extern "C" fn rcpt_event_message_count(ev: *const rcpt_event) -> usize {
+    ffi_boundary("rcpt_event_message_count", || with_ev("rcpt_event_message_count", ev, |e| e.messages.len()))
+}
+
+/// The `index`-th message (arrival order), borrowed from `ev`: do not free it; it lives as long
+/// as the event. NULL if `ev` is NULL or `index` is out of range.
+#[no_mangle]
+pub extern "C" fn rcpt_event_message_at(ev: *const rcpt_event, index: usize) -> *const rcpt_message {
+    ffi_boundary("rcpt_event_message_at", || {
+        with_ev("rcpt_event_message_at", ev, |e| match e.messages.get(index) {
+            Some(m) => m as *const rcpt_message,
+            None => {
+                set_last_error(&format!("rcpt_event_message_at: index {index} out of range ({} messages)", e.messages.len()));
+                std::ptr::null()
+            }
+        })
+    })
+}
+
+/// How many group read acks the event carries: GROUP_MESSAGE_READ, and the page of a completed
+/// `rcpt_client_fetch_group_read_acks` (newest first). 0 otherwise.
+#[no_mangle]
+pub extern "C" fn rcpt_event_ack_count(ev: *const rcpt_event) -> usize {
+    ffi_boundary("rcpt_event_ack_count", || with_ev("rcpt_event_ack_count", ev, |e| e.acks.len()))
+}
+
+/// The `index`-th group read ack, borrowed from `ev`: do not free it; it lives as long as the
+/// event. NULL if `ev` is NULL or `index` is out of range.
+#[no_mangle]
+pub extern "C" fn rcpt_event_ack_at(ev: *const rcpt_event, index: usize) -> *const rcpt_group_read_ack {
+    ffi_boundary("rcpt_event_ack_at", || {
+        with_ev("rcpt_event_ack_at", ev, |e| match e.acks.get(index) {
+            Some(a) => a as *const rcpt_group_read_ack,
+            None => {
+                set_last_error(&format!("rcpt_event_ack_at: index {index} out of range ({} acks)", e.acks.len()));
+                std::ptr::null()
+            }
+        })
+    })
+}
+
+/// A completed fetch: the cursor to pass as `start_ack_id` for the next page, `""` at the end.
+/// Borrowed from `ev`. NULL if `ev` is NULL.
+#[no_mangle]
+pub extern "C" fn rcpt_event_cursor(ev: *const rcpt_event) -> *const c_char {
+    ffi_boundary("rcpt_event_cursor", || with_ev("rcpt_event_cursor", ev, |e| e.cursor.as_ptr()))
+}
+
+/// CONVERSATION_READ: the user who acked the conversation; `""` for other kinds. Borrowed from
+/// `ev`. NULL if `ev` is NULL.
+#[no_mangle]
+pub extern "C" fn rcpt_event_from(ev: *const rcpt_event) -> *const c_char {
+    ffi_boundary("rcpt_event_from", || with_ev("rcpt_event_from", ev, |e| e.from.as_ptr()))
+}
+
+/// CONVERSATION_READ: the peer whose conversation was read; `""` for other kinds. Borrowed from
+/// `ev`. NULL if `ev` is NULL.
+#[no_mangle]
+pub extern "C" fn rcpt_event_to(ev: *const rcpt_event) -> *const c_char {
+    ffi_boundary("rcpt_event_to", || with_ev("rcpt_event_to", ev, |e| e.to.as_ptr()))
+}
+
+/// UNREAD_COUNT_CHANGED: the conversation's id (the peer's user id, or the group id); `""` for
+/// other kinds. Borrowed from `ev`. NULL if `ev` is NULL.
+#[no_mangle]
+pub extern "C" fn rcpt_event_conversation_id(ev: *const rcpt_event) -> *const c_char {
+    ffi_boundary("rcpt_event_conversation_id", || with_ev("rcpt_event_conversation_id", ev, |e| e.conversation_id.as_ptr()))
+}
+
+/// UNREAD_COUNT_CHANGED: the conversation's chat type (`RCPT_CHAT_TYPE_*`).
+#[no_mangle]
+pub extern "C" fn rcpt_event_chat_type(ev: *const rcpt_event) -> u32 {
+    ffi_boundary("rcpt_event_chat_type", || with_ev("rcpt_event_chat_type", ev, |e| e.chat_type))
+}
+
+/// UNREAD_COUNT_CHANGED: the conversation's new unread count.
+#[no_mangle]
+pub extern "C" fn rcpt_event_unread(ev: *const rcpt_event) -> u32 {
+    ffi_boundary("rcpt_event_unread", || with_ev("rcpt_event_unread", ev, |e| e.unread))
+}
+
+/// A completed `rcpt_client_create_group`, and MEMBERSHIP_CHANGED: the group's id; `""`
+/// otherwise. Borrowed from `ev`. NULL if `ev` is NULL.
+#[no_mangle]
+pub extern "C" fn rcpt_event_group_id(ev: *const rcpt_event) -> *const c_char {
+    ffi_boundary("rcpt_event_group_id", || with_ev("rcpt_event_group_id", ev, |e| e.group_id.as_ptr()))
+}

@@ -1,0 +1,89 @@
+//! `rcpt_result`: what every fallible call returns.
+
+use receipt_core::ErrorCode;
+
+/// The outcome of a call. The values are stable: `RCPT_OK` is 0, the SDK's error codes keep
+/// their numbers (SPEC section 2), and the C boundary's own failures are 1001 and up.
+/// Whenever a call returns something other than `RCPT_OK`, `rcpt_last_error()` on the same
+/// thread describes the failure.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum rcpt_result {
+    /// Success.
+    RCPT_OK = 0,
+    /// Anything without a more precise code (an internal storage failure, for example).
+    RCPT_GENERAL_ERROR = 1,
+    /// A parameter is out of range, empty or malformed.
+    RCPT_INVALID_PARAM = 110,
+    /// A user is already logged in on this client.
+    RCPT_USER_ALREADY_LOGIN = 200,
+    /// The call needs a logged-in user.
+    RCPT_USER_NOT_LOGIN = 201,
+    /// The server refused the token.
+    RCPT_USER_AUTHENTICATION_FAILED = 202,
+    /// The server cannot be reached (or a query needs a connection that is down).
+    RCPT_SERVER_NOT_REACHABLE = 300,
+    /// The server is overloaded.
+    RCPT_SERVER_BUSY = 302,
+    /// The message is unknown, or was not addressed to this user.
+    RCPT_MESSAGE_INVALID = 500,
+    /// Wrong message type for the call (acking your own or a chat-room message, ...).
+    RCPT_MESSAGE_WRONG_TYPE = 501,
+    /// The feature is off (group read acks disabled on the server, or require_read_ack false).
+    RCPT_FEATURE_NOT_ENABLED = 505,
+    /// The message is past the validity of the ack.
+    RCPT_MESSAGE_EXPIRED = 506,
+    /// The group does not exist.
+    RCPT_GROUP_INVALID_ID = 600,
+    /// This user is not a member of the group.
+    RCPT_GROUP_NOT_JOINED = 602,
+    /// This user's role in the group does not allow the call.
+    RCPT_GROUP_PERMISSION_DENIED = 603,
+    /// The group is at its member cap.
+    RCPT_GROUP_MEMBERS_FULL = 604,
+    /// A pointer argument that must not be NULL was NULL. Nothing was done.
+    RCPT_NULL_ARGUMENT = 1001,
+    /// A string argument was not valid UTF-8. Nothing was done.
+    RCPT_INVALID_UTF8 = 1002,
+    /// The library panicked (a bug); the call did not complete. Never unwinds into C.
+    RCPT_PANIC = 1003,
+}
+
+impl From<ErrorCode> for rcpt_result {
+    fn from(c: ErrorCode) -> Self {
+        use rcpt_result::*;
+        match c {
+            ErrorCode::GeneralError => RCPT_GENERAL_ERROR,
+            ErrorCode::InvalidParam => RCPT_INVALID_PARAM,
+            ErrorCode::UserAlreadyLogin => RCPT_USER_ALREADY_LOGIN,
+            ErrorCode::UserNotLogin => RCPT_USER_NOT_LOGIN,
+            ErrorCode::UserAuthenticationFailed => RCPT_USER_AUTHENTICATION_FAILED,
+            ErrorCode::ServerNotReachable => RCPT_SERVER_NOT_REACHABLE,
+            ErrorCode::ServerBusy => RCPT_SERVER_BUSY,
+            ErrorCode::MessageInvalid => RCPT_MESSAGE_INVALID,
+            ErrorCode::MessageWrongType => RCPT_MESSAGE_WRONG_TYPE,
+            ErrorCode::FeatureNotEnabled => RCPT_FEATURE_NOT_ENABLED,
+            ErrorCode::MessageExpired => RCPT_MESSAGE_EXPIRED,
+            ErrorCode::GroupInvalidId => RCPT_GROUP_INVALID_ID,
+            ErrorCode::GroupNotJoined => RCPT_GROUP_NOT_JOINED,
+            ErrorCode::GroupPermissionDenied => RCPT_GROUP_PERMISSION_DENIED,
+            ErrorCode::GroupMembersFull => RCPT_GROUP_MEMBERS_FULL,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sdk_codes_keep_their_numbers() {
+        for c in ErrorCode::ALL {
+            assert_eq!(rcpt_result::from(c) as u32, c.as_u32());
+        }
+        assert_eq!(rcpt_result::RCPT_OK as u32, 0);
+        assert_eq!(rcpt_result::RCPT_NULL_ARGUMENT as u32, 1001);
+        assert_eq!(rcpt_result::RCPT_INVALID_UTF8 as u32, 1002);
+        assert_eq!(rcpt_result::RCPT_PANIC as u32, 1003);
+    }
+}
