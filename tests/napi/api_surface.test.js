@@ -47,7 +47,9 @@ test('exports, options defaults, validation before and after init', { skip }, as
   assert.strictEqual(client, R.ChatClient.getInstance());
   assert.strictEqual(client.chatManager(), undefined);
   assert.throws(() => client.init({}, o), isChatError(R, 110));
-  client.init({ filesDir: fs.mkdtempSync(path.join(os.tmpdir(), 'receipt-napi-')) }, o);
+  const filesDir = fs.mkdtempSync(path.join(os.tmpdir(), 'receipt-napi-'));
+  process.once('exit', () => fs.rmSync(filesDir, { recursive: true, force: true }));
+  client.init({ filesDir }, o);
   const cm = client.chatManager();
   assert.ok(cm instanceof R.ChatManager);
 

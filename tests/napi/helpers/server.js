@@ -1,0 +1,106 @@
+// Test helper: a real receipt-server on 127.0.0.1:<ephemeral port> with a temporary data
+// directory and group read acks enabled; tokens minted with `receipt-server token`.
+'use strict';
+const { spawn, execFileSync } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const readline = require('node:readline');
+
+const repo = path.resolve(__dirname, '..', '..', '..');
+
+/** The receipt-server binary: release (built by scripts/build-napi.sh) first, else debug. */
+function serverBinary() {
+  const candidates = [];
+  if (process.env.RECEIPT_SERVER_BIN) candidates.push(process.env.RECEIPT_SERVER_BIN);
+  const targetDir = process.env.CARGO_TARGET_DIR ? path.resolve(process.env.CARGO_TARGET_DIR) : path.join(repo, 'target');
+  candidates.push(path.join(targetDir, 'release', 'receipt-server'), path.join(targetDir, 'debug', 'receipt-server'));
+  for (const c of candidates) {
+    if (fs.existsSync(c)) return c;
+  }
+  return undefined;
+}
+
+/**
+ * Starts a server. Resolves with { host, port, secret, dataDir, token(user), kill(), restart(),
+ * stop() } once it printed `listening on <addr>`; rejects after `timeoutMs`.
+ * kill(): stops the process, keeps the data; restart(): same port, data and secret; stop(): kills
+ * it and removes the data directory.
+ */
+async function startServer({ timeoutMs = 20000, extraArgs = [] } = {}) {
+  const bin = serverBinary();
+  if (!bin) throw new Error('receipt-server not built (scripts/build-napi.sh builds it)');
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'receipt-server-'));
+  const secret = `test-secret-${process.pid}-${Date.now()}`;
+  const server = {
+    host: '127.0.0.1', port: 0, secret, dataDir, proc: undefined,
+    token: (user, ttl = 3600) =>
+      execFileSync(bin, ['token', '--user', user, '--secret', secret, '--ttl', String(ttl)], { encoding: 'utf8', timeout: 10000 }).trim(),
+    kill: async () => {
+      if (server.proc) await server.proc.kill();
+      server.proc = undefined;
+    },
+    restart: async () => {
+      await server.kill();
+      server.proc = await spawnServer(bin, `127.0.0.1:${server.port}`, dataDir, secret, extraArgs, timeoutMs);
+    },
+    stop: async () => {
+      await server.kill();
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    },
+    stderr: () => (server.proc ? server.proc.stderr() : ''),
+  };
+  try {
+    server.proc = await spawnServer(bin, '127.0.0.1:0', dataDir, secret, extraArgs, timeoutMs);
+  } catch (e) {
+    fs.rmSync(dataDir, { recursive: true, force: true });
+    throw e;
+  }
+  server.host = server.proc.host;
+  server.port = server.proc.port;
+  return server;
+}
+
+function spawnServer(bin, addr, dataDir, secret, extraArgs, timeoutMs) {
+  const args = ['serve', '--addr', addr, '--data-dir', dataDir, '--secret', secret, '--group-ack-enabled', 'true', ...extraArgs];
+  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' } });
+  let stderr = '';
+  child.stderr.on('data', (d) => {
+    stderr += d.toString();
+    if (stderr.length > 20000) stderr = stderr.slice(-20000);
+  });
+  let exited = false;
+  const exitedP = new Promise((resolve) => child.once('exit', (code, signal) => { exited = true; resolve({ code, signal }); }));
+  const kill = async () => {
+    if (!exited) {
+      child.kill('SIGTERM');
+      const t = setTimeout(() => { if (!exited) child.kill('SIGKILL'); }, 5000);
+      await exitedP;
+      clearTimeout(t);
+    }
+  };
+  return new Promise((resolve, reject) => {
+    const rl = readline.createInterface({ input: child.stdout });
+    const timer = setTimeout(() => {
+      rl.close();
+      kill().finally(() => reject(new Error(`receipt-server did not start in ${timeoutMs} ms; stderr:\n${stderr}`)));
+    }, timeoutMs);
+    exitedP.then(({ code, signal }) => {
+      clearTimeout(timer);
+      reject(new Error(`receipt-server exited (${code ?? signal}) before listening; stderr:\n${stderr}`));
+    });
+    rl.once('line', (line) => {
+      clearTimeout(timer);
+      rl.close();
+      child.stdout.resume(); // keep draining
+      const m = /^listening on (.+):(\d+)\s*$/.exec(line);
+      if (!m) {
+        kill().finally(() => reject(new Error(`unexpected first line from receipt-server: ${line}`)));
+        return;
+      }
+      resolve({ host: m[1].replace(/^\[|\]$/g, ''), port: Number(m[2]), kill, stderr: () => stderr });
+    });
+  });
+}
+
+module.exports = { startServer, serverBinary, repo };
