@@ -12,28 +12,34 @@
 # else the npm package node-api-headers (pinned in scripts/package.json; npm ci into scripts/).
 # Installs nothing global.
 #
-# Usage: scripts/build-napi.sh [--skip-cargo]   (CARGO_TARGET_DIR is honoured)
+# Usage: scripts/build-napi.sh [--skip-cargo] [--debug]   (CARGO_TARGET_DIR is honoured)
+#   --debug: use the debug profile (the test command does, to reuse `cargo test`'s build);
+#            then run the tests with RECEIPT_SERVER_BIN=target/debug/receipt-server.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
 cd "$repo"
 
 skip_cargo=0
+profile=release
 for a in "$@"; do
   case "$a" in
     --skip-cargo) skip_cargo=1 ;;
+    --debug) profile=debug ;;
     *) echo "build-napi.sh: unknown argument $a" >&2; exit 2 ;;
   esac
 done
 
 target_dir="${CARGO_TARGET_DIR:-$repo/target}"
-release="$target_dir/release"
+release="$target_dir/$profile"
 out="$repo/target/napi"
 shim="$repo/ohos/receipt/src/main/cpp/napi_receipt.c"
 
 if [ "$skip_cargo" = 0 ]; then
-  echo "build-napi: cargo build --release -p receipt-ffi -p receipt-server" >&2
-  cargo build --release -p receipt-ffi -p receipt-server
+  profile_flag=()
+  [ "$profile" = release ] && profile_flag=(--release)
+  echo "build-napi: cargo build ${profile_flag[*]} -p receipt-ffi -p receipt-server" >&2
+  cargo build "${profile_flag[@]}" -p receipt-ffi -p receipt-server
 fi
 for f in "$release/libreceipt_ffi.so" "$repo/include/receipt.h"; do
   [ -f "$f" ] || { echo "build-napi: missing $f" >&2; exit 1; }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every test of the project, as CI runs it. Needs: Rust (stable), gcc, valgrind, Node.js 20, npm.
+# Every test of the project, as CI runs it. Needs: Rust (stable, with rust-src), gcc, valgrind,
+# Node.js 20 with npm. Installs the pinned cbindgen and npm packages it needs on first use.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -9,10 +10,21 @@ step() { printf '\n==> %s\n' "$*"; }
 step "format"
 cargo fmt --all -- --check
 
-step "Rust tests: core rules and properties, server rules and crash recovery, client end to end, demo"
+step "Rust tests: core rules and properties, server rules and crash recovery, end to end, C programs under valgrind, demo"
 cargo test --workspace --all-targets
+
+step "C header matches a fresh cbindgen run"
+scripts/check-header.sh
+
+step "ohos cross-build (aarch64 and x86_64, build-std)"
+scripts/check-ohos.sh
 
 step "ArkTS lint"
 scripts/check-arkts.sh
+
+step "NAPI shim as a Node addon, allowlisted symbols, Node tests of the ArkTS API"
+scripts/build-napi.sh --debug
+scripts/check-napi-symbols.sh
+RECEIPT_SERVER_BIN="${CARGO_TARGET_DIR:-$repo/target}/debug/receipt-server" node --test tests/napi/
 
 step "all checks passed"
