@@ -450,6 +450,8 @@ fn connection_loop(cfg: ClientConfig, token: String, shared: Arc<Shared>) {
             Err(e) => {
                 log::debug!("connect to {addr} failed: {e}");
                 if !ever_connected {
+                    // The session is over before the host hears so (see run_connection).
+                    shared.stop.store(true, Ordering::SeqCst);
                     let _ = shared.events.send(ClientEvent::LoginFailed(ChatError::new(
                         ErrorCode::ServerNotReachable,
                         format!("cannot reach the server at {addr}: {e}"),
@@ -509,6 +511,11 @@ fn run_connection(stream: TcpStream, token: &str, shared: &Shared, ever_connecte
                     let refused = e.is_login_refused();
                     if e.is_connected() {
                         *ever_connected = true;
+                    }
+                    if refused {
+                        // Before the LoginFailed event goes out, so a host that logs in again
+                        // as soon as it sees it finds this session over.
+                        shared.stop.store(true, Ordering::SeqCst);
                     }
                     shared.pump(&mut e);
                     if refused {
