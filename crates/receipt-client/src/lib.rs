@@ -494,12 +494,16 @@ fn run_connection(stream: TcpStream, token: &str, shared: &Shared, ever_connecte
             Ok(n) => {
                 decoder.push(&buf[..n]);
                 let mut e = shared.engine.lock();
+                // Handle every complete frame of this read, then write what they produced in
+                // one write and forward their events: one syscall per burst, not per frame.
+                let mut refused = false;
                 loop {
                     let body = match decoder.next_body() {
                         Ok(Some(b)) => b,
                         Ok(None) => break,
                         Err(err) => {
                             log::warn!("bad frame from the server: {err}");
+                            shared.pump(&mut e);
                             break 'conn;
                         }
                     };
@@ -508,20 +512,21 @@ fn run_connection(stream: TcpStream, token: &str, shared: &Shared, ever_connecte
                         shared.pump(&mut e);
                         break 'conn;
                     }
-                    let refused = e.is_login_refused();
                     if e.is_connected() {
                         *ever_connected = true;
                     }
-                    if refused {
+                    if e.is_login_refused() {
                         // Before the LoginFailed event goes out, so a host that logs in again
                         // as soon as it sees it finds this session over.
                         shared.stop.store(true, Ordering::SeqCst);
+                        refused = true;
+                        break;
                     }
-                    shared.pump(&mut e);
-                    if refused {
-                        outcome = Outcome::Refused;
-                        break 'conn;
-                    }
+                }
+                shared.pump(&mut e);
+                if refused {
+                    outcome = Outcome::Refused;
+                    break 'conn;
                 }
             }
             Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {

@@ -437,7 +437,7 @@ impl<S: ClientStore> ClientEngine<S> {
         self.apply_read_up_to(&key, latest);
         let c = self.conv_mut(&key);
         c.ack_sent_up_to = c.ack_sent_up_to.max(latest);
-        c.remote_unread = 0;
+        self.clear_remote_unread(&key);
         self.enqueue(ClientFrame::ConversationAck { req, chat_type: key.chat_type, conversation: key.id.clone() });
         self.finish(now, true);
         Ok(Some(req))
@@ -513,7 +513,7 @@ impl<S: ClientStore> ClientEngine<S> {
         let latest = c.latest;
         let req = self.next_req();
         self.apply_read_up_to(key, latest);
-        self.conv_mut(key).remote_unread = 0;
+        self.clear_remote_unread(key);
         self.enqueue(ClientFrame::MarkRead { req, chat_type: key.chat_type, conversation: key.id.clone(), msg_id: None });
         self.finish(now, true);
         Ok(Some(req))
@@ -826,6 +826,15 @@ impl<S: ClientStore> ClientEngine<S> {
         self.unread_changed.push(key);
     }
 
+    /// Drops the unread messages the server counted that this device does not hold (a
+    /// conversation read covers them), telling the app when that changes the count.
+    fn clear_remote_unread(&mut self, key: &ConversationKey) {
+        let c = self.conv_mut(key);
+        if std::mem::take(&mut c.remote_unread) != 0 {
+            self.unread_changed.push(key.clone());
+        }
+    }
+
     /// Moves a conversation's read watermark. O(1) when it covers the newest message (the
     /// usual case); otherwise it only looks at the messages newer than `up_to`.
     fn apply_read_up_to(&mut self, key: &ConversationKey, up_to: MsgId) {
@@ -953,6 +962,12 @@ impl<S: ClientStore> ClientEngine<S> {
     }
 
     fn on_message(&mut self, msg: WireMessage) {
+        if msg.id == 0 {
+            // Server ids start at 1; 0 means "no server id yet" here (a pending message), so
+            // such a message could be neither acked nor counted consistently.
+            log::warn!("ignoring a message without a server id from {}", msg.from);
+            return;
+        }
         if self.messages.contains_key(&msg.id) {
             return;
         }
@@ -1030,6 +1045,16 @@ impl<S: ClientStore> ClientEngine<S> {
                 let unread = self.unread_count(&key);
                 self.events.push_back(ClientEvent::UnreadCountChanged { conversation: key, unread });
             }
+        }
+        if !self.store.persists() {
+            self.dirty_meta = false;
+            self.dirty_messages.clear();
+            self.dirty_pending.clear();
+            self.deleted_pending.clear();
+            self.dirty_convs.clear();
+            self.outbox_put.clear();
+            self.outbox_delete.clear();
+            return;
         }
         let batch = StoreBatch {
             meta: std::mem::take(&mut self.dirty_meta).then_some(self.meta),

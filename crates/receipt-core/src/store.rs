@@ -123,6 +123,28 @@ backend_err!(
 pub trait ClientStore {
     fn load(&mut self) -> Result<Snapshot, StoreError>;
     fn commit(&mut self, batch: &StoreBatch) -> Result<(), StoreError>;
+    /// False for a store that keeps nothing ([`NullStore`]): the engine then does not build
+    /// batches (no copies of changed records) and never calls `commit`.
+    fn persists(&self) -> bool {
+        true
+    }
+}
+
+/// A store that keeps nothing: a device without persistence (load generators). A restart
+/// starts empty.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NullStore;
+
+impl ClientStore for NullStore {
+    fn load(&mut self) -> Result<Snapshot, StoreError> {
+        Ok(Snapshot::default())
+    }
+    fn commit(&mut self, _batch: &StoreBatch) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn persists(&self) -> bool {
+        false
+    }
 }
 
 /// An in-memory store (tests, benchmarks). Cloning it models "the same disk after a restart".

@@ -84,6 +84,17 @@ pub struct ServerConfig {
     pub retention_secs: u64,
     /// Connections silent for this long are closed. Default 120 s.
     pub idle_timeout_secs: u64,
+    /// A connection must have sent a valid `Login` within this long after it was accepted, or
+    /// it gets `Error` and is closed, however much (or little) it trickles in meanwhile
+    /// (slowloris). Default 10 s.
+    pub login_timeout_secs: u64,
+    /// Most devices of one user online at once; a login of a further device is refused with
+    /// `LoginFailed` (302 server busy). A device id already online (a reconnect racing its old
+    /// connection's close) does not count twice. Default 10.
+    pub max_devices_per_user: usize,
+    /// Most open client connections (logged in or not); sockets beyond it get `Error` (302
+    /// server busy) and are closed at once. Default 10,000.
+    pub max_connections: usize,
     /// Largest frame body accepted from a client, in bytes.
     pub max_frame: usize,
     /// Live frames queued for one connection before it counts as too slow and is dropped (its
@@ -105,6 +116,9 @@ impl Default for ServerConfig {
             secret: DEFAULT_SECRET.to_string(),
             retention_secs: 7 * 24 * 3600,
             idle_timeout_secs: 120,
+            login_timeout_secs: 10,
+            max_devices_per_user: 10,
+            max_connections: 10_000,
             max_frame: receipt_core::codec::DEFAULT_MAX_FRAME,
             outbound_queue: 4096,
             max_batch: 512,
@@ -164,6 +178,7 @@ mod tests {
         assert_eq!(c.group_ack.member_cap, 200);
         assert_eq!(c.group_ack.validity_secs, 3 * 24 * 3600);
         assert_eq!(c.retention_secs, 7 * 24 * 3600);
+        assert_eq!((c.login_timeout_secs, c.max_devices_per_user, c.max_connections), (10, 10, 10_000));
         assert!(ServerConfig::from_toml_str("bogus = 1").is_err());
     }
 }

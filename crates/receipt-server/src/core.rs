@@ -5,7 +5,7 @@
 //! The caller (the core task in [`crate::server`]) must commit [`Effects::ops`] durably before it
 //! sends [`Effects::out`]: an `ok` means "stored".
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use receipt_core::protocol::{ClientFrame, ConversationState, Response, SeqEvent, ServerEvent, ServerFrame};
@@ -13,7 +13,7 @@ use receipt_core::types::{validate_id, MAX_CONTENT_BYTES};
 use receipt_core::{ChatError, ChatType, ConversationKey, CursorResult, ErrorCode, GroupReadAck, GroupRole, MsgId, UserId, WireMessage};
 
 use crate::config::{GroupAckPolicy, ServerConfig, Visibility, WhoMayRequest};
-use crate::state::{ConvState, Counters, Group, MessageRecord, State};
+use crate::state::{ConvState, Counters, Group, HashMap, HashSet, MessageRecord, State};
 
 /// Identifies one connection (one logged-in device) to the core.
 pub type SessionId = u64;
@@ -46,10 +46,23 @@ pub enum StoreOp {
         user: UserId,
         event: SeqEvent,
     },
+    /// A conversation's read state, without its `read_set` (see the two ops below).
     PutConversation {
         user: UserId,
         key: ConversationKey,
         state: ConvState,
+    },
+    /// `msg_id` (above the read watermark) was read one by one: add it to the read set.
+    AddRead {
+        user: UserId,
+        key: ConversationKey,
+        msg_id: MsgId,
+    },
+    /// The read watermark moved to `up_to`: drop the read-set entries up to it.
+    TrimReads {
+        user: UserId,
+        key: ConversationKey,
+        up_to: MsgId,
     },
     PutGroup(Group),
 }
@@ -87,18 +100,26 @@ pub struct CoreConfig {
     pub retention_ms: u64,
     pub max_group_size: usize,
     pub group_ack: GroupAckPolicy,
+    /// Most distinct devices of one user online at once (further logins: `LoginFailed` 302).
+    pub max_devices_per_user: usize,
 }
 
 impl From<&ServerConfig> for CoreConfig {
     fn from(c: &ServerConfig) -> Self {
-        CoreConfig { retention_ms: c.retention_ms(), max_group_size: c.max_group_size, group_ack: c.group_ack.clone() }
+        CoreConfig {
+            retention_ms: c.retention_ms(),
+            max_group_size: c.max_group_size,
+            group_ack: c.group_ack.clone(),
+            max_devices_per_user: c.max_devices_per_user,
+        }
     }
 }
 
 #[derive(Debug, Clone)]
 struct Session {
-    user: UserId,
-    device: String,
+    /// Shared, so handling a request does not copy the ids.
+    user: Arc<str>,
+    device: Arc<str>,
 }
 
 /// The server state machine. See the module docs.
@@ -119,7 +140,14 @@ fn err(code: ErrorCode, d: impl Into<String>) -> ChatError {
 
 impl ServerCore {
     pub fn new(cfg: CoreConfig, state: State) -> Self {
-        ServerCore { cfg, st: state, sessions: HashMap::new(), online: HashMap::new(), fx: Effects::default(), counters_dirty: false }
+        ServerCore {
+            cfg,
+            st: state,
+            sessions: HashMap::default(),
+            online: HashMap::default(),
+            fx: Effects::default(),
+            counters_dirty: false,
+        }
     }
 
     /// The whole state (for tests and tools).
@@ -137,6 +165,14 @@ impl ServerCore {
     /// after `since` and `SyncDone`, atomically with registering it. Requests of a session that is
     /// not logged in are refused with 201.
     pub fn handle(&mut self, now_ms: u64, session: SessionId, frame: ClientFrame) -> Effects {
+        self.apply(now_ms, session, frame);
+        self.take()
+    }
+
+    /// [`handle`](Self::handle) without taking the effects: they accumulate (in order) until
+    /// [`take_effects`](Self::take_effects). The core thread applies a whole batch this way and
+    /// takes its effects once, instead of appending every request's effects to the batch's.
+    pub fn apply(&mut self, now_ms: u64, session: SessionId, frame: ClientFrame) {
         match frame {
             ClientFrame::Login { user, device, since, .. } => self.login(now_ms, session, user, device, since),
             ClientFrame::Ping { nonce } => self.send(session, ServerFrame::Pong { nonce }, false),
@@ -161,6 +197,10 @@ impl ServerCore {
                 }
             }
         }
+    }
+
+    /// Everything applied since the last take: store operations (commit first), then frames.
+    pub fn take_effects(&mut self) -> Effects {
         self.take()
     }
 
@@ -174,10 +214,10 @@ impl ServerCore {
     /// The session's connection is gone.
     pub fn disconnect(&mut self, session: SessionId) {
         if let Some(s) = self.sessions.remove(&session) {
-            if let Some(list) = self.online.get_mut(&s.user) {
+            if let Some(list) = self.online.get_mut(&*s.user) {
                 list.retain(|x| *x != session);
                 if list.is_empty() {
-                    self.online.remove(&s.user);
+                    self.online.remove(&*s.user);
                 }
             }
         }
@@ -201,7 +241,12 @@ impl ServerCore {
             self.counters_dirty = false;
             self.fx.ops.push(StoreOp::PutCounters(self.st.counters));
         }
-        std::mem::take(&mut self.fx)
+        // Size the next accumulation like this one: no regrowth (and copying) while applying.
+        let (ops, out) = (self.fx.ops.len(), self.fx.out.len());
+        let fx = std::mem::take(&mut self.fx);
+        self.fx.ops.reserve(ops.min(1 << 16));
+        self.fx.out.reserve(out.min(1 << 16));
+        fx
     }
 
     fn send(&mut self, session: SessionId, frame: ServerFrame, replay: bool) {
@@ -218,6 +263,21 @@ impl ServerCore {
         if self.sessions.contains_key(&session) {
             self.send(session, ServerFrame::Error { error: ChatError::invalid_param("already logged in") }, false);
             return;
+        }
+        // Per-user device limit: distinct device ids online, not counting this one (a device
+        // reconnecting before its old connection was noticed closed is never refused).
+        let limit = self.cfg.max_devices_per_user.max(1);
+        if let Some(list) = self.online.get(&user) {
+            let mut others: Vec<&str> =
+                list.iter().filter_map(|s| self.sessions.get(s)).map(|s| &*s.device).filter(|d| *d != device).collect();
+            others.sort_unstable();
+            others.dedup();
+            if others.len() >= limit {
+                let e = err(ErrorCode::ServerBusy, format!("{user} already has {limit} devices online (max_devices_per_user)"));
+                // The connection layer closes the connection after a LoginFailed.
+                self.send(session, ServerFrame::LoginFailed { error: e }, true);
+                return;
+            }
         }
         self.send(
             session,
@@ -260,14 +320,17 @@ impl ServerCore {
         let head = self.st.head(&user);
         self.send(session, ServerFrame::SyncDone { head, conversations }, true);
         self.online.entry(user.clone()).or_default().push(session);
-        self.sessions.insert(session, Session { user, device });
+        self.sessions.insert(session, Session { user: user.into(), device: device.into() });
     }
 
     // ----- events and state helpers -----
 
     /// Appends an event to a user's log, persists it and sends it to the user's online devices.
     fn emit(&mut self, user: &str, event: ServerEvent) {
-        let log = self.st.logs.entry(user.to_string()).or_default();
+        if !self.st.logs.contains_key(user) {
+            self.st.logs.insert(user.to_string(), Vec::new());
+        }
+        let log = self.st.logs.get_mut(user).expect("inserted");
         let seq = log.last().map(|e| e.seq).unwrap_or(0) + 1;
         let se = SeqEvent { seq, event };
         log.push(se.clone());
@@ -281,7 +344,11 @@ impl ServerCore {
     }
 
     fn conv_mut(&mut self, user: &str, key: &ConversationKey) -> &mut ConvState {
-        self.st.convs.entry(user.to_string()).or_default().entry(key.clone()).or_default()
+        // Look up first: the entry API would allocate both keys on every call.
+        if !self.st.convs.get(user).is_some_and(|m| m.contains_key(key)) {
+            self.st.convs.entry(user.to_string()).or_default().insert(key.clone(), ConvState::default());
+        }
+        self.st.convs.get_mut(user).and_then(|m| m.get_mut(key)).expect("inserted")
     }
 
     fn conv(&self, user: &str, key: &ConversationKey) -> Option<&ConvState> {
@@ -289,8 +356,20 @@ impl ServerCore {
     }
 
     fn put_conv(&mut self, user: &str, key: &ConversationKey) {
-        let state = self.conv_mut(user, key).clone();
+        let state = self.conv_mut(user, key).head();
         self.fx.ops.push(StoreOp::PutConversation { user: user.to_string(), key: key.clone(), state });
+    }
+
+    /// Moves `user`'s read watermark of `key` to `up_to` and persists the change.
+    fn mark_all(&mut self, user: &str, key: &ConversationKey, up_to: MsgId) {
+        let c = self.conv_mut(user, key);
+        let had_reads = !c.read_set.is_empty();
+        c.mark_all(up_to);
+        let wm = c.read_wm;
+        self.put_conv(user, key);
+        if had_reads {
+            self.fx.ops.push(StoreOp::TrimReads { user: user.to_string(), key: key.clone(), up_to: wm });
+        }
     }
 
     /// Marks one received message read for `user`; persists when it changed. True if it was unread.
@@ -298,6 +377,7 @@ impl ServerCore {
         let changed = self.conv_mut(user, key).mark_one(id);
         if changed {
             self.put_conv(user, key);
+            self.fx.ops.push(StoreOp::AddRead { user: user.to_string(), key: key.clone(), msg_id: id });
         }
         changed
     }
@@ -500,10 +580,8 @@ impl ServerCore {
                     return Ok(Response::Done);
                 }
                 let up_to = c.newest;
-                let c = self.conv_mut(user, &key);
-                c.ack_wm = up_to;
-                c.mark_all(up_to);
-                self.put_conv(user, &key);
+                self.conv_mut(user, &key).ack_wm = up_to;
+                self.mark_all(user, &key, up_to);
                 let ev = ServerEvent::ConversationRead {
                     chat_type,
                     from: user.to_string(),
@@ -526,8 +604,7 @@ impl ServerCore {
                     return Ok(Response::Done);
                 }
                 let up_to = c.newest;
-                self.conv_mut(user, &key).mark_all(up_to);
-                self.put_conv(user, &key);
+                self.mark_all(user, &key, up_to);
                 let ev = ServerEvent::ConversationRead {
                     chat_type,
                     from: user.to_string(),
@@ -585,7 +662,7 @@ impl ServerCore {
         if visibility == Visibility::AllMembers {
             to.extend(members);
         }
-        let mut seen = HashSet::new();
+        let mut seen = HashSet::default();
         for u in to {
             if seen.insert(u.clone()) {
                 self.emit(&u, ServerEvent::GroupRead { group: group_id.clone(), sender: sender.clone(), ack: ack.clone() });
@@ -644,8 +721,7 @@ impl ServerCore {
                     return Ok(Response::Done);
                 }
                 let up_to = c.newest;
-                self.conv_mut(user, &key).mark_all(up_to);
-                self.put_conv(user, &key);
+                self.mark_all(user, &key, up_to);
                 self.emit(user, ServerEvent::ReadState { chat_type, conversation, msg_id: None, up_to });
             }
         }

@@ -11,6 +11,10 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// mimalloc: many small short-lived allocations across the I/O and core threads.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use receipt_core::protocol::{ClientFrame, Response};
 use receipt_core::GroupRole;
 use receipt_server::config::{ServerConfig, Visibility, WhoMayRequest};

@@ -11,7 +11,7 @@
 //! `outbound_queue` is dropped, so a slow reader never blocks the core; its device replays what
 //! it missed from its cursor at the next login.
 
-use std::collections::HashMap;
+use crate::state::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -120,15 +120,48 @@ pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// The core thread: batches, applies, commits, then routes.
-fn core_loop(mut core: ServerCore, mut store: Box<dyn ServerStore>, mut rx: mpsc::Receiver<CoreMsg>, cap: usize, max_batch: usize) {
-    let mut router = SessionRouter { cap, conns: HashMap::new() };
+/// One applied batch on its way to the store thread: sessions that logged in, what to commit,
+/// what to send once it is committed, sessions that closed.
+struct Applied {
+    logins: Vec<(SessionId, Outbox)>,
+    ops: Vec<crate::core::StoreOp>,
+    out: Vec<crate::core::Outgoing>,
+    closed: Vec<SessionId>,
+}
+
+/// Batches the core thread may hand over before it waits for the store thread.
+const COMMITS_IN_FLIGHT: usize = 4;
+
+/// The core thread: batches and applies; the store thread commits and routes.
+///
+/// Pipelined group commit: while the store thread commits (and fsyncs) batch N, the core thread
+/// already applies batch N+1 in memory. Nothing of a batch is sent before its commit returned,
+/// and the store thread commits and routes strictly in batch order, so every `ok` and every
+/// event still follows the durable commit of its effects (and of everything before them). If
+/// a commit fails, the store thread stops at once: neither that batch nor any later one is
+/// answered, and the core thread stops when it next hands a batch over.
+fn core_loop(mut core: ServerCore, store: Box<dyn ServerStore>, mut rx: mpsc::Receiver<CoreMsg>, cap: usize, max_batch: usize) {
+    let (commit_tx, commit_rx) = std::sync::mpsc::sync_channel::<Applied>(COMMITS_IN_FLIGHT);
+    // Committed operations come back to be dropped here, on the thread that allocated them
+    // (mimalloc frees thread-locally much faster than across threads).
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<Vec<crate::core::StoreOp>>();
+    let store_thread =
+        match std::thread::Builder::new().name("receipt-core-store".into()).spawn(move || store_loop(store, commit_rx, done_tx, cap)) {
+            Ok(t) => t,
+            Err(e) => {
+                error!("cannot start the store thread: {e}");
+                return;
+            }
+        };
     let mut batch = Vec::with_capacity(max_batch);
     let mut last_prune = 0u64;
-    'run: loop {
+    loop {
         let Some(first) = rx.blocking_recv() else {
             break;
         };
+        while let Ok(done) = done_rx.try_recv() {
+            drop(done);
+        }
         batch.push(first);
         while batch.len() < max_batch.max(1) {
             match rx.try_recv() {
@@ -137,57 +170,115 @@ fn core_loop(mut core: ServerCore, mut store: Box<dyn ServerStore>, mut rx: mpsc
             }
         }
         let now = now_ms();
+        // Effects accumulate inside the core (in order) and are taken once per batch.
         let mut fx = crate::core::Effects::default();
         let mut stop = false;
-        let mut closed = Vec::new();
+        let mut applied = Applied { logins: Vec::new(), ops: Vec::new(), out: Vec::new(), closed: Vec::new() };
         for m in batch.drain(..) {
             match m {
                 CoreMsg::Login { session, frame, outbox } => {
-                    router.conns.insert(session, outbox);
-                    fx.append(core.handle(now, session, frame));
+                    applied.logins.push((session, outbox));
+                    core.apply(now, session, frame);
                 }
-                CoreMsg::Frame { session, frame } => fx.append(core.handle(now, session, frame)),
+                CoreMsg::Frame { session, frame } => core.apply(now, session, frame),
                 CoreMsg::Closed { session } => {
                     core.disconnect(session);
-                    closed.push(session);
+                    applied.closed.push(session);
                 }
                 CoreMsg::Tick => {
                     if now.saturating_sub(last_prune) >= 1000 {
                         last_prune = now;
+                        // prune() takes what accumulated so far, then its own deletions.
                         fx.append(core.prune(now));
                     }
                 }
                 CoreMsg::Shutdown => stop = true,
             }
         }
-        if !fx.ops.is_empty() {
-            if let Err(e) = store.commit(&fx.ops) {
-                // Memory is now ahead of the disk: answer nothing, stop. A restart reloads the
-                // last committed state and clients resend from their outboxes.
-                error!("commit failed, stopping the server: {e}");
-                break 'run;
-            }
+        let rest = core.take_effects();
+        if fx.is_empty() {
+            fx = rest;
+        } else {
+            fx.append(rest);
         }
-        for o in fx.out {
-            router.deliver(o.session, o.frame, o.replay);
-        }
-        for s in closed {
-            router.conns.remove(&s);
+        applied.ops = fx.ops;
+        applied.out = fx.out;
+        if commit_tx.send(applied).is_err() {
+            // The store thread stopped after a failed commit.
+            break;
         }
         if stop {
             break;
         }
     }
+    drop(commit_tx);
+    let _ = store_thread.join();
+    debug!("core thread stopped");
+}
+
+/// The store thread: commits applied batches in order (several queued batches share one
+/// transaction and one fsync), then sends their frames.
+fn store_loop(
+    mut store: Box<dyn ServerStore>,
+    rx: std::sync::mpsc::Receiver<Applied>,
+    done: std::sync::mpsc::Sender<Vec<crate::core::StoreOp>>,
+    cap: usize,
+) {
+    let mut router = SessionRouter { cap, conns: HashMap::default() };
+    let mut queued: Vec<Applied> = Vec::with_capacity(COMMITS_IN_FLIGHT + 1);
+    let mut ops = Vec::new();
+    'run: while let Ok(first) = rx.recv() {
+        queued.push(first);
+        while let Ok(next) = rx.try_recv() {
+            queued.push(next);
+        }
+        let parts = queued.iter().filter(|a| !a.ops.is_empty()).count();
+        let failed = if parts == 1 {
+            let a = queued.iter().find(|a| !a.ops.is_empty()).expect("counted");
+            store.commit(&a.ops).err()
+        } else if parts > 1 {
+            for a in queued.iter_mut() {
+                ops.append(&mut a.ops);
+            }
+            let r = store.commit(&ops).err();
+            let _ = done.send(std::mem::take(&mut ops));
+            r
+        } else {
+            None
+        };
+        if let Some(e) = failed {
+            // Memory is now ahead of the disk: answer nothing, stop. A restart reloads the
+            // last committed state and clients resend from their outboxes.
+            error!("commit failed, stopping the server: {e}");
+            break 'run;
+        }
+        for mut a in queued.drain(..) {
+            if !a.ops.is_empty() {
+                let _ = done.send(std::mem::take(&mut a.ops));
+            }
+            for (session, outbox) in a.logins {
+                router.conns.insert(session, outbox);
+            }
+            for o in a.out {
+                router.deliver(o.session, o.frame, o.replay);
+            }
+            for s in a.closed {
+                router.conns.remove(&s);
+            }
+        }
+    }
     for (_, ob) in router.conns.drain() {
         ob.close();
     }
+    drop(rx);
     drop(store);
-    debug!("core thread stopped");
 }
 
 struct ConnCfg {
     secret: String,
     idle: Duration,
+    /// A valid Login must arrive within this long after the accept (slowloris bound).
+    login_timeout: Duration,
     max_frame: usize,
 }
 
@@ -204,6 +295,11 @@ async fn writer_task(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Out
                     encode_into(&*f, &mut buf);
                     if counted {
                         shared.pending.fetch_sub(1, Ordering::AcqRel);
+                    }
+                    // A login refused by the core (device limit): nothing follows it.
+                    if matches!(*f, ServerFrame::LoginFailed { .. }) {
+                        close = true;
+                        break;
                     }
                 }
                 OutItem::Close => {
@@ -255,6 +351,7 @@ async fn connection(
     let mut dec = FrameDecoder::new(cfg.max_frame);
     let mut buf = vec![0u8; 16 * 1024];
     let mut logged_in = false;
+    let login_deadline = tokio::time::Instant::now() + cfg.login_timeout;
     'conn: loop {
         loop {
             match dec.next_frame::<ClientFrame>() {
@@ -270,19 +367,27 @@ async fn connection(
                 }
             }
         }
+        // Before the login, the read also ends at the login deadline, however often bytes trickle in.
+        let wait = if logged_in { cfg.idle } else { cfg.idle.min(login_deadline.saturating_duration_since(tokio::time::Instant::now())) };
         let read = tokio::select! {
-            r = tokio::time::timeout(cfg.idle, rd.read(&mut buf)) => r,
+            r = tokio::time::timeout(wait, rd.read(&mut buf)) => r,
             _ = shared.closed.notified() => break 'conn,
             _ = shutdown.changed() => break 'conn,
         };
         match read {
+            Err(_) if !logged_in && tokio::time::Instant::now() >= login_deadline => {
+                outbox.push(ServerFrame::Error { error: ChatError::invalid_param("login timeout: no valid Login in time") });
+                break;
+            }
             Err(_) => {
                 outbox.push(ServerFrame::Error { error: ChatError::invalid_param("idle timeout") });
                 break;
             }
             Ok(Ok(0)) => {
                 if let Err(e) = dec.finish() {
+                    // A half-closed peer may still read why its cut frame was refused.
                     debug!("session {session}: {e}");
+                    outbox.push(ServerFrame::Error { error: ChatError::from(e) });
                 }
                 break;
             }
@@ -411,6 +516,7 @@ pub async fn start_with_store(config: ServerConfig, mut store: Box<dyn ServerSto
     let cfg = Arc::new(ConnCfg {
         secret: config.secret.clone(),
         idle: Duration::from_secs(config.idle_timeout_secs.max(1)),
+        login_timeout: Duration::from_secs(config.login_timeout_secs.max(1)),
         max_frame: config.max_frame,
     });
     // Ticks drive retention pruning.
@@ -430,14 +536,30 @@ pub async fn start_with_store(config: ServerConfig, mut store: Box<dyn ServerSto
     let accept = {
         let core_tx = core_tx.clone();
         let mut stop = shutdown_rx.clone();
+        let max_conns = config.max_connections.max(1);
+        let open = Arc::new(AtomicUsize::new(0));
         tokio::spawn(async move {
             let mut next: SessionId = 1;
             loop {
                 tokio::select! {
                     r = listener.accept() => match r {
                         Ok((sock, peer)) => {
+                            if open.load(Ordering::Acquire) >= max_conns {
+                                // Over the cap: say why (best effort, never waiting) and close.
+                                warn!("refusing {peer}: {max_conns} connections open (max_connections)");
+                                let e = ChatError::new(ErrorCode::ServerBusy, format!("server busy: {max_conns} connections open"));
+                                let _ = sock.try_write(&receipt_core::codec::encode(&ServerFrame::Error { error: e }));
+                                drop(sock);
+                                continue;
+                            }
                             debug!("session {next}: connection from {peer}");
-                            tokio::spawn(connection(sock, next, core_tx.clone(), cfg.clone(), shutdown_rx.clone()));
+                            open.fetch_add(1, Ordering::AcqRel);
+                            let open = open.clone();
+                            let conn = connection(sock, next, core_tx.clone(), cfg.clone(), shutdown_rx.clone());
+                            tokio::spawn(async move {
+                                conn.await;
+                                open.fetch_sub(1, Ordering::AcqRel);
+                            });
                             next += 1;
                         }
                         Err(e) => {
@@ -468,7 +590,8 @@ impl ServerHandle {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<SocketAddr>>();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new().name("receipt-server".into()).spawn(move || {
-            let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("receipt-srv-io").enable_all().build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));

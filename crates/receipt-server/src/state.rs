@@ -1,6 +1,12 @@
 //! The server's state: what the store persists and the core owns in memory.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The server's hash maps: foldhash (per-process random seed) instead of SipHash, which was a
+/// fifth of the core thread under load (user-id keys are hashed several times per request).
+pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// See [`HashMap`].
+pub type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 use receipt_core::protocol::SeqEvent;
 use receipt_core::{AckId, ConversationKey, GroupId, GroupReadAck, GroupRole, MsgId, UserId, WireMessage};
@@ -39,7 +45,11 @@ pub struct ConvState {
     pub newest: MsgId,
     /// Newest message this user received in the conversation.
     pub newest_in: MsgId,
-    /// Messages above `read_wm` read one by one.
+    /// Messages above `read_wm` read one by one. Stored apart, one row per message
+    /// ([`crate::core::StoreOp::AddRead`], [`crate::core::StoreOp::TrimReads`]), so a read ack
+    /// costs O(log n) however many messages are read one by one; `PutConversation` does not carry
+    /// it. (Read from older stores that kept it inside the record.)
+    #[serde(default, skip_serializing)]
     pub read_set: BTreeSet<MsgId>,
 }
 
@@ -51,6 +61,18 @@ impl ConvState {
             true
         } else {
             false
+        }
+    }
+
+    /// The record without `read_set` (what `PutConversation` stores): a cheap copy.
+    pub fn head(&self) -> ConvState {
+        ConvState {
+            unread: self.unread,
+            read_wm: self.read_wm,
+            ack_wm: self.ack_wm,
+            newest: self.newest,
+            newest_in: self.newest_in,
+            read_set: BTreeSet::new(),
         }
     }
 
@@ -78,7 +100,7 @@ pub struct MessageRecord {
 
 impl MessageRecord {
     pub fn new(msg: WireMessage) -> Self {
-        MessageRecord { msg, delivered: false, read_acked: false, acks: BTreeMap::new(), ackers: HashSet::new() }
+        MessageRecord { msg, delivered: false, read_acked: false, acks: BTreeMap::new(), ackers: HashSet::default() }
     }
 
     pub fn add_ack(&mut self, ack: GroupReadAck) {

@@ -10,7 +10,7 @@ use receipt_core::{ChatType, ConversationKey, GroupReadAck, WireMessage};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::core::StoreOp;
-use crate::state::{ConvState, Counters, Group, MessageRecord, State};
+use crate::state::{ConvState, Counters, Group, HashMap, MessageRecord, State};
 
 /// A storage failure. The server stops rather than answer `ok` for something not stored.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +57,8 @@ const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events
 /// (user, chat type, conversation id) -> read state.
 const CONVS: TableDefinition<(&str, u8, &str), &[u8]> = TableDefinition::new("conversations");
 const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
+/// (user, chat type, conversation id, msg id): messages above the read watermark read one by one.
+const READS: TableDefinition<(&str, u8, &str, u64), ()> = TableDefinition::new("conversation_reads");
 
 /// The database file inside a data directory.
 pub const DB_FILE: &str = "receipts.redb";
@@ -89,6 +91,7 @@ impl RedbStore {
             txn.open_table(EVENTS).map_err(se)?;
             txn.open_table(CONVS).map_err(se)?;
             txn.open_table(GROUPS).map_err(se)?;
+            txn.open_table(READS).map_err(se)?;
         }
         txn.commit().map_err(se)?;
         Ok(RedbStore { db, path })
@@ -115,6 +118,8 @@ impl ServerStore for RedbStore {
     fn load(&mut self) -> Result<State, StoreError> {
         let txn = self.db.begin_read().map_err(se)?;
         let mut st = State::default();
+        // Read sets kept inside conversation records by older versions: moved to READS below.
+        let mut legacy = Vec::new();
         if let Some(v) = txn.open_table(META).map_err(se)?.get("counters").map_err(se)? {
             st.counters = json::<Counters>("counters", v.value())?;
         }
@@ -148,12 +153,37 @@ impl ServerStore for RedbStore {
             let (user, t, id) = k.value();
             let chat_type = ChatType::from_u32(t as u32).ok_or_else(|| StoreError(format!("corrupt chat type {t}")))?;
             let conv: ConvState = json("conversation", v.value())?;
+            if !conv.read_set.is_empty() {
+                legacy.push((user.to_string(), t, id.to_string(), conv.read_set.clone()));
+            }
             st.convs.entry(user.to_string()).or_default().insert(ConversationKey::new(chat_type, id), conv);
+        }
+        for item in txn.open_table(READS).map_err(se)?.iter().map_err(se)? {
+            let (k, _) = item.map_err(se)?;
+            let (user, t, id, msg_id) = k.value();
+            let chat_type = ChatType::from_u32(t as u32).ok_or_else(|| StoreError(format!("corrupt chat type {t}")))?;
+            let conv = st.convs.entry(user.to_string()).or_default().entry(ConversationKey::new(chat_type, id)).or_default();
+            if msg_id > conv.read_wm {
+                conv.read_set.insert(msg_id);
+            }
         }
         for item in txn.open_table(GROUPS).map_err(se)?.iter().map_err(se)? {
             let (_, v) = item.map_err(se)?;
             let g: Group = json("group", v.value())?;
             st.groups.insert(g.id.clone(), g);
+        }
+        drop(txn);
+        if !legacy.is_empty() {
+            let w = self.db.begin_write().map_err(se)?;
+            {
+                let mut reads = w.open_table(READS).map_err(se)?;
+                for (user, t, id, set) in &legacy {
+                    for m in set {
+                        reads.insert((user.as_str(), *t, id.as_str(), *m), ()).map_err(se)?;
+                    }
+                }
+            }
+            w.commit().map_err(se)?;
         }
         st.rebuild_indexes();
         Ok(st)
@@ -162,6 +192,24 @@ impl ServerStore for RedbStore {
     fn commit(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
         if ops.is_empty() {
             return Ok(());
+        }
+        // A batch often rewrites the same conversation record, message flags or counters several
+        // times (one per message of a busy pair): only the last write of each (they are whole
+        // records) needs to reach the disk.
+        let mut last_conv: HashMap<(&str, &ConversationKey), usize> = HashMap::default();
+        let mut last_flags: HashMap<u64, usize> = HashMap::default();
+        let mut last_counters = None;
+        for (i, op) in ops.iter().enumerate() {
+            match op {
+                StoreOp::PutConversation { user, key, .. } => {
+                    last_conv.insert((user.as_str(), key), i);
+                }
+                StoreOp::PutCounters(_) => last_counters = Some(i),
+                StoreOp::PutMessageFlags { id, .. } => {
+                    last_flags.insert(*id, i);
+                }
+                _ => {}
+            }
         }
         let txn = self.db.begin_write().map_err(se)?;
         {
@@ -172,8 +220,12 @@ impl ServerStore for RedbStore {
             let mut events = txn.open_table(EVENTS).map_err(se)?;
             let mut convs = txn.open_table(CONVS).map_err(se)?;
             let mut groups = txn.open_table(GROUPS).map_err(se)?;
-            for op in ops {
+            let mut reads = txn.open_table(READS).map_err(se)?;
+            for (i, op) in ops.iter().enumerate() {
                 match op {
+                    StoreOp::PutCounters(_) if last_counters != Some(i) => {}
+                    StoreOp::PutMessageFlags { id, .. } if last_flags.get(id) != Some(&i) => {}
+                    StoreOp::PutConversation { user, key, .. } if last_conv.get(&(user.as_str(), key)) != Some(&i) => {}
                     StoreOp::PutCounters(c) => {
                         meta.insert("counters", to_json(c).as_slice()).map_err(se)?;
                     }
@@ -199,6 +251,13 @@ impl ServerStore for RedbStore {
                         let k = (user.as_str(), chat_type_code(key.chat_type), key.id.as_str());
                         convs.insert(k, to_json(state).as_slice()).map_err(se)?;
                     }
+                    StoreOp::AddRead { user, key, msg_id } => {
+                        reads.insert((user.as_str(), chat_type_code(key.chat_type), key.id.as_str(), *msg_id), ()).map_err(se)?;
+                    }
+                    StoreOp::TrimReads { user, key, up_to } => {
+                        let (u, t, c) = (user.as_str(), chat_type_code(key.chat_type), key.id.as_str());
+                        reads.retain_in((u, t, c, 0)..=(u, t, c, *up_to), |_, _| false).map_err(se)?;
+                    }
                     StoreOp::PutGroup(g) => {
                         groups.insert(g.id.as_str(), to_json(g).as_slice()).map_err(se)?;
                     }
@@ -207,5 +266,41 @@ impl ServerStore for RedbStore {
         }
         txn.commit().map_err(se)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_sets_are_stored_one_row_per_read_and_trimmed_by_the_watermark() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ConversationKey::new(ChatType::Chat, "alice");
+        let conv = |unread| ConvState { unread, newest: 9, newest_in: 9, ..Default::default() };
+        {
+            let mut s = RedbStore::open(dir.path()).unwrap();
+            let mut ops = vec![StoreOp::PutConversation { user: "bob".into(), key: key.clone(), state: conv(5) }];
+            for id in [3, 5, 7] {
+                ops.push(StoreOp::AddRead { user: "bob".into(), key: key.clone(), msg_id: id });
+            }
+            // Only the last record of a conversation in a batch is written; all three are equal here
+            // apart from the count.
+            ops.push(StoreOp::PutConversation { user: "bob".into(), key: key.clone(), state: conv(2) });
+            s.commit(&ops).unwrap();
+            let st = s.load().unwrap();
+            let c = &st.convs["bob"][&key];
+            assert_eq!((c.unread, c.read_set.iter().copied().collect::<Vec<_>>()), (2, vec![3, 5, 7]));
+            let mut moved = conv(1);
+            moved.read_wm = 5;
+            s.commit(&[
+                StoreOp::PutConversation { user: "bob".into(), key: key.clone(), state: moved },
+                StoreOp::TrimReads { user: "bob".into(), key: key.clone(), up_to: 5 },
+            ])
+            .unwrap();
+        }
+        let st = RedbStore::open(dir.path()).unwrap().load().unwrap();
+        let c = &st.convs["bob"][&key];
+        assert_eq!((c.unread, c.read_wm, c.read_set.iter().copied().collect::<Vec<_>>()), (1, 5, vec![7]));
     }
 }

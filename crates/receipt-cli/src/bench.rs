@@ -1,0 +1,532 @@
+//! `receipt-cli bench`: receipts per second and latency against the real server.
+//!
+//! The server is embedded (its own threads, a temporary data directory, the redb store with one
+//! fsync per commit), spawned as a child process (`--spawn-server`), or already running
+//! (`--server 127.0.0.1:PORT --secret S`). The load runs on a few threads (see
+//! [`crate::bench_load`]) and stops by itself; a progress bar runs on stderr, the summary goes to
+//! stdout (`--json` for machines).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use receipt_server::{auth, ServerConfig, ServerHandle};
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::bench_load::{self, Conn, Progress};
+use crate::bench_stats::{cpu_by_thread_name, loadavg, peak_rss_kib, process_cpu, threads_cpu, Samples};
+
+/// Thread-name prefixes of an embedded server (tokio workers, the runtime thread, the core).
+const SERVER_THREADS: &[&str] = &["receipt-srv", "receipt-server", "receipt-core"];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    OneToOne,
+    Group,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Workload.
+    #[arg(long, value_enum, default_value = "one-to-one")]
+    mode: Mode,
+    /// 1:1: sender/receiver pairs, all connected at once.
+    #[arg(long, default_value_t = 50)]
+    pairs: u64,
+    /// 1:1: messages per sender.
+    #[arg(long, default_value_t = 2000)]
+    messages: u64,
+    /// 1:1: most messages per pair sent and not yet delivered.
+    #[arg(long, default_value_t = 100)]
+    window: u64,
+    /// Group: members including the sender (at most the server's read-ack member cap, 200 by default).
+    #[arg(long, default_value_t = 200)]
+    group_members: u64,
+    /// Group: messages asking for group read acks.
+    #[arg(long, default_value_t = 100)]
+    group_messages: u64,
+    /// Message content size in bytes.
+    #[arg(long, default_value_t = 32)]
+    size: usize,
+    /// Target a running server instead of an embedded one.
+    #[arg(long)]
+    server: Option<SocketAddr>,
+    /// The running server's token secret.
+    #[arg(long, requires = "server")]
+    secret: Option<String>,
+    /// The running server's pid, to report its CPU time and peak RSS.
+    #[arg(long, requires = "server")]
+    server_pid: Option<u32>,
+    /// Run the `receipt-server` binary as a child process (durable store in a temp dir) instead
+    /// of embedding the server: its CPU and RSS are then measured apart from the tool's.
+    #[arg(long, conflicts_with = "server")]
+    spawn_server: bool,
+    /// The `receipt-server` binary for --spawn-server (default: next to this binary).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// Embedded/spawned server without a disk store (no fsync): to see what durability costs.
+    /// Not the figure to quote.
+    #[arg(long, conflicts_with = "server")]
+    in_memory: bool,
+    /// Threads driving the load connections.
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Where the server runs and how to measure it.
+enum Target {
+    Embedded(ServerHandle),
+    Child(Child),
+    External(Option<u32>),
+}
+
+struct Server {
+    addr: SocketAddr,
+    secret: String,
+    target: Target,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    fn start(a: &BenchArgs) -> Result<Server, String> {
+        if let Some(addr) = a.server {
+            let secret = a.secret.clone().ok_or("--server needs --secret")?;
+            return Ok(Server { addr, secret, target: Target::External(a.server_pid), _dir: None });
+        }
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let secret = format!("bench-{}", std::process::id());
+        let data = dir.path().join("server");
+        if a.spawn_server {
+            let bin = match &a.server_bin {
+                Some(b) => b.clone(),
+                None => std::env::current_exe().map_err(|e| e.to_string())?.with_file_name("receipt-server"),
+            };
+            let mut cmd = Command::new(&bin);
+            cmd.args(["serve", "--addr", "127.0.0.1:0", "--secret", &secret, "--group-ack-enabled", "true"]);
+            if a.in_memory {
+                cmd.arg("--in-memory");
+            } else {
+                cmd.arg("--data-dir").arg(&data);
+            }
+            let mut child =
+                cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().map_err(|e| format!("starting {}: {e}", bin.display()))?;
+            let mut line = String::new();
+            BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line).map_err(|e| e.to_string())?;
+            let addr = line
+                .trim()
+                .strip_prefix("listening on ")
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| format!("unexpected first line from the server: {line:?}"))?;
+            return Ok(Server { addr, secret, target: Target::Child(child), _dir: Some(dir) });
+        }
+        let mut cfg = ServerConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            data_dir: (!a.in_memory).then_some(data),
+            secret: secret.clone(),
+            ..Default::default()
+        };
+        cfg.group_ack.enabled = true;
+        let h = ServerHandle::spawn_in_thread(cfg).map_err(|e| format!("starting the server: {e}"))?;
+        Ok(Server { addr: h.local_addr(), secret, target: Target::Embedded(h), _dir: Some(dir) })
+    }
+
+    fn pid(&self) -> Option<String> {
+        match &self.target {
+            Target::Embedded(_) => None,
+            Target::Child(c) => Some(c.id().to_string()),
+            Target::External(p) => p.map(|p| p.to_string()),
+        }
+    }
+
+    /// (server CPU seconds, whole-process CPU seconds of this tool incl. an embedded server).
+    fn cpu(&self) -> (Option<f64>, f64) {
+        let me = process_cpu("self").unwrap_or(0.0);
+        match &self.target {
+            Target::Embedded(_) => (Some(threads_cpu(SERVER_THREADS)), me),
+            _ => (self.pid().and_then(|p| process_cpu(&p)), me),
+        }
+    }
+
+    fn peak_rss_kib(&self) -> Option<u64> {
+        match &self.target {
+            Target::Embedded(_) => peak_rss_kib("self"),
+            _ => self.pid().and_then(|p| peak_rss_kib(&p)),
+        }
+    }
+
+    fn describe(&self, in_memory: bool) -> String {
+        let store = if in_memory { "in-memory store, no fsync" } else { "redb store, fsync per commit" };
+        match &self.target {
+            Target::Embedded(_) => format!("embedded server on {} ({store})", self.addr),
+            Target::Child(c) => format!("receipt-server child pid {} on {} ({store})", c.id(), self.addr),
+            Target::External(_) => format!("running server on {}", self.addr),
+        }
+    }
+
+    fn stop(self) {
+        match self.target {
+            Target::Embedded(h) => h.shutdown(),
+            Target::Child(mut c) => {
+                // SIGTERM for a clean shutdown; kill if it lingers.
+                let _ = Command::new("kill").arg(c.id().to_string()).status();
+                let t = Instant::now();
+                while t.elapsed() < Duration::from_secs(5) {
+                    if let Ok(Some(_)) = c.try_wait() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            Target::External(_) => {}
+        }
+    }
+}
+
+/// CPU split of a measured phase.
+struct Cpu {
+    wall: f64,
+    server: Option<f64>,
+    tool: f64,
+    /// CPU seconds per thread name of this process during the phase.
+    threads: Vec<(String, f64)>,
+    /// 1-minute load average before and after (other work on the machine shows here).
+    load: (Option<f64>, Option<f64>),
+}
+
+impl Cpu {
+    fn measure(srv: &Server, f: impl FnOnce() -> Result<(), String>) -> Result<Cpu, String> {
+        let load0 = loadavg();
+        let th0 = cpu_by_thread_name();
+        let (s0, p0) = srv.cpu();
+        let t = Instant::now();
+        f()?;
+        let wall = t.elapsed().as_secs_f64();
+        let (s1, p1) = srv.cpu();
+        let mut threads: Vec<(String, f64)> = cpu_by_thread_name()
+            .into_iter()
+            .map(|(n, c)| (n.clone(), c - th0.get(&n).copied().unwrap_or(0.0)))
+            .filter(|(_, c)| *c > 0.0)
+            .collect();
+        threads.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let server = s0.zip(s1).map(|(a, b)| b - a);
+        let tool = match srv.target {
+            Target::Embedded(_) => (p1 - p0) - server.unwrap_or(0.0),
+            _ => p1 - p0,
+        };
+        Ok(Cpu { wall, server, tool, threads, load: (load0, loadavg()) })
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "wall_s": self.wall,
+            "server_cpu_s": self.server,
+            "server_cores": self.server.map(|s| s / self.wall),
+            "tool_cpu_s": self.tool,
+            "tool_cores": self.tool / self.wall,
+            "tool_share": self.server.map(|s| self.tool / (self.tool + s).max(1e-9)),
+            "threads_cpu_s": self.threads.iter().map(|(n, c)| (n.clone(), json!(c))).collect::<serde_json::Map<_, _>>(),
+            "loadavg_1m_before": self.load.0,
+            "loadavg_1m_after": self.load.1,
+        })
+    }
+
+    /// CPU microseconds per unit of work (server, tool).
+    fn per(&self, units: u64) -> (Option<f64>, f64) {
+        let u = units.max(1) as f64;
+        (self.server.map(|s| s * 1e6 / u), self.tool * 1e6 / u)
+    }
+
+    fn threads_line(&self) -> String {
+        let t: Vec<String> = self.threads.iter().take(6).map(|(n, c)| format!("{n} {c:.2}s")).collect();
+        format!("CPU by thread: {}; load average {:.1} -> {:.1}", t.join(", "), self.load.0.unwrap_or(0.0), self.load.1.unwrap_or(0.0))
+    }
+
+    fn human(&self) -> String {
+        let tool = format!("load tool {:.2} s CPU ({:.2} cores)", self.tool, self.tool / self.wall);
+        match self.server {
+            Some(s) => format!(
+                "server {:.2} s CPU ({:.2} cores), {tool}; the tool's share {:.0}%",
+                s,
+                s / self.wall,
+                100.0 * self.tool / (self.tool + s).max(1e-9)
+            ),
+            None => format!("server CPU unknown (pass --server-pid), {tool}"),
+        }
+    }
+}
+
+fn progress_bar(total: u64, what: &'static str, p: Arc<Progress>) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let h = std::thread::Builder::new()
+        .name("bench-progress".into())
+        .spawn(move || {
+            let bar = indicatif::ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr());
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(&format!("{{elapsed_precise}} [{{bar:40}}] {{pos}}/{{len}} {what} ({{per_sec}})"))
+                    .expect("template")
+                    .progress_chars("=> "),
+            );
+            while !s.load(Ordering::Relaxed) {
+                bar.set_position(p.receipts.load(Ordering::Relaxed));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            bar.set_position(p.receipts.load(Ordering::Relaxed));
+            bar.finish_and_clear();
+        })
+        .expect("progress thread");
+    (stop, h)
+}
+
+/// Runs `n` futures concurrently on the runtime and collects their results in order.
+async fn all<T: Send + 'static>(
+    futs: Vec<impl std::future::Future<Output = Result<T, String>> + Send + 'static>,
+) -> Result<Vec<T>, String> {
+    let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    let mut first_err = None;
+    for h in handles {
+        match h.await {
+            Ok(Ok(v)) => out.push(v),
+            Ok(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            Err(e) => {
+                first_err.get_or_insert(e.to_string());
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+fn content(size: usize) -> String {
+    "receipt bench payload 0123456789".chars().cycle().take(size.max(1)).collect()
+}
+
+fn run_prefix() -> String {
+    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    format!("b{:06x}", n as u64 & 0xff_ffff)
+}
+
+pub fn run(a: BenchArgs) -> Result<(), String> {
+    if a.mode == Mode::OneToOne && (a.pairs == 0 || a.messages == 0 || a.window == 0) {
+        return Err("--pairs, --messages and --window must be at least 1".into());
+    }
+    if a.mode == Mode::Group && (a.group_members < 2 || a.group_messages == 0) {
+        return Err("--group-members must be at least 2 and --group-messages at least 1".into());
+    }
+    let srv = Server::start(&a)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(a.client_threads.max(1))
+        .thread_name("bench-load")
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let result = match a.mode {
+        Mode::OneToOne => one_to_one(&a, &srv, &rt),
+        Mode::Group => group(&a, &srv, &rt),
+    };
+    let rss = srv.peak_rss_kib();
+    let desc = srv.describe(a.in_memory);
+    let embedded = matches!(srv.target, Target::Embedded(_));
+    drop(rt);
+    srv.stop();
+    let (mut j, human) = result?;
+    j["server"] = json!({
+        "target": desc,
+        "durable": !a.in_memory && a.server.is_none(),
+        "peak_rss_kib": rss,
+        "peak_rss_includes_tool": embedded,
+    });
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&j).expect("json"));
+    } else {
+        println!("{desc}");
+        println!("{human}");
+        if let Some(r) = rss {
+            let whose = if embedded { "process peak RSS (server + load tool)" } else { "server peak RSS" };
+            println!("{whose}: {:.1} MiB", r as f64 / 1024.0);
+        }
+    }
+    Ok(())
+}
+
+type Report = (serde_json::Value, String);
+
+fn one_to_one(a: &BenchArgs, srv: &Server, rt: &tokio::runtime::Runtime) -> Result<Report, String> {
+    let (p, m, w) = (a.pairs, a.messages, a.window);
+    let prefix = run_prefix();
+    let progress = Arc::new(Progress::default());
+    let t0 = Instant::now();
+    let (go_tx, go_rx) = watch::channel(false);
+    // Connect and log in every client at once.
+    let conns: Vec<Conn> = rt.block_on(all((0..2 * p)
+        .map(|i| {
+            let user = if i < p { format!("{prefix}-s{i}") } else { format!("{prefix}-r{}", i - p) };
+            let token = auth::token_for(&srv.secret, &user, 3600);
+            let addr = srv.addr;
+            async move { Conn::login(addr, &user, &token, t0).await }
+        })
+        .collect()))?;
+    let mut conns = conns.into_iter();
+    let senders: Vec<Conn> = conns.by_ref().take(p as usize).collect();
+    let receivers: Vec<Conn> = conns.collect();
+    let body = content(a.size);
+    let (stop, bar) = progress_bar(2 * p * m, "receipts", progress.clone());
+    let mut results = Vec::new();
+    let cpu = Cpu::measure(srv, || {
+        rt.block_on(async {
+            let recv: Vec<_> = receivers.into_iter().map(|c| tokio::spawn(bench_load::receiver(c, m, go_rx.clone()))).collect();
+            let send = senders
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| bench_load::sender(c, format!("{prefix}-r{i}"), m, w, body.clone(), go_rx.clone(), progress.clone()))
+                .collect();
+            let _ = go_tx.send(true);
+            results = all(send).await?;
+            for r in recv {
+                r.await.map_err(|e| e.to_string())??;
+            }
+            Ok::<_, String>(())
+        })
+    });
+    stop.store(true, Ordering::Relaxed);
+    let _ = bar.join();
+    let cpu = cpu?;
+    let mut rtt = Samples::default();
+    let (mut delivered, mut read) = (0, 0);
+    for r in results {
+        delivered += r.delivered;
+        read += r.read;
+        rtt.extend(r.rtt);
+    }
+    let (p50, p99, max) = rtt.summary();
+    let secs = cpu.wall;
+    let receipts = delivered + read;
+    let j = json!({
+        "mode": "one-to-one",
+        "pairs": p, "messages": m, "window": w, "content_bytes": a.size,
+        "messages_total": p * m,
+        "delivery_receipts": delivered,
+        "read_receipts": read,
+        "seconds": secs,
+        "receipts_per_sec": receipts as f64 / secs,
+        "delivery_receipts_per_sec": delivered as f64 / secs,
+        "read_receipts_per_sec": read as f64 / secs,
+        "messages_per_sec": (p * m) as f64 / secs,
+        "send_to_delivery_ms": { "p50": p50, "p99": p99, "max": max, "samples": rtt.0.len() },
+        "cpu": cpu.json(),
+        "cpu_us_per_message": { "server": cpu.per(p * m).0, "tool": cpu.per(p * m).1 },
+    });
+    let human = format!(
+        "1:1: {p} pairs x {m} messages, window {w}, {} B content\n\
+         {} messages, {delivered} delivery + {read} read receipts in {secs:.2} s\n\
+         receipts relayed: {:.0}/s (delivery {:.0}/s + read {:.0}/s); messages: {:.0}/s\n\
+         send -> delivery ack at the sender: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms\n\
+         CPU during the run: {}\n\
+         CPU per message (its 2 receipts included): server {} µs, load tool {:.1} µs\n\
+         {}",
+        a.size,
+        p * m,
+        receipts as f64 / secs,
+        delivered as f64 / secs,
+        read as f64 / secs,
+        (p * m) as f64 / secs,
+        cpu.human(),
+        cpu.per(p * m).0.map_or("?".into(), |v| format!("{v:.1}")),
+        cpu.per(p * m).1,
+        cpu.threads_line()
+    );
+    Ok((j, human))
+}
+
+fn group(a: &BenchArgs, srv: &Server, rt: &tokio::runtime::Runtime) -> Result<Report, String> {
+    let (n, k) = (a.group_members, a.group_messages);
+    let prefix = run_prefix();
+    let progress = Arc::new(Progress::default());
+    let t0 = Instant::now();
+    let (go_tx, go_rx) = watch::channel(false);
+    let owner = format!("{prefix}-o");
+    let member_ids: Vec<String> = (1..n).map(|i| format!("{prefix}-m{i}")).collect();
+    let users: Vec<String> = std::iter::once(owner.clone()).chain(member_ids.iter().cloned()).collect();
+    let mut conns = rt
+        .block_on(all(users
+            .iter()
+            .map(|u| {
+                let (user, token, addr) = (u.clone(), auth::token_for(&srv.secret, u, 3600), srv.addr);
+                async move { Conn::login(addr, &user, &token, t0).await }
+            })
+            .collect()))?
+        .into_iter();
+    let mut owner_conn = conns.next().expect("owner");
+    let members: Vec<Conn> = conns.collect();
+    let group_id = rt.block_on(bench_load::create_group(&mut owner_conn, &member_ids))?;
+    let body = content(a.size);
+    let expect = (n - 1) as u32;
+    let (stop, bar) = progress_bar(k * (n - 1), "group acks", progress.clone());
+    let mut res = None;
+    let cpu = Cpu::measure(srv, || {
+        rt.block_on(async {
+            let ms: Vec<_> = members.into_iter().map(|c| tokio::spawn(bench_load::group_member(c, k, go_rx.clone()))).collect();
+            let s = tokio::spawn(bench_load::group_sender(owner_conn, group_id, k, expect, body, go_rx.clone(), progress.clone()));
+            let _ = go_tx.send(true);
+            for h in ms {
+                h.await.map_err(|e| e.to_string())??;
+            }
+            res = Some(s.await.map_err(|e| e.to_string())??);
+            Ok::<_, String>(())
+        })
+    });
+    stop.store(true, Ordering::Relaxed);
+    let _ = bar.join();
+    let cpu = cpu?;
+    let mut r = res.expect("sender result");
+    let (f50, _, fmax) = r.full.summary();
+    let (p50, _, pmax) = r.fetch.summary();
+    let ack_secs = r.ack_phase.as_secs_f64();
+    let j = json!({
+        "mode": "group",
+        "members": n, "messages": k, "content_bytes": a.size,
+        "acks": r.acks,
+        "ack_phase_seconds": ack_secs,
+        "acks_per_sec": r.acks as f64 / ack_secs,
+        "count_reaches_n_minus_1_ms": { "p50": f50, "max": fmax },
+        "fetch_all_acks": {
+            "page_size": 100,
+            "acks_paged": r.fetched,
+            "total_ms": r.fetch_total.as_secs_f64() * 1000.0,
+            "per_message_ms": { "p50": p50, "max": pmax },
+        },
+        "cpu": cpu.json(),
+    });
+    let human = format!(
+        "group: {n} members, {k} messages asking for group read acks, {} B content\n\
+         {} acks in {ack_secs:.2} s: {:.0} acks/s\n\
+         sender's count reaches {expect} (N-1): p50 {f50:.1} ms, max {fmax:.1} ms after the send\n\
+         paging all acks (page size 100): {} acks in {:.1} ms; per message p50 {p50:.2} ms, max {pmax:.2} ms\n\
+         CPU during the run (acks and paging): {}\n\
+         {}",
+        a.size,
+        r.acks,
+        r.acks as f64 / ack_secs,
+        r.fetched,
+        r.fetch_total.as_secs_f64() * 1000.0,
+        cpu.human(),
+        cpu.threads_line()
+    );
+    Ok((j, human))
+}
