@@ -27,4 +27,7 @@ scripts/build-napi.sh --debug
 scripts/check-napi-symbols.sh
 RECEIPT_SERVER_BIN="${CARGO_TARGET_DIR:-$repo/target}/debug/receipt-server" node --test tests/napi/
 
+step "fuzzing, short bounded run (the long runs are by hand: docs/reliability.md)"
+scripts/fuzz-smoke.sh "${FUZZ_SECONDS:-10}"
+
 step "all checks passed"
