@@ -6,6 +6,8 @@
  */
 #include "harness.h"
 
+#include <stdatomic.h>
+
 static const char BAD_UTF8[] = {(char)0xC3, (char)0x28, 0}; /* a truncated 2-byte sequence */
 
 /* The call failed with `want` and rcpt_last_error() says something. */
@@ -165,6 +167,141 @@ static rcpt_client *new_client(const char *label, uint16_t port) {
     return c;
 }
 
+/* Accessors and pointer parameters not covered above: every remaining exported function with
+ * NULL for each pointer argument (the table walks include/receipt.h in order). */
+static void remaining_nulls(rcpt_client *c) {
+    uint64_t req = 0;
+    const char *members[] = {"dave", NULL};
+    CHECK(rcpt_event_request_id(NULL) == 0);
+    CHECK(rcpt_event_error_message(NULL) == NULL || rcpt_event_error_message(NULL)[0] == '\0');
+    CHECK(rcpt_event_ack_count(NULL) == 0);
+    CHECK(rcpt_event_to(NULL) == NULL);
+    CHECK(rcpt_event_conversation_id(NULL) == NULL);
+    CHECK(rcpt_event_chat_type(NULL) == 0);
+    CHECK(rcpt_event_unread(NULL) == 0);
+    CHECK(rcpt_event_group_id(NULL) == NULL);
+    CHECK(rcpt_group_read_ack_id(NULL) == NULL);
+    CHECK(rcpt_group_read_ack_msg_id(NULL) == NULL);
+    CHECK(rcpt_group_read_ack_content(NULL) == NULL);
+    CHECK(rcpt_group_read_ack_timestamp(NULL) == 0);
+    CHECK(rcpt_message_client_id(NULL) == NULL);
+    CHECK(rcpt_message_from(NULL) == NULL);
+    CHECK(rcpt_message_to(NULL) == NULL);
+    CHECK(rcpt_message_chat_type(NULL) == 0);
+    CHECK(rcpt_message_direction(NULL) == 0);
+    CHECK(rcpt_message_timestamp(NULL) == 0);
+    CHECK(rcpt_message_status(NULL) == 0);
+    CHECK(rcpt_message_is_delivered(NULL) == false);
+    CHECK(rcpt_message_is_receiver_read(NULL) == false);
+    CHECK(rcpt_message_need_group_ack(NULL) == false);
+    CHECK(rcpt_message_require_delivery_ack(NULL) == false);
+    CHECK(rcpt_message_group_ack_sent(NULL) == false);
+    CHECK_FAILS(rcpt_client_add_group_members(c, "g", members, 1, NULL), RCPT_NULL_ARGUMENT);
+    CHECK_FAILS(rcpt_client_add_group_members(c, "g", members, 2, &req), RCPT_NULL_ARGUMENT);
+    CHECK_FAILS(rcpt_client_remove_group_members(NULL, "g", members, 1, &req), RCPT_NULL_ARGUMENT);
+    CHECK_FAILS(rcpt_client_remove_group_members(c, NULL, members, 1, &req), RCPT_NULL_ARGUMENT);
+    CHECK_FAILS(rcpt_client_remove_group_members(c, "g", NULL, 1, &req), RCPT_NULL_ARGUMENT);
+    CHECK_FAILS(rcpt_client_remove_group_members(c, "g", members, 2, &req), RCPT_NULL_ARGUMENT);
+    CHECK(rcpt_version() != NULL && rcpt_version()[0] != '\0');
+    CHECK(req == 0);
+}
+
+/* Non-UTF-8 for the string arguments not covered by invalid_utf8(). */
+static void remaining_utf8(rcpt_client *c) {
+    uint64_t req = 0;
+    const char *bad_members[] = {BAD_UTF8};
+    const char *members[] = {"dave"};
+    CHECK_FAILS(rcpt_client_ack_group_message_read(c, BAD_UTF8, NULL, &req), RCPT_INVALID_UTF8);
+    CHECK_FAILS(rcpt_client_fetch_group_read_acks(c, BAD_UTF8, 10, NULL, &req), RCPT_INVALID_UTF8);
+    CHECK_FAILS(rcpt_client_mark_message_read(c, BAD_UTF8, &req), RCPT_INVALID_UTF8);
+    CHECK_FAILS(rcpt_client_mark_all_messages_read(c, BAD_UTF8, RCPT_CHAT_TYPE_CHAT, &req), RCPT_INVALID_UTF8);
+    CHECK_FAILS(rcpt_client_create_group(c, BAD_UTF8, members, 1, &req), RCPT_INVALID_UTF8);
+    CHECK_FAILS(rcpt_client_add_group_members(c, BAD_UTF8, members, 1, &req), RCPT_INVALID_UTF8);
+    CHECK_FAILS(rcpt_client_add_group_members(c, "g", bad_members, 1, &req), RCPT_INVALID_UTF8);
+    CHECK_FAILS(rcpt_client_remove_group_members(c, BAD_UTF8, members, 1, &req), RCPT_INVALID_UTF8);
+    CHECK_FAILS(rcpt_client_remove_group_members(c, "g", bad_members, 1, &req), RCPT_INVALID_UTF8);
+    CHECK(req == 0);
+}
+
+/* The event callback calls back into the library: rcpt_client_* fails with GENERAL_ERROR (no
+ * deadlock), the accessors and rcpt_last_error work. */
+typedef struct {
+    rcpt_client *c;
+    _Atomic int calls;
+    _Atomic int reentry_rc;
+    _Atomic int poll_rc;
+    _Atomic int kind_ok;
+    _Atomic int last_error_ok;
+} reentry;
+
+static void reentrant_callback(void *ud, const rcpt_event *ev) {
+    reentry *r = (reentry *)ud;
+    uint64_t req = 0;
+    uint32_t n = 0;
+    rcpt_event *polled = NULL;
+    r->reentry_rc = (int)rcpt_client_unread_count(r->c, "alice", RCPT_CHAT_TYPE_CHAT, &n);
+    (void)rcpt_client_ack_message_read(r->c, "1", &req);
+    r->poll_rc = (int)rcpt_client_poll_event(r->c, &polled);
+    if (polled != NULL) rcpt_event_free(polled);
+    r->last_error_ok = strstr(rcpt_last_error(), "callback") != NULL;
+    r->kind_ok = rcpt_event_kind(ev) != RCPT_EVENT_NONE;
+    r->calls++;
+}
+
+static void callbacks_calling_back(uint16_t port) {
+    rcpt_client *c = new_client("reentrant", port);
+    static reentry r;
+    r.c = c;
+    CHECK_RC(rcpt_client_set_event_callback(c, reentrant_callback, &r), RCPT_OK);
+    CHECK_RC(rcpt_client_login(c, "carol", token_for("carol")), RCPT_OK);
+    uint64_t deadline = now_ms() + (uint64_t)timeout_ms();
+    while (r.calls == 0 && now_ms() < deadline) sleep_ms(10);
+    CHECK(r.calls > 0);
+    CHECK(r.reentry_rc == RCPT_GENERAL_ERROR);
+    CHECK(r.poll_rc == RCPT_GENERAL_ERROR);
+    CHECK(r.kind_ok);
+    CHECK(r.last_error_ok);
+    /* The library still works from the host's thread afterwards. */
+    CHECK_RC(rcpt_client_set_event_callback(c, NULL, NULL), RCPT_OK);
+    uint32_t n = 99;
+    CHECK_RC(rcpt_client_unread_count(c, "alice", RCPT_CHAT_TYPE_CHAT, &n), RCPT_OK);
+    CHECK(n == 0);
+    rcpt_client_free(c);
+}
+
+/* After logout: requests say USER_NOT_LOGIN and change nothing; logging in again works. */
+static void calls_after_logout(uint16_t port) {
+    rcpt_client *c = new_client("after-logout", port);
+    peer p;
+    memset(&p, 0, sizeof p);
+    p.name = "erin";
+    p.c = c;
+    uint64_t req = 0;
+    uint32_t n = 0;
+    rcpt_message *m = NULL;
+    char *s = NULL;
+    const char *members[] = {"dave"};
+    peer_login(&p, "erin");
+    CHECK_RC(rcpt_client_logout(c), RCPT_OK);
+    CHECK_FAILS(rcpt_client_logout(c), RCPT_USER_NOT_LOGIN);
+    CHECK_FAILS(rcpt_client_send_text(c, "dave", RCPT_CHAT_TYPE_CHAT, "hi", false, &req, &m), RCPT_USER_NOT_LOGIN);
+    CHECK_FAILS(rcpt_client_ack_message_read(c, "1", &req), RCPT_USER_NOT_LOGIN);
+    CHECK_FAILS(rcpt_client_ack_conversation_read(c, "dave", &req), RCPT_USER_NOT_LOGIN);
+    CHECK_FAILS(rcpt_client_ack_group_message_read(c, "1", NULL, &req), RCPT_USER_NOT_LOGIN);
+    CHECK_FAILS(rcpt_client_mark_message_read(c, "1", &req), RCPT_USER_NOT_LOGIN);
+    CHECK_FAILS(rcpt_client_mark_all_messages_read(c, "dave", RCPT_CHAT_TYPE_CHAT, &req), RCPT_USER_NOT_LOGIN);
+    CHECK_FAILS(rcpt_client_unread_count(c, "dave", RCPT_CHAT_TYPE_CHAT, &n), RCPT_USER_NOT_LOGIN);
+    CHECK_FAILS(rcpt_client_create_group(c, "g", members, 1, &req), RCPT_USER_NOT_LOGIN);
+    CHECK(req == 0 && m == NULL);
+    CHECK_RC(rcpt_client_current_user(c, &s), RCPT_OK);
+    CHECK(s == NULL);
+    peer_login(&p, "erin");
+    CHECK_RC(rcpt_client_current_user(c, &s), RCPT_OK);
+    CHECK(s != NULL && strcmp(s, "erin") == 0);
+    rcpt_string_free(s);
+    peer_free(&p);
+}
+
 int main(void) {
     uint16_t port = (uint16_t)atoi(env_or_die("RCPT_TEST_PORT"));
     uint16_t dead_port = (uint16_t)atoi(env_or_die("RCPT_TEST_DEAD_PORT"));
@@ -182,7 +319,9 @@ int main(void) {
     /* A client before login. */
     rcpt_client *c = new_client("mallory", port);
     null_arguments(c);
+    remaining_nulls(c);
     invalid_utf8(c);
+    remaining_utf8(c);
     CHECK_FAILS(rcpt_client_ack_message_read(c, "1", &req), RCPT_USER_NOT_LOGIN);
     CHECK_FAILS(rcpt_client_ack_conversation_read(c, "trent", &req), RCPT_USER_NOT_LOGIN);
     CHECK_FAILS(rcpt_client_ack_group_message_read(c, "1", NULL, &req), RCPT_USER_NOT_LOGIN);
@@ -271,6 +410,9 @@ int main(void) {
     for (size_t i = 0; i < p.n; i++) rcpt_event_free(p.backlog[i]);
     p.n = 0;
     rcpt_client_free(c);
+
+    calls_after_logout(port);
+    callbacks_calling_back(port);
 
     return finish("misuse");
 }

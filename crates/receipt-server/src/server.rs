@@ -496,12 +496,23 @@ pub async fn start(config: ServerConfig) -> io::Result<Server> {
     start_with_store(config, store).await
 }
 
+/// Pending connections the kernel keeps for the accept loop. `TcpListener::bind` asks for 128,
+/// so a burst of connects beyond it had SYNs dropped (and the clients waited 1 s to retry).
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let sock = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    sock.listen(LISTEN_BACKLOG)
+}
+
 /// Starts a server with a given store (any [`ServerStore`] backend).
 pub async fn start_with_store(config: ServerConfig, mut store: Box<dyn ServerStore>) -> io::Result<Server> {
     if config.secret == DEFAULT_SECRET {
         warn!("running with the default secret; set one for any real use");
     }
-    let listener = TcpListener::bind(config.addr).await?;
+    let listener = bind_listener(config.addr)?;
     let local_addr = listener.local_addr()?;
     let state = store.load().map_err(io::Error::other)?;
     let core = ServerCore::new(CoreConfig::from(&config), state);

@@ -1,0 +1,201 @@
+//! The authorization matrix (issue 7), one test per row, over the raw protocol against a real
+//! server: what a hostile client can send even when the SDK would refuse it locally. Each
+//! refusal carries SPEC section 2's code and changes nothing: the other side hears nothing and
+//! the server's state (unread counts, ack lists, logs) is as before.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::*;
+use receipt_core::protocol::*;
+use receipt_core::*;
+use receipt_server::{auth, WhoMayRequest};
+
+/// Everything the server sent this client so far (a ping round trip flushes it).
+fn settle(c: &mut Client) -> Vec<ServerEvent> {
+    c.sync_ping();
+    c.events.drain(..).map(|e| e.event).collect()
+}
+
+fn acks_of(sender: &mut Client, msg_id: MsgId) -> usize {
+    match sender.expect_ok(|req| ClientFrame::FetchGroupAcks { req, msg_id, page_size: 100, start_ack_id: None }) {
+        Response::GroupAcks { page, .. } => page.data.len(),
+        r => panic!("{r:?}"),
+    }
+}
+
+/// alice, bob, carol, dave online; a group of alice (owner), bob, carol with acks enabled;
+/// alice's 1:1 message to bob and her group message asking for acks.
+struct World {
+    _s: TestServer,
+    a: SocketAddr,
+    alice: Client,
+    bob: Client,
+    carol: Client,
+    dave: Client,
+    g: GroupId,
+    one: MsgId,
+    gm: MsgId,
+}
+
+fn world(f: impl FnOnce(&mut receipt_server::ServerConfig)) -> World {
+    let s = server(|c| {
+        c.group_ack.enabled = true;
+        f(c)
+    });
+    let a = s.addr();
+    let mut alice = Client::login(a, "alice", "a1");
+    let mut bob = Client::login(a, "bob", "b1");
+    let mut carol = Client::login(a, "carol", "c1");
+    let mut dave = Client::login(a, "dave", "d1");
+    let g = create_group(&mut alice, &["bob", "carol"]);
+    let one = alice.send_msg("bob", ChatType::Chat, "for bob");
+    let gm = alice.send_msg_opts(&g, ChatType::GroupChat, "ack me", false, true).unwrap().0;
+    for c in [&mut alice, &mut bob, &mut carol, &mut dave] {
+        settle(c);
+    }
+    World { _s: s, a, alice, bob, carol, dave, g, one, gm }
+}
+
+#[test]
+fn row1_ack_of_a_message_not_addressed_to_you_is_500() {
+    let mut w = world(|_| {});
+    w.carol.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::ReadAck { req, msg_id: w.one });
+    w.carol.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::DeliveryAck { req, msg_id: w.one });
+    w.dave.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::MarkRead {
+        req,
+        chat_type: ChatType::Chat,
+        conversation: "alice".into(),
+        msg_id: Some(w.one),
+    });
+    assert!(settle(&mut w.alice).is_empty());
+    assert!(settle(&mut w.bob).is_empty());
+    // bob's unread is untouched and the message is not read.
+    assert_eq!(Client::login(w.a, "bob", "probe").unread(ChatType::Chat, "alice"), 1);
+    w.bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: w.one });
+    assert!(matches!(w.alice.event_matching(|e| matches!(e, ServerEvent::Read { .. })), ServerEvent::Read { by, .. } if by == "bob"));
+}
+
+#[test]
+fn row2_group_ack_of_a_group_you_are_not_in_is_602() {
+    let mut w = world(|_| {});
+    w.dave.expect_err(ErrorCode::GroupNotJoined, |req| ClientFrame::GroupAck { req, msg_id: w.gm, ext: Some("x".into()) });
+    w.dave.expect_err(ErrorCode::GroupNotJoined, |req| ClientFrame::ConversationAck {
+        req,
+        chat_type: ChatType::GroupChat,
+        conversation: w.g.clone(),
+    });
+    assert!(settle(&mut w.alice).is_empty());
+    assert!(settle(&mut w.carol).is_empty());
+    assert_eq!(acks_of(&mut w.alice, w.gm), 0);
+}
+
+#[test]
+fn row3_ack_of_your_own_message_is_501() {
+    let mut w = world(|_| {});
+    w.alice.expect_err(ErrorCode::MessageWrongType, |req| ClientFrame::ReadAck { req, msg_id: w.one });
+    w.alice.expect_err(ErrorCode::MessageWrongType, |req| ClientFrame::DeliveryAck { req, msg_id: w.one });
+    w.alice.expect_err(ErrorCode::MessageWrongType, |req| ClientFrame::GroupAck { req, msg_id: w.gm, ext: None });
+    assert!(settle(&mut w.bob).is_empty());
+    assert!(settle(&mut w.alice).is_empty());
+    assert_eq!(acks_of(&mut w.alice, w.gm), 0);
+    assert_eq!(Client::login(w.a, "bob", "probe").unread(ChatType::Chat, "alice"), 1);
+}
+
+#[test]
+fn row4_requesting_group_acks_when_only_owner_and_admins_may_is_603() {
+    let mut w = world(|c| c.group_ack.who_may_request = WhoMayRequest::OwnerAndAdmins);
+    let e = w.bob.send_msg_opts(&w.g, ChatType::GroupChat, "acks please", false, true).unwrap_err();
+    assert_eq!(e.code, ErrorCode::GroupPermissionDenied);
+    // Not delivered, not counted.
+    assert!(settle(&mut w.alice).is_empty());
+    assert!(settle(&mut w.carol).is_empty());
+    assert_eq!(Client::login(w.a, "carol", "probe").unread(ChatType::GroupChat, &w.g), 1);
+}
+
+#[test]
+fn row5_fetching_another_senders_ack_list_is_603() {
+    let mut w = world(|_| {}); // visibility: sender_only
+    w.bob.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: w.gm, ext: None });
+    settle(&mut w.alice);
+    let fetch = |req| ClientFrame::FetchGroupAcks { req, msg_id: w.gm, page_size: 10, start_ack_id: None };
+    w.carol.expect_err(ErrorCode::GroupPermissionDenied, fetch);
+    w.bob.expect_err(ErrorCode::GroupPermissionDenied, fetch);
+    w.dave.expect_err(ErrorCode::GroupPermissionDenied, fetch);
+    assert_eq!(acks_of(&mut w.alice, w.gm), 1);
+    assert!(settle(&mut w.alice).is_empty());
+}
+
+/// A login refused with `LoginFailed` 202, its pipelined requests never applied.
+fn login_refused(a: SocketAddr, user: &str, token: String) {
+    let mut c = Client::connect(a);
+    c.send(&ClientFrame::Login { v: PROTOCOL_VERSION, user: user.into(), device: "evil".into(), token, since: 0 });
+    c.send(&ClientFrame::ReadAck { req: 1, msg_id: 1 });
+    c.send(&ClientFrame::Send {
+        req: 2,
+        client_id: "evil".into(),
+        to: "carol".into(),
+        chat_type: ChatType::Chat,
+        content: "as someone else".into(),
+        require_delivery_ack: false,
+        need_group_ack: false,
+    });
+    match c.until_closed().as_slice() {
+        [ServerFrame::LoginFailed { error }] => assert_eq!(error.code, ErrorCode::UserAuthenticationFailed, "{error}"),
+        f => panic!("expected only LoginFailed, got {f:?}"),
+    }
+}
+
+fn assert_nothing_happened(w: &mut World) {
+    assert!(settle(&mut w.alice).is_empty());
+    assert!(settle(&mut w.carol).is_empty());
+    assert_eq!(Client::login(w.a, "bob", "probe").unread(ChatType::Chat, "alice"), 1);
+    assert_eq!(Client::login(w.a, "carol", "probe").unread(ChatType::Chat, "bob"), 0);
+}
+
+#[test]
+fn row6_login_with_another_users_token_is_202() {
+    let mut w = world(|_| {});
+    login_refused(w.a, "bob", token("mallory"));
+    assert_nothing_happened(&mut w);
+}
+
+#[test]
+fn row7_login_with_an_expired_token_is_202() {
+    let mut w = world(|_| {});
+    login_refused(
+        w.a,
+        "bob",
+        auth::make_token(SECRET, "bob", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() - 1),
+    );
+    assert_nothing_happened(&mut w);
+}
+
+#[test]
+fn row8_login_with_a_token_signed_with_another_secret_is_202() {
+    let mut w = world(|_| {});
+    login_refused(w.a, "bob", auth::token_for("not-the-server-secret", "bob", 3600));
+    assert_nothing_happened(&mut w);
+}
+
+#[test]
+fn row9_a_removed_member_acking_afterwards_is_602() {
+    let mut w = world(|_| {});
+    w.alice.expect_ok(|req| ClientFrame::RemoveMembers { req, group: w.g.clone(), members: vec!["bob".into()] });
+    w.bob.event_matching(|e| matches!(e, ServerEvent::Membership { role: None, .. }));
+    settle(&mut w.alice);
+    settle(&mut w.carol);
+    w.bob.expect_err(ErrorCode::GroupNotJoined, |req| ClientFrame::GroupAck { req, msg_id: w.gm, ext: None });
+    w.bob.expect_err(ErrorCode::GroupNotJoined, |req| ClientFrame::ConversationAck {
+        req,
+        chat_type: ChatType::GroupChat,
+        conversation: w.g.clone(),
+    });
+    assert!(settle(&mut w.alice).is_empty());
+    assert!(settle(&mut w.carol).is_empty());
+    assert_eq!(acks_of(&mut w.alice, w.gm), 0);
+    // carol (still a member) may.
+    w.carol.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: w.gm, ext: None });
+    assert_eq!(acks_of(&mut w.alice, w.gm), 1);
+}

@@ -1,0 +1,201 @@
+//! Faults (issue 7, 3a): the real server binary is SIGKILLed at random points under load from
+//! real client runtimes and restarted on the same data directory, N times. Afterwards every
+//! read ack the server answered `ok` has reached its recipient exactly once (at the sender's
+//! client, and in the sender's durable event log), and unread counts agree between the client,
+//! the server and the expected figure. The seed makes the kill points reproducible.
+//!
+//! Killed clients (outbox resent once after restart) and network cuts are covered by
+//! `tests/e2e/tests/resilience.rs` (`rule9_killed_client_sends_its_outbox_once_after_restart`,
+//! `rule9_network_cuts_mid_stream_lose_nothing`).
+
+#[path = "support/child.rs"]
+mod child;
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use child::{ChildServer, Rng};
+use common::SECRET;
+use receipt_client::{Client, ClientConfig, ClientEvent, Completion};
+use receipt_core::protocol::ServerEvent;
+use receipt_core::*;
+
+const RUNS: usize = 5;
+const SEED: u64 = 0x0fa0_17ed;
+
+fn loud(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+fn client(user: &str, port: u16, dir: &std::path::Path) -> Client {
+    let options = ChatOptions { im_server: Some("127.0.0.1".into()), im_port: Some(port), ..ChatOptions::default() };
+    let mut cfg = ClientConfig::new(options, dir.join(user));
+    cfg.device_id = Some(format!("{user}-dev"));
+    cfg.backoff_min = Duration::from_millis(20);
+    cfg.backoff_max = Duration::from_millis(200);
+    cfg.connect_timeout = Duration::from_secs(2);
+    let c = Client::new(cfg).expect("client runtime");
+    c.login(user, &receipt_server::auth::token_for(SECRET, user, 3600)).expect("login call");
+    c
+}
+
+#[derive(Default)]
+struct Tally {
+    /// Messages alice's client got `Sent` for.
+    sent_ok: BTreeSet<MsgId>,
+    /// How often bob's client reported each message received.
+    received: HashMap<MsgId, u32>,
+    /// bob's ack requests in flight: req -> message.
+    ack_reqs: HashMap<ReqId, MsgId>,
+    /// Acks the server answered ok.
+    acked_ok: BTreeSet<MsgId>,
+    /// How often alice's client heard each message read.
+    read_at_sender: HashMap<MsgId, u32>,
+}
+
+impl Tally {
+    /// Drains both clients' events; bob acks two of every three messages he receives.
+    fn pump(&mut self, alice: &Client, bob: &Client) {
+        while let Ok(e) = bob.events().try_recv() {
+            match e {
+                ClientEvent::MessagesReceived(ms) => {
+                    for m in ms {
+                        *self.received.entry(m.id).or_default() += 1;
+                        if m.id % 3 != 0 {
+                            if let Ok(Some(req)) = bob.ack_message_read(m.id) {
+                                self.ack_reqs.insert(req, m.id);
+                            }
+                        }
+                    }
+                }
+                ClientEvent::RequestCompleted { req, result: Ok(_) } => {
+                    if let Some(m) = self.ack_reqs.remove(&req) {
+                        self.acked_ok.insert(m);
+                    }
+                }
+                ClientEvent::RequestCompleted { req, result: Err(e) } => {
+                    panic!("bob's request {req} refused: {e}");
+                }
+                _ => {}
+            }
+        }
+        while let Ok(e) = alice.events().try_recv() {
+            match e {
+                ClientEvent::MessagesRead(ms) => {
+                    for m in ms {
+                        *self.read_at_sender.entry(m.id).or_default() += 1;
+                    }
+                }
+                ClientEvent::RequestCompleted { result: Ok(Completion::Sent(m)), .. } => {
+                    self.sent_ok.insert(m.id);
+                }
+                ClientEvent::RequestCompleted { req, result: Err(e) } => panic!("alice's request {req} refused: {e}"),
+                _ => {}
+            }
+        }
+    }
+}
+
+#[test]
+fn sigkill_under_load_loses_no_ok_ack_and_duplicates_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("server-data");
+    let clients = tmp.path().join("clients");
+    let mut rng = Rng(SEED);
+    let mut srv = ChildServer::spawn(tmp.path(), &data, "127.0.0.1:0".parse().unwrap(), SECRET, "");
+    let port = srv.addr.port();
+    let addr: SocketAddr = srv.addr;
+    let alice = client("alice", port, &clients);
+    let bob = client("bob", port, &clients);
+    let mut t = Tally::default();
+    let mut sends = 0u64;
+    let mut kill_points = Vec::new();
+    let started = Instant::now();
+
+    for run in 0..RUNS {
+        if run > 0 {
+            srv = ChildServer::spawn(tmp.path(), &data, addr, SECRET, "");
+        }
+        let kill_after = Duration::from_millis(rng.range(50, 400));
+        kill_points.push(kill_after.as_millis());
+        let until = Instant::now() + kill_after;
+        while Instant::now() < until {
+            for _ in 0..4 {
+                sends += 1;
+                alice.send_text("bob", ChatType::Chat, &format!("run {run} #{sends}"), false).expect("send call");
+            }
+            t.pump(&alice, &bob);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        srv.kill9();
+        t.pump(&alice, &bob);
+    }
+
+    // The last start: let everything settle (outboxes flushed, every ack answered).
+    let _srv = ChildServer::spawn(tmp.path(), &data, addr, SECRET, "");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        t.pump(&alice, &bob);
+        let settled = alice.outbox_len().unwrap() == 0
+            && bob.outbox_len().unwrap() == 0
+            && t.ack_reqs.is_empty()
+            && t.sent_ok.len() as u64 == sends
+            && t.received.len() as u64 == sends
+            && t.acked_ok.iter().all(|m| t.read_at_sender.contains_key(m));
+        if settled {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not settled: sends {sends}, sent ok {}, received {}, acks pending {}, outboxes {:?}/{:?}",
+            t.sent_ok.len(),
+            t.received.len(),
+            t.ack_reqs.len(),
+            alice.outbox_len(),
+            bob.outbox_len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Anything late (a duplicate) would arrive now.
+    std::thread::sleep(Duration::from_millis(300));
+    t.pump(&alice, &bob);
+
+    // At the sender's client: each ok ack heard exactly once.
+    let lost_client = t.acked_ok.iter().filter(|m| !t.read_at_sender.contains_key(m)).count();
+    let dup_client = t.read_at_sender.values().filter(|&&n| n > 1).count();
+    let dup_received = t.received.values().filter(|&&n| n > 1).count();
+    // In the server's durable log of alice: one Read event per ok ack, seqs contiguous.
+    let probe = common::Client::login(addr, "alice", "probe");
+    let seqs: Vec<Seq> = probe.backlog.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=seqs.len() as Seq).collect::<Vec<_>>(), "alice's log has holes or repeats");
+    let mut read_in_log: BTreeMap<MsgId, u32> = BTreeMap::new();
+    for e in &probe.backlog {
+        if let ServerEvent::Read { msg_id, .. } = &e.event {
+            *read_in_log.entry(*msg_id).or_default() += 1;
+        }
+    }
+    let lost_log = t.acked_ok.iter().filter(|m| !read_in_log.contains_key(m)).count();
+    let dup_log = read_in_log.values().filter(|&&n| n > 1).count();
+    // Unread counts: bob's client, the server, and the expectation agree.
+    let expected_unread = (t.received.len() - t.acked_ok.len()) as u32;
+    let bob_probe = common::Client::login(addr, "bob", "probe");
+    let server_unread = bob_probe.unread(ChatType::Chat, "alice");
+    let client_unread = bob.unread_count(&ConversationKey::new(ChatType::Chat, "alice")).unwrap();
+
+    let (lost, duplicated) = (lost_client + lost_log, dup_client + dup_log + dup_received);
+    loud(&format!(
+        "faults: seed {SEED:#x}, runs {RUNS} (SIGKILL after {kill_points:?} ms), messages {sends}, acks ok {}, \
+         lost {lost}, duplicated {duplicated}; unread bob<-alice: client {client_unread}, server {server_unread}, \
+         expected {expected_unread}; {:.1} s",
+        t.acked_ok.len(),
+        started.elapsed().as_secs_f64()
+    ));
+    assert!(!t.acked_ok.is_empty());
+    assert_eq!((lost_client, lost_log), (0, 0), "ok acks lost");
+    assert_eq!((dup_client, dup_log, dup_received), (0, 0, 0), "duplicates");
+    assert_eq!(client_unread, expected_unread);
+    assert_eq!(server_unread, expected_unread);
+}
