@@ -8,6 +8,7 @@ mod common;
 use std::net::SocketAddr;
 
 use common::*;
+use receipt_core::codec::encode_into;
 use receipt_core::protocol::*;
 use receipt_core::*;
 use receipt_server::{auth, WhoMayRequest};
@@ -130,17 +131,24 @@ fn row5_fetching_another_senders_ack_list_is_603() {
 /// A login refused with `LoginFailed` 202, its pipelined requests never applied.
 fn login_refused(a: SocketAddr, user: &str, token: String) {
     let mut c = Client::connect(a);
-    c.send(&ClientFrame::Login { v: PROTOCOL_VERSION, user: user.into(), device: "evil".into(), token, since: 0 });
-    c.send(&ClientFrame::ReadAck { req: 1, msg_id: 1 });
-    c.send(&ClientFrame::Send {
-        req: 2,
-        client_id: "evil".into(),
-        to: "carol".into(),
-        chat_type: ChatType::Chat,
-        content: "as someone else".into(),
-        require_delivery_ack: false,
-        need_group_ack: false,
-    });
+    // One write: the requests are pipelined behind the refused login, and a second write could
+    // race with the server closing the connection.
+    let mut bytes = Vec::new();
+    encode_into(&ClientFrame::Login { v: PROTOCOL_VERSION, user: user.into(), device: "evil".into(), token, since: 0 }, &mut bytes);
+    encode_into(&ClientFrame::ReadAck { req: 1, msg_id: 1 }, &mut bytes);
+    encode_into(
+        &ClientFrame::Send {
+            req: 2,
+            client_id: "evil".into(),
+            to: "carol".into(),
+            chat_type: ChatType::Chat,
+            content: "as someone else".into(),
+            require_delivery_ack: false,
+            need_group_ack: false,
+        },
+        &mut bytes,
+    );
+    c.send_raw(&bytes);
     match c.until_closed().as_slice() {
         [ServerFrame::LoginFailed { error }] => assert_eq!(error.code, ErrorCode::UserAuthenticationFailed, "{error}"),
         f => panic!("expected only LoginFailed, got {f:?}"),
