@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use receipt_core::protocol::{SeqEvent, ServerEvent};
-use receipt_core::{ChatType, ConversationKey, GroupReadAck, WireMessage};
+use receipt_core::{ChatType, ConversationKey, GroupReadAck, GroupRole, MsgId, WireMessage};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::core::StoreOp;
@@ -102,12 +102,127 @@ impl RedbStore {
     }
 }
 
+// ----- Record encoding -----
+//
+// Records are postcard (compact binary) after a one-byte format version, [`BIN_V1`]. Rows
+// written by older versions are JSON objects (first byte `{`) and still load.
+
+/// Format version byte of binary records.
+const BIN_V1: u8 = 1;
+
 fn json<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError(format!("corrupt {what}: {e}")))
 }
 
-fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).expect("stored types serialize")
+/// A record: binary (version byte first) or, from an older version, JSON.
+fn dec<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    match bytes.first() {
+        Some(&BIN_V1) => postcard::from_bytes(&bytes[1..]).map_err(|e| StoreError(format!("corrupt {what}: {e}"))),
+        _ => json(what, bytes),
+    }
+}
+
+/// Encodes `v` (version byte, then postcard) into `buf` (cleared first).
+fn enc_into<'b, T: serde::Serialize + ?Sized>(v: &T, buf: &'b mut Vec<u8>) -> &'b [u8] {
+    buf.clear();
+    buf.push(BIN_V1);
+    let mut out = std::mem::take(buf);
+    out = postcard::to_extend(v, out).expect("stored types serialize");
+    *buf = out;
+    buf.as_slice()
+}
+
+/// A conversation's stored fields (its read set is stored in `READS`).
+type ConvRec = (u32, MsgId, MsgId, MsgId, MsgId);
+
+fn dec_conv(bytes: &[u8]) -> Result<ConvState, StoreError> {
+    match bytes.first() {
+        Some(&BIN_V1) => {
+            let (unread, read_wm, ack_wm, newest, newest_in): ConvRec =
+                postcard::from_bytes(&bytes[1..]).map_err(|e| StoreError(format!("corrupt conversation: {e}")))?;
+            Ok(ConvState { unread, read_wm, ack_wm, newest, newest_in, read_set: Default::default() })
+        }
+        _ => json("conversation", bytes),
+    }
+}
+
+/// A stored event. `ServerEvent` is internally tagged on the wire, which postcard cannot decode;
+/// this mirror is externally tagged (a variant index). Generic so that encoding borrows
+/// (`&str`, `&WireMessage`, ...) and decoding owns. Append variants only: the index is stored.
+#[derive(serde::Serialize, serde::Deserialize)]
+enum Ev<S, M, A> {
+    Message(M),
+    Delivered { msg_id: MsgId, from: S, to: S, by: S, timestamp: u64 },
+    Read { msg_id: MsgId, from: S, to: S, by: S, timestamp: u64 },
+    ConversationRead { chat_type: ChatType, from: S, to: S, up_to: MsgId, timestamp: u64, device: S },
+    GroupRead { group: S, sender: S, ack: A },
+    ReadState { chat_type: ChatType, conversation: S, msg_id: Option<MsgId>, up_to: MsgId },
+    Membership { group: S, role: Option<GroupRole>, chat_room: bool },
+}
+
+type EvRef<'a> = Ev<&'a str, &'a WireMessage, &'a GroupReadAck>;
+type EvOwned = Ev<String, WireMessage, GroupReadAck>;
+
+fn ev_ref(e: &ServerEvent) -> EvRef<'_> {
+    use ServerEvent as E;
+    match e {
+        E::Message { msg } => Ev::Message(msg),
+        E::Delivered { msg_id, from, to, by, timestamp } => Ev::Delivered { msg_id: *msg_id, from, to, by, timestamp: *timestamp },
+        E::Read { msg_id, from, to, by, timestamp } => Ev::Read { msg_id: *msg_id, from, to, by, timestamp: *timestamp },
+        E::ConversationRead { chat_type, from, to, up_to, timestamp, device } => {
+            Ev::ConversationRead { chat_type: *chat_type, from, to, up_to: *up_to, timestamp: *timestamp, device }
+        }
+        E::GroupRead { group, sender, ack } => Ev::GroupRead { group, sender, ack },
+        E::ReadState { chat_type, conversation, msg_id, up_to } => {
+            Ev::ReadState { chat_type: *chat_type, conversation, msg_id: *msg_id, up_to: *up_to }
+        }
+        E::Membership { group, role, chat_room } => Ev::Membership { group, role: *role, chat_room: *chat_room },
+    }
+}
+
+fn ev_owned(e: EvOwned) -> ServerEvent {
+    use ServerEvent as E;
+    match e {
+        Ev::Message(msg) => E::Message { msg },
+        Ev::Delivered { msg_id, from, to, by, timestamp } => E::Delivered { msg_id, from, to, by, timestamp },
+        Ev::Read { msg_id, from, to, by, timestamp } => E::Read { msg_id, from, to, by, timestamp },
+        Ev::ConversationRead { chat_type, from, to, up_to, timestamp, device } => {
+            E::ConversationRead { chat_type, from, to, up_to, timestamp, device }
+        }
+        Ev::GroupRead { group, sender, ack } => E::GroupRead { group, sender, ack },
+        Ev::ReadState { chat_type, conversation, msg_id, up_to } => E::ReadState { chat_type, conversation, msg_id, up_to },
+        Ev::Membership { group, role, chat_room } => E::Membership { group, role, chat_room },
+    }
+}
+
+/// An `EVENTS` row: key (user, seq of its first event). Binary rows hold all of one user's
+/// events of one commit (consecutive seqs) as `[(seq, event)]`; an older JSON row is one event.
+fn dec_events(user: &str, seq: u64, bytes: &[u8], log: &mut Vec<SeqEvent>) -> Result<(), StoreError> {
+    match bytes.first() {
+        Some(&BIN_V1) => {
+            let evs: Vec<(u64, EvOwned)> =
+                postcard::from_bytes(&bytes[1..]).map_err(|e| StoreError(format!("corrupt events of {user} at {seq}: {e}")))?;
+            log.extend(evs.into_iter().map(|(seq, e)| SeqEvent { seq, event: ev_owned(e) }));
+        }
+        _ => log.push(SeqEvent { seq, event: json("event", bytes)? }),
+    }
+    Ok(())
+}
+
+/// Encodes one user's events of a commit as one `EVENTS` row value (see [`dec_events`]).
+fn enc_events<'b>(evs: &[&SeqEvent], buf: &'b mut Vec<u8>) -> &'b [u8] {
+    struct Row<'a, 'e>(&'a [&'e SeqEvent]);
+    impl serde::Serialize for Row<'_, '_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeSeq;
+            let mut seq = s.serialize_seq(Some(self.0.len()))?;
+            for e in self.0 {
+                seq.serialize_element(&(e.seq, ev_ref(&e.event)))?;
+            }
+            seq.end()
+        }
+    }
+    enc_into(&Row(evs), buf)
 }
 
 fn chat_type_code(t: ChatType) -> u8 {
@@ -121,11 +236,11 @@ impl ServerStore for RedbStore {
         // Read sets kept inside conversation records by older versions: moved to READS below.
         let mut legacy = Vec::new();
         if let Some(v) = txn.open_table(META).map_err(se)?.get("counters").map_err(se)? {
-            st.counters = json::<Counters>("counters", v.value())?;
+            st.counters = dec::<Counters>("counters", v.value())?;
         }
         for item in txn.open_table(MESSAGES).map_err(se)?.iter().map_err(se)? {
             let (k, v) = item.map_err(se)?;
-            let msg: WireMessage = json("message", v.value())?;
+            let msg: WireMessage = dec("message", v.value())?;
             st.messages.insert(k.value(), MessageRecord::new(msg));
         }
         for item in txn.open_table(FLAGS).map_err(se)?.iter().map_err(se)? {
@@ -137,7 +252,7 @@ impl ServerStore for RedbStore {
         }
         for item in txn.open_table(ACKS).map_err(se)?.iter().map_err(se)? {
             let (k, v) = item.map_err(se)?;
-            let ack: GroupReadAck = json("group ack", v.value())?;
+            let ack: GroupReadAck = dec("group ack", v.value())?;
             if let Some(rec) = st.messages.get_mut(&k.value().0) {
                 rec.add_ack(ack);
             }
@@ -145,14 +260,13 @@ impl ServerStore for RedbStore {
         for item in txn.open_table(EVENTS).map_err(se)?.iter().map_err(se)? {
             let (k, v) = item.map_err(se)?;
             let (user, seq) = k.value();
-            let event: ServerEvent = json("event", v.value())?;
-            st.logs.entry(user.to_string()).or_default().push(SeqEvent { seq, event });
+            dec_events(user, seq, v.value(), st.logs.entry(user.to_string()).or_default())?;
         }
         for item in txn.open_table(CONVS).map_err(se)?.iter().map_err(se)? {
             let (k, v) = item.map_err(se)?;
             let (user, t, id) = k.value();
             let chat_type = ChatType::from_u32(t as u32).ok_or_else(|| StoreError(format!("corrupt chat type {t}")))?;
-            let conv: ConvState = json("conversation", v.value())?;
+            let conv = dec_conv(v.value())?;
             if !conv.read_set.is_empty() {
                 legacy.push((user.to_string(), t, id.to_string(), conv.read_set.clone()));
             }
@@ -169,7 +283,7 @@ impl ServerStore for RedbStore {
         }
         for item in txn.open_table(GROUPS).map_err(se)?.iter().map_err(se)? {
             let (_, v) = item.map_err(se)?;
-            let g: Group = json("group", v.value())?;
+            let g: Group = dec("group", v.value())?;
             st.groups.insert(g.id.clone(), g);
         }
         drop(txn);
@@ -199,6 +313,8 @@ impl ServerStore for RedbStore {
         let mut last_conv: HashMap<(&str, &ConversationKey), usize> = HashMap::default();
         let mut last_flags: HashMap<u64, usize> = HashMap::default();
         let mut last_counters = None;
+        // Each user's events of this commit go into one row (see `dec_events`).
+        let mut user_events: HashMap<&str, Vec<&SeqEvent>> = HashMap::default();
         for (i, op) in ops.iter().enumerate() {
             match op {
                 StoreOp::PutConversation { user, key, .. } => {
@@ -208,6 +324,7 @@ impl ServerStore for RedbStore {
                 StoreOp::PutMessageFlags { id, .. } => {
                     last_flags.insert(*id, i);
                 }
+                StoreOp::AppendEvent { user, event } => user_events.entry(user.as_str()).or_default().push(event),
                 _ => {}
             }
         }
@@ -221,16 +338,20 @@ impl ServerStore for RedbStore {
             let mut convs = txn.open_table(CONVS).map_err(se)?;
             let mut groups = txn.open_table(GROUPS).map_err(se)?;
             let mut reads = txn.open_table(READS).map_err(se)?;
+            let mut buf = Vec::with_capacity(256);
+            for (user, evs) in &user_events {
+                events.insert((*user, evs[0].seq), enc_events(evs, &mut buf)).map_err(se)?;
+            }
             for (i, op) in ops.iter().enumerate() {
                 match op {
                     StoreOp::PutCounters(_) if last_counters != Some(i) => {}
                     StoreOp::PutMessageFlags { id, .. } if last_flags.get(id) != Some(&i) => {}
                     StoreOp::PutConversation { user, key, .. } if last_conv.get(&(user.as_str(), key)) != Some(&i) => {}
                     StoreOp::PutCounters(c) => {
-                        meta.insert("counters", to_json(c).as_slice()).map_err(se)?;
+                        meta.insert("counters", enc_into(c, &mut buf)).map_err(se)?;
                     }
                     StoreOp::PutMessage(m) => {
-                        messages.insert(m.id, to_json(m).as_slice()).map_err(se)?;
+                        messages.insert(m.id, enc_into(m, &mut buf)).map_err(se)?;
                     }
                     StoreOp::PutMessageFlags { id, delivered, read_acked } => {
                         let v = u8::from(*delivered) | (u8::from(*read_acked) << 1);
@@ -242,14 +363,13 @@ impl ServerStore for RedbStore {
                         acks.retain_in((*id, 0)..=(*id, u64::MAX), |_, _| false).map_err(se)?;
                     }
                     StoreOp::PutGroupAck(a) => {
-                        acks.insert((a.msg_id, a.ack_id), to_json(a).as_slice()).map_err(se)?;
+                        acks.insert((a.msg_id, a.ack_id), enc_into(a, &mut buf)).map_err(se)?;
                     }
-                    StoreOp::AppendEvent { user, event } => {
-                        events.insert((user.as_str(), event.seq), to_json(&event.event).as_slice()).map_err(se)?;
-                    }
+                    StoreOp::AppendEvent { .. } => {} // written above, one row per user
                     StoreOp::PutConversation { user, key, state } => {
                         let k = (user.as_str(), chat_type_code(key.chat_type), key.id.as_str());
-                        convs.insert(k, to_json(state).as_slice()).map_err(se)?;
+                        let rec: ConvRec = (state.unread, state.read_wm, state.ack_wm, state.newest, state.newest_in);
+                        convs.insert(k, enc_into(&rec, &mut buf)).map_err(se)?;
                     }
                     StoreOp::AddRead { user, key, msg_id } => {
                         reads.insert((user.as_str(), chat_type_code(key.chat_type), key.id.as_str(), *msg_id), ()).map_err(se)?;
@@ -259,7 +379,7 @@ impl ServerStore for RedbStore {
                         reads.retain_in((u, t, c, 0)..=(u, t, c, *up_to), |_, _| false).map_err(se)?;
                     }
                     StoreOp::PutGroup(g) => {
-                        groups.insert(g.id.as_str(), to_json(g).as_slice()).map_err(se)?;
+                        groups.insert(g.id.as_str(), enc_into(g, &mut buf)).map_err(se)?;
                     }
                 }
             }
@@ -272,6 +392,90 @@ impl ServerStore for RedbStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn msg(id: MsgId) -> WireMessage {
+        WireMessage {
+            id,
+            client_id: format!("c{id}"),
+            from: "alice".into(),
+            to: "bob".into(),
+            chat_type: ChatType::Chat,
+            content: "héllo \"x\"".into(),
+            timestamp: 7,
+            require_delivery_ack: true,
+            need_group_ack: false,
+        }
+    }
+
+    #[test]
+    fn binary_records_round_trip_and_json_rows_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let ack = GroupReadAck { ack_id: 4, msg_id: 2, from: "bob".into(), content: Some("e".into()), count: 1, timestamp: 9 };
+        let evs = vec![
+            ServerEvent::Message { msg: msg(1) },
+            ServerEvent::Delivered { msg_id: 1, from: "alice".into(), to: "bob".into(), by: "bob".into(), timestamp: 3 },
+            ServerEvent::Read { msg_id: 1, from: "alice".into(), to: "bob".into(), by: "bob".into(), timestamp: 4 },
+            ServerEvent::ConversationRead {
+                chat_type: ChatType::Chat,
+                from: "bob".into(),
+                to: "alice".into(),
+                up_to: 1,
+                timestamp: 5,
+                device: "d".into(),
+            },
+            ServerEvent::GroupRead { group: "g".into(), sender: "alice".into(), ack: ack.clone() },
+            ServerEvent::ReadState { chat_type: ChatType::GroupChat, conversation: "g".into(), msg_id: Some(2), up_to: 0 },
+            ServerEvent::Membership { group: "g".into(), role: Some(GroupRole::Admin), chat_room: true },
+        ];
+        let key = ConversationKey::new(ChatType::Chat, "bob");
+        let group = Group { id: "g".into(), name: "n".into(), chat_room: false, members: [("alice".to_string(), GroupRole::Owner)].into() };
+        let counters = Counters { last_msg_id: 2, last_ack_id: 4, last_group_id: 1, last_ts: 9 };
+        let mut st_before = None;
+        {
+            let mut s = RedbStore::open(dir.path()).unwrap();
+            // An older version's JSON rows.
+            let w = s.db.begin_write().unwrap();
+            {
+                w.open_table(MESSAGES).unwrap().insert(2, serde_json::to_vec(&msg(2)).unwrap().as_slice()).unwrap();
+                let ev = ServerEvent::Delivered { msg_id: 9, from: "x".into(), to: "alice".into(), by: "alice".into(), timestamp: 1 };
+                w.open_table(EVENTS).unwrap().insert(("alice", 1), serde_json::to_vec(&ev).unwrap().as_slice()).unwrap();
+            }
+            w.commit().unwrap();
+            let mut ops = vec![
+                StoreOp::PutCounters(counters),
+                StoreOp::PutMessage(msg(1)),
+                StoreOp::PutGroupAck(ack.clone()),
+                StoreOp::PutGroup(group.clone()),
+            ];
+            ops.push(StoreOp::PutConversation {
+                user: "alice".into(),
+                key: key.clone(),
+                state: ConvState { unread: 3, read_wm: 1, ack_wm: 2, newest: 5, newest_in: 4, ..Default::default() },
+            });
+            for (i, e) in evs.iter().enumerate() {
+                ops.push(StoreOp::AppendEvent { user: "alice".into(), event: SeqEvent { seq: i as u64 + 2, event: e.clone() } });
+                ops.push(StoreOp::AppendEvent { user: "bob".into(), event: SeqEvent { seq: i as u64 + 1, event: e.clone() } });
+            }
+            s.commit(&ops).unwrap();
+            s.commit(&[StoreOp::AppendEvent { user: "bob".into(), event: SeqEvent { seq: 8, event: evs[1].clone() } }]).unwrap();
+            st_before = Some(s.load().unwrap());
+        }
+        let st = RedbStore::open(dir.path()).unwrap().load().unwrap();
+        assert_eq!(st.counters, counters);
+        assert_eq!(st.messages[&1].msg, msg(1));
+        assert_eq!(st.messages[&2].msg, msg(2));
+        assert_eq!(st.groups["g"], group);
+        let c = &st.convs["alice"][&key];
+        assert_eq!((c.unread, c.read_wm, c.ack_wm, c.newest, c.newest_in), (3, 1, 2, 5, 4));
+        let bob: Vec<_> = st.logs["bob"].iter().map(|e| (e.seq, e.event.clone())).collect();
+        let mut want: Vec<_> = evs.iter().cloned().enumerate().map(|(i, e)| (i as u64 + 1, e)).collect();
+        want.push((8, evs[1].clone()));
+        assert_eq!(bob, want);
+        let alice = &st.logs["alice"];
+        assert_eq!(alice.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=8).collect::<Vec<_>>());
+        assert_eq!(alice[7].event, evs[6]);
+        assert_eq!(st_before.unwrap().logs, st.logs);
+    }
 
     #[test]
     fn read_sets_are_stored_one_row_per_read_and_trimmed_by_the_watermark() {
