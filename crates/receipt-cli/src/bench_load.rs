@@ -6,7 +6,6 @@
 //! events (read acks, group acks, more sends), then writes everything the engine wants sent in
 //! one `write`. The engine sends the delivery acks on its own, as it does in the SDK.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,6 +20,9 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::bench_stats::Samples;
+
+/// foldhash maps for the per-message bookkeeping (SipHash showed in the tool's profile).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Longest a run may wait for the next frame before it gives up (the run stops by itself).
 const STALL: Duration = Duration::from_secs(30);
@@ -101,26 +103,30 @@ impl Conn {
 
     /// Waits for bytes, feeds every complete frame to the engine and collects its events.
     pub async fn recv(&mut self) -> Result<(), String> {
-        let user = self.engine.user().to_string();
+        // The user id is formatted only on an error (this runs once per socket read).
         let n = match tokio::time::timeout(STALL, self.sock.read(&mut self.buf)).await {
-            Err(_) => return Err(format!("{user}: nothing received for {STALL:?}")),
-            Ok(Err(e)) => return Err(format!("{user}: read: {e}")),
-            Ok(Ok(0)) => return Err(format!("{user}: the server closed the connection")),
+            Err(_) => return Err(format!("{}: nothing received for {STALL:?}", self.engine.user())),
+            Ok(Err(e)) => return Err(format!("{}: read: {e}", self.engine.user())),
+            Ok(Ok(0)) => return Err(format!("{}: the server closed the connection", self.engine.user())),
             Ok(Ok(n)) => n,
         };
         self.dec.push(&self.buf[..n]);
         let now = self.now();
         loop {
             match self.dec.next_body() {
-                Ok(Some(body)) => self.engine.handle_frame_bytes(now, body).map_err(|e| format!("{user}: bad frame: {e}"))?,
+                Ok(Some(body)) => {
+                    if let Err(e) = self.engine.handle_frame_bytes(now, body) {
+                        return Err(format!("{}: bad frame: {e}", self.engine.user()));
+                    }
+                }
                 Ok(None) => break,
-                Err(e) => return Err(format!("{user}: bad frame: {e}")),
+                Err(e) => return Err(format!("{}: bad frame: {e}", self.engine.user())),
             }
         }
         while let Some(e) = self.engine.poll_event() {
             match e {
                 ClientEvent::Disconnected | ClientEvent::ProtocolError(_) | ClientEvent::StoreFailed(_) => {
-                    return Err(format!("{user}: {e:?}"));
+                    return Err(format!("{}: {e:?}", self.engine.user()));
                 }
                 e => self.events.push(e),
             }
@@ -156,8 +162,8 @@ pub async fn sender(
 ) -> Result<SenderResult, String> {
     wait_go(&mut go).await;
     let (mut sent, mut inflight, mut delivered, mut read) = (0u64, 0u64, 0u64, 0u64);
-    let mut by_req: HashMap<ReqId, Instant> = HashMap::new();
-    let mut by_msg: HashMap<MsgId, Instant> = HashMap::new();
+    let mut by_req: HashMap<ReqId, Instant> = HashMap::default();
+    let mut by_msg: HashMap<MsgId, Instant> = HashMap::default();
     let mut rtt = Samples(Vec::with_capacity(messages as usize));
     loop {
         while inflight < window && sent < messages {
@@ -172,7 +178,9 @@ pub async fn sender(
             break;
         }
         c.recv().await?;
-        for e in std::mem::take(&mut c.events) {
+        // Reuse the event vector's allocation across reads.
+        let mut events = std::mem::take(&mut c.events);
+        for e in events.drain(..) {
             match e {
                 ClientEvent::RequestCompleted { req, result: Ok(Completion::Sent(m)) } => {
                     if let Some(t) = by_req.remove(&req) {
@@ -198,6 +206,7 @@ pub async fn sender(
                 _ => {}
             }
         }
+        c.events = events;
     }
     Ok(SenderResult { rtt, delivered, read })
 }
@@ -209,7 +218,8 @@ pub async fn receiver(mut c: Conn, messages: u64, mut go: watch::Receiver<bool>)
     let mut confirmed = 0u64;
     while confirmed < 2 * messages {
         c.recv().await?;
-        for e in std::mem::take(&mut c.events) {
+        let mut events = std::mem::take(&mut c.events);
+        for e in events.drain(..) {
             match e {
                 ClientEvent::MessagesReceived(ms) => {
                     let now = c.now();
@@ -222,6 +232,7 @@ pub async fn receiver(mut c: Conn, messages: u64, mut go: watch::Receiver<bool>)
                 _ => {}
             }
         }
+        c.events = events;
         c.flush().await?;
     }
     Ok(())
@@ -281,15 +292,15 @@ pub async fn group_sender(
 ) -> Result<GroupSenderResult, String> {
     wait_go(&mut go).await;
     let start = Instant::now();
-    let mut by_req: HashMap<ReqId, Instant> = HashMap::new();
+    let mut by_req: HashMap<ReqId, Instant> = HashMap::default();
     for _ in 0..messages {
         let now = c.now();
         let (req, _) = c.engine.send_message(now, &group, ChatType::GroupChat, &content, true).map_err(e2s)?;
         by_req.insert(req, Instant::now());
     }
     c.flush().await?;
-    let mut sent_at: HashMap<MsgId, Instant> = HashMap::new();
-    let mut counts: HashMap<MsgId, u32> = HashMap::new();
+    let mut sent_at: HashMap<MsgId, Instant> = HashMap::default();
+    let mut counts: HashMap<MsgId, u32> = HashMap::default();
     let mut ids: Vec<MsgId> = Vec::new();
     let mut full = Samples::default();
     let mut acks = 0u64;

@@ -11,7 +11,12 @@
 //! State lives in memory and is written through a [`ClientStore`] once per input, so a restart
 //! (re-[`open`](ClientEngine::open) on the same store) finds everything, the outbox included.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+/// The engine's maps: foldhash (per-process random seed) instead of SipHash, which was ~3% of
+/// a busy client (the load tool) hashing message and request ids.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 use crate::error::{ChatError, ChatResult, ErrorCode};
 use crate::protocol::*;
@@ -111,6 +116,8 @@ enum Query {
 /// Everything the engine tracks for one (user, device).
 pub struct ClientEngine<S: ClientStore> {
     cfg: EngineConfig,
+    /// `cfg.user`, shared: compared against every event's parties.
+    me: std::sync::Arc<str>,
     store: S,
     meta: Meta,
     messages: HashMap<MsgId, ChatMessage>,
@@ -164,15 +171,16 @@ impl<S: ClientStore> ClientEngine<S> {
     pub fn open(cfg: EngineConfig, mut store: S) -> Result<Self, StoreError> {
         let snap = store.load()?;
         let mut e = ClientEngine {
+            me: cfg.user.as_str().into(),
             cfg,
             store,
             meta: snap.meta,
-            messages: HashMap::with_capacity(snap.messages.len()),
-            pending: HashMap::new(),
-            conversations: HashMap::new(),
-            conv_ids: HashMap::new(),
+            messages: HashMap::with_capacity_and_hasher(snap.messages.len(), Default::default()),
+            pending: HashMap::default(),
+            conversations: HashMap::default(),
+            conv_ids: HashMap::default(),
             outbox: snap.outbox.into(),
-            queries: HashMap::new(),
+            queries: HashMap::default(),
             link: Link::Down,
             login_refused: false,
             token: None,
@@ -183,10 +191,10 @@ impl<S: ClientStore> ClientEngine<S> {
             last_tx: 0,
             ping_nonce: 0,
             dirty_meta: false,
-            dirty_messages: HashSet::new(),
-            dirty_pending: HashSet::new(),
+            dirty_messages: HashSet::default(),
+            dirty_pending: HashSet::default(),
             deleted_pending: Vec::new(),
-            dirty_convs: HashSet::new(),
+            dirty_convs: HashSet::default(),
             outbox_put: Vec::new(),
             outbox_delete: Vec::new(),
             received: Vec::new(),
@@ -284,21 +292,26 @@ impl<S: ClientStore> ClientEngine<S> {
 
     /// A message with its flags resolved against the conversation's watermarks.
     fn view(&self, m: &ChatMessage) -> ChatMessage {
+        let (unread, receiver_read) = self.resolved_flags(m);
         let mut v = m.clone();
+        v.unread = unread;
+        v.receiver_read = receiver_read;
+        v
+    }
+
+    /// `(unread, receiver_read)` of [`Self::view`], without copying the message.
+    fn resolved_flags(&self, m: &ChatMessage) -> (bool, bool) {
         if m.id != 0 {
             if let Some(c) = self.conversations.get(&m.conversation()) {
-                match m.direction {
+                return match m.direction {
                     MessageDirection::Receive => {
-                        v.unread = m.unread && m.id > c.read_up_to;
-                        v.receiver_read = m.receiver_read || (m.chat_type == ChatType::Chat && m.id <= c.ack_sent_up_to);
+                        (m.unread && m.id > c.read_up_to, m.receiver_read || (m.chat_type == ChatType::Chat && m.id <= c.ack_sent_up_to))
                     }
-                    MessageDirection::Send => {
-                        v.receiver_read = m.receiver_read || (m.chat_type == ChatType::Chat && m.id <= c.peer_read_up_to);
-                    }
-                }
+                    MessageDirection::Send => (m.unread, m.receiver_read || (m.chat_type == ChatType::Chat && m.id <= c.peer_read_up_to)),
+                };
             }
         }
-        v
+        (m.unread, m.receiver_read)
     }
 
     fn is_unread(&self, m: &ChatMessage) -> bool {
@@ -656,7 +669,7 @@ impl<S: ClientStore> ClientEngine<S> {
     fn sync_done(&mut self, server: Vec<ConversationState>) {
         // Conversations with read changes still in the outbox keep their local count: the
         // server has not seen those changes yet.
-        let mut busy: HashSet<ConversationKey> = HashSet::new();
+        let mut busy: HashSet<ConversationKey> = HashSet::default();
         for f in &self.outbox {
             match f {
                 ClientFrame::ConversationAck { chat_type, conversation, .. } | ClientFrame::MarkRead { chat_type, conversation, .. } => {
@@ -787,7 +800,12 @@ impl<S: ClientStore> ClientEngine<S> {
     fn insert_message(&mut self, m: ChatMessage) {
         let key = m.conversation();
         let id = m.id;
-        insert_sorted(self.conv_ids.entry(key.clone()).or_default(), id);
+        match self.conv_ids.get_mut(&key) {
+            Some(ids) => insert_sorted(ids, id),
+            None => {
+                self.conv_ids.insert(key.clone(), vec![id]);
+            }
+        }
         let unread = self.is_unread(&m);
         self.messages.insert(id, m);
         self.dirty_messages.insert(id);
@@ -802,8 +820,15 @@ impl<S: ClientStore> ClientEngine<S> {
     }
 
     fn conv_mut(&mut self, key: &ConversationKey) -> &mut Conversation {
-        self.dirty_convs.insert(key.clone());
-        self.conversations.entry(key.clone()).or_insert_with(|| Conversation::new(key.clone()))
+        // A store that keeps nothing needs no dirty set (`finish` would clear it).
+        if self.store.persists() {
+            self.dirty_convs.insert(key.clone());
+        }
+        // Look up first: the entry API would copy the key on every call.
+        if !self.conversations.contains_key(key) {
+            self.conversations.insert(key.clone(), Conversation::new(key.clone()));
+        }
+        self.conversations.get_mut(key).expect("inserted")
     }
 
     fn update_message(&mut self, id: MsgId, f: impl FnOnce(&mut ChatMessage)) {
@@ -871,31 +896,32 @@ impl<S: ClientStore> ClientEngine<S> {
     }
 
     fn apply_event(&mut self, event: ServerEvent) {
-        let me = self.cfg.user.clone();
+        // Shared, not copied: this runs for every event.
+        let me = self.me.clone();
         match event {
             ServerEvent::Message { msg } => self.on_message(msg),
             ServerEvent::Delivered { msg_id, from, by, .. } => {
-                if by == me {
+                if by == *me {
                     // Our delivery ack (from any device) went out: never send it again.
                     self.update_message(msg_id, |m| m.delivered = true);
                     self.confirm_pending_ack(|f| matches!(f, ClientFrame::DeliveryAck { msg_id: m, .. } if *m == msg_id));
-                } else if from == me && self.messages.get(&msg_id).is_some_and(|m| !m.delivered) {
+                } else if from == *me && self.messages.get(&msg_id).is_some_and(|m| !m.delivered) {
                     self.update_message(msg_id, |m| m.delivered = true);
                     self.delivered.push(msg_id);
                 }
             }
             ServerEvent::Read { msg_id, from, by, .. } => {
-                if by == me {
+                if by == *me {
                     self.update_message(msg_id, |m| m.receiver_read = true);
                     self.mark_read_local(msg_id);
                     self.confirm_pending_ack(|f| matches!(f, ClientFrame::ReadAck { msg_id: m, .. } if *m == msg_id));
-                } else if from == me && self.messages.get(&msg_id).is_some_and(|m| !self.view(m).receiver_read) {
+                } else if from == *me && self.messages.get(&msg_id).is_some_and(|m| !self.resolved_flags(m).1) {
                     self.update_message(msg_id, |m| m.receiver_read = true);
                     self.read.push(msg_id);
                 }
             }
             ServerEvent::ConversationRead { chat_type, from, to, up_to, device, .. } => {
-                if from == me {
+                if from == *me {
                     let key = ConversationKey::new(chat_type, &to);
                     self.apply_read_up_to(&key, up_to);
                     let c = self.conv_mut(&key);
@@ -907,7 +933,7 @@ impl<S: ClientStore> ClientEngine<S> {
                     if chat_type == ChatType::Chat && device != self.cfg.device {
                         self.events.push_back(ClientEvent::ConversationRead { from, to });
                     }
-                } else if chat_type == ChatType::Chat && to == me {
+                } else if chat_type == ChatType::Chat && to == *me {
                     let key = ConversationKey::new(ChatType::Chat, &from);
                     let c = self.conv_mut(&key);
                     c.peer_read_up_to = c.peer_read_up_to.max(up_to);
@@ -915,16 +941,16 @@ impl<S: ClientStore> ClientEngine<S> {
                 }
             }
             ServerEvent::GroupRead { sender, ack, .. } => {
-                if ack.from == me {
+                if ack.from == *me {
                     self.update_message(ack.msg_id, |m| m.group_ack_sent = true);
                     self.mark_read_local(ack.msg_id);
                     let id = ack.msg_id;
                     self.confirm_pending_ack(|f| matches!(f, ClientFrame::GroupAck { msg_id: m, .. } if *m == id));
                 }
-                if ack.from != me || sender == me {
+                if ack.from != *me || sender == *me {
                     let count = ack.count;
                     self.update_message(ack.msg_id, |m| m.group_ack_count = m.group_ack_count.max(count));
-                    if ack.from != me {
+                    if ack.from != *me {
                         self.group_acks.push(ack);
                     }
                 }
@@ -1039,7 +1065,7 @@ impl<S: ClientStore> ClientEngine<S> {
         if !self.group_acks.is_empty() {
             self.events.push_back(ClientEvent::GroupMessageRead(std::mem::take(&mut self.group_acks)));
         }
-        let mut seen = HashSet::new();
+        let mut seen = HashSet::default();
         for key in std::mem::take(&mut self.unread_changed) {
             if seen.insert(key.clone()) {
                 let unread = self.unread_count(&key);

@@ -13,7 +13,7 @@ use receipt_core::types::{validate_id, MAX_CONTENT_BYTES};
 use receipt_core::{ChatError, ChatType, ConversationKey, CursorResult, ErrorCode, GroupReadAck, GroupRole, MsgId, UserId, WireMessage};
 
 use crate::config::{GroupAckPolicy, ServerConfig, Visibility, WhoMayRequest};
-use crate::state::{ConvState, Counters, Group, HashMap, HashSet, MessageRecord, State};
+use crate::state::{ConvState, Counters, Group, HashMap, HashSet, LogEvent, MessageRecord, State};
 
 /// Identifies one connection (one logged-in device) to the core.
 pub type SessionId = u64;
@@ -44,7 +44,7 @@ pub enum StoreOp {
     PutGroupAck(GroupReadAck),
     AppendEvent {
         user: UserId,
-        event: SeqEvent,
+        event: LogEvent,
     },
     /// A conversation's read state, without its `read_set` (see the two ops below).
     PutConversation {
@@ -230,7 +230,12 @@ impl ServerCore {
                 break;
             }
             let rec = self.st.messages.remove(&id).expect("present");
-            self.st.client_ids.remove(&(rec.msg.from, rec.msg.client_id));
+            if let Some(ids) = self.st.client_ids.get_mut(&rec.msg.from) {
+                ids.remove(&rec.msg.client_id);
+                if ids.is_empty() {
+                    self.st.client_ids.remove(&rec.msg.from);
+                }
+            }
             self.fx.ops.push(StoreOp::DeleteMessage(id));
         }
         self.take()
@@ -301,7 +306,7 @@ impl ServerCore {
                     bytes = 0;
                 }
                 bytes += size;
-                batch.push(e.clone());
+                batch.push(SeqEvent::clone(e));
             }
             if !batch.is_empty() {
                 frames.push(ServerFrame::Backlog { events: batch });
@@ -332,15 +337,15 @@ impl ServerCore {
         }
         let log = self.st.logs.get_mut(user).expect("inserted");
         let seq = log.last().map(|e| e.seq).unwrap_or(0) + 1;
-        let se = SeqEvent { seq, event };
-        log.push(se.clone());
+        // One allocation of the event, shared by the log, the frames and the store op.
+        let le = LogEvent::new(SeqEvent { seq, event });
+        log.push(le.clone());
         if let Some(sessions) = self.online.get(user) {
-            let frame = Arc::new(ServerFrame::Event { event: se.clone() });
             for &s in sessions {
-                self.fx.out.push(Outgoing { session: s, frame: frame.clone(), replay: false });
+                self.fx.out.push(Outgoing { session: s, frame: le.frame(), replay: false });
             }
         }
-        self.fx.ops.push(StoreOp::AppendEvent { user: user.to_string(), event: se });
+        self.fx.ops.push(StoreOp::AppendEvent { user: user.to_string(), event: le });
     }
 
     fn conv_mut(&mut self, user: &str, key: &ConversationKey) -> &mut ConvState {
@@ -445,7 +450,7 @@ impl ServerCore {
         need_group_ack: bool,
     ) -> Res<Response> {
         validate_id("client_id", &client_id)?;
-        if let Some(&id) = self.st.client_ids.get(&(user.to_string(), client_id.clone())) {
+        if let Some(&id) = self.st.client_ids.get(user).and_then(|ids| ids.get(&client_id)) {
             if let Some(rec) = self.st.messages.get(&id) {
                 return Ok(Response::Sent { client_id, msg_id: id, timestamp: rec.msg.timestamp, need_group_ack: rec.msg.need_group_ack });
             }
@@ -497,7 +502,14 @@ impl ServerCore {
         self.counters_dirty = true;
         let id = msg.id;
         let timestamp = msg.timestamp;
-        self.st.client_ids.insert((user.to_string(), client_id.clone()), id);
+        match self.st.client_ids.get_mut(user) {
+            Some(ids) => {
+                ids.insert(client_id.clone(), id);
+            }
+            None => {
+                self.st.client_ids.insert(user.to_string(), HashMap::from_iter([(client_id.clone(), id)]));
+            }
+        }
         self.st.messages.insert(id, MessageRecord::new(msg.clone()));
         self.fx.ops.push(StoreOp::PutMessage(msg.clone()));
         for r in &recipients {

@@ -45,6 +45,9 @@ pub trait Router {
 
 enum OutItem {
     Frame(Arc<ServerFrame>, bool),
+    /// One commit's frames for a connection, in order, and how many of them are counted
+    /// (not replay): one channel push and wake-up instead of one per frame.
+    Frames(Vec<Arc<ServerFrame>>, usize),
     Close,
 }
 
@@ -78,6 +81,50 @@ impl Outbox {
 struct SessionRouter {
     cap: usize,
     conns: HashMap<SessionId, Outbox>,
+    /// Frames of the batch being routed, per session in order (see [`SessionRouter::stage`]).
+    staged: Vec<(SessionId, Vec<Arc<ServerFrame>>, usize)>,
+    staged_at: HashMap<SessionId, usize>,
+}
+
+impl SessionRouter {
+    /// Queues `frame` for `session` in the current batch; [`Self::send_staged`] hands each
+    /// session's frames to its connection in one item.
+    fn stage(&mut self, session: SessionId, frame: Arc<ServerFrame>, replay: bool) {
+        let i = *self.staged_at.entry(session).or_insert_with(|| {
+            self.staged.push((session, Vec::new(), 0));
+            self.staged.len() - 1
+        });
+        let (_, frames, live) = &mut self.staged[i];
+        frames.push(frame);
+        if !replay {
+            *live += 1;
+        }
+    }
+
+    /// Sends the staged frames. The slow-reader bound is the per-frame one: the connection is
+    /// dropped if its counted frames would pass `cap` (replay frames are exempt).
+    fn send_staged(&mut self) {
+        self.staged_at.clear();
+        for (session, frames, live) in std::mem::take(&mut self.staged) {
+            let Some(ob) = self.conns.get(&session) else {
+                continue;
+            };
+            if live > 0 {
+                if ob.shared.pending.load(Ordering::Acquire) + live > self.cap {
+                    warn!("session {session}: outbound queue full, dropping the connection (it will resync)");
+                    ob.shared.killed.store(true, Ordering::Release);
+                    ob.shared.closed.notify_one();
+                    ob.close();
+                    self.conns.remove(&session);
+                    continue;
+                }
+                ob.shared.pending.fetch_add(live, Ordering::AcqRel);
+            }
+            if ob.tx.send(OutItem::Frames(frames, live)).is_err() {
+                self.conns.remove(&session);
+            }
+        }
+    }
 }
 
 impl Router for SessionRouter {
@@ -224,7 +271,7 @@ fn store_loop(
     done: std::sync::mpsc::Sender<Vec<crate::core::StoreOp>>,
     cap: usize,
 ) {
-    let mut router = SessionRouter { cap, conns: HashMap::default() };
+    let mut router = SessionRouter { cap, conns: HashMap::default(), staged: Vec::new(), staged_at: HashMap::default() };
     let mut queued: Vec<Applied> = Vec::with_capacity(COMMITS_IN_FLIGHT + 1);
     let mut ops = Vec::new();
     'run: while let Ok(first) = rx.recv() {
@@ -260,8 +307,9 @@ fn store_loop(
                 router.conns.insert(session, outbox);
             }
             for o in a.out {
-                router.deliver(o.session, o.frame, o.replay);
+                router.stage(o.session, o.frame, o.replay);
             }
+            router.send_staged();
             for s in a.closed {
                 router.conns.remove(&s);
             }
@@ -299,6 +347,20 @@ async fn writer_task(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Out
                     // A login refused by the core (device limit): nothing follows it.
                     if matches!(*f, ServerFrame::LoginFailed { .. }) {
                         close = true;
+                        break;
+                    }
+                }
+                OutItem::Frames(frames, counted) => {
+                    for f in &frames {
+                        encode_into(&**f, &mut buf);
+                        // A login refused by the core (device limit): nothing follows it.
+                        if matches!(**f, ServerFrame::LoginFailed { .. }) {
+                            close = true;
+                            break;
+                        }
+                    }
+                    shared.pending.fetch_sub(counted, Ordering::AcqRel);
+                    if close {
                         break;
                     }
                 }

@@ -1,6 +1,7 @@
 //! The server's state: what the store persists and the core owns in memory.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// The server's hash maps: foldhash (per-process random seed) instead of SipHash, which was a
 /// fifth of the core thread under load (user-id keys are hashed several times per request).
@@ -8,7 +9,7 @@ pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomS
 /// See [`HashMap`].
 pub type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
-use receipt_core::protocol::SeqEvent;
+use receipt_core::protocol::{SeqEvent, ServerFrame};
 use receipt_core::{AckId, ConversationKey, GroupId, GroupReadAck, GroupRole, MsgId, UserId, WireMessage};
 use serde::{Deserialize, Serialize};
 
@@ -109,23 +110,61 @@ impl MessageRecord {
     }
 }
 
+/// One event of a user's log. It is allocated once and shared (reference-counted) by the
+/// in-memory log, the outgoing `event` frame to each of the user's sessions and the store
+/// operation that persists it, instead of one deep copy each. Dereferences to the [`SeqEvent`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEvent(Arc<ServerFrame>);
+
+impl LogEvent {
+    pub fn new(event: SeqEvent) -> Self {
+        LogEvent(Arc::new(ServerFrame::Event { event }))
+    }
+
+    /// The `event` frame carrying this event (shared, not copied).
+    pub fn frame(&self) -> Arc<ServerFrame> {
+        self.0.clone()
+    }
+}
+
+impl std::ops::Deref for LogEvent {
+    type Target = SeqEvent;
+
+    fn deref(&self) -> &SeqEvent {
+        match &*self.0 {
+            ServerFrame::Event { event } => event,
+            _ => unreachable!("a LogEvent always holds an event frame"),
+        }
+    }
+}
+
+impl From<SeqEvent> for LogEvent {
+    fn from(e: SeqEvent) -> Self {
+        LogEvent::new(e)
+    }
+}
+
 /// Everything the server knows. [`crate::store::ServerStore::load`] returns it.
 #[derive(Debug, Clone, Default)]
 pub struct State {
     pub counters: Counters,
     pub messages: BTreeMap<MsgId, MessageRecord>,
     /// `(from, client_id)` -> message id: makes `Send` idempotent. Derived from `messages`.
-    pub client_ids: HashMap<(UserId, String), MsgId>,
+    /// Keyed by user first, so a lookup needs no allocated key.
+    pub client_ids: HashMap<UserId, HashMap<String, MsgId>>,
     pub groups: HashMap<GroupId, Group>,
     /// Per-user event logs, in seq order.
-    pub logs: HashMap<UserId, Vec<SeqEvent>>,
+    pub logs: HashMap<UserId, Vec<LogEvent>>,
     pub convs: HashMap<UserId, HashMap<ConversationKey, ConvState>>,
 }
 
 impl State {
     /// Rebuilds the derived indexes after loading.
     pub fn rebuild_indexes(&mut self) {
-        self.client_ids = self.messages.values().map(|r| ((r.msg.from.clone(), r.msg.client_id.clone()), r.msg.id)).collect();
+        self.client_ids = HashMap::default();
+        for r in self.messages.values() {
+            self.client_ids.entry(r.msg.from.clone()).or_default().insert(r.msg.client_id.clone(), r.msg.id);
+        }
     }
 
     /// The head (last seq) of a user's log.

@@ -10,7 +10,7 @@ use receipt_core::{ChatType, ConversationKey, GroupReadAck, GroupRole, MsgId, Wi
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::core::StoreOp;
-use crate::state::{ConvState, Counters, Group, HashMap, MessageRecord, State};
+use crate::state::{ConvState, Counters, Group, HashMap, LogEvent, MessageRecord, State};
 
 /// A storage failure. The server stops rather than answer `ok` for something not stored.
 #[derive(Debug, thiserror::Error)]
@@ -197,14 +197,14 @@ fn ev_owned(e: EvOwned) -> ServerEvent {
 
 /// An `EVENTS` row: key (user, seq of its first event). Binary rows hold all of one user's
 /// events of one commit (consecutive seqs) as `[(seq, event)]`; an older JSON row is one event.
-fn dec_events(user: &str, seq: u64, bytes: &[u8], log: &mut Vec<SeqEvent>) -> Result<(), StoreError> {
+fn dec_events(user: &str, seq: u64, bytes: &[u8], log: &mut Vec<LogEvent>) -> Result<(), StoreError> {
     match bytes.first() {
         Some(&BIN_V1) => {
             let evs: Vec<(u64, EvOwned)> =
                 postcard::from_bytes(&bytes[1..]).map_err(|e| StoreError(format!("corrupt events of {user} at {seq}: {e}")))?;
-            log.extend(evs.into_iter().map(|(seq, e)| SeqEvent { seq, event: ev_owned(e) }));
+            log.extend(evs.into_iter().map(|(seq, e)| LogEvent::new(SeqEvent { seq, event: ev_owned(e) })));
         }
-        _ => log.push(SeqEvent { seq, event: json("event", bytes)? }),
+        _ => log.push(LogEvent::new(SeqEvent { seq, event: json("event", bytes)? })),
     }
     Ok(())
 }
@@ -324,7 +324,7 @@ impl ServerStore for RedbStore {
                 StoreOp::PutMessageFlags { id, .. } => {
                     last_flags.insert(*id, i);
                 }
-                StoreOp::AppendEvent { user, event } => user_events.entry(user.as_str()).or_default().push(event),
+                StoreOp::AppendEvent { user, event } => user_events.entry(user.as_str()).or_default().push(&**event),
                 _ => {}
             }
         }
@@ -453,11 +453,11 @@ mod tests {
                 state: ConvState { unread: 3, read_wm: 1, ack_wm: 2, newest: 5, newest_in: 4, ..Default::default() },
             });
             for (i, e) in evs.iter().enumerate() {
-                ops.push(StoreOp::AppendEvent { user: "alice".into(), event: SeqEvent { seq: i as u64 + 2, event: e.clone() } });
-                ops.push(StoreOp::AppendEvent { user: "bob".into(), event: SeqEvent { seq: i as u64 + 1, event: e.clone() } });
+                ops.push(StoreOp::AppendEvent { user: "alice".into(), event: SeqEvent { seq: i as u64 + 2, event: e.clone() }.into() });
+                ops.push(StoreOp::AppendEvent { user: "bob".into(), event: SeqEvent { seq: i as u64 + 1, event: e.clone() }.into() });
             }
             s.commit(&ops).unwrap();
-            s.commit(&[StoreOp::AppendEvent { user: "bob".into(), event: SeqEvent { seq: 8, event: evs[1].clone() } }]).unwrap();
+            s.commit(&[StoreOp::AppendEvent { user: "bob".into(), event: SeqEvent { seq: 8, event: evs[1].clone() }.into() }]).unwrap();
             st_before = Some(s.load().unwrap());
         }
         let st = RedbStore::open(dir.path()).unwrap().load().unwrap();
