@@ -163,7 +163,8 @@ pub enum Response {
     GroupCreated { group: GroupId },
 }
 
-/// Something that happened to a user, in their event log. Every device of the user gets it.
+/// Something that happened to a user, in their event log. Every device of the user gets it (a
+/// device's own per-message echo only by replay: docs/protocol.md, "The user event log").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "e", rename_all = "snake_case", remote = "Self")]
 pub enum ServerEvent {

@@ -364,3 +364,26 @@ fn keepalive_pings_and_idle_timeout() {
     assert!(matches!(e.poll_transmit(t), Some(ClientFrame::Ping { .. })));
     assert!(!e.handle_timeout(t + 120_000), "nothing received for the idle timeout: dead");
 }
+
+#[test]
+fn rule9_ack_confirmed_by_the_servers_event_survives_a_late_refusal_of_its_resend() {
+    let mut w = world();
+    let id = send(&mut w, "a1", "bob", ChatType::Chat, false);
+    let now = w.now;
+    let req = w.dev("b1").engine.ack_message_read(now, id).unwrap().unwrap();
+    // The server accepts the ack; its answer and the event are lost with the connection.
+    let f = w.dev("b1").engine.poll_transmit(now).unwrap();
+    w.server.handle("b1", f);
+    w.disconnect(2);
+    // Meanwhile the message leaves the server: the resend after the reconnect is refused.
+    w.server.messages.remove(&id);
+    w.dev("b1").events.clear();
+    w.connect(2);
+    w.pump();
+    let evs = w.dev("b1").take_events();
+    let done: Vec<_> = evs.iter().filter(|e| matches!(e, ClientEvent::RequestCompleted { req: r, .. } if *r == req)).collect();
+    assert!(matches!(done.as_slice(), [ClientEvent::RequestCompleted { result: Ok(Completion::Done), .. }]), "{done:?}");
+    assert!(w.dev("b1").engine.message_by_id(id).unwrap().receiver_read, "the refusal of the resend must not undo the ack");
+    assert_eq!(w.dev("b1").engine.outbox().count(), 0);
+    assert_eq!(w.server.forwarded_count(AckKind::Read, id), 1);
+}

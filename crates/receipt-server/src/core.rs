@@ -130,6 +130,9 @@ pub struct ServerCore {
     online: HashMap<UserId, Vec<SessionId>>,
     fx: Effects,
     counters_dirty: bool,
+    /// The session whose request is being applied: its own per-message echoes are not sent back
+    /// to it (it has the answer and applied the effect when it made the request).
+    origin: Option<SessionId>,
 }
 
 type Res<T> = Result<T, ChatError>;
@@ -147,6 +150,7 @@ impl ServerCore {
             online: HashMap::default(),
             fx: Effects::default(),
             counters_dirty: false,
+            origin: None,
         }
     }
 
@@ -183,7 +187,9 @@ impl ServerCore {
                     Some(s) => {
                         let (user, device) = (s.user.clone(), s.device.clone());
                         let at = self.fx.out.len();
+                        self.origin = Some(session);
                         let res = self.request(now_ms, &user, &device, other);
+                        self.origin = None;
                         // The answer goes before the events it caused, so the requesting device
                         // knows e.g. the message id before the echo of its own message.
                         let frame = result_frame(req, res);
@@ -332,6 +338,20 @@ impl ServerCore {
 
     /// Appends an event to a user's log, persists it and sends it to the user's online devices.
     fn emit(&mut self, user: &str, event: ServerEvent) {
+        self.emit_to(user, event, None);
+    }
+
+    /// Like [`emit`](Self::emit) for the requesting user's own per-message echo (its message,
+    /// its delivery, read or group ack, its read of one message): logged for every device, sent
+    /// live to the user's other devices only. The requesting device applied the effect itself and
+    /// gets the `Result`; the event stays in the log, so a replay still brings it. Watermark
+    /// events (conversation read, read-all) are not sent this way: the server's watermark may
+    /// cover messages the device has not seen yet.
+    fn echo(&mut self, user: &str, event: ServerEvent) {
+        self.emit_to(user, event, self.origin);
+    }
+
+    fn emit_to(&mut self, user: &str, event: ServerEvent, skip: Option<SessionId>) {
         if !self.st.logs.contains_key(user) {
             self.st.logs.insert(user.to_string(), Vec::new());
         }
@@ -342,7 +362,9 @@ impl ServerCore {
         log.push(le.clone());
         if let Some(sessions) = self.online.get(user) {
             for &s in sessions {
-                self.fx.out.push(Outgoing { session: s, frame: le.frame(), replay: false });
+                if Some(s) != skip {
+                    self.fx.out.push(Outgoing { session: s, frame: le.frame(), replay: false });
+                }
             }
         }
         self.fx.ops.push(StoreOp::AppendEvent { user: user.to_string(), event: le });
@@ -524,7 +546,7 @@ impl ServerCore {
         let key = msg.conversation_for(user);
         self.conv_mut(user, &key).newest = id;
         self.put_conv(user, &key);
-        self.emit(user, ServerEvent::Message { msg });
+        self.echo(user, ServerEvent::Message { msg });
         Ok(Response::Sent { client_id, msg_id: id, timestamp, need_group_ack: nga })
     }
 
@@ -554,7 +576,7 @@ impl ServerCore {
         self.fx.ops.push(StoreOp::PutMessageFlags { id: msg_id, delivered: true, read_acked });
         let ev = ServerEvent::Delivered { msg_id, from: from.clone(), to, by: user.to_string(), timestamp: now };
         self.emit(&from, ev.clone());
-        self.emit(user, ev);
+        self.echo(user, ev);
         Ok(Response::Done)
     }
 
@@ -573,7 +595,7 @@ impl ServerCore {
         self.mark_one(user, &key, msg_id);
         let ev = ServerEvent::Read { msg_id, from: from.clone(), to, by: user.to_string(), timestamp: now };
         self.emit(&from, ev.clone());
-        self.emit(user, ev);
+        self.echo(user, ev);
         Ok(Response::Done)
     }
 
@@ -677,7 +699,12 @@ impl ServerCore {
         let mut seen = HashSet::default();
         for u in to {
             if seen.insert(u.clone()) {
-                self.emit(&u, ServerEvent::GroupRead { group: group_id.clone(), sender: sender.clone(), ack: ack.clone() });
+                let ev = ServerEvent::GroupRead { group: group_id.clone(), sender: sender.clone(), ack: ack.clone() };
+                if u == user {
+                    self.echo(&u, ev);
+                } else {
+                    self.emit(&u, ev);
+                }
             }
         }
         Ok(Response::Done)
@@ -723,7 +750,7 @@ impl ServerCore {
                     return Ok(Response::Done);
                 }
                 let up_to = self.conv(user, &key).map(|c| c.read_wm).unwrap_or(0);
-                self.emit(user, ServerEvent::ReadState { chat_type, conversation, msg_id: Some(id), up_to });
+                self.echo(user, ServerEvent::ReadState { chat_type, conversation, msg_id: Some(id), up_to });
             }
             None => {
                 let Some(c) = self.conv(user, &key) else {
@@ -981,13 +1008,16 @@ mod tests {
         login(&mut c, 1, "alice", 0);
         login(&mut c, 2, "bob", 0);
         login(&mut c, 3, "bob", 0);
+        login(&mut c, 4, "alice", 0);
         let (id, fx) = send(&mut c, T0, 1, "c1", "bob", ChatType::Chat, false);
         assert_eq!(id, 1);
         // Answer first, then the events.
         assert!(matches!(&*fx.out[0].frame, ServerFrame::Result { .. }));
         assert_eq!(events_for(&fx, 2).len(), 1);
         assert_eq!(events_for(&fx, 3).len(), 1);
-        assert_eq!(events_for(&fx, 1).len(), 1, "the sender's own log");
+        assert_eq!(events_for(&fx, 4).len(), 1, "the sender's other device");
+        assert!(events_for(&fx, 1).is_empty(), "no live echo to the sending device: it has the answer");
+        assert_eq!(c.st.logs["alice"].len(), 1, "the sender's log has the message (replays bring it)");
         assert!(fx.ops.iter().any(|o| matches!(o, StoreOp::PutMessage(m) if m.id == 1)));
         assert!(fx.ops.iter().any(|o| matches!(o, StoreOp::PutCounters(_))));
         assert_eq!(unread(&c, "bob", ChatType::Chat, "alice"), 1);
@@ -1079,7 +1109,8 @@ mod tests {
         let fx =
             c.handle(T0, 2, ClientFrame::MarkRead { req: 6, chat_type: ChatType::Chat, conversation: "alice".into(), msg_id: Some(late) });
         assert!(events_for(&fx, 1).is_empty(), "mark-read is own state only");
-        assert_eq!(events_for(&fx, 2).len(), 1);
+        assert!(events_for(&fx, 2).is_empty(), "the acting device gets the answer, not its echo");
+        assert!(matches!(c.st.logs["bob"].last().map(|e| &e.event), Some(ServerEvent::ReadState { msg_id: Some(m), .. }) if *m == late));
         assert_eq!(unread(&c, "bob", ChatType::Chat, "alice"), 0);
     }
 
