@@ -301,9 +301,12 @@ fn bob_three_read(bob: &Device) -> Result<bool, String> {
     Ok(all)
 }
 
+/// A policy setting to show: its title and how it changes the server's config.
+type PolicyCase = (&'static str, fn(&mut ServerConfig));
+
 /// The group read-ack policy settings, each on a server configured for it.
 fn policy_refusals(s: &Style, dir: &std::path::Path) -> Result<(), String> {
-    let cases: [(&str, fn(&mut ServerConfig)); 4] = [
+    let cases: [PolicyCase; 4] = [
         ("group read acks not enabled", |c| c.group_ack.enabled = false),
         ("only owner and admins may ask for acks", |c| c.group_ack.who_may_request = WhoMayRequest::OwnerAndAdmins),
         ("acks valid for 1 s (3 days by default)", |c| c.group_ack.validity_secs = 1),

@@ -411,7 +411,7 @@ mod tests {
     fn binary_records_round_trip_and_json_rows_still_load() {
         let dir = tempfile::tempdir().unwrap();
         let ack = GroupReadAck { ack_id: 4, msg_id: 2, from: "bob".into(), content: Some("e".into()), count: 1, timestamp: 9 };
-        let evs = vec![
+        let evs = [
             ServerEvent::Message { msg: msg(1) },
             ServerEvent::Delivered { msg_id: 1, from: "alice".into(), to: "bob".into(), by: "bob".into(), timestamp: 3 },
             ServerEvent::Read { msg_id: 1, from: "alice".into(), to: "bob".into(), by: "bob".into(), timestamp: 4 },
@@ -430,7 +430,7 @@ mod tests {
         let key = ConversationKey::new(ChatType::Chat, "bob");
         let group = Group { id: "g".into(), name: "n".into(), chat_room: false, members: [("alice".to_string(), GroupRole::Owner)].into() };
         let counters = Counters { last_msg_id: 2, last_ack_id: 4, last_group_id: 1, last_ts: 9 };
-        let mut st_before = None;
+        let st_before;
         {
             let mut s = RedbStore::open(dir.path()).unwrap();
             // An older version's JSON rows.

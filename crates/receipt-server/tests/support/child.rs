@@ -95,7 +95,7 @@ pub fn raise_nofile(want: u64) -> u64 {
                 r = new;
             }
         }
-        r.rlim_cur as u64
+        r.rlim_cur
     }
 }
 
