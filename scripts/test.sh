@@ -7,8 +7,9 @@ cd "$repo"
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "format"
+step "format and lints"
 cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
 
 step "Rust tests: core rules and properties, server rules and crash recovery, end to end, C programs under valgrind, demo"
 cargo test --workspace --all-targets
