@@ -388,6 +388,12 @@ impl ServerCore {
     }
 
     /// Moves `user`'s read watermark of `key` to `up_to` and persists the change.
+    /// The newest message of the conversation when `user` received something after its read
+    /// watermark; `None`: nothing new to mark read.
+    fn unread_head(&self, user: &str, key: &ConversationKey) -> Option<MsgId> {
+        self.conv(user, key).filter(|c| c.newest_in > c.read_wm).map(|c| c.newest)
+    }
+
     fn mark_all(&mut self, user: &str, key: &ConversationKey, up_to: MsgId) {
         let c = self.conv_mut(user, key);
         let had_reads = !c.read_set.is_empty();
@@ -631,13 +637,9 @@ impl ServerCore {
                 let g = self.group(&conversation)?;
                 check_kind(g, chat_type)?;
                 self.role_in(g, user)?;
-                let Some(c) = self.conv(user, &key) else {
+                let Some(up_to) = self.unread_head(user, &key) else {
                     return Ok(Response::Done);
                 };
-                if c.newest_in <= c.read_wm {
-                    return Ok(Response::Done);
-                }
-                let up_to = c.newest;
                 self.mark_all(user, &key, up_to);
                 let ev = ServerEvent::ConversationRead {
                     chat_type,
@@ -753,13 +755,9 @@ impl ServerCore {
                 self.echo(user, ServerEvent::ReadState { chat_type, conversation, msg_id: Some(id), up_to });
             }
             None => {
-                let Some(c) = self.conv(user, &key) else {
+                let Some(up_to) = self.unread_head(user, &key) else {
                     return Ok(Response::Done);
                 };
-                if c.newest_in <= c.read_wm {
-                    return Ok(Response::Done);
-                }
-                let up_to = c.newest;
                 self.mark_all(user, &key, up_to);
                 self.emit(user, ServerEvent::ReadState { chat_type, conversation, msg_id: None, up_to });
             }
