@@ -20,7 +20,7 @@ use crate::message::rcpt_message;
 use crate::options::rcpt_options;
 use crate::panic::{ffi_boundary, ffi_result, in_host_callback, inside_host_callback};
 use crate::result::rcpt_result;
-use crate::string::{arg_opt_str, arg_str, out_ptr, to_cstring};
+use crate::string::{arg_opt_str, arg_str, out_param, to_cstring};
 
 /// The event callback: `user_data` is what was passed to `rcpt_client_set_event_callback`;
 /// `ev` is borrowed and valid only during the call.
@@ -147,8 +147,7 @@ fn write_req(out_req: &mut u64, req: Option<ReqId>) {
 #[no_mangle]
 pub extern "C" fn rcpt_client_new(options: *const rcpt_options, out: *mut *mut rcpt_client) -> rcpt_result {
     ffi_result("rcpt_client_new", || {
-        let out = out_ptr(out, "out")?;
-        *out = std::ptr::null_mut();
+        let out = out_param(out, "out", std::ptr::null_mut())?;
         // SAFETY: NULL or a live handle from rcpt_options_new, per the contract.
         let o = unsafe { options.as_ref() }.ok_or_else(|| FfiError::null("options"))?;
         let dir = o.data_dir.clone().ok_or_else(|| FfiError::invalid_param("options have no data dir (rcpt_options_set_data_dir)"))?;
@@ -217,8 +216,7 @@ pub extern "C" fn rcpt_client_logout(client: *mut rcpt_client) -> rcpt_result {
 #[no_mangle]
 pub extern "C" fn rcpt_client_current_user(client: *const rcpt_client, out: *mut *mut c_char) -> rcpt_result {
     ffi_result("rcpt_client_current_user", || {
-        let out = out_ptr(out, "out")?;
-        *out = std::ptr::null_mut();
+        let out = out_param(out, "out", std::ptr::null_mut())?;
         let c = client_ref(client)?;
         if let Some(u) = c.client.current_user() {
             *out = to_cstring(&u).into_raw();
@@ -243,13 +241,12 @@ pub extern "C" fn rcpt_client_send_text(
     out_msg: *mut *mut rcpt_message,
 ) -> rcpt_result {
     ffi_result("rcpt_client_send_text", || {
-        let out_req = out_ptr(out_req, "out_req")?;
+        let out_req = out_param(out_req, "out_req", 0)?;
         // SAFETY: NULL or writable, per the contract.
         let mut out_msg = unsafe { out_msg.as_mut() };
         if let Some(m) = out_msg.as_deref_mut() {
             *m = std::ptr::null_mut();
         }
-        *out_req = 0;
         let c = client_ref(client)?;
         let to = arg_str(to, "to")?;
         let content = arg_str(content, "content")?;
@@ -269,8 +266,7 @@ pub extern "C" fn rcpt_client_send_text(
 #[no_mangle]
 pub extern "C" fn rcpt_client_ack_message_read(client: *mut rcpt_client, msg_id: *const c_char, out_req: *mut u64) -> rcpt_result {
     ffi_result("rcpt_client_ack_message_read", || {
-        let out_req = out_ptr(out_req, "out_req")?;
-        *out_req = 0;
+        let out_req = out_param(out_req, "out_req", 0)?;
         let c = client_ref(client)?;
         let id = arg_str(msg_id, "msg_id")?;
         // Not logged in beats a bad id: no user, no messages.
@@ -290,8 +286,7 @@ pub extern "C" fn rcpt_client_ack_conversation_read(
     out_req: *mut u64,
 ) -> rcpt_result {
     ffi_result("rcpt_client_ack_conversation_read", || {
-        let out_req = out_ptr(out_req, "out_req")?;
-        *out_req = 0;
+        let out_req = out_param(out_req, "out_req", 0)?;
         let c = client_ref(client)?;
         let conv = arg_str(conversation_id, "conversation_id")?;
         write_req(out_req, c.client.ack_conversation_read(conv)?);
@@ -310,8 +305,7 @@ pub extern "C" fn rcpt_client_ack_group_message_read(
     out_req: *mut u64,
 ) -> rcpt_result {
     ffi_result("rcpt_client_ack_group_message_read", || {
-        let out_req = out_ptr(out_req, "out_req")?;
-        *out_req = 0;
+        let out_req = out_param(out_req, "out_req", 0)?;
         let c = client_ref(client)?;
         let id = arg_str(msg_id, "msg_id")?;
         let ext = arg_opt_str(ext, "ext")?;
@@ -334,8 +328,7 @@ pub extern "C" fn rcpt_client_fetch_group_read_acks(
     out_req: *mut u64,
 ) -> rcpt_result {
     ffi_result("rcpt_client_fetch_group_read_acks", || {
-        let out_req = out_ptr(out_req, "out_req")?;
-        *out_req = 0;
+        let out_req = out_param(out_req, "out_req", 0)?;
         let c = client_ref(client)?;
         let id = arg_str(msg_id, "msg_id")?;
         let start: Option<AckId> = match arg_opt_str(start_ack_id, "start_ack_id")? {
@@ -358,8 +351,7 @@ pub extern "C" fn rcpt_client_fetch_group_read_acks(
 #[no_mangle]
 pub extern "C" fn rcpt_client_mark_message_read(client: *mut rcpt_client, msg_id: *const c_char, out_req: *mut u64) -> rcpt_result {
     ffi_result("rcpt_client_mark_message_read", || {
-        let out_req = out_ptr(out_req, "out_req")?;
-        *out_req = 0;
+        let out_req = out_param(out_req, "out_req", 0)?;
         let c = client_ref(client)?;
         let id = arg_str(msg_id, "msg_id")?;
         c.client.current_user().ok_or_else(receipt_core::ChatError::not_logged_in)?;
@@ -378,8 +370,7 @@ pub extern "C" fn rcpt_client_mark_all_messages_read(
     out_req: *mut u64,
 ) -> rcpt_result {
     ffi_result("rcpt_client_mark_all_messages_read", || {
-        let out_req = out_ptr(out_req, "out_req")?;
-        *out_req = 0;
+        let out_req = out_param(out_req, "out_req", 0)?;
         let c = client_ref(client)?;
         let conv = arg_str(conversation_id, "conversation_id")?;
         let key = ConversationKey::new(parse_chat_type(chat_type)?, conv);
@@ -394,8 +385,7 @@ pub extern "C" fn rcpt_client_mark_all_messages_read(
 #[no_mangle]
 pub extern "C" fn rcpt_client_get_message(client: *const rcpt_client, msg_id: *const c_char, out: *mut *mut rcpt_message) -> rcpt_result {
     ffi_result("rcpt_client_get_message", || {
-        let out = out_ptr(out, "out")?;
-        *out = std::ptr::null_mut();
+        let out = out_param(out, "out", std::ptr::null_mut())?;
         let c = client_ref(client)?;
         let id = arg_str(msg_id, "msg_id")?;
         let m = c.client.message(id)?.ok_or_else(|| FfiError::new(rcpt_result::RCPT_MESSAGE_INVALID, format!("no message {id:?}")))?;
@@ -413,8 +403,7 @@ pub extern "C" fn rcpt_client_unread_count(
     out: *mut u32,
 ) -> rcpt_result {
     ffi_result("rcpt_client_unread_count", || {
-        let out = out_ptr(out, "out")?;
-        *out = 0;
+        let out = out_param(out, "out", 0)?;
         let c = client_ref(client)?;
         let conv = arg_str(conversation_id, "conversation_id")?;
         let key = ConversationKey::new(parse_chat_type(chat_type)?, conv);
@@ -435,8 +424,7 @@ pub extern "C" fn rcpt_client_create_group(
     out_req: *mut u64,
 ) -> rcpt_result {
     ffi_result("rcpt_client_create_group", || {
-        let out_req = out_ptr(out_req, "out_req")?;
-        *out_req = 0;
+        let out_req = out_param(out_req, "out_req", 0)?;
         let c = client_ref(client)?;
         let name = arg_str(name, "name")?;
         let members = self::members(members, n)?;
@@ -456,8 +444,7 @@ pub extern "C" fn rcpt_client_add_group_members(
     out_req: *mut u64,
 ) -> rcpt_result {
     ffi_result("rcpt_client_add_group_members", || {
-        let out_req = out_ptr(out_req, "out_req")?;
-        *out_req = 0;
+        let out_req = out_param(out_req, "out_req", 0)?;
         let c = client_ref(client)?;
         let group = arg_str(group, "group")?;
         let members = self::members(members, n)?;
@@ -477,8 +464,7 @@ pub extern "C" fn rcpt_client_remove_group_members(
     out_req: *mut u64,
 ) -> rcpt_result {
     ffi_result("rcpt_client_remove_group_members", || {
-        let out_req = out_ptr(out_req, "out_req")?;
-        *out_req = 0;
+        let out_req = out_param(out_req, "out_req", 0)?;
         let c = client_ref(client)?;
         let group = arg_str(group, "group")?;
         let members = self::members(members, n)?;
@@ -535,8 +521,7 @@ pub extern "C" fn rcpt_client_set_wakeup(client: *mut rcpt_client, wakeup: rcpt_
 #[no_mangle]
 pub extern "C" fn rcpt_client_poll_event(client: *mut rcpt_client, out: *mut *mut rcpt_event) -> rcpt_result {
     ffi_result("rcpt_client_poll_event", || {
-        let out = out_ptr(out, "out")?;
-        *out = std::ptr::null_mut();
+        let out = out_param(out, "out", std::ptr::null_mut())?;
         let c = client_ref(client)?;
         if c.sink.handlers().callback.is_some() {
             return Ok(());

@@ -41,6 +41,13 @@ pub(crate) fn out_ptr<'a, T>(p: *mut T, what: &str) -> Result<&'a mut T, FfiErro
     unsafe { p.as_mut() }.ok_or_else(|| FfiError::null(what))
 }
 
+/// [`out_ptr`], with the slot first set to `empty`, so a failing call leaves it NULL / 0.
+pub(crate) fn out_param<'a, T>(p: *mut T, what: &str, empty: T) -> Result<&'a mut T, FfiError> {
+    let slot = out_ptr(p, what)?;
+    *slot = empty;
+    Ok(slot)
+}
+
 /// Frees a string the library handed out (for example by `rcpt_client_current_user`).
 /// NULL is a no-op. Do not pass strings you got as `const char *` (those are borrowed), nor a
 /// string twice.
