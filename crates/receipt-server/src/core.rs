@@ -129,6 +129,9 @@ pub struct ServerCore {
     sessions: HashMap<SessionId, Session>,
     online: HashMap<UserId, Vec<SessionId>>,
     fx: Effects,
+    /// Emptied effect vectors handed back by the store thread, reused for the next batches so
+    /// the hot path does not allocate (and fault in) fresh large buffers per batch.
+    spare: Vec<Effects>,
     counters_dirty: bool,
     /// The session whose request is being applied: its own per-message echoes are not sent back
     /// to it (it has the answer and applied the effect when it made the request).
@@ -136,6 +139,9 @@ pub struct ServerCore {
 }
 
 type Res<T> = Result<T, ChatError>;
+
+/// Effect vectors kept for reuse: enough for the batches in flight between core and store.
+const SPARE_EFFECTS: usize = 8;
 
 fn err(code: ErrorCode, d: impl Into<String>) -> ChatError {
     ChatError::new(code, d)
@@ -149,6 +155,7 @@ impl ServerCore {
             sessions: HashMap::default(),
             online: HashMap::default(),
             fx: Effects::default(),
+            spare: Vec::new(),
             counters_dirty: false,
             origin: None,
         }
@@ -254,10 +261,22 @@ impl ServerCore {
         }
         // Size the next accumulation like this one: no regrowth (and copying) while applying.
         let (ops, out) = (self.fx.ops.len(), self.fx.out.len());
-        let fx = std::mem::take(&mut self.fx);
+        let next = self.spare.pop().unwrap_or_default();
+        let fx = std::mem::replace(&mut self.fx, next);
         self.fx.ops.reserve(ops.min(1 << 16));
         self.fx.out.reserve(out.min(1 << 16));
         fx
+    }
+
+    /// Takes back the vectors of a batch's effects once they were committed and routed: what
+    /// is left in them is dropped here (on the thread that allocated it) and their capacity is
+    /// reused by later batches.
+    pub fn recycle(&mut self, mut fx: Effects) {
+        fx.ops.clear();
+        fx.out.clear();
+        if self.spare.len() < SPARE_EFFECTS {
+            self.spare.push(fx);
+        }
     }
 
     fn send(&mut self, session: SessionId, frame: ServerFrame, replay: bool) {

@@ -248,7 +248,7 @@ fn group(data_dir: PathBuf, op: GroupOp) -> Result<(), Box<dyn std::error::Error
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
     let (res, fx) = core.apply_as(now, &user, frame);
     let resp = res?;
-    store.commit(&fx.ops)?;
+    store.commit(&[&fx.ops])?;
     match resp {
         Response::GroupCreated { group } => println!("{group}"),
         _ => println!("ok"),

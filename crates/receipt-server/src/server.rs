@@ -189,9 +189,10 @@ const COMMITS_IN_FLIGHT: usize = 4;
 /// answered, and the core thread stops when it next hands a batch over.
 fn core_loop(mut core: ServerCore, store: Box<dyn ServerStore>, mut rx: mpsc::Receiver<CoreMsg>, cap: usize, max_batch: usize) {
     let (commit_tx, commit_rx) = std::sync::mpsc::sync_channel::<Applied>(COMMITS_IN_FLIGHT);
-    // Committed operations come back to be dropped here, on the thread that allocated them
-    // (mimalloc frees thread-locally much faster than across threads).
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<Vec<crate::core::StoreOp>>();
+    // A batch's effects come back once committed and routed: the operations are dropped here,
+    // on the thread that allocated them (mimalloc frees thread-locally much faster than across
+    // threads), and the emptied vectors are reused for later batches.
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<crate::core::Effects>();
     let store_thread =
         match std::thread::Builder::new().name("receipt-core-store".into()).spawn(move || store_loop(store, commit_rx, done_tx, cap)) {
             Ok(t) => t,
@@ -207,7 +208,7 @@ fn core_loop(mut core: ServerCore, store: Box<dyn ServerStore>, mut rx: mpsc::Re
             break;
         };
         while let Ok(done) = done_rx.try_recv() {
-            drop(done);
+            core.recycle(done);
         }
         batch.push(first);
         while batch.len() < max_batch.max(1) {
@@ -268,30 +269,24 @@ fn core_loop(mut core: ServerCore, store: Box<dyn ServerStore>, mut rx: mpsc::Re
 fn store_loop(
     mut store: Box<dyn ServerStore>,
     rx: std::sync::mpsc::Receiver<Applied>,
-    done: std::sync::mpsc::Sender<Vec<crate::core::StoreOp>>,
+    done: std::sync::mpsc::Sender<crate::core::Effects>,
     cap: usize,
 ) {
     let mut router = SessionRouter { cap, conns: HashMap::default(), staged: Vec::new(), staged_at: HashMap::default() };
     let mut queued: Vec<Applied> = Vec::with_capacity(COMMITS_IN_FLIGHT + 1);
-    let mut ops = Vec::new();
     'run: while let Ok(first) = rx.recv() {
         queued.push(first);
         while let Ok(next) = rx.try_recv() {
             queued.push(next);
         }
-        let parts = queued.iter().filter(|a| !a.ops.is_empty()).count();
-        let failed = if parts == 1 {
-            let a = queued.iter().find(|a| !a.ops.is_empty()).expect("counted");
-            store.commit(&a.ops).err()
-        } else if parts > 1 {
-            for a in queued.iter_mut() {
-                ops.append(&mut a.ops);
+        // All queued batches in one transaction, without copying their operations together.
+        let failed = {
+            let parts: Vec<&[crate::core::StoreOp]> = queued.iter().filter(|a| !a.ops.is_empty()).map(|a| a.ops.as_slice()).collect();
+            if parts.is_empty() {
+                None
+            } else {
+                store.commit(&parts).err()
             }
-            let r = store.commit(&ops).err();
-            let _ = done.send(std::mem::take(&mut ops));
-            r
-        } else {
-            None
         };
         if let Some(e) = failed {
             // Memory is now ahead of the disk: answer nothing, stop. A restart reloads the
@@ -300,19 +295,17 @@ fn store_loop(
             break 'run;
         }
         for mut a in queued.drain(..) {
-            if !a.ops.is_empty() {
-                let _ = done.send(std::mem::take(&mut a.ops));
-            }
             for (session, outbox) in a.logins {
                 router.conns.insert(session, outbox);
             }
-            for o in a.out {
+            for o in a.out.drain(..) {
                 router.stage(o.session, o.frame, o.replay);
             }
             router.send_staged();
             for s in a.closed {
                 router.conns.remove(&s);
             }
+            let _ = done.send(crate::core::Effects { ops: a.ops, out: a.out });
         }
     }
     for (_, ob) in router.conns.drain() {

@@ -25,8 +25,9 @@ fn se(e: impl std::fmt::Display) -> StoreError {
 pub trait ServerStore: Send {
     /// Everything stored, as the core's state.
     fn load(&mut self) -> Result<State, StoreError>;
-    /// Applies `ops` in order, atomically, and makes them durable before returning.
-    fn commit(&mut self, ops: &[StoreOp]) -> Result<(), StoreError>;
+    /// Applies the operations of `parts` (one slice per applied batch) in order, atomically, in
+    /// one transaction, and makes them durable before returning.
+    fn commit(&mut self, parts: &[&[StoreOp]]) -> Result<(), StoreError>;
 }
 
 /// Stores nothing: a restart starts empty.
@@ -40,7 +41,7 @@ impl ServerStore for MemStore {
     fn load(&mut self) -> Result<State, StoreError> {
         Ok(State::default())
     }
-    fn commit(&mut self, _ops: &[StoreOp]) -> Result<(), StoreError> {
+    fn commit(&mut self, _parts: &[&[StoreOp]]) -> Result<(), StoreError> {
         self.commits += 1;
         Ok(())
     }
@@ -303,10 +304,11 @@ impl ServerStore for RedbStore {
         Ok(st)
     }
 
-    fn commit(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
-        if ops.is_empty() {
+    fn commit(&mut self, parts: &[&[StoreOp]]) -> Result<(), StoreError> {
+        if parts.iter().all(|p| p.is_empty()) {
             return Ok(());
         }
+        let ops = || parts.iter().flat_map(|p| p.iter());
         // A batch often rewrites the same conversation record, message flags or counters several
         // times (one per message of a busy pair): only the last write of each (they are whole
         // records) needs to reach the disk.
@@ -315,7 +317,7 @@ impl ServerStore for RedbStore {
         let mut last_counters = None;
         // Each user's events of this commit go into one row (see `dec_events`).
         let mut user_events: HashMap<&str, Vec<&SeqEvent>> = HashMap::default();
-        for (i, op) in ops.iter().enumerate() {
+        for (i, op) in ops().enumerate() {
             match op {
                 StoreOp::PutConversation { user, key, .. } => {
                     last_conv.insert((user.as_str(), key), i);
@@ -342,7 +344,7 @@ impl ServerStore for RedbStore {
             for (user, evs) in &user_events {
                 events.insert((*user, evs[0].seq), enc_events(evs, &mut buf)).map_err(se)?;
             }
-            for (i, op) in ops.iter().enumerate() {
+            for (i, op) in ops().enumerate() {
                 match op {
                     StoreOp::PutCounters(_) if last_counters != Some(i) => {}
                     StoreOp::PutMessageFlags { id, .. } if last_flags.get(id) != Some(&i) => {}
@@ -456,8 +458,8 @@ mod tests {
                 ops.push(StoreOp::AppendEvent { user: "alice".into(), event: SeqEvent { seq: i as u64 + 2, event: e.clone() }.into() });
                 ops.push(StoreOp::AppendEvent { user: "bob".into(), event: SeqEvent { seq: i as u64 + 1, event: e.clone() }.into() });
             }
-            s.commit(&ops).unwrap();
-            s.commit(&[StoreOp::AppendEvent { user: "bob".into(), event: SeqEvent { seq: 8, event: evs[1].clone() }.into() }]).unwrap();
+            s.commit(&[&ops]).unwrap();
+            s.commit(&[&[StoreOp::AppendEvent { user: "bob".into(), event: SeqEvent { seq: 8, event: evs[1].clone() }.into() }]]).unwrap();
             st_before = Some(s.load().unwrap());
         }
         let st = RedbStore::open(dir.path()).unwrap().load().unwrap();
@@ -491,16 +493,16 @@ mod tests {
             // Only the last record of a conversation in a batch is written; all three are equal here
             // apart from the count.
             ops.push(StoreOp::PutConversation { user: "bob".into(), key: key.clone(), state: conv(2) });
-            s.commit(&ops).unwrap();
+            s.commit(&[&ops]).unwrap();
             let st = s.load().unwrap();
             let c = &st.convs["bob"][&key];
             assert_eq!((c.unread, c.read_set.iter().copied().collect::<Vec<_>>()), (2, vec![3, 5, 7]));
             let mut moved = conv(1);
             moved.read_wm = 5;
-            s.commit(&[
+            s.commit(&[&[
                 StoreOp::PutConversation { user: "bob".into(), key: key.clone(), state: moved },
                 StoreOp::TrimReads { user: "bob".into(), key: key.clone(), up_to: 5 },
-            ])
+            ]])
             .unwrap();
         }
         let st = RedbStore::open(dir.path()).unwrap().load().unwrap();

@@ -68,9 +68,9 @@ impl ServerStore for Counting {
     fn load(&mut self) -> Result<State, StoreError> {
         self.inner.load()
     }
-    fn commit(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
+    fn commit(&mut self, parts: &[&[StoreOp]]) -> Result<(), StoreError> {
         self.commits.fetch_add(1, Ordering::SeqCst);
-        self.inner.commit(ops)
+        self.inner.commit(parts)
     }
 }
 
