@@ -426,12 +426,26 @@ impl ServerCore {
 
     /// Marks one received message read for `user`; persists when it changed. True if it was unread.
     fn mark_one(&mut self, user: &str, key: &ConversationKey, id: MsgId) -> bool {
-        let changed = self.conv_mut(user, key).mark_one(id);
-        if changed {
+        let c = self.conv_mut(user, key);
+        if !c.mark_one(id) {
+            return false;
+        }
+        if c.unread == 0 && c.newest_in > c.read_wm {
+            // Nothing unread is left, so every message received up to `newest_in` is read: the
+            // watermark moves there and the one-by-one set empties (it would otherwise grow with
+            // every message read one by one, in memory and on disk).
+            let stored = c.read_set.len() > 1; // all but `id` have rows already
+            let up_to = c.newest_in;
+            c.mark_all(up_to);
+            self.put_conv(user, key);
+            if stored {
+                self.fx.ops.push(StoreOp::TrimReads { user: user.to_string(), key: key.clone(), up_to });
+            }
+        } else {
             self.put_conv(user, key);
             self.fx.ops.push(StoreOp::AddRead { user: user.to_string(), key: key.clone(), msg_id: id });
         }
-        changed
+        true
     }
 
     fn group(&self, id: &str) -> Res<&Group> {
@@ -1044,6 +1058,43 @@ mod tests {
         assert_eq!(id2, id);
         assert!(fx.ops.is_empty());
         assert_eq!(fx.out.len(), 1);
+    }
+
+    #[test]
+    fn reading_everything_one_by_one_moves_the_watermark_and_empties_the_read_set() {
+        let mut c = core_with(|_| {});
+        login(&mut c, 1, "alice", 0);
+        login(&mut c, 2, "bob", 0);
+        let ids: Vec<MsgId> = (0..3).map(|i| send(&mut c, T0, 1, &format!("c{i}"), "bob", ChatType::Chat, false).0).collect();
+        let key = ConversationKey::new(ChatType::Chat, "alice");
+        let conv = |c: &ServerCore| c.st.convs["bob"][&key].clone();
+        // Out of order: the last message first, then the first; one is still unread.
+        for id in [ids[2], ids[0]] {
+            let fx = c.handle(T0, 2, ClientFrame::ReadAck { req: 2, msg_id: id });
+            assert!(fx.ops.iter().any(|o| matches!(o, StoreOp::AddRead { msg_id, .. } if *msg_id == id)));
+        }
+        assert_eq!((conv(&c).unread, conv(&c).read_wm, conv(&c).read_set.len()), (1, 0, 2));
+        // The last unread one: nothing unread is left, so the watermark moves to the newest
+        // received message and the stored one-by-one reads are trimmed instead of growing.
+        let fx = c.handle(T0, 2, ClientFrame::ReadAck { req: 3, msg_id: ids[1] });
+        assert_eq!((conv(&c).unread, conv(&c).read_wm, conv(&c).read_set.len()), (0, ids[2], 0));
+        assert!(!fx.ops.iter().any(|o| matches!(o, StoreOp::AddRead { .. })));
+        assert!(fx.ops.iter().any(|o| matches!(o, StoreOp::TrimReads { up_to, .. } if *up_to == ids[2])));
+        assert!(fx.ops.iter().any(|o| matches!(o, StoreOp::PutConversation { state, .. } if state.read_wm == ids[2])));
+        // Counting goes on above the watermark; a read of an already read message changes nothing.
+        let (next, _) = send(&mut c, T0, 1, "c9", "bob", ChatType::Chat, false);
+        assert_eq!(unread(&c, "bob", ChatType::Chat, "alice"), 1);
+        let fx = c.handle(
+            T0,
+            2,
+            ClientFrame::MarkRead { req: 4, chat_type: ChatType::Chat, conversation: "alice".into(), msg_id: Some(ids[0]) },
+        );
+        assert!(fx.ops.is_empty());
+        // A single unread message read: the watermark moves with nothing to trim.
+        let fx =
+            c.handle(T0, 2, ClientFrame::MarkRead { req: 5, chat_type: ChatType::Chat, conversation: "alice".into(), msg_id: Some(next) });
+        assert_eq!((conv(&c).unread, conv(&c).read_wm), (0, next));
+        assert!(!fx.ops.iter().any(|o| matches!(o, StoreOp::AddRead { .. } | StoreOp::TrimReads { .. })));
     }
 
     #[test]
