@@ -17,6 +17,9 @@ use std::collections::VecDeque;
 /// a busy client (the load tool) hashing message and request ids.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+/// Maps keyed by conversation: searched by a borrowed [`ConversationRef`] (no key allocated
+/// per message looked at).
+type ConvMap<V> = hashbrown::HashMap<ConversationKey, V, foldhash::fast::RandomState>;
 
 use crate::error::{ChatError, ChatResult, ErrorCode};
 use crate::protocol::*;
@@ -122,9 +125,9 @@ pub struct ClientEngine<S: ClientStore> {
     meta: Meta,
     messages: HashMap<MsgId, ChatMessage>,
     pending: HashMap<String, ChatMessage>,
-    conversations: HashMap<ConversationKey, Conversation>,
+    conversations: ConvMap<Conversation>,
     /// Message ids per conversation, ascending: lets a partial watermark count what stays unread.
-    conv_ids: HashMap<ConversationKey, Vec<MsgId>>,
+    conv_ids: ConvMap<Vec<MsgId>>,
     outbox: VecDeque<ClientFrame>,
     queries: HashMap<ReqId, Query>,
     link: Link,
@@ -144,7 +147,7 @@ pub struct ClientEngine<S: ClientStore> {
     dirty_messages: HashSet<MsgId>,
     dirty_pending: HashSet<String>,
     deleted_pending: Vec<String>,
-    dirty_convs: HashSet<ConversationKey>,
+    dirty_convs: hashbrown::HashSet<ConversationKey, foldhash::fast::RandomState>,
     outbox_put: Vec<ClientFrame>,
     outbox_delete: Vec<ReqId>,
     received: Vec<MsgId>,
@@ -177,8 +180,8 @@ impl<S: ClientStore> ClientEngine<S> {
             meta: snap.meta,
             messages: HashMap::with_capacity_and_hasher(snap.messages.len(), Default::default()),
             pending: HashMap::default(),
-            conversations: HashMap::default(),
-            conv_ids: HashMap::default(),
+            conversations: ConvMap::default(),
+            conv_ids: ConvMap::default(),
             outbox: snap.outbox.into(),
             queries: HashMap::default(),
             link: Link::Down,
@@ -194,7 +197,7 @@ impl<S: ClientStore> ClientEngine<S> {
             dirty_messages: HashSet::default(),
             dirty_pending: HashSet::default(),
             deleted_pending: Vec::new(),
-            dirty_convs: HashSet::default(),
+            dirty_convs: Default::default(),
             outbox_put: Vec::new(),
             outbox_delete: Vec::new(),
             received: Vec::new(),
@@ -302,7 +305,7 @@ impl<S: ClientStore> ClientEngine<S> {
     /// `(unread, receiver_read)` of [`Self::view`], without copying the message.
     fn resolved_flags(&self, m: &ChatMessage) -> (bool, bool) {
         if m.id != 0 {
-            if let Some(c) = self.conversations.get(&m.conversation()) {
+            if let Some(c) = self.conversations.get(&m.conversation_ref()) {
                 return match m.direction {
                     MessageDirection::Receive => {
                         (m.unread && m.id > c.read_up_to, m.receiver_read || (m.chat_type == ChatType::Chat && m.id <= c.ack_sent_up_to))
@@ -317,7 +320,7 @@ impl<S: ClientStore> ClientEngine<S> {
     fn is_unread(&self, m: &ChatMessage) -> bool {
         m.direction == MessageDirection::Receive
             && m.unread
-            && self.conversations.get(&m.conversation()).is_none_or(|c| m.id > c.read_up_to)
+            && self.conversations.get(&m.conversation_ref()).is_none_or(|c| m.id > c.read_up_to)
     }
 
     // ----- commands -----
@@ -448,7 +451,7 @@ impl<S: ClientStore> ClientEngine<S> {
         let latest = c.latest;
         let req = self.next_req();
         self.apply_read_up_to(&key, latest);
-        let c = self.conv_mut(&key);
+        let c = self.conv_mut(key.as_ref());
         c.ack_sent_up_to = c.ack_sent_up_to.max(latest);
         self.clear_remote_unread(&key);
         self.enqueue(ClientFrame::ConversationAck { req, chat_type: key.chat_type, conversation: key.id.clone() });
@@ -692,7 +695,7 @@ impl<S: ClientStore> ClientEngine<S> {
                 continue;
             }
             let want = server.get(&key).copied().unwrap_or(0);
-            let c = self.conv_mut(&key);
+            let c = self.conv_mut(key.as_ref());
             let remote = want.saturating_sub(c.local_unread);
             if c.remote_unread != remote {
                 c.remote_unread = remote;
@@ -798,37 +801,37 @@ impl<S: ClientStore> ClientEngine<S> {
     }
 
     fn insert_message(&mut self, m: ChatMessage) {
-        let key = m.conversation();
         let id = m.id;
+        let unread = self.is_unread(&m);
+        let key = m.conversation_ref();
         match self.conv_ids.get_mut(&key) {
             Some(ids) => insert_sorted(ids, id),
             None => {
-                self.conv_ids.insert(key.clone(), vec![id]);
+                self.conv_ids.insert(key.to_key(), vec![id]);
             }
         }
-        let unread = self.is_unread(&m);
-        self.messages.insert(id, m);
-        self.dirty_messages.insert(id);
-        let c = self.conv_mut(&key);
+        let c = self.conv_mut(key);
         c.latest = c.latest.max(id);
         if unread {
             c.local_unread += 1;
             // The server counted this one while we did not hold it yet.
             c.remote_unread = c.remote_unread.saturating_sub(1);
-            self.unread_changed.push(key);
+            self.unread_changed.push(key.to_key());
         }
+        self.messages.insert(id, m);
+        self.dirty_messages.insert(id);
     }
 
-    fn conv_mut(&mut self, key: &ConversationKey) -> &mut Conversation {
+    fn conv_mut(&mut self, key: ConversationRef<'_>) -> &mut Conversation {
         // A store that keeps nothing needs no dirty set (`finish` would clear it).
-        if self.store.persists() {
-            self.dirty_convs.insert(key.clone());
+        if self.store.persists() && !self.dirty_convs.contains(&key) {
+            self.dirty_convs.insert(key.to_key());
         }
         // Look up first: the entry API would copy the key on every call.
-        if !self.conversations.contains_key(key) {
-            self.conversations.insert(key.clone(), Conversation::new(key.clone()));
+        if !self.conversations.contains_key(&key) {
+            self.conversations.insert(key.to_key(), Conversation::new(key.to_key()));
         }
-        self.conversations.get_mut(key).expect("inserted")
+        self.conversations.get_mut(&key).expect("inserted")
     }
 
     fn update_message(&mut self, id: MsgId, f: impl FnOnce(&mut ChatMessage)) {
@@ -846,7 +849,7 @@ impl<S: ClientStore> ClientEngine<S> {
         }
         let key = m.conversation();
         self.update_message(id, |m| m.unread = false);
-        let c = self.conv_mut(&key);
+        let c = self.conv_mut(key.as_ref());
         c.local_unread = c.local_unread.saturating_sub(1);
         self.unread_changed.push(key);
     }
@@ -854,7 +857,7 @@ impl<S: ClientStore> ClientEngine<S> {
     /// Drops the unread messages the server counted that this device does not hold (a
     /// conversation read covers them), telling the app when that changes the count.
     fn clear_remote_unread(&mut self, key: &ConversationKey) {
-        let c = self.conv_mut(key);
+        let c = self.conv_mut(key.as_ref());
         if std::mem::take(&mut c.remote_unread) != 0 {
             self.unread_changed.push(key.clone());
         }
@@ -863,7 +866,7 @@ impl<S: ClientStore> ClientEngine<S> {
     /// Moves a conversation's read watermark. O(1) when it covers the newest message (the
     /// usual case); otherwise it only looks at the messages newer than `up_to`.
     fn apply_read_up_to(&mut self, key: &ConversationKey, up_to: MsgId) {
-        let c = self.conv_mut(key);
+        let c = self.conv_mut(key.as_ref());
         if up_to <= c.read_up_to {
             return;
         }
@@ -878,7 +881,7 @@ impl<S: ClientStore> ClientEngine<S> {
                 .filter(|id| self.messages.get(id).is_some_and(|m| m.direction == MessageDirection::Receive && m.unread))
                 .count() as u32
         };
-        let c = self.conv_mut(key);
+        let c = self.conv_mut(key.as_ref());
         c.read_up_to = up_to;
         c.local_unread = remaining;
         if c.unread() != before {
@@ -924,7 +927,7 @@ impl<S: ClientStore> ClientEngine<S> {
                 if from == *me {
                     let key = ConversationKey::new(chat_type, &to);
                     self.apply_read_up_to(&key, up_to);
-                    let c = self.conv_mut(&key);
+                    let c = self.conv_mut(key.as_ref());
                     c.ack_sent_up_to = c.ack_sent_up_to.max(up_to);
                     if c.remote_unread != 0 {
                         c.remote_unread = 0;
@@ -935,7 +938,7 @@ impl<S: ClientStore> ClientEngine<S> {
                     }
                 } else if chat_type == ChatType::Chat && to == *me {
                     let key = ConversationKey::new(ChatType::Chat, &from);
-                    let c = self.conv_mut(&key);
+                    let c = self.conv_mut(key.as_ref());
                     c.peer_read_up_to = c.peer_read_up_to.max(up_to);
                     self.events.push_back(ClientEvent::ConversationRead { from, to });
                 }
@@ -960,7 +963,7 @@ impl<S: ClientStore> ClientEngine<S> {
                 None => {
                     let key = ConversationKey::new(chat_type, &conversation);
                     self.apply_read_up_to(&key, up_to);
-                    let c = self.conv_mut(&key);
+                    let c = self.conv_mut(key.as_ref());
                     if c.remote_unread != 0 {
                         c.remote_unread = 0;
                         self.unread_changed.push(key);

@@ -64,6 +64,30 @@ impl ConversationKey {
     pub fn new(chat_type: ChatType, id: impl Into<String>) -> Self {
         ConversationKey { chat_type, id: id.into() }
     }
+
+    pub fn as_ref(&self) -> ConversationRef<'_> {
+        ConversationRef { chat_type: self.chat_type, id: &self.id }
+    }
+}
+
+/// A borrowed [`ConversationKey`]: hashes and compares like the key it names, so a map keyed by
+/// `ConversationKey` can be searched without building (allocating) one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConversationRef<'a> {
+    pub chat_type: ChatType,
+    pub id: &'a str,
+}
+
+impl ConversationRef<'_> {
+    pub fn to_key(self) -> ConversationKey {
+        ConversationKey::new(self.chat_type, self.id)
+    }
+}
+
+impl hashbrown::Equivalent<ConversationKey> for ConversationRef<'_> {
+    fn equivalent(&self, key: &ConversationKey) -> bool {
+        self.chat_type == key.chat_type && self.id == key.id
+    }
 }
 
 /// A message as the server relays it.
@@ -149,11 +173,16 @@ impl ChatMessage {
     }
 
     pub fn conversation(&self) -> ConversationKey {
-        match (self.chat_type, self.direction) {
-            (ChatType::Chat, MessageDirection::Send) => ConversationKey::new(ChatType::Chat, &self.to),
-            (ChatType::Chat, MessageDirection::Receive) => ConversationKey::new(ChatType::Chat, &self.from),
-            (t, _) => ConversationKey::new(t, &self.to),
-        }
+        self.conversation_ref().to_key()
+    }
+
+    /// [`Self::conversation`], borrowed.
+    pub fn conversation_ref(&self) -> ConversationRef<'_> {
+        let id = match (self.chat_type, self.direction) {
+            (ChatType::Chat, MessageDirection::Receive) => &self.from,
+            _ => &self.to,
+        };
+        ConversationRef { chat_type: self.chat_type, id }
     }
 }
 
@@ -218,4 +247,53 @@ pub fn validate_id(what: &str, id: &str) -> Result<(), crate::ChatError> {
         return Err(crate::ChatError::invalid_param(format!("{what} must be 1..={MAX_ID_BYTES} bytes without control characters")));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_borrowed_conversation_finds_exactly_its_key() {
+        // Same hash as the owned key (else lookups would silently miss), for every chat type.
+        let mut map: hashbrown::HashMap<ConversationKey, u32, foldhash::fast::RandomState> = Default::default();
+        let types = [ChatType::Chat, ChatType::GroupChat, ChatType::ChatRoom];
+        for (i, t) in types.into_iter().enumerate() {
+            map.insert(ConversationKey::new(t, "x"), i as u32);
+        }
+        for (i, t) in types.into_iter().enumerate() {
+            assert_eq!(map.get(&ConversationRef { chat_type: t, id: "x" }), Some(&(i as u32)));
+            assert_eq!(map.get(&ConversationRef { chat_type: t, id: "y" }), None);
+        }
+        let k = ConversationKey::new(ChatType::GroupChat, "g");
+        assert_eq!(k.as_ref().to_key(), k);
+    }
+
+    #[test]
+    fn a_message_names_its_conversation_by_direction() {
+        let mut m = ChatMessage {
+            id: 1,
+            client_id: "c".into(),
+            from: "alice".into(),
+            to: "bob".into(),
+            chat_type: ChatType::Chat,
+            direction: MessageDirection::Receive,
+            content: String::new(),
+            timestamp: 0,
+            require_delivery_ack: false,
+            need_group_ack: false,
+            status: SendStatus::Sent,
+            delivered: false,
+            receiver_read: false,
+            unread: true,
+            group_ack_count: 0,
+            group_ack_sent: false,
+        };
+        assert_eq!(m.conversation(), ConversationKey::new(ChatType::Chat, "alice"));
+        m.direction = MessageDirection::Send;
+        assert_eq!(m.conversation(), ConversationKey::new(ChatType::Chat, "bob"));
+        m.chat_type = ChatType::GroupChat;
+        m.direction = MessageDirection::Receive;
+        assert_eq!(m.conversation_ref(), ConversationRef { chat_type: ChatType::GroupChat, id: "bob" });
+    }
 }
