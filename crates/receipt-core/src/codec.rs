@@ -53,7 +53,10 @@ pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
     if body.is_empty() {
         return Err(FrameError::Empty);
     }
-    serde_json::from_slice(body).map_err(|e| {
+    // One UTF-8 check of the whole body, then the `str` reader: serde_json's byte-slice reader
+    // re-validates every string (keys included) on its own, which cost ~20% of a frame's decode.
+    let text = std::str::from_utf8(body).map_err(|e| FrameError::Malformed(format!("not UTF-8: {e}")))?;
+    serde_json::from_str(text).map_err(|e| {
         let msg = e.to_string();
         if msg.starts_with("unknown variant") {
             let name = msg.split('`').nth(1).unwrap_or("?").to_string();
@@ -194,6 +197,9 @@ mod tests {
         assert!(matches!(decode_body::<ClientFrame>(br#"{"t":"teleport"}"#), Err(FrameError::UnknownType(t)) if t == "teleport"));
         assert!(matches!(decode_body::<ClientFrame>(br#"{"t":"read_ack","req":"x"}"#), Err(FrameError::Malformed(_))));
         assert!(matches!(decode_body::<ClientFrame>(b"\xff\xfe"), Err(FrameError::Malformed(_))));
+        // A well-formed frame but for one byte that is not UTF-8, inside a string.
+        let bad = b"{\"t\":\"send\",\"req\":1,\"client_id\":\"c\",\"to\":\"b\",\"chat_type\":\"Chat\",\"content\":\"\xc3\"}";
+        assert!(matches!(decode_body::<ClientFrame>(bad), Err(FrameError::Malformed(m)) if m.contains("UTF-8")));
         assert!(matches!(decode_body::<ServerFrame>(b"[1,2]"), Err(FrameError::Malformed(_))));
         let mut d = FrameDecoder::default();
         d.push(&[0, 0, 0, 0]);

@@ -520,16 +520,19 @@ fast_tagged! {
 /// is buffered and decoded by `generic`.
 fn seq_event_fields<'de, A, T>(
     mut map: A,
-    mut obj: serde_json::Map<String, serde_json::Value>,
+    read: &[(&'static str, &'static str)],
     generic: fn(serde_json::Value) -> Result<T, serde_json::Error>,
 ) -> Result<Result<SeqEvent, T>, A::Error>
 where
     A: MapAccess<'de>,
 {
+    // Only a fallback needs the entries already read as a JSON object (built then, not per frame).
+    let obj = || read.iter().map(|(k, v)| (k.to_string(), serde_json::Value::from(*v))).collect::<serde_json::Map<_, _>>();
     let seq = match map.next_key_seed(FirstKeySeed("seq"))? {
         None => return Err(de::Error::missing_field("seq")),
         Some(FirstKey::Tag) => map.next_value::<Seq>()?,
         Some(FirstKey::Other(k)) => {
+            let mut obj = obj();
             obj.insert(k, map.next_value()?);
             return Ok(Err(buffered(obj, map, generic)?));
         }
@@ -541,6 +544,7 @@ where
             Ok(Ok(SeqEvent { seq, event: ServerEvent::from_tagged_map(&tag.0, map)? }))
         }
         Some(FirstKey::Other(k)) => {
+            let mut obj = obj();
             obj.insert("seq".into(), seq.into());
             obj.insert(k, map.next_value()?);
             Ok(Err(buffered(obj, map, generic)?))
@@ -550,9 +554,7 @@ where
 
 /// `ServerFrame::Event`: the rest of `{"t":"event","seq":S,"e":TAG,...}`.
 fn event_frame<'de, A: MapAccess<'de>>(map: A) -> Result<ServerFrame, A::Error> {
-    let mut obj = serde_json::Map::new();
-    obj.insert("t".into(), "event".into());
-    Ok(match seq_event_fields(map, obj, ServerFrame::from_value)? {
+    Ok(match seq_event_fields(map, &[("t", "event")], ServerFrame::from_value)? {
         Ok(event) => ServerFrame::Event { event },
         Err(frame) => frame,
     })
@@ -568,7 +570,7 @@ impl<'de> Deserialize<'de> for SeqEvent {
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<SeqEvent, A::Error> {
                 let generic: fn(serde_json::Value) -> Result<SeqEvent, serde_json::Error> = SeqEvent::deserialize;
-                Ok(match seq_event_fields(map, serde_json::Map::new(), generic)? {
+                Ok(match seq_event_fields(map, &[], generic)? {
                     Ok(ev) | Err(ev) => ev,
                 })
             }
