@@ -156,9 +156,19 @@ impl Router for SessionRouter {
 }
 
 pub(crate) enum CoreMsg {
-    Login { session: SessionId, frame: ClientFrame, outbox: Outbox },
-    Frame { session: SessionId, frame: ClientFrame },
-    Closed { session: SessionId },
+    Login {
+        session: SessionId,
+        frame: ClientFrame,
+        outbox: Outbox,
+    },
+    /// The requests of one socket read, in order (one channel item, not one per request).
+    Frames {
+        session: SessionId,
+        frames: Vec<ClientFrame>,
+    },
+    Closed {
+        session: SessionId,
+    },
     Tick,
     Shutdown,
 }
@@ -210,10 +220,19 @@ fn core_loop(mut core: ServerCore, store: Box<dyn ServerStore>, mut rx: mpsc::Re
         while let Ok(done) = done_rx.try_recv() {
             core.recycle(done);
         }
+        // A batch ends after `max_batch` requests (or when nothing more is queued).
+        let weight = |m: &CoreMsg| match m {
+            CoreMsg::Frames { frames, .. } => frames.len(),
+            _ => 1,
+        };
+        let mut requests = weight(&first);
         batch.push(first);
-        while batch.len() < max_batch.max(1) {
+        while requests < max_batch.max(1) {
             match rx.try_recv() {
-                Ok(m) => batch.push(m),
+                Ok(m) => {
+                    requests += weight(&m);
+                    batch.push(m);
+                }
                 Err(_) => break,
             }
         }
@@ -228,7 +247,11 @@ fn core_loop(mut core: ServerCore, store: Box<dyn ServerStore>, mut rx: mpsc::Re
                     applied.logins.push((session, outbox));
                     core.apply(now, session, frame);
                 }
-                CoreMsg::Frame { session, frame } => core.apply(now, session, frame),
+                CoreMsg::Frames { session, frames } => {
+                    for frame in frames {
+                        core.apply(now, session, frame);
+                    }
+                }
                 CoreMsg::Closed { session } => {
                     core.disconnect(session);
                     applied.closed.push(session);
@@ -407,20 +430,43 @@ async fn connection(
     let mut buf = vec![0u8; 16 * 1024];
     let mut logged_in = false;
     let login_deadline = tokio::time::Instant::now() + cfg.login_timeout;
+    // Requests decoded from one read go to the core as one item; whatever came before a bad
+    // frame or a refusal is still handed over first, as if sent one by one.
+    let mut frames: Vec<ClientFrame> = Vec::new();
     'conn: loop {
+        // A refusal that ends the connection, sent after the requests before it were handed over.
+        let mut refusal: Option<ServerFrame> = None;
         loop {
             match dec.next_frame::<ClientFrame>() {
-                Ok(Some(frame)) => match on_frame(frame, session, &mut logged_in, &core_tx, &outbox, &cfg).await {
-                    Step::Continue => {}
-                    Step::Stop => break 'conn,
-                },
+                Ok(Some(frame)) if logged_in => {
+                    if matches!(frame, ClientFrame::Login { .. }) {
+                        refusal = Some(ServerFrame::Error { error: ChatError::invalid_param("already logged in") });
+                        break;
+                    }
+                    frames.push(frame);
+                }
+                Ok(Some(frame)) => {
+                    if let Step::Stop = login(frame, session, &mut logged_in, &core_tx, &outbox, &cfg).await {
+                        break 'conn;
+                    }
+                }
                 Ok(None) => break,
                 Err(e) => {
                     debug!("session {session}: bad frame: {e}");
-                    outbox.push(ServerFrame::Error { error: ChatError::from(e) });
-                    break 'conn;
+                    refusal = Some(ServerFrame::Error { error: ChatError::from(e) });
+                    break;
                 }
             }
+        }
+        if !frames.is_empty() {
+            let msg = CoreMsg::Frames { session, frames: std::mem::take(&mut frames) };
+            if core_tx.send(msg).await.is_err() {
+                break 'conn;
+            }
+        }
+        if let Some(error) = refusal {
+            outbox.push(error);
+            break 'conn;
         }
         // Before the login, the read also ends at the login deadline, however often bytes trickle in.
         let wait = if logged_in { cfg.idle } else { cfg.idle.min(login_deadline.saturating_duration_since(tokio::time::Instant::now())) };
@@ -469,7 +515,9 @@ fn login_failed(outbox: &Outbox, code: ErrorCode, d: impl Into<String>) -> Step 
     Step::Stop
 }
 
-async fn on_frame(
+/// The first frame of a connection: it must be a valid Login, which goes to the core alone
+/// (with the connection's outbox).
+async fn login(
     frame: ClientFrame,
     session: SessionId,
     logged_in: &mut bool,
@@ -477,35 +525,26 @@ async fn on_frame(
     outbox: &Outbox,
     cfg: &ConnCfg,
 ) -> Step {
-    let msg = if !*logged_in {
-        let ClientFrame::Login { v, user, device, token, .. } = &frame else {
-            outbox.push(ServerFrame::Error { error: ChatError::not_logged_in() });
-            return Step::Stop;
-        };
-        if *v != PROTOCOL_VERSION {
-            return login_failed(
-                outbox,
-                ErrorCode::InvalidParam,
-                format!("protocol version {v} not supported (server speaks {PROTOCOL_VERSION})"),
-            );
-        }
-        if let Err(e) = validate_id("user", user).and_then(|_| validate_id("device", device)) {
-            return login_failed(outbox, ErrorCode::InvalidParam, e.description);
-        }
-        if let Err(e) = auth::verify_token(&cfg.secret, user, token, auth::unix_secs()) {
-            debug!("session {session}: login of {user} refused: {e}");
-            return login_failed(outbox, ErrorCode::UserAuthenticationFailed, e.to_string());
-        }
-        *logged_in = true;
-        CoreMsg::Login { session, frame, outbox: outbox.clone() }
-    } else {
-        if matches!(frame, ClientFrame::Login { .. }) {
-            outbox.push(ServerFrame::Error { error: ChatError::invalid_param("already logged in") });
-            return Step::Stop;
-        }
-        CoreMsg::Frame { session, frame }
+    let ClientFrame::Login { v, user, device, token, .. } = &frame else {
+        outbox.push(ServerFrame::Error { error: ChatError::not_logged_in() });
+        return Step::Stop;
     };
-    if core_tx.send(msg).await.is_err() {
+    if *v != PROTOCOL_VERSION {
+        return login_failed(
+            outbox,
+            ErrorCode::InvalidParam,
+            format!("protocol version {v} not supported (server speaks {PROTOCOL_VERSION})"),
+        );
+    }
+    if let Err(e) = validate_id("user", user).and_then(|_| validate_id("device", device)) {
+        return login_failed(outbox, ErrorCode::InvalidParam, e.description);
+    }
+    if let Err(e) = auth::verify_token(&cfg.secret, user, token, auth::unix_secs()) {
+        debug!("session {session}: login of {user} refused: {e}");
+        return login_failed(outbox, ErrorCode::UserAuthenticationFailed, e.to_string());
+    }
+    *logged_in = true;
+    if core_tx.send(CoreMsg::Login { session, frame, outbox: outbox.clone() }).await.is_err() {
         return Step::Stop;
     }
     Step::Continue
