@@ -9,7 +9,7 @@ use receipt_core::*;
 
 fn msg(id: MsgId, from: &str, to: &str, chat_type: ChatType, client_id: &str) -> ServerEvent {
     ServerEvent::Message {
-        msg: WireMessage {
+        msg: std::sync::Arc::new(WireMessage {
             id,
             client_id: client_id.into(),
             from: from.into(),
@@ -19,7 +19,7 @@ fn msg(id: MsgId, from: &str, to: &str, chat_type: ChatType, client_id: &str) ->
             timestamp: 5,
             require_delivery_ack: chat_type == ChatType::Chat,
             need_group_ack: chat_type == ChatType::GroupChat,
-        },
+        }),
     }
 }
 

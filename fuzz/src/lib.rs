@@ -484,7 +484,7 @@ impl Harness {
                 let t = chat_type(u)?;
                 let to = if t == ChatType::Chat { Self::user(u)? } else { pick(u, &GROUPS)?.to_string() };
                 ServerEvent::Message {
-                    msg: WireMessage {
+                    msg: std::sync::Arc::new(WireMessage {
                         id: msg_id(u)?,
                         client_id: self.client_id(u)?,
                         from,
@@ -494,7 +494,7 @@ impl Harness {
                         timestamp: u.int_in_range(0..=10)?,
                         require_delivery_ack: u.arbitrary()?,
                         need_group_ack: u.arbitrary()?,
-                    },
+                    }),
                 }
             }
             3 => ServerEvent::Delivered { msg_id: msg_id(u)?, from: Self::user(u)?, to: Self::user(u)?, by: Self::user(u)?, timestamp: 1 },

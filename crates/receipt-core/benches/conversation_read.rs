@@ -27,7 +27,7 @@ fn engine_with_unread(n: u64) -> ClientEngine<MemStore> {
                 SeqEvent {
                     seq,
                     event: ServerEvent::Message {
-                        msg: WireMessage {
+                        msg: std::sync::Arc::new(WireMessage {
                             id,
                             client_id: format!("b1-{id}"),
                             from: "bob".into(),
@@ -37,7 +37,7 @@ fn engine_with_unread(n: u64) -> ClientEngine<MemStore> {
                             timestamp: id,
                             require_delivery_ack: false,
                             need_group_ack: false,
-                        },
+                        }),
                     },
                 }
             })

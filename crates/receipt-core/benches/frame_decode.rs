@@ -23,7 +23,7 @@ fn bench(c: &mut Criterion) {
         need_group_ack: false,
     };
     let server = [
-        ("message_event", body(&ServerFrame::Event { event: SeqEvent { seq: 4567, event: ServerEvent::Message { msg } } })),
+        ("message_event", body(&ServerFrame::Event { event: SeqEvent { seq: 4567, event: ServerEvent::Message { msg: msg.into() } } })),
         (
             "delivered_event",
             body(&ServerFrame::Event {

@@ -21,7 +21,7 @@ fn sender<S: ClientStore>(store: S) -> ClientEngine<S> {
         .map(|id| SeqEvent {
             seq: id,
             event: ServerEvent::Message {
-                msg: WireMessage {
+                msg: std::sync::Arc::new(WireMessage {
                     id,
                     client_id: format!("other-{id}"),
                     from: "alice".into(),
@@ -31,7 +31,7 @@ fn sender<S: ClientStore>(store: S) -> ClientEngine<S> {
                     timestamp: id,
                     require_delivery_ack: true,
                     need_group_ack: false,
-                },
+                }),
             },
         })
         .collect();

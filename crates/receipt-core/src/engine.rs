@@ -12,6 +12,7 @@
 //! (re-[`open`](ClientEngine::open) on the same store) finds everything, the outbox included.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// The engine's maps: foldhash (per-process random seed) instead of SipHash, which was ~3% of
 /// a busy client (the load tool) hashing message and request ids.
@@ -902,7 +903,7 @@ impl<S: ClientStore> ClientEngine<S> {
         // Shared, not copied: this runs for every event.
         let me = self.me.clone();
         match event {
-            ServerEvent::Message { msg } => self.on_message(msg),
+            ServerEvent::Message { msg } => self.on_message(Arc::unwrap_or_clone(msg)),
             ServerEvent::Delivered { msg_id, from, by, .. } => {
                 if by == *me {
                     // Our delivery ack (from any device) went out: never send it again.

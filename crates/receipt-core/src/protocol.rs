@@ -6,6 +6,8 @@
 //! frames, ends the replay with [`ServerFrame::SyncDone`] and then streams live
 //! [`ServerFrame::Event`]s. Every request carries a `req` that its [`ServerFrame::Result`] echoes.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::ChatError;
@@ -168,8 +170,9 @@ pub enum Response {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "e", rename_all = "snake_case", remote = "Self")]
 pub enum ServerEvent {
-    /// A message for this user, or one this user sent from another device.
-    Message { msg: WireMessage },
+    /// A message for this user, or one this user sent from another device. Shared: a server
+    /// keeps one copy for the message and every log that holds it.
+    Message { msg: Arc<WireMessage> },
     /// `by` sent the delivery ack of 1:1 message `msg_id` (to the sender and to `by`'s devices).
     Delivered { msg_id: MsgId, from: UserId, to: UserId, by: UserId, timestamp: u64 },
     /// `by` read 1:1 message `msg_id` (to the sender and to `by`'s devices).
@@ -481,7 +484,7 @@ fast_tagged! {
 fast_tagged! {
     ServerEvent, "e",
     fields {
-        "message" => Message { msg: WireMessage },
+        "message" => Message { msg: Arc<WireMessage> },
         "delivered" => Delivered { msg_id: MsgId, from: UserId, to: UserId, by: UserId, timestamp: u64 },
         "read" => Read { msg_id: MsgId, from: UserId, to: UserId, by: UserId, timestamp: u64 },
         "conversation_read" => ConversationRead {

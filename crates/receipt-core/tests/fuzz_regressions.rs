@@ -98,7 +98,7 @@ fn message_with_id_0_is_ignored() {
         require_delivery_ack: true,
         need_group_ack: false,
     };
-    e.handle_frame(NOW, ServerFrame::Backlog { events: vec![SeqEvent { seq: 1, event: ServerEvent::Message { msg } }] });
+    e.handle_frame(NOW, ServerFrame::Backlog { events: vec![SeqEvent { seq: 1, event: ServerEvent::Message { msg: msg.into() } }] });
     e.handle_frame(NOW, sync_done(vec![]));
     let key = ConversationKey::new(ChatType::Chat, "bob");
     e.handle_frame(

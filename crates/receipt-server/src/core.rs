@@ -32,7 +32,7 @@ pub const MAX_GROUP_NAME_BYTES: usize = 256;
 pub enum StoreOp {
     PutCounters(Counters),
     /// A new message (immutable afterwards).
-    PutMessage(WireMessage),
+    PutMessage(Arc<WireMessage>),
     /// A 1:1 message's receipt flags.
     PutMessageFlags {
         id: MsgId,
@@ -549,7 +549,8 @@ impl ServerCore {
         let c = &mut self.st.counters;
         c.last_msg_id += 1;
         c.last_ts = c.last_ts.max(now);
-        let msg = WireMessage {
+        // One shared copy: the message record, the store operation and every log event.
+        let msg = Arc::new(WireMessage {
             id: c.last_msg_id,
             client_id: client_id.clone(),
             from: user.to_string(),
@@ -559,7 +560,7 @@ impl ServerCore {
             timestamp: c.last_ts,
             require_delivery_ack: rda,
             need_group_ack: nga,
-        };
+        });
         self.counters_dirty = true;
         let id = msg.id;
         let timestamp = msg.timestamp;

@@ -88,7 +88,8 @@ impl ConvState {
 /// A stored message with its receipt state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageRecord {
-    pub msg: WireMessage,
+    /// Shared with the `Message` events of the logs that hold it.
+    pub msg: Arc<WireMessage>,
     /// 1:1: the recipient's delivery ack arrived.
     pub delivered: bool,
     /// 1:1: the recipient's read ack arrived.
@@ -100,7 +101,7 @@ pub struct MessageRecord {
 }
 
 impl MessageRecord {
-    pub fn new(msg: WireMessage) -> Self {
+    pub fn new(msg: Arc<WireMessage>) -> Self {
         MessageRecord { msg, delivered: false, read_acked: false, acks: BTreeMap::new(), ackers: HashSet::default() }
     }
 

@@ -3,7 +3,9 @@
 //! [`MemStore`] keeps nothing (tests, demos). Another backend (e.g. PostgreSQL) implements
 //! [`ServerStore`] the same way.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use receipt_core::protocol::{SeqEvent, ServerEvent};
 use receipt_core::{ChatType, ConversationKey, GroupReadAck, GroupRole, MsgId, WireMessage};
@@ -184,7 +186,7 @@ fn ev_ref(e: &ServerEvent) -> EvRef<'_> {
 fn ev_owned(e: EvOwned) -> ServerEvent {
     use ServerEvent as E;
     match e {
-        Ev::Message(msg) => E::Message { msg },
+        Ev::Message(msg) => E::Message { msg: Arc::new(msg) },
         Ev::Delivered { msg_id, from, to, by, timestamp } => E::Delivered { msg_id, from, to, by, timestamp },
         Ev::Read { msg_id, from, to, by, timestamp } => E::Read { msg_id, from, to, by, timestamp },
         Ev::ConversationRead { chat_type, from, to, up_to, timestamp, device } => {
@@ -198,14 +200,28 @@ fn ev_owned(e: EvOwned) -> ServerEvent {
 
 /// An `EVENTS` row: key (user, seq of its first event). Binary rows hold all of one user's
 /// events of one commit (consecutive seqs) as `[(seq, event)]`; an older JSON row is one event.
-fn dec_events(user: &str, seq: u64, bytes: &[u8], log: &mut Vec<LogEvent>) -> Result<(), StoreError> {
+fn dec_events(
+    user: &str,
+    seq: u64,
+    bytes: &[u8],
+    messages: &BTreeMap<MsgId, MessageRecord>,
+    log: &mut Vec<LogEvent>,
+) -> Result<(), StoreError> {
+    // A `Message` event shares the loaded message record's copy, as when it was first logged.
+    let shared = |event: ServerEvent| match event {
+        ServerEvent::Message { msg } => match messages.get(&msg.id) {
+            Some(rec) if rec.msg == msg => ServerEvent::Message { msg: rec.msg.clone() },
+            _ => ServerEvent::Message { msg },
+        },
+        e => e,
+    };
     match bytes.first() {
         Some(&BIN_V1) => {
             let evs: Vec<(u64, EvOwned)> =
                 postcard::from_bytes(&bytes[1..]).map_err(|e| StoreError(format!("corrupt events of {user} at {seq}: {e}")))?;
-            log.extend(evs.into_iter().map(|(seq, e)| LogEvent::new(SeqEvent { seq, event: ev_owned(e) })));
+            log.extend(evs.into_iter().map(|(seq, e)| LogEvent::new(SeqEvent { seq, event: shared(ev_owned(e)) })));
         }
-        _ => log.push(LogEvent::new(SeqEvent { seq, event: json("event", bytes)? })),
+        _ => log.push(LogEvent::new(SeqEvent { seq, event: shared(json("event", bytes)?) })),
     }
     Ok(())
 }
@@ -242,7 +258,7 @@ impl ServerStore for RedbStore {
         for item in txn.open_table(MESSAGES).map_err(se)?.iter().map_err(se)? {
             let (k, v) = item.map_err(se)?;
             let msg: WireMessage = dec("message", v.value())?;
-            st.messages.insert(k.value(), MessageRecord::new(msg));
+            st.messages.insert(k.value(), MessageRecord::new(Arc::new(msg)));
         }
         for item in txn.open_table(FLAGS).map_err(se)?.iter().map_err(se)? {
             let (k, v) = item.map_err(se)?;
@@ -261,7 +277,7 @@ impl ServerStore for RedbStore {
         for item in txn.open_table(EVENTS).map_err(se)?.iter().map_err(se)? {
             let (k, v) = item.map_err(se)?;
             let (user, seq) = k.value();
-            dec_events(user, seq, v.value(), st.logs.entry(user.to_string()).or_default())?;
+            dec_events(user, seq, v.value(), &st.messages, st.logs.entry(user.to_string()).or_default())?;
         }
         for item in txn.open_table(CONVS).map_err(se)?.iter().map_err(se)? {
             let (k, v) = item.map_err(se)?;
@@ -414,7 +430,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ack = GroupReadAck { ack_id: 4, msg_id: 2, from: "bob".into(), content: Some("e".into()), count: 1, timestamp: 9 };
         let evs = [
-            ServerEvent::Message { msg: msg(1) },
+            ServerEvent::Message { msg: msg(1).into() },
             ServerEvent::Delivered { msg_id: 1, from: "alice".into(), to: "bob".into(), by: "bob".into(), timestamp: 3 },
             ServerEvent::Read { msg_id: 1, from: "alice".into(), to: "bob".into(), by: "bob".into(), timestamp: 4 },
             ServerEvent::ConversationRead {
@@ -445,7 +461,7 @@ mod tests {
             w.commit().unwrap();
             let mut ops = vec![
                 StoreOp::PutCounters(counters),
-                StoreOp::PutMessage(msg(1)),
+                StoreOp::PutMessage(msg(1).into()),
                 StoreOp::PutGroupAck(ack.clone()),
                 StoreOp::PutGroup(group.clone()),
             ];
@@ -464,8 +480,8 @@ mod tests {
         }
         let st = RedbStore::open(dir.path()).unwrap().load().unwrap();
         assert_eq!(st.counters, counters);
-        assert_eq!(st.messages[&1].msg, msg(1));
-        assert_eq!(st.messages[&2].msg, msg(2));
+        assert_eq!(*st.messages[&1].msg, msg(1));
+        assert_eq!(*st.messages[&2].msg, msg(2));
         assert_eq!(st.groups["g"], group);
         let c = &st.convs["alice"][&key];
         assert_eq!((c.unread, c.read_wm, c.ack_wm, c.newest, c.newest_in), (3, 1, 2, 5, 4));
@@ -477,6 +493,9 @@ mod tests {
         assert_eq!(alice.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=8).collect::<Vec<_>>());
         assert_eq!(alice[7].event, evs[6]);
         assert_eq!(st_before.unwrap().logs, st.logs);
+        // A loaded Message event shares the loaded message's copy instead of holding its own.
+        let ServerEvent::Message { msg } = &st.logs["bob"][0].event else { panic!("{:?}", st.logs["bob"][0]) };
+        assert!(Arc::ptr_eq(msg, &st.messages[&1].msg));
     }
 
     #[test]

@@ -145,9 +145,9 @@ impl SimServer {
                 self.messages.insert(msg.id, msg.clone());
                 self.by_client_id.insert((user.to_string(), client_id.clone()), (msg.id, now));
                 for m in members {
-                    self.append(&m, ServerEvent::Message { msg: msg.clone() });
+                    self.append(&m, ServerEvent::Message { msg: msg.clone().into() });
                 }
-                self.append(user, ServerEvent::Message { msg: msg.clone() });
+                self.append(user, ServerEvent::Message { msg: msg.clone().into() });
                 Ok(Response::Sent { client_id, msg_id: msg.id, timestamp: now, need_group_ack: msg.need_group_ack })
             }
             ClientFrame::DeliveryAck { msg_id, .. } | ClientFrame::ReadAck { msg_id, .. } => {
