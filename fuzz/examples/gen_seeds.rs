@@ -24,11 +24,11 @@ fn msg(id: MsgId, from: &str, to: &str, chat_type: ChatType, client_id: &str) ->
 }
 
 fn ev(seq: Seq, event: ServerEvent) -> ServerFrame {
-    ServerFrame::Event { event: SeqEvent { seq, event } }
+    ServerFrame::Event { event: SeqEvent { seq, event: event.into() } }
 }
 
 fn login(events: Vec<ServerEvent>, conversations: Vec<(ChatType, &str, u32)>) -> Vec<ServerFrame> {
-    let events: Vec<SeqEvent> = events.into_iter().enumerate().map(|(i, event)| SeqEvent { seq: i as Seq + 1, event }).collect();
+    let events: Vec<SeqEvent> = events.into_iter().enumerate().map(|(i, event)| SeqEvent { seq: i as Seq + 1, event: event.into() }).collect();
     let head = events.len() as Seq;
     vec![
         ServerFrame::LoginOk { v: PROTOCOL_VERSION, user: "alice".into(), device: "a1".into(), server_time: 1 },

@@ -525,7 +525,7 @@ impl Harness {
     fn seq_event(&self, u: &mut Unstructured) -> Result<SeqEvent> {
         let cursor = self.engine.cursor();
         let seq = if u.ratio(7, 8)? { cursor + 1 } else { u.int_in_range(0..=cursor + 2)? };
-        Ok(SeqEvent { seq, event: self.event(u)? })
+        Ok(SeqEvent { seq, event: self.event(u)?.into() })
     }
 
     fn error(u: &mut Unstructured) -> Result<ChatError> {
@@ -560,7 +560,7 @@ impl Harness {
                 let mut seq = self.engine.cursor();
                 for _ in 0..n {
                     seq = if u.ratio(7, 8)? { seq + 1 } else { u.int_in_range(0..=seq + 2)? };
-                    events.push(SeqEvent { seq, event: self.event(u)? });
+                    events.push(SeqEvent { seq, event: self.event(u)?.into() });
                 }
                 ServerFrame::Backlog { events }
             }

@@ -38,7 +38,8 @@ fn engine_with_unread(n: u64) -> ClientEngine<MemStore> {
                             require_delivery_ack: false,
                             need_group_ack: false,
                         }),
-                    },
+                    }
+                    .into(),
                 }
             })
             .collect();

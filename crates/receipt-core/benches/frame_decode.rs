@@ -23,7 +23,10 @@ fn bench(c: &mut Criterion) {
         need_group_ack: false,
     };
     let server = [
-        ("message_event", body(&ServerFrame::Event { event: SeqEvent { seq: 4567, event: ServerEvent::Message { msg: msg.into() } } })),
+        (
+            "message_event",
+            body(&ServerFrame::Event { event: SeqEvent { seq: 4567, event: ServerEvent::Message { msg: msg.into() }.into() } }),
+        ),
         (
             "delivered_event",
             body(&ServerFrame::Event {
@@ -35,7 +38,8 @@ fn bench(c: &mut Criterion) {
                         to: "bench-r17".into(),
                         by: "bench-r17".into(),
                         timestamp: 1_764_000_000_000,
-                    },
+                    }
+                    .into(),
                 },
             }),
         ),

@@ -32,7 +32,8 @@ fn sender<S: ClientStore>(store: S) -> ClientEngine<S> {
                     require_delivery_ack: true,
                     need_group_ack: false,
                 }),
-            },
+            }
+            .into(),
         })
         .collect();
     e.handle_frame(0, ServerFrame::Backlog { events });
@@ -53,7 +54,7 @@ fn receipts() -> Vec<Vec<u8>> {
             } else {
                 ServerEvent::Delivered { msg_id: id, from: "alice".into(), to: "bob".into(), by: "bob".into(), timestamp: seq }
             };
-            out.push(encode(&ServerFrame::Event { event: SeqEvent { seq, event } })[HEADER_LEN..].to_vec());
+            out.push(encode(&ServerFrame::Event { event: SeqEvent { seq, event: event.into() } })[HEADER_LEN..].to_vec());
         }
     }
     out

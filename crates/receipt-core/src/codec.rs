@@ -214,7 +214,7 @@ mod tests {
             ServerFrame::Event {
                 event: SeqEvent {
                     seq: 3,
-                    event: ServerEvent::Read { msg_id: 9, from: "a".into(), to: "b".into(), by: "b".into(), timestamp: 5 },
+                    event: ServerEvent::Read { msg_id: 9, from: "a".into(), to: "b".into(), by: "b".into(), timestamp: 5 }.into(),
                 },
             },
             ServerFrame::ok(4, Response::Sent { client_id: "c".into(), msg_id: 10, timestamp: 11, need_group_ack: false }),

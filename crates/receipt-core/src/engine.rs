@@ -896,7 +896,7 @@ impl<S: ClientStore> ClientEngine<S> {
         }
         self.meta.cursor = e.seq;
         self.dirty_meta = true;
-        self.apply_event(e.event);
+        self.apply_event(Arc::unwrap_or_clone(e.event));
     }
 
     fn apply_event(&mut self, event: ServerEvent) {

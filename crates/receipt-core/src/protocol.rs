@@ -198,13 +198,15 @@ pub enum ServerEvent {
     Membership { group: GroupId, role: Option<GroupRole>, chat_room: bool },
 }
 
-/// An event with its position in the user's log.
+/// An event with its position in the user's log. The event is shared: a server logs one event
+/// for every user it concerns (both ends of a receipt, every member of a group) under each
+/// user's own seq.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(remote = "Self")]
 pub struct SeqEvent {
     pub seq: Seq,
     #[serde(flatten)]
-    pub event: ServerEvent,
+    pub event: Arc<ServerEvent>,
 }
 
 /// Frames the server sends.
@@ -544,7 +546,7 @@ where
         None => Err(de::Error::missing_field("e")),
         Some(FirstKey::Tag) => {
             let tag: Text = map.next_value()?;
-            Ok(Ok(SeqEvent { seq, event: ServerEvent::from_tagged_map(&tag.0, map)? }))
+            Ok(Ok(SeqEvent { seq, event: Arc::new(ServerEvent::from_tagged_map(&tag.0, map)?) }))
         }
         Some(FirstKey::Other(k)) => {
             let mut obj = obj();
@@ -612,7 +614,7 @@ mod fast_decode_tests {
         let want = ServerFrame::Event {
             event: SeqEvent {
                 seq: 4,
-                event: ServerEvent::Delivered { msg_id: 2, from: "a".into(), to: "b".into(), by: "b".into(), timestamp: 5 },
+                event: ServerEvent::Delivered { msg_id: 2, from: "a".into(), to: "b".into(), by: "b".into(), timestamp: 5 }.into(),
             },
         };
         for body in [

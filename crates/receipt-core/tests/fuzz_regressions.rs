@@ -98,7 +98,7 @@ fn message_with_id_0_is_ignored() {
         require_delivery_ack: true,
         need_group_ack: false,
     };
-    e.handle_frame(NOW, ServerFrame::Backlog { events: vec![SeqEvent { seq: 1, event: ServerEvent::Message { msg: msg.into() } }] });
+    e.handle_frame(NOW, ServerFrame::Backlog { events: vec![SeqEvent { seq: 1, event: ServerEvent::Message { msg: msg.into() }.into() }] });
     e.handle_frame(NOW, sync_done(vec![]));
     let key = ConversationKey::new(ChatType::Chat, "bob");
     e.handle_frame(
@@ -106,7 +106,7 @@ fn message_with_id_0_is_ignored() {
         ServerFrame::Event {
             event: SeqEvent {
                 seq: 2,
-                event: ServerEvent::ReadState { chat_type: ChatType::Chat, conversation: "bob".into(), msg_id: None, up_to: 3 },
+                event: ServerEvent::ReadState { chat_type: ChatType::Chat, conversation: "bob".into(), msg_id: None, up_to: 3 }.into(),
             },
         },
     );

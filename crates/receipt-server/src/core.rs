@@ -356,7 +356,9 @@ impl ServerCore {
     // ----- events and state helpers -----
 
     /// Appends an event to a user's log, persists it and sends it to the user's online devices.
-    fn emit(&mut self, user: &str, event: ServerEvent) {
+    /// An event for several users is built once and shared (`Arc`): each log holds it under the
+    /// user's own seq.
+    fn emit(&mut self, user: &str, event: impl Into<Arc<ServerEvent>>) {
         self.emit_to(user, event, None);
     }
 
@@ -366,23 +368,27 @@ impl ServerCore {
     /// gets the `Result`; the event stays in the log, so a replay still brings it. Watermark
     /// events (conversation read, read-all) are not sent this way: the server's watermark may
     /// cover messages the device has not seen yet.
-    fn echo(&mut self, user: &str, event: ServerEvent) {
+    fn echo(&mut self, user: &str, event: impl Into<Arc<ServerEvent>>) {
         self.emit_to(user, event, self.origin);
     }
 
-    fn emit_to(&mut self, user: &str, event: ServerEvent, skip: Option<SessionId>) {
+    fn emit_to(&mut self, user: &str, event: impl Into<Arc<ServerEvent>>, skip: Option<SessionId>) {
+        let event = event.into();
         if !self.st.logs.contains_key(user) {
             self.st.logs.insert(user.to_string(), Vec::new());
         }
         let log = self.st.logs.get_mut(user).expect("inserted");
         let seq = log.last().map(|e| e.seq).unwrap_or(0) + 1;
-        // One allocation of the event, shared by the log, the frames and the store op.
+        // The event is shared by the logs, the frame and the store op; one frame for all of
+        // this user's sessions.
         let le = LogEvent::new(SeqEvent { seq, event });
         log.push(le.clone());
         if let Some(sessions) = self.online.get(user) {
+            let mut frame = None;
             for &s in sessions {
                 if Some(s) != skip {
-                    self.fx.out.push(Outgoing { session: s, frame: le.frame(), replay: false });
+                    let frame = frame.get_or_insert_with(|| le.frame()).clone();
+                    self.fx.out.push(Outgoing { session: s, frame, replay: false });
                 }
             }
         }
@@ -574,6 +580,7 @@ impl ServerCore {
         }
         self.st.messages.insert(id, MessageRecord::new(msg.clone()));
         self.fx.ops.push(StoreOp::PutMessage(msg.clone()));
+        let ev = Arc::new(ServerEvent::Message { msg: msg.clone() });
         for r in &recipients {
             let key = msg.conversation_for(r);
             let conv = self.conv_mut(r, &key);
@@ -581,12 +588,12 @@ impl ServerCore {
             conv.newest = id;
             conv.newest_in = id;
             self.put_conv(r, &key);
-            self.emit(r, ServerEvent::Message { msg: msg.clone() });
+            self.emit(r, ev.clone());
         }
         let key = msg.conversation_for(user);
         self.conv_mut(user, &key).newest = id;
         self.put_conv(user, &key);
-        self.echo(user, ServerEvent::Message { msg });
+        self.echo(user, ev);
         Ok(Response::Sent { client_id, msg_id: id, timestamp, need_group_ack: nga })
     }
 
@@ -614,7 +621,7 @@ impl ServerCore {
         rec.delivered = true;
         let (from, to, read_acked) = (rec.msg.from.clone(), rec.msg.to.clone(), rec.read_acked);
         self.fx.ops.push(StoreOp::PutMessageFlags { id: msg_id, delivered: true, read_acked });
-        let ev = ServerEvent::Delivered { msg_id, from: from.clone(), to, by: user.to_string(), timestamp: now };
+        let ev = Arc::new(ServerEvent::Delivered { msg_id, from: from.clone(), to, by: user.to_string(), timestamp: now });
         self.emit(&from, ev.clone());
         self.echo(user, ev);
         Ok(Response::Done)
@@ -633,7 +640,7 @@ impl ServerCore {
         let (from, to, delivered) = (rec.msg.from.clone(), rec.msg.to.clone(), rec.delivered);
         self.fx.ops.push(StoreOp::PutMessageFlags { id: msg_id, delivered, read_acked: true });
         self.mark_one(user, &key, msg_id);
-        let ev = ServerEvent::Read { msg_id, from: from.clone(), to, by: user.to_string(), timestamp: now };
+        let ev = Arc::new(ServerEvent::Read { msg_id, from: from.clone(), to, by: user.to_string(), timestamp: now });
         self.emit(&from, ev.clone());
         self.echo(user, ev);
         Ok(Response::Done)
@@ -656,14 +663,14 @@ impl ServerCore {
                 let up_to = c.newest;
                 self.conv_mut(user, &key).ack_wm = up_to;
                 self.mark_all(user, &key, up_to);
-                let ev = ServerEvent::ConversationRead {
+                let ev = Arc::new(ServerEvent::ConversationRead {
                     chat_type,
                     from: user.to_string(),
                     to: conversation.clone(),
                     up_to,
                     timestamp: now,
                     device: device.to_string(),
-                };
+                });
                 self.emit(&conversation, ev.clone());
                 self.emit(user, ev);
             }
@@ -732,14 +739,14 @@ impl ServerCore {
         if visibility == Visibility::AllMembers {
             to.extend(members);
         }
+        let ev = Arc::new(ServerEvent::GroupRead { group: group_id, sender, ack });
         let mut seen = HashSet::default();
         for u in to {
             if seen.insert(u.clone()) {
-                let ev = ServerEvent::GroupRead { group: group_id.clone(), sender: sender.clone(), ack: ack.clone() };
                 if u == user {
-                    self.echo(&u, ev);
+                    self.echo(&u, ev.clone());
                 } else {
-                    self.emit(&u, ev);
+                    self.emit(&u, ev.clone());
                 }
             }
         }
@@ -1016,7 +1023,7 @@ mod tests {
             .iter()
             .filter(|o| o.session == s)
             .filter_map(|o| match &*o.frame {
-                ServerFrame::Event { event } => Some(event.event.clone()),
+                ServerFrame::Event { event } => Some((*event.event).clone()),
                 _ => None,
             })
             .collect()
@@ -1096,6 +1103,25 @@ mod tests {
             c.handle(T0, 2, ClientFrame::MarkRead { req: 5, chat_type: ChatType::Chat, conversation: "alice".into(), msg_id: Some(next) });
         assert_eq!((conv(&c).unread, conv(&c).read_wm), (0, next));
         assert!(!fx.ops.iter().any(|o| matches!(o, StoreOp::AddRead { .. } | StoreOp::TrimReads { .. })));
+    }
+
+    #[test]
+    fn an_event_for_two_users_is_one_shared_allocation_under_each_users_seq() {
+        let mut c = core_with(|_| {});
+        login(&mut c, 1, "alice", 0);
+        login(&mut c, 2, "bob", 0);
+        send(&mut c, T0, 2, "warmup", "carol", ChatType::Chat, false); // bob's log is one ahead
+        let (id, _) = send(&mut c, T0, 1, "c1", "bob", ChatType::Chat, false);
+        c.handle(T0, 2, ClientFrame::DeliveryAck { req: 3, msg_id: id });
+        let (a, b) = (c.st.logs["alice"].last().unwrap(), c.st.logs["bob"].last().unwrap());
+        assert!(matches!(*a.event, ServerEvent::Delivered { msg_id, .. } if msg_id == id));
+        assert!(Arc::ptr_eq(&a.event, &b.event), "the sender's and the acker's copies are one");
+        assert_eq!((a.seq, b.seq), (2, 3));
+        // The message itself: one event in both logs, sharing the stored message.
+        let (a, b) = (&c.st.logs["alice"][0], &c.st.logs["bob"][1]);
+        assert!(Arc::ptr_eq(&a.event, &b.event));
+        let ServerEvent::Message { msg } = &*a.event else { panic!("{a:?}") };
+        assert!(Arc::ptr_eq(msg, &c.st.messages[&id].msg));
     }
 
     #[test]
@@ -1179,7 +1205,7 @@ mod tests {
             c.handle(T0, 2, ClientFrame::MarkRead { req: 6, chat_type: ChatType::Chat, conversation: "alice".into(), msg_id: Some(late) });
         assert!(events_for(&fx, 1).is_empty(), "mark-read is own state only");
         assert!(events_for(&fx, 2).is_empty(), "the acting device gets the answer, not its echo");
-        assert!(matches!(c.st.logs["bob"].last().map(|e| &e.event), Some(ServerEvent::ReadState { msg_id: Some(m), .. }) if *m == late));
+        assert!(matches!(c.st.logs["bob"].last().map(|e| &*e.event), Some(ServerEvent::ReadState { msg_id: Some(m), .. }) if *m == late));
         assert_eq!(unread(&c, "bob", ChatType::Chat, "alice"), 0);
     }
 

@@ -111,20 +111,21 @@ impl MessageRecord {
     }
 }
 
-/// One event of a user's log. It is allocated once and shared (reference-counted) by the
-/// in-memory log, the outgoing `event` frame to each of the user's sessions and the store
-/// operation that persists it, instead of one deep copy each. Dereferences to the [`SeqEvent`].
+/// One event of a user's log: its seq in that log and the event, which is allocated once and
+/// shared (reference-counted) by every log it is in (both users of a receipt, every recipient of
+/// a group message), the outgoing `event` frames and the store operation that persists it.
+/// Dereferences to the [`SeqEvent`]; inline in a log it takes 16 bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogEvent(Arc<ServerFrame>);
+pub struct LogEvent(SeqEvent);
 
 impl LogEvent {
     pub fn new(event: SeqEvent) -> Self {
-        LogEvent(Arc::new(ServerFrame::Event { event }))
+        LogEvent(event)
     }
 
-    /// The `event` frame carrying this event (shared, not copied).
+    /// The `event` frame carrying this event (the event itself is shared, not copied).
     pub fn frame(&self) -> Arc<ServerFrame> {
-        self.0.clone()
+        Arc::new(ServerFrame::Event { event: self.0.clone() })
     }
 }
 
@@ -132,10 +133,7 @@ impl std::ops::Deref for LogEvent {
     type Target = SeqEvent;
 
     fn deref(&self) -> &SeqEvent {
-        match &*self.0 {
-            ServerFrame::Event { event } => event,
-            _ => unreachable!("a LogEvent always holds an event frame"),
-        }
+        &self.0
     }
 }
 

@@ -219,9 +219,9 @@ fn dec_events(
         Some(&BIN_V1) => {
             let evs: Vec<(u64, EvOwned)> =
                 postcard::from_bytes(&bytes[1..]).map_err(|e| StoreError(format!("corrupt events of {user} at {seq}: {e}")))?;
-            log.extend(evs.into_iter().map(|(seq, e)| LogEvent::new(SeqEvent { seq, event: shared(ev_owned(e)) })));
+            log.extend(evs.into_iter().map(|(seq, e)| LogEvent::new(SeqEvent { seq, event: shared(ev_owned(e)).into() })));
         }
-        _ => log.push(LogEvent::new(SeqEvent { seq, event: shared(json("event", bytes)?) })),
+        _ => log.push(LogEvent::new(SeqEvent { seq, event: shared(json("event", bytes)?).into() })),
     }
     Ok(())
 }
@@ -471,11 +471,18 @@ mod tests {
                 state: ConvState { unread: 3, read_wm: 1, ack_wm: 2, newest: 5, newest_in: 4, ..Default::default() },
             });
             for (i, e) in evs.iter().enumerate() {
-                ops.push(StoreOp::AppendEvent { user: "alice".into(), event: SeqEvent { seq: i as u64 + 2, event: e.clone() }.into() });
-                ops.push(StoreOp::AppendEvent { user: "bob".into(), event: SeqEvent { seq: i as u64 + 1, event: e.clone() }.into() });
+                ops.push(StoreOp::AppendEvent {
+                    user: "alice".into(),
+                    event: SeqEvent { seq: i as u64 + 2, event: e.clone().into() }.into(),
+                });
+                ops.push(StoreOp::AppendEvent {
+                    user: "bob".into(),
+                    event: SeqEvent { seq: i as u64 + 1, event: e.clone().into() }.into(),
+                });
             }
             s.commit(&[&ops]).unwrap();
-            s.commit(&[&[StoreOp::AppendEvent { user: "bob".into(), event: SeqEvent { seq: 8, event: evs[1].clone() }.into() }]]).unwrap();
+            s.commit(&[&[StoreOp::AppendEvent { user: "bob".into(), event: SeqEvent { seq: 8, event: evs[1].clone().into() }.into() }]])
+                .unwrap();
             st_before = Some(s.load().unwrap());
         }
         let st = RedbStore::open(dir.path()).unwrap().load().unwrap();
@@ -485,16 +492,16 @@ mod tests {
         assert_eq!(st.groups["g"], group);
         let c = &st.convs["alice"][&key];
         assert_eq!((c.unread, c.read_wm, c.ack_wm, c.newest, c.newest_in), (3, 1, 2, 5, 4));
-        let bob: Vec<_> = st.logs["bob"].iter().map(|e| (e.seq, e.event.clone())).collect();
+        let bob: Vec<_> = st.logs["bob"].iter().map(|e| (e.seq, (*e.event).clone())).collect();
         let mut want: Vec<_> = evs.iter().cloned().enumerate().map(|(i, e)| (i as u64 + 1, e)).collect();
         want.push((8, evs[1].clone()));
         assert_eq!(bob, want);
         let alice = &st.logs["alice"];
         assert_eq!(alice.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=8).collect::<Vec<_>>());
-        assert_eq!(alice[7].event, evs[6]);
+        assert_eq!(*alice[7].event, evs[6]);
         assert_eq!(st_before.unwrap().logs, st.logs);
         // A loaded Message event shares the loaded message's copy instead of holding its own.
-        let ServerEvent::Message { msg } = &st.logs["bob"][0].event else { panic!("{:?}", st.logs["bob"][0]) };
+        let ServerEvent::Message { msg } = &*st.logs["bob"][0].event else { panic!("{:?}", st.logs["bob"][0]) };
         assert!(Arc::ptr_eq(msg, &st.messages[&1].msg));
     }
 

@@ -16,7 +16,7 @@ use receipt_server::{auth, WhoMayRequest};
 /// Everything the server sent this client so far (a ping round trip flushes it).
 fn settle(c: &mut Client) -> Vec<ServerEvent> {
     c.sync_ping();
-    c.events.drain(..).map(|e| e.event).collect()
+    c.events.drain(..).map(|e| (*e.event).clone()).collect()
 }
 
 fn acks_of(sender: &mut Client, msg_id: MsgId) -> usize {

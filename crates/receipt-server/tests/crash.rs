@@ -47,7 +47,7 @@ fn spawn(dir: &Path) -> Proc {
 fn message_ids(events: &[SeqEvent]) -> Vec<(String, MsgId)> {
     events
         .iter()
-        .filter_map(|e| match &e.event {
+        .filter_map(|e| match &*e.event {
             ServerEvent::Message { msg } => Some((msg.client_id.clone(), msg.id)),
             _ => None,
         })
@@ -139,7 +139,7 @@ fn sigkill_mid_stream_loses_no_ok_and_duplicates_nothing() {
     let reads: Vec<MsgId> = alice
         .backlog
         .iter()
-        .filter_map(|e| match &e.event {
+        .filter_map(|e| match &*e.event {
             ServerEvent::Read { msg_id, .. } => Some(*msg_id),
             _ => None,
         })
@@ -188,7 +188,7 @@ fn sigkill_mid_stream_loses_no_ok_and_duplicates_nothing() {
     let reads: Vec<MsgId> = alice2
         .backlog
         .iter()
-        .filter_map(|e| match &e.event {
+        .filter_map(|e| match &*e.event {
             ServerEvent::Read { msg_id, .. } => Some(*msg_id),
             _ => None,
         })
@@ -237,7 +237,7 @@ fn binary_prints_tokens_and_manages_groups_offline() {
     let roles: Vec<Option<GroupRole>> = bob
         .backlog
         .iter()
-        .filter_map(|e| match &e.event {
+        .filter_map(|e| match &*e.event {
             ServerEvent::Membership { role, .. } => Some(*role),
             _ => None,
         })

@@ -173,7 +173,7 @@ fn sigkill_under_load_loses_no_ok_ack_and_duplicates_none() {
     assert_eq!(seqs, (1..=seqs.len() as Seq).collect::<Vec<_>>(), "alice's log has holes or repeats");
     let mut read_in_log: BTreeMap<MsgId, u32> = BTreeMap::new();
     for e in &probe.backlog {
-        if let ServerEvent::Read { msg_id, .. } = &e.event {
+        if let ServerEvent::Read { msg_id, .. } = &*e.event {
             *read_in_log.entry(*msg_id).or_default() += 1;
         }
     }

@@ -170,7 +170,7 @@ fn frames_cut_in_the_middle() {
     // legit-b got only the legit message, not the cut one.
     let probe = Client::login(a, "legit-b", "probe");
     assert!(
-        probe.backlog.iter().all(|e| !matches!(&e.event, ServerEvent::Message { msg } if msg.from == "mallory")),
+        probe.backlog.iter().all(|e| !matches!(&*e.event, ServerEvent::Message { msg } if msg.from == "mallory")),
         "{:?}",
         probe.backlog
     );
@@ -289,7 +289,7 @@ fn per_user_device_limit_refuses_the_eleventh_device_and_changes_nothing_else() 
     }
     pair.exchange();
     let probe = Client::login(a, "legit-b", "probe");
-    assert!(probe.backlog.iter().all(|e| !matches!(&e.event, ServerEvent::Message { msg } if msg.from == "alice")));
+    assert!(probe.backlog.iter().all(|e| !matches!(&*e.event, ServerEvent::Message { msg } if msg.from == "alice")));
     // Other users are not limited by alice's devices.
     let _other = Client::login(a, "carol", "c0");
     // A device already online reconnecting (same id) is not refused.

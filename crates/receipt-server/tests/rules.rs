@@ -13,7 +13,7 @@ use receipt_server::{auth, Visibility, WhoMayRequest};
 /// Everything the server sent this client so far (a ping round trip flushes it).
 fn settle(c: &mut Client) -> Vec<ServerEvent> {
     c.sync_ping();
-    c.events.drain(..).map(|e| e.event).collect()
+    c.events.drain(..).map(|e| (*e.event).clone()).collect()
 }
 
 fn login_frame(user: &str, token: String, v: u32) -> ClientFrame {
@@ -142,7 +142,7 @@ fn delivery_acks_are_one_to_one_only() {
     // The acker's log gets it too (for its other devices and replays; the acking device itself
     // has the answer and gets no live echo).
     let later = Client::login(a, "bob", "b2");
-    assert!(later.backlog.iter().any(|e| matches!(e.event, ServerEvent::Delivered { msg_id, .. } if msg_id == id)));
+    assert!(later.backlog.iter().any(|e| matches!(*e.event, ServerEvent::Delivered { msg_id, .. } if msg_id == id)));
     // The group message never asked for one.
     let room_msg = alice.send_msg_opts(&g, ChatType::GroupChat, "x", true, false).unwrap().0;
     let m = bob.event_matching(|e| matches!(e, ServerEvent::Message { msg } if msg.id == room_msg));
@@ -445,7 +445,7 @@ fn offline_backlog_arrives_in_order_exactly_once() {
     let got: Vec<MsgId> = bob
         .backlog
         .iter()
-        .map(|e| match &e.event {
+        .map(|e| match &*e.event {
             ServerEvent::Message { msg } => msg.id,
             e => panic!("{e:?}"),
         })
@@ -510,7 +510,7 @@ fn live_events_fan_out_to_every_device() {
     // Every device, except that the sending device gets the answer instead of its own echo.
     for c in [&mut b1, &mut b2, &mut a2] {
         let e = c.next_seq_event();
-        assert!(matches!(&e.event, ServerEvent::Message { msg } if msg.id == id), "{e:?}");
+        assert!(matches!(&*e.event, ServerEvent::Message { msg } if msg.id == id), "{e:?}");
     }
     b2.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: id });
     for c in [&mut a1, &mut a2, &mut b1] {

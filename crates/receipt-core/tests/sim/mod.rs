@@ -46,7 +46,7 @@ impl SimServer {
         let seq = log.len() as Seq;
         for (_, (u, q)) in self.sessions.iter_mut() {
             if u == user {
-                q.push_back(ServerFrame::Event { event: SeqEvent { seq, event: e.clone() } });
+                q.push_back(ServerFrame::Event { event: SeqEvent { seq, event: e.clone().into() } });
             }
         }
     }
@@ -88,8 +88,12 @@ impl SimServer {
             let log = self.logs.get(user).cloned().unwrap_or_default();
             let mut q = VecDeque::new();
             q.push_back(ServerFrame::LoginOk { v: PROTOCOL_VERSION, user: user.clone(), device: device.into(), server_time: self.now });
-            let events: Vec<SeqEvent> =
-                log.iter().enumerate().map(|(i, e)| SeqEvent { seq: i as Seq + 1, event: e.clone() }).filter(|e| e.seq > *since).collect();
+            let events: Vec<SeqEvent> = log
+                .iter()
+                .enumerate()
+                .map(|(i, e)| SeqEvent { seq: i as Seq + 1, event: e.clone().into() })
+                .filter(|e| e.seq > *since)
+                .collect();
             for chunk in events.chunks(3) {
                 q.push_back(ServerFrame::Backlog { events: chunk.to_vec() });
             }

@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use receipt_core::codec::{encode, FrameDecoder};
@@ -247,10 +248,10 @@ impl Client {
     /// The next live event (waits up to `WAIT`).
     pub fn next_event(&mut self) -> ServerEvent {
         if let Some(e) = self.events.pop_front() {
-            return e.event;
+            return Arc::unwrap_or_clone(e.event);
         }
         match self.recv_required() {
-            ServerFrame::Event { event } => event.event,
+            ServerFrame::Event { event } => Arc::unwrap_or_clone(event.event),
             f => panic!("expected an event, got {f:?}"),
         }
     }
@@ -288,10 +289,10 @@ impl Client {
 
     /// Drains every frame that arrives within `ms`; returns the events.
     pub fn drain_events(&mut self, ms: u64) -> Vec<ServerEvent> {
-        let mut out: Vec<ServerEvent> = self.events.drain(..).map(|e| e.event).collect();
+        let mut out: Vec<ServerEvent> = self.events.drain(..).map(|e| Arc::unwrap_or_clone(e.event)).collect();
         while let Some(f) = self.recv(Duration::from_millis(ms)) {
             if let ServerFrame::Event { event } = f {
-                out.push(event.event);
+                out.push(Arc::unwrap_or_clone(event.event));
             }
         }
         out
