@@ -205,25 +205,52 @@ fn dec_events(
     seq: u64,
     bytes: &[u8],
     messages: &BTreeMap<MsgId, MessageRecord>,
+    loaded: &mut HashMap<(u8, u64, u64), Arc<ServerEvent>>,
     log: &mut Vec<LogEvent>,
 ) -> Result<(), StoreError> {
-    // A `Message` event shares the loaded message record's copy, as when it was first logged.
-    let shared = |event: ServerEvent| match event {
-        ServerEvent::Message { msg } => match messages.get(&msg.id) {
-            Some(rec) if rec.msg == msg => ServerEvent::Message { msg: rec.msg.clone() },
-            _ => ServerEvent::Message { msg },
-        },
-        e => e,
+    // Shared as when they were first logged: an event stored in several users' logs is one
+    // allocation again, and a `Message` event holds the loaded message record's copy.
+    let mut shared = |event: ServerEvent| -> Arc<ServerEvent> {
+        let key = share_key(&event);
+        if let Some(e) = key.and_then(|k| loaded.get(&k)).filter(|e| ***e == event) {
+            return e.clone();
+        }
+        let event = match event {
+            ServerEvent::Message { msg } => match messages.get(&msg.id) {
+                Some(rec) if rec.msg == msg => ServerEvent::Message { msg: rec.msg.clone() },
+                _ => ServerEvent::Message { msg },
+            },
+            e => e,
+        };
+        let event = Arc::new(event);
+        if let Some(k) = key {
+            loaded.entry(k).or_insert_with(|| event.clone());
+        }
+        event
     };
     match bytes.first() {
         Some(&BIN_V1) => {
             let evs: Vec<(u64, EvOwned)> =
                 postcard::from_bytes(&bytes[1..]).map_err(|e| StoreError(format!("corrupt events of {user} at {seq}: {e}")))?;
-            log.extend(evs.into_iter().map(|(seq, e)| LogEvent::new(SeqEvent { seq, event: shared(ev_owned(e)).into() })));
+            log.extend(evs.into_iter().map(|(seq, e)| LogEvent::new(SeqEvent { seq, event: shared(ev_owned(e)) })));
         }
-        _ => log.push(LogEvent::new(SeqEvent { seq, event: shared(json("event", bytes)?).into() })),
+        _ => log.push(LogEvent::new(SeqEvent { seq, event: shared(json("event", bytes)?) })),
     }
     Ok(())
+}
+
+/// A cheap summary under which loading looks for an equal event already loaded (the event
+/// itself is compared in full); `None`: never shared.
+fn share_key(e: &ServerEvent) -> Option<(u8, u64, u64)> {
+    use ServerEvent as E;
+    Some(match e {
+        E::Message { msg } => (0, msg.id, msg.timestamp),
+        E::Delivered { msg_id, timestamp, .. } => (1, *msg_id, *timestamp),
+        E::Read { msg_id, timestamp, .. } => (2, *msg_id, *timestamp),
+        E::ConversationRead { up_to, timestamp, .. } => (3, *up_to, *timestamp),
+        E::GroupRead { ack, .. } => (4, ack.msg_id, ack.ack_id),
+        E::ReadState { .. } | E::Membership { .. } => return None,
+    })
 }
 
 /// Encodes one user's events of a commit as one `EVENTS` row value (see [`dec_events`]).
@@ -274,10 +301,12 @@ impl ServerStore for RedbStore {
                 rec.add_ack(ack);
             }
         }
+        // Every distinct event once, for the loading only (see `dec_events`).
+        let mut loaded = HashMap::default();
         for item in txn.open_table(EVENTS).map_err(se)?.iter().map_err(se)? {
             let (k, v) = item.map_err(se)?;
             let (user, seq) = k.value();
-            dec_events(user, seq, v.value(), &st.messages, st.logs.entry(user.to_string()).or_default())?;
+            dec_events(user, seq, v.value(), &st.messages, &mut loaded, st.logs.entry(user.to_string()).or_default())?;
         }
         for item in txn.open_table(CONVS).map_err(se)?.iter().map_err(se)? {
             let (k, v) = item.map_err(se)?;
@@ -500,9 +529,12 @@ mod tests {
         assert_eq!(alice.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=8).collect::<Vec<_>>());
         assert_eq!(*alice[7].event, evs[6]);
         assert_eq!(st_before.unwrap().logs, st.logs);
-        // A loaded Message event shares the loaded message's copy instead of holding its own.
+        // A loaded Message event shares the loaded message's copy instead of holding its own,
+        // and an event stored in several logs is one allocation again.
         let ServerEvent::Message { msg } = &*st.logs["bob"][0].event else { panic!("{:?}", st.logs["bob"][0]) };
         assert!(Arc::ptr_eq(msg, &st.messages[&1].msg));
+        assert!(Arc::ptr_eq(&st.logs["bob"][0].event, &st.logs["alice"][1].event));
+        assert!(Arc::ptr_eq(&st.logs["bob"][1].event, &st.logs["bob"][7].event), "bob's seq 2 and 8 are the same event");
     }
 
     #[test]
