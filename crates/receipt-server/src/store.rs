@@ -301,7 +301,7 @@ impl ServerStore for RedbStore {
                 rec.add_ack(ack);
             }
         }
-        // Every distinct event once, for the loading only (see `dec_events`).
+        // The first event loaded under each summary, for the loading only (see `dec_events`).
         let mut loaded = HashMap::default();
         for item in txn.open_table(EVENTS).map_err(se)?.iter().map_err(se)? {
             let (k, v) = item.map_err(se)?;
