@@ -128,24 +128,10 @@ impl SessionRouter {
 }
 
 impl Router for SessionRouter {
+    /// One frame alone: staged and sent at once, under the same slow-reader bound.
     fn deliver(&mut self, session: SessionId, frame: Arc<ServerFrame>, replay: bool) {
-        let Some(ob) = self.conns.get(&session) else {
-            return;
-        };
-        if !replay {
-            if ob.shared.pending.load(Ordering::Acquire) >= self.cap {
-                warn!("session {session}: outbound queue full, dropping the connection (it will resync)");
-                ob.shared.killed.store(true, Ordering::Release);
-                ob.shared.closed.notify_one();
-                ob.close();
-                self.conns.remove(&session);
-                return;
-            }
-            ob.shared.pending.fetch_add(1, Ordering::AcqRel);
-        }
-        if ob.tx.send(OutItem::Frame(frame, !replay)).is_err() {
-            self.conns.remove(&session);
-        }
+        self.stage(session, frame, replay);
+        self.send_staged();
     }
 
     fn close(&mut self, session: SessionId) {
