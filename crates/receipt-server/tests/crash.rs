@@ -44,6 +44,19 @@ fn spawn(dir: &Path) -> Proc {
     Proc { addr: addr.parse().unwrap(), child }
 }
 
+/// alice's `i`-th message to bob: client id `m{i}`, content `hello {i}`.
+fn hello(req: ReqId, i: u64) -> ClientFrame {
+    ClientFrame::Send {
+        req,
+        client_id: format!("m{i}"),
+        to: "bob".into(),
+        chat_type: ChatType::Chat,
+        content: format!("hello {i}"),
+        require_delivery_ack: false,
+        need_group_ack: false,
+    }
+}
+
 fn message_ids(events: &[SeqEvent]) -> Vec<(String, MsgId)> {
     events
         .iter()
@@ -69,15 +82,7 @@ fn sigkill_mid_stream_loses_no_ok_and_duplicates_nothing() {
     let mut sent: BTreeMap<String, MsgId> = BTreeMap::new();
     for i in 0..30 {
         let cid = format!("m{i}");
-        let r = alice.request(|req| ClientFrame::Send {
-            req,
-            client_id: cid.clone(),
-            to: "bob".into(),
-            chat_type: ChatType::Chat,
-            content: format!("hello {i}"),
-            require_delivery_ack: false,
-            need_group_ack: false,
-        });
+        let r = alice.request(|req| hello(req, i));
         let Ok(Response::Sent { msg_id, .. }) = r else { panic!("{r:?}") };
         sent.insert(cid, msg_id);
     }
@@ -93,15 +98,7 @@ fn sigkill_mid_stream_loses_no_ok_and_duplicates_nothing() {
     bob.send_raw(&bytes);
     let mut bytes = Vec::new();
     for i in 30..TOTAL {
-        bytes.extend(encode(&ClientFrame::Send {
-            req: 5000 + i,
-            client_id: format!("m{i}"),
-            to: "bob".into(),
-            chat_type: ChatType::Chat,
-            content: format!("hello {i}"),
-            require_delivery_ack: false,
-            need_group_ack: false,
-        }));
+        bytes.extend(encode(&hello(5000 + i, i)));
     }
     alice.send_raw(&bytes);
     // Collect some answers, then kill.
@@ -161,15 +158,7 @@ fn sigkill_mid_stream_loses_no_ok_and_duplicates_nothing() {
     let mut alice = alice;
     for i in 0..TOTAL {
         let cid = format!("m{i}");
-        let r = alice.request(|req| ClientFrame::Send {
-            req,
-            client_id: cid.clone(),
-            to: "bob".into(),
-            chat_type: ChatType::Chat,
-            content: format!("hello {i}"),
-            require_delivery_ack: false,
-            need_group_ack: false,
-        });
+        let r = alice.request(|req| hello(req, i));
         let Ok(Response::Sent { msg_id, .. }) = r else { panic!("{r:?}") };
         if let Some(prev) = got_map.get(&cid) {
             assert_eq!(*prev, msg_id, "a resend of a stored message got a new id");
