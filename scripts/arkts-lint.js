@@ -16,27 +16,10 @@ const os = require('os');
 const path = require('path');
 const ts = require('ohos-typescript');
 
-const repo = path.resolve(__dirname, '..');
-const har = path.join(repo, 'ohos', 'receipt');
-const nativeDts = path.join(har, 'src', 'main', 'cpp', 'types', 'libreceipt_napi', 'index.d.ts');
-const globalsDts = path.join(__dirname, 'arkts-globals.d.ts');
-
-function walk(dir, out) {
-  if (!fs.existsSync(dir)) return out;
-  for (const ent of fs.readdirSync(dir, { withFileTypes: true })) {
-    const p = path.join(dir, ent.name);
-    if (ent.isDirectory()) walk(p, out);
-    else if (ent.isFile() && ent.name.endsWith('.ets')) out.push(p);
-  }
-  return out;
-}
+const { repo, nativeDts, globalsDts, etsSources } = require('./har-sources');
 
 function defaultFiles() {
-  const files = [];
-  const index = path.join(har, 'Index.ets');
-  if (fs.existsSync(index)) files.push(index);
-  walk(path.join(har, 'src', 'main', 'ets'), files);
-  return files.sort();
+  return etsSources().filter((f) => fs.existsSync(f)).sort();
 }
 
 function main(argv) {

@@ -20,21 +20,9 @@ const os = require('os');
 const path = require('path');
 const ts = require('ohos-typescript');
 
-const repo = path.resolve(__dirname, '..');
-const har = path.join(repo, 'ohos', 'receipt');
-const nativeDts = path.join(har, 'src', 'main', 'cpp', 'types', 'libreceipt_napi', 'index.d.ts');
-const globalsDts = path.join(__dirname, 'arkts-globals.d.ts');
+const { repo, har, nativeDts, globalsDts, etsSources } = require('./har-sources');
 const NATIVE_MODULE = 'libreceipt_napi.so';
 const NATIVE_ADDON = 'libreceipt_napi.node';
-
-function walk(dir, out) {
-  for (const ent of fs.readdirSync(dir, { withFileTypes: true })) {
-    const p = path.join(dir, ent.name);
-    if (ent.isDirectory()) walk(p, out);
-    else if (ent.isFile() && ent.name.endsWith('.ets')) out.push(p);
-  }
-  return out;
-}
 
 function parseArgs(argv) {
   let out = path.join(repo, 'target', 'napi');
@@ -56,8 +44,7 @@ function formatDiagnostic(d, tmp) {
 
 function main() {
   const { out } = parseArgs(process.argv.slice(2));
-  const sources = [path.join(har, 'Index.ets')];
-  walk(path.join(har, 'src', 'main', 'ets'), sources);
+  const sources = etsSources();
 
   // .ets -> .ts copies, same layout relative to the HAR root.
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'napi-js-'));
