@@ -44,7 +44,8 @@ pub trait Router {
 }
 
 enum OutItem {
-    Frame(Arc<ServerFrame>, bool),
+    /// A frame from the connection task itself (a refusal): not counted against the bound.
+    Frame(ServerFrame),
     /// One commit's frames for a connection, in order, and how many of them are counted
     /// (not replay): one channel push and wake-up instead of one per frame.
     Frames(Vec<Arc<ServerFrame>>, usize),
@@ -70,7 +71,7 @@ pub(crate) struct Outbox {
 
 impl Outbox {
     fn push(&self, frame: ServerFrame) {
-        let _ = self.tx.send(OutItem::Frame(Arc::new(frame), false));
+        let _ = self.tx.send(OutItem::Frame(frame));
     }
     fn close(&self) {
         let _ = self.tx.send(OutItem::Close);
@@ -341,13 +342,10 @@ async fn writer_task(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Out
         };
         loop {
             match item {
-                OutItem::Frame(f, counted) => {
-                    encode_into(&*f, &mut buf);
-                    if counted {
-                        shared.pending.fetch_sub(1, Ordering::AcqRel);
-                    }
-                    // A login refused by the core (device limit): nothing follows it.
-                    if matches!(*f, ServerFrame::LoginFailed { .. }) {
+                OutItem::Frame(f) => {
+                    encode_into(&f, &mut buf);
+                    // A refused login: nothing follows it.
+                    if matches!(f, ServerFrame::LoginFailed { .. }) {
                         close = true;
                         break;
                     }
