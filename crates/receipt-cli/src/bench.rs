@@ -6,16 +6,15 @@
 //! [`crate::bench_load`]) and stops by itself; a progress bar runs on stderr, the summary goes to
 //! stdout (`--json` for machines).
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
-use receipt_server::{auth, ServerConfig, ServerHandle};
+use receipt_server::auth;
+use receipt_testkit::{ChildServer, TestServer};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -84,8 +83,8 @@ pub struct BenchArgs {
 
 /// Where the server runs and how to measure it.
 enum Target {
-    Embedded(ServerHandle),
-    Child(Child),
+    Embedded(TestServer),
+    Child(ChildServer),
     External(Option<u32>),
 }
 
@@ -93,6 +92,7 @@ struct Server {
     addr: SocketAddr,
     secret: String,
     target: Target,
+    /// The child's data dir.
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -102,47 +102,30 @@ impl Server {
             let secret = a.secret.clone().ok_or("--server needs --secret")?;
             return Ok(Server { addr, secret, target: Target::External(a.server_pid), _dir: None });
         }
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let secret = format!("bench-{}", std::process::id());
-        let data = dir.path().join("server");
+        let secret = receipt_testkit::SECRET.to_string();
         if a.spawn_server {
             let bin = match &a.server_bin {
                 Some(b) => b.clone(),
-                None => std::env::current_exe().map_err(|e| e.to_string())?.with_file_name("receipt-server"),
+                None => receipt_testkit::server_binary()?,
             };
-            let mut cmd = Command::new(&bin);
-            cmd.args(["serve", "--addr", "127.0.0.1:0", "--secret", &secret, "--group-ack-enabled", "true"]);
-            if a.in_memory {
-                cmd.arg("--in-memory");
-            } else {
-                cmd.arg("--data-dir").arg(&data);
-            }
-            let mut child =
-                cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().map_err(|e| format!("starting {}: {e}", bin.display()))?;
-            let mut line = String::new();
-            BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line).map_err(|e| e.to_string())?;
-            let addr = line
-                .trim()
-                .strip_prefix("listening on ")
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| format!("unexpected first line from the server: {line:?}"))?;
-            return Ok(Server { addr, secret, target: Target::Child(child), _dir: Some(dir) });
+            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+            let data = (!a.in_memory).then(|| dir.path().join("server"));
+            let child = ChildServer::try_start(&bin, data.as_deref(), "")?;
+            return Ok(Server { addr: child.addr(), secret, target: Target::Child(child), _dir: Some(dir) });
         }
-        let mut cfg = ServerConfig {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            data_dir: (!a.in_memory).then_some(data),
-            secret: secret.clone(),
-            ..Default::default()
-        };
-        cfg.group_ack.enabled = true;
-        let h = ServerHandle::spawn_in_thread(cfg).map_err(|e| format!("starting the server: {e}"))?;
-        Ok(Server { addr: h.local_addr(), secret, target: Target::Embedded(h), _dir: Some(dir) })
+        let srv = TestServer::try_start(|c| {
+            if a.in_memory {
+                c.data_dir = None;
+            }
+        })
+        .map_err(|e| format!("starting the server: {e}"))?;
+        Ok(Server { addr: srv.addr(), secret, target: Target::Embedded(srv), _dir: None })
     }
 
     fn pid(&self) -> Option<String> {
         match &self.target {
             Target::Embedded(_) => None,
-            Target::Child(c) => Some(c.id().to_string()),
+            Target::Child(c) => Some(c.pid().to_string()),
             Target::External(p) => p.map(|p| p.to_string()),
         }
     }
@@ -167,27 +150,16 @@ impl Server {
         let store = if in_memory { "in-memory store, no fsync" } else { "redb store, fsync per commit" };
         match &self.target {
             Target::Embedded(_) => format!("embedded server on {} ({store})", self.addr),
-            Target::Child(c) => format!("receipt-server child pid {} on {} ({store})", c.id(), self.addr),
+            Target::Child(c) => format!("receipt-server child pid {} on {} ({store})", c.pid(), self.addr),
             Target::External(_) => format!("running server on {}", self.addr),
         }
     }
 
     fn stop(self) {
         match self.target {
-            Target::Embedded(h) => h.shutdown(),
-            Target::Child(mut c) => {
-                // SIGTERM for a clean shutdown; kill if it lingers.
-                let _ = Command::new("kill").arg(c.id().to_string()).status();
-                let t = Instant::now();
-                while t.elapsed() < Duration::from_secs(5) {
-                    if let Ok(Some(_)) = c.try_wait() {
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                let _ = c.kill();
-                let _ = c.wait();
-            }
+            Target::Embedded(mut srv) => srv.stop(),
+            // SIGTERM for a clean shutdown; SIGKILL if it lingers.
+            Target::Child(mut c) => c.stop(),
             Target::External(_) => {}
         }
     }

@@ -1,14 +1,12 @@
 //! The guided demo: every receipt of the guide, on an embedded server, as a transcript.
 
+use std::path::Path;
 use std::time::Duration;
 
 use receipt_client::{ClientEvent, Completion};
 use receipt_core::*;
-use receipt_server::{auth, ServerConfig, ServerHandle, WhoMayRequest};
-
-use crate::device::Device;
-
-const SECRET: &str = "demo-secret";
+use receipt_server::{ServerConfig, WhoMayRequest};
+use receipt_testkit::{token, try_expect_err, Device, TestServer};
 
 struct Style {
     color: bool,
@@ -39,95 +37,58 @@ impl Style {
     }
 }
 
-fn server(dir: &std::path::Path, name: &str, f: impl FnOnce(&mut ServerConfig)) -> Result<ServerHandle, String> {
-    let mut cfg =
-        ServerConfig { addr: "127.0.0.1:0".parse().unwrap(), data_dir: Some(dir.join(name)), secret: SECRET.into(), ..Default::default() };
-    cfg.group_ack.enabled = true;
-    f(&mut cfg);
-    ServerHandle::spawn_in_thread(cfg).map_err(|e| format!("starting the server: {e}"))
-}
+/// How long any single wait may take before the demo gives up.
+const WAIT: Duration = Duration::from_secs(10);
 
-fn token(user: &str) -> String {
-    auth::token_for(SECRET, user, 3600)
-}
-
-fn online(label: &str, user: &str, options: ChatOptions, port: u16, dir: &std::path::Path) -> Result<Device, String> {
-    let d = Device::new(label, options, port, dir)?;
-    d.login(user, &token(user))?;
+/// A device of `label` ("user/device") with its data under `dir`, logged in.
+fn online(label: &str, options: ChatOptions, port: u16, dir: &Path) -> Result<Device, String> {
+    let d = device(label, options, port, dir)?;
+    d.try_login()?;
     Ok(d)
 }
 
-fn sent(d: &Device, to: &str, t: ChatType, text: &str, group_ack: bool) -> Result<ChatMessage, String> {
-    let (req, _) = d.client.send_text(to, t, text, group_ack).map_err(|e| e.to_string())?;
-    match d.completed(req)? {
-        Ok(Completion::Sent(m)) => Ok(m),
-        other => Err(format!("{}: send answered {other:?}", d.label)),
-    }
+/// A device of `label` with its data under `dir`, not logged in.
+fn device(label: &str, options: ChatOptions, port: u16, dir: &Path) -> Result<Device, String> {
+    Ok(Device::in_dir(label, options, port, dir)?.wait_limit(WAIT))
 }
 
+fn start_server(f: impl FnOnce(&mut ServerConfig)) -> Result<TestServer, String> {
+    TestServer::try_start(f).map_err(|e| format!("starting the server: {e}"))
+}
+
+/// The next message `d` received (earlier receipt events may still be queued).
 fn received(d: &Device) -> Result<ChatMessage, String> {
-    d.wait("onMessageReceived", |e| match e {
-        ClientEvent::MessagesReceived(m) => m.first().cloned(),
-        _ => None,
-    })
+    d.try_received_where("onMessageReceived", |_| true)
 }
 
-/// Waits until `d` received message `id` (earlier receipt events may still be queued).
+/// Waits until `d` received message `id`.
 fn received_id(d: &Device, id: MsgId) -> Result<ChatMessage, String> {
-    d.wait(&format!("onMessageReceived of msg {id}"), |e| match e {
-        ClientEvent::MessagesReceived(m) => m.iter().find(|m| m.id == id).cloned(),
-        _ => None,
-    })
-}
-
-fn expect_err<T: std::fmt::Debug>(r: ChatResult<T>, code: ErrorCode) -> Result<ChatError, String> {
-    match r {
-        Err(e) if e.code == code => Ok(e),
-        other => Err(format!("expected error {}, got {other:?}", code.as_u32())),
-    }
-}
-
-fn expect_refused(d: &Device, req: ReqId, code: ErrorCode) -> Result<ChatError, String> {
-    match d.completed(req)? {
-        Err(e) if e.code == code => Ok(e),
-        other => Err(format!("{}: expected refusal {}, got {other:?}", d.label, code.as_u32())),
-    }
-}
-
-fn group_of(owner: &Device, members: &[&str]) -> Result<GroupId, String> {
-    let members: Vec<UserId> = members.iter().map(|m| m.to_string()).collect();
-    let req = owner.client.create_group("weekend", &members).map_err(|e| e.to_string())?;
-    match owner.completed(req)? {
-        Ok(Completion::GroupCreated(g)) => Ok(g),
-        other => Err(format!("create group answered {other:?}")),
-    }
+    d.try_received_where(&format!("onMessageReceived of msg {id}"), |m| m.id == id)
 }
 
 pub fn run(color: bool) -> Result<(), String> {
     let s = Style { color };
-    let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let dir = tmp.path();
-    let srv = server(dir, "server", |_| {})?;
-    let port = srv.local_addr().port();
+    let mut srv = start_server(|_| {})?;
+    let (port, dir) = (srv.port(), srv.root());
     println!("{}", s.paint("1", "Message receipts — a guided tour"));
-    println!("   server on {} (embedded; data in {})", srv.local_addr(), dir.display());
+    println!("   server on {} (embedded; data in {})", srv.addr(), dir.display());
 
     let with_delivery = ChatOptions { require_delivery_ack: true, ..Default::default() };
-    let alice = online("alice/phone", "alice", with_delivery.clone(), port, dir)?;
-    let tablet = online("alice/tablet", "alice", with_delivery.clone(), port, dir)?;
-    let bob = online("bob/phone", "bob", with_delivery, port, dir)?;
-    let carol = online("carol/phone", "carol", ChatOptions::default(), port, dir)?;
-    let dave = online("dave/phone", "dave", ChatOptions::default(), port, dir)?;
-    let erin = online("erin/phone", "erin", ChatOptions::default(), port, dir)?;
+    let alice = online("alice/phone", with_delivery.clone(), port, dir)?;
+    let tablet = online("alice/tablet", with_delivery.clone(), port, dir)?;
+    let bob = online("bob/phone", with_delivery, port, dir)?;
+    let carol = online("carol/phone", ChatOptions::default(), port, dir)?;
+    let dave = online("dave/phone", ChatOptions::default(), port, dir)?;
+    let erin = online("erin/phone", ChatOptions::default(), port, dir)?;
     println!("   logged in: alice (phone + tablet), bob, carol, dave, erin");
 
     // 1. Delivery receipt.
     s.section(1, "Delivery receipt (1:1, requireDeliveryAck = true)");
-    let m = sent(&alice, "bob", ChatType::Chat, "Are we still on for Saturday?", false)?;
+    let m = alice.try_send("bob", ChatType::Chat, "Are we still on for Saturday?", false)?;
     s.say("alice/phone", &format!("sends \"{}\" to bob (msg {})", m.content, m.id));
     let got = received_id(&bob, m.id)?;
     s.hear("bob/phone", "onMessageReceived", &format!("\"{}\" — the SDK sends the delivery ack by itself", got.content));
-    let d = alice.wait("onMessageDelivered", |e| match e {
+    let d = alice.try_wait("onMessageDelivered", |e| match e {
         ClientEvent::MessagesDelivered(m) => m.first().cloned(),
         _ => None,
     })?;
@@ -137,13 +98,13 @@ pub fn run(color: bool) -> Result<(), String> {
     s.section(2, "Message read receipt (ackMessageRead)");
     let req = bob.client.ack_message_read(got.id).map_err(|e| e.to_string())?;
     s.say("bob/phone", &format!("reads it: ackMessageRead(\"alice\", \"{}\")", got.id));
-    let r = alice.wait("onMessageRead", |e| match e {
+    let r = alice.try_wait("onMessageRead", |e| match e {
         ClientEvent::MessagesRead(m) => m.first().cloned(),
         _ => None,
     })?;
     s.hear("alice/phone", "onMessageRead", &format!("msg {} {}  isReceiverRead = {}", r.id, s.tick(2), r.receiver_read));
     if let Some(req) = req {
-        bob.completed(req)?.map_err(|e| e.to_string())?;
+        bob.try_completed(req)?.map_err(|e| e.to_string())?;
     }
     let again = bob.client.ack_message_read(got.id).map_err(|e| e.to_string())?;
     s.say("bob/phone", &format!("acks again: {}", if again.is_none() { "nothing sent — an ack goes out once" } else { "SENT TWICE" }));
@@ -154,12 +115,12 @@ pub fn run(color: bool) -> Result<(), String> {
     // 3. Conversation read receipt.
     s.section(3, "Conversation read receipt (ackConversationRead), two devices");
     for text in ["Yes!", "I'll bring the snacks", "10 am at the park?"] {
-        sent(&bob, "alice", ChatType::Chat, text, false)?;
+        bob.try_send("alice", ChatType::Chat, text, false)?;
     }
     s.say("bob/phone", "sends alice three messages");
     let key = ConversationKey::new(ChatType::Chat, "bob");
     for dev in [&alice, &tablet] {
-        dev.wait("unread count 3", |e| {
+        dev.try_wait("unread count 3", |e| {
             matches!(e, ClientEvent::UnreadCountChanged { conversation, unread: 3 } if *conversation == key).then_some(())
         })?;
         s.say(&dev.label, &format!("unread from bob: {}", dev.client.unread_count(&key).map_err(|e| e.to_string())?));
@@ -167,13 +128,13 @@ pub fn run(color: bool) -> Result<(), String> {
     alice.client.ack_conversation_read("bob").map_err(|e| e.to_string())?;
     s.say("alice/phone", "opens the chat: ackConversationRead(\"bob\")");
     for dev in [&bob, &tablet] {
-        let (from, to) = dev.wait("onConversationRead", |e| match e {
+        let (from, to) = dev.try_wait("onConversationRead", |e| match e {
             ClientEvent::ConversationRead { from, to } => Some((from.clone(), to.clone())),
             _ => None,
         })?;
         s.hear(&dev.label, "onConversationRead", &format!("(from: \"{from}\", to: \"{to}\")"));
     }
-    tablet.wait("unread count 0", |e| {
+    tablet.try_wait("unread count 0", |e| {
         matches!(e, ClientEvent::UnreadCountChanged { conversation, unread: 0 } if *conversation == key).then_some(())
     })?;
     s.say(
@@ -185,18 +146,19 @@ pub fn run(color: bool) -> Result<(), String> {
 
     // 4. Group read receipts.
     s.section(4, "Group read receipts (ackGroupMessageRead, fetchGroupReadAcks)");
-    let group = group_of(&carol, &["dave", "erin"])?;
-    dave.settle();
-    erin.settle();
+    let group = carol.try_create_group("weekend", &["dave", "erin"], false)?;
+    // Their membership events are not part of the tour.
+    dave.collect(Duration::from_millis(50));
+    erin.collect(Duration::from_millis(50));
     s.say("carol/phone", &format!("creates group {group} with dave and erin"));
-    let gm = sent(&carol, &group, ChatType::GroupChat, "Who's coming on Saturday?", true)?;
+    let gm = carol.try_send(&group, ChatType::GroupChat, "Who's coming on Saturday?", true)?;
     s.say("carol/phone", &format!("sends \"{}\" with setIsNeedGroupAck(true) (msg {})", gm.content, gm.id));
     for (dev, ext) in [(&dave, "me!"), (&erin, "count me in")] {
         let m = received_id(dev, gm.id)?;
         dev.client.mark_message_read(m.id).map_err(|e| e.to_string())?;
         dev.client.ack_group_message_read(m.id, Some(ext)).map_err(|e| e.to_string())?;
         s.say(&dev.label, &format!("reads it: ackGroupMessageRead(message, \"{ext}\")"));
-        let ack = carol.wait("onGroupMessageRead", |e| match e {
+        let ack = carol.try_wait("onGroupMessageRead", |e| match e {
             ClientEvent::GroupMessageRead(a) => a.first().cloned(),
             _ => None,
         })?;
@@ -213,7 +175,7 @@ pub fn run(color: bool) -> Result<(), String> {
     loop {
         page_no += 1;
         let req = carol.client.fetch_group_read_acks(gm.id, 1, cursor).map_err(|e| e.to_string())?;
-        let page = match carol.completed(req)? {
+        let page = match carol.try_completed(req)? {
             Ok(Completion::GroupAcks(p)) => p,
             other => return Err(format!("fetch answered {other:?}")),
         };
@@ -227,7 +189,7 @@ pub fn run(color: bool) -> Result<(), String> {
 
     // 5. Offline ack.
     s.section(5, "An ack made offline is kept and sent on reconnect");
-    let m = sent(&bob, "alice", ChatType::Chat, "See you there!", false)?;
+    let m = bob.try_send("alice", ChatType::Chat, "See you there!", false)?;
     s.say("bob/phone", &format!("sends \"{}\" (msg {})", m.content, m.id));
     received_id(&tablet, m.id)?;
     // Let the tablet's own delivery ack be confirmed first, so the outbox below holds only the
@@ -239,22 +201,22 @@ pub fn run(color: bool) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(20));
     }
     tablet.client.set_network_enabled(false);
-    tablet.wait("disconnect", |e| matches!(e, ClientEvent::Disconnected).then_some(()))?;
+    tablet.try_wait("disconnect", |e| matches!(e, ClientEvent::Disconnected).then_some(()))?;
     s.say("alice/tablet", "goes into a tunnel (network off)");
     tablet.client.ack_message_read(m.id).map_err(|e| e.to_string())?;
     s.say(
         "alice/tablet",
         &format!("reads it offline: ackMessageRead → outbox holds {}", tablet.client.outbox_len().map_err(|e| e.to_string())?),
     );
-    if !bob.hears_nothing(Duration::from_millis(300), |e| matches!(e, ClientEvent::MessagesRead(_))) {
+    if bob.heard(Duration::from_millis(300), |e| matches!(e, ClientEvent::MessagesRead(_))).is_some() {
         return Err("bob heard a read ack while alice was offline".into());
     }
     s.say("bob/phone", "hears nothing yet");
     tablet.client.set_network_enabled(true);
-    tablet.wait("reconnect", |e| matches!(e, ClientEvent::Connected).then_some(()))?;
+    tablet.try_wait("reconnect", |e| matches!(e, ClientEvent::Connected).then_some(()))?;
     s.say("alice/tablet", "back online: the outbox is flushed");
     let offline_id = m.id;
-    let r = bob.wait("onMessageRead", |e| match e {
+    let r = bob.try_wait("onMessageRead", |e| match e {
         ClientEvent::MessagesRead(list) => list.iter().find(|x| x.id == offline_id).cloned(),
         _ => None,
     })?;
@@ -263,26 +225,26 @@ pub fn run(color: bool) -> Result<(), String> {
     // 6. Refusals.
     s.section(6, "What the rules refuse");
     let own = alice.client.ack_message_read(d.id);
-    s.refused("alice acks her own message", &expect_err(own, ErrorCode::MessageWrongType)?);
-    let private = online("bob/laptop", "bob", ChatOptions { require_read_ack: false, ..Default::default() }, port, dir)?;
-    let e = expect_err(private.client.ack_message_read(got.id), ErrorCode::FeatureNotEnabled)?;
+    s.refused("alice acks her own message", &try_expect_err(own, ErrorCode::MessageWrongType)?);
+    let private = online("bob/laptop", ChatOptions { require_read_ack: false, ..Default::default() }, port, dir)?;
+    let e = try_expect_err(private.client.ack_message_read(got.id), ErrorCode::FeatureNotEnabled)?;
     s.refused("bob/laptop with requireReadAck = false acks", &e);
     let req = carol.client.fetch_group_read_acks(gm.id, 0, None);
-    s.refused("fetchGroupReadAcks with pageSize 0", &expect_err(req, ErrorCode::InvalidParam)?);
+    s.refused("fetchGroupReadAcks with pageSize 0", &try_expect_err(req, ErrorCode::InvalidParam)?);
     let req = dave.client.fetch_group_read_acks(gm.id, 10, None).map_err(|e| e.to_string())?;
-    s.refused("dave lists the acks of carol's message (sender only)", &expect_refused(&dave, req, ErrorCode::GroupPermissionDenied)?);
-    let bad = Device::new("mallory/phone", ChatOptions::default(), port, dir)?;
+    s.refused("dave lists the acks of carol's message (sender only)", &dave.try_refused(req, ErrorCode::GroupPermissionDenied)?);
+    let bad = device("mallory/phone", ChatOptions::default(), port, dir)?;
     bad.client.login("mallory", &token("alice")).map_err(|e| e.to_string())?;
-    let e = bad.wait("login refusal", |e| match e {
+    let e = bad.try_wait("login refusal", |e| match e {
         ClientEvent::LoginFailed(e) => Some(e.clone()),
         _ => None,
     })?;
     s.refused("mallory logs in with alice's token", &e);
 
-    policy_refusals(&s, dir)?;
+    policy_refusals(&s)?;
     println!("\n{}", s.paint("32", "All receipts behaved as the guide promises."));
     drop((alice, tablet, bob, carol, dave, erin, private, bad));
-    srv.shutdown();
+    srv.stop();
     Ok(())
 }
 
@@ -305,7 +267,7 @@ fn bob_three_read(bob: &Device) -> Result<bool, String> {
 type PolicyCase = (&'static str, fn(&mut ServerConfig));
 
 /// The group read-ack policy settings, each on a server configured for it.
-fn policy_refusals(s: &Style, dir: &std::path::Path) -> Result<(), String> {
+fn policy_refusals(s: &Style) -> Result<(), String> {
     let cases: [PolicyCase; 4] = [
         ("group read acks not enabled", |c| c.group_ack.enabled = false),
         ("only owner and admins may ask for acks", |c| c.group_ack.who_may_request = WhoMayRequest::OwnerAndAdmins),
@@ -313,34 +275,30 @@ fn policy_refusals(s: &Style, dir: &std::path::Path) -> Result<(), String> {
         ("member cap of 2 for acks (200 by default)", |c| c.group_ack.member_cap = 2),
     ];
     for (i, (title, f)) in cases.into_iter().enumerate() {
-        let srv = server(dir, &format!("policy{i}"), f)?;
-        let port = srv.local_addr().port();
-        let sub = dir.join(format!("policy{i}-clients"));
-        let owner = online("carol/phone", "carol", ChatOptions::default(), port, &sub)?;
-        let member = online("dave/phone", "dave", ChatOptions::default(), port, &sub)?;
-        let other = online("erin/phone", "erin", ChatOptions::default(), port, &sub)?;
-        let group = group_of(&owner, &["dave", "erin"])?;
+        let mut srv = start_server(f)?;
+        let (port, sub) = (srv.port(), srv.root().to_path_buf());
+        let owner = online("carol/phone", ChatOptions::default(), port, &sub)?;
+        let member = online("dave/phone", ChatOptions::default(), port, &sub)?;
+        let other = online("erin/phone", ChatOptions::default(), port, &sub)?;
+        let group = owner.try_create_group("weekend", &["dave", "erin"], false)?;
         match i {
             0 => {
                 let (req, _) = owner.client.send_text(&group, ChatType::GroupChat, "acks?", true).map_err(|e| e.to_string())?;
-                s.refused(&format!("[{title}] carol asks for acks"), &expect_refused(&owner, req, ErrorCode::FeatureNotEnabled)?);
+                s.refused(&format!("[{title}] carol asks for acks"), &owner.try_refused(req, ErrorCode::FeatureNotEnabled)?);
             }
             1 => {
                 let (req, _) = member.client.send_text(&group, ChatType::GroupChat, "acks?", true).map_err(|e| e.to_string())?;
-                s.refused(
-                    &format!("[{title}] dave (member) asks for acks"),
-                    &expect_refused(&member, req, ErrorCode::GroupPermissionDenied)?,
-                );
+                s.refused(&format!("[{title}] dave (member) asks for acks"), &member.try_refused(req, ErrorCode::GroupPermissionDenied)?);
             }
             2 => {
-                sent(&owner, &group, ChatType::GroupChat, "old news", true)?;
+                owner.try_send(&group, ChatType::GroupChat, "old news", true)?;
                 let m = received(&member)?;
                 std::thread::sleep(Duration::from_millis(1_200));
                 let req = member.client.ack_group_message_read(m.id, None).map_err(|e| e.to_string())?.ok_or("no ack sent")?;
-                s.refused(&format!("[{title}] dave acks after 1.2 s"), &expect_refused(&member, req, ErrorCode::MessageExpired)?);
+                s.refused(&format!("[{title}] dave acks after 1.2 s"), &member.try_refused(req, ErrorCode::MessageExpired)?);
             }
             _ => {
-                let m = sent(&owner, &group, ChatType::GroupChat, "big group", true)?;
+                let m = owner.try_send(&group, ChatType::GroupChat, "big group", true)?;
                 s.say(
                     "",
                     &format!(
@@ -349,12 +307,12 @@ fn policy_refusals(s: &Style, dir: &std::path::Path) -> Result<(), String> {
                     ),
                 );
                 let got = received(&member)?;
-                let e = expect_err(member.client.ack_group_message_read(got.id, None), ErrorCode::FeatureNotEnabled)?;
+                let e = try_expect_err(member.client.ack_group_message_read(got.id, None), ErrorCode::FeatureNotEnabled)?;
                 s.refused(&format!("[{title}] dave acks"), &e);
             }
         }
         drop((owner, member, other));
-        srv.shutdown();
+        srv.stop();
     }
     Ok(())
 }

@@ -4,7 +4,6 @@ mod bench;
 mod bench_load;
 mod bench_stats;
 mod demo;
-mod device;
 
 use clap::{Parser, Subcommand};
 

@@ -9,48 +9,23 @@
 //! turns valgrind off on purpose.
 
 use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use receipt_server::{auth, ServerConfig, ServerHandle};
+use receipt_testkit::{dead_port, target, token, TestServer};
 
-const SECRET: &str = "c-programs-secret";
 const USERS: &[&str] = &["alice", "bob", "carol", "dave", "erin", "mallory", "trent"];
 /// Wall-clock bound for one program (valgrind included); it is killed after that.
 const PROGRAM_DEADLINE: Duration = Duration::from_secs(420);
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
-}
-
-/// The directory holding a fresh `libreceipt_ffi.so`. `cargo test` builds only the rlib for
-/// the tests, so this runs `cargo build -p receipt-ffi --lib` (a no-op when up to date) into the
-/// target dir and profile this test binary was built in (`<target>/<profile>/deps/<test>`);
-/// without that layout, into `$CARGO_TARGET_DIR` (or the workspace `target`), debug profile.
+/// The directory holding a fresh `libreceipt_ffi.so`: `cargo test` builds only the rlib for the
+/// tests, so this builds the library into the target dir and profile of this test binary.
 fn lib_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let exe = std::env::current_exe().expect("current exe");
-        let from_exe = exe.parent().filter(|d| d.ends_with("deps")).and_then(Path::parent).and_then(|profile_dir| {
-            let profile = profile_dir.file_name()?.to_str()?.to_string();
-            Some((profile_dir.parent()?.to_path_buf(), profile))
-        });
-        let (target_dir, profile) = from_exe.unwrap_or_else(|| {
-            let t = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
-            (t, "debug".to_string())
-        });
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", "receipt-ffi", "--lib", "--target-dir"]).arg(&target_dir).current_dir(workspace_root());
-        if profile == "release" {
-            cmd.arg("--release");
-        }
-        let st = cmd.status().expect("running cargo build");
-        assert!(st.success(), "cargo build -p receipt-ffi failed");
-        let dir = target_dir.join(&profile);
+        let dir = target::cargo_build(&["-p", "receipt-ffi", "--lib"]);
         assert!(dir.join("libreceipt_ffi.so").exists(), "libreceipt_ffi.so not found in {}", dir.display());
         dir
     })
@@ -58,7 +33,7 @@ fn lib_dir() -> PathBuf {
 }
 
 fn compile(program: &str, out_dir: &Path) -> PathBuf {
-    let root = workspace_root();
+    let root = target::workspace_root();
     let lib = lib_dir();
     let exe = out_dir.join(program);
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
@@ -95,24 +70,13 @@ fn valgrind_wanted() -> bool {
     present
 }
 
-/// A port nothing listens on.
-fn dead_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().unwrap().port()
-}
-
 fn run_c_program(program: &str) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let exe = compile(program, tmp.path());
-    let server_dir = tmp.path().join("server");
     let clients_dir = tmp.path().join("clients");
-    std::fs::create_dir_all(&server_dir).unwrap();
     std::fs::create_dir_all(&clients_dir).unwrap();
-    let mut config =
-        ServerConfig { addr: "127.0.0.1:0".parse().unwrap(), data_dir: Some(server_dir), secret: SECRET.into(), ..ServerConfig::default() };
-    config.group_ack.enabled = true;
-    let server = ServerHandle::spawn_in_thread(config).expect("server starts");
-    let port = server.local_addr().port();
+    let mut server = TestServer::start(|_| {});
+    let port = server.port();
 
     let valgrind = valgrind_wanted();
     let mut cmd = if valgrind {
@@ -138,7 +102,7 @@ fn run_c_program(program: &str) {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     for u in USERS {
-        cmd.env(format!("RCPT_TEST_TOKEN_{u}"), auth::token_for(SECRET, u, 3600));
+        cmd.env(format!("RCPT_TEST_TOKEN_{u}"), token(u));
     }
 
     let started = Instant::now();
@@ -169,7 +133,7 @@ fn run_c_program(program: &str) {
     };
     let stdout = out_t.join().unwrap();
     let stderr = err_t.join().unwrap();
-    server.shutdown();
+    server.stop();
     let took = started.elapsed();
 
     loud(&format!("--- {program} ({}), {:.1} s: {}", if valgrind { "valgrind" } else { "plain" }, took.as_secs_f64(), stdout.trim()));

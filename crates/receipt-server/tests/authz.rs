@@ -3,23 +3,22 @@
 //! refusal carries SPEC section 2's code and changes nothing: the other side hears nothing and
 //! the server's state (unread counts, ack lists, logs) is as before.
 
-mod common;
-
 use std::net::SocketAddr;
 
-use common::*;
 use receipt_core::codec::encode_into;
 use receipt_core::protocol::*;
 use receipt_core::*;
 use receipt_server::{auth, WhoMayRequest};
+use receipt_testkit::raw::*;
+use receipt_testkit::*;
 
 /// Everything the server sent this client so far (a ping round trip flushes it).
-fn settle(c: &mut Client) -> Vec<ServerEvent> {
+fn settle(c: &mut RawClient) -> Vec<ServerEvent> {
     c.sync_ping();
     c.events.drain(..).map(|e| (*e.event).clone()).collect()
 }
 
-fn acks_of(sender: &mut Client, msg_id: MsgId) -> usize {
+fn acks_of(sender: &mut RawClient, msg_id: MsgId) -> usize {
     match sender.expect_ok(|req| ClientFrame::FetchGroupAcks { req, msg_id, page_size: 100, start_ack_id: None }) {
         Response::GroupAcks { page, .. } => page.data.len(),
         r => panic!("{r:?}"),
@@ -31,25 +30,25 @@ fn acks_of(sender: &mut Client, msg_id: MsgId) -> usize {
 struct World {
     _s: TestServer,
     a: SocketAddr,
-    alice: Client,
-    bob: Client,
-    carol: Client,
-    dave: Client,
+    alice: RawClient,
+    bob: RawClient,
+    carol: RawClient,
+    dave: RawClient,
     g: GroupId,
     one: MsgId,
     gm: MsgId,
 }
 
 fn world(f: impl FnOnce(&mut receipt_server::ServerConfig)) -> World {
-    let s = server(|c| {
+    let s = TestServer::start(|c| {
         c.group_ack.enabled = true;
         f(c)
     });
     let a = s.addr();
-    let mut alice = Client::login(a, "alice", "a1");
-    let mut bob = Client::login(a, "bob", "b1");
-    let mut carol = Client::login(a, "carol", "c1");
-    let mut dave = Client::login(a, "dave", "d1");
+    let mut alice = RawClient::login(a, "alice", "a1");
+    let mut bob = RawClient::login(a, "bob", "b1");
+    let mut carol = RawClient::login(a, "carol", "c1");
+    let mut dave = RawClient::login(a, "dave", "d1");
     let g = create_group(&mut alice, &["bob", "carol"]);
     let one = alice.send_msg("bob", ChatType::Chat, "for bob");
     let gm = alice.send_msg_opts(&g, ChatType::GroupChat, "ack me", false, true).unwrap().0;
@@ -73,7 +72,7 @@ fn row1_ack_of_a_message_not_addressed_to_you_is_500() {
     assert!(settle(&mut w.alice).is_empty());
     assert!(settle(&mut w.bob).is_empty());
     // bob's unread is untouched and the message is not read.
-    assert_eq!(Client::login(w.a, "bob", "probe").unread(ChatType::Chat, "alice"), 1);
+    assert_eq!(RawClient::login(w.a, "bob", "probe").unread(ChatType::Chat, "alice"), 1);
     w.bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: w.one });
     assert!(matches!(w.alice.event_matching(|e| matches!(e, ServerEvent::Read { .. })), ServerEvent::Read { by, .. } if by == "bob"));
 }
@@ -101,7 +100,7 @@ fn row3_ack_of_your_own_message_is_501() {
     assert!(settle(&mut w.bob).is_empty());
     assert!(settle(&mut w.alice).is_empty());
     assert_eq!(acks_of(&mut w.alice, w.gm), 0);
-    assert_eq!(Client::login(w.a, "bob", "probe").unread(ChatType::Chat, "alice"), 1);
+    assert_eq!(RawClient::login(w.a, "bob", "probe").unread(ChatType::Chat, "alice"), 1);
 }
 
 #[test]
@@ -112,7 +111,7 @@ fn row4_requesting_group_acks_when_only_owner_and_admins_may_is_603() {
     // Not delivered, not counted.
     assert!(settle(&mut w.alice).is_empty());
     assert!(settle(&mut w.carol).is_empty());
-    assert_eq!(Client::login(w.a, "carol", "probe").unread(ChatType::GroupChat, &w.g), 1);
+    assert_eq!(RawClient::login(w.a, "carol", "probe").unread(ChatType::GroupChat, &w.g), 1);
 }
 
 #[test]
@@ -130,7 +129,7 @@ fn row5_fetching_another_senders_ack_list_is_603() {
 
 /// A login refused with `LoginFailed` 202, its pipelined requests never applied.
 fn login_refused(a: SocketAddr, user: &str, token: String) {
-    let mut c = Client::connect(a);
+    let mut c = RawClient::connect(a);
     // One write: the requests are pipelined behind the refused login, and a second write could
     // race with the server closing the connection.
     let mut bytes = Vec::new();
@@ -158,8 +157,8 @@ fn login_refused(a: SocketAddr, user: &str, token: String) {
 fn assert_nothing_happened(w: &mut World) {
     assert!(settle(&mut w.alice).is_empty());
     assert!(settle(&mut w.carol).is_empty());
-    assert_eq!(Client::login(w.a, "bob", "probe").unread(ChatType::Chat, "alice"), 1);
-    assert_eq!(Client::login(w.a, "carol", "probe").unread(ChatType::Chat, "bob"), 0);
+    assert_eq!(RawClient::login(w.a, "bob", "probe").unread(ChatType::Chat, "alice"), 1);
+    assert_eq!(RawClient::login(w.a, "carol", "probe").unread(ChatType::Chat, "bob"), 0);
 }
 
 #[test]

@@ -1,48 +1,17 @@
 //! The real binary, killed with SIGKILL in the middle of acked work, restarted on the same data
 //! directory: nothing answered `ok` is lost, nothing is delivered twice.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::*;
 use receipt_core::codec::encode;
 use receipt_core::protocol::*;
 use receipt_core::*;
+use receipt_testkit::raw::*;
+use receipt_testkit::*;
 
 const TOTAL: u64 = 1030;
-
-struct Proc {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(dir: &Path) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_receipt-server"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--secret", SECRET, "--data-dir"])
-        .arg(dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("first line");
-    let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("first line: {line:?}"));
-    Proc { addr: addr.parse().unwrap(), child }
-}
 
 /// alice's `i`-th message to bob: client id `m{i}`, content `hello {i}`.
 fn hello(req: ReqId, i: u64) -> ClientFrame {
@@ -75,10 +44,10 @@ fn assert_seqs_contiguous(events: &[SeqEvent]) {
 #[test]
 fn sigkill_mid_stream_loses_no_ok_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let mut p = spawn(dir.path());
+    let mut p = ChildServer::start(dir.path(), "");
 
     // Phase 1: alice sends 30 messages, each answered ok.
-    let mut alice = Client::login(p.addr, "alice", "a1");
+    let mut alice = RawClient::login(p.addr(), "alice", "a1");
     let mut sent: BTreeMap<String, MsgId> = BTreeMap::new();
     for i in 0..30 {
         let cid = format!("m{i}");
@@ -89,7 +58,7 @@ fn sigkill_mid_stream_loses_no_ok_and_duplicates_nothing() {
 
     // Phase 2: bob pipelines read acks for all of them and alice pipelines 200 more messages;
     // the server is killed while they are in flight.
-    let mut bob = Client::login(p.addr, "bob", "b1");
+    let mut bob = RawClient::login(p.addr(), "bob", "b1");
     let ids: Vec<MsgId> = sent.values().copied().collect();
     let mut bytes = Vec::new();
     for (i, id) in ids.iter().enumerate() {
@@ -104,7 +73,7 @@ fn sigkill_mid_stream_loses_no_ok_and_duplicates_nothing() {
     // Collect some answers, then kill.
     let mut acked_reads: BTreeSet<MsgId> = BTreeSet::new();
     let mut acked_sends: BTreeMap<String, MsgId> = BTreeMap::new();
-    let mut collect = |alice: &mut Client, bob: &mut Client, max: usize, stop_at_first: bool| {
+    let mut collect = |alice: &mut RawClient, bob: &mut RawClient, max: usize, stop_at_first: bool| {
         for _ in 0..max {
             if let Some(ServerFrame::Result { req, ok: Some(_), .. }) = bob.recv(Duration::from_millis(2)) {
                 acked_reads.insert(ids[(req - 1000) as usize]);
@@ -122,16 +91,15 @@ fn sigkill_mid_stream_loses_no_ok_and_duplicates_nothing() {
     };
     // Kill as soon as the first of alice's pipelined sends is answered: mid-stream.
     collect(&mut alice, &mut bob, 2000, true);
-    p.child.kill().expect("SIGKILL");
-    p.child.wait().unwrap();
+    p.kill9();
     // Answers already on the wire before the kill count too.
     collect(&mut alice, &mut bob, 400, false);
     drop((alice, bob));
     eprintln!("before the kill: {} read acks and {} sends answered ok", acked_reads.len(), acked_sends.len());
 
     // Phase 3: restart on the same data directory.
-    let p2 = spawn(dir.path());
-    let alice = Client::login(p2.addr, "alice", "a2");
+    let p2 = ChildServer::start(dir.path(), "");
+    let alice = RawClient::login(p2.addr(), "alice", "a2");
     assert_seqs_contiguous(&alice.backlog);
     let reads: Vec<MsgId> = alice
         .backlog
@@ -145,7 +113,7 @@ fn sigkill_mid_stream_loses_no_ok_and_duplicates_nothing() {
     assert_eq!(unique.len(), reads.len(), "a read receipt was stored twice");
     assert!(acked_reads.is_subset(&unique), "an ok'd read ack was lost");
 
-    let mut bob = Client::login(p2.addr, "bob", "b2");
+    let mut bob = RawClient::login(p2.addr(), "bob", "b2");
     assert_seqs_contiguous(&bob.backlog);
     let got = message_ids(&bob.backlog);
     let got_map: BTreeMap<String, MsgId> = got.iter().cloned().collect();
@@ -167,13 +135,13 @@ fn sigkill_mid_stream_loses_no_ok_and_duplicates_nothing() {
     for id in &ids {
         bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: *id });
     }
-    let bob2 = Client::login(p2.addr, "bob", "b3");
+    let bob2 = RawClient::login(p2.addr(), "bob", "b3");
     assert_seqs_contiguous(&bob2.backlog);
     let all = message_ids(&bob2.backlog);
     let cids: BTreeSet<String> = all.iter().map(|(c, _)| c.clone()).collect();
     assert_eq!(cids.len(), all.len(), "duplicate delivery after replay");
     assert_eq!(cids.len(), TOTAL as usize);
-    let alice2 = Client::login(p2.addr, "alice", "a3");
+    let alice2 = RawClient::login(p2.addr(), "alice", "a3");
     let reads: Vec<MsgId> = alice2
         .backlog
         .iter()
@@ -206,7 +174,7 @@ fn binary_prints_tokens_and_manages_groups_offline() {
     run(&["remove", "--group", &g, "--members", "carol"]);
     run(&["role", "--group", &g, "--member", "bob", "--role", "admin"]);
 
-    let p = spawn(dir.path());
+    let p = ChildServer::start(dir.path(), "");
     // While the server runs, the offline tool refuses to touch the database.
     let out = Command::new(env!("CARGO_BIN_EXE_receipt-server"))
         .arg("group")
@@ -216,13 +184,13 @@ fn binary_prints_tokens_and_manages_groups_offline() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let mut c = Client::connect(p.addr);
+    let mut c = RawClient::connect(p.addr());
     c.user = "alice".into();
     c.send(&ClientFrame::Login { v: PROTOCOL_VERSION, user: "alice".into(), device: "a".into(), token: tok, since: 0 });
     assert!(matches!(c.recv_required(), ServerFrame::LoginOk { .. }));
     c.read_sync();
     c.send_msg(&g, ChatType::GroupChat, "hi team");
-    let bob = Client::login(p.addr, "bob", "b");
+    let bob = RawClient::login(p.addr(), "bob", "b");
     let roles: Vec<Option<GroupRole>> = bob
         .backlog
         .iter()
@@ -233,8 +201,8 @@ fn binary_prints_tokens_and_manages_groups_offline() {
         .collect();
     assert_eq!(roles, vec![Some(GroupRole::Member), Some(GroupRole::Admin)]);
     assert_eq!(bob.unread(ChatType::GroupChat, &g), 1);
-    let carol = Client::login(p.addr, "carol", "c");
+    let carol = RawClient::login(p.addr(), "carol", "c");
     assert_eq!(carol.unread(ChatType::GroupChat, &g), 0);
-    let dave = Client::login(p.addr, "dave", "d");
+    let dave = RawClient::login(p.addr(), "dave", "d");
     assert_eq!(dave.unread(ChatType::GroupChat, &g), 1);
 }

@@ -8,20 +8,17 @@
 //! `tests/e2e/tests/resilience.rs` (`rule9_killed_client_sends_its_outbox_once_after_restart`,
 //! `rule9_network_cuts_mid_stream_lose_nothing`).
 
-#[path = "support/child.rs"]
-mod child;
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use child::{ChildServer, Rng};
-use common::SECRET;
-use receipt_client::{Client, ClientConfig, ClientEvent, Completion};
+use receipt_client::{Client, ClientEvent, Completion};
 use receipt_core::protocol::ServerEvent;
 use receipt_core::*;
+use receipt_testkit::raw::RawClient;
+use receipt_testkit::rng::Rng;
+use receipt_testkit::{ChildServer, Device};
 
 const RUNS: usize = 5;
 const SEED: u64 = 0x0fa0_17ed;
@@ -30,16 +27,9 @@ fn loud(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
-fn client(user: &str, port: u16, dir: &std::path::Path) -> Client {
-    let options = ChatOptions { im_server: Some("127.0.0.1".into()), im_port: Some(port), ..ChatOptions::default() };
-    let mut cfg = ClientConfig::new(options, dir.join(user));
-    cfg.device_id = Some(format!("{user}-dev"));
-    cfg.backoff_min = Duration::from_millis(20);
-    cfg.backoff_max = Duration::from_millis(200);
-    cfg.connect_timeout = Duration::from_secs(2);
-    let c = Client::new(cfg).expect("client runtime");
-    c.login(user, &receipt_server::auth::token_for(SECRET, user, 3600)).expect("login call");
-    c
+/// `user`'s one device ("<user>/dev"), logged in.
+fn client(user: &str, port: u16) -> Device {
+    Device::online(&format!("{user}/dev"), ChatOptions::default(), port)
 }
 
 #[derive(Default)]
@@ -103,13 +93,12 @@ impl Tally {
 fn sigkill_under_load_loses_no_ok_ack_and_duplicates_none() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("server-data");
-    let clients = tmp.path().join("clients");
     let mut rng = Rng(SEED);
-    let mut srv = ChildServer::spawn(tmp.path(), &data, "127.0.0.1:0".parse().unwrap(), SECRET, "");
-    let port = srv.addr.port();
-    let addr: SocketAddr = srv.addr;
-    let alice = client("alice", port, &clients);
-    let bob = client("bob", port, &clients);
+    let mut srv = ChildServer::start(&data, "");
+    let port = srv.port();
+    let addr: SocketAddr = srv.addr();
+    let (alice_device, bob_device) = (client("alice", port), client("bob", port));
+    let (alice, bob) = (&alice_device.client, &bob_device.client);
     let mut t = Tally::default();
     let mut sends = 0u64;
     let mut kill_points = Vec::new();
@@ -117,7 +106,7 @@ fn sigkill_under_load_loses_no_ok_ack_and_duplicates_none() {
 
     for run in 0..RUNS {
         if run > 0 {
-            srv = ChildServer::spawn(tmp.path(), &data, addr, SECRET, "");
+            srv.start_again();
         }
         let kill_after = Duration::from_millis(rng.range(50, 400));
         kill_points.push(kill_after.as_millis());
@@ -127,18 +116,18 @@ fn sigkill_under_load_loses_no_ok_ack_and_duplicates_none() {
                 sends += 1;
                 alice.send_text("bob", ChatType::Chat, &format!("run {run} #{sends}"), false).expect("send call");
             }
-            t.pump(&alice, &bob);
+            t.pump(alice, bob);
             std::thread::sleep(Duration::from_millis(5));
         }
         srv.kill9();
-        t.pump(&alice, &bob);
+        t.pump(alice, bob);
     }
 
     // The last start: let everything settle (outboxes flushed, every ack answered).
-    let _srv = ChildServer::spawn(tmp.path(), &data, addr, SECRET, "");
+    srv.start_again();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        t.pump(&alice, &bob);
+        t.pump(alice, bob);
         let settled = alice.outbox_len().unwrap() == 0
             && bob.outbox_len().unwrap() == 0
             && t.ack_reqs.is_empty()
@@ -161,14 +150,14 @@ fn sigkill_under_load_loses_no_ok_ack_and_duplicates_none() {
     }
     // Anything late (a duplicate) would arrive now.
     std::thread::sleep(Duration::from_millis(300));
-    t.pump(&alice, &bob);
+    t.pump(alice, bob);
 
     // At the sender's client: each ok ack heard exactly once.
     let lost_client = t.acked_ok.iter().filter(|m| !t.read_at_sender.contains_key(m)).count();
     let dup_client = t.read_at_sender.values().filter(|&&n| n > 1).count();
     let dup_received = t.received.values().filter(|&&n| n > 1).count();
     // In the server's durable log of alice: one Read event per ok ack, seqs contiguous.
-    let probe = common::Client::login(addr, "alice", "probe");
+    let probe = RawClient::login(addr, "alice", "probe");
     let seqs: Vec<Seq> = probe.backlog.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (1..=seqs.len() as Seq).collect::<Vec<_>>(), "alice's log has holes or repeats");
     let mut read_in_log: BTreeMap<MsgId, u32> = BTreeMap::new();
@@ -181,7 +170,7 @@ fn sigkill_under_load_loses_no_ok_ack_and_duplicates_none() {
     let dup_log = read_in_log.values().filter(|&&n| n > 1).count();
     // Unread counts: bob's client, the server, and the expectation agree.
     let expected_unread = (t.received.len() - t.acked_ok.len()) as u32;
-    let bob_probe = common::Client::login(addr, "bob", "probe");
+    let bob_probe = RawClient::login(addr, "bob", "probe");
     let server_unread = bob_probe.unread(ChatType::Chat, "alice");
     let client_unread = bob.unread_count(&ConversationKey::new(ChatType::Chat, "alice")).unwrap();
 

@@ -5,21 +5,19 @@
 //! Memory is measured on the real binary run as a child process (`/proc/<pid>/status` VmRSS),
 //! so the figures are the server's alone, not the test process's.
 
-#[path = "support/child.rs"]
-mod child;
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use child::{raise_nofile, ChildServer, Rng};
-use common::*;
 use receipt_core::codec::encode;
 use receipt_core::protocol::*;
 use receipt_core::*;
+use receipt_testkit::child::raise_nofile;
+use receipt_testkit::raw::*;
+use receipt_testkit::rng::Rng;
+use receipt_testkit::*;
 
 /// Prints past libtest's capture: these figures go to docs/reliability.md.
 fn loud(line: &str) {
@@ -29,14 +27,14 @@ fn loud(line: &str) {
 /// Two legitimate users: `exchange` sends a message, the peer gets it and acks it, the sender
 /// hears the read ack. Panics (bounded waits) if traffic does not flow.
 struct Pair {
-    alice: Client,
-    bob: Client,
+    alice: RawClient,
+    bob: RawClient,
     rounds: u32,
 }
 
 impl Pair {
     fn new(addr: SocketAddr) -> Pair {
-        Pair { alice: Client::login(addr, "legit-a", "la"), bob: Client::login(addr, "legit-b", "lb"), rounds: 0 }
+        Pair { alice: RawClient::login(addr, "legit-a", "la"), bob: RawClient::login(addr, "legit-b", "lb"), rounds: 0 }
     }
 
     fn exchange(&mut self) {
@@ -62,8 +60,8 @@ fn login_bytes(user: &str, device: &str) -> Vec<u8> {
 /// what the server sent until it closed the connection (bounded by `WAIT`).
 fn attack(addr: SocketAddr, login_as: Option<&str>, bytes: &[u8]) -> Vec<ServerFrame> {
     let mut c = match login_as {
-        Some(u) => Client::login(addr, u, "attacker"),
-        None => Client::connect(addr),
+        Some(u) => RawClient::login(addr, u, "attacker"),
+        None => RawClient::connect(addr),
     };
     c.send_raw(bytes);
     c.until_closed()
@@ -80,7 +78,7 @@ fn assert_one_error(frames: &[ServerFrame], what: &str) -> ChatError {
 
 #[test]
 fn garbage_bytes_get_an_error_and_a_close() {
-    let s = server(|c| c.max_frame = 64 * 1024);
+    let s = TestServer::start(|c| c.max_frame = 64 * 1024);
     let a = s.addr();
     let mut pair = Pair::new(a);
     let mut rng = Rng(0x5eed_1234);
@@ -92,7 +90,7 @@ fn garbage_bytes_get_an_error_and_a_close() {
     ];
     for i in 0..8 {
         let n = rng.range(1, 4096) as usize;
-        let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+        let bytes: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
         cases.push((format!("{n} random bytes (#{i})"), bytes));
     }
     for (what, bytes) in &cases {
@@ -104,19 +102,19 @@ fn garbage_bytes_get_an_error_and_a_close() {
         pair.exchange();
     }
     // Nothing any attacker sent reached anybody: mallory's log is empty.
-    let probe = Client::login(a, "mallory", "probe");
+    let probe = RawClient::login(a, "mallory", "probe");
     assert!(probe.backlog.is_empty(), "{:?}", probe.backlog);
 }
 
 #[test]
 fn a_frame_header_announcing_4_gib_is_refused_from_the_header_alone() {
-    let s = server(|_| {});
+    let s = TestServer::start(|_| {});
     let a = s.addr();
     let mut pair = Pair::new(a);
     for login in [None, Some("mallory")] {
         let mut c = match login {
-            Some(u) => Client::login(a, u, "big"),
-            None => Client::connect(a),
+            Some(u) => RawClient::login(a, u, "big"),
+            None => RawClient::connect(a),
         };
         // Only the 4-byte header: the server must answer without waiting for (or buffering)
         // any of the announced 4 GiB.
@@ -127,7 +125,7 @@ fn a_frame_header_announcing_4_gib_is_refused_from_the_header_alone() {
         assert!(e.description.contains("exceeds the limit"), "{e}");
         assert!(started.elapsed() < Duration::from_secs(2), "answered after {:?}", started.elapsed());
         // One byte over the configured limit is refused the same way.
-        let mut c = Client::connect(a);
+        let mut c = RawClient::connect(a);
         c.send_raw(&((receipt_core::codec::DEFAULT_MAX_FRAME + 1) as u32).to_be_bytes());
         assert_one_error(&c.until_closed(), "max_frame + 1");
         pair.exchange();
@@ -136,24 +134,24 @@ fn a_frame_header_announcing_4_gib_is_refused_from_the_header_alone() {
 
 #[test]
 fn frames_cut_in_the_middle() {
-    let s = server(|c| c.login_timeout_secs = 1);
+    let s = TestServer::start(|c| c.login_timeout_secs = 1);
     let a = s.addr();
     let mut pair = Pair::new(a);
     let login = login_bytes("mallory", "cut");
     let half = &login[..login.len() / 2];
     // (1) Half a frame, then the client half-closes: the server says the frame was truncated.
-    let mut c = Client::connect(a);
+    let mut c = RawClient::connect(a);
     c.send_raw(half);
     c.stream.shutdown(Shutdown::Write).unwrap();
     let e = assert_one_error(&c.until_closed(), "half a login, then EOF");
     assert!(e.description.contains("middle of a frame"), "{e}");
     // (2) Half a frame, then silence: closed at the login timeout.
-    let mut c = Client::connect(a);
+    let mut c = RawClient::connect(a);
     c.send_raw(half);
     let e = assert_one_error(&c.until_closed(), "half a login, then silence");
     assert!(e.description.contains("login timeout"), "{e}");
     // (3) Logged in, half a Send, then EOF: the Send is not applied.
-    let mut c = Client::login(a, "mallory", "cut2");
+    let mut c = RawClient::login(a, "mallory", "cut2");
     let send = encode(&ClientFrame::Send {
         req: 9,
         client_id: "cut".into(),
@@ -168,7 +166,7 @@ fn frames_cut_in_the_middle() {
     assert_one_error(&c.until_closed(), "half a send, then EOF");
     pair.exchange();
     // legit-b got only the legit message, not the cut one.
-    let probe = Client::login(a, "legit-b", "probe");
+    let probe = RawClient::login(a, "legit-b", "probe");
     assert!(
         probe.backlog.iter().all(|e| !matches!(&*e.event, ServerEvent::Message { msg } if msg.from == "mallory")),
         "{:?}",
@@ -178,7 +176,7 @@ fn frames_cut_in_the_middle() {
 
 #[test]
 fn valid_json_of_the_wrong_shape_and_unknown_frame_types() {
-    let s = server(|_| {});
+    let s = TestServer::start(|_| {});
     let a = s.addr();
     let mut pair = Pair::new(a);
     let bodies: &[&str] = &[
@@ -202,20 +200,20 @@ fn valid_json_of_the_wrong_shape_and_unknown_frame_types() {
         }
     }
     pair.exchange();
-    let probe = Client::login(a, "mallory", "probe");
+    let probe = RawClient::login(a, "mallory", "probe");
     assert!(probe.backlog.is_empty(), "{:?}", probe.backlog);
 }
 
 #[test]
 fn a_slowloris_login_is_cut_at_the_login_timeout() {
-    let s = server(|c| {
+    let s = TestServer::start(|c| {
         c.login_timeout_secs = 1;
         c.idle_timeout_secs = 60;
     });
     let a = s.addr();
     let mut pair = Pair::new(a);
     let bytes = login_bytes("mallory", "slow");
-    let mut c = Client::connect(a);
+    let mut c = RawClient::connect(a);
     let started = Instant::now();
     // One byte every 200 ms (the "one byte a minute" attack, sped up): each byte would reset
     // an idle timer, but not the login deadline.
@@ -245,7 +243,7 @@ fn a_slowloris_login_is_cut_at_the_login_timeout() {
     loud(&format!("hostile: slowloris cut after {:.2} s and {sent} of {} bytes (login_timeout_secs = 1)", took.as_secs_f64(), bytes.len()));
     pair.exchange();
     // A normal login well within the timeout is unaffected, even on a slow start.
-    let mut c = Client::connect(a);
+    let mut c = RawClient::connect(a);
     std::thread::sleep(Duration::from_millis(300));
     c.send_raw(&bytes);
     assert!(matches!(c.recv_required(), ServerFrame::LoginOk { .. }));
@@ -256,13 +254,13 @@ fn a_slowloris_login_is_cut_at_the_login_timeout() {
 
 #[test]
 fn per_user_device_limit_refuses_the_eleventh_device_and_changes_nothing_else() {
-    let s = server(|_| {}); // max_devices_per_user = 10 by default
+    let s = TestServer::start(|_| {}); // max_devices_per_user = 10 by default
     let a = s.addr();
     assert_eq!(s.config.max_devices_per_user, 10);
     let mut pair = Pair::new(a);
-    let mut devices: Vec<Client> = (0..10).map(|i| Client::login(a, "alice", &format!("d{i}"))).collect();
+    let mut devices: Vec<RawClient> = (0..10).map(|i| RawClient::login(a, "alice", &format!("d{i}"))).collect();
     // The 11th device: LoginFailed 302 with a clear description, then the connection closes.
-    let mut c = Client::connect(a);
+    let mut c = RawClient::connect(a);
     c.send(&ClientFrame::Login { v: PROTOCOL_VERSION, user: "alice".into(), device: "d10".into(), token: token("alice"), since: 0 });
     // Pipelined behind it: must not be applied.
     c.send(&ClientFrame::Send {
@@ -288,18 +286,18 @@ fn per_user_device_limit_refuses_the_eleventh_device_and_changes_nothing_else() 
         d.event_matching(|e| matches!(e, ServerEvent::Message { msg } if msg.id == id));
     }
     pair.exchange();
-    let probe = Client::login(a, "legit-b", "probe");
+    let probe = RawClient::login(a, "legit-b", "probe");
     assert!(probe.backlog.iter().all(|e| !matches!(&*e.event, ServerEvent::Message { msg } if msg.from == "alice")));
     // Other users are not limited by alice's devices.
-    let _other = Client::login(a, "carol", "c0");
+    let _other = RawClient::login(a, "carol", "c0");
     // A device already online reconnecting (same id) is not refused.
-    let again = Client::login(a, "alice", "d3");
+    let again = RawClient::login(a, "alice", "d3");
     drop(again);
     // One device leaves: the 11th may come in (once the server noticed; bounded retry).
     drop(devices.pop());
     let deadline = Instant::now() + WAIT;
     loop {
-        let mut c = Client::connect(a);
+        let mut c = RawClient::connect(a);
         c.send(&ClientFrame::Login { v: PROTOCOL_VERSION, user: "alice".into(), device: "d10".into(), token: token("alice"), since: 0 });
         match c.recv_required() {
             ServerFrame::LoginOk { .. } => break,
@@ -313,15 +311,15 @@ fn per_user_device_limit_refuses_the_eleventh_device_and_changes_nothing_else() 
 
 #[test]
 fn the_global_connection_cap_refuses_sockets_beyond_it() {
-    let s = server(|c| c.max_connections = 6);
+    let s = TestServer::start(|c| c.max_connections = 6);
     let a = s.addr();
     let mut pair = Pair::new(a); // 2 connections
-    let mut held: Vec<Client> = (0..4).map(|_| Client::connect(a)).collect(); // 6 open
-                                                                              // Make sure the server has accepted them all (a ping round trip on a logged-in one).
+    let mut held: Vec<RawClient> = (0..4).map(|_| RawClient::connect(a)).collect(); // 6 open
+                                                                                    // Make sure the server has accepted them all (a ping round trip on a logged-in one).
     pair.alice.sync_ping();
     std::thread::sleep(Duration::from_millis(100));
     for _ in 0..3 {
-        let mut c = Client::connect(a);
+        let mut c = RawClient::connect(a);
         let frames = c.until_closed();
         match frames.as_slice() {
             [ServerFrame::Error { error }] => {
@@ -337,7 +335,7 @@ fn the_global_connection_cap_refuses_sockets_beyond_it() {
     drop(held.pop());
     let deadline = Instant::now() + WAIT;
     loop {
-        let mut c = Client::connect(a);
+        let mut c = RawClient::connect(a);
         c.send_raw(&login_bytes("carol", "c1"));
         match c.recv_required() {
             ServerFrame::LoginOk { .. } => break,
@@ -371,8 +369,8 @@ fn small_rcvbuf(s: &TcpStream) {
 fn a_pipelined_flood_that_never_reads_is_dropped_with_bounded_memory() {
     let dir = tempfile::tempdir().unwrap();
     // The real binary with the default limits (outbound_queue 4096, core channel 8192).
-    let srv = ChildServer::spawn(dir.path(), &dir.path().join("data"), "127.0.0.1:0".parse().unwrap(), SECRET, "");
-    let a = srv.addr;
+    let srv = ChildServer::start(&dir.path().join("data"), "");
+    let a = srv.addr();
     let mut pair = Pair::new(a);
     pair.exchange();
     let rss0 = srv.rss_kib();
@@ -449,8 +447,8 @@ fn two_thousand_idle_connections_cost_bounded_memory_and_are_reaped_at_the_login
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let srv = ChildServer::spawn(dir.path(), &dir.path().join("data"), "127.0.0.1:0".parse().unwrap(), SECRET, "login_timeout_secs = 5");
-    let a = srv.addr;
+    let srv = ChildServer::start(&dir.path().join("data"), "login_timeout_secs = 5");
+    let a = srv.addr();
     let mut pair = Pair::new(a);
     pair.exchange();
     let (rss0, fds0) = (srv.rss_kib(), srv.fds());

@@ -1,34 +1,33 @@
 //! State survives a restart on the same data directory; many requests share one commit.
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use common::*;
 use receipt_core::codec::encode;
 use receipt_core::protocol::*;
 use receipt_core::*;
 use receipt_server::{RedbStore, ServerStore, State, StoreError, StoreOp};
+use receipt_testkit::raw::*;
+use receipt_testkit::*;
 
 #[test]
 fn state_survives_a_restart() {
-    let mut s = server(|c| c.group_ack.enabled = true);
+    let mut s = TestServer::start(|c| c.group_ack.enabled = true);
     let a = s.addr();
-    let mut alice = Client::login(a, "alice", "a1");
+    let mut alice = RawClient::login(a, "alice", "a1");
     let g = create_group(&mut alice, &["bob", "carol"]);
     let gm = alice.send_msg_opts(&g, ChatType::GroupChat, "ack me", false, true).unwrap().0;
     let m1 = alice.send_msg("bob", ChatType::Chat, "one");
     let m2 = alice.send_msg("bob", ChatType::Chat, "two");
-    let mut bob = Client::login(a, "bob", "b1");
+    let mut bob = RawClient::login(a, "bob", "b1");
     bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: m1 });
     bob.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: gm, ext: Some("x".into()) });
-    let head = Client::login(a, "bob", "probe").head;
+    let head = RawClient::login(a, "bob", "probe").head;
     drop((alice, bob));
 
     s.restart();
     let a = s.addr();
-    let mut bob = Client::login_since(a, "bob", "b1", head);
+    let mut bob = RawClient::login_since(a, "bob", "b1", head);
     assert!(bob.backlog.is_empty());
     assert_eq!(bob.head, head);
     assert_eq!(bob.unread(ChatType::Chat, "alice"), 1);
@@ -36,8 +35,8 @@ fn state_survives_a_restart() {
     // Idempotency survives: no second Read, no second group ack.
     bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: m1 });
     bob.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: gm, ext: None });
-    assert_eq!(Client::login(a, "bob", "probe2").head, head);
-    let mut alice = Client::login(a, "alice", "a2");
+    assert_eq!(RawClient::login(a, "bob", "probe2").head, head);
+    let mut alice = RawClient::login(a, "alice", "a2");
     let Response::GroupAcks { page, .. } =
         alice.expect_ok(|req| ClientFrame::FetchGroupAcks { req, msg_id: gm, page_size: 10, start_ack_id: None })
     else {
@@ -48,7 +47,7 @@ fn state_survives_a_restart() {
     // Ids keep increasing; groups are still there.
     let m3 = alice.send_msg("bob", ChatType::Chat, "three");
     assert!(m3 > m2);
-    let mut carol = Client::login(a, "carol", "c1");
+    let mut carol = RawClient::login(a, "carol", "c1");
     carol.send_msg(&g, ChatType::GroupChat, "still a member");
     let Response::GroupCreated { group: g2 } =
         alice.expect_ok(|req| ClientFrame::CreateGroup { req, name: "second".into(), members: vec![], chat_room: false })
@@ -88,7 +87,7 @@ fn many_requests_share_one_commit() {
     let threads: Vec<_> = (0..CLIENTS)
         .map(|i| {
             std::thread::spawn(move || {
-                let mut c = Client::login(a, &format!("u{i}"), "d");
+                let mut c = RawClient::login(a, &format!("u{i}"), "d");
                 let mut bytes = Vec::new();
                 for n in 0..EACH {
                     bytes.extend(encode(&ClientFrame::Send {
@@ -115,7 +114,7 @@ fn many_requests_share_one_commit() {
     let requests = CLIENTS * EACH as usize;
     eprintln!("{requests} requests in {n} commits");
     assert!(n < requests, "{requests} requests took {n} commits: no group commit");
-    let sink = Client::login(a, "sink", "s");
+    let sink = RawClient::login(a, "sink", "s");
     assert_eq!(sink.backlog.len(), requests);
     rt.block_on(server.shutdown());
 }

@@ -1,17 +1,16 @@
 //! One test per server rule of docs/protocol.md, against a real server over loopback.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use receipt_core::codec::encode;
 use receipt_core::protocol::*;
 use receipt_core::*;
 use receipt_server::{auth, Visibility, WhoMayRequest};
+use receipt_testkit::raw::*;
+use receipt_testkit::*;
 
 /// Everything the server sent this client so far (a ping round trip flushes it).
-fn settle(c: &mut Client) -> Vec<ServerEvent> {
+fn settle(c: &mut RawClient) -> Vec<ServerEvent> {
     c.sync_ping();
     c.events.drain(..).map(|e| (*e.event).clone()).collect()
 }
@@ -21,7 +20,7 @@ fn login_frame(user: &str, token: String, v: u32) -> ClientFrame {
 }
 
 fn refused(addr: std::net::SocketAddr, frame: ClientFrame) -> ChatError {
-    let mut c = Client::connect(addr);
+    let mut c = RawClient::connect(addr);
     c.send(&frame);
     // Whatever follows an unauthenticated login is never processed.
     c.send(&ClientFrame::Send {
@@ -42,7 +41,7 @@ fn refused(addr: std::net::SocketAddr, frame: ClientFrame) -> ChatError {
 
 #[test]
 fn auth_refusals_close_the_connection_and_process_nothing() {
-    let s = server(|_| {});
+    let s = TestServer::start(|_| {});
     let a = s.addr();
     let bad_sig = auth::token_for("other-secret", "alice", 3600);
     let expired = auth::make_token(SECRET, "alice", 1000);
@@ -54,17 +53,17 @@ fn auth_refusals_close_the_connection_and_process_nothing() {
     let e = refused(a, login_frame("alice", token("alice"), PROTOCOL_VERSION + 1));
     assert_eq!(e.code, ErrorCode::InvalidParam);
     // A non-Login first frame: Error, then close.
-    let mut c = Client::connect(a);
+    let mut c = RawClient::connect(a);
     c.send(&ClientFrame::Ping { nonce: 1 });
     assert!(matches!(c.until_closed().as_slice(), [ServerFrame::Error { .. }]));
     // The sneaky sends did nothing: bob has no backlog.
-    let bob = Client::login(a, "bob", "b1");
+    let bob = RawClient::login(a, "bob", "b1");
     assert!(bob.backlog.is_empty(), "{:?}", bob.backlog);
 }
 
 #[test]
 fn bad_frames_get_an_error_and_close_and_the_server_stays_up() {
-    let s = server(|c| c.max_frame = 4096);
+    let s = TestServer::start(|c| c.max_frame = 4096);
     let a = s.addr();
     let cases: Vec<Vec<u8>> = vec![
         {
@@ -85,7 +84,7 @@ fn bad_frames_get_an_error_and_close_and_the_server_stays_up() {
     for (i, bytes) in cases.into_iter().enumerate() {
         // Both before and after login.
         for logged_in in [false, true] {
-            let mut c = if logged_in { Client::login(a, "alice", "a1") } else { Client::connect(a) };
+            let mut c = if logged_in { RawClient::login(a, "alice", "a1") } else { RawClient::connect(a) };
             c.send_raw(&bytes);
             let frames = c.until_closed();
             let errs: Vec<_> = frames.iter().filter(|f| matches!(f, ServerFrame::Error { .. })).collect();
@@ -96,21 +95,21 @@ fn bad_frames_get_an_error_and_close_and_the_server_stays_up() {
         }
     }
     // A second Login on a logged-in connection is a protocol error too.
-    let mut c = Client::login(a, "alice", "a1");
+    let mut c = RawClient::login(a, "alice", "a1");
     c.send(&login_frame("alice", token("alice"), PROTOCOL_VERSION));
     assert!(c.until_closed().iter().any(|f| matches!(f, ServerFrame::Error { .. })));
     // Still serving.
-    let mut alice = Client::login(a, "alice", "a1");
+    let mut alice = RawClient::login(a, "alice", "a1");
     alice.send_msg("bob", ChatType::Chat, "hi");
 }
 
 #[test]
 fn only_the_recipient_may_ack() {
-    let s = server(|_| {});
+    let s = TestServer::start(|_| {});
     let a = s.addr();
-    let mut alice = Client::login(a, "alice", "a1");
-    let mut bob = Client::login(a, "bob", "b1");
-    let mut carol = Client::login(a, "carol", "c1");
+    let mut alice = RawClient::login(a, "alice", "a1");
+    let mut bob = RawClient::login(a, "bob", "b1");
+    let mut carol = RawClient::login(a, "carol", "c1");
     let id = alice.send_msg("bob", ChatType::Chat, "hi");
     carol.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::ReadAck { req, msg_id: id });
     carol.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::DeliveryAck { req, msg_id: id });
@@ -125,10 +124,10 @@ fn only_the_recipient_may_ack() {
 
 #[test]
 fn delivery_acks_are_one_to_one_only() {
-    let s = server(|_| {});
+    let s = TestServer::start(|_| {});
     let a = s.addr();
-    let mut alice = Client::login(a, "alice", "a1");
-    let mut bob = Client::login(a, "bob", "b1");
+    let mut alice = RawClient::login(a, "alice", "a1");
+    let mut bob = RawClient::login(a, "bob", "b1");
     let g = create_group(&mut alice, &["bob"]);
     let gm = alice.send_msg(&g, ChatType::GroupChat, "to all");
     bob.expect_err(ErrorCode::MessageWrongType, |req| ClientFrame::DeliveryAck { req, msg_id: gm });
@@ -141,7 +140,7 @@ fn delivery_acks_are_one_to_one_only() {
     assert!(matches!(e, ServerEvent::Delivered { msg_id, by, .. } if msg_id == id && by == "bob"));
     // The acker's log gets it too (for its other devices and replays; the acking device itself
     // has the answer and gets no live echo).
-    let later = Client::login(a, "bob", "b2");
+    let later = RawClient::login(a, "bob", "b2");
     assert!(later.backlog.iter().any(|e| matches!(*e.event, ServerEvent::Delivered { msg_id, .. } if msg_id == id)));
     // The group message never asked for one.
     let room_msg = alice.send_msg_opts(&g, ChatType::GroupChat, "x", true, false).unwrap().0;
@@ -151,10 +150,10 @@ fn delivery_acks_are_one_to_one_only() {
 
 #[test]
 fn acks_are_idempotent_and_not_forwarded_twice() {
-    let s = server(|_| {});
+    let s = TestServer::start(|_| {});
     let a = s.addr();
-    let mut alice = Client::login(a, "alice", "a1");
-    let mut bob = Client::login(a, "bob", "b1");
+    let mut alice = RawClient::login(a, "alice", "a1");
+    let mut bob = RawClient::login(a, "bob", "b1");
     let id = alice.send_msg("bob", ChatType::Chat, "hi");
     for _ in 0..3 {
         bob.expect_ok(|req| ClientFrame::DeliveryAck { req, msg_id: id });
@@ -175,10 +174,10 @@ fn acks_are_idempotent_and_not_forwarded_twice() {
 
 #[test]
 fn read_ack_past_retention_is_506() {
-    let s = server(|c| c.retention_secs = 1);
+    let s = TestServer::start(|c| c.retention_secs = 1);
     let a = s.addr();
-    let mut alice = Client::login(a, "alice", "a1");
-    let mut bob = Client::login(a, "bob", "b1");
+    let mut alice = RawClient::login(a, "alice", "a1");
+    let mut bob = RawClient::login(a, "bob", "b1");
     let old = alice.send_msg("bob", ChatType::Chat, "old");
     std::thread::sleep(Duration::from_millis(1300));
     // Expired (maybe not yet pruned).
@@ -192,15 +191,15 @@ fn read_ack_past_retention_is_506() {
 
 #[test]
 fn conversation_ack_one_to_one_reaches_peer_and_own_other_devices_and_clears_unread() {
-    let s = server(|_| {});
+    let s = TestServer::start(|_| {});
     let a = s.addr();
-    let mut alice = Client::login(a, "alice", "a1");
-    let mut b1 = Client::login(a, "bob", "b1");
-    let mut b2 = Client::login(a, "bob", "b2");
+    let mut alice = RawClient::login(a, "alice", "a1");
+    let mut b1 = RawClient::login(a, "bob", "b1");
+    let mut b2 = RawClient::login(a, "bob", "b2");
     let ids: Vec<MsgId> = (0..3).map(|i| alice.send_msg("bob", ChatType::Chat, &format!("m{i}"))).collect();
     // bob also wrote one: not affected, and not what the count is about.
     b1.send_msg("alice", ChatType::Chat, "reply");
-    assert_eq!(Client::login(a, "bob", "probe").unread(ChatType::Chat, "alice"), 3);
+    assert_eq!(RawClient::login(a, "bob", "probe").unread(ChatType::Chat, "alice"), 3);
     b1.expect_ok(|req| ClientFrame::ConversationAck { req, chat_type: ChatType::Chat, conversation: "alice".into() });
     let check = |e: &ServerEvent| {
         matches!(e, ServerEvent::ConversationRead { chat_type: ChatType::Chat, from, to, up_to, device, .. }
@@ -209,9 +208,9 @@ fn conversation_ack_one_to_one_reaches_peer_and_own_other_devices_and_clears_unr
     assert!(check(&alice.event_matching(|e| matches!(e, ServerEvent::ConversationRead { .. }))));
     assert!(check(&b2.event_matching(|e| matches!(e, ServerEvent::ConversationRead { .. }))));
     assert!(check(&b1.event_matching(|e| matches!(e, ServerEvent::ConversationRead { .. }))));
-    assert_eq!(Client::login(a, "bob", "b3").unread(ChatType::Chat, "alice"), 0);
+    assert_eq!(RawClient::login(a, "bob", "b3").unread(ChatType::Chat, "alice"), 0);
     // Alice's own unread count (bob's reply) is untouched.
-    assert_eq!(Client::login(a, "alice", "a2").unread(ChatType::Chat, "bob"), 1);
+    assert_eq!(RawClient::login(a, "alice", "a2").unread(ChatType::Chat, "bob"), 1);
     // A repeat with nothing new: ok, nothing emitted.
     b1.expect_ok(|req| ClientFrame::ConversationAck { req, chat_type: ChatType::Chat, conversation: "alice".into() });
     assert!(settle(&mut alice).iter().all(|e| !matches!(e, ServerEvent::ConversationRead { .. })));
@@ -219,15 +218,15 @@ fn conversation_ack_one_to_one_reaches_peer_and_own_other_devices_and_clears_unr
 
 #[test]
 fn group_conversation_ack_reaches_only_own_devices() {
-    let s = server(|_| {});
+    let s = TestServer::start(|_| {});
     let a = s.addr();
-    let mut alice = Client::login(a, "alice", "a1");
-    let mut carol = Client::login(a, "carol", "c1");
+    let mut alice = RawClient::login(a, "alice", "a1");
+    let mut carol = RawClient::login(a, "carol", "c1");
     let g = create_group(&mut alice, &["bob", "carol"]);
     alice.send_msg(&g, ChatType::GroupChat, "one");
     alice.send_msg(&g, ChatType::GroupChat, "two");
-    let mut b1 = Client::login(a, "bob", "b1");
-    let mut b2 = Client::login(a, "bob", "b2");
+    let mut b1 = RawClient::login(a, "bob", "b1");
+    let mut b2 = RawClient::login(a, "bob", "b2");
     assert_eq!(b1.unread(ChatType::GroupChat, &g), 2);
     settle(&mut alice);
     settle(&mut carol);
@@ -237,10 +236,10 @@ fn group_conversation_ack_reaches_only_own_devices() {
     assert!(is_read(&b1.next_event()));
     assert!(settle(&mut alice).is_empty());
     assert!(settle(&mut carol).is_empty());
-    assert_eq!(Client::login(a, "bob", "b3").unread(ChatType::GroupChat, &g), 0);
-    assert_eq!(Client::login(a, "carol", "c2").unread(ChatType::GroupChat, &g), 2);
+    assert_eq!(RawClient::login(a, "bob", "b3").unread(ChatType::GroupChat, &g), 0);
+    assert_eq!(RawClient::login(a, "carol", "c2").unread(ChatType::GroupChat, &g), 2);
     // Non-members are refused.
-    let mut dave = Client::login(a, "dave", "d1");
+    let mut dave = RawClient::login(a, "dave", "d1");
     dave.expect_err(ErrorCode::GroupNotJoined, |req| ClientFrame::ConversationAck {
         req,
         chat_type: ChatType::GroupChat,
@@ -250,10 +249,10 @@ fn group_conversation_ack_reaches_only_own_devices() {
 
 #[test]
 fn group_acks_disabled_is_505() {
-    let s = server(|c| c.group_ack.enabled = false);
+    let s = TestServer::start(|c| c.group_ack.enabled = false);
     let a = s.addr();
-    let mut alice = Client::login(a, "alice", "a1");
-    let mut bob = Client::login(a, "bob", "b1");
+    let mut alice = RawClient::login(a, "alice", "a1");
+    let mut bob = RawClient::login(a, "bob", "b1");
     let g = create_group(&mut alice, &["bob"]);
     let e = alice.send_msg_opts(&g, ChatType::GroupChat, "x", false, true).unwrap_err();
     assert_eq!(e.code, ErrorCode::FeatureNotEnabled);
@@ -262,7 +261,7 @@ fn group_acks_disabled_is_505() {
 }
 
 fn enabled(f: impl FnOnce(&mut receipt_server::GroupAckPolicy)) -> TestServer {
-    server(|c| {
+    TestServer::start(|c| {
         c.group_ack.enabled = true;
         f(&mut c.group_ack)
     })
@@ -272,9 +271,9 @@ fn enabled(f: impl FnOnce(&mut receipt_server::GroupAckPolicy)) -> TestServer {
 fn group_ack_rules_with_feature_enabled() {
     let s = enabled(|_| {});
     let a = s.addr();
-    let mut alice = Client::login(a, "alice", "a1");
-    let mut bob = Client::login(a, "bob", "b1");
-    let mut dave = Client::login(a, "dave", "d1");
+    let mut alice = RawClient::login(a, "alice", "a1");
+    let mut bob = RawClient::login(a, "bob", "b1");
+    let mut dave = RawClient::login(a, "dave", "d1");
     let g = create_group(&mut alice, &["bob", "carol"]);
     let id = alice.send_msg_opts(&g, ChatType::GroupChat, "ack me", false, true).unwrap().0;
     let plain = alice.send_msg(&g, ChatType::GroupChat, "plain");
@@ -285,7 +284,7 @@ fn group_ack_rules_with_feature_enabled() {
     alice.expect_err(ErrorCode::MessageWrongType, |req| ClientFrame::GroupAck { req, msg_id: id, ext: None });
     dave.expect_err(ErrorCode::GroupNotJoined, |req| ClientFrame::GroupAck { req, msg_id: id, ext: None });
     bob.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::GroupAck { req, msg_id: 777, ext: None });
-    assert_eq!(Client::login(a, "bob", "probe").unread(ChatType::GroupChat, &g), 2);
+    assert_eq!(RawClient::login(a, "bob", "probe").unread(ChatType::GroupChat, &g), 2);
     bob.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: id, ext: Some("seen".into()) });
     bob.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: id, ext: Some("seen".into()) });
     let evs = settle(&mut alice);
@@ -293,15 +292,15 @@ fn group_ack_rules_with_feature_enabled() {
     assert_eq!(acks.len(), 1, "{evs:?}");
     assert_eq!((acks[0].count, acks[0].from.as_str(), acks[0].content.as_deref()), (1, "bob", Some("seen")));
     // The ack marked it read for bob.
-    assert_eq!(Client::login(a, "bob", "probe2").unread(ChatType::GroupChat, &g), 1);
+    assert_eq!(RawClient::login(a, "bob", "probe2").unread(ChatType::GroupChat, &g), 1);
 }
 
 #[test]
 fn group_ack_owner_and_admins_policy_is_603_for_members() {
     let s = enabled(|p| p.who_may_request = WhoMayRequest::OwnerAndAdmins);
     let a = s.addr();
-    let mut alice = Client::login(a, "alice", "a1");
-    let mut bob = Client::login(a, "bob", "b1");
+    let mut alice = RawClient::login(a, "alice", "a1");
+    let mut bob = RawClient::login(a, "bob", "b1");
     let g = create_group(&mut alice, &["bob", "carol"]);
     let e = bob.send_msg_opts(&g, ChatType::GroupChat, "x", false, true).unwrap_err();
     assert_eq!(e.code, ErrorCode::GroupPermissionDenied);
@@ -316,8 +315,8 @@ fn group_ack_owner_and_admins_policy_is_603_for_members() {
 fn group_ack_past_validity_is_506() {
     let s = enabled(|p| p.validity_secs = 1);
     let a = s.addr();
-    let mut alice = Client::login(a, "alice", "a1");
-    let mut bob = Client::login(a, "bob", "b1");
+    let mut alice = RawClient::login(a, "alice", "a1");
+    let mut bob = RawClient::login(a, "bob", "b1");
     let g = create_group(&mut alice, &["bob"]);
     let id = alice.send_msg_opts(&g, ChatType::GroupChat, "quick", false, true).unwrap().0;
     std::thread::sleep(Duration::from_millis(1300));
@@ -330,8 +329,8 @@ fn group_ack_past_validity_is_506() {
 fn groups_over_the_member_cap_get_no_acks() {
     let s = enabled(|p| p.member_cap = 2);
     let a = s.addr();
-    let mut alice = Client::login(a, "alice", "a1");
-    let mut bob = Client::login(a, "bob", "b1");
+    let mut alice = RawClient::login(a, "alice", "a1");
+    let mut bob = RawClient::login(a, "bob", "b1");
     let small = create_group(&mut alice, &["bob"]);
     let big = create_group(&mut alice, &["bob", "carol"]);
     let ok = alice.send_msg_opts(&small, ChatType::GroupChat, "small", false, true).unwrap().0;
@@ -345,10 +344,10 @@ fn groups_over_the_member_cap_get_no_acks() {
 fn visibility_case(v: Visibility) {
     let s = enabled(|p| p.visibility = v);
     let a = s.addr();
-    let mut alice = Client::login(a, "alice", "a1");
-    let mut bob = Client::login(a, "bob", "b1");
-    let mut carol = Client::login(a, "carol", "c1");
-    let mut dave = Client::login(a, "dave", "d1");
+    let mut alice = RawClient::login(a, "alice", "a1");
+    let mut bob = RawClient::login(a, "bob", "b1");
+    let mut carol = RawClient::login(a, "carol", "c1");
+    let mut dave = RawClient::login(a, "dave", "d1");
     let g = create_group(&mut alice, &["bob", "carol"]);
     let id = alice.send_msg_opts(&g, ChatType::GroupChat, "q", false, true).unwrap().0;
     settle(&mut carol);
@@ -386,13 +385,13 @@ fn group_ack_visibility_all_members() {
 fn fetch_group_acks_pages_newest_first_with_a_cursor() {
     let s = enabled(|_| {});
     let a = s.addr();
-    let mut alice = Client::login(a, "alice", "a1");
+    let mut alice = RawClient::login(a, "alice", "a1");
     let members: Vec<String> = (0..12).map(|i| format!("m{i:02}")).collect();
     let refs: Vec<&str> = members.iter().map(String::as_str).collect();
     let g = create_group(&mut alice, &refs);
     let id = alice.send_msg_opts(&g, ChatType::GroupChat, "count me", false, true).unwrap().0;
     for m in &members {
-        let mut c = Client::login(a, m, "d");
+        let mut c = RawClient::login(a, m, "d");
         c.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: id, ext: None });
     }
     for bad in [0, 101] {
@@ -437,11 +436,11 @@ fn fetch_group_acks_pages_newest_first_with_a_cursor() {
 
 #[test]
 fn offline_backlog_arrives_in_order_exactly_once() {
-    let s = server(|_| {});
+    let s = TestServer::start(|_| {});
     let a = s.addr();
-    let mut alice = Client::login(a, "alice", "a1");
+    let mut alice = RawClient::login(a, "alice", "a1");
     let ids: Vec<MsgId> = (0..250).map(|i| alice.send_msg("bob", ChatType::Chat, &format!("m{i}"))).collect();
-    let bob = Client::login(a, "bob", "b1");
+    let bob = RawClient::login(a, "bob", "b1");
     let got: Vec<MsgId> = bob
         .backlog
         .iter()
@@ -456,9 +455,9 @@ fn offline_backlog_arrives_in_order_exactly_once() {
     assert_eq!(bob.head, 250);
     assert_eq!(bob.unread(ChatType::Chat, "alice"), 250);
     // From a cursor: only what is after it.
-    let bob2 = Client::login_since(a, "bob", "b2", 240);
+    let bob2 = RawClient::login_since(a, "bob", "b2", 240);
     assert_eq!(bob2.backlog.iter().map(|e| e.seq).collect::<Vec<_>>(), (241..=250).collect::<Vec<_>>());
-    let mut bob3 = Client::login_since(a, "bob", "b3", 250);
+    let mut bob3 = RawClient::login_since(a, "bob", "b3", 250);
     assert!(bob3.backlog.is_empty());
     // Then live, continuing the sequence.
     alice.send_msg("bob", ChatType::Chat, "live");
@@ -469,17 +468,17 @@ fn offline_backlog_arrives_in_order_exactly_once() {
 fn login_backlog_and_live_stream_have_no_gap_or_duplicate() {
     // A sender hammers while the receiver logs in repeatedly: backlog + live must be exactly
     // the seqs 1..=head with no hole and no repeat.
-    let s = server(|_| {});
+    let s = TestServer::start(|_| {});
     let a = s.addr();
     let sender = std::thread::spawn(move || {
-        let mut alice = Client::login(a, "alice", "a1");
+        let mut alice = RawClient::login(a, "alice", "a1");
         for i in 0..300 {
             alice.send_msg("bob", ChatType::Chat, &format!("m{i}"));
         }
     });
     let mut cursor = 0;
     for _ in 0..6 {
-        let mut bob = Client::login_since(a, "bob", "b1", cursor);
+        let mut bob = RawClient::login_since(a, "bob", "b1", cursor);
         let mut seqs: Vec<Seq> = bob.backlog.iter().map(|e| e.seq).collect();
         for _ in 0..20 {
             match bob.recv(Duration::from_millis(20)) {
@@ -493,19 +492,19 @@ fn login_backlog_and_live_stream_have_no_gap_or_duplicate() {
         cursor += seqs.len() as u64;
     }
     sender.join().unwrap();
-    let bob = Client::login_since(a, "bob", "b1", cursor);
+    let bob = RawClient::login_since(a, "bob", "b1", cursor);
     let seqs: Vec<Seq> = bob.backlog.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (cursor + 1..=300).collect::<Vec<_>>());
 }
 
 #[test]
 fn live_events_fan_out_to_every_device() {
-    let s = server(|_| {});
+    let s = TestServer::start(|_| {});
     let a = s.addr();
-    let mut a1 = Client::login(a, "alice", "a1");
-    let mut a2 = Client::login(a, "alice", "a2");
-    let mut b1 = Client::login(a, "bob", "b1");
-    let mut b2 = Client::login(a, "bob", "b2");
+    let mut a1 = RawClient::login(a, "alice", "a1");
+    let mut a2 = RawClient::login(a, "alice", "a2");
+    let mut b1 = RawClient::login(a, "bob", "b1");
+    let mut b2 = RawClient::login(a, "bob", "b2");
     let id = a1.send_msg("bob", ChatType::Chat, "hello");
     // Every device, except that the sending device gets the answer instead of its own echo.
     for c in [&mut b1, &mut b2, &mut a2] {
@@ -530,16 +529,16 @@ fn live_events_fan_out_to_every_device() {
 
 #[test]
 fn sync_done_carries_unread_counts() {
-    let s = server(|_| {});
+    let s = TestServer::start(|_| {});
     let a = s.addr();
-    let mut alice = Client::login(a, "alice", "a1");
-    let mut carol = Client::login(a, "carol", "c1");
+    let mut alice = RawClient::login(a, "alice", "a1");
+    let mut carol = RawClient::login(a, "carol", "c1");
     let g = create_group(&mut carol, &["bob", "alice"]);
     let m: Vec<MsgId> = (0..4).map(|i| alice.send_msg("bob", ChatType::Chat, &format!("{i}"))).collect();
     carol.send_msg("bob", ChatType::Chat, "from carol");
     carol.send_msg(&g, ChatType::GroupChat, "g1");
     carol.send_msg(&g, ChatType::GroupChat, "g2");
-    let mut bob = Client::login(a, "bob", "b1");
+    let mut bob = RawClient::login(a, "bob", "b1");
     assert_eq!(bob.unread(ChatType::Chat, "alice"), 4);
     assert_eq!(bob.unread(ChatType::Chat, "carol"), 1);
     assert_eq!(bob.unread(ChatType::GroupChat, &g), 2);
@@ -553,20 +552,20 @@ fn sync_done_carries_unread_counts() {
         conversation: "alice".into(),
         msg_id: Some(9999),
     });
-    let bob2 = Client::login(a, "bob", "b2");
+    let bob2 = RawClient::login(a, "bob", "b2");
     assert_eq!(bob2.unread(ChatType::Chat, "alice"), 2);
     assert_eq!(bob2.unread(ChatType::Chat, "carol"), 1);
     assert_eq!(bob2.unread(ChatType::GroupChat, &g), 0);
     // Senders have no unread for their own messages.
-    assert_eq!(Client::login(a, "alice", "a2").unread(ChatType::Chat, "bob"), 0);
+    assert_eq!(RawClient::login(a, "alice", "a2").unread(ChatType::Chat, "bob"), 0);
 }
 
 #[test]
 fn send_rules_and_idempotent_resend() {
-    let s = server(|_| {});
+    let s = TestServer::start(|_| {});
     let a = s.addr();
-    let mut alice = Client::login(a, "alice", "a1");
-    let mut bob = Client::login(a, "bob", "b1");
+    let mut alice = RawClient::login(a, "alice", "a1");
+    let mut bob = RawClient::login(a, "bob", "b1");
     let send = |client_id: &str, to: &str, chat_type: ChatType, content: &str| {
         let (client_id, to, content) = (client_id.to_string(), to.to_string(), content.to_string());
         move |req| ClientFrame::Send { req, client_id, to, chat_type, content, require_delivery_ack: false, need_group_ack: false }
@@ -586,11 +585,11 @@ fn send_rules_and_idempotent_resend() {
 
 #[test]
 fn group_management_through_the_protocol() {
-    let s = server(|c| c.max_group_size = 4);
+    let s = TestServer::start(|c| c.max_group_size = 4);
     let a = s.addr();
-    let mut alice = Client::login(a, "alice", "a1");
-    let mut bob = Client::login(a, "bob", "b1");
-    let mut carol = Client::login(a, "carol", "c1");
+    let mut alice = RawClient::login(a, "alice", "a1");
+    let mut bob = RawClient::login(a, "bob", "b1");
+    let mut carol = RawClient::login(a, "carol", "c1");
     alice.expect_err(ErrorCode::GroupMembersFull, |req| ClientFrame::CreateGroup {
         req,
         name: "big".into(),
@@ -655,23 +654,23 @@ fn group_management_through_the_protocol() {
 
 #[test]
 fn ping_pong_and_idle_timeout() {
-    let s = server(|c| c.idle_timeout_secs = 1);
+    let s = TestServer::start(|c| c.idle_timeout_secs = 1);
     let a = s.addr();
-    let mut alice = Client::login(a, "alice", "a1");
+    let mut alice = RawClient::login(a, "alice", "a1");
     alice.send(&ClientFrame::Ping { nonce: 77 });
     assert_eq!(alice.recv_required(), ServerFrame::Pong { nonce: 77 });
     let frames = alice.until_closed();
     assert!(matches!(frames.as_slice(), [ServerFrame::Error { .. }]), "{frames:?}");
     // Silent unauthenticated connections are closed too.
-    let mut raw = Client::connect(a);
+    let mut raw = RawClient::connect(a);
     raw.until_closed();
 }
 
 #[test]
 fn requests_pipelined_after_login_are_handled_in_order() {
-    let s = server(|_| {});
+    let s = TestServer::start(|_| {});
     let a = s.addr();
-    let mut c = Client::connect(a);
+    let mut c = RawClient::connect(a);
     c.user = "alice".into();
     let mut bytes =
         encode(&ClientFrame::Login { v: PROTOCOL_VERSION, user: "alice".into(), device: "a1".into(), token: token("alice"), since: 0 });
@@ -703,11 +702,11 @@ fn requests_pipelined_after_login_are_handled_in_order() {
 
 #[test]
 fn a_slow_reader_is_dropped_and_loses_nothing() {
-    let s = server(|c| c.outbound_queue = 16);
+    let s = TestServer::start(|c| c.outbound_queue = 16);
     let a = s.addr();
-    let mut alice = Client::login(a, "alice", "a1");
+    let mut alice = RawClient::login(a, "alice", "a1");
     // bob logs in and never reads.
-    let mut slow = Client::login(a, "bob", "slow");
+    let mut slow = RawClient::login(a, "bob", "slow");
     let big = "x".repeat(60 * 1024);
     let n = 300; // ~18 MB: far more than the socket buffers hold
     let start = std::time::Instant::now();
@@ -727,6 +726,6 @@ fn a_slow_reader_is_dropped_and_loses_nothing() {
         }
     }
     assert!(closed, "slow connection still open");
-    let bob = Client::login(a, "bob", "slow");
+    let bob = RawClient::login(a, "bob", "slow");
     assert_eq!(bob.backlog.len(), n);
 }

@@ -1,19 +1,17 @@
 //! SPEC section 3, rule 9 (nothing is lost), end to end: offline acks, a killed client with a
 //! full outbox, network cuts mid-stream, and a server restart.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use common::*;
 use receipt_client::ClientEvent;
 use receipt_core::*;
+use receipt_testkit::*;
 
 /// An ack made in airplane mode waits in the outbox and goes out once the network is back.
 #[test]
 fn rule9_offline_ack_is_kept_and_sent_on_reconnect() {
-    let srv = Server::start(|_| {});
+    let srv = TestServer::start(|_| {});
     let p = srv.port();
     let alice = Device::online("alice/phone", ChatOptions::default(), p);
     let bob = Device::online("bob/phone", ChatOptions::default(), p);
@@ -44,7 +42,7 @@ fn rule9_offline_ack_is_kept_and_sent_on_reconnect() {
 /// logout) sends them once after a restart on the same data dir.
 #[test]
 fn rule9_killed_client_sends_its_outbox_once_after_restart() {
-    let srv = Server::start(|_| {});
+    let srv = TestServer::start(|_| {});
     let p = srv.port();
     let alice = Device::online("alice/phone", ChatOptions::default(), p);
     let bob = Device::online("bob/phone", ChatOptions::default(), p);
@@ -95,7 +93,7 @@ fn rule9_killed_client_sends_its_outbox_once_after_restart() {
 #[test]
 fn rule9_network_cuts_mid_stream_lose_nothing() {
     const N: usize = 200;
-    let mut srv = Server::start(|_| {});
+    let mut srv = TestServer::start(|_| {});
     let p = srv.port();
     let alice = Device::online("alice/phone", ChatOptions::default(), p);
     let bob = Device::online("bob/phone", ChatOptions::default(), p);
@@ -210,7 +208,7 @@ fn rule9_network_cuts_mid_stream_lose_nothing() {
 /// server was down goes out after, nothing is lost or doubled, counts match the server's.
 #[test]
 fn server_restart_clients_reconnect_and_nothing_is_lost() {
-    let mut srv = Server::start(|_| {});
+    let mut srv = TestServer::start(|_| {});
     let p = srv.port();
     let delivery = ChatOptions { require_delivery_ack: true, ..Default::default() };
     let mut alice = Device::online("alice/phone", delivery, p);
@@ -293,7 +291,7 @@ fn server_restart_clients_reconnect_and_nothing_is_lost() {
 /// matches nothing and cannot undo the ack (`ClientEngine::confirm_pending_ack`).
 #[test]
 fn replayed_read_ack_after_retention_is_quiet_and_stays_read() {
-    let srv = Server::start(|c| c.retention_secs = 1);
+    let srv = TestServer::start(|c| c.retention_secs = 1);
     let p = srv.port();
     let alice = Device::online("alice/phone", ChatOptions::default(), p);
     let bob = Device::online("bob/phone", ChatOptions::default(), p);

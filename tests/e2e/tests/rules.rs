@@ -1,14 +1,12 @@
 //! SPEC section 3, rules 1-8, end to end: a real server, real client runtimes over TCP, and
 //! assertions on what users see (events, message flags, unread counts, error codes).
 
-mod common;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::*;
 use receipt_client::{ClientEvent, Completion};
 use receipt_core::*;
 use receipt_server::{Visibility, WhoMayRequest};
+use receipt_testkit::*;
 
 fn with_delivery() -> ChatOptions {
     ChatOptions { require_delivery_ack: true, ..Default::default() }
@@ -45,7 +43,7 @@ fn sleep_past(timestamp_ms: u64, ms: u64) {
 /// and only when the sender asked for them.
 #[test]
 fn rule1_delivery_acks_automatic_one_to_one_only_when_asked() {
-    let srv = Server::start(|_| {});
+    let srv = TestServer::start(|_| {});
     let p = srv.port();
     let alice = Device::online("alice/phone", with_delivery(), p);
     let bob = Device::online("bob/phone", ChatOptions::default(), p);
@@ -97,7 +95,7 @@ fn rule1_delivery_acks_automatic_one_to_one_only_when_asked() {
 /// Rule 2: with requireReadAck = false, ack calls send nothing and return 505.
 #[test]
 fn rule2_require_read_ack_false_sends_nothing_and_says_505() {
-    let srv = Server::start(|_| {});
+    let srv = TestServer::start(|_| {});
     let p = srv.port();
     let alice = Device::online("alice/phone", ChatOptions::default(), p);
     let bob = Device::online("bob/phone", ChatOptions { require_read_ack: false, ..Default::default() }, p);
@@ -129,7 +127,7 @@ fn rule2_require_read_ack_false_sends_nothing_and_says_505() {
 /// ack changes nothing and is not forwarded: the sender hears exactly one onMessageRead.
 #[test]
 fn rule3_bad_acks_refused_and_acks_idempotent() {
-    let srv = Server::start(|_| {});
+    let srv = TestServer::start(|_| {});
     let p = srv.port();
     let alice = Device::online("alice/phone", ChatOptions::default(), p);
     let bob = Device::online("bob/phone", ChatOptions::default(), p);
@@ -198,7 +196,7 @@ fn rule3_bad_acks_refused_and_acks_idempotent() {
 /// Rule 4: a 1:1 read ack is valid while the server keeps the message; past retention: 506.
 #[test]
 fn rule4_read_ack_valid_while_retained_then_506() {
-    let srv = Server::start(|c| c.retention_secs = 1);
+    let srv = TestServer::start(|c| c.retention_secs = 1);
     let p = srv.port();
     let alice = Device::online("alice/phone", ChatOptions::default(), p);
     let bob = Device::online("bob/phone", ChatOptions::default(), p);
@@ -226,7 +224,7 @@ fn rule4_read_ack_valid_while_retained_then_506() {
 /// own sent messages are not affected.
 #[test]
 fn rule5_conversation_ack_one_to_one() {
-    let srv = Server::start(|_| {});
+    let srv = TestServer::start(|_| {});
     let p = srv.port();
     let alice = Device::online("alice/phone", ChatOptions::default(), p);
     let tablet = Device::online("alice/tablet", ChatOptions::default(), p);
@@ -276,7 +274,7 @@ fn rule5_conversation_ack_one_to_one() {
 /// nobody else hears anything.
 #[test]
 fn rule5_group_conversation_ack_clears_only_own_count() {
-    let srv = Server::start(|_| {});
+    let srv = TestServer::start(|_| {});
     let p = srv.port();
     let carol = Device::online("carol/phone", ChatOptions::default(), p);
     let alice = Device::online("alice/phone", ChatOptions::default(), p);
@@ -318,7 +316,7 @@ fn rule5_group_conversation_ack_clears_only_own_count() {
 /// sender-only visibility by default; rule 7: paging newest first through a cursor.
 #[test]
 fn rule6_group_read_acks_count_once_per_member_and_paging() {
-    let srv = Server::start(|_| {});
+    let srv = TestServer::start(|_| {});
     let p = srv.port();
     let carol = Device::online("carol/phone", ChatOptions::default(), p);
     let members = ["dave", "erin", "frank", "gina"];
@@ -378,7 +376,7 @@ fn rule6_group_read_acks_count_once_per_member_and_paging() {
 /// Rule 7: page sizes outside 1..=100 are refused with 110; the bounds work.
 #[test]
 fn rule7_fetch_page_size_out_of_range_is_110() {
-    let srv = Server::start(|_| {});
+    let srv = TestServer::start(|_| {});
     let p = srv.port();
     let carol = Device::online("carol/phone", ChatOptions::default(), p);
     let dave = Device::online("dave/phone", ChatOptions::default(), p);
@@ -406,7 +404,7 @@ fn rule7_fetch_page_size_out_of_range_is_110() {
 /// `enabled = false`: asking for acks is refused with 505; plain group messages still go.
 #[test]
 fn rule6_policy_disabled_is_505() {
-    let srv = Server::start(|c| c.group_ack.enabled = false);
+    let srv = TestServer::start(|c| c.group_ack.enabled = false);
     let p = srv.port();
     let carol = Device::online("carol/phone", ChatOptions::default(), p);
     let dave = Device::online("dave/phone", ChatOptions::default(), p);
@@ -423,7 +421,7 @@ fn rule6_policy_disabled_is_505() {
 /// (after promotion) an admin may ask.
 #[test]
 fn rule6_policy_owner_and_admins_may_request() {
-    let srv = Server::start(|c| c.group_ack.who_may_request = WhoMayRequest::OwnerAndAdmins);
+    let srv = TestServer::start(|c| c.group_ack.who_may_request = WhoMayRequest::OwnerAndAdmins);
     let p = srv.port();
     let carol = Device::online("carol/phone", ChatOptions::default(), p);
     let dave = Device::online("dave/phone", ChatOptions::default(), p);
@@ -446,7 +444,7 @@ fn rule6_policy_owner_and_admins_may_request() {
 /// `validity_secs`: an ack within the validity counts; after it: 506.
 #[test]
 fn rule6_policy_validity_then_506() {
-    let srv = Server::start(|c| c.group_ack.validity_secs = 1);
+    let srv = TestServer::start(|c| c.group_ack.validity_secs = 1);
     let p = srv.port();
     let carol = Device::online("carol/phone", ChatOptions::default(), p);
     let dave = Device::online("dave/phone", ChatOptions::default(), p);
@@ -471,7 +469,7 @@ fn rule6_policy_validity_then_506() {
 /// the message still goes); a group at the cap gets them.
 #[test]
 fn rule6_policy_member_cap() {
-    let srv = Server::start(|c| c.group_ack.member_cap = 2);
+    let srv = TestServer::start(|c| c.group_ack.member_cap = 2);
     let p = srv.port();
     let carol = Device::online("carol/phone", ChatOptions::default(), p);
     let dave = Device::online("dave/phone", ChatOptions::default(), p);
@@ -497,7 +495,7 @@ fn rule6_policy_member_cap() {
 /// `all_members`: every member hears the acks and may list them.
 #[test]
 fn rule6_policy_visibility_all_members() {
-    let srv = Server::start(|c| c.group_ack.visibility = Visibility::AllMembers);
+    let srv = TestServer::start(|c| c.group_ack.visibility = Visibility::AllMembers);
     let p = srv.port();
     let carol = Device::online("carol/phone", ChatOptions::default(), p);
     let dave = Device::online("dave/phone", ChatOptions::default(), p);
@@ -524,7 +522,7 @@ fn rule6_policy_visibility_all_members() {
 /// and counts; every device's count equals the server's.
 #[test]
 fn rule8_multi_device_read_state_and_late_device() {
-    let mut srv = Server::start(|_| {});
+    let mut srv = TestServer::start(|_| {});
     let p = srv.port();
     let alice = Device::online("alice/phone", ChatOptions::default(), p);
     let alice_tab = Device::online("alice/tablet", ChatOptions::default(), p);

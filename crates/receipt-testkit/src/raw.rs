@@ -1,7 +1,6 @@
-//! A small raw-protocol test client (blocking std sockets, every read with a timeout) and a
-//! helper that starts a real server on 127.0.0.1:0 with a fresh data directory.
-
-#![allow(dead_code)]
+//! A raw protocol client for the server's rule tests: blocking std sockets, every read bounded
+//! by a timeout, frames as the wire carries them (no engine, no outbox), so a test can send
+//! what the SDK would never send.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -12,48 +11,11 @@ use std::time::{Duration, Instant};
 use receipt_core::codec::{encode, FrameDecoder};
 use receipt_core::protocol::*;
 use receipt_core::*;
-use receipt_server::{auth, ServerConfig, ServerHandle};
 
-pub const SECRET: &str = "test-secret";
-pub const WAIT: Duration = Duration::from_secs(5);
+use crate::{token, WAIT};
 
-pub struct TestServer {
-    pub handle: Option<ServerHandle>,
-    pub dir: tempfile::TempDir,
-    pub config: ServerConfig,
-}
-
-impl TestServer {
-    pub fn addr(&self) -> SocketAddr {
-        self.handle.as_ref().expect("running").local_addr()
-    }
-
-    /// Stops and starts the server on the same data directory (a new port).
-    pub fn restart(&mut self) {
-        self.handle.take().expect("running").shutdown();
-        self.handle = Some(ServerHandle::spawn_in_thread(self.config.clone()).expect("restart"));
-    }
-}
-
-/// A server with a tempdir data dir; `f` adjusts the config.
-pub fn server(f: impl FnOnce(&mut ServerConfig)) -> TestServer {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = ServerConfig {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        data_dir: Some(dir.path().to_path_buf()),
-        secret: SECRET.into(),
-        ..ServerConfig::default()
-    };
-    f(&mut config);
-    let handle = ServerHandle::spawn_in_thread(config.clone()).expect("server starts");
-    TestServer { handle: Some(handle), dir, config }
-}
-
-pub fn token(user: &str) -> String {
-    auth::token_for(SECRET, user, 3600)
-}
-
-pub struct Client {
+/// One connection to the server, logged in or not.
+pub struct RawClient {
     pub stream: TcpStream,
     dec: FrameDecoder,
     next_req: ReqId,
@@ -66,11 +28,11 @@ pub struct Client {
     pub closed: bool,
 }
 
-impl Client {
-    pub fn connect(addr: SocketAddr) -> Client {
+impl RawClient {
+    pub fn connect(addr: SocketAddr) -> RawClient {
         let stream = TcpStream::connect(addr).expect("connect");
         stream.set_nodelay(true).unwrap();
-        Client {
+        RawClient {
             stream,
             dec: FrameDecoder::default(),
             next_req: 1,
@@ -84,12 +46,12 @@ impl Client {
     }
 
     /// Logs in with a valid token from `since` 0 and reads up to `SyncDone`.
-    pub fn login(addr: SocketAddr, user: &str, device: &str) -> Client {
+    pub fn login(addr: SocketAddr, user: &str, device: &str) -> RawClient {
         Self::login_since(addr, user, device, 0)
     }
 
-    pub fn login_since(addr: SocketAddr, user: &str, device: &str, since: Seq) -> Client {
-        let mut c = Client::connect(addr);
+    pub fn login_since(addr: SocketAddr, user: &str, device: &str, since: Seq) -> RawClient {
+        let mut c = RawClient::connect(addr);
         c.user = user.into();
         c.send(&ClientFrame::Login { v: PROTOCOL_VERSION, user: user.into(), device: device.into(), token: token(user), since });
         match c.recv_required() {
@@ -312,7 +274,7 @@ impl Client {
     }
 }
 
-pub fn create_group(owner: &mut Client, members: &[&str]) -> GroupId {
+pub fn create_group(owner: &mut RawClient, members: &[&str]) -> GroupId {
     match owner.expect_ok(|req| ClientFrame::CreateGroup {
         req,
         name: "team".into(),

@@ -1,0 +1,70 @@
+//! The test kit: every fixture the tests, the C-program driver, the demo and the load tool
+//! need to run the real parts, written once.
+//!
+//! - [`TestServer`]: the real server in this process, on a free loopback port, with a redb
+//!   store in a temp dir; stop, start again on the same data dir, stop and load its [`State`].
+//! - [`ChildServer`]: the real `receipt-server` binary as a child process, configured by a TOML
+//!   file (its RSS and fds can be read, it can be SIGKILLed and restarted on the same data dir).
+//! - [`token`]: the one way to mint a login token ([`SECRET`] is every kit server's secret).
+//! - [`raw::RawClient`]: a raw protocol client on a blocking socket, for the server's rule tests.
+//! - [`Device`]: a real `receipt-client` runtime with an event-waiting API (wait for an event a
+//!   predicate accepts, with a time bound; collect; hears nothing...).
+//! - [`target`]: where cargo put this build (`cargo build` of another artifact into it).
+//!
+//! Every wait is bounded ([`WAIT`] unless said otherwise); a wait that runs out panics with what
+//! it waited for and what did arrive (the `try_` forms return that as an `Err` instead).
+//!
+//! # Why `receipt-cli` depends on this crate as a normal dependency
+//!
+//! The demo (`receipt-cli demo`) is the same thing as an end-to-end test: a real server on a
+//! free loopback port with a temp data dir, real client runtimes, bounded waits for their
+//! events. Its device and server are this kit's, so the demo cannot drift from what the tests
+//! prove. The kit costs `receipt-cli` nothing new: its dependencies are the ones `receipt-cli`
+//! already has (plus `libc`, already in the build). The alternatives were worse: the device in
+//! `receipt-client` would put test waits into the SDK apps link; a copy in `receipt-cli` is
+//! the duplication this crate removes. The kit is `publish = false`, like the workspace's other
+//! path-only crates; it holds no test framework and no mock.
+
+pub mod child;
+pub mod device;
+pub mod raw;
+pub mod rng;
+pub mod server;
+pub mod target;
+
+use std::time::Duration;
+
+use receipt_core::{ChatType, ConversationKey};
+
+pub use child::{server_binary, ChildServer};
+pub use device::{expect_err, read_ids, try_expect_err, Device};
+pub use receipt_server::State;
+pub use server::{server_config, server_unread, TestServer};
+
+/// The token secret of every server the kit starts.
+pub const SECRET: &str = "receipt-testkit-secret";
+/// Longest a single wait may take.
+pub const WAIT: Duration = Duration::from_secs(5);
+/// How long "nobody hears anything" is watched.
+pub const QUIET: Duration = Duration::from_millis(300);
+
+/// A login token for `user` on a kit server, valid for an hour.
+pub fn token(user: &str) -> String {
+    receipt_server::auth::token_for(SECRET, user, 3600)
+}
+
+/// The 1:1 conversation with `peer`.
+pub fn chat(peer: &str) -> ConversationKey {
+    ConversationKey::new(ChatType::Chat, peer)
+}
+
+/// The group conversation `id`.
+pub fn group(id: &str) -> ConversationKey {
+    ConversationKey::new(ChatType::GroupChat, id)
+}
+
+/// A loopback port nothing listens on (bound, then released): a connect there is refused.
+pub fn dead_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    l.local_addr().expect("local addr").port()
+}

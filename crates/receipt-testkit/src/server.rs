@@ -1,0 +1,123 @@
+//! The real server in this process: [`TestServer`].
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use receipt_core::ConversationKey;
+use receipt_server::{ServerConfig, ServerHandle, State};
+
+use crate::SECRET;
+
+/// The config every kit server starts from: a free port on 127.0.0.1 (`:0`), [`SECRET`], group
+/// read acks enabled (the guide's flows use them; a test about the feature being off says so),
+/// the store in `data_dir` (`None`: in memory), everything else the server's defaults.
+pub fn server_config(data_dir: Option<PathBuf>) -> ServerConfig {
+    let mut config = ServerConfig { addr: "127.0.0.1:0".parse().unwrap(), data_dir, secret: SECRET.into(), ..ServerConfig::default() };
+    config.group_ack.enabled = true;
+    config
+}
+
+/// The real server on its own tokio runtime in this process, with a redb store in a temp dir
+/// (removed on drop). Dropping it shuts the server down.
+pub struct TestServer {
+    handle: Option<ServerHandle>,
+    /// What it was started with (the port stays `0` until [`TestServer::start_again`] pins it).
+    pub config: ServerConfig,
+    root: tempfile::TempDir,
+    addr: SocketAddr,
+}
+
+impl TestServer {
+    /// Starts a server from [`server_config`] with the store in `<temp dir>/server`; `f`
+    /// adjusts the config first. Panics if it cannot start.
+    pub fn start(f: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        TestServer::try_start(f).unwrap_or_else(|e| panic!("the test server does not start: {e}"))
+    }
+
+    /// [`TestServer::start`], returning the error instead (for the demo and the load tool).
+    pub fn try_start(f: impl FnOnce(&mut ServerConfig)) -> io::Result<TestServer> {
+        let root = tempfile::tempdir()?;
+        let mut config = server_config(Some(root.path().join("server")));
+        f(&mut config);
+        let handle = ServerHandle::spawn_in_thread(config.clone())?;
+        let addr = handle.local_addr();
+        Ok(TestServer { handle: Some(handle), config, root, addr })
+    }
+
+    /// Where it listens (the last address it listened on, once stopped).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The temp dir that holds the store (`server/`); a place for the clients' dirs too.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.handle.is_some()
+    }
+
+    /// Stops the server (it commits what is in flight and closes the store). Idempotent.
+    pub fn stop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.shutdown();
+        }
+    }
+
+    /// Starts it again on the same data dir, on the same port if that can be bound again within
+    /// a second, else on a new one. Returns the port it listens on.
+    pub fn start_again(&mut self) -> u16 {
+        assert!(self.handle.is_none(), "stop the server first");
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let mut config = self.config.clone();
+        config.addr = self.addr;
+        let handle = loop {
+            match ServerHandle::spawn_in_thread(config.clone()) {
+                Ok(h) => break h,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("rebinding {}: {e}; retrying", self.addr);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => {
+                    eprintln!("{} stays busy ({e}): starting on a new port", self.addr);
+                    config.addr = "127.0.0.1:0".parse().unwrap();
+                    break ServerHandle::spawn_in_thread(config).expect("the test server starts again");
+                }
+            }
+        };
+        self.addr = handle.local_addr();
+        self.handle = Some(handle);
+        self.port()
+    }
+
+    /// Stops and starts again on the same data dir ([`TestServer::start_again`]).
+    pub fn restart(&mut self) -> u16 {
+        self.stop();
+        self.start_again()
+    }
+
+    /// Stops the server and loads what its store holds (the server's view of the world).
+    pub fn stop_and_load(&mut self) -> State {
+        self.stop();
+        let mut store = receipt_server::open_store(&self.config).expect("open the server store");
+        store.load().expect("load the server store")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The server's unread count of `user` for `key` in a loaded [`State`].
+pub fn server_unread(state: &State, user: &str, key: &ConversationKey) -> u32 {
+    state.convs.get(user).and_then(|m| m.get(key)).map_or(0, |c| c.unread)
+}
