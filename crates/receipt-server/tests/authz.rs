@@ -135,18 +135,7 @@ fn login_refused(a: SocketAddr, user: &str, token: String) {
     let mut bytes = Vec::new();
     encode_into(&ClientFrame::Login { v: PROTOCOL_VERSION, user: user.into(), device: "evil".into(), token, since: 0 }, &mut bytes);
     encode_into(&ClientFrame::ReadAck { req: 1, msg_id: 1 }, &mut bytes);
-    encode_into(
-        &ClientFrame::Send {
-            req: 2,
-            client_id: "evil".into(),
-            to: "carol".into(),
-            chat_type: ChatType::Chat,
-            content: "as someone else".into(),
-            require_delivery_ack: false,
-            need_group_ack: false,
-        },
-        &mut bytes,
-    );
+    encode_into(&plain_send(2, "evil", "carol", ChatType::Chat, "as someone else"), &mut bytes);
     c.send_raw(&bytes);
     match c.until_closed().as_slice() {
         [ServerFrame::LoginFailed { error }] => assert_eq!(error.code, ErrorCode::UserAuthenticationFailed, "{error}"),

@@ -15,15 +15,7 @@ const TOTAL: u64 = 1030;
 
 /// alice's `i`-th message to bob: client id `m{i}`, content `hello {i}`.
 fn hello(req: ReqId, i: u64) -> ClientFrame {
-    ClientFrame::Send {
-        req,
-        client_id: format!("m{i}"),
-        to: "bob".into(),
-        chat_type: ChatType::Chat,
-        content: format!("hello {i}"),
-        require_delivery_ack: false,
-        need_group_ack: false,
-    }
+    plain_send(req, format!("m{i}"), "bob", ChatType::Chat, format!("hello {i}"))
 }
 
 fn message_ids(events: &[SeqEvent]) -> Vec<(String, MsgId)> {

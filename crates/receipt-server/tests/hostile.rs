@@ -152,15 +152,7 @@ fn frames_cut_in_the_middle() {
     assert!(e.description.contains("login timeout"), "{e}");
     // (3) Logged in, half a Send, then EOF: the Send is not applied.
     let mut c = RawClient::login(a, "mallory", "cut2");
-    let send = encode(&ClientFrame::Send {
-        req: 9,
-        client_id: "cut".into(),
-        to: "legit-b".into(),
-        chat_type: ChatType::Chat,
-        content: "never".into(),
-        require_delivery_ack: false,
-        need_group_ack: false,
-    });
+    let send = encode(&plain_send(9, "cut", "legit-b", ChatType::Chat, "never"));
     c.send_raw(&send[..send.len() - 3]);
     c.stream.shutdown(Shutdown::Write).unwrap();
     assert_one_error(&c.until_closed(), "half a send, then EOF");
@@ -263,15 +255,7 @@ fn per_user_device_limit_refuses_the_eleventh_device_and_changes_nothing_else() 
     let mut c = RawClient::connect(a);
     c.send(&ClientFrame::Login { v: PROTOCOL_VERSION, user: "alice".into(), device: "d10".into(), token: token("alice"), since: 0 });
     // Pipelined behind it: must not be applied.
-    c.send(&ClientFrame::Send {
-        req: 1,
-        client_id: "sneak".into(),
-        to: "legit-b".into(),
-        chat_type: ChatType::Chat,
-        content: "from the 11th".into(),
-        require_delivery_ack: false,
-        need_group_ack: false,
-    });
+    c.send(&plain_send(1, "sneak", "legit-b", ChatType::Chat, "from the 11th"));
     let frames = c.until_closed();
     match frames.as_slice() {
         [ServerFrame::LoginFailed { error }] => {

@@ -90,15 +90,7 @@ fn many_requests_share_one_commit() {
                 let mut c = RawClient::login(a, &format!("u{i}"), "d");
                 let mut bytes = Vec::new();
                 for n in 0..EACH {
-                    bytes.extend(encode(&ClientFrame::Send {
-                        req: 10 + n,
-                        client_id: format!("c{n}"),
-                        to: "sink".into(),
-                        chat_type: ChatType::Chat,
-                        content: "x".into(),
-                        require_delivery_ack: false,
-                        need_group_ack: false,
-                    }));
+                    bytes.extend(encode(&plain_send(10 + n, format!("c{n}"), "sink", ChatType::Chat, "x")));
                 }
                 c.send_raw(&bytes);
                 for n in 0..EACH {

@@ -23,15 +23,7 @@ fn refused(addr: std::net::SocketAddr, frame: ClientFrame) -> ChatError {
     let mut c = RawClient::connect(addr);
     c.send(&frame);
     // Whatever follows an unauthenticated login is never processed.
-    c.send(&ClientFrame::Send {
-        req: 1,
-        client_id: "x".into(),
-        to: "bob".into(),
-        chat_type: ChatType::Chat,
-        content: "sneaky".into(),
-        require_delivery_ack: false,
-        need_group_ack: false,
-    });
+    c.send(&plain_send(1, "x", "bob", ChatType::Chat, "sneaky"));
     let frames = c.until_closed();
     match frames.as_slice() {
         [ServerFrame::LoginFailed { error }] => error.clone(),
@@ -568,7 +560,7 @@ fn send_rules_and_idempotent_resend() {
     let mut bob = RawClient::login(a, "bob", "b1");
     let send = |client_id: &str, to: &str, chat_type: ChatType, content: &str| {
         let (client_id, to, content) = (client_id.to_string(), to.to_string(), content.to_string());
-        move |req| ClientFrame::Send { req, client_id, to, chat_type, content, require_delivery_ack: false, need_group_ack: false }
+        move |req| plain_send(req, client_id, to, chat_type, content)
     };
     alice.expect_err(ErrorCode::InvalidParam, send("c1", "bob", ChatType::Chat, ""));
     alice.expect_err(ErrorCode::InvalidParam, send("c1", "bob", ChatType::Chat, &"x".repeat(MAX_CONTENT_BYTES + 1)));
@@ -623,15 +615,7 @@ fn group_management_through_the_protocol() {
     });
     bob.expect_ok(|req| ClientFrame::RemoveMembers { req, group: g.clone(), members: vec!["carol".into()] });
     assert!(matches!(carol.next_event(), ServerEvent::Membership { role: None, .. }));
-    carol.expect_err(ErrorCode::GroupNotJoined, |req| ClientFrame::Send {
-        req,
-        client_id: "x".into(),
-        to: g.clone(),
-        chat_type: ChatType::GroupChat,
-        content: "x".into(),
-        require_delivery_ack: false,
-        need_group_ack: false,
-    });
+    carol.expect_err(ErrorCode::GroupNotJoined, |req| plain_send(req, "x", g.clone(), ChatType::GroupChat, "x"));
     // Chat rooms: their own chat type; no acks of any kind.
     let Response::GroupCreated { group: room } =
         alice.expect_ok(|req| ClientFrame::CreateGroup { req, name: "room".into(), members: vec!["bob".into()], chat_room: true })
@@ -639,15 +623,7 @@ fn group_management_through_the_protocol() {
         panic!()
     };
     let rm = alice.send_msg(&room, ChatType::ChatRoom, "room msg");
-    alice.expect_err(ErrorCode::InvalidParam, |req| ClientFrame::Send {
-        req,
-        client_id: "wrong-type".into(),
-        to: room.clone(),
-        chat_type: ChatType::GroupChat,
-        content: "x".into(),
-        require_delivery_ack: false,
-        need_group_ack: false,
-    });
+    alice.expect_err(ErrorCode::InvalidParam, |req| plain_send(req, "wrong-type", room.clone(), ChatType::GroupChat, "x"));
     bob.expect_err(ErrorCode::MessageWrongType, |req| ClientFrame::ReadAck { req, msg_id: rm });
     bob.expect_err(ErrorCode::MessageWrongType, |req| ClientFrame::GroupAck { req, msg_id: rm, ext: None });
 }
@@ -675,15 +651,7 @@ fn requests_pipelined_after_login_are_handled_in_order() {
     let mut bytes =
         encode(&ClientFrame::Login { v: PROTOCOL_VERSION, user: "alice".into(), device: "a1".into(), token: token("alice"), since: 0 });
     for i in 0..20u64 {
-        bytes.extend(encode(&ClientFrame::Send {
-            req: 100 + i,
-            client_id: format!("p{i}"),
-            to: "bob".into(),
-            chat_type: ChatType::Chat,
-            content: format!("{i}"),
-            require_delivery_ack: false,
-            need_group_ack: false,
-        }));
+        bytes.extend(encode(&plain_send(100 + i, format!("p{i}"), "bob", ChatType::Chat, format!("{i}"))));
     }
     c.send_raw(&bytes);
     assert!(matches!(c.recv_required(), ServerFrame::LoginOk { .. }));

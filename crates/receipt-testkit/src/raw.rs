@@ -285,3 +285,22 @@ pub fn create_group(owner: &mut RawClient, members: &[&str]) -> GroupId {
         r => panic!("{r:?}"),
     }
 }
+
+/// A `Send` frame that asks for no delivery ack and no group read ack.
+pub fn plain_send(
+    req: ReqId,
+    client_id: impl Into<String>,
+    to: impl Into<String>,
+    chat_type: ChatType,
+    content: impl Into<String>,
+) -> ClientFrame {
+    ClientFrame::Send {
+        req,
+        client_id: client_id.into(),
+        to: to.into(),
+        chat_type,
+        content: content.into(),
+        require_delivery_ack: false,
+        need_group_ack: false,
+    }
+}
