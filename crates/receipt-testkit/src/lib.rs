@@ -11,6 +11,21 @@
 //!   predicate accepts, with a time bound; collect; hears nothing...).
 //! - [`target`]: where cargo put this build (`cargo build` of another artifact into it).
 //!
+//! ```no_run
+//! use receipt_core::ChatOptions;
+//! use receipt_testkit::{chat, Device, TestServer};
+//!
+//! let srv = TestServer::start(|config| config.retention_secs = 60);
+//! let alice = Device::online("alice/phone", ChatOptions::default(), srv.port());
+//! let bob = Device::online("bob/phone", ChatOptions::default(), srv.port());
+//! let m = alice.send_chat("bob", "hi");
+//! assert_eq!(bob.received(1)[0].id, m.id);
+//! bob.wait_unread(&chat("alice"), 1);
+//! ```
+//!
+//! The child process ([`ChildServer`]) needs the `receipt-server` binary: `cargo test -p
+//! receipt-server` builds it for that crate's tests; elsewhere see [`server_binary`].
+//!
 //! Every wait is bounded ([`WAIT`] unless said otherwise); a wait that runs out panics with what
 //! it waited for and what did arrive (the `try_` forms return that as an `Err` instead).
 //!

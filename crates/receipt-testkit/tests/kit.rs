@@ -132,6 +132,8 @@ fn build_server_binary_once() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let bin = receipt_testkit::child::build_server_binary();
-        assert_eq!(server_binary().ok(), Some(bin), "the binary is found where cargo put it");
+        if std::env::var_os("RECEIPT_SERVER_BIN").is_none() {
+            assert_eq!(server_binary().ok(), Some(bin), "the binary is found where cargo put it");
+        }
     });
 }
