@@ -79,7 +79,7 @@ fn many_requests_share_one_commit() {
     let commits = Arc::new(AtomicUsize::new(0));
     let store = Counting { inner: RedbStore::open(dir.path()).unwrap(), commits: commits.clone() };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let config = receipt_server::ServerConfig { addr: "127.0.0.1:0".parse().unwrap(), secret: SECRET.into(), ..Default::default() };
+    let config = server_config(None);
     let server = rt.block_on(receipt_server::start_with_store(config, Box::new(store))).unwrap();
     let a = server.local_addr();
     const CLIENTS: usize = 6;
