@@ -2,7 +2,7 @@
 //! store operations to commit and the frames to send to sessions. It never touches a socket, a
 //! file or the clock, so every rule is unit-testable.
 //!
-//! The caller (the core task in [`crate::server`]) must commit [`Effects::ops`] durably before it
+//! The caller (the core thread of the server's pipeline) must commit [`Effects::ops`] durably before it
 //! sends [`Effects::out`]: an `ok` means "stored".
 
 use std::collections::BTreeSet;

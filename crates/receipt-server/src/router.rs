@@ -1,0 +1,123 @@
+//! Routing committed frames to sessions: the [`Router`] seam and this node's [`SessionRouter`],
+//! which maps a session to its connection's outbound queue.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use log::warn;
+use receipt_core::protocol::ServerFrame;
+
+use crate::connection::{OutItem, Outbox};
+use crate::core::{Outgoing, SessionId};
+use crate::state::HashMap;
+
+/// Routes frames to sessions. The core thread's implementation maps a session to its
+/// connection's outbound queue; a multi-node deployment would forward to other nodes.
+pub trait Router {
+    /// Queues `frame` for `session`. `replay` frames (login answer, backlog) are exempt from the
+    /// slow-reader bound. Unknown sessions are ignored.
+    fn deliver(&mut self, session: SessionId, frame: Arc<ServerFrame>, replay: bool);
+    /// Closes the session's connection after what is already queued.
+    fn close(&mut self, session: SessionId);
+    /// Queues one committed batch's frames, in order, leaving `out` empty. By default one
+    /// [`deliver`](Self::deliver) per frame; a router may hand each session its frames at once.
+    fn deliver_batch(&mut self, out: &mut Vec<Outgoing>) {
+        for o in out.drain(..) {
+            self.deliver(o.session, o.frame, o.replay);
+        }
+    }
+}
+
+/// This node's router: session id -> outbound queue of the session's connection.
+pub(crate) struct SessionRouter {
+    cap: usize,
+    conns: HashMap<SessionId, Outbox>,
+    /// Frames of the batch being routed, per session in order (see [`SessionRouter::stage`]).
+    staged: Vec<(SessionId, Vec<Arc<ServerFrame>>, usize)>,
+    staged_at: HashMap<SessionId, usize>,
+}
+
+impl SessionRouter {
+    /// A router that drops a connection once more than `cap` live frames wait in its queue.
+    pub(crate) fn new(cap: usize) -> Self {
+        SessionRouter { cap, conns: HashMap::default(), staged: Vec::new(), staged_at: HashMap::default() }
+    }
+
+    /// A logged-in session's connection: frames for `session` go to `outbox` from now on.
+    pub(crate) fn attach(&mut self, session: SessionId, outbox: Outbox) {
+        self.conns.insert(session, outbox);
+    }
+
+    /// The session's connection is gone: its frames are dropped from now on.
+    pub(crate) fn detach(&mut self, session: SessionId) {
+        self.conns.remove(&session);
+    }
+
+    /// Closes every connection (shutdown).
+    pub(crate) fn close_all(&mut self) {
+        for (_, ob) in self.conns.drain() {
+            ob.close();
+        }
+    }
+
+    /// Queues `frame` for `session` in the current batch; [`Self::send_staged`] hands each
+    /// session's frames to its connection in one item.
+    fn stage(&mut self, session: SessionId, frame: Arc<ServerFrame>, replay: bool) {
+        let i = *self.staged_at.entry(session).or_insert_with(|| {
+            self.staged.push((session, Vec::new(), 0));
+            self.staged.len() - 1
+        });
+        let (_, frames, live) = &mut self.staged[i];
+        frames.push(frame);
+        if !replay {
+            *live += 1;
+        }
+    }
+
+    /// Sends the staged frames. The slow-reader bound is the per-frame one: the connection is
+    /// dropped if its counted frames would pass `cap` (replay frames are exempt).
+    fn send_staged(&mut self) {
+        self.staged_at.clear();
+        for (session, frames, live) in std::mem::take(&mut self.staged) {
+            let Some(ob) = self.conns.get(&session) else {
+                continue;
+            };
+            if live > 0 {
+                if ob.shared.pending.load(Ordering::Acquire) + live > self.cap {
+                    warn!("session {session}: outbound queue full, dropping the connection (it will resync)");
+                    ob.shared.killed.store(true, Ordering::Release);
+                    ob.shared.closed.notify_one();
+                    ob.close();
+                    self.conns.remove(&session);
+                    continue;
+                }
+                ob.shared.pending.fetch_add(live, Ordering::AcqRel);
+            }
+            if ob.tx.send(OutItem::Frames(frames, live)).is_err() {
+                self.conns.remove(&session);
+            }
+        }
+    }
+}
+
+impl Router for SessionRouter {
+    /// One frame alone: staged and sent at once, under the same slow-reader bound.
+    fn deliver(&mut self, session: SessionId, frame: Arc<ServerFrame>, replay: bool) {
+        self.stage(session, frame, replay);
+        self.send_staged();
+    }
+
+    fn close(&mut self, session: SessionId) {
+        if let Some(ob) = self.conns.remove(&session) {
+            ob.close();
+        }
+    }
+
+    /// The whole batch staged first: one queue item (and one writer wake-up) per session.
+    fn deliver_batch(&mut self, out: &mut Vec<Outgoing>) {
+        for o in out.drain(..) {
+            self.stage(o.session, o.frame, o.replay);
+        }
+        self.send_staged();
+    }
+}
