@@ -1,4 +1,4 @@
-//! Routing committed frames to sessions: the [`Router`] seam and this node's [`SessionRouter`],
+//! Routing committed frames to sessions: the [`Router`] seam and this node's `SessionRouter`,
 //! which maps a session to its connection's outbound queue.
 
 use std::sync::atomic::Ordering;
@@ -11,8 +11,22 @@ use crate::connection::{OutItem, Outbox};
 use crate::core::{Outgoing, SessionId};
 use crate::state::HashMap;
 
-/// Routes frames to sessions. The core thread's implementation maps a session to its
-/// connection's outbound queue; a multi-node deployment would forward to other nodes.
+/// Routes frames to sessions: the seam between committed effects and connections. This node's
+/// implementation maps a session to its connection's outbound queue; a multi-node deployment
+/// (e.g. NATS between gateway nodes) forwards frames of sessions held by other nodes.
+///
+/// The contract, which the pipeline relies on:
+///
+/// - **Committed only.** The store thread calls the router only with frames whose batch (and
+///   every batch before it) was durably committed ([`crate::ServerStore::commit`] returned).
+///   A router that publishes to other nodes publishes nothing else.
+/// - **Order.** Batches are handed over in commit order and each batch in the order the core
+///   produced it; a session must receive its frames in that order (its `Result` before the
+///   events it caused, `LoginOk` and the backlog before `SyncDone` and live events).
+/// - **Slow readers.** Frames with `replay = false` count against a per-connection bound; a
+///   connection over it is closed (its device resyncs from its cursor), never waited for:
+///   `deliver` must not block.
+/// - **Unknown sessions** (closed, or never logged in here) are ignored.
 pub trait Router {
     /// Queues `frame` for `session`. `replay` frames (login answer, backlog) are exempt from the
     /// slow-reader bound. Unknown sessions are ignored.
