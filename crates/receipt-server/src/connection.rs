@@ -43,12 +43,12 @@ pub(crate) struct OutShared {
 
 /// One connection's outbound queue.
 #[derive(Clone)]
-pub(crate) struct Outbox {
+pub(crate) struct ConnQueue {
     pub(crate) tx: mpsc::UnboundedSender<OutItem>,
     pub(crate) shared: Arc<OutShared>,
 }
 
-impl Outbox {
+impl ConnQueue {
     fn push(&self, frame: ServerFrame) {
         let _ = self.tx.send(OutItem::Frame(frame));
     }
@@ -142,9 +142,9 @@ pub(crate) async fn connection(
     let (mut rd, wr) = sock.into_split();
     let (tx, rx) = mpsc::unbounded_channel();
     let shared = Arc::new(OutShared::default());
-    let outbox = Outbox { tx, shared: shared.clone() };
+    let queue = ConnQueue { tx, shared: shared.clone() };
     let mut writer = tokio::spawn(writer_task(wr, rx, shared.clone()));
-    let mut dec = FrameDecoder::new(cfg.max_frame);
+    let mut decoder = FrameDecoder::new(cfg.max_frame);
     let mut buf = vec![0u8; 16 * 1024];
     let mut logged_in = false;
     let login_deadline = tokio::time::Instant::now() + cfg.login_timeout;
@@ -155,7 +155,7 @@ pub(crate) async fn connection(
         // A refusal that ends the connection, sent after the requests before it were handed over.
         let mut refusal: Option<ServerFrame> = None;
         loop {
-            match dec.next_frame::<ClientFrame>() {
+            match decoder.next_frame::<ClientFrame>() {
                 Ok(Some(frame)) if logged_in => {
                     if matches!(frame, ClientFrame::Login { .. }) {
                         refusal = Some(ServerFrame::Error { error: ChatError::invalid_param("already logged in") });
@@ -164,7 +164,7 @@ pub(crate) async fn connection(
                     frames.push(frame);
                 }
                 Ok(Some(frame)) => {
-                    if let Step::Stop = login(frame, session, &mut logged_in, &core_tx, &outbox, &cfg).await {
+                    if let Step::Stop = login(frame, session, &mut logged_in, &core_tx, &queue, &cfg).await {
                         break 'conn;
                     }
                 }
@@ -183,7 +183,7 @@ pub(crate) async fn connection(
             }
         }
         if let Some(error) = refusal {
-            outbox.push(error);
+            queue.push(error);
             break 'conn;
         }
         // Before the login, the read also ends at the login deadline, however often bytes trickle in.
@@ -195,22 +195,22 @@ pub(crate) async fn connection(
         };
         match read {
             Err(_) if !logged_in && tokio::time::Instant::now() >= login_deadline => {
-                outbox.push(ServerFrame::Error { error: ChatError::invalid_param("login timeout: no valid Login in time") });
+                queue.push(ServerFrame::Error { error: ChatError::invalid_param("login timeout: no valid Login in time") });
                 break;
             }
             Err(_) => {
-                outbox.push(ServerFrame::Error { error: ChatError::invalid_param("idle timeout") });
+                queue.push(ServerFrame::Error { error: ChatError::invalid_param("idle timeout") });
                 break;
             }
             Ok(Ok(0)) => {
-                if let Err(e) = dec.finish() {
+                if let Err(e) = decoder.finish() {
                     // A half-closed peer may still read why its cut frame was refused.
                     debug!("session {session}: {e}");
-                    outbox.push(ServerFrame::Error { error: ChatError::from(e) });
+                    queue.push(ServerFrame::Error { error: ChatError::from(e) });
                 }
                 break;
             }
-            Ok(Ok(n)) => dec.push(&buf[..n]),
+            Ok(Ok(n)) => decoder.push(&buf[..n]),
             Ok(Err(e)) => {
                 debug!("session {session}: read failed: {e}");
                 break;
@@ -220,49 +220,49 @@ pub(crate) async fn connection(
     if logged_in {
         let _ = core_tx.send(CoreMsg::Closed { session }).await;
     }
-    outbox.close();
-    drop(outbox);
+    queue.close();
+    drop(queue);
     // Let the writer flush a final Error / LoginFailed, but never wait on a peer that does not read.
     if tokio::time::timeout(Duration::from_secs(2), &mut writer).await.is_err() {
         writer.abort();
     }
 }
 
-fn login_failed(outbox: &Outbox, code: ErrorCode, d: impl Into<String>) -> Step {
-    outbox.push(ServerFrame::LoginFailed { error: ChatError::new(code, d) });
+fn login_failed(queue: &ConnQueue, code: ErrorCode, d: impl Into<String>) -> Step {
+    queue.push(ServerFrame::LoginFailed { error: ChatError::new(code, d) });
     Step::Stop
 }
 
 /// The first frame of a connection: it must be a valid Login, which goes to the core alone
-/// (with the connection's outbox).
+/// (with the connection's queue).
 async fn login(
     frame: ClientFrame,
     session: SessionId,
     logged_in: &mut bool,
     core_tx: &mpsc::Sender<CoreMsg>,
-    outbox: &Outbox,
+    queue: &ConnQueue,
     cfg: &ConnCfg,
 ) -> Step {
     let ClientFrame::Login { v, user, device, token, .. } = &frame else {
-        outbox.push(ServerFrame::Error { error: ChatError::not_logged_in() });
+        queue.push(ServerFrame::Error { error: ChatError::not_logged_in() });
         return Step::Stop;
     };
     if *v != PROTOCOL_VERSION {
         return login_failed(
-            outbox,
+            queue,
             ErrorCode::InvalidParam,
             format!("protocol version {v} not supported (server speaks {PROTOCOL_VERSION})"),
         );
     }
     if let Err(e) = validate_id("user", user).and_then(|_| validate_id("device", device)) {
-        return login_failed(outbox, ErrorCode::InvalidParam, e.description);
+        return login_failed(queue, ErrorCode::InvalidParam, e.description);
     }
     if let Err(e) = auth::verify_token(&cfg.secret, user, token, auth::unix_secs()) {
         debug!("session {session}: login of {user} refused: {e}");
-        return login_failed(outbox, ErrorCode::UserAuthenticationFailed, e.to_string());
+        return login_failed(queue, ErrorCode::UserAuthenticationFailed, e.to_string());
     }
     *logged_in = true;
-    if core_tx.send(CoreMsg::Login { session, frame, outbox: outbox.clone() }).await.is_err() {
+    if core_tx.send(CoreMsg::Login { session, frame, queue: queue.clone() }).await.is_err() {
         return Step::Stop;
     }
     Step::Continue

@@ -14,7 +14,7 @@ use crate::connection::ConnCfg;
 use crate::core::{CoreConfig, ServerCore};
 use crate::listener::{bind_listener, spawn_accept_loop};
 use crate::pipeline::{core_loop, CoreMsg};
-use crate::store::{MemStore, RedbStore, ServerStore};
+use crate::store::{MemServerStore, RedbServerStore, ServerStore};
 
 /// A running server on the caller's tokio runtime. Dropping it does not stop it; call
 /// [`Server::shutdown`].
@@ -45,8 +45,8 @@ impl Server {
 /// Opens the configured store (redb in `data_dir`, or in memory when it is `None`).
 pub fn open_store(config: &ServerConfig) -> io::Result<Box<dyn ServerStore>> {
     Ok(match &config.data_dir {
-        Some(dir) => Box::new(RedbStore::open(dir).map_err(io::Error::other)?),
-        None => Box::new(MemStore::default()),
+        Some(dir) => Box::new(RedbServerStore::open(dir).map_err(io::Error::other)?),
+        None => Box::new(MemServerStore::default()),
     })
 }
 

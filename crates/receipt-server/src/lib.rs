@@ -1,7 +1,7 @@
 //! The receipt server: a tokio TCP server for the protocol in `docs/protocol.md`.
 //!
 //! - [`core`]: the rules, as a sans-IO state machine ([`ServerCore`]).
-//! - [`store`]: persistence behind [`ServerStore`]; [`RedbStore`] by default.
+//! - [`store`]: persistence behind [`ServerStore`]; [`RedbServerStore`] by default.
 //! - `listener`, `connection`: the accept loop; per connection a reader (with the login
 //!   handshake) and a writer.
 //! - `pipeline`: the single core thread and the store thread (group commit, then routing).
@@ -43,4 +43,4 @@ pub use crate::core::{CoreConfig, Effects, Outgoing, ServerCore, SessionId, Stor
 pub use crate::handle::{open_store, start, start_with_store, Server, ServerHandle};
 pub use crate::router::Router;
 pub use crate::state::State;
-pub use crate::store::{MemStore, RedbStore, ServerStore, StoreError};
+pub use crate::store::{MemServerStore, RedbServerStore, ServerStore, StoreError};

@@ -13,7 +13,7 @@ use log::{debug, error};
 use receipt_core::protocol::ClientFrame;
 use tokio::sync::mpsc;
 
-use crate::connection::Outbox;
+use crate::connection::ConnQueue;
 use crate::core::{Effects, Outgoing, ServerCore, SessionId, StoreOp};
 use crate::router::{Router, SessionRouter};
 use crate::store::ServerStore;
@@ -23,7 +23,7 @@ pub(crate) enum CoreMsg {
     Login {
         session: SessionId,
         frame: ClientFrame,
-        outbox: Outbox,
+        queue: ConnQueue,
     },
     /// The requests of one socket read, in order (one channel item, not one per request).
     Frames {
@@ -44,7 +44,7 @@ pub(crate) fn now_ms() -> u64 {
 /// One applied batch on its way to the store thread: sessions that logged in, what to commit,
 /// what to send once it is committed, sessions that closed.
 struct Applied {
-    logins: Vec<(SessionId, Outbox)>,
+    logins: Vec<(SessionId, ConnQueue)>,
     ops: Vec<StoreOp>,
     out: Vec<Outgoing>,
     closed: Vec<SessionId>,
@@ -97,13 +97,13 @@ pub(crate) fn core_loop(mut core: ServerCore, store: Box<dyn ServerStore>, mut r
         }
         let now = now_ms();
         // Effects accumulate inside the core (in order) and are taken once per batch.
-        let mut fx = Effects::default();
+        let mut effects = Effects::default();
         let mut stop = false;
         let mut applied = Applied { logins: Vec::new(), ops: Vec::new(), out: Vec::new(), closed: Vec::new() };
         for m in batch.drain(..) {
             match m {
-                CoreMsg::Login { session, frame, outbox } => {
-                    applied.logins.push((session, outbox));
+                CoreMsg::Login { session, frame, queue } => {
+                    applied.logins.push((session, queue));
                     core.apply(now, session, frame);
                 }
                 CoreMsg::Frames { session, frames } => {
@@ -119,20 +119,20 @@ pub(crate) fn core_loop(mut core: ServerCore, store: Box<dyn ServerStore>, mut r
                     if now.saturating_sub(last_prune) >= 1000 {
                         last_prune = now;
                         // prune() takes what accumulated so far, then its own deletions.
-                        fx.append(core.prune(now));
+                        effects.append(core.prune(now));
                     }
                 }
                 CoreMsg::Shutdown => stop = true,
             }
         }
         let rest = core.take_effects();
-        if fx.is_empty() {
-            fx = rest;
+        if effects.is_empty() {
+            effects = rest;
         } else {
-            fx.append(rest);
+            effects.append(rest);
         }
-        applied.ops = fx.ops;
-        applied.out = fx.out;
+        applied.ops = effects.ops;
+        applied.out = effects.out;
         if commit_tx.send(applied).is_err() {
             // The store thread stopped after a failed commit.
             break;
@@ -172,8 +172,8 @@ fn store_loop(mut store: Box<dyn ServerStore>, rx: std::sync::mpsc::Receiver<App
             break 'run;
         }
         for mut a in queued.drain(..) {
-            for (session, outbox) in a.logins {
-                router.attach(session, outbox);
+            for (session, queue) in a.logins {
+                router.attach(session, queue);
             }
             router.deliver_batch(&mut a.out);
             for s in a.closed {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use log::warn;
 use receipt_core::protocol::ServerFrame;
 
-use crate::connection::{OutItem, Outbox};
+use crate::connection::{ConnQueue, OutItem};
 use crate::core::{Outgoing, SessionId};
 use crate::state::HashMap;
 
@@ -45,7 +45,7 @@ pub trait Router {
 /// This node's router: session id -> outbound queue of the session's connection.
 pub(crate) struct SessionRouter {
     cap: usize,
-    conns: HashMap<SessionId, Outbox>,
+    conns: HashMap<SessionId, ConnQueue>,
     /// Frames of the batch being routed, per session in order (see [`SessionRouter::stage`]).
     staged: Vec<(SessionId, Vec<Arc<ServerFrame>>, usize)>,
     staged_at: HashMap<SessionId, usize>,
@@ -57,9 +57,9 @@ impl SessionRouter {
         SessionRouter { cap, conns: HashMap::default(), staged: Vec::new(), staged_at: HashMap::default() }
     }
 
-    /// A logged-in session's connection: frames for `session` go to `outbox` from now on.
-    pub(crate) fn attach(&mut self, session: SessionId, outbox: Outbox) {
-        self.conns.insert(session, outbox);
+    /// A logged-in session's connection: frames for `session` go to `queue` from now on.
+    pub(crate) fn attach(&mut self, session: SessionId, queue: ConnQueue) {
+        self.conns.insert(session, queue);
     }
 
     /// The session's connection is gone: its frames are dropped from now on.
@@ -69,8 +69,8 @@ impl SessionRouter {
 
     /// Closes every connection (shutdown).
     pub(crate) fn close_all(&mut self) {
-        for (_, ob) in self.conns.drain() {
-            ob.close();
+        for (_, queue) in self.conns.drain() {
+            queue.close();
         }
     }
 
@@ -93,21 +93,21 @@ impl SessionRouter {
     fn send_staged(&mut self) {
         self.staged_at.clear();
         for (session, frames, live) in std::mem::take(&mut self.staged) {
-            let Some(ob) = self.conns.get(&session) else {
+            let Some(queue) = self.conns.get(&session) else {
                 continue;
             };
             if live > 0 {
-                if ob.shared.pending.load(Ordering::Acquire) + live > self.cap {
+                if queue.shared.pending.load(Ordering::Acquire) + live > self.cap {
                     warn!("session {session}: outbound queue full, dropping the connection (it will resync)");
-                    ob.shared.killed.store(true, Ordering::Release);
-                    ob.shared.closed.notify_one();
-                    ob.close();
+                    queue.shared.killed.store(true, Ordering::Release);
+                    queue.shared.closed.notify_one();
+                    queue.close();
                     self.conns.remove(&session);
                     continue;
                 }
-                ob.shared.pending.fetch_add(live, Ordering::AcqRel);
+                queue.shared.pending.fetch_add(live, Ordering::AcqRel);
             }
-            if ob.tx.send(OutItem::Frames(frames, live)).is_err() {
+            if queue.tx.send(OutItem::Frames(frames, live)).is_err() {
                 self.conns.remove(&session);
             }
         }
@@ -122,8 +122,8 @@ impl Router for SessionRouter {
     }
 
     fn close(&mut self, session: SessionId) {
-        if let Some(ob) = self.conns.remove(&session) {
-            ob.close();
+        if let Some(queue) = self.conns.remove(&session) {
+            queue.close();
         }
     }
 

@@ -66,7 +66,7 @@ impl ConvState {
     }
 
     /// The record without `read_set` (what `PutConversation` stores): a cheap copy.
-    pub fn head(&self) -> ConvState {
+    pub fn without_read_set(&self) -> ConvState {
         ConvState {
             unread: self.unread,
             read_wm: self.read_wm,

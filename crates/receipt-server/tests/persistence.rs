@@ -9,7 +9,7 @@ use common::*;
 use receipt_core::codec::encode;
 use receipt_core::protocol::*;
 use receipt_core::*;
-use receipt_server::{RedbStore, ServerStore, State, StoreError, StoreOp};
+use receipt_server::{RedbServerStore, ServerStore, State, StoreError, StoreOp};
 
 #[test]
 fn state_survives_a_restart() {
@@ -60,7 +60,7 @@ fn state_survives_a_restart() {
 
 /// A redb store that counts commits and operations.
 struct Counting {
-    inner: RedbStore,
+    inner: RedbServerStore,
     commits: Arc<AtomicUsize>,
 }
 
@@ -78,7 +78,7 @@ impl ServerStore for Counting {
 fn many_requests_share_one_commit() {
     let dir = tempfile::tempdir().unwrap();
     let commits = Arc::new(AtomicUsize::new(0));
-    let store = Counting { inner: RedbStore::open(dir.path()).unwrap(), commits: commits.clone() };
+    let store = Counting { inner: RedbServerStore::open(dir.path()).unwrap(), commits: commits.clone() };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let config = receipt_server::ServerConfig { addr: "127.0.0.1:0".parse().unwrap(), secret: SECRET.into(), ..Default::default() };
     let server = rt.block_on(receipt_server::start_with_store(config, Box::new(store))).unwrap();

@@ -37,7 +37,7 @@ impl ServerCore {
             return Err(err(ErrorCode::FeatureNotEnabled, "this message does not take group read acks"));
         }
         let group_id = rec.msg.to.clone();
-        let members: Vec<UserId> = match self.st.groups.get(&group_id) {
+        let members: Vec<UserId> = match self.state.groups.get(&group_id) {
             Some(g) if g.members.contains_key(user) => g.members.keys().cloned().collect(),
             _ => return Err(err(ErrorCode::GroupNotJoined, format!("{user} is not a member of {group_id}"))),
         };
@@ -47,12 +47,12 @@ impl ServerCore {
         let visibility = p.visibility;
         let sender = rec.msg.from.clone();
         let count = rec.acks.len() as u32 + 1;
-        self.st.counters.last_ack_id += 1;
+        self.state.counters.last_ack_id += 1;
         self.counters_dirty = true;
         let ack =
-            GroupReadAck { ack_id: self.st.counters.last_ack_id, msg_id, from: user.to_string(), content: ext, count, timestamp: now };
-        self.st.messages.get_mut(&msg_id).expect("checked").add_ack(ack.clone());
-        self.fx.ops.push(StoreOp::PutGroupAck(ack.clone()));
+            GroupReadAck { ack_id: self.state.counters.last_ack_id, msg_id, from: user.to_string(), content: ext, count, timestamp: now };
+        self.state.messages.get_mut(&msg_id).expect("checked").add_ack(ack.clone());
+        self.effects.ops.push(StoreOp::PutGroupAck(ack.clone()));
         self.mark_one(user, &ConversationKey::new(ChatType::GroupChat, group_id.clone()), msg_id);
         let mut to: Vec<UserId> = vec![sender.clone(), user.to_string()];
         if visibility == Visibility::AllMembers {
@@ -82,7 +82,7 @@ impl ServerCore {
         }
         let allowed = rec.msg.from == user
             || (self.cfg.group_ack.visibility == Visibility::AllMembers
-                && self.st.groups.get(&rec.msg.to).is_some_and(|g| g.members.contains_key(user)));
+                && self.state.groups.get(&rec.msg.to).is_some_and(|g| g.members.contains_key(user)));
         if !allowed {
             return Err(err(ErrorCode::GroupPermissionDenied, "only the sender may see this message's read acks"));
         }

@@ -34,9 +34,9 @@ impl ServerCore {
             return Err(err(ErrorCode::GroupMembersFull, format!("a group has at most {} members", self.cfg.max_group_size)));
         }
         let id = loop {
-            self.st.counters.last_group_id += 1;
-            let id = format!("g{}", self.st.counters.last_group_id);
-            if !self.st.groups.contains_key(&id) {
+            self.state.counters.last_group_id += 1;
+            let id = format!("g{}", self.state.counters.last_group_id);
+            if !self.state.groups.contains_key(&id) {
                 break id;
             }
         };
@@ -46,8 +46,8 @@ impl ServerCore {
         for m in &set {
             g.members.insert(m.clone(), GroupRole::Member);
         }
-        self.fx.ops.push(StoreOp::PutGroup(g.clone()));
-        self.st.groups.insert(id.clone(), g);
+        self.effects.ops.push(StoreOp::PutGroup(g.clone()));
+        self.state.groups.insert(id.clone(), g);
         self.emit(user, ServerEvent::Membership { group: id.clone(), role: Some(GroupRole::Owner), chat_room });
         for m in &set {
             self.emit(m, ServerEvent::Membership { group: id.clone(), role: Some(GroupRole::Member), chat_room });
@@ -75,12 +75,12 @@ impl ServerCore {
         if new.is_empty() {
             return Ok(Response::Done);
         }
-        let g = self.st.groups.get_mut(&group).expect("checked");
+        let g = self.state.groups.get_mut(&group).expect("checked");
         for m in &new {
             g.members.insert(m.clone(), GroupRole::Member);
         }
         let chat_room = g.chat_room;
-        self.fx.ops.push(StoreOp::PutGroup(g.clone()));
+        self.effects.ops.push(StoreOp::PutGroup(g.clone()));
         for m in &new {
             self.emit(m, ServerEvent::Membership { group: group.clone(), role: Some(GroupRole::Member), chat_room });
         }
@@ -108,12 +108,12 @@ impl ServerCore {
         if gone.is_empty() {
             return Ok(Response::Done);
         }
-        let g = self.st.groups.get_mut(&group).expect("checked");
+        let g = self.state.groups.get_mut(&group).expect("checked");
         for m in &gone {
             g.members.remove(m);
         }
         let chat_room = g.chat_room;
-        self.fx.ops.push(StoreOp::PutGroup(g.clone()));
+        self.effects.ops.push(StoreOp::PutGroup(g.clone()));
         for m in &gone {
             self.emit(m, ServerEvent::Membership { group: group.clone(), role: None, chat_room });
         }
@@ -133,10 +133,10 @@ impl ServerCore {
         if current == role {
             return Ok(Response::Done);
         }
-        let g = self.st.groups.get_mut(&group).expect("checked");
+        let g = self.state.groups.get_mut(&group).expect("checked");
         g.members.insert(member.clone(), role);
         let chat_room = g.chat_room;
-        self.fx.ops.push(StoreOp::PutGroup(g.clone()));
+        self.effects.ops.push(StoreOp::PutGroup(g.clone()));
         self.emit(&member, ServerEvent::Membership { group, role: Some(role), chat_room });
         Ok(Response::Done)
     }

@@ -121,8 +121,9 @@ impl From<&ServerConfig> for CoreConfig {
     }
 }
 
+/// A logged-in device: who is on the other end of a session.
 #[derive(Debug, Clone)]
-struct Session {
+struct LoggedIn {
     /// Shared, so handling a request does not copy the ids.
     user: Arc<str>,
     device: Arc<str>,
@@ -131,10 +132,10 @@ struct Session {
 /// The server state machine. See the module docs.
 pub struct ServerCore {
     cfg: CoreConfig,
-    st: State,
-    sessions: HashMap<SessionId, Session>,
+    state: State,
+    sessions: HashMap<SessionId, LoggedIn>,
     online: HashMap<UserId, Vec<SessionId>>,
-    fx: Effects,
+    effects: Effects,
     /// Emptied effect vectors handed back by the store thread, reused for the next batches so
     /// the hot path does not allocate (and fault in) fresh large buffers per batch.
     spare: Vec<Effects>,
@@ -157,10 +158,10 @@ impl ServerCore {
     pub fn new(cfg: CoreConfig, state: State) -> Self {
         ServerCore {
             cfg,
-            st: state,
+            state,
             sessions: HashMap::default(),
             online: HashMap::default(),
-            fx: Effects::default(),
+            effects: Effects::default(),
             spare: Vec::new(),
             counters_dirty: false,
             origin: None,
@@ -169,7 +170,7 @@ impl ServerCore {
 
     /// The whole state (for tests and tools).
     pub fn state(&self) -> &State {
-        &self.st
+        &self.state
     }
 
     /// Online sessions of a user.
@@ -199,14 +200,14 @@ impl ServerCore {
                 let res = match self.sessions.get(&session) {
                     Some(s) => {
                         let (user, device) = (s.user.clone(), s.device.clone());
-                        let at = self.fx.out.len();
+                        let at = self.effects.out.len();
                         self.origin = Some(session);
                         let res = self.request(now_ms, &user, &device, other);
                         self.origin = None;
                         // The answer goes before the events it caused, so the requesting device
                         // knows e.g. the message id before the echo of its own message.
                         let frame = result_frame(req, res);
-                        self.fx.out.insert(at, Outgoing { session, frame: Arc::new(frame), replay: false });
+                        self.effects.out.insert(at, Outgoing { session, frame: Arc::new(frame), replay: false });
                         None
                     }
                     None => Some(ServerFrame::err(req, ChatError::not_logged_in())),
@@ -233,30 +234,30 @@ impl ServerCore {
     fn take(&mut self) -> Effects {
         if self.counters_dirty {
             self.counters_dirty = false;
-            self.fx.ops.push(StoreOp::PutCounters(self.st.counters));
+            self.effects.ops.push(StoreOp::PutCounters(self.state.counters));
         }
         // Size the next accumulation like this one: no regrowth (and copying) while applying.
-        let (ops, out) = (self.fx.ops.len(), self.fx.out.len());
+        let (ops, out) = (self.effects.ops.len(), self.effects.out.len());
         let next = self.spare.pop().unwrap_or_default();
-        let fx = std::mem::replace(&mut self.fx, next);
-        self.fx.ops.reserve(ops.min(1 << 16));
-        self.fx.out.reserve(out.min(1 << 16));
-        fx
+        let effects = std::mem::replace(&mut self.effects, next);
+        self.effects.ops.reserve(ops.min(1 << 16));
+        self.effects.out.reserve(out.min(1 << 16));
+        effects
     }
 
     /// Takes back the vectors of a batch's effects once they were committed and routed: what
     /// is left in them is dropped here (on the thread that allocated it) and their capacity is
     /// reused by later batches.
-    pub fn recycle(&mut self, mut fx: Effects) {
-        fx.ops.clear();
-        fx.out.clear();
+    pub fn recycle(&mut self, mut effects: Effects) {
+        effects.ops.clear();
+        effects.out.clear();
         if self.spare.len() < SPARE_EFFECTS {
-            self.spare.push(fx);
+            self.spare.push(effects);
         }
     }
 
     fn send(&mut self, session: SessionId, frame: ServerFrame, replay: bool) {
-        self.fx.out.push(Outgoing { session, frame: Arc::new(frame), replay });
+        self.effects.out.push(Outgoing { session, frame: Arc::new(frame), replay });
     }
 
     fn expired(&self, rec: &MessageRecord, now_ms: u64) -> bool {
@@ -284,10 +285,10 @@ impl ServerCore {
 
     fn emit_to(&mut self, user: &str, event: impl Into<Arc<ServerEvent>>, skip: Option<SessionId>) {
         let event = event.into();
-        if !self.st.logs.contains_key(user) {
-            self.st.logs.insert(user.to_string(), Vec::new());
+        if !self.state.logs.contains_key(user) {
+            self.state.logs.insert(user.to_string(), Vec::new());
         }
-        let log = self.st.logs.get_mut(user).expect("inserted");
+        let log = self.state.logs.get_mut(user).expect("inserted");
         let seq = log.last().map(|e| e.seq).unwrap_or(0) + 1;
         // The event is shared by the logs, the frame and the store op; one frame for all of
         // this user's sessions.
@@ -298,37 +299,37 @@ impl ServerCore {
             for &s in sessions {
                 if Some(s) != skip {
                     let frame = frame.get_or_insert_with(|| le.frame()).clone();
-                    self.fx.out.push(Outgoing { session: s, frame, replay: false });
+                    self.effects.out.push(Outgoing { session: s, frame, replay: false });
                 }
             }
         }
-        self.fx.ops.push(StoreOp::AppendEvent { user: user.to_string(), event: le });
+        self.effects.ops.push(StoreOp::AppendEvent { user: user.to_string(), event: le });
     }
 
     fn conv_mut(&mut self, user: &str, key: &ConversationKey) -> &mut ConvState {
         // Look up first: the entry API would allocate both keys on every call.
-        if !self.st.convs.get(user).is_some_and(|m| m.contains_key(key)) {
-            self.st.convs.entry(user.to_string()).or_default().insert(key.clone(), ConvState::default());
+        if !self.state.convs.get(user).is_some_and(|m| m.contains_key(key)) {
+            self.state.convs.entry(user.to_string()).or_default().insert(key.clone(), ConvState::default());
         }
-        self.st.convs.get_mut(user).and_then(|m| m.get_mut(key)).expect("inserted")
+        self.state.convs.get_mut(user).and_then(|m| m.get_mut(key)).expect("inserted")
     }
 
     fn conv(&self, user: &str, key: &ConversationKey) -> Option<&ConvState> {
-        self.st.convs.get(user).and_then(|m| m.get(key))
+        self.state.convs.get(user).and_then(|m| m.get(key))
     }
 
     fn put_conv(&mut self, user: &str, key: &ConversationKey) {
-        let state = self.conv_mut(user, key).head();
-        self.fx.ops.push(StoreOp::PutConversation { user: user.to_string(), key: key.clone(), state });
+        let state = self.conv_mut(user, key).without_read_set();
+        self.effects.ops.push(StoreOp::PutConversation { user: user.to_string(), key: key.clone(), state });
     }
 
-    /// Moves `user`'s read watermark of `key` to `up_to` and persists the change.
     /// The newest message of the conversation when `user` received something after its read
     /// watermark; `None`: nothing new to mark read.
     fn unread_head(&self, user: &str, key: &ConversationKey) -> Option<MsgId> {
         self.conv(user, key).filter(|c| c.newest_in > c.read_wm).map(|c| c.newest)
     }
 
+    /// Moves `user`'s read watermark of `key` to `up_to` and persists the change.
     fn mark_all(&mut self, user: &str, key: &ConversationKey, up_to: MsgId) {
         let c = self.conv_mut(user, key);
         let had_reads = !c.read_set.is_empty();
@@ -336,7 +337,7 @@ impl ServerCore {
         let wm = c.read_wm;
         self.put_conv(user, key);
         if had_reads {
-            self.fx.ops.push(StoreOp::TrimReads { user: user.to_string(), key: key.clone(), up_to: wm });
+            self.effects.ops.push(StoreOp::TrimReads { user: user.to_string(), key: key.clone(), up_to: wm });
         }
     }
 
@@ -355,17 +356,17 @@ impl ServerCore {
             c.mark_all(up_to);
             self.put_conv(user, key);
             if stored {
-                self.fx.ops.push(StoreOp::TrimReads { user: user.to_string(), key: key.clone(), up_to });
+                self.effects.ops.push(StoreOp::TrimReads { user: user.to_string(), key: key.clone(), up_to });
             }
         } else {
             self.put_conv(user, key);
-            self.fx.ops.push(StoreOp::AddRead { user: user.to_string(), key: key.clone(), msg_id: id });
+            self.effects.ops.push(StoreOp::AddRead { user: user.to_string(), key: key.clone(), msg_id: id });
         }
         true
     }
 
     fn group(&self, id: &str) -> Res<&Group> {
-        self.st.groups.get(id).ok_or_else(|| err(ErrorCode::GroupInvalidId, format!("unknown group {id}")))
+        self.state.groups.get(id).ok_or_else(|| err(ErrorCode::GroupInvalidId, format!("unknown group {id}")))
     }
 
     fn role_in(&self, group: &Group, user: &str) -> Res<GroupRole> {
@@ -374,10 +375,10 @@ impl ServerCore {
 
     /// A message that exists and is not expired; `pruned_code` is the error for one that is gone.
     fn message(&self, now_ms: u64, id: MsgId, pruned_code: ErrorCode) -> Res<&MessageRecord> {
-        match self.st.messages.get(&id) {
+        match self.state.messages.get(&id) {
             Some(rec) if self.expired(rec, now_ms) => Err(err(pruned_code, format!("message {id} is past the server's retention"))),
             Some(rec) => Ok(rec),
-            None if id >= 1 && id <= self.st.counters.last_msg_id => {
+            None if id >= 1 && id <= self.state.counters.last_msg_id => {
                 Err(err(pruned_code, format!("message {id} is past the server's retention")))
             }
             None => Err(ChatError::invalid_message(format!("unknown message {id}"))),
@@ -387,7 +388,7 @@ impl ServerCore {
     // ----- requests -----
 
     fn request(&mut self, now: u64, user: &str, device: &str, frame: ClientFrame) -> Res<Response> {
-        let ops_before = self.fx.ops.len();
+        let ops_before = self.effects.ops.len();
         let res = match frame {
             ClientFrame::Send { client_id, to, chat_type, content, require_delivery_ack, need_group_ack, .. } => {
                 self.send_message(now, user, client_id, to, chat_type, content, require_delivery_ack, need_group_ack)
@@ -410,7 +411,7 @@ impl ServerCore {
                 Err(ChatError::invalid_param("not a request"))
             }
         };
-        debug_assert!(res.is_ok() || self.fx.ops.len() == ops_before, "a refused request changed state");
+        debug_assert!(res.is_ok() || self.effects.ops.len() == ops_before, "a refused request changed state");
         res
     }
 }

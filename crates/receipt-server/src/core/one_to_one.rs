@@ -26,8 +26,8 @@ impl ServerCore {
         need_group_ack: bool,
     ) -> Res<Response> {
         validate_id("client_id", &client_id)?;
-        if let Some(&id) = self.st.client_ids.get(user).and_then(|ids| ids.get(&client_id)) {
-            if let Some(rec) = self.st.messages.get(&id) {
+        if let Some(&id) = self.state.client_ids.get(user).and_then(|ids| ids.get(&client_id)) {
+            if let Some(rec) = self.state.messages.get(&id) {
                 return Ok(Response::Sent { client_id, msg_id: id, timestamp: rec.msg.timestamp, need_group_ack: rec.msg.need_group_ack });
             }
         }
@@ -35,7 +35,7 @@ impl ServerCore {
         if content.is_empty() || content.len() > MAX_CONTENT_BYTES {
             return Err(ChatError::invalid_param(format!("content must be 1..={MAX_CONTENT_BYTES} bytes")));
         }
-        let (recipients, rda, nga): (Vec<UserId>, bool, bool) = match chat_type {
+        let (recipients, delivery_ack, group_ack): (Vec<UserId>, bool, bool) = match chat_type {
             ChatType::Chat => {
                 if to == user {
                     return Err(ChatError::invalid_param("cannot send a 1:1 message to yourself"));
@@ -46,7 +46,7 @@ impl ServerCore {
                 let g = self.group(&to)?;
                 check_kind(g, chat_type)?;
                 let role = self.role_in(g, user)?;
-                let mut nga = false;
+                let mut group_ack = false;
                 if chat_type == ChatType::GroupChat && need_group_ack {
                     let p = &self.cfg.group_ack;
                     if !p.enabled {
@@ -55,13 +55,13 @@ impl ServerCore {
                     if p.who_may_request == WhoMayRequest::OwnerAndAdmins && role == GroupRole::Member {
                         return Err(err(ErrorCode::GroupPermissionDenied, "only the owner and admins may ask for group read acks"));
                     }
-                    nga = g.members.len() <= p.member_cap;
+                    group_ack = g.members.len() <= p.member_cap;
                 }
                 let r = g.members.keys().filter(|m| m.as_str() != user).cloned().collect();
-                (r, false, nga)
+                (r, false, group_ack)
             }
         };
-        let c = &mut self.st.counters;
+        let c = &mut self.state.counters;
         c.last_msg_id += 1;
         c.last_ts = c.last_ts.max(now);
         // One shared copy: the message record, the store operation and every log event.
@@ -73,22 +73,22 @@ impl ServerCore {
             chat_type,
             content,
             timestamp: c.last_ts,
-            require_delivery_ack: rda,
-            need_group_ack: nga,
+            require_delivery_ack: delivery_ack,
+            need_group_ack: group_ack,
         });
         self.counters_dirty = true;
         let id = msg.id;
         let timestamp = msg.timestamp;
-        match self.st.client_ids.get_mut(user) {
+        match self.state.client_ids.get_mut(user) {
             Some(ids) => {
                 ids.insert(client_id.clone(), id);
             }
             None => {
-                self.st.client_ids.insert(user.to_string(), HashMap::from_iter([(client_id.clone(), id)]));
+                self.state.client_ids.insert(user.to_string(), HashMap::from_iter([(client_id.clone(), id)]));
             }
         }
-        self.st.messages.insert(id, MessageRecord::new(msg.clone()));
-        self.fx.ops.push(StoreOp::PutMessage(msg.clone()));
+        self.state.messages.insert(id, MessageRecord::new(msg.clone()));
+        self.effects.ops.push(StoreOp::PutMessage(msg.clone()));
         let ev = Arc::new(ServerEvent::Message { msg: msg.clone() });
         for r in &recipients {
             let key = msg.conversation_for(r);
@@ -103,7 +103,7 @@ impl ServerCore {
         self.conv_mut(user, &key).newest = id;
         self.put_conv(user, &key);
         self.echo(user, ev);
-        Ok(Response::Sent { client_id, msg_id: id, timestamp, need_group_ack: nga })
+        Ok(Response::Sent { client_id, msg_id: id, timestamp, need_group_ack: group_ack })
     }
 
     /// Common checks of 1:1 acks: the message is 1:1 and `user` is its recipient.
@@ -126,10 +126,10 @@ impl ServerCore {
         if rec.delivered {
             return Ok(Response::Done);
         }
-        let rec = self.st.messages.get_mut(&msg_id).expect("checked");
+        let rec = self.state.messages.get_mut(&msg_id).expect("checked");
         rec.delivered = true;
         let (from, to, read_acked) = (rec.msg.from.clone(), rec.msg.to.clone(), rec.read_acked);
-        self.fx.ops.push(StoreOp::PutMessageFlags { id: msg_id, delivered: true, read_acked });
+        self.effects.ops.push(StoreOp::PutMessageFlags { id: msg_id, delivered: true, read_acked });
         let ev = Arc::new(ServerEvent::Delivered { msg_id, from: from.clone(), to, by: user.to_string(), timestamp: now });
         self.emit(&from, ev.clone());
         self.echo(user, ev);
@@ -144,10 +144,10 @@ impl ServerCore {
         if rec.read_acked || covered {
             return Ok(Response::Done);
         }
-        let rec = self.st.messages.get_mut(&msg_id).expect("checked");
+        let rec = self.state.messages.get_mut(&msg_id).expect("checked");
         rec.read_acked = true;
         let (from, to, delivered) = (rec.msg.from.clone(), rec.msg.to.clone(), rec.delivered);
-        self.fx.ops.push(StoreOp::PutMessageFlags { id: msg_id, delivered, read_acked: true });
+        self.effects.ops.push(StoreOp::PutMessageFlags { id: msg_id, delivered, read_acked: true });
         self.mark_one(user, &key, msg_id);
         let ev = Arc::new(ServerEvent::Read { msg_id, from: from.clone(), to, by: user.to_string(), timestamp: now });
         self.emit(&from, ev.clone());

@@ -4,7 +4,7 @@
 use receipt_core::protocol::{ConversationState, SeqEvent, ServerEvent, ServerFrame};
 use receipt_core::{ChatError, ErrorCode, UserId};
 
-use super::{err, Effects, ServerCore, Session, SessionId, StoreOp};
+use super::{err, Effects, LoggedIn, ServerCore, SessionId, StoreOp};
 
 /// Largest number of events in one `Backlog` frame.
 pub const BACKLOG_BATCH: usize = 100;
@@ -26,18 +26,18 @@ impl ServerCore {
 
     /// Drops messages past retention (oldest first; cheap when there is nothing to drop).
     pub fn prune(&mut self, now_ms: u64) -> Effects {
-        while let Some((&id, rec)) = self.st.messages.first_key_value() {
+        while let Some((&id, rec)) = self.state.messages.first_key_value() {
             if !self.expired(rec, now_ms) {
                 break;
             }
-            let rec = self.st.messages.remove(&id).expect("present");
-            if let Some(ids) = self.st.client_ids.get_mut(&rec.msg.from) {
+            let rec = self.state.messages.remove(&id).expect("present");
+            if let Some(ids) = self.state.client_ids.get_mut(&rec.msg.from) {
                 ids.remove(&rec.msg.client_id);
                 if ids.is_empty() {
-                    self.st.client_ids.remove(&rec.msg.from);
+                    self.state.client_ids.remove(&rec.msg.from);
                 }
             }
-            self.fx.ops.push(StoreOp::DeleteMessage(id));
+            self.effects.ops.push(StoreOp::DeleteMessage(id));
         }
         self.take()
     }
@@ -73,7 +73,7 @@ impl ServerCore {
             true,
         );
         let mut frames = Vec::new();
-        if let Some(log) = self.st.logs.get(&user) {
+        if let Some(log) = self.state.logs.get(&user) {
             let start = log.partition_point(|e| e.seq <= since);
             let mut batch = Vec::new();
             let mut bytes = 0;
@@ -94,16 +94,16 @@ impl ServerCore {
             self.send(session, f, true);
         }
         let mut conversations: Vec<ConversationState> = self
-            .st
+            .state
             .convs
             .get(&user)
             .map(|m| m.iter().map(|(k, c)| ConversationState { chat_type: k.chat_type, id: k.id.clone(), unread: c.unread }).collect())
             .unwrap_or_default();
         conversations.sort_by(|a, b| (a.chat_type, &a.id).cmp(&(b.chat_type, &b.id)));
-        let head = self.st.head(&user);
+        let head = self.state.head(&user);
         self.send(session, ServerFrame::SyncDone { head, conversations }, true);
         self.online.entry(user.clone()).or_default().push(session);
-        self.sessions.insert(session, Session { user: user.into(), device: device.into() });
+        self.sessions.insert(session, LoggedIn { user: user.into(), device: device.into() });
     }
 }
 

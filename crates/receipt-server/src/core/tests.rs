@@ -12,18 +12,18 @@ fn core_with(f: impl FnOnce(&mut CoreConfig)) -> ServerCore {
 }
 
 fn login(c: &mut ServerCore, s: SessionId, user: &str, since: u64) -> Vec<ServerFrame> {
-    let fx = c.handle(
+    let effects = c.handle(
         T0,
         s,
         ClientFrame::Login { v: PROTOCOL_VERSION, user: user.into(), device: format!("d{s}"), token: String::new(), since },
     );
-    assert!(fx.ops.is_empty(), "login stores nothing");
-    assert!(fx.out.iter().all(|o| o.session == s && o.replay));
-    fx.out.into_iter().map(|o| (*o.frame).clone()).collect()
+    assert!(effects.ops.is_empty(), "login stores nothing");
+    assert!(effects.out.iter().all(|o| o.session == s && o.replay));
+    effects.out.into_iter().map(|o| (*o.frame).clone()).collect()
 }
 
-fn send(c: &mut ServerCore, now: u64, s: SessionId, cid: &str, to: &str, t: ChatType, nga: bool) -> (MsgId, Effects) {
-    let fx = c.handle(
+fn send(c: &mut ServerCore, now: u64, s: SessionId, cid: &str, to: &str, t: ChatType, need_group_ack: bool) -> (MsgId, Effects) {
+    let effects = c.handle(
         now,
         s,
         ClientFrame::Send {
@@ -33,17 +33,17 @@ fn send(c: &mut ServerCore, now: u64, s: SessionId, cid: &str, to: &str, t: Chat
             chat_type: t,
             content: "hi".into(),
             require_delivery_ack: false,
-            need_group_ack: nga,
+            need_group_ack,
         },
     );
-    match &*fx.out[0].frame {
-        ServerFrame::Result { ok: Some(Response::Sent { msg_id, .. }), .. } => (*msg_id, fx),
+    match &*effects.out[0].frame {
+        ServerFrame::Result { ok: Some(Response::Sent { msg_id, .. }), .. } => (*msg_id, effects),
         f => panic!("{f:?}"),
     }
 }
 
-fn result(fx: &Effects, s: SessionId) -> Result<Response, ChatError> {
-    for o in &fx.out {
+fn result(effects: &Effects, s: SessionId) -> Result<Response, ChatError> {
+    for o in &effects.out {
         if o.session == s {
             if let ServerFrame::Result { ok, err, .. } = &*o.frame {
                 return match (ok, err) {
@@ -54,11 +54,12 @@ fn result(fx: &Effects, s: SessionId) -> Result<Response, ChatError> {
             }
         }
     }
-    panic!("no result for {s}: {fx:?}")
+    panic!("no result for {s}: {effects:?}")
 }
 
-fn events_for(fx: &Effects, s: SessionId) -> Vec<ServerEvent> {
-    fx.out
+fn events_for(effects: &Effects, s: SessionId) -> Vec<ServerEvent> {
+    effects
+        .out
         .iter()
         .filter(|o| o.session == s)
         .filter_map(|o| match &*o.frame {
@@ -69,15 +70,15 @@ fn events_for(fx: &Effects, s: SessionId) -> Vec<ServerEvent> {
 }
 
 fn unread(c: &ServerCore, user: &str, t: ChatType, id: &str) -> u32 {
-    c.st.convs.get(user).and_then(|m| m.get(&ConversationKey::new(t, id))).map_or(0, |c| c.unread)
+    c.state.convs.get(user).and_then(|m| m.get(&ConversationKey::new(t, id))).map_or(0, |c| c.unread)
 }
 
 #[test]
 fn requests_before_login_are_201() {
     let mut c = core_with(|_| {});
-    let fx = c.handle(T0, 9, ClientFrame::ReadAck { req: 4, msg_id: 1 });
-    assert_eq!(result(&fx, 9).unwrap_err().code, ErrorCode::UserNotLogin);
-    assert!(fx.ops.is_empty());
+    let effects = c.handle(T0, 9, ClientFrame::ReadAck { req: 4, msg_id: 1 });
+    assert_eq!(result(&effects, 9).unwrap_err().code, ErrorCode::UserNotLogin);
+    assert!(effects.ops.is_empty());
 }
 
 #[test]
@@ -87,24 +88,24 @@ fn send_stores_routes_and_counts_unread() {
     login(&mut c, 2, "bob", 0);
     login(&mut c, 3, "bob", 0);
     login(&mut c, 4, "alice", 0);
-    let (id, fx) = send(&mut c, T0, 1, "c1", "bob", ChatType::Chat, false);
+    let (id, effects) = send(&mut c, T0, 1, "c1", "bob", ChatType::Chat, false);
     assert_eq!(id, 1);
     // Answer first, then the events.
-    assert!(matches!(&*fx.out[0].frame, ServerFrame::Result { .. }));
-    assert_eq!(events_for(&fx, 2).len(), 1);
-    assert_eq!(events_for(&fx, 3).len(), 1);
-    assert_eq!(events_for(&fx, 4).len(), 1, "the sender's other device");
-    assert!(events_for(&fx, 1).is_empty(), "no live echo to the sending device: it has the answer");
-    assert_eq!(c.st.logs["alice"].len(), 1, "the sender's log has the message (replays bring it)");
-    assert!(fx.ops.iter().any(|o| matches!(o, StoreOp::PutMessage(m) if m.id == 1)));
-    assert!(fx.ops.iter().any(|o| matches!(o, StoreOp::PutCounters(_))));
+    assert!(matches!(&*effects.out[0].frame, ServerFrame::Result { .. }));
+    assert_eq!(events_for(&effects, 2).len(), 1);
+    assert_eq!(events_for(&effects, 3).len(), 1);
+    assert_eq!(events_for(&effects, 4).len(), 1, "the sender's other device");
+    assert!(events_for(&effects, 1).is_empty(), "no live echo to the sending device: it has the answer");
+    assert_eq!(c.state.logs["alice"].len(), 1, "the sender's log has the message (replays bring it)");
+    assert!(effects.ops.iter().any(|o| matches!(o, StoreOp::PutMessage(m) if m.id == 1)));
+    assert!(effects.ops.iter().any(|o| matches!(o, StoreOp::PutCounters(_))));
     assert_eq!(unread(&c, "bob", ChatType::Chat, "alice"), 1);
     assert_eq!(unread(&c, "alice", ChatType::Chat, "bob"), 0);
     // Idempotent resend: same answer, nothing stored.
-    let (id2, fx) = send(&mut c, T0 + 5, 1, "c1", "bob", ChatType::Chat, false);
+    let (id2, effects) = send(&mut c, T0 + 5, 1, "c1", "bob", ChatType::Chat, false);
     assert_eq!(id2, id);
-    assert!(fx.ops.is_empty());
-    assert_eq!(fx.out.len(), 1);
+    assert!(effects.ops.is_empty());
+    assert_eq!(effects.out.len(), 1);
 }
 
 #[test]
@@ -114,30 +115,31 @@ fn reading_everything_one_by_one_moves_the_watermark_and_empties_the_read_set() 
     login(&mut c, 2, "bob", 0);
     let ids: Vec<MsgId> = (0..3).map(|i| send(&mut c, T0, 1, &format!("c{i}"), "bob", ChatType::Chat, false).0).collect();
     let key = ConversationKey::new(ChatType::Chat, "alice");
-    let conv = |c: &ServerCore| c.st.convs["bob"][&key].clone();
+    let conv = |c: &ServerCore| c.state.convs["bob"][&key].clone();
     // Out of order: the last message first, then the first; one is still unread.
     for id in [ids[2], ids[0]] {
-        let fx = c.handle(T0, 2, ClientFrame::ReadAck { req: 2, msg_id: id });
-        assert!(fx.ops.iter().any(|o| matches!(o, StoreOp::AddRead { msg_id, .. } if *msg_id == id)));
+        let effects = c.handle(T0, 2, ClientFrame::ReadAck { req: 2, msg_id: id });
+        assert!(effects.ops.iter().any(|o| matches!(o, StoreOp::AddRead { msg_id, .. } if *msg_id == id)));
     }
     assert_eq!((conv(&c).unread, conv(&c).read_wm, conv(&c).read_set.len()), (1, 0, 2));
     // The last unread one: nothing unread is left, so the watermark moves to the newest
     // received message and the stored one-by-one reads are trimmed instead of growing.
-    let fx = c.handle(T0, 2, ClientFrame::ReadAck { req: 3, msg_id: ids[1] });
+    let effects = c.handle(T0, 2, ClientFrame::ReadAck { req: 3, msg_id: ids[1] });
     assert_eq!((conv(&c).unread, conv(&c).read_wm, conv(&c).read_set.len()), (0, ids[2], 0));
-    assert!(!fx.ops.iter().any(|o| matches!(o, StoreOp::AddRead { .. })));
-    assert!(fx.ops.iter().any(|o| matches!(o, StoreOp::TrimReads { up_to, .. } if *up_to == ids[2])));
-    assert!(fx.ops.iter().any(|o| matches!(o, StoreOp::PutConversation { state, .. } if state.read_wm == ids[2])));
+    assert!(!effects.ops.iter().any(|o| matches!(o, StoreOp::AddRead { .. })));
+    assert!(effects.ops.iter().any(|o| matches!(o, StoreOp::TrimReads { up_to, .. } if *up_to == ids[2])));
+    assert!(effects.ops.iter().any(|o| matches!(o, StoreOp::PutConversation { state, .. } if state.read_wm == ids[2])));
     // Counting goes on above the watermark; a read of an already read message changes nothing.
     let (next, _) = send(&mut c, T0, 1, "c9", "bob", ChatType::Chat, false);
     assert_eq!(unread(&c, "bob", ChatType::Chat, "alice"), 1);
-    let fx =
+    let effects =
         c.handle(T0, 2, ClientFrame::MarkRead { req: 4, chat_type: ChatType::Chat, conversation: "alice".into(), msg_id: Some(ids[0]) });
-    assert!(fx.ops.is_empty());
+    assert!(effects.ops.is_empty());
     // A single unread message read: the watermark moves with nothing to trim.
-    let fx = c.handle(T0, 2, ClientFrame::MarkRead { req: 5, chat_type: ChatType::Chat, conversation: "alice".into(), msg_id: Some(next) });
+    let effects =
+        c.handle(T0, 2, ClientFrame::MarkRead { req: 5, chat_type: ChatType::Chat, conversation: "alice".into(), msg_id: Some(next) });
     assert_eq!((conv(&c).unread, conv(&c).read_wm), (0, next));
-    assert!(!fx.ops.iter().any(|o| matches!(o, StoreOp::AddRead { .. } | StoreOp::TrimReads { .. })));
+    assert!(!effects.ops.iter().any(|o| matches!(o, StoreOp::AddRead { .. } | StoreOp::TrimReads { .. })));
 }
 
 #[test]
@@ -148,15 +150,15 @@ fn an_event_for_two_users_is_one_shared_allocation_under_each_users_seq() {
     send(&mut c, T0, 2, "warmup", "carol", ChatType::Chat, false); // bob's log is one ahead
     let (id, _) = send(&mut c, T0, 1, "c1", "bob", ChatType::Chat, false);
     c.handle(T0, 2, ClientFrame::DeliveryAck { req: 3, msg_id: id });
-    let (a, b) = (c.st.logs["alice"].last().unwrap(), c.st.logs["bob"].last().unwrap());
+    let (a, b) = (c.state.logs["alice"].last().unwrap(), c.state.logs["bob"].last().unwrap());
     assert!(matches!(*a.event, ServerEvent::Delivered { msg_id, .. } if msg_id == id));
     assert!(Arc::ptr_eq(&a.event, &b.event), "the sender's and the acker's copies are one");
     assert_eq!((a.seq, b.seq), (2, 3));
     // The message itself: one event in both logs, sharing the stored message.
-    let (a, b) = (&c.st.logs["alice"][0], &c.st.logs["bob"][1]);
+    let (a, b) = (&c.state.logs["alice"][0], &c.state.logs["bob"][1]);
     assert!(Arc::ptr_eq(&a.event, &b.event));
     let ServerEvent::Message { msg } = &*a.event else { panic!("{a:?}") };
-    assert!(Arc::ptr_eq(msg, &c.st.messages[&id].msg));
+    assert!(Arc::ptr_eq(msg, &c.state.messages[&id].msg));
 }
 
 #[test]
@@ -171,9 +173,9 @@ fn refused_requests_change_nothing() {
         ClientFrame::AddMembers { req: 1, group: "g1".into(), members: vec!["x".into()] },
         ClientFrame::ConversationAck { req: 1, chat_type: ChatType::GroupChat, conversation: "nope".into() },
     ] {
-        let fx = c.handle(T0, 1, f);
-        assert!(result(&fx, 1).is_err());
-        assert!(fx.ops.is_empty());
+        let effects = c.handle(T0, 1, f);
+        assert!(result(&effects, 1).is_err());
+        assert!(effects.ops.is_empty());
     }
 }
 
@@ -196,8 +198,8 @@ fn backlog_then_sync_done_then_live() {
     let ServerFrame::SyncDone { head, conversations } = frames.last().unwrap() else { panic!() };
     assert_eq!(*head, BACKLOG_BATCH as u64 + 5);
     assert_eq!(conversations[0].unread, BACKLOG_BATCH as u32 + 5);
-    let (_, fx) = send(&mut c, T0 + 999, 1, "live", "bob", ChatType::Chat, false);
-    let live: Vec<u64> = fx
+    let (_, effects) = send(&mut c, T0 + 999, 1, "live", "bob", ChatType::Chat, false);
+    let live: Vec<u64> = effects
         .out
         .iter()
         .filter(|o| o.session == 2)
@@ -208,8 +210,8 @@ fn backlog_then_sync_done_then_live() {
         .collect();
     assert_eq!(live, vec![*head + 1]);
     c.disconnect(2);
-    let (_, fx) = send(&mut c, T0 + 1000, 1, "after", "bob", ChatType::Chat, false);
-    assert!(events_for(&fx, 2).is_empty());
+    let (_, effects) = send(&mut c, T0 + 1000, 1, "after", "bob", ChatType::Chat, false);
+    assert!(events_for(&effects, 2).is_empty());
 }
 
 #[test]
@@ -219,27 +221,28 @@ fn read_watermark_and_individual_reads() {
     login(&mut c, 2, "bob", 0);
     let ids: Vec<MsgId> = (0..5).map(|i| send(&mut c, T0, 1, &format!("c{i}"), "bob", ChatType::Chat, false).0).collect();
     assert_eq!(unread(&c, "bob", ChatType::Chat, "alice"), 5);
-    let fx = c.handle(T0, 2, ClientFrame::ReadAck { req: 2, msg_id: ids[1] });
-    assert!(result(&fx, 2).is_ok());
-    assert_eq!(events_for(&fx, 1).len(), 1);
-    let fx = c.handle(T0, 2, ClientFrame::ReadAck { req: 3, msg_id: ids[1] });
-    assert!(result(&fx, 2).is_ok());
-    assert!(fx.ops.is_empty() && events_for(&fx, 1).is_empty(), "idempotent");
+    let effects = c.handle(T0, 2, ClientFrame::ReadAck { req: 2, msg_id: ids[1] });
+    assert!(result(&effects, 2).is_ok());
+    assert_eq!(events_for(&effects, 1).len(), 1);
+    let effects = c.handle(T0, 2, ClientFrame::ReadAck { req: 3, msg_id: ids[1] });
+    assert!(result(&effects, 2).is_ok());
+    assert!(effects.ops.is_empty() && events_for(&effects, 1).is_empty(), "idempotent");
     assert_eq!(unread(&c, "bob", ChatType::Chat, "alice"), 4);
-    let fx = c.handle(T0, 2, ClientFrame::ConversationAck { req: 4, chat_type: ChatType::Chat, conversation: "alice".into() });
-    assert!(matches!(events_for(&fx, 1)[..], [ServerEvent::ConversationRead { up_to, .. }] if up_to == ids[4]));
+    let effects = c.handle(T0, 2, ClientFrame::ConversationAck { req: 4, chat_type: ChatType::Chat, conversation: "alice".into() });
+    assert!(matches!(events_for(&effects, 1)[..], [ServerEvent::ConversationRead { up_to, .. }] if up_to == ids[4]));
     assert_eq!(unread(&c, "bob", ChatType::Chat, "alice"), 0);
-    let conv = &c.st.convs["bob"][&ConversationKey::new(ChatType::Chat, "alice")];
+    let conv = &c.state.convs["bob"][&ConversationKey::new(ChatType::Chat, "alice")];
     assert!(conv.read_set.is_empty(), "reads below the watermark are dropped");
     // Read acks covered by the conversation ack are not forwarded again.
-    let fx = c.handle(T0, 2, ClientFrame::ReadAck { req: 5, msg_id: ids[3] });
-    assert!(result(&fx, 2).is_ok() && fx.ops.is_empty());
+    let effects = c.handle(T0, 2, ClientFrame::ReadAck { req: 5, msg_id: ids[3] });
+    assert!(result(&effects, 2).is_ok() && effects.ops.is_empty());
     let (late, _) = send(&mut c, T0, 1, "late", "bob", ChatType::Chat, false);
     assert_eq!(unread(&c, "bob", ChatType::Chat, "alice"), 1);
-    let fx = c.handle(T0, 2, ClientFrame::MarkRead { req: 6, chat_type: ChatType::Chat, conversation: "alice".into(), msg_id: Some(late) });
-    assert!(events_for(&fx, 1).is_empty(), "mark-read is own state only");
-    assert!(events_for(&fx, 2).is_empty(), "the acting device gets the answer, not its echo");
-    assert!(matches!(c.st.logs["bob"].last().map(|e| &*e.event), Some(ServerEvent::ReadState { msg_id: Some(m), .. }) if *m == late));
+    let effects =
+        c.handle(T0, 2, ClientFrame::MarkRead { req: 6, chat_type: ChatType::Chat, conversation: "alice".into(), msg_id: Some(late) });
+    assert!(events_for(&effects, 1).is_empty(), "mark-read is own state only");
+    assert!(events_for(&effects, 2).is_empty(), "the acting device gets the answer, not its echo");
+    assert!(matches!(c.state.logs["bob"].last().map(|e| &*e.event), Some(ServerEvent::ReadState { msg_id: Some(m), .. }) if *m == late));
     assert_eq!(unread(&c, "bob", ChatType::Chat, "alice"), 0);
 }
 
@@ -248,19 +251,19 @@ fn group_ack_pages_are_range_scans_newest_first() {
     let mut c = core_with(|cfg| cfg.group_ack.enabled = true);
     login(&mut c, 1, "owner", 0);
     let members: Vec<String> = (0..7).map(|i| format!("u{i}")).collect();
-    let fx = c.handle(T0, 1, ClientFrame::CreateGroup { req: 1, name: "g".into(), members: members.clone(), chat_room: false });
-    let Ok(Response::GroupCreated { group }) = result(&fx, 1) else { panic!() };
+    let effects = c.handle(T0, 1, ClientFrame::CreateGroup { req: 1, name: "g".into(), members: members.clone(), chat_room: false });
+    let Ok(Response::GroupCreated { group }) = result(&effects, 1) else { panic!() };
     let (id, _) = send(&mut c, T0, 1, "q", &group, ChatType::GroupChat, true);
     for m in &members {
-        let (r, fx) = c.apply_as(T0 + 1, m, ClientFrame::GroupAck { req: 1, msg_id: id, ext: None });
+        let (r, effects) = c.apply_as(T0 + 1, m, ClientFrame::GroupAck { req: 1, msg_id: id, ext: None });
         r.unwrap();
-        assert!(fx.ops.iter().any(|o| matches!(o, StoreOp::PutGroupAck(_))));
+        assert!(effects.ops.iter().any(|o| matches!(o, StoreOp::PutGroupAck(_))));
     }
-    let (r, fx) = c.apply_as(T0 + 1, "u0", ClientFrame::GroupAck { req: 1, msg_id: id, ext: None });
-    assert!(r.is_ok() && fx.ops.is_empty(), "one ack per member");
+    let (r, effects) = c.apply_as(T0 + 1, "u0", ClientFrame::GroupAck { req: 1, msg_id: id, ext: None });
+    assert!(r.is_ok() && effects.ops.is_empty(), "one ack per member");
     let page = |c: &mut ServerCore, start| {
-        let fx = c.handle(T0, 1, ClientFrame::FetchGroupAcks { req: 9, msg_id: id, page_size: 3, start_ack_id: start });
-        let Ok(Response::GroupAcks { page, .. }) = result(&fx, 1) else { panic!() };
+        let effects = c.handle(T0, 1, ClientFrame::FetchGroupAcks { req: 9, msg_id: id, page_size: 3, start_ack_id: start });
+        let Ok(Response::GroupAcks { page, .. }) = result(&effects, 1) else { panic!() };
         page
     };
     let p1 = page(&mut c, None);
@@ -284,13 +287,13 @@ fn prune_drops_expired_messages_and_read_acks_get_506() {
     login(&mut c, 2, "bob", 0);
     let (old, _) = send(&mut c, T0, 1, "old", "bob", ChatType::Chat, false);
     let (new, _) = send(&mut c, T0 + 900, 1, "new", "bob", ChatType::Chat, false);
-    let fx = c.prune(T0 + 1500);
-    assert_eq!(fx.ops, vec![StoreOp::DeleteMessage(old)]);
-    let fx = c.handle(T0 + 1500, 2, ClientFrame::ReadAck { req: 1, msg_id: old });
-    assert_eq!(result(&fx, 2).unwrap_err().code, ErrorCode::MessageExpired);
-    let fx = c.handle(T0 + 1500, 2, ClientFrame::DeliveryAck { req: 1, msg_id: old });
-    assert_eq!(result(&fx, 2).unwrap_err().code, ErrorCode::MessageInvalid);
-    let fx = c.handle(T0 + 1500, 2, ClientFrame::ReadAck { req: 1, msg_id: new });
-    assert!(result(&fx, 2).is_ok());
+    let effects = c.prune(T0 + 1500);
+    assert_eq!(effects.ops, vec![StoreOp::DeleteMessage(old)]);
+    let effects = c.handle(T0 + 1500, 2, ClientFrame::ReadAck { req: 1, msg_id: old });
+    assert_eq!(result(&effects, 2).unwrap_err().code, ErrorCode::MessageExpired);
+    let effects = c.handle(T0 + 1500, 2, ClientFrame::DeliveryAck { req: 1, msg_id: old });
+    assert_eq!(result(&effects, 2).unwrap_err().code, ErrorCode::MessageInvalid);
+    let effects = c.handle(T0 + 1500, 2, ClientFrame::ReadAck { req: 1, msg_id: new });
+    assert!(result(&effects, 2).is_ok());
     assert!(c.prune(T0 + 1500).ops.is_empty());
 }

@@ -1,12 +1,12 @@
 //! Storage behind a narrow trait: load everything at start, commit a batch of operations
-//! atomically and durably. [`RedbStore`] (one redb file in a data directory, in `redb`) is the
-//! default; [`MemStore`] keeps nothing (tests, demos). Another backend (e.g. PostgreSQL)
+//! atomically and durably. [`RedbServerStore`] (one redb file in a data directory, in `redb`) is the
+//! default; [`MemServerStore`] keeps nothing (tests, demos). Another backend (e.g. PostgreSQL)
 //! implements [`ServerStore`] the same way; its contract is on the trait.
 
 mod records;
 mod redb;
 
-pub use self::redb::{RedbStore, DB_FILE};
+pub use self::redb::{RedbServerStore, DB_FILE};
 
 use crate::core::StoreOp;
 use crate::state::State;
@@ -16,7 +16,7 @@ use crate::state::State;
 #[error("store: {0}")]
 pub struct StoreError(pub String);
 
-fn se(e: impl std::fmt::Display) -> StoreError {
+fn store_err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
 }
 
@@ -54,12 +54,12 @@ pub trait ServerStore: Send {
 
 /// Stores nothing: a restart starts empty.
 #[derive(Debug, Default)]
-pub struct MemStore {
+pub struct MemServerStore {
     /// How many commits were made (for tests).
     pub commits: usize,
 }
 
-impl ServerStore for MemStore {
+impl ServerStore for MemServerStore {
     fn load(&mut self) -> Result<State, StoreError> {
         Ok(State::default())
     }

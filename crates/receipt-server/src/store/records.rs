@@ -18,7 +18,7 @@ fn json<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, S
 }
 
 /// A record: binary (version byte first) or, from an older version, JSON.
-pub(super) fn dec<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+pub(super) fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
     match bytes.first() {
         Some(&BIN_V1) => postcard::from_bytes(&bytes[1..]).map_err(|e| StoreError(format!("corrupt {what}: {e}"))),
         _ => json(what, bytes),
@@ -26,7 +26,7 @@ pub(super) fn dec<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> R
 }
 
 /// Encodes `v` (version byte, then postcard) into `buf` (cleared first).
-pub(super) fn enc_into<'b, T: serde::Serialize + ?Sized>(v: &T, buf: &'b mut Vec<u8>) -> &'b [u8] {
+pub(super) fn encode_record<'b, T: serde::Serialize + ?Sized>(v: &T, buf: &'b mut Vec<u8>) -> &'b [u8] {
     buf.clear();
     buf.push(BIN_V1);
     let mut out = std::mem::take(buf);
@@ -38,7 +38,7 @@ pub(super) fn enc_into<'b, T: serde::Serialize + ?Sized>(v: &T, buf: &'b mut Vec
 /// A conversation's stored fields (its read set is stored in `READS`).
 pub(super) type ConvRec = (u32, MsgId, MsgId, MsgId, MsgId);
 
-pub(super) fn dec_conv(bytes: &[u8]) -> Result<ConvState, StoreError> {
+pub(super) fn decode_conv(bytes: &[u8]) -> Result<ConvState, StoreError> {
     match bytes.first() {
         Some(&BIN_V1) => {
             let (unread, read_wm, ack_wm, newest, newest_in): ConvRec =
@@ -100,7 +100,7 @@ fn ev_owned(e: EvOwned) -> ServerEvent {
 
 /// An `EVENTS` row: key (user, seq of its first event). Binary rows hold all of one user's
 /// events of one commit (consecutive seqs) as `[(seq, event)]`; an older JSON row is one event.
-pub(super) fn dec_events(
+pub(super) fn decode_events(
     user: &str,
     seq: u64,
     bytes: &[u8],
@@ -153,8 +153,8 @@ fn share_key(e: &ServerEvent) -> Option<(u8, u64, u64)> {
     })
 }
 
-/// Encodes one user's events of a commit as one `EVENTS` row value (see [`dec_events`]).
-pub(super) fn enc_events<'b>(evs: &[&SeqEvent], buf: &'b mut Vec<u8>) -> &'b [u8] {
+/// Encodes one user's events of a commit as one `EVENTS` row value (see [`decode_events`]).
+pub(super) fn encode_events<'b>(evs: &[&SeqEvent], buf: &'b mut Vec<u8>) -> &'b [u8] {
     struct Row<'a, 'e>(&'a [&'e SeqEvent]);
     impl serde::Serialize for Row<'_, '_> {
         fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -166,7 +166,7 @@ pub(super) fn enc_events<'b>(evs: &[&SeqEvent], buf: &'b mut Vec<u8>) -> &'b [u8
             seq.end()
         }
     }
-    enc_into(&Row(evs), buf)
+    encode_record(&Row(evs), buf)
 }
 
 pub(super) fn chat_type_code(t: ChatType) -> u8 {

@@ -7,8 +7,8 @@ use ::redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use receipt_core::protocol::SeqEvent;
 use receipt_core::{ChatType, ConversationKey, GroupReadAck, WireMessage};
 
-use super::records::{chat_type_code, dec, dec_conv, dec_events, enc_events, enc_into, ConvRec};
-use super::{se, ServerStore, StoreError};
+use super::records::{chat_type_code, decode, decode_conv, decode_events, encode_events, encode_record, ConvRec};
+use super::{store_err, ServerStore, StoreError};
 use crate::core::StoreOp;
 use crate::state::{Counters, Group, HashMap, MessageRecord, State};
 
@@ -30,37 +30,37 @@ const READS: TableDefinition<(&str, u8, &str, u64), ()> = TableDefinition::new("
 pub const DB_FILE: &str = "receipts.redb";
 
 /// The default store: one redb file in a data directory. Every commit is fsynced.
-pub struct RedbStore {
+pub struct RedbServerStore {
     db: Database,
     path: PathBuf,
 }
 
-impl std::fmt::Debug for RedbStore {
+impl std::fmt::Debug for RedbServerStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedbStore").field("path", &self.path).finish()
+        f.debug_struct("RedbServerStore").field("path", &self.path).finish()
     }
 }
 
-impl RedbStore {
+impl RedbServerStore {
     /// Opens (or creates) the store in `data_dir`. Fails if another process has it open.
     pub fn open(data_dir: impl AsRef<Path>) -> Result<Self, StoreError> {
         let dir = data_dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join(DB_FILE);
         let db = Database::create(&path).map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
-        let txn = db.begin_write().map_err(se)?;
+        let txn = db.begin_write().map_err(store_err)?;
         {
-            txn.open_table(META).map_err(se)?;
-            txn.open_table(MESSAGES).map_err(se)?;
-            txn.open_table(FLAGS).map_err(se)?;
-            txn.open_table(ACKS).map_err(se)?;
-            txn.open_table(EVENTS).map_err(se)?;
-            txn.open_table(CONVS).map_err(se)?;
-            txn.open_table(GROUPS).map_err(se)?;
-            txn.open_table(READS).map_err(se)?;
+            txn.open_table(META).map_err(store_err)?;
+            txn.open_table(MESSAGES).map_err(store_err)?;
+            txn.open_table(FLAGS).map_err(store_err)?;
+            txn.open_table(ACKS).map_err(store_err)?;
+            txn.open_table(EVENTS).map_err(store_err)?;
+            txn.open_table(CONVS).map_err(store_err)?;
+            txn.open_table(GROUPS).map_err(store_err)?;
+            txn.open_table(READS).map_err(store_err)?;
         }
-        txn.commit().map_err(se)?;
-        Ok(RedbStore { db, path })
+        txn.commit().map_err(store_err)?;
+        Ok(RedbServerStore { db, path })
     }
 
     pub fn path(&self) -> &Path {
@@ -68,80 +68,80 @@ impl RedbStore {
     }
 }
 
-impl ServerStore for RedbStore {
+impl ServerStore for RedbServerStore {
     fn load(&mut self) -> Result<State, StoreError> {
-        let txn = self.db.begin_read().map_err(se)?;
-        let mut st = State::default();
+        let txn = self.db.begin_read().map_err(store_err)?;
+        let mut state = State::default();
         // Read sets kept inside conversation records by older versions: moved to READS below.
         let mut legacy = Vec::new();
-        if let Some(v) = txn.open_table(META).map_err(se)?.get("counters").map_err(se)? {
-            st.counters = dec::<Counters>("counters", v.value())?;
+        if let Some(v) = txn.open_table(META).map_err(store_err)?.get("counters").map_err(store_err)? {
+            state.counters = decode::<Counters>("counters", v.value())?;
         }
-        for item in txn.open_table(MESSAGES).map_err(se)?.iter().map_err(se)? {
-            let (k, v) = item.map_err(se)?;
-            let msg: WireMessage = dec("message", v.value())?;
-            st.messages.insert(k.value(), MessageRecord::new(Arc::new(msg)));
+        for item in txn.open_table(MESSAGES).map_err(store_err)?.iter().map_err(store_err)? {
+            let (k, v) = item.map_err(store_err)?;
+            let msg: WireMessage = decode("message", v.value())?;
+            state.messages.insert(k.value(), MessageRecord::new(Arc::new(msg)));
         }
-        for item in txn.open_table(FLAGS).map_err(se)?.iter().map_err(se)? {
-            let (k, v) = item.map_err(se)?;
-            if let Some(rec) = st.messages.get_mut(&k.value()) {
+        for item in txn.open_table(FLAGS).map_err(store_err)?.iter().map_err(store_err)? {
+            let (k, v) = item.map_err(store_err)?;
+            if let Some(rec) = state.messages.get_mut(&k.value()) {
                 rec.delivered = v.value() & 1 != 0;
                 rec.read_acked = v.value() & 2 != 0;
             }
         }
-        for item in txn.open_table(ACKS).map_err(se)?.iter().map_err(se)? {
-            let (k, v) = item.map_err(se)?;
-            let ack: GroupReadAck = dec("group ack", v.value())?;
-            if let Some(rec) = st.messages.get_mut(&k.value().0) {
+        for item in txn.open_table(ACKS).map_err(store_err)?.iter().map_err(store_err)? {
+            let (k, v) = item.map_err(store_err)?;
+            let ack: GroupReadAck = decode("group ack", v.value())?;
+            if let Some(rec) = state.messages.get_mut(&k.value().0) {
                 rec.add_ack(ack);
             }
         }
-        // The first event loaded under each summary, for the loading only (see `dec_events`).
+        // The first event loaded under each summary, for the loading only (see `decode_events`).
         let mut loaded = HashMap::default();
-        for item in txn.open_table(EVENTS).map_err(se)?.iter().map_err(se)? {
-            let (k, v) = item.map_err(se)?;
+        for item in txn.open_table(EVENTS).map_err(store_err)?.iter().map_err(store_err)? {
+            let (k, v) = item.map_err(store_err)?;
             let (user, seq) = k.value();
-            dec_events(user, seq, v.value(), &st.messages, &mut loaded, st.logs.entry(user.to_string()).or_default())?;
+            decode_events(user, seq, v.value(), &state.messages, &mut loaded, state.logs.entry(user.to_string()).or_default())?;
         }
-        for item in txn.open_table(CONVS).map_err(se)?.iter().map_err(se)? {
-            let (k, v) = item.map_err(se)?;
+        for item in txn.open_table(CONVS).map_err(store_err)?.iter().map_err(store_err)? {
+            let (k, v) = item.map_err(store_err)?;
             let (user, t, id) = k.value();
             let chat_type = ChatType::from_u32(t as u32).ok_or_else(|| StoreError(format!("corrupt chat type {t}")))?;
-            let conv = dec_conv(v.value())?;
+            let conv = decode_conv(v.value())?;
             if !conv.read_set.is_empty() {
                 legacy.push((user.to_string(), t, id.to_string(), conv.read_set.clone()));
             }
-            st.convs.entry(user.to_string()).or_default().insert(ConversationKey::new(chat_type, id), conv);
+            state.convs.entry(user.to_string()).or_default().insert(ConversationKey::new(chat_type, id), conv);
         }
-        for item in txn.open_table(READS).map_err(se)?.iter().map_err(se)? {
-            let (k, _) = item.map_err(se)?;
+        for item in txn.open_table(READS).map_err(store_err)?.iter().map_err(store_err)? {
+            let (k, _) = item.map_err(store_err)?;
             let (user, t, id, msg_id) = k.value();
             let chat_type = ChatType::from_u32(t as u32).ok_or_else(|| StoreError(format!("corrupt chat type {t}")))?;
-            let conv = st.convs.entry(user.to_string()).or_default().entry(ConversationKey::new(chat_type, id)).or_default();
+            let conv = state.convs.entry(user.to_string()).or_default().entry(ConversationKey::new(chat_type, id)).or_default();
             if msg_id > conv.read_wm {
                 conv.read_set.insert(msg_id);
             }
         }
-        for item in txn.open_table(GROUPS).map_err(se)?.iter().map_err(se)? {
-            let (_, v) = item.map_err(se)?;
-            let g: Group = dec("group", v.value())?;
-            st.groups.insert(g.id.clone(), g);
+        for item in txn.open_table(GROUPS).map_err(store_err)?.iter().map_err(store_err)? {
+            let (_, v) = item.map_err(store_err)?;
+            let g: Group = decode("group", v.value())?;
+            state.groups.insert(g.id.clone(), g);
         }
         drop(txn);
         if !legacy.is_empty() {
-            let w = self.db.begin_write().map_err(se)?;
+            let w = self.db.begin_write().map_err(store_err)?;
             {
-                let mut reads = w.open_table(READS).map_err(se)?;
+                let mut reads = w.open_table(READS).map_err(store_err)?;
                 for (user, t, id, set) in &legacy {
                     for m in set {
-                        reads.insert((user.as_str(), *t, id.as_str(), *m), ()).map_err(se)?;
+                        reads.insert((user.as_str(), *t, id.as_str(), *m), ()).map_err(store_err)?;
                     }
                 }
             }
-            w.commit().map_err(se)?;
+            w.commit().map_err(store_err)?;
         }
-        st.rebuild_indexes();
-        Ok(st)
+        state.rebuild_indexes();
+        Ok(state)
     }
 
     fn commit(&mut self, parts: &[&[StoreOp]]) -> Result<(), StoreError> {
@@ -155,7 +155,7 @@ impl ServerStore for RedbStore {
         let mut last_conv: HashMap<(&str, &ConversationKey), usize> = HashMap::default();
         let mut last_flags: HashMap<u64, usize> = HashMap::default();
         let mut last_counters = None;
-        // Each user's events of this commit go into one row (see `dec_events`).
+        // Each user's events of this commit go into one row (see `decode_events`).
         let mut user_events: HashMap<&str, Vec<&SeqEvent>> = HashMap::default();
         for (i, op) in ops().enumerate() {
             match op {
@@ -170,19 +170,19 @@ impl ServerStore for RedbStore {
                 _ => {}
             }
         }
-        let txn = self.db.begin_write().map_err(se)?;
+        let txn = self.db.begin_write().map_err(store_err)?;
         {
-            let mut meta = txn.open_table(META).map_err(se)?;
-            let mut messages = txn.open_table(MESSAGES).map_err(se)?;
-            let mut flags = txn.open_table(FLAGS).map_err(se)?;
-            let mut acks = txn.open_table(ACKS).map_err(se)?;
-            let mut events = txn.open_table(EVENTS).map_err(se)?;
-            let mut convs = txn.open_table(CONVS).map_err(se)?;
-            let mut groups = txn.open_table(GROUPS).map_err(se)?;
-            let mut reads = txn.open_table(READS).map_err(se)?;
+            let mut meta = txn.open_table(META).map_err(store_err)?;
+            let mut messages = txn.open_table(MESSAGES).map_err(store_err)?;
+            let mut flags = txn.open_table(FLAGS).map_err(store_err)?;
+            let mut acks = txn.open_table(ACKS).map_err(store_err)?;
+            let mut events = txn.open_table(EVENTS).map_err(store_err)?;
+            let mut convs = txn.open_table(CONVS).map_err(store_err)?;
+            let mut groups = txn.open_table(GROUPS).map_err(store_err)?;
+            let mut reads = txn.open_table(READS).map_err(store_err)?;
             let mut buf = Vec::with_capacity(256);
             for (user, evs) in &user_events {
-                events.insert((*user, evs[0].seq), enc_events(evs, &mut buf)).map_err(se)?;
+                events.insert((*user, evs[0].seq), encode_events(evs, &mut buf)).map_err(store_err)?;
             }
             for (i, op) in ops().enumerate() {
                 match op {
@@ -190,43 +190,43 @@ impl ServerStore for RedbStore {
                     StoreOp::PutMessageFlags { id, .. } if last_flags.get(id) != Some(&i) => {}
                     StoreOp::PutConversation { user, key, .. } if last_conv.get(&(user.as_str(), key)) != Some(&i) => {}
                     StoreOp::PutCounters(c) => {
-                        meta.insert("counters", enc_into(c, &mut buf)).map_err(se)?;
+                        meta.insert("counters", encode_record(c, &mut buf)).map_err(store_err)?;
                     }
                     StoreOp::PutMessage(m) => {
-                        messages.insert(m.id, enc_into(m, &mut buf)).map_err(se)?;
+                        messages.insert(m.id, encode_record(m, &mut buf)).map_err(store_err)?;
                     }
                     StoreOp::PutMessageFlags { id, delivered, read_acked } => {
                         let v = u8::from(*delivered) | (u8::from(*read_acked) << 1);
-                        flags.insert(*id, v).map_err(se)?;
+                        flags.insert(*id, v).map_err(store_err)?;
                     }
                     StoreOp::DeleteMessage(id) => {
-                        messages.remove(*id).map_err(se)?;
-                        flags.remove(*id).map_err(se)?;
-                        acks.retain_in((*id, 0)..=(*id, u64::MAX), |_, _| false).map_err(se)?;
+                        messages.remove(*id).map_err(store_err)?;
+                        flags.remove(*id).map_err(store_err)?;
+                        acks.retain_in((*id, 0)..=(*id, u64::MAX), |_, _| false).map_err(store_err)?;
                     }
                     StoreOp::PutGroupAck(a) => {
-                        acks.insert((a.msg_id, a.ack_id), enc_into(a, &mut buf)).map_err(se)?;
+                        acks.insert((a.msg_id, a.ack_id), encode_record(a, &mut buf)).map_err(store_err)?;
                     }
                     StoreOp::AppendEvent { .. } => {} // written above, one row per user
                     StoreOp::PutConversation { user, key, state } => {
                         let k = (user.as_str(), chat_type_code(key.chat_type), key.id.as_str());
                         let rec: ConvRec = (state.unread, state.read_wm, state.ack_wm, state.newest, state.newest_in);
-                        convs.insert(k, enc_into(&rec, &mut buf)).map_err(se)?;
+                        convs.insert(k, encode_record(&rec, &mut buf)).map_err(store_err)?;
                     }
                     StoreOp::AddRead { user, key, msg_id } => {
-                        reads.insert((user.as_str(), chat_type_code(key.chat_type), key.id.as_str(), *msg_id), ()).map_err(se)?;
+                        reads.insert((user.as_str(), chat_type_code(key.chat_type), key.id.as_str(), *msg_id), ()).map_err(store_err)?;
                     }
                     StoreOp::TrimReads { user, key, up_to } => {
                         let (u, t, c) = (user.as_str(), chat_type_code(key.chat_type), key.id.as_str());
-                        reads.retain_in((u, t, c, 0)..=(u, t, c, *up_to), |_, _| false).map_err(se)?;
+                        reads.retain_in((u, t, c, 0)..=(u, t, c, *up_to), |_, _| false).map_err(store_err)?;
                     }
                     StoreOp::PutGroup(g) => {
-                        groups.insert(g.id.as_str(), enc_into(g, &mut buf)).map_err(se)?;
+                        groups.insert(g.id.as_str(), encode_record(g, &mut buf)).map_err(store_err)?;
                     }
                 }
             }
         }
-        txn.commit().map_err(se)?;
+        txn.commit().map_err(store_err)?;
         Ok(())
     }
 }
@@ -277,7 +277,7 @@ mod tests {
         let counters = Counters { last_msg_id: 2, last_ack_id: 4, last_group_id: 1, last_ts: 9 };
         let st_before;
         {
-            let mut s = RedbStore::open(dir.path()).unwrap();
+            let mut s = RedbServerStore::open(dir.path()).unwrap();
             // An older version's JSON rows.
             let w = s.db.begin_write().unwrap();
             {
@@ -312,27 +312,27 @@ mod tests {
                 .unwrap();
             st_before = Some(s.load().unwrap());
         }
-        let st = RedbStore::open(dir.path()).unwrap().load().unwrap();
-        assert_eq!(st.counters, counters);
-        assert_eq!(*st.messages[&1].msg, msg(1));
-        assert_eq!(*st.messages[&2].msg, msg(2));
-        assert_eq!(st.groups["g"], group);
-        let c = &st.convs["alice"][&key];
+        let state = RedbServerStore::open(dir.path()).unwrap().load().unwrap();
+        assert_eq!(state.counters, counters);
+        assert_eq!(*state.messages[&1].msg, msg(1));
+        assert_eq!(*state.messages[&2].msg, msg(2));
+        assert_eq!(state.groups["g"], group);
+        let c = &state.convs["alice"][&key];
         assert_eq!((c.unread, c.read_wm, c.ack_wm, c.newest, c.newest_in), (3, 1, 2, 5, 4));
-        let bob: Vec<_> = st.logs["bob"].iter().map(|e| (e.seq, (*e.event).clone())).collect();
+        let bob: Vec<_> = state.logs["bob"].iter().map(|e| (e.seq, (*e.event).clone())).collect();
         let mut want: Vec<_> = evs.iter().cloned().enumerate().map(|(i, e)| (i as u64 + 1, e)).collect();
         want.push((8, evs[1].clone()));
         assert_eq!(bob, want);
-        let alice = &st.logs["alice"];
+        let alice = &state.logs["alice"];
         assert_eq!(alice.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=8).collect::<Vec<_>>());
         assert_eq!(*alice[7].event, evs[6]);
-        assert_eq!(st_before.unwrap().logs, st.logs);
+        assert_eq!(st_before.unwrap().logs, state.logs);
         // A loaded Message event shares the loaded message's copy instead of holding its own,
         // and an event stored in several logs is one allocation again.
-        let ServerEvent::Message { msg } = &*st.logs["bob"][0].event else { panic!("{:?}", st.logs["bob"][0]) };
-        assert!(Arc::ptr_eq(msg, &st.messages[&1].msg));
-        assert!(Arc::ptr_eq(&st.logs["bob"][0].event, &st.logs["alice"][1].event));
-        assert!(Arc::ptr_eq(&st.logs["bob"][1].event, &st.logs["bob"][7].event), "bob's seq 2 and 8 are the same event");
+        let ServerEvent::Message { msg } = &*state.logs["bob"][0].event else { panic!("{:?}", state.logs["bob"][0]) };
+        assert!(Arc::ptr_eq(msg, &state.messages[&1].msg));
+        assert!(Arc::ptr_eq(&state.logs["bob"][0].event, &state.logs["alice"][1].event));
+        assert!(Arc::ptr_eq(&state.logs["bob"][1].event, &state.logs["bob"][7].event), "bob's seq 2 and 8 are the same event");
     }
 
     #[test]
@@ -341,7 +341,7 @@ mod tests {
         let key = ConversationKey::new(ChatType::Chat, "alice");
         let conv = |unread| ConvState { unread, newest: 9, newest_in: 9, ..Default::default() };
         {
-            let mut s = RedbStore::open(dir.path()).unwrap();
+            let mut s = RedbServerStore::open(dir.path()).unwrap();
             let mut ops = vec![StoreOp::PutConversation { user: "bob".into(), key: key.clone(), state: conv(5) }];
             for id in [3, 5, 7] {
                 ops.push(StoreOp::AddRead { user: "bob".into(), key: key.clone(), msg_id: id });
@@ -350,8 +350,8 @@ mod tests {
             // apart from the count.
             ops.push(StoreOp::PutConversation { user: "bob".into(), key: key.clone(), state: conv(2) });
             s.commit(&[&ops]).unwrap();
-            let st = s.load().unwrap();
-            let c = &st.convs["bob"][&key];
+            let state = s.load().unwrap();
+            let c = &state.convs["bob"][&key];
             assert_eq!((c.unread, c.read_set.iter().copied().collect::<Vec<_>>()), (2, vec![3, 5, 7]));
             let mut moved = conv(1);
             moved.read_wm = 5;
@@ -361,8 +361,8 @@ mod tests {
             ]])
             .unwrap();
         }
-        let st = RedbStore::open(dir.path()).unwrap().load().unwrap();
-        let c = &st.convs["bob"][&key];
+        let state = RedbServerStore::open(dir.path()).unwrap().load().unwrap();
+        let c = &state.convs["bob"][&key];
         assert_eq!((c.unread, c.read_wm, c.read_set.iter().copied().collect::<Vec<_>>()), (1, 5, vec![7]));
     }
 }
