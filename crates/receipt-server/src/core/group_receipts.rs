@@ -3,48 +3,29 @@
 use std::sync::Arc;
 
 use receipt_core::protocol::{Response, ServerEvent};
-use receipt_core::types::MAX_CONTENT_BYTES;
 use receipt_core::{ChatError, ChatType, ConversationKey, CursorResult, ErrorCode, GroupReadAck, MsgId, UserId};
 
-use crate::config::Visibility;
 use crate::state::HashSet;
 
-use super::{err, Res, ServerCore, StoreOp};
-
-/// Largest page of `FetchGroupAcks`.
-pub const MAX_PAGE_SIZE: u32 = 100;
+use super::{rules, MessageFacts, Res, ServerCore, StoreOp};
 
 impl ServerCore {
     pub(super) fn group_ack(&mut self, now: u64, user: &str, msg_id: MsgId, ext: Option<String>) -> Res<Response> {
-        if ext.as_ref().is_some_and(|e| e.len() > MAX_CONTENT_BYTES) {
-            return Err(ChatError::invalid_param(format!("ext must be at most {MAX_CONTENT_BYTES} bytes")));
-        }
+        rules::check_ext(ext.as_deref())?;
         let rec = self.message(now, msg_id, ErrorCode::MessageExpired)?;
-        if rec.msg.chat_type != ChatType::GroupChat {
-            return Err(ChatError::wrong_type("group read acks are for group messages only"));
-        }
-        if rec.msg.from == user {
-            return Err(ChatError::wrong_type("cannot ack your own message"));
-        }
+        let facts = MessageFacts::from(&*rec.msg);
+        rules::check_group_ack_target(facts, user)?;
         if rec.ackers.contains(user) {
             return Ok(Response::Done);
         }
-        let p = &self.cfg.group_ack;
-        if !p.enabled {
-            return Err(err(ErrorCode::FeatureNotEnabled, "group read acks are not enabled"));
-        }
-        if !rec.msg.need_group_ack {
-            return Err(err(ErrorCode::FeatureNotEnabled, "this message does not take group read acks"));
-        }
-        let group_id = rec.msg.to.clone();
-        let members: Vec<UserId> = match self.state.groups.get(&group_id) {
-            Some(g) if g.members.contains_key(user) => g.members.keys().cloned().collect(),
-            _ => return Err(err(ErrorCode::GroupNotJoined, format!("{user} is not a member of {group_id}"))),
+        let group = self.state.groups.get(&rec.msg.to);
+        rules::check_group_ack(&self.ack_policy, facts, group.is_some_and(|g| g.members.contains_key(user)), now)?;
+        // Who hears of the ack besides the sender and the acker.
+        let members: Vec<UserId> = match group {
+            Some(g) if rules::members_see_group_acks(&self.ack_policy) => g.members.keys().cloned().collect(),
+            _ => Vec::new(),
         };
-        if now.saturating_sub(rec.msg.timestamp) > p.validity_ms() {
-            return Err(err(ErrorCode::MessageExpired, "the group read ack is past its validity"));
-        }
-        let visibility = p.visibility;
+        let group_id = rec.msg.to.clone();
         let sender = rec.msg.from.clone();
         let count = rec.acks.len() as u32 + 1;
         self.state.counters.last_ack_id += 1;
@@ -55,9 +36,7 @@ impl ServerCore {
         self.effects.ops.push(StoreOp::PutGroupAck(ack.clone()));
         self.mark_one(user, &ConversationKey::new(ChatType::GroupChat, group_id.clone()), msg_id);
         let mut to: Vec<UserId> = vec![sender.clone(), user.to_string()];
-        if visibility == Visibility::AllMembers {
-            to.extend(members);
-        }
+        to.extend(members);
         let ev = Arc::new(ServerEvent::GroupRead { group: group_id, sender, ack });
         let mut seen = HashSet::default();
         for u in to {
@@ -73,19 +52,13 @@ impl ServerCore {
     }
 
     pub(super) fn fetch_group_acks(&mut self, now: u64, user: &str, msg_id: MsgId, page_size: u32, start: Option<u64>) -> Res<Response> {
-        if !(1..=MAX_PAGE_SIZE).contains(&page_size) {
-            return Err(ChatError::invalid_param(format!("page_size must be 1..={MAX_PAGE_SIZE}")));
-        }
+        rules::check_page_size(page_size)?;
         let rec = self.message(now, msg_id, ErrorCode::MessageInvalid)?;
         if rec.msg.chat_type != ChatType::GroupChat {
             return Err(ChatError::wrong_type("group read acks are for group messages only"));
         }
-        let allowed = rec.msg.from == user
-            || (self.cfg.group_ack.visibility == Visibility::AllMembers
-                && self.state.groups.get(&rec.msg.to).is_some_and(|g| g.members.contains_key(user)));
-        if !allowed {
-            return Err(err(ErrorCode::GroupPermissionDenied, "only the sender may see this message's read acks"));
-        }
+        let is_member = self.state.groups.get(&rec.msg.to).is_some_and(|g| g.members.contains_key(user));
+        rules::check_may_see_group_acks(&self.ack_policy, MessageFacts::from(&*rec.msg), user, is_member)?;
         let mut it = rec.acks.range(..=start.unwrap_or(u64::MAX)).rev();
         let data: Vec<GroupReadAck> = it.by_ref().take(page_size as usize).map(|(_, a)| a.clone()).collect();
         let cursor = it.next().map(|(id, _)| id.to_string()).unwrap_or_default();

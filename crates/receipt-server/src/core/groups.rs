@@ -8,7 +8,7 @@ use receipt_core::{ChatError, ErrorCode, GroupRole, UserId};
 
 use crate::state::Group;
 
-use super::{err, Res, ServerCore, StoreOp};
+use super::{err, rules, Res, ServerCore, StoreOp};
 
 /// Longest group name, in bytes.
 pub const MAX_GROUP_NAME_BYTES: usize = 256;
@@ -30,9 +30,7 @@ impl ServerCore {
         self.check_members(&members)?;
         let mut set: BTreeSet<UserId> = members.into_iter().collect();
         set.remove(user);
-        if set.len() + 1 > self.cfg.max_group_size {
-            return Err(err(ErrorCode::GroupMembersFull, format!("a group has at most {} members", self.cfg.max_group_size)));
-        }
+        rules::check_group_size(set.len() + 1, self.cfg.max_group_size)?;
         let id = loop {
             self.state.counters.last_group_id += 1;
             let id = format!("g{}", self.state.counters.last_group_id);
@@ -69,9 +67,7 @@ impl ServerCore {
         self.check_members(&members)?;
         let (g, _) = self.managed_group(user, &group)?;
         let new: BTreeSet<UserId> = members.into_iter().filter(|m| !g.members.contains_key(m)).collect();
-        if g.members.len() + new.len() > self.cfg.max_group_size {
-            return Err(err(ErrorCode::GroupMembersFull, format!("a group has at most {} members", self.cfg.max_group_size)));
-        }
+        rules::check_group_size(g.members.len() + new.len(), self.cfg.max_group_size)?;
         if new.is_empty() {
             return Ok(Response::Done);
         }

@@ -14,6 +14,7 @@
 use std::sync::Arc;
 
 use receipt_core::protocol::{ClientFrame, Response, SeqEvent, ServerEvent, ServerFrame};
+use receipt_core::rules::{self, MessageFacts};
 use receipt_core::{ChatError, ChatType, ConversationKey, ErrorCode, GroupReadAck, GroupRole, MsgId, UserId, WireMessage};
 
 use crate::config::{GroupAckPolicy, ServerConfig};
@@ -29,7 +30,6 @@ mod session;
 #[cfg(test)]
 mod tests;
 
-pub use group_receipts::MAX_PAGE_SIZE;
 pub use groups::MAX_GROUP_NAME_BYTES;
 pub use session::BACKLOG_BATCH;
 
@@ -52,19 +52,19 @@ pub enum StoreOp {
         user: UserId,
         event: LogEvent,
     },
-    /// A conversation's read state, without its `read_set` (see the two ops below).
+    /// A conversation's read state, without its read singles (see the two ops below).
     PutConversation {
         user: UserId,
         key: ConversationKey,
         state: ConvState,
     },
-    /// `msg_id` (above the read watermark) was read one by one: add it to the read set.
+    /// `msg_id` (above the read watermark) was read one by one: add it to the read singles.
     AddRead {
         user: UserId,
         key: ConversationKey,
         msg_id: MsgId,
     },
-    /// The read watermark moved to `up_to`: drop the read-set entries up to it.
+    /// The read watermark moved to `up_to`: drop the read singles up to it.
     TrimReads {
         user: UserId,
         key: ConversationKey,
@@ -132,6 +132,8 @@ struct LoggedIn {
 /// The server state machine. See the module docs.
 pub struct ServerCore {
     cfg: CoreConfig,
+    /// `cfg.group_ack` as the receipt rules take it.
+    ack_policy: rules::GroupAckPolicy,
     state: State,
     sessions: HashMap<SessionId, LoggedIn>,
     online: HashMap<UserId, Vec<SessionId>>,
@@ -157,6 +159,7 @@ fn err(code: ErrorCode, d: impl Into<String>) -> ChatError {
 impl ServerCore {
     pub fn new(cfg: CoreConfig, state: State) -> Self {
         ServerCore {
+            ack_policy: cfg.group_ack.rules(),
             cfg,
             state,
             sessions: HashMap::default(),
@@ -326,15 +329,15 @@ impl ServerCore {
     /// The newest message of the conversation when `user` received something after its read
     /// watermark; `None`: nothing new to mark read.
     fn unread_head(&self, user: &str, key: &ConversationKey) -> Option<MsgId> {
-        self.conv(user, key).filter(|c| c.newest_in > c.read_wm).map(|c| c.newest)
+        self.conv(user, key).filter(|c| c.newest_received > c.read.up_to).map(|c| c.newest)
     }
 
     /// Moves `user`'s read watermark of `key` to `up_to` and persists the change.
     fn mark_all(&mut self, user: &str, key: &ConversationKey, up_to: MsgId) {
         let c = self.conv_mut(user, key);
-        let had_reads = !c.read_set.is_empty();
+        let had_reads = !c.read.singles.is_empty();
         c.mark_all(up_to);
-        let wm = c.read_wm;
+        let wm = c.read.up_to;
         self.put_conv(user, key);
         if had_reads {
             self.effects.ops.push(StoreOp::TrimReads { user: user.to_string(), key: key.clone(), up_to: wm });
@@ -347,12 +350,12 @@ impl ServerCore {
         if !c.mark_one(id) {
             return false;
         }
-        if c.unread == 0 && c.newest_in > c.read_wm {
-            // Nothing unread is left, so every message received up to `newest_in` is read: the
-            // watermark moves there and the one-by-one set empties (it would otherwise grow with
+        if c.unread == 0 && c.newest_received > c.read.up_to {
+            // Nothing unread is left, so every message received up to `newest_received` is read:
+            // the watermark moves there and the singles empty (they would otherwise grow with
             // every message read one by one, in memory and on disk).
-            let stored = c.read_set.len() > 1; // all but `id` have rows already
-            let up_to = c.newest_in;
+            let stored = c.read.singles.len() > 1; // all but `id` have rows already
+            let up_to = c.newest_received;
             c.mark_all(up_to);
             self.put_conv(user, key);
             if stored {

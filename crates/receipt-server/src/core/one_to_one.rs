@@ -4,13 +4,12 @@
 use std::sync::Arc;
 
 use receipt_core::protocol::{Response, ServerEvent};
-use receipt_core::types::{validate_id, MAX_CONTENT_BYTES};
-use receipt_core::{ChatError, ChatType, ConversationKey, ErrorCode, GroupRole, MsgId, UserId, WireMessage};
+use receipt_core::types::validate_id;
+use receipt_core::{ChatError, ChatType, ConversationKey, ErrorCode, MsgId, UserId, WireMessage};
 
-use crate::config::WhoMayRequest;
 use crate::state::{HashMap, MessageRecord};
 
-use super::{check_kind, err, Res, ServerCore, StoreOp};
+use super::{check_kind, rules, MessageFacts, Res, ServerCore, StoreOp};
 
 impl ServerCore {
     #[allow(clippy::too_many_arguments)]
@@ -32,9 +31,7 @@ impl ServerCore {
             }
         }
         validate_id("to", &to)?;
-        if content.is_empty() || content.len() > MAX_CONTENT_BYTES {
-            return Err(ChatError::invalid_param(format!("content must be 1..={MAX_CONTENT_BYTES} bytes")));
-        }
+        rules::check_content(&content)?;
         let (recipients, delivery_ack, group_ack): (Vec<UserId>, bool, bool) = match chat_type {
             ChatType::Chat => {
                 if to == user {
@@ -46,17 +43,9 @@ impl ServerCore {
                 let g = self.group(&to)?;
                 check_kind(g, chat_type)?;
                 let role = self.role_in(g, user)?;
-                let mut group_ack = false;
-                if chat_type == ChatType::GroupChat && need_group_ack {
-                    let p = &self.cfg.group_ack;
-                    if !p.enabled {
-                        return Err(err(ErrorCode::FeatureNotEnabled, "group read acks are not enabled"));
-                    }
-                    if p.who_may_request == WhoMayRequest::OwnerAndAdmins && role == GroupRole::Member {
-                        return Err(err(ErrorCode::GroupPermissionDenied, "only the owner and admins may ask for group read acks"));
-                    }
-                    group_ack = g.members.len() <= p.member_cap;
-                }
+                // Rooms take no group read acks: a room message's request is dropped.
+                let wants = chat_type == ChatType::GroupChat && need_group_ack;
+                let group_ack = rules::group_ack_on_send(&self.ack_policy, wants, role, g.members.len())?;
                 let r = g.members.keys().filter(|m| m.as_str() != user).cloned().collect();
                 (r, false, group_ack)
             }
@@ -95,7 +84,7 @@ impl ServerCore {
             let conv = self.conv_mut(r, &key);
             conv.unread += 1;
             conv.newest = id;
-            conv.newest_in = id;
+            conv.newest_received = id;
             self.put_conv(r, &key);
             self.emit(r, ev.clone());
         }
@@ -106,23 +95,9 @@ impl ServerCore {
         Ok(Response::Sent { client_id, msg_id: id, timestamp, need_group_ack: group_ack })
     }
 
-    /// Common checks of 1:1 acks: the message is 1:1 and `user` is its recipient.
-    fn check_one_to_one(rec: &MessageRecord, user: &str, what: &str) -> Res<()> {
-        if rec.msg.chat_type != ChatType::Chat {
-            return Err(ChatError::wrong_type(format!("{what} acks are for 1:1 messages only")));
-        }
-        if rec.msg.from == user {
-            return Err(ChatError::wrong_type("cannot ack your own message"));
-        }
-        if rec.msg.to != user {
-            return Err(ChatError::invalid_message(format!("message {} was not sent to you", rec.msg.id)));
-        }
-        Ok(())
-    }
-
     pub(super) fn delivery_ack(&mut self, now: u64, user: &str, msg_id: MsgId) -> Res<Response> {
         let rec = self.message(now, msg_id, ErrorCode::MessageInvalid)?;
-        Self::check_one_to_one(rec, user, "delivery")?;
+        rules::check_one_to_one_ack(MessageFacts::from(&*rec.msg), user, "delivery")?;
         if rec.delivered {
             return Ok(Response::Done);
         }
@@ -138,10 +113,10 @@ impl ServerCore {
 
     pub(super) fn read_ack(&mut self, now: u64, user: &str, msg_id: MsgId) -> Res<Response> {
         let rec = self.message(now, msg_id, ErrorCode::MessageExpired)?;
-        Self::check_one_to_one(rec, user, "read")?;
+        rules::check_read_ack(MessageFacts::from(&*rec.msg), user)?;
         let key = ConversationKey::new(ChatType::Chat, rec.msg.from.clone());
-        let covered = self.conv(user, &key).is_some_and(|c| msg_id <= c.ack_wm);
-        if rec.read_acked || covered {
+        let receipt_up_to = self.conv(user, &key).map_or(0, |c| c.receipt_up_to);
+        if rules::read_ack_covered(rec.read_acked, receipt_up_to, msg_id) {
             return Ok(Response::Done);
         }
         let rec = self.state.messages.get_mut(&msg_id).expect("checked");
@@ -170,14 +145,10 @@ impl ServerCore {
                 if conversation == user {
                     return Err(ChatError::invalid_param("a 1:1 conversation is identified by the peer"));
                 }
-                let Some(c) = self.conv(user, &key) else {
+                let Some(up_to) = self.conversation_ack_up_to(user, &key) else {
                     return Ok(Response::Done);
                 };
-                if c.newest_in <= c.ack_wm {
-                    return Ok(Response::Done);
-                }
-                let up_to = c.newest;
-                self.conv_mut(user, &key).ack_wm = up_to;
+                self.conv_mut(user, &key).receipt_up_to = up_to;
                 self.mark_all(user, &key, up_to);
                 let ev = Arc::new(ServerEvent::ConversationRead {
                     chat_type,
@@ -194,7 +165,7 @@ impl ServerCore {
                 let g = self.group(&conversation)?;
                 check_kind(g, chat_type)?;
                 self.role_in(g, user)?;
-                let Some(up_to) = self.unread_head(user, &key) else {
+                let Some(up_to) = self.conversation_ack_up_to(user, &key) else {
                     return Ok(Response::Done);
                 };
                 self.mark_all(user, &key, up_to);
@@ -210,6 +181,11 @@ impl ServerCore {
             }
         }
         Ok(Response::Done)
+    }
+
+    /// Where `user`'s conversation ack of `key` moves the marks; `None`: nothing to say.
+    fn conversation_ack_up_to(&self, user: &str, key: &ConversationKey) -> Option<MsgId> {
+        self.conv(user, key).and_then(|c| rules::conversation_ack_up_to(key.chat_type, c.marks()))
     }
 
     pub(super) fn mark_read(
@@ -238,7 +214,7 @@ impl ServerCore {
                 if !self.mark_one(user, &key, id) {
                     return Ok(Response::Done);
                 }
-                let up_to = self.conv(user, &key).map(|c| c.read_wm).unwrap_or(0);
+                let up_to = self.conv(user, &key).map_or(0, |c| c.read.up_to);
                 self.echo(user, ServerEvent::ReadState { chat_type, conversation, msg_id: Some(id), up_to });
             }
             None => {

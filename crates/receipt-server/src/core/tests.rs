@@ -121,14 +121,14 @@ fn reading_everything_one_by_one_moves_the_watermark_and_empties_the_read_set() 
         let effects = c.handle(T0, 2, ClientFrame::ReadAck { req: 2, msg_id: id });
         assert!(effects.ops.iter().any(|o| matches!(o, StoreOp::AddRead { msg_id, .. } if *msg_id == id)));
     }
-    assert_eq!((conv(&c).unread, conv(&c).read_wm, conv(&c).read_set.len()), (1, 0, 2));
+    assert_eq!((conv(&c).unread, conv(&c).read.up_to, conv(&c).read.singles.len()), (1, 0, 2));
     // The last unread one: nothing unread is left, so the watermark moves to the newest
     // received message and the stored one-by-one reads are trimmed instead of growing.
     let effects = c.handle(T0, 2, ClientFrame::ReadAck { req: 3, msg_id: ids[1] });
-    assert_eq!((conv(&c).unread, conv(&c).read_wm, conv(&c).read_set.len()), (0, ids[2], 0));
+    assert_eq!((conv(&c).unread, conv(&c).read.up_to, conv(&c).read.singles.len()), (0, ids[2], 0));
     assert!(!effects.ops.iter().any(|o| matches!(o, StoreOp::AddRead { .. })));
     assert!(effects.ops.iter().any(|o| matches!(o, StoreOp::TrimReads { up_to, .. } if *up_to == ids[2])));
-    assert!(effects.ops.iter().any(|o| matches!(o, StoreOp::PutConversation { state, .. } if state.read_wm == ids[2])));
+    assert!(effects.ops.iter().any(|o| matches!(o, StoreOp::PutConversation { state, .. } if state.read.up_to == ids[2])));
     // Counting goes on above the watermark; a read of an already read message changes nothing.
     let (next, _) = send(&mut c, T0, 1, "c9", "bob", ChatType::Chat, false);
     assert_eq!(unread(&c, "bob", ChatType::Chat, "alice"), 1);
@@ -138,7 +138,7 @@ fn reading_everything_one_by_one_moves_the_watermark_and_empties_the_read_set() 
     // A single unread message read: the watermark moves with nothing to trim.
     let effects =
         c.handle(T0, 2, ClientFrame::MarkRead { req: 5, chat_type: ChatType::Chat, conversation: "alice".into(), msg_id: Some(next) });
-    assert_eq!((conv(&c).unread, conv(&c).read_wm), (0, next));
+    assert_eq!((conv(&c).unread, conv(&c).read.up_to), (0, next));
     assert!(!effects.ops.iter().any(|o| matches!(o, StoreOp::AddRead { .. } | StoreOp::TrimReads { .. })));
 }
 
@@ -232,7 +232,7 @@ fn read_watermark_and_individual_reads() {
     assert!(matches!(events_for(&effects, 1)[..], [ServerEvent::ConversationRead { up_to, .. }] if up_to == ids[4]));
     assert_eq!(unread(&c, "bob", ChatType::Chat, "alice"), 0);
     let conv = &c.state.convs["bob"][&ConversationKey::new(ChatType::Chat, "alice")];
-    assert!(conv.read_set.is_empty(), "reads below the watermark are dropped");
+    assert!(conv.read.singles.is_empty(), "reads below the watermark are dropped");
     // Read acks covered by the conversation ack are not forwarded again.
     let effects = c.handle(T0, 2, ClientFrame::ReadAck { req: 5, msg_id: ids[3] });
     assert!(result(&effects, 2).is_ok() && effects.ops.is_empty());

@@ -42,7 +42,7 @@ fn store_err(e: impl std::fmt::Display) -> StoreError {
 ///   acks.
 /// - **Load.** `load` returns exactly what the committed operations describe: every message
 ///   with its flags and group acks, every user's log in seq order, conversations with their
-///   read rows (`ConvState::read_set`, only ids above `read_wm`), groups and the counters;
+///   read rows (`ConvState::read.singles`, only ids above `read.up_to`), groups and the counters;
 ///   then [`State::rebuild_indexes`] has been run.
 pub trait ServerStore: Send {
     /// Everything stored, as the core's state.

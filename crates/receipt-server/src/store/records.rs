@@ -1,10 +1,11 @@
 //! Record encoding of the redb store: postcard after a one-byte format version; rows written
 //! by older versions are JSON and still load.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use receipt_core::protocol::{SeqEvent, ServerEvent};
+use receipt_core::rules::ReadMark;
 use receipt_core::{ChatType, GroupReadAck, GroupRole, MsgId, WireMessage};
 
 use super::StoreError;
@@ -35,18 +36,41 @@ pub(super) fn encode_record<'b, T: serde::Serialize + ?Sized>(v: &T, buf: &'b mu
     buf.as_slice()
 }
 
-/// A conversation's stored fields (its read set is stored in `READS`).
+/// A conversation's stored fields (its read singles are stored in `READS`): unread, read
+/// watermark, receipt mark, newest, newest received.
 pub(super) type ConvRec = (u32, MsgId, MsgId, MsgId, MsgId);
 
+/// The record of a conversation.
+pub(super) fn conv_record(c: &ConvState) -> ConvRec {
+    (c.unread, c.read.up_to, c.receipt_up_to, c.newest, c.newest_received)
+}
+
+/// A conversation row as older versions wrote it: JSON, under the old field names, with the
+/// read singles inside.
+#[derive(serde::Deserialize)]
+struct LegacyConv {
+    unread: u32,
+    read_wm: MsgId,
+    ack_wm: MsgId,
+    newest: MsgId,
+    newest_in: MsgId,
+    #[serde(default)]
+    read_set: BTreeSet<MsgId>,
+}
+
 pub(super) fn decode_conv(bytes: &[u8]) -> Result<ConvState, StoreError> {
-    match bytes.first() {
+    let (unread, up_to, receipt_up_to, newest, newest_received, singles) = match bytes.first() {
         Some(&BIN_V1) => {
-            let (unread, read_wm, ack_wm, newest, newest_in): ConvRec =
+            let (unread, up_to, receipt_up_to, newest, newest_received): ConvRec =
                 postcard::from_bytes(&bytes[1..]).map_err(|e| StoreError(format!("corrupt conversation: {e}")))?;
-            Ok(ConvState { unread, read_wm, ack_wm, newest, newest_in, read_set: Default::default() })
+            (unread, up_to, receipt_up_to, newest, newest_received, BTreeSet::new())
         }
-        _ => json("conversation", bytes),
-    }
+        _ => {
+            let c: LegacyConv = json("conversation", bytes)?;
+            (c.unread, c.read_wm, c.ack_wm, c.newest, c.newest_in, c.read_set)
+        }
+    };
+    Ok(ConvState { unread, read: ReadMark { up_to, singles }, receipt_up_to, newest, newest_received })
 }
 
 /// A stored event. `ServerEvent` is internally tagged on the wire, which postcard cannot decode;

@@ -7,7 +7,7 @@ use ::redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use receipt_core::protocol::SeqEvent;
 use receipt_core::{ChatType, ConversationKey, GroupReadAck, WireMessage};
 
-use super::records::{chat_type_code, decode, decode_conv, decode_events, encode_events, encode_record, ConvRec};
+use super::records::{chat_type_code, conv_record, decode, decode_conv, decode_events, encode_events, encode_record};
 use super::{store_err, ServerStore, StoreError};
 use crate::core::StoreOp;
 use crate::state::{Counters, Group, HashMap, MessageRecord, State};
@@ -108,8 +108,8 @@ impl ServerStore for RedbServerStore {
             let (user, t, id) = k.value();
             let chat_type = ChatType::from_u32(t as u32).ok_or_else(|| StoreError(format!("corrupt chat type {t}")))?;
             let conv = decode_conv(v.value())?;
-            if !conv.read_set.is_empty() {
-                legacy.push((user.to_string(), t, id.to_string(), conv.read_set.clone()));
+            if !conv.read.singles.is_empty() {
+                legacy.push((user.to_string(), t, id.to_string(), conv.read.singles.clone()));
             }
             state.convs.entry(user.to_string()).or_default().insert(ConversationKey::new(chat_type, id), conv);
         }
@@ -118,9 +118,8 @@ impl ServerStore for RedbServerStore {
             let (user, t, id, msg_id) = k.value();
             let chat_type = ChatType::from_u32(t as u32).ok_or_else(|| StoreError(format!("corrupt chat type {t}")))?;
             let conv = state.convs.entry(user.to_string()).or_default().entry(ConversationKey::new(chat_type, id)).or_default();
-            if msg_id > conv.read_wm {
-                conv.read_set.insert(msg_id);
-            }
+            // Rows at or below the watermark are left over from a trim: not read singles.
+            conv.read.mark_one(msg_id);
         }
         for item in txn.open_table(GROUPS).map_err(store_err)?.iter().map_err(store_err)? {
             let (_, v) = item.map_err(store_err)?;
@@ -210,8 +209,7 @@ impl ServerStore for RedbServerStore {
                     StoreOp::AppendEvent { .. } => {} // written above, one row per user
                     StoreOp::PutConversation { user, key, state } => {
                         let k = (user.as_str(), chat_type_code(key.chat_type), key.id.as_str());
-                        let rec: ConvRec = (state.unread, state.read_wm, state.ack_wm, state.newest, state.newest_in);
-                        convs.insert(k, encode_record(&rec, &mut buf)).map_err(store_err)?;
+                        convs.insert(k, encode_record(&conv_record(state), &mut buf)).map_err(store_err)?;
                     }
                     StoreOp::AddRead { user, key, msg_id } => {
                         reads.insert((user.as_str(), chat_type_code(key.chat_type), key.id.as_str(), *msg_id), ()).map_err(store_err)?;
@@ -236,6 +234,7 @@ mod tests {
     use super::*;
     use crate::state::ConvState;
     use receipt_core::protocol::ServerEvent;
+    use receipt_core::rules::ReadMark;
     use receipt_core::{GroupRole, MsgId};
 
     fn msg(id: MsgId) -> WireMessage {
@@ -275,7 +274,7 @@ mod tests {
         let key = ConversationKey::new(ChatType::Chat, "bob");
         let group = Group { id: "g".into(), name: "n".into(), chat_room: false, members: [("alice".to_string(), GroupRole::Owner)].into() };
         let counters = Counters { last_msg_id: 2, last_ack_id: 4, last_group_id: 1, last_ts: 9 };
-        let st_before;
+        let state_before;
         {
             let mut s = RedbServerStore::open(dir.path()).unwrap();
             // An older version's JSON rows.
@@ -284,6 +283,10 @@ mod tests {
                 w.open_table(MESSAGES).unwrap().insert(2, serde_json::to_vec(&msg(2)).unwrap().as_slice()).unwrap();
                 let ev = ServerEvent::Delivered { msg_id: 9, from: "x".into(), to: "alice".into(), by: "alice".into(), timestamp: 1 };
                 w.open_table(EVENTS).unwrap().insert(("alice", 1), serde_json::to_vec(&ev).unwrap().as_slice()).unwrap();
+                // A conversation under the old field names, its read singles inside the record.
+                let conv = r#"{"unread":1,"read_wm":2,"ack_wm":1,"newest":6,"newest_in":6,"read_set":[5]}"#;
+                let k = ("carol", chat_type_code(ChatType::Chat), "alice");
+                w.open_table(CONVS).unwrap().insert(k, conv.as_bytes()).unwrap();
             }
             w.commit().unwrap();
             let mut ops = vec![
@@ -295,7 +298,13 @@ mod tests {
             ops.push(StoreOp::PutConversation {
                 user: "alice".into(),
                 key: key.clone(),
-                state: ConvState { unread: 3, read_wm: 1, ack_wm: 2, newest: 5, newest_in: 4, ..Default::default() },
+                state: ConvState {
+                    unread: 3,
+                    read: ReadMark { up_to: 1, singles: Default::default() },
+                    receipt_up_to: 2,
+                    newest: 5,
+                    newest_received: 4,
+                },
             });
             for (i, e) in evs.iter().enumerate() {
                 ops.push(StoreOp::AppendEvent {
@@ -310,7 +319,7 @@ mod tests {
             s.commit(&[&ops]).unwrap();
             s.commit(&[&[StoreOp::AppendEvent { user: "bob".into(), event: SeqEvent { seq: 8, event: evs[1].clone().into() }.into() }]])
                 .unwrap();
-            st_before = Some(s.load().unwrap());
+            state_before = Some(s.load().unwrap());
         }
         let state = RedbServerStore::open(dir.path()).unwrap().load().unwrap();
         assert_eq!(state.counters, counters);
@@ -318,7 +327,7 @@ mod tests {
         assert_eq!(*state.messages[&2].msg, msg(2));
         assert_eq!(state.groups["g"], group);
         let c = &state.convs["alice"][&key];
-        assert_eq!((c.unread, c.read_wm, c.ack_wm, c.newest, c.newest_in), (3, 1, 2, 5, 4));
+        assert_eq!((c.unread, c.read.up_to, c.receipt_up_to, c.newest, c.newest_received), (3, 1, 2, 5, 4));
         let bob: Vec<_> = state.logs["bob"].iter().map(|e| (e.seq, (*e.event).clone())).collect();
         let mut want: Vec<_> = evs.iter().cloned().enumerate().map(|(i, e)| (i as u64 + 1, e)).collect();
         want.push((8, evs[1].clone()));
@@ -326,7 +335,16 @@ mod tests {
         let alice = &state.logs["alice"];
         assert_eq!(alice.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=8).collect::<Vec<_>>());
         assert_eq!(*alice[7].event, evs[6]);
-        assert_eq!(st_before.unwrap().logs, state.logs);
+        assert_eq!(state_before.unwrap().logs, state.logs);
+        let c = &state.convs["carol"][&ConversationKey::new(ChatType::Chat, "alice")];
+        assert_eq!((c.unread, c.read.up_to, c.receipt_up_to, c.newest, c.newest_received), (1, 2, 1, 6, 6));
+        assert_eq!(c.read.singles.iter().copied().collect::<Vec<_>>(), vec![5]);
+        {
+            let s = RedbServerStore::open(dir.path()).unwrap();
+            let r = s.db.begin_read().unwrap();
+            let row = r.open_table(READS).unwrap().get(("carol", chat_type_code(ChatType::Chat), "alice", 5)).unwrap();
+            assert!(row.is_some(), "the legacy read single moved to its own row");
+        }
         // A loaded Message event shares the loaded message's copy instead of holding its own,
         // and an event stored in several logs is one allocation again.
         let ServerEvent::Message { msg } = &*state.logs["bob"][0].event else { panic!("{:?}", state.logs["bob"][0]) };
@@ -339,7 +357,7 @@ mod tests {
     fn read_sets_are_stored_one_row_per_read_and_trimmed_by_the_watermark() {
         let dir = tempfile::tempdir().unwrap();
         let key = ConversationKey::new(ChatType::Chat, "alice");
-        let conv = |unread| ConvState { unread, newest: 9, newest_in: 9, ..Default::default() };
+        let conv = |unread| ConvState { unread, newest: 9, newest_received: 9, ..Default::default() };
         {
             let mut s = RedbServerStore::open(dir.path()).unwrap();
             let mut ops = vec![StoreOp::PutConversation { user: "bob".into(), key: key.clone(), state: conv(5) }];
@@ -352,9 +370,9 @@ mod tests {
             s.commit(&[&ops]).unwrap();
             let state = s.load().unwrap();
             let c = &state.convs["bob"][&key];
-            assert_eq!((c.unread, c.read_set.iter().copied().collect::<Vec<_>>()), (2, vec![3, 5, 7]));
+            assert_eq!((c.unread, c.read.singles.iter().copied().collect::<Vec<_>>()), (2, vec![3, 5, 7]));
             let mut moved = conv(1);
-            moved.read_wm = 5;
+            moved.read.up_to = 5;
             s.commit(&[&[
                 StoreOp::PutConversation { user: "bob".into(), key: key.clone(), state: moved },
                 StoreOp::TrimReads { user: "bob".into(), key: key.clone(), up_to: 5 },
@@ -363,6 +381,6 @@ mod tests {
         }
         let state = RedbServerStore::open(dir.path()).unwrap().load().unwrap();
         let c = &state.convs["bob"][&key];
-        assert_eq!((c.unread, c.read_wm, c.read_set.iter().copied().collect::<Vec<_>>()), (1, 5, vec![7]));
+        assert_eq!((c.unread, c.read.up_to, c.read.singles.iter().copied().collect::<Vec<_>>()), (1, 5, vec![7]));
     }
 }
