@@ -3,11 +3,12 @@
 use std::sync::Arc;
 
 use receipt_core::protocol::{Response, ServerEvent};
+use receipt_core::rules::{self, MessageFacts};
 use receipt_core::{ChatError, ChatType, ConversationKey, CursorResult, ErrorCode, GroupReadAck, MsgId, UserId};
 
 use crate::state::HashSet;
 
-use super::{rules, MessageFacts, Res, ServerCore, StoreOp};
+use super::{Res, ServerCore, StoreOp};
 
 impl ServerCore {
     pub(super) fn group_ack(&mut self, now: u64, user: &str, msg_id: MsgId, ext: Option<String>) -> Res<Response> {

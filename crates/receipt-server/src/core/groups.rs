@@ -3,12 +3,13 @@
 use std::collections::BTreeSet;
 
 use receipt_core::protocol::{Response, ServerEvent};
+use receipt_core::rules;
 use receipt_core::types::validate_id;
 use receipt_core::{ChatError, ErrorCode, GroupRole, UserId};
 
 use crate::state::Group;
 
-use super::{err, rules, Res, ServerCore, StoreOp};
+use super::{err, Res, ServerCore, StoreOp};
 
 /// Longest group name, in bytes.
 pub const MAX_GROUP_NAME_BYTES: usize = 256;

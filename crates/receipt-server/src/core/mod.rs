@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use receipt_core::protocol::{ClientFrame, Response, SeqEvent, ServerEvent, ServerFrame};
-use receipt_core::rules::{self, MessageFacts};
+use receipt_core::rules;
 use receipt_core::{ChatError, ChatType, ConversationKey, ErrorCode, GroupReadAck, GroupRole, MsgId, UserId, WireMessage};
 
 use crate::config::{GroupAckPolicy, ServerConfig};

@@ -4,12 +4,13 @@
 use std::sync::Arc;
 
 use receipt_core::protocol::{Response, ServerEvent};
+use receipt_core::rules::{self, MessageFacts};
 use receipt_core::types::validate_id;
 use receipt_core::{ChatError, ChatType, ConversationKey, ErrorCode, MsgId, UserId, WireMessage};
 
 use crate::state::{HashMap, MessageRecord};
 
-use super::{check_kind, rules, MessageFacts, Res, ServerCore, StoreOp};
+use super::{check_kind, Res, ServerCore, StoreOp};
 
 impl ServerCore {
     #[allow(clippy::too_many_arguments)]
