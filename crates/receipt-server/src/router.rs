@@ -13,7 +13,9 @@ use crate::state::HashMap;
 
 /// Routes frames to sessions: the seam between committed effects and connections. This node's
 /// implementation maps a session to its connection's outbound queue; a multi-node deployment
-/// (e.g. NATS between gateway nodes) forwards frames of sessions held by other nodes.
+/// (e.g. NATS between gateway nodes) forwards frames of sessions held by other nodes. (The core
+/// addresses frames only to sessions logged in with it, so that also needs the core to learn of
+/// remote sessions; the trait does not cover it yet.)
 ///
 /// The contract, which the pipeline relies on:
 ///
@@ -31,8 +33,6 @@ pub trait Router {
     /// Queues `frame` for `session`. `replay` frames (login answer, backlog) are exempt from the
     /// slow-reader bound. Unknown sessions are ignored.
     fn deliver(&mut self, session: SessionId, frame: Arc<ServerFrame>, replay: bool);
-    /// Closes the session's connection after what is already queued.
-    fn close(&mut self, session: SessionId);
     /// Queues one committed batch's frames, in order, leaving `out` empty. By default one
     /// [`deliver`](Self::deliver) per frame; a router may hand each session its frames at once.
     fn deliver_batch(&mut self, out: &mut Vec<Outgoing>) {
@@ -121,17 +121,61 @@ impl Router for SessionRouter {
         self.send_staged();
     }
 
-    fn close(&mut self, session: SessionId) {
-        if let Some(queue) = self.conns.remove(&session) {
-            queue.close();
-        }
-    }
-
     /// The whole batch staged first: one queue item (and one writer wake-up) per session.
     fn deliver_batch(&mut self, out: &mut Vec<Outgoing>) {
         for o in out.drain(..) {
             self.stage(o.session, o.frame, o.replay);
         }
         self.send_staged();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connection::OutShared;
+    use receipt_core::protocol::ServerFrame;
+    use tokio::sync::mpsc;
+
+    fn queue() -> (ConnQueue, mpsc::UnboundedReceiver<OutItem>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (ConnQueue { tx, shared: Arc::new(OutShared::default()) }, rx)
+    }
+
+    fn out(session: SessionId, nonce: u64, replay: bool) -> Outgoing {
+        Outgoing { session, frame: Arc::new(ServerFrame::Pong { nonce }), replay }
+    }
+
+    #[test]
+    fn a_batch_is_one_item_per_session_and_a_connection_over_the_bound_is_dropped() {
+        let mut router = SessionRouter::new(2);
+        let (q, mut rx) = queue();
+        let shared = q.shared.clone();
+        router.attach(1, q);
+        // Replay frames are exempt from the bound; unknown sessions are ignored.
+        let mut batch = vec![out(1, 1, true), out(9, 2, false), out(1, 3, false), out(1, 4, false)];
+        router.deliver_batch(&mut batch);
+        assert!(batch.is_empty());
+        match rx.try_recv() {
+            Ok(OutItem::Frames(frames, counted)) => {
+                let nonces: Vec<u64> = frames
+                    .iter()
+                    .map(|f| match **f {
+                        ServerFrame::Pong { nonce } => nonce,
+                        ref other => panic!("{other:?}"),
+                    })
+                    .collect();
+                assert_eq!((nonces, counted), (vec![1, 3, 4], 2));
+            }
+            _ => panic!("expected one Frames item"),
+        }
+        assert!(rx.try_recv().is_err(), "one item for the whole batch");
+        assert_eq!(shared.pending.load(Ordering::Acquire), 2);
+        // Nothing written yet: a third live frame passes the bound and drops the connection.
+        router.deliver(1, Arc::new(ServerFrame::Pong { nonce: 5 }), false);
+        assert!(shared.killed.load(Ordering::Acquire));
+        assert!(matches!(rx.try_recv(), Ok(OutItem::Close)));
+        router.deliver(1, Arc::new(ServerFrame::Pong { nonce: 6 }), true);
+        assert!(rx.try_recv().is_err(), "a dropped session gets nothing more");
     }
 }
