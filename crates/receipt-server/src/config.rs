@@ -19,12 +19,14 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use receipt_core::rules;
 use serde::{Deserialize, Serialize};
 
 /// The secret a default config carries. The server warns when it runs with it.
 pub const DEFAULT_SECRET: &str = "change-me";
 
-/// Who may send a group message that asks for read acks.
+/// Who may send a group message that asks for read acks. The configuration's copy of
+/// [`rules::WhoMayRequest`] (it also parses from the command line).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 #[value(rename_all = "snake_case")]
@@ -33,7 +35,8 @@ pub enum WhoMayRequest {
     OwnerAndAdmins,
 }
 
-/// Who sees a group message's read acks (count, list, events).
+/// Who sees a group message's read acks (count, list, events). The configuration's copy of
+/// [`rules::Visibility`] (it also parses from the command line).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 #[value(rename_all = "snake_case")]
@@ -158,6 +161,23 @@ impl ServerConfig {
 impl GroupAckPolicy {
     pub(crate) fn validity_ms(&self) -> u64 {
         self.validity_secs.saturating_mul(1000)
+    }
+
+    /// The policy as the receipt rules ([`receipt_core::rules`]) take it.
+    pub fn rules(&self) -> rules::GroupAckPolicy {
+        rules::GroupAckPolicy {
+            enabled: self.enabled,
+            who_may_request: match self.who_may_request {
+                WhoMayRequest::AllMembers => rules::WhoMayRequest::AllMembers,
+                WhoMayRequest::OwnerAndAdmins => rules::WhoMayRequest::OwnerAndAdmins,
+            },
+            validity_ms: self.validity_ms(),
+            member_cap: self.member_cap,
+            visibility: match self.visibility {
+                Visibility::SenderOnly => rules::Visibility::SenderOnly,
+                Visibility::AllMembers => rules::Visibility::AllMembers,
+            },
+        }
     }
 }
 

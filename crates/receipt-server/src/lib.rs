@@ -1,8 +1,12 @@
 //! The receipt server: a tokio TCP server for the protocol in `docs/protocol.md`.
 //!
 //! - [`core`]: the rules, as a sans-IO state machine ([`ServerCore`]).
-//! - [`store`]: persistence behind [`ServerStore`]; [`RedbStore`] by default.
-//! - [`server`]: sockets, the single core thread with group commit, routing.
+//! - [`store`]: persistence behind [`ServerStore`]; [`RedbServerStore`] by default.
+//! - `listener`, `connection`: the accept loop; per connection a reader (with the login
+//!   handshake) and a writer.
+//! - `pipeline`: the single core thread and the store thread (group commit, then routing).
+//! - [`router`]: [`Router`], the seam between committed frames and sessions.
+//! - [`handle`]: [`start`], [`Server`], [`ServerHandle`], [`open_store`].
 //! - [`auth`]: login tokens (`<expiry>.<hex hmac-sha256>`).
 //! - [`config`]: [`ServerConfig`], defaults and TOML.
 //!
@@ -25,13 +29,18 @@
 
 pub mod auth;
 pub mod config;
+mod connection;
 pub mod core;
-pub mod server;
+pub mod handle;
+mod listener;
+mod pipeline;
+pub mod router;
 pub mod state;
 pub mod store;
 
 pub use crate::config::{ConfigError, GroupAckPolicy, ServerConfig, Visibility, WhoMayRequest};
 pub use crate::core::{CoreConfig, Effects, Outgoing, ServerCore, SessionId, StoreOp};
-pub use crate::server::{open_store, start, start_with_store, Router, Server, ServerHandle};
+pub use crate::handle::{open_store, start, start_with_store, Server, ServerHandle};
+pub use crate::router::Router;
 pub use crate::state::State;
-pub use crate::store::{MemStore, RedbStore, ServerStore, StoreError};
+pub use crate::store::{MemServerStore, RedbServerStore, ServerStore, StoreError};

@@ -19,7 +19,7 @@ use receipt_core::protocol::{ClientFrame, Response};
 use receipt_core::GroupRole;
 use receipt_server::config::{ServerConfig, Visibility, WhoMayRequest};
 use receipt_server::core::{CoreConfig, ServerCore};
-use receipt_server::store::{RedbStore, ServerStore};
+use receipt_server::store::{RedbServerStore, ServerStore};
 
 #[derive(Parser)]
 #[command(name = "receipt-server", version, about = "Message receipt server")]
@@ -226,7 +226,8 @@ async fn wait_for_signal() {
 }
 
 fn group(data_dir: PathBuf, op: GroupOp) -> Result<(), Box<dyn std::error::Error>> {
-    let mut store = RedbStore::open(&data_dir).map_err(|e| format!("{e} (is the server running on this data directory? stop it first)"))?;
+    let mut store =
+        RedbServerStore::open(&data_dir).map_err(|e| format!("{e} (is the server running on this data directory? stop it first)"))?;
     let state = store.load()?;
     let mut core = ServerCore::new(CoreConfig::from(&ServerConfig::default()), state);
     let owner_of = |core: &ServerCore, g: &str| -> Result<String, String> {

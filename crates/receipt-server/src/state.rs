@@ -10,6 +10,7 @@ pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomS
 pub type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 use receipt_core::protocol::{SeqEvent, ServerFrame};
+use receipt_core::rules::{ConversationMarks, ReadMark};
 use receipt_core::{AckId, ConversationKey, GroupId, GroupReadAck, GroupRole, MsgId, UserId, WireMessage};
 use serde::{Deserialize, Serialize};
 
@@ -31,33 +32,33 @@ pub struct Group {
     pub members: BTreeMap<UserId, GroupRole>,
 }
 
-/// One user's read state of one conversation.
+/// One user's read state of one conversation, in the words of [`receipt_core::rules`]: the
+/// read mark, the receipt mark, newest and newest received.
 ///
-/// A received message is unread iff its id is above `read_wm` and it is not in `read_set`
-/// (read individually). `unread` is that count, kept incrementally.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A received message is unread iff the read mark does not cover it; `unread` is that count,
+/// kept incrementally.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConvState {
     pub unread: u32,
-    /// Everything up to here counts as read (conversation read or mark-all-read).
-    pub read_wm: MsgId,
-    /// 1:1: the `up_to` of the last conversation ack (a read receipt the peer already got).
-    pub ack_wm: MsgId,
+    /// What this user has read: the read watermark `read.up_to` (conversation read or
+    /// mark-all-read) and `read.singles`, the messages above it read one by one. The singles are
+    /// stored apart, one row per message ([`crate::core::StoreOp::AddRead`],
+    /// [`crate::core::StoreOp::TrimReads`]), so a read ack costs O(log n) however many messages
+    /// are read one by one; `PutConversation` does not carry them.
+    pub read: ReadMark,
+    /// 1:1: the receipt mark, the `up_to` of this user's last conversation ack (the peer already
+    /// got a read receipt for everything up to it).
+    pub receipt_up_to: MsgId,
     /// Newest message of the conversation, either direction.
     pub newest: MsgId,
     /// Newest message this user received in the conversation.
-    pub newest_in: MsgId,
-    /// Messages above `read_wm` read one by one. Stored apart, one row per message
-    /// ([`crate::core::StoreOp::AddRead`], [`crate::core::StoreOp::TrimReads`]), so a read ack
-    /// costs O(log n) however many messages are read one by one; `PutConversation` does not carry
-    /// it. (Read from older stores that kept it inside the record.)
-    #[serde(default, skip_serializing)]
-    pub read_set: BTreeSet<MsgId>,
+    pub newest_received: MsgId,
 }
 
 impl ConvState {
     /// Marks one received message read; true if it was unread.
     pub fn mark_one(&mut self, id: MsgId) -> bool {
-        if id > self.read_wm && self.read_set.insert(id) {
+        if self.read.mark_one(id) {
             self.unread = self.unread.saturating_sub(1);
             true
         } else {
@@ -65,23 +66,31 @@ impl ConvState {
         }
     }
 
-    /// The record without `read_set` (what `PutConversation` stores): a cheap copy.
-    pub fn head(&self) -> ConvState {
+    /// The record without the read singles (what `PutConversation` stores): a cheap copy.
+    pub fn without_read_set(&self) -> ConvState {
         ConvState {
             unread: self.unread,
-            read_wm: self.read_wm,
-            ack_wm: self.ack_wm,
+            read: ReadMark { up_to: self.read.up_to, singles: BTreeSet::new() },
+            receipt_up_to: self.receipt_up_to,
             newest: self.newest,
-            newest_in: self.newest_in,
-            read_set: BTreeSet::new(),
+            newest_received: self.newest_received,
         }
     }
 
     /// Moves the read watermark to `up_to`: the whole conversation counts as read. O(log n).
     pub fn mark_all(&mut self, up_to: MsgId) {
-        self.read_wm = self.read_wm.max(up_to);
+        self.read.mark_all(up_to);
         self.unread = 0;
-        self.read_set = self.read_set.split_off(&(self.read_wm + 1));
+    }
+
+    /// The marks a conversation ack looks at ([`receipt_core::rules::conversation_ack_up_to`]).
+    pub fn marks(&self) -> ConversationMarks {
+        ConversationMarks {
+            read_up_to: self.read.up_to,
+            receipt_up_to: self.receipt_up_to,
+            newest: self.newest,
+            newest_received: self.newest_received,
+        }
     }
 }
 

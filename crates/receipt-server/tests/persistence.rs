@@ -6,7 +6,7 @@ use std::sync::Arc;
 use receipt_core::codec::encode;
 use receipt_core::protocol::*;
 use receipt_core::*;
-use receipt_server::{RedbStore, ServerStore, State, StoreError, StoreOp};
+use receipt_server::{RedbServerStore, ServerStore, State, StoreError, StoreOp};
 use receipt_testkit::raw::*;
 use receipt_testkit::*;
 
@@ -59,7 +59,7 @@ fn state_survives_a_restart() {
 
 /// A redb store that counts commits and operations.
 struct Counting {
-    inner: RedbStore,
+    inner: RedbServerStore,
     commits: Arc<AtomicUsize>,
 }
 
@@ -77,7 +77,7 @@ impl ServerStore for Counting {
 fn many_requests_share_one_commit() {
     let dir = tempfile::tempdir().unwrap();
     let commits = Arc::new(AtomicUsize::new(0));
-    let store = Counting { inner: RedbStore::open(dir.path()).unwrap(), commits: commits.clone() };
+    let store = Counting { inner: RedbServerStore::open(dir.path()).unwrap(), commits: commits.clone() };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let config = server_config(None);
     let server = rt.block_on(receipt_server::start_with_store(config, Box::new(store))).unwrap();

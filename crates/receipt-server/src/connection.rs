@@ -1,0 +1,269 @@
+//! One client connection: the reader task (frame decoding, the login handshake, handing
+//! requests to the core) and the writer task (draining the connection's outbound queue).
+//!
+//! Readers check the login (version, id syntax, token) themselves; only an authenticated
+//! `Login` reaches the core, together with the connection's outbound queue.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use log::debug;
+use receipt_core::codec::{encode_into, FrameDecoder};
+use receipt_core::protocol::{ClientFrame, ServerFrame, PROTOCOL_VERSION};
+use receipt_core::types::validate_id;
+use receipt_core::{ChatError, ErrorCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch, Notify};
+
+use crate::auth;
+use crate::core::SessionId;
+use crate::pipeline::CoreMsg;
+
+pub(crate) enum OutItem {
+    /// A frame from the connection task itself (a refusal): not counted against the bound.
+    Frame(ServerFrame),
+    /// One commit's frames for a connection, in order, and how many of them are counted
+    /// (not replay): one channel push and wake-up instead of one per frame.
+    Frames(Vec<Arc<ServerFrame>>, usize),
+    Close,
+}
+
+#[derive(Default)]
+pub(crate) struct OutShared {
+    /// Live frames queued and not yet written.
+    pub(crate) pending: AtomicUsize,
+    /// Dropped as too slow: stop writing at once.
+    pub(crate) killed: AtomicBool,
+    /// Tells the reader that the connection is finished.
+    pub(crate) closed: Notify,
+}
+
+/// One connection's outbound queue.
+#[derive(Clone)]
+pub(crate) struct ConnQueue {
+    pub(crate) tx: mpsc::UnboundedSender<OutItem>,
+    pub(crate) shared: Arc<OutShared>,
+}
+
+impl ConnQueue {
+    fn push(&self, frame: ServerFrame) {
+        let _ = self.tx.send(OutItem::Frame(frame));
+    }
+    pub(crate) fn close(&self) {
+        let _ = self.tx.send(OutItem::Close);
+    }
+}
+
+/// The connection settings every connection shares.
+pub(crate) struct ConnCfg {
+    pub(crate) secret: String,
+    pub(crate) idle: Duration,
+    /// A valid Login must arrive within this long after the accept (slowloris bound).
+    pub(crate) login_timeout: Duration,
+    pub(crate) max_frame: usize,
+}
+
+async fn writer_task(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<OutItem>, shared: Arc<OutShared>) {
+    let mut buf = Vec::with_capacity(16 * 1024);
+    let mut close = false;
+    while !close {
+        let Some(mut item) = rx.recv().await else {
+            break;
+        };
+        loop {
+            match item {
+                OutItem::Frame(f) => {
+                    encode_into(&f, &mut buf);
+                    // A refused login: nothing follows it.
+                    if matches!(f, ServerFrame::LoginFailed { .. }) {
+                        close = true;
+                        break;
+                    }
+                }
+                OutItem::Frames(frames, counted) => {
+                    for f in &frames {
+                        encode_into(&**f, &mut buf);
+                        // A login refused by the core (device limit): nothing follows it.
+                        if matches!(**f, ServerFrame::LoginFailed { .. }) {
+                            close = true;
+                            break;
+                        }
+                    }
+                    shared.pending.fetch_sub(counted, Ordering::AcqRel);
+                    if close {
+                        break;
+                    }
+                }
+                OutItem::Close => {
+                    close = true;
+                    break;
+                }
+            }
+            if buf.len() >= 64 * 1024 {
+                break;
+            }
+            match rx.try_recv() {
+                Ok(next) => item = next,
+                Err(_) => break,
+            }
+        }
+        if shared.killed.load(Ordering::Acquire) {
+            break;
+        }
+        if !buf.is_empty() {
+            if let Err(e) = wr.write_all(&buf).await {
+                debug!("write failed: {e}");
+                break;
+            }
+            buf.clear();
+        }
+    }
+    let _ = wr.shutdown().await;
+    shared.closed.notify_one();
+}
+
+enum Step {
+    Continue,
+    Stop,
+}
+
+/// Serves one accepted connection until it closes, the peer misbehaves or the server stops.
+pub(crate) async fn connection(
+    sock: TcpStream,
+    session: SessionId,
+    core_tx: mpsc::Sender<CoreMsg>,
+    cfg: Arc<ConnCfg>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = sock.set_nodelay(true);
+    let (mut rd, wr) = sock.into_split();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(OutShared::default());
+    let queue = ConnQueue { tx, shared: shared.clone() };
+    let mut writer = tokio::spawn(writer_task(wr, rx, shared.clone()));
+    let mut decoder = FrameDecoder::new(cfg.max_frame);
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut logged_in = false;
+    let login_deadline = tokio::time::Instant::now() + cfg.login_timeout;
+    // Requests decoded from one read go to the core as one item; whatever came before a bad
+    // frame or a refusal is still handed over first, as if sent one by one.
+    let mut frames: Vec<ClientFrame> = Vec::new();
+    'conn: loop {
+        // A refusal that ends the connection, sent after the requests before it were handed over.
+        let mut refusal: Option<ServerFrame> = None;
+        loop {
+            match decoder.next_frame::<ClientFrame>() {
+                Ok(Some(frame)) if logged_in => {
+                    if matches!(frame, ClientFrame::Login { .. }) {
+                        refusal = Some(ServerFrame::Error { error: ChatError::invalid_param("already logged in") });
+                        break;
+                    }
+                    frames.push(frame);
+                }
+                Ok(Some(frame)) => {
+                    if let Step::Stop = login(frame, session, &mut logged_in, &core_tx, &queue, &cfg).await {
+                        break 'conn;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    debug!("session {session}: bad frame: {e}");
+                    refusal = Some(ServerFrame::Error { error: ChatError::from(e) });
+                    break;
+                }
+            }
+        }
+        if !frames.is_empty() {
+            let msg = CoreMsg::Frames { session, frames: std::mem::take(&mut frames) };
+            if core_tx.send(msg).await.is_err() {
+                break 'conn;
+            }
+        }
+        if let Some(error) = refusal {
+            queue.push(error);
+            break 'conn;
+        }
+        // Before the login, the read also ends at the login deadline, however often bytes trickle in.
+        let wait = if logged_in { cfg.idle } else { cfg.idle.min(login_deadline.saturating_duration_since(tokio::time::Instant::now())) };
+        let read = tokio::select! {
+            r = tokio::time::timeout(wait, rd.read(&mut buf)) => r,
+            _ = shared.closed.notified() => break 'conn,
+            _ = shutdown.changed() => break 'conn,
+        };
+        match read {
+            Err(_) if !logged_in && tokio::time::Instant::now() >= login_deadline => {
+                queue.push(ServerFrame::Error { error: ChatError::invalid_param("login timeout: no valid Login in time") });
+                break;
+            }
+            Err(_) => {
+                queue.push(ServerFrame::Error { error: ChatError::invalid_param("idle timeout") });
+                break;
+            }
+            Ok(Ok(0)) => {
+                if let Err(e) = decoder.finish() {
+                    // A half-closed peer may still read why its cut frame was refused.
+                    debug!("session {session}: {e}");
+                    queue.push(ServerFrame::Error { error: ChatError::from(e) });
+                }
+                break;
+            }
+            Ok(Ok(n)) => decoder.push(&buf[..n]),
+            Ok(Err(e)) => {
+                debug!("session {session}: read failed: {e}");
+                break;
+            }
+        }
+    }
+    if logged_in {
+        let _ = core_tx.send(CoreMsg::Closed { session }).await;
+    }
+    queue.close();
+    drop(queue);
+    // Let the writer flush a final Error / LoginFailed, but never wait on a peer that does not read.
+    if tokio::time::timeout(Duration::from_secs(2), &mut writer).await.is_err() {
+        writer.abort();
+    }
+}
+
+fn login_failed(queue: &ConnQueue, code: ErrorCode, d: impl Into<String>) -> Step {
+    queue.push(ServerFrame::LoginFailed { error: ChatError::new(code, d) });
+    Step::Stop
+}
+
+/// The first frame of a connection: it must be a valid Login, which goes to the core alone
+/// (with the connection's queue).
+async fn login(
+    frame: ClientFrame,
+    session: SessionId,
+    logged_in: &mut bool,
+    core_tx: &mpsc::Sender<CoreMsg>,
+    queue: &ConnQueue,
+    cfg: &ConnCfg,
+) -> Step {
+    let ClientFrame::Login { v, user, device, token, .. } = &frame else {
+        queue.push(ServerFrame::Error { error: ChatError::not_logged_in() });
+        return Step::Stop;
+    };
+    if *v != PROTOCOL_VERSION {
+        return login_failed(
+            queue,
+            ErrorCode::InvalidParam,
+            format!("protocol version {v} not supported (server speaks {PROTOCOL_VERSION})"),
+        );
+    }
+    if let Err(e) = validate_id("user", user).and_then(|_| validate_id("device", device)) {
+        return login_failed(queue, ErrorCode::InvalidParam, e.description);
+    }
+    if let Err(e) = auth::verify_token(&cfg.secret, user, token, auth::unix_secs()) {
+        debug!("session {session}: login of {user} refused: {e}");
+        return login_failed(queue, ErrorCode::UserAuthenticationFailed, e.to_string());
+    }
+    *logged_in = true;
+    if core_tx.send(CoreMsg::Login { session, frame, queue: queue.clone() }).await.is_err() {
+        return Step::Stop;
+    }
+    Step::Continue
+}

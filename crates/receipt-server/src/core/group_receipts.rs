@@ -1,0 +1,68 @@
+//! Group read receipts: acking a group message and paging through its acks.
+
+use std::sync::Arc;
+
+use receipt_core::protocol::{Response, ServerEvent};
+use receipt_core::rules::{self, MessageFacts};
+use receipt_core::{ChatError, ChatType, ConversationKey, CursorResult, ErrorCode, GroupReadAck, MsgId, UserId};
+
+use crate::state::HashSet;
+
+use super::{Res, ServerCore, StoreOp};
+
+impl ServerCore {
+    pub(super) fn group_ack(&mut self, now: u64, user: &str, msg_id: MsgId, ext: Option<String>) -> Res<Response> {
+        rules::check_ext(ext.as_deref())?;
+        let rec = self.message(now, msg_id, ErrorCode::MessageExpired)?;
+        let facts = MessageFacts::from(&*rec.msg);
+        rules::check_group_ack_target(facts, user)?;
+        if rec.ackers.contains(user) {
+            return Ok(Response::Done);
+        }
+        let group = self.state.groups.get(&rec.msg.to);
+        rules::check_group_ack(&self.ack_policy, facts, group.is_some_and(|g| g.members.contains_key(user)), now)?;
+        // Who hears of the ack besides the sender and the acker.
+        let members: Vec<UserId> = match group {
+            Some(g) if rules::members_see_group_acks(&self.ack_policy) => g.members.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        let group_id = rec.msg.to.clone();
+        let sender = rec.msg.from.clone();
+        let count = rec.acks.len() as u32 + 1;
+        self.state.counters.last_ack_id += 1;
+        self.counters_dirty = true;
+        let ack =
+            GroupReadAck { ack_id: self.state.counters.last_ack_id, msg_id, from: user.to_string(), content: ext, count, timestamp: now };
+        self.state.messages.get_mut(&msg_id).expect("checked").add_ack(ack.clone());
+        self.effects.ops.push(StoreOp::PutGroupAck(ack.clone()));
+        self.mark_one(user, &ConversationKey::new(ChatType::GroupChat, group_id.clone()), msg_id);
+        let mut to: Vec<UserId> = vec![sender.clone(), user.to_string()];
+        to.extend(members);
+        let ev = Arc::new(ServerEvent::GroupRead { group: group_id, sender, ack });
+        let mut seen = HashSet::default();
+        for u in to {
+            if seen.insert(u.clone()) {
+                if u == user {
+                    self.echo(&u, ev.clone());
+                } else {
+                    self.emit(&u, ev.clone());
+                }
+            }
+        }
+        Ok(Response::Done)
+    }
+
+    pub(super) fn fetch_group_acks(&mut self, now: u64, user: &str, msg_id: MsgId, page_size: u32, start: Option<u64>) -> Res<Response> {
+        rules::check_page_size(page_size)?;
+        let rec = self.message(now, msg_id, ErrorCode::MessageInvalid)?;
+        if rec.msg.chat_type != ChatType::GroupChat {
+            return Err(ChatError::wrong_type("group read acks are for group messages only"));
+        }
+        let is_member = self.state.groups.get(&rec.msg.to).is_some_and(|g| g.members.contains_key(user));
+        rules::check_may_see_group_acks(&self.ack_policy, MessageFacts::from(&*rec.msg), user, is_member)?;
+        let mut it = rec.acks.range(..=start.unwrap_or(u64::MAX)).rev();
+        let data: Vec<GroupReadAck> = it.by_ref().take(page_size as usize).map(|(_, a)| a.clone()).collect();
+        let cursor = it.next().map(|(id, _)| id.to_string()).unwrap_or_default();
+        Ok(Response::GroupAcks { msg_id, page: CursorResult { data, cursor } })
+    }
+}

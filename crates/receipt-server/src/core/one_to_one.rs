@@ -1,0 +1,231 @@
+//! 1:1 receipts and read state: sending (1:1 and group messages), delivery and read acks,
+//! conversation acks, marking read.
+
+use std::sync::Arc;
+
+use receipt_core::protocol::{Response, ServerEvent};
+use receipt_core::rules::{self, MessageFacts};
+use receipt_core::types::validate_id;
+use receipt_core::{ChatError, ChatType, ConversationKey, ErrorCode, MsgId, UserId, WireMessage};
+
+use crate::state::{HashMap, MessageRecord};
+
+use super::{check_kind, Res, ServerCore, StoreOp};
+
+impl ServerCore {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn send_message(
+        &mut self,
+        now: u64,
+        user: &str,
+        client_id: String,
+        to: String,
+        chat_type: ChatType,
+        content: String,
+        require_delivery_ack: bool,
+        need_group_ack: bool,
+    ) -> Res<Response> {
+        validate_id("client_id", &client_id)?;
+        if let Some(&id) = self.state.client_ids.get(user).and_then(|ids| ids.get(&client_id)) {
+            if let Some(rec) = self.state.messages.get(&id) {
+                return Ok(Response::Sent { client_id, msg_id: id, timestamp: rec.msg.timestamp, need_group_ack: rec.msg.need_group_ack });
+            }
+        }
+        validate_id("to", &to)?;
+        rules::check_content(&content)?;
+        let (recipients, delivery_ack, group_ack): (Vec<UserId>, bool, bool) = match chat_type {
+            ChatType::Chat => {
+                if to == user {
+                    return Err(ChatError::invalid_param("cannot send a 1:1 message to yourself"));
+                }
+                (vec![to.clone()], require_delivery_ack, false)
+            }
+            ChatType::GroupChat | ChatType::ChatRoom => {
+                let g = self.group(&to)?;
+                check_kind(g, chat_type)?;
+                let role = self.role_in(g, user)?;
+                // Rooms take no group read acks: a room message's request is dropped.
+                let wants = chat_type == ChatType::GroupChat && need_group_ack;
+                let group_ack = rules::group_ack_on_send(&self.ack_policy, wants, role, g.members.len())?;
+                let r = g.members.keys().filter(|m| m.as_str() != user).cloned().collect();
+                (r, false, group_ack)
+            }
+        };
+        let c = &mut self.state.counters;
+        c.last_msg_id += 1;
+        c.last_ts = c.last_ts.max(now);
+        // One shared copy: the message record, the store operation and every log event.
+        let msg = Arc::new(WireMessage {
+            id: c.last_msg_id,
+            client_id: client_id.clone(),
+            from: user.to_string(),
+            to,
+            chat_type,
+            content,
+            timestamp: c.last_ts,
+            require_delivery_ack: delivery_ack,
+            need_group_ack: group_ack,
+        });
+        self.counters_dirty = true;
+        let id = msg.id;
+        let timestamp = msg.timestamp;
+        match self.state.client_ids.get_mut(user) {
+            Some(ids) => {
+                ids.insert(client_id.clone(), id);
+            }
+            None => {
+                self.state.client_ids.insert(user.to_string(), HashMap::from_iter([(client_id.clone(), id)]));
+            }
+        }
+        self.state.messages.insert(id, MessageRecord::new(msg.clone()));
+        self.effects.ops.push(StoreOp::PutMessage(msg.clone()));
+        let ev = Arc::new(ServerEvent::Message { msg: msg.clone() });
+        for r in &recipients {
+            let key = msg.conversation_for(r);
+            let conv = self.conv_mut(r, &key);
+            conv.unread += 1;
+            conv.newest = id;
+            conv.newest_received = id;
+            self.put_conv(r, &key);
+            self.emit(r, ev.clone());
+        }
+        let key = msg.conversation_for(user);
+        self.conv_mut(user, &key).newest = id;
+        self.put_conv(user, &key);
+        self.echo(user, ev);
+        Ok(Response::Sent { client_id, msg_id: id, timestamp, need_group_ack: group_ack })
+    }
+
+    pub(super) fn delivery_ack(&mut self, now: u64, user: &str, msg_id: MsgId) -> Res<Response> {
+        let rec = self.message(now, msg_id, ErrorCode::MessageInvalid)?;
+        rules::check_one_to_one_ack(MessageFacts::from(&*rec.msg), user, "delivery")?;
+        if rec.delivered {
+            return Ok(Response::Done);
+        }
+        let rec = self.state.messages.get_mut(&msg_id).expect("checked");
+        rec.delivered = true;
+        let (from, to, read_acked) = (rec.msg.from.clone(), rec.msg.to.clone(), rec.read_acked);
+        self.effects.ops.push(StoreOp::PutMessageFlags { id: msg_id, delivered: true, read_acked });
+        let ev = Arc::new(ServerEvent::Delivered { msg_id, from: from.clone(), to, by: user.to_string(), timestamp: now });
+        self.emit(&from, ev.clone());
+        self.echo(user, ev);
+        Ok(Response::Done)
+    }
+
+    pub(super) fn read_ack(&mut self, now: u64, user: &str, msg_id: MsgId) -> Res<Response> {
+        let rec = self.message(now, msg_id, ErrorCode::MessageExpired)?;
+        rules::check_read_ack(MessageFacts::from(&*rec.msg), user)?;
+        let key = ConversationKey::new(ChatType::Chat, rec.msg.from.clone());
+        let receipt_up_to = self.conv(user, &key).map_or(0, |c| c.receipt_up_to);
+        if rules::read_ack_covered(rec.read_acked, receipt_up_to, msg_id) {
+            return Ok(Response::Done);
+        }
+        let rec = self.state.messages.get_mut(&msg_id).expect("checked");
+        rec.read_acked = true;
+        let (from, to, delivered) = (rec.msg.from.clone(), rec.msg.to.clone(), rec.delivered);
+        self.effects.ops.push(StoreOp::PutMessageFlags { id: msg_id, delivered, read_acked: true });
+        self.mark_one(user, &key, msg_id);
+        let ev = Arc::new(ServerEvent::Read { msg_id, from: from.clone(), to, by: user.to_string(), timestamp: now });
+        self.emit(&from, ev.clone());
+        self.echo(user, ev);
+        Ok(Response::Done)
+    }
+
+    pub(super) fn conversation_ack(
+        &mut self,
+        now: u64,
+        user: &str,
+        device: &str,
+        chat_type: ChatType,
+        conversation: String,
+    ) -> Res<Response> {
+        validate_id("conversation", &conversation)?;
+        let key = ConversationKey::new(chat_type, conversation.clone());
+        match chat_type {
+            ChatType::Chat => {
+                if conversation == user {
+                    return Err(ChatError::invalid_param("a 1:1 conversation is identified by the peer"));
+                }
+                let Some(up_to) = self.conversation_ack_up_to(user, &key) else {
+                    return Ok(Response::Done);
+                };
+                self.conv_mut(user, &key).receipt_up_to = up_to;
+                self.mark_all(user, &key, up_to);
+                let ev = Arc::new(ServerEvent::ConversationRead {
+                    chat_type,
+                    from: user.to_string(),
+                    to: conversation.clone(),
+                    up_to,
+                    timestamp: now,
+                    device: device.to_string(),
+                });
+                self.emit(&conversation, ev.clone());
+                self.emit(user, ev);
+            }
+            ChatType::GroupChat | ChatType::ChatRoom => {
+                let g = self.group(&conversation)?;
+                check_kind(g, chat_type)?;
+                self.role_in(g, user)?;
+                let Some(up_to) = self.conversation_ack_up_to(user, &key) else {
+                    return Ok(Response::Done);
+                };
+                self.mark_all(user, &key, up_to);
+                let ev = ServerEvent::ConversationRead {
+                    chat_type,
+                    from: user.to_string(),
+                    to: conversation,
+                    up_to,
+                    timestamp: now,
+                    device: device.to_string(),
+                };
+                self.emit(user, ev);
+            }
+        }
+        Ok(Response::Done)
+    }
+
+    /// Where `user`'s conversation ack of `key` moves the marks; `None`: nothing to say.
+    fn conversation_ack_up_to(&self, user: &str, key: &ConversationKey) -> Option<MsgId> {
+        self.conv(user, key).and_then(|c| rules::conversation_ack_up_to(key.chat_type, c.marks()))
+    }
+
+    pub(super) fn mark_read(
+        &mut self,
+        now: u64,
+        user: &str,
+        chat_type: ChatType,
+        conversation: String,
+        msg_id: Option<MsgId>,
+    ) -> Res<Response> {
+        validate_id("conversation", &conversation)?;
+        let key = ConversationKey::new(chat_type, conversation.clone());
+        if chat_type != ChatType::Chat {
+            let g = self.group(&conversation)?;
+            check_kind(g, chat_type)?;
+            self.role_in(g, user)?;
+        }
+        match msg_id {
+            Some(id) => {
+                let rec = self.message(now, id, ErrorCode::MessageInvalid)?;
+                let received =
+                    rec.msg.from != user && rec.msg.conversation_for(user) == key && (chat_type != ChatType::Chat || rec.msg.to == user);
+                if !received {
+                    return Err(ChatError::invalid_message(format!("message {id} is not a message you received in this conversation")));
+                }
+                if !self.mark_one(user, &key, id) {
+                    return Ok(Response::Done);
+                }
+                let up_to = self.conv(user, &key).map_or(0, |c| c.read.up_to);
+                self.echo(user, ServerEvent::ReadState { chat_type, conversation, msg_id: Some(id), up_to });
+            }
+            None => {
+                let Some(up_to) = self.unread_head(user, &key) else {
+                    return Ok(Response::Done);
+                };
+                self.mark_all(user, &key, up_to);
+                self.emit(user, ServerEvent::ReadState { chat_type, conversation, msg_id: None, up_to });
+            }
+        }
+        Ok(Response::Done)
+    }
+}

@@ -1,0 +1,299 @@
+//! Unit tests of the server core: every rule, without sockets or files.
+
+use super::*;
+use receipt_core::protocol::PROTOCOL_VERSION;
+
+const T0: u64 = 1_000_000;
+
+fn core_with(f: impl FnOnce(&mut CoreConfig)) -> ServerCore {
+    let mut cfg = CoreConfig::from(&ServerConfig::default());
+    f(&mut cfg);
+    ServerCore::new(cfg, State::default())
+}
+
+fn login(c: &mut ServerCore, s: SessionId, user: &str, since: u64) -> Vec<ServerFrame> {
+    let effects = c.handle(
+        T0,
+        s,
+        ClientFrame::Login { v: PROTOCOL_VERSION, user: user.into(), device: format!("d{s}"), token: String::new(), since },
+    );
+    assert!(effects.ops.is_empty(), "login stores nothing");
+    assert!(effects.out.iter().all(|o| o.session == s && o.replay));
+    effects.out.into_iter().map(|o| (*o.frame).clone()).collect()
+}
+
+fn send(c: &mut ServerCore, now: u64, s: SessionId, cid: &str, to: &str, t: ChatType, need_group_ack: bool) -> (MsgId, Effects) {
+    let effects = c.handle(
+        now,
+        s,
+        ClientFrame::Send {
+            req: 1,
+            client_id: cid.into(),
+            to: to.into(),
+            chat_type: t,
+            content: "hi".into(),
+            require_delivery_ack: false,
+            need_group_ack,
+        },
+    );
+    match &*effects.out[0].frame {
+        ServerFrame::Result { ok: Some(Response::Sent { msg_id, .. }), .. } => (*msg_id, effects),
+        f => panic!("{f:?}"),
+    }
+}
+
+fn result(effects: &Effects, s: SessionId) -> Result<Response, ChatError> {
+    for o in &effects.out {
+        if o.session == s {
+            if let ServerFrame::Result { ok, err, .. } = &*o.frame {
+                return match (ok, err) {
+                    (Some(r), None) => Ok(r.clone()),
+                    (None, Some(e)) => Err(e.clone()),
+                    _ => panic!(),
+                };
+            }
+        }
+    }
+    panic!("no result for {s}: {effects:?}")
+}
+
+fn events_for(effects: &Effects, s: SessionId) -> Vec<ServerEvent> {
+    effects
+        .out
+        .iter()
+        .filter(|o| o.session == s)
+        .filter_map(|o| match &*o.frame {
+            ServerFrame::Event { event } => Some((*event.event).clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn unread(c: &ServerCore, user: &str, t: ChatType, id: &str) -> u32 {
+    c.state.convs.get(user).and_then(|m| m.get(&ConversationKey::new(t, id))).map_or(0, |c| c.unread)
+}
+
+#[test]
+fn requests_before_login_are_201() {
+    let mut c = core_with(|_| {});
+    let effects = c.handle(T0, 9, ClientFrame::ReadAck { req: 4, msg_id: 1 });
+    assert_eq!(result(&effects, 9).unwrap_err().code, ErrorCode::UserNotLogin);
+    assert!(effects.ops.is_empty());
+}
+
+#[test]
+fn send_stores_routes_and_counts_unread() {
+    let mut c = core_with(|_| {});
+    login(&mut c, 1, "alice", 0);
+    login(&mut c, 2, "bob", 0);
+    login(&mut c, 3, "bob", 0);
+    login(&mut c, 4, "alice", 0);
+    let (id, effects) = send(&mut c, T0, 1, "c1", "bob", ChatType::Chat, false);
+    assert_eq!(id, 1);
+    // Answer first, then the events.
+    assert!(matches!(&*effects.out[0].frame, ServerFrame::Result { .. }));
+    assert_eq!(events_for(&effects, 2).len(), 1);
+    assert_eq!(events_for(&effects, 3).len(), 1);
+    assert_eq!(events_for(&effects, 4).len(), 1, "the sender's other device");
+    assert!(events_for(&effects, 1).is_empty(), "no live echo to the sending device: it has the answer");
+    assert_eq!(c.state.logs["alice"].len(), 1, "the sender's log has the message (replays bring it)");
+    assert!(effects.ops.iter().any(|o| matches!(o, StoreOp::PutMessage(m) if m.id == 1)));
+    assert!(effects.ops.iter().any(|o| matches!(o, StoreOp::PutCounters(_))));
+    assert_eq!(unread(&c, "bob", ChatType::Chat, "alice"), 1);
+    assert_eq!(unread(&c, "alice", ChatType::Chat, "bob"), 0);
+    // Idempotent resend: same answer, nothing stored.
+    let (id2, effects) = send(&mut c, T0 + 5, 1, "c1", "bob", ChatType::Chat, false);
+    assert_eq!(id2, id);
+    assert!(effects.ops.is_empty());
+    assert_eq!(effects.out.len(), 1);
+}
+
+#[test]
+fn reading_everything_one_by_one_moves_the_watermark_and_empties_the_read_set() {
+    let mut c = core_with(|_| {});
+    login(&mut c, 1, "alice", 0);
+    login(&mut c, 2, "bob", 0);
+    let ids: Vec<MsgId> = (0..3).map(|i| send(&mut c, T0, 1, &format!("c{i}"), "bob", ChatType::Chat, false).0).collect();
+    let key = ConversationKey::new(ChatType::Chat, "alice");
+    let conv = |c: &ServerCore| c.state.convs["bob"][&key].clone();
+    // Out of order: the last message first, then the first; one is still unread.
+    for id in [ids[2], ids[0]] {
+        let effects = c.handle(T0, 2, ClientFrame::ReadAck { req: 2, msg_id: id });
+        assert!(effects.ops.iter().any(|o| matches!(o, StoreOp::AddRead { msg_id, .. } if *msg_id == id)));
+    }
+    assert_eq!((conv(&c).unread, conv(&c).read.up_to, conv(&c).read.singles.len()), (1, 0, 2));
+    // The last unread one: nothing unread is left, so the watermark moves to the newest
+    // received message and the stored one-by-one reads are trimmed instead of growing.
+    let effects = c.handle(T0, 2, ClientFrame::ReadAck { req: 3, msg_id: ids[1] });
+    assert_eq!((conv(&c).unread, conv(&c).read.up_to, conv(&c).read.singles.len()), (0, ids[2], 0));
+    assert!(!effects.ops.iter().any(|o| matches!(o, StoreOp::AddRead { .. })));
+    assert!(effects.ops.iter().any(|o| matches!(o, StoreOp::TrimReads { up_to, .. } if *up_to == ids[2])));
+    assert!(effects.ops.iter().any(|o| matches!(o, StoreOp::PutConversation { state, .. } if state.read.up_to == ids[2])));
+    // Counting goes on above the watermark; a read of an already read message changes nothing.
+    let (next, _) = send(&mut c, T0, 1, "c9", "bob", ChatType::Chat, false);
+    assert_eq!(unread(&c, "bob", ChatType::Chat, "alice"), 1);
+    let effects =
+        c.handle(T0, 2, ClientFrame::MarkRead { req: 4, chat_type: ChatType::Chat, conversation: "alice".into(), msg_id: Some(ids[0]) });
+    assert!(effects.ops.is_empty());
+    // A single unread message read: the watermark moves with nothing to trim.
+    let effects =
+        c.handle(T0, 2, ClientFrame::MarkRead { req: 5, chat_type: ChatType::Chat, conversation: "alice".into(), msg_id: Some(next) });
+    assert_eq!((conv(&c).unread, conv(&c).read.up_to), (0, next));
+    assert!(!effects.ops.iter().any(|o| matches!(o, StoreOp::AddRead { .. } | StoreOp::TrimReads { .. })));
+}
+
+#[test]
+fn an_event_for_two_users_is_one_shared_allocation_under_each_users_seq() {
+    let mut c = core_with(|_| {});
+    login(&mut c, 1, "alice", 0);
+    login(&mut c, 2, "bob", 0);
+    send(&mut c, T0, 2, "warmup", "carol", ChatType::Chat, false); // bob's log is one ahead
+    let (id, _) = send(&mut c, T0, 1, "c1", "bob", ChatType::Chat, false);
+    c.handle(T0, 2, ClientFrame::DeliveryAck { req: 3, msg_id: id });
+    let (a, b) = (c.state.logs["alice"].last().unwrap(), c.state.logs["bob"].last().unwrap());
+    assert!(matches!(*a.event, ServerEvent::Delivered { msg_id, .. } if msg_id == id));
+    assert!(Arc::ptr_eq(&a.event, &b.event), "the sender's and the acker's copies are one");
+    assert_eq!((a.seq, b.seq), (2, 3));
+    // The message itself: one event in both logs, sharing the stored message.
+    let (a, b) = (&c.state.logs["alice"][0], &c.state.logs["bob"][1]);
+    assert!(Arc::ptr_eq(&a.event, &b.event));
+    let ServerEvent::Message { msg } = &*a.event else { panic!("{a:?}") };
+    assert!(Arc::ptr_eq(msg, &c.state.messages[&id].msg));
+}
+
+#[test]
+fn refused_requests_change_nothing() {
+    let mut c = core_with(|_| {});
+    login(&mut c, 1, "alice", 0);
+    for f in [
+        ClientFrame::ReadAck { req: 1, msg_id: 5 },
+        ClientFrame::DeliveryAck { req: 1, msg_id: 5 },
+        ClientFrame::GroupAck { req: 1, msg_id: 5, ext: None },
+        ClientFrame::FetchGroupAcks { req: 1, msg_id: 5, page_size: 0, start_ack_id: None },
+        ClientFrame::AddMembers { req: 1, group: "g1".into(), members: vec!["x".into()] },
+        ClientFrame::ConversationAck { req: 1, chat_type: ChatType::GroupChat, conversation: "nope".into() },
+    ] {
+        let effects = c.handle(T0, 1, f);
+        assert!(result(&effects, 1).is_err());
+        assert!(effects.ops.is_empty());
+    }
+}
+
+#[test]
+fn backlog_then_sync_done_then_live() {
+    let mut c = core_with(|_| {});
+    login(&mut c, 1, "alice", 0);
+    for i in 0..(BACKLOG_BATCH + 5) {
+        send(&mut c, T0 + i as u64, 1, &format!("c{i}"), "bob", ChatType::Chat, false);
+    }
+    let frames = login(&mut c, 2, "bob", 3);
+    assert!(matches!(frames[0], ServerFrame::LoginOk { .. }));
+    let mut seqs = Vec::new();
+    for f in &frames[1..frames.len() - 1] {
+        let ServerFrame::Backlog { events } = f else { panic!("{f:?}") };
+        assert!(events.len() <= BACKLOG_BATCH);
+        seqs.extend(events.iter().map(|e| e.seq));
+    }
+    assert_eq!(seqs, (4..=(BACKLOG_BATCH as u64 + 5)).collect::<Vec<_>>());
+    let ServerFrame::SyncDone { head, conversations } = frames.last().unwrap() else { panic!() };
+    assert_eq!(*head, BACKLOG_BATCH as u64 + 5);
+    assert_eq!(conversations[0].unread, BACKLOG_BATCH as u32 + 5);
+    let (_, effects) = send(&mut c, T0 + 999, 1, "live", "bob", ChatType::Chat, false);
+    let live: Vec<u64> = effects
+        .out
+        .iter()
+        .filter(|o| o.session == 2)
+        .filter_map(|o| match &*o.frame {
+            ServerFrame::Event { event } => Some(event.seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(live, vec![*head + 1]);
+    c.disconnect(2);
+    let (_, effects) = send(&mut c, T0 + 1000, 1, "after", "bob", ChatType::Chat, false);
+    assert!(events_for(&effects, 2).is_empty());
+}
+
+#[test]
+fn read_watermark_and_individual_reads() {
+    let mut c = core_with(|_| {});
+    login(&mut c, 1, "alice", 0);
+    login(&mut c, 2, "bob", 0);
+    let ids: Vec<MsgId> = (0..5).map(|i| send(&mut c, T0, 1, &format!("c{i}"), "bob", ChatType::Chat, false).0).collect();
+    assert_eq!(unread(&c, "bob", ChatType::Chat, "alice"), 5);
+    let effects = c.handle(T0, 2, ClientFrame::ReadAck { req: 2, msg_id: ids[1] });
+    assert!(result(&effects, 2).is_ok());
+    assert_eq!(events_for(&effects, 1).len(), 1);
+    let effects = c.handle(T0, 2, ClientFrame::ReadAck { req: 3, msg_id: ids[1] });
+    assert!(result(&effects, 2).is_ok());
+    assert!(effects.ops.is_empty() && events_for(&effects, 1).is_empty(), "idempotent");
+    assert_eq!(unread(&c, "bob", ChatType::Chat, "alice"), 4);
+    let effects = c.handle(T0, 2, ClientFrame::ConversationAck { req: 4, chat_type: ChatType::Chat, conversation: "alice".into() });
+    assert!(matches!(events_for(&effects, 1)[..], [ServerEvent::ConversationRead { up_to, .. }] if up_to == ids[4]));
+    assert_eq!(unread(&c, "bob", ChatType::Chat, "alice"), 0);
+    let conv = &c.state.convs["bob"][&ConversationKey::new(ChatType::Chat, "alice")];
+    assert!(conv.read.singles.is_empty(), "reads below the watermark are dropped");
+    // Read acks covered by the conversation ack are not forwarded again.
+    let effects = c.handle(T0, 2, ClientFrame::ReadAck { req: 5, msg_id: ids[3] });
+    assert!(result(&effects, 2).is_ok() && effects.ops.is_empty());
+    let (late, _) = send(&mut c, T0, 1, "late", "bob", ChatType::Chat, false);
+    assert_eq!(unread(&c, "bob", ChatType::Chat, "alice"), 1);
+    let effects =
+        c.handle(T0, 2, ClientFrame::MarkRead { req: 6, chat_type: ChatType::Chat, conversation: "alice".into(), msg_id: Some(late) });
+    assert!(events_for(&effects, 1).is_empty(), "mark-read is own state only");
+    assert!(events_for(&effects, 2).is_empty(), "the acting device gets the answer, not its echo");
+    assert!(matches!(c.state.logs["bob"].last().map(|e| &*e.event), Some(ServerEvent::ReadState { msg_id: Some(m), .. }) if *m == late));
+    assert_eq!(unread(&c, "bob", ChatType::Chat, "alice"), 0);
+}
+
+#[test]
+fn group_ack_pages_are_range_scans_newest_first() {
+    let mut c = core_with(|cfg| cfg.group_ack.enabled = true);
+    login(&mut c, 1, "owner", 0);
+    let members: Vec<String> = (0..7).map(|i| format!("u{i}")).collect();
+    let effects = c.handle(T0, 1, ClientFrame::CreateGroup { req: 1, name: "g".into(), members: members.clone(), chat_room: false });
+    let Ok(Response::GroupCreated { group }) = result(&effects, 1) else { panic!() };
+    let (id, _) = send(&mut c, T0, 1, "q", &group, ChatType::GroupChat, true);
+    for m in &members {
+        let (r, effects) = c.apply_as(T0 + 1, m, ClientFrame::GroupAck { req: 1, msg_id: id, ext: None });
+        r.unwrap();
+        assert!(effects.ops.iter().any(|o| matches!(o, StoreOp::PutGroupAck(_))));
+    }
+    let (r, effects) = c.apply_as(T0 + 1, "u0", ClientFrame::GroupAck { req: 1, msg_id: id, ext: None });
+    assert!(r.is_ok() && effects.ops.is_empty(), "one ack per member");
+    let page = |c: &mut ServerCore, start| {
+        let effects = c.handle(T0, 1, ClientFrame::FetchGroupAcks { req: 9, msg_id: id, page_size: 3, start_ack_id: start });
+        let Ok(Response::GroupAcks { page, .. }) = result(&effects, 1) else { panic!() };
+        page
+    };
+    let p1 = page(&mut c, None);
+    assert_eq!(p1.data.iter().map(|a| a.count).collect::<Vec<_>>(), vec![7, 6, 5]);
+    let p2 = page(&mut c, Some(p1.cursor.parse().unwrap()));
+    assert_eq!(p2.data.iter().map(|a| a.count).collect::<Vec<_>>(), vec![4, 3, 2]);
+    let p3 = page(&mut c, Some(p2.cursor.parse().unwrap()));
+    assert_eq!(p3.data.len(), 1);
+    assert_eq!(p3.cursor, "");
+    // Past validity.
+    let late = T0 + c.cfg.group_ack.validity_ms() + 1;
+    let (id2, _) = send(&mut c, T0, 1, "q2", &group, ChatType::GroupChat, true);
+    let (r, _) = c.apply_as(late, "u1", ClientFrame::GroupAck { req: 1, msg_id: id2, ext: None });
+    assert_eq!(r.unwrap_err().code, ErrorCode::MessageExpired);
+}
+
+#[test]
+fn prune_drops_expired_messages_and_read_acks_get_506() {
+    let mut c = core_with(|cfg| cfg.retention_ms = 1000);
+    login(&mut c, 1, "alice", 0);
+    login(&mut c, 2, "bob", 0);
+    let (old, _) = send(&mut c, T0, 1, "old", "bob", ChatType::Chat, false);
+    let (new, _) = send(&mut c, T0 + 900, 1, "new", "bob", ChatType::Chat, false);
+    let effects = c.prune(T0 + 1500);
+    assert_eq!(effects.ops, vec![StoreOp::DeleteMessage(old)]);
+    let effects = c.handle(T0 + 1500, 2, ClientFrame::ReadAck { req: 1, msg_id: old });
+    assert_eq!(result(&effects, 2).unwrap_err().code, ErrorCode::MessageExpired);
+    let effects = c.handle(T0 + 1500, 2, ClientFrame::DeliveryAck { req: 1, msg_id: old });
+    assert_eq!(result(&effects, 2).unwrap_err().code, ErrorCode::MessageInvalid);
+    let effects = c.handle(T0 + 1500, 2, ClientFrame::ReadAck { req: 1, msg_id: new });
+    assert!(result(&effects, 2).is_ok());
+    assert!(c.prune(T0 + 1500).ops.is_empty());
+}

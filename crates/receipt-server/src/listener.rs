@@ -1,0 +1,75 @@
+//! The listening socket and the accept loop: binds with a large backlog, refuses connections
+//! over `max_connections` with a `ServerBusy` error, and starts one connection task per accept.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use log::{debug, warn};
+use receipt_core::protocol::ServerFrame;
+use receipt_core::{ChatError, ErrorCode};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::connection::{connection, ConnCfg};
+use crate::core::SessionId;
+use crate::pipeline::CoreMsg;
+
+/// Pending connections the kernel keeps for the accept loop. `TcpListener::bind` asks for 128,
+/// so a burst of connects beyond it had SYNs dropped (and the clients waited 1 s to retry).
+const LISTEN_BACKLOG: u32 = 4096;
+
+pub(crate) fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let sock = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    sock.listen(LISTEN_BACKLOG)
+}
+
+/// Spawns the accept loop: it numbers sessions from 1 and runs until `shutdown` changes.
+pub(crate) fn spawn_accept_loop(
+    listener: TcpListener,
+    core_tx: mpsc::Sender<CoreMsg>,
+    cfg: Arc<ConnCfg>,
+    shutdown_rx: watch::Receiver<bool>,
+    max_conns: usize,
+) -> JoinHandle<()> {
+    let mut stop = shutdown_rx.clone();
+    let open = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(async move {
+        let mut next: SessionId = 1;
+        loop {
+            tokio::select! {
+                r = listener.accept() => match r {
+                    Ok((sock, peer)) => {
+                        if open.load(Ordering::Acquire) >= max_conns {
+                            // Over the cap: say why (best effort, never waiting) and close.
+                            warn!("refusing {peer}: {max_conns} connections open (max_connections)");
+                            let e = ChatError::new(ErrorCode::ServerBusy, format!("server busy: {max_conns} connections open"));
+                            let _ = sock.try_write(&receipt_core::codec::encode(&ServerFrame::Error { error: e }));
+                            drop(sock);
+                            continue;
+                        }
+                        debug!("session {next}: connection from {peer}");
+                        open.fetch_add(1, Ordering::AcqRel);
+                        let open = open.clone();
+                        let conn = connection(sock, next, core_tx.clone(), cfg.clone(), shutdown_rx.clone());
+                        tokio::spawn(async move {
+                            conn.await;
+                            open.fetch_sub(1, Ordering::AcqRel);
+                        });
+                        next += 1;
+                    }
+                    Err(e) => {
+                        warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                _ = stop.changed() => break,
+            }
+        }
+    })
+}

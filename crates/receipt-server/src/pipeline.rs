@@ -1,0 +1,188 @@
+//! The pipeline behind the connections: ONE core thread that owns the state and applies
+//! requests in batches, and one store thread that commits each batch (group commit) and only
+//! then routes its frames.
+//!
+//! Pipelined group commit: while the store thread commits (and fsyncs) batch N, the core thread
+//! already applies batch N+1 in memory. Nothing of a batch is sent before its commit returned,
+//! and the store thread commits and routes strictly in batch order, so every `ok` and every
+//! event still follows the durable commit of its effects (and of everything before them). If
+//! a commit fails, the store thread stops at once: neither that batch nor any later one is
+//! answered, and the core thread stops when it next hands a batch over.
+
+use log::{debug, error};
+use receipt_core::protocol::ClientFrame;
+use tokio::sync::mpsc;
+
+use crate::connection::ConnQueue;
+use crate::core::{Effects, Outgoing, ServerCore, SessionId, StoreOp};
+use crate::router::{Router, SessionRouter};
+use crate::store::ServerStore;
+
+/// What the connections (and the tick timer) hand to the core thread.
+pub(crate) enum CoreMsg {
+    Login {
+        session: SessionId,
+        frame: ClientFrame,
+        queue: ConnQueue,
+    },
+    /// The requests of one socket read, in order (one channel item, not one per request).
+    Frames {
+        session: SessionId,
+        frames: Vec<ClientFrame>,
+    },
+    Closed {
+        session: SessionId,
+    },
+    Tick,
+    Shutdown,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// One applied batch on its way to the store thread: sessions that logged in, what to commit,
+/// what to send once it is committed, sessions that closed.
+struct Applied {
+    logins: Vec<(SessionId, ConnQueue)>,
+    ops: Vec<StoreOp>,
+    out: Vec<Outgoing>,
+    closed: Vec<SessionId>,
+}
+
+/// Batches the core thread may hand over before it waits for the store thread.
+const COMMITS_IN_FLIGHT: usize = 4;
+
+/// The core thread: batches and applies; the store thread commits and routes (see the module
+/// docs). `cap` bounds each connection's queue of live frames; a batch ends after `max_batch`
+/// requests.
+pub(crate) fn core_loop(mut core: ServerCore, store: Box<dyn ServerStore>, mut rx: mpsc::Receiver<CoreMsg>, cap: usize, max_batch: usize) {
+    let (commit_tx, commit_rx) = std::sync::mpsc::sync_channel::<Applied>(COMMITS_IN_FLIGHT);
+    // A batch's effects come back once committed and routed: the operations are dropped here,
+    // on the thread that allocated them (mimalloc frees thread-locally much faster than across
+    // threads), and the emptied vectors are reused for later batches.
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<Effects>();
+    let store_thread =
+        match std::thread::Builder::new().name("receipt-core-store".into()).spawn(move || store_loop(store, commit_rx, done_tx, cap)) {
+            Ok(t) => t,
+            Err(e) => {
+                error!("cannot start the store thread: {e}");
+                return;
+            }
+        };
+    let mut batch = Vec::with_capacity(max_batch);
+    let mut last_prune = 0u64;
+    loop {
+        let Some(first) = rx.blocking_recv() else {
+            break;
+        };
+        while let Ok(done) = done_rx.try_recv() {
+            core.recycle(done);
+        }
+        // A batch ends after `max_batch` requests (or when nothing more is queued).
+        let weight = |m: &CoreMsg| match m {
+            CoreMsg::Frames { frames, .. } => frames.len(),
+            _ => 1,
+        };
+        let mut requests = weight(&first);
+        batch.push(first);
+        while requests < max_batch.max(1) {
+            match rx.try_recv() {
+                Ok(m) => {
+                    requests += weight(&m);
+                    batch.push(m);
+                }
+                Err(_) => break,
+            }
+        }
+        let now = now_ms();
+        // Effects accumulate inside the core (in order) and are taken once per batch.
+        let mut effects = Effects::default();
+        let mut stop = false;
+        let mut applied = Applied { logins: Vec::new(), ops: Vec::new(), out: Vec::new(), closed: Vec::new() };
+        for m in batch.drain(..) {
+            match m {
+                CoreMsg::Login { session, frame, queue } => {
+                    applied.logins.push((session, queue));
+                    core.apply(now, session, frame);
+                }
+                CoreMsg::Frames { session, frames } => {
+                    for frame in frames {
+                        core.apply(now, session, frame);
+                    }
+                }
+                CoreMsg::Closed { session } => {
+                    core.disconnect(session);
+                    applied.closed.push(session);
+                }
+                CoreMsg::Tick => {
+                    if now.saturating_sub(last_prune) >= 1000 {
+                        last_prune = now;
+                        // prune() takes what accumulated so far, then its own deletions.
+                        effects.append(core.prune(now));
+                    }
+                }
+                CoreMsg::Shutdown => stop = true,
+            }
+        }
+        let rest = core.take_effects();
+        if effects.is_empty() {
+            effects = rest;
+        } else {
+            effects.append(rest);
+        }
+        applied.ops = effects.ops;
+        applied.out = effects.out;
+        if commit_tx.send(applied).is_err() {
+            // The store thread stopped after a failed commit.
+            break;
+        }
+        if stop {
+            break;
+        }
+    }
+    drop(commit_tx);
+    let _ = store_thread.join();
+    debug!("core thread stopped");
+}
+
+/// The store thread: commits applied batches in order (several queued batches share one
+/// transaction and one fsync), then sends their frames.
+fn store_loop(mut store: Box<dyn ServerStore>, rx: std::sync::mpsc::Receiver<Applied>, done: std::sync::mpsc::Sender<Effects>, cap: usize) {
+    let mut router = SessionRouter::new(cap);
+    let mut queued: Vec<Applied> = Vec::with_capacity(COMMITS_IN_FLIGHT + 1);
+    'run: while let Ok(first) = rx.recv() {
+        queued.push(first);
+        while let Ok(next) = rx.try_recv() {
+            queued.push(next);
+        }
+        // All queued batches in one transaction, without copying their operations together.
+        let failed = {
+            let parts: Vec<&[StoreOp]> = queued.iter().filter(|a| !a.ops.is_empty()).map(|a| a.ops.as_slice()).collect();
+            if parts.is_empty() {
+                None
+            } else {
+                store.commit(&parts).err()
+            }
+        };
+        if let Some(e) = failed {
+            // Memory is now ahead of the disk: answer nothing, stop. A restart reloads the
+            // last committed state and clients resend from their outboxes.
+            error!("commit failed, stopping the server: {e}");
+            break 'run;
+        }
+        for mut a in queued.drain(..) {
+            for (session, queue) in a.logins {
+                router.attach(session, queue);
+            }
+            router.deliver_batch(&mut a.out);
+            for s in a.closed {
+                router.detach(s);
+            }
+            let _ = done.send(Effects { ops: a.ops, out: a.out });
+        }
+    }
+    router.close_all();
+    drop(rx);
+    drop(store);
+}

@@ -1,0 +1,198 @@
+//! Record encoding of the redb store: postcard after a one-byte format version; rows written
+//! by older versions are JSON and still load.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use receipt_core::protocol::{SeqEvent, ServerEvent};
+use receipt_core::rules::ReadMark;
+use receipt_core::{ChatType, GroupReadAck, GroupRole, MsgId, WireMessage};
+
+use super::StoreError;
+use crate::state::{ConvState, HashMap, LogEvent, MessageRecord};
+
+/// Format version byte of binary records.
+const BIN_V1: u8 = 1;
+
+fn json<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError(format!("corrupt {what}: {e}")))
+}
+
+/// A record: binary (version byte first) or, from an older version, JSON.
+pub(super) fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    match bytes.first() {
+        Some(&BIN_V1) => postcard::from_bytes(&bytes[1..]).map_err(|e| StoreError(format!("corrupt {what}: {e}"))),
+        _ => json(what, bytes),
+    }
+}
+
+/// Encodes `v` (version byte, then postcard) into `buf` (cleared first).
+pub(super) fn encode_record<'b, T: serde::Serialize + ?Sized>(v: &T, buf: &'b mut Vec<u8>) -> &'b [u8] {
+    buf.clear();
+    buf.push(BIN_V1);
+    let mut out = std::mem::take(buf);
+    out = postcard::to_extend(v, out).expect("stored types serialize");
+    *buf = out;
+    buf.as_slice()
+}
+
+/// A conversation's stored fields (its read singles are stored in `READS`): unread, read
+/// watermark, receipt mark, newest, newest received.
+pub(super) type ConvRec = (u32, MsgId, MsgId, MsgId, MsgId);
+
+/// The record of a conversation.
+pub(super) fn conv_record(c: &ConvState) -> ConvRec {
+    (c.unread, c.read.up_to, c.receipt_up_to, c.newest, c.newest_received)
+}
+
+/// A conversation row as older versions wrote it: JSON, under the old field names, with the
+/// read singles inside.
+#[derive(serde::Deserialize)]
+struct LegacyConv {
+    unread: u32,
+    read_wm: MsgId,
+    ack_wm: MsgId,
+    newest: MsgId,
+    newest_in: MsgId,
+    #[serde(default)]
+    read_set: BTreeSet<MsgId>,
+}
+
+pub(super) fn decode_conv(bytes: &[u8]) -> Result<ConvState, StoreError> {
+    let (unread, up_to, receipt_up_to, newest, newest_received, singles) = match bytes.first() {
+        Some(&BIN_V1) => {
+            let (unread, up_to, receipt_up_to, newest, newest_received): ConvRec =
+                postcard::from_bytes(&bytes[1..]).map_err(|e| StoreError(format!("corrupt conversation: {e}")))?;
+            (unread, up_to, receipt_up_to, newest, newest_received, BTreeSet::new())
+        }
+        _ => {
+            let c: LegacyConv = json("conversation", bytes)?;
+            (c.unread, c.read_wm, c.ack_wm, c.newest, c.newest_in, c.read_set)
+        }
+    };
+    Ok(ConvState { unread, read: ReadMark { up_to, singles }, receipt_up_to, newest, newest_received })
+}
+
+/// A stored event. `ServerEvent` is internally tagged on the wire, which postcard cannot decode;
+/// this mirror is externally tagged (a variant index). Generic so that encoding borrows
+/// (`&str`, `&WireMessage`, ...) and decoding owns. Append variants only: the index is stored.
+#[derive(serde::Serialize, serde::Deserialize)]
+enum Ev<S, M, A> {
+    Message(M),
+    Delivered { msg_id: MsgId, from: S, to: S, by: S, timestamp: u64 },
+    Read { msg_id: MsgId, from: S, to: S, by: S, timestamp: u64 },
+    ConversationRead { chat_type: ChatType, from: S, to: S, up_to: MsgId, timestamp: u64, device: S },
+    GroupRead { group: S, sender: S, ack: A },
+    ReadState { chat_type: ChatType, conversation: S, msg_id: Option<MsgId>, up_to: MsgId },
+    Membership { group: S, role: Option<GroupRole>, chat_room: bool },
+}
+
+type EvRef<'a> = Ev<&'a str, &'a WireMessage, &'a GroupReadAck>;
+type EvOwned = Ev<String, WireMessage, GroupReadAck>;
+
+fn ev_ref(e: &ServerEvent) -> EvRef<'_> {
+    use ServerEvent as E;
+    match e {
+        E::Message { msg } => Ev::Message(msg),
+        E::Delivered { msg_id, from, to, by, timestamp } => Ev::Delivered { msg_id: *msg_id, from, to, by, timestamp: *timestamp },
+        E::Read { msg_id, from, to, by, timestamp } => Ev::Read { msg_id: *msg_id, from, to, by, timestamp: *timestamp },
+        E::ConversationRead { chat_type, from, to, up_to, timestamp, device } => {
+            Ev::ConversationRead { chat_type: *chat_type, from, to, up_to: *up_to, timestamp: *timestamp, device }
+        }
+        E::GroupRead { group, sender, ack } => Ev::GroupRead { group, sender, ack },
+        E::ReadState { chat_type, conversation, msg_id, up_to } => {
+            Ev::ReadState { chat_type: *chat_type, conversation, msg_id: *msg_id, up_to: *up_to }
+        }
+        E::Membership { group, role, chat_room } => Ev::Membership { group, role: *role, chat_room: *chat_room },
+    }
+}
+
+fn ev_owned(e: EvOwned) -> ServerEvent {
+    use ServerEvent as E;
+    match e {
+        Ev::Message(msg) => E::Message { msg: Arc::new(msg) },
+        Ev::Delivered { msg_id, from, to, by, timestamp } => E::Delivered { msg_id, from, to, by, timestamp },
+        Ev::Read { msg_id, from, to, by, timestamp } => E::Read { msg_id, from, to, by, timestamp },
+        Ev::ConversationRead { chat_type, from, to, up_to, timestamp, device } => {
+            E::ConversationRead { chat_type, from, to, up_to, timestamp, device }
+        }
+        Ev::GroupRead { group, sender, ack } => E::GroupRead { group, sender, ack },
+        Ev::ReadState { chat_type, conversation, msg_id, up_to } => E::ReadState { chat_type, conversation, msg_id, up_to },
+        Ev::Membership { group, role, chat_room } => E::Membership { group, role, chat_room },
+    }
+}
+
+/// An `EVENTS` row: key (user, seq of its first event). Binary rows hold all of one user's
+/// events of one commit (consecutive seqs) as `[(seq, event)]`; an older JSON row is one event.
+pub(super) fn decode_events(
+    user: &str,
+    seq: u64,
+    bytes: &[u8],
+    messages: &BTreeMap<MsgId, MessageRecord>,
+    loaded: &mut HashMap<(u8, u64, u64), Arc<ServerEvent>>,
+    log: &mut Vec<LogEvent>,
+) -> Result<(), StoreError> {
+    // Shared as when they were first logged: an event stored in several users' logs is one
+    // allocation again, and a `Message` event holds the loaded message record's copy.
+    let mut shared = |event: ServerEvent| -> Arc<ServerEvent> {
+        let key = share_key(&event);
+        if let Some(e) = key.and_then(|k| loaded.get(&k)).filter(|e| ***e == event) {
+            return e.clone();
+        }
+        let event = match event {
+            ServerEvent::Message { msg } => match messages.get(&msg.id) {
+                Some(rec) if rec.msg == msg => ServerEvent::Message { msg: rec.msg.clone() },
+                _ => ServerEvent::Message { msg },
+            },
+            e => e,
+        };
+        let event = Arc::new(event);
+        if let Some(k) = key {
+            loaded.entry(k).or_insert_with(|| event.clone());
+        }
+        event
+    };
+    match bytes.first() {
+        Some(&BIN_V1) => {
+            let evs: Vec<(u64, EvOwned)> =
+                postcard::from_bytes(&bytes[1..]).map_err(|e| StoreError(format!("corrupt events of {user} at {seq}: {e}")))?;
+            log.extend(evs.into_iter().map(|(seq, e)| LogEvent::new(SeqEvent { seq, event: shared(ev_owned(e)) })));
+        }
+        _ => log.push(LogEvent::new(SeqEvent { seq, event: shared(json("event", bytes)?) })),
+    }
+    Ok(())
+}
+
+/// A cheap summary under which loading looks for an equal event already loaded (the event
+/// itself is compared in full); `None`: never shared.
+fn share_key(e: &ServerEvent) -> Option<(u8, u64, u64)> {
+    use ServerEvent as E;
+    Some(match e {
+        E::Message { msg } => (0, msg.id, msg.timestamp),
+        E::Delivered { msg_id, timestamp, .. } => (1, *msg_id, *timestamp),
+        E::Read { msg_id, timestamp, .. } => (2, *msg_id, *timestamp),
+        E::ConversationRead { up_to, timestamp, .. } => (3, *up_to, *timestamp),
+        E::GroupRead { ack, .. } => (4, ack.msg_id, ack.ack_id),
+        E::ReadState { .. } | E::Membership { .. } => return None,
+    })
+}
+
+/// Encodes one user's events of a commit as one `EVENTS` row value (see [`decode_events`]).
+pub(super) fn encode_events<'b>(evs: &[&SeqEvent], buf: &'b mut Vec<u8>) -> &'b [u8] {
+    struct Row<'a, 'e>(&'a [&'e SeqEvent]);
+    impl serde::Serialize for Row<'_, '_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeSeq;
+            let mut seq = s.serialize_seq(Some(self.0.len()))?;
+            for e in self.0 {
+                seq.serialize_element(&(e.seq, ev_ref(&e.event)))?;
+            }
+            seq.end()
+        }
+    }
+    encode_record(&Row(evs), buf)
+}
+
+pub(super) fn chat_type_code(t: ChatType) -> u8 {
+    t as u32 as u8
+}

@@ -1,0 +1,386 @@
+//! The default store: one redb file in a data directory, every commit fsynced.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ::redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use receipt_core::protocol::SeqEvent;
+use receipt_core::{ChatType, ConversationKey, GroupReadAck, WireMessage};
+
+use super::records::{chat_type_code, conv_record, decode, decode_conv, decode_events, encode_events, encode_record};
+use super::{store_err, ServerStore, StoreError};
+use crate::core::StoreOp;
+use crate::state::{Counters, Group, HashMap, MessageRecord, State};
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
+/// bit 0: delivered, bit 1: read acked.
+const FLAGS: TableDefinition<u64, u8> = TableDefinition::new("message_flags");
+/// (msg id, ack id) -> ack: an ordered index, so a page of acks is a range scan.
+const ACKS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("group_acks");
+/// (user, seq) -> event.
+const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events");
+/// (user, chat type, conversation id) -> read state.
+const CONVS: TableDefinition<(&str, u8, &str), &[u8]> = TableDefinition::new("conversations");
+const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
+/// (user, chat type, conversation id, msg id): messages above the read watermark read one by one.
+const READS: TableDefinition<(&str, u8, &str, u64), ()> = TableDefinition::new("conversation_reads");
+
+/// The database file inside a data directory.
+pub const DB_FILE: &str = "receipts.redb";
+
+/// The default store: one redb file in a data directory. Every commit is fsynced.
+pub struct RedbServerStore {
+    db: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for RedbServerStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbServerStore").field("path", &self.path).finish()
+    }
+}
+
+impl RedbServerStore {
+    /// Opens (or creates) the store in `data_dir`. Fails if another process has it open.
+    pub fn open(data_dir: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let dir = data_dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+        let path = dir.join(DB_FILE);
+        let db = Database::create(&path).map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+        let txn = db.begin_write().map_err(store_err)?;
+        {
+            txn.open_table(META).map_err(store_err)?;
+            txn.open_table(MESSAGES).map_err(store_err)?;
+            txn.open_table(FLAGS).map_err(store_err)?;
+            txn.open_table(ACKS).map_err(store_err)?;
+            txn.open_table(EVENTS).map_err(store_err)?;
+            txn.open_table(CONVS).map_err(store_err)?;
+            txn.open_table(GROUPS).map_err(store_err)?;
+            txn.open_table(READS).map_err(store_err)?;
+        }
+        txn.commit().map_err(store_err)?;
+        Ok(RedbServerStore { db, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl ServerStore for RedbServerStore {
+    fn load(&mut self) -> Result<State, StoreError> {
+        let txn = self.db.begin_read().map_err(store_err)?;
+        let mut state = State::default();
+        // Read sets kept inside conversation records by older versions: moved to READS below.
+        let mut legacy = Vec::new();
+        if let Some(v) = txn.open_table(META).map_err(store_err)?.get("counters").map_err(store_err)? {
+            state.counters = decode::<Counters>("counters", v.value())?;
+        }
+        for item in txn.open_table(MESSAGES).map_err(store_err)?.iter().map_err(store_err)? {
+            let (k, v) = item.map_err(store_err)?;
+            let msg: WireMessage = decode("message", v.value())?;
+            state.messages.insert(k.value(), MessageRecord::new(Arc::new(msg)));
+        }
+        for item in txn.open_table(FLAGS).map_err(store_err)?.iter().map_err(store_err)? {
+            let (k, v) = item.map_err(store_err)?;
+            if let Some(rec) = state.messages.get_mut(&k.value()) {
+                rec.delivered = v.value() & 1 != 0;
+                rec.read_acked = v.value() & 2 != 0;
+            }
+        }
+        for item in txn.open_table(ACKS).map_err(store_err)?.iter().map_err(store_err)? {
+            let (k, v) = item.map_err(store_err)?;
+            let ack: GroupReadAck = decode("group ack", v.value())?;
+            if let Some(rec) = state.messages.get_mut(&k.value().0) {
+                rec.add_ack(ack);
+            }
+        }
+        // The first event loaded under each summary, for the loading only (see `decode_events`).
+        let mut loaded = HashMap::default();
+        for item in txn.open_table(EVENTS).map_err(store_err)?.iter().map_err(store_err)? {
+            let (k, v) = item.map_err(store_err)?;
+            let (user, seq) = k.value();
+            decode_events(user, seq, v.value(), &state.messages, &mut loaded, state.logs.entry(user.to_string()).or_default())?;
+        }
+        for item in txn.open_table(CONVS).map_err(store_err)?.iter().map_err(store_err)? {
+            let (k, v) = item.map_err(store_err)?;
+            let (user, t, id) = k.value();
+            let chat_type = ChatType::from_u32(t as u32).ok_or_else(|| StoreError(format!("corrupt chat type {t}")))?;
+            let conv = decode_conv(v.value())?;
+            if !conv.read.singles.is_empty() {
+                legacy.push((user.to_string(), t, id.to_string(), conv.read.singles.clone()));
+            }
+            state.convs.entry(user.to_string()).or_default().insert(ConversationKey::new(chat_type, id), conv);
+        }
+        for item in txn.open_table(READS).map_err(store_err)?.iter().map_err(store_err)? {
+            let (k, _) = item.map_err(store_err)?;
+            let (user, t, id, msg_id) = k.value();
+            let chat_type = ChatType::from_u32(t as u32).ok_or_else(|| StoreError(format!("corrupt chat type {t}")))?;
+            let conv = state.convs.entry(user.to_string()).or_default().entry(ConversationKey::new(chat_type, id)).or_default();
+            // Rows at or below the watermark are left over from a trim: not read singles.
+            conv.read.mark_one(msg_id);
+        }
+        for item in txn.open_table(GROUPS).map_err(store_err)?.iter().map_err(store_err)? {
+            let (_, v) = item.map_err(store_err)?;
+            let g: Group = decode("group", v.value())?;
+            state.groups.insert(g.id.clone(), g);
+        }
+        drop(txn);
+        if !legacy.is_empty() {
+            let w = self.db.begin_write().map_err(store_err)?;
+            {
+                let mut reads = w.open_table(READS).map_err(store_err)?;
+                for (user, t, id, set) in &legacy {
+                    for m in set {
+                        reads.insert((user.as_str(), *t, id.as_str(), *m), ()).map_err(store_err)?;
+                    }
+                }
+            }
+            w.commit().map_err(store_err)?;
+        }
+        state.rebuild_indexes();
+        Ok(state)
+    }
+
+    fn commit(&mut self, parts: &[&[StoreOp]]) -> Result<(), StoreError> {
+        if parts.iter().all(|p| p.is_empty()) {
+            return Ok(());
+        }
+        let ops = || parts.iter().flat_map(|p| p.iter());
+        // A batch often rewrites the same conversation record, message flags or counters several
+        // times (one per message of a busy pair): only the last write of each (they are whole
+        // records) needs to reach the disk.
+        let mut last_conv: HashMap<(&str, &ConversationKey), usize> = HashMap::default();
+        let mut last_flags: HashMap<u64, usize> = HashMap::default();
+        let mut last_counters = None;
+        // Each user's events of this commit go into one row (see `decode_events`).
+        let mut user_events: HashMap<&str, Vec<&SeqEvent>> = HashMap::default();
+        for (i, op) in ops().enumerate() {
+            match op {
+                StoreOp::PutConversation { user, key, .. } => {
+                    last_conv.insert((user.as_str(), key), i);
+                }
+                StoreOp::PutCounters(_) => last_counters = Some(i),
+                StoreOp::PutMessageFlags { id, .. } => {
+                    last_flags.insert(*id, i);
+                }
+                StoreOp::AppendEvent { user, event } => user_events.entry(user.as_str()).or_default().push(&**event),
+                _ => {}
+            }
+        }
+        let txn = self.db.begin_write().map_err(store_err)?;
+        {
+            let mut meta = txn.open_table(META).map_err(store_err)?;
+            let mut messages = txn.open_table(MESSAGES).map_err(store_err)?;
+            let mut flags = txn.open_table(FLAGS).map_err(store_err)?;
+            let mut acks = txn.open_table(ACKS).map_err(store_err)?;
+            let mut events = txn.open_table(EVENTS).map_err(store_err)?;
+            let mut convs = txn.open_table(CONVS).map_err(store_err)?;
+            let mut groups = txn.open_table(GROUPS).map_err(store_err)?;
+            let mut reads = txn.open_table(READS).map_err(store_err)?;
+            let mut buf = Vec::with_capacity(256);
+            for (user, evs) in &user_events {
+                events.insert((*user, evs[0].seq), encode_events(evs, &mut buf)).map_err(store_err)?;
+            }
+            for (i, op) in ops().enumerate() {
+                match op {
+                    StoreOp::PutCounters(_) if last_counters != Some(i) => {}
+                    StoreOp::PutMessageFlags { id, .. } if last_flags.get(id) != Some(&i) => {}
+                    StoreOp::PutConversation { user, key, .. } if last_conv.get(&(user.as_str(), key)) != Some(&i) => {}
+                    StoreOp::PutCounters(c) => {
+                        meta.insert("counters", encode_record(c, &mut buf)).map_err(store_err)?;
+                    }
+                    StoreOp::PutMessage(m) => {
+                        messages.insert(m.id, encode_record(m, &mut buf)).map_err(store_err)?;
+                    }
+                    StoreOp::PutMessageFlags { id, delivered, read_acked } => {
+                        let v = u8::from(*delivered) | (u8::from(*read_acked) << 1);
+                        flags.insert(*id, v).map_err(store_err)?;
+                    }
+                    StoreOp::DeleteMessage(id) => {
+                        messages.remove(*id).map_err(store_err)?;
+                        flags.remove(*id).map_err(store_err)?;
+                        acks.retain_in((*id, 0)..=(*id, u64::MAX), |_, _| false).map_err(store_err)?;
+                    }
+                    StoreOp::PutGroupAck(a) => {
+                        acks.insert((a.msg_id, a.ack_id), encode_record(a, &mut buf)).map_err(store_err)?;
+                    }
+                    StoreOp::AppendEvent { .. } => {} // written above, one row per user
+                    StoreOp::PutConversation { user, key, state } => {
+                        let k = (user.as_str(), chat_type_code(key.chat_type), key.id.as_str());
+                        convs.insert(k, encode_record(&conv_record(state), &mut buf)).map_err(store_err)?;
+                    }
+                    StoreOp::AddRead { user, key, msg_id } => {
+                        reads.insert((user.as_str(), chat_type_code(key.chat_type), key.id.as_str(), *msg_id), ()).map_err(store_err)?;
+                    }
+                    StoreOp::TrimReads { user, key, up_to } => {
+                        let (u, t, c) = (user.as_str(), chat_type_code(key.chat_type), key.id.as_str());
+                        reads.retain_in((u, t, c, 0)..=(u, t, c, *up_to), |_, _| false).map_err(store_err)?;
+                    }
+                    StoreOp::PutGroup(g) => {
+                        groups.insert(g.id.as_str(), encode_record(g, &mut buf)).map_err(store_err)?;
+                    }
+                }
+            }
+        }
+        txn.commit().map_err(store_err)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::ConvState;
+    use receipt_core::protocol::ServerEvent;
+    use receipt_core::rules::ReadMark;
+    use receipt_core::{GroupRole, MsgId};
+
+    fn msg(id: MsgId) -> WireMessage {
+        WireMessage {
+            id,
+            client_id: format!("c{id}"),
+            from: "alice".into(),
+            to: "bob".into(),
+            chat_type: ChatType::Chat,
+            content: "héllo \"x\"".into(),
+            timestamp: 7,
+            require_delivery_ack: true,
+            need_group_ack: false,
+        }
+    }
+
+    #[test]
+    fn binary_records_round_trip_and_json_rows_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let ack = GroupReadAck { ack_id: 4, msg_id: 2, from: "bob".into(), content: Some("e".into()), count: 1, timestamp: 9 };
+        let evs = [
+            ServerEvent::Message { msg: msg(1).into() },
+            ServerEvent::Delivered { msg_id: 1, from: "alice".into(), to: "bob".into(), by: "bob".into(), timestamp: 3 },
+            ServerEvent::Read { msg_id: 1, from: "alice".into(), to: "bob".into(), by: "bob".into(), timestamp: 4 },
+            ServerEvent::ConversationRead {
+                chat_type: ChatType::Chat,
+                from: "bob".into(),
+                to: "alice".into(),
+                up_to: 1,
+                timestamp: 5,
+                device: "d".into(),
+            },
+            ServerEvent::GroupRead { group: "g".into(), sender: "alice".into(), ack: ack.clone() },
+            ServerEvent::ReadState { chat_type: ChatType::GroupChat, conversation: "g".into(), msg_id: Some(2), up_to: 0 },
+            ServerEvent::Membership { group: "g".into(), role: Some(GroupRole::Admin), chat_room: true },
+        ];
+        let key = ConversationKey::new(ChatType::Chat, "bob");
+        let group = Group { id: "g".into(), name: "n".into(), chat_room: false, members: [("alice".to_string(), GroupRole::Owner)].into() };
+        let counters = Counters { last_msg_id: 2, last_ack_id: 4, last_group_id: 1, last_ts: 9 };
+        let state_before;
+        {
+            let mut s = RedbServerStore::open(dir.path()).unwrap();
+            // An older version's JSON rows.
+            let w = s.db.begin_write().unwrap();
+            {
+                w.open_table(MESSAGES).unwrap().insert(2, serde_json::to_vec(&msg(2)).unwrap().as_slice()).unwrap();
+                let ev = ServerEvent::Delivered { msg_id: 9, from: "x".into(), to: "alice".into(), by: "alice".into(), timestamp: 1 };
+                w.open_table(EVENTS).unwrap().insert(("alice", 1), serde_json::to_vec(&ev).unwrap().as_slice()).unwrap();
+                // A conversation under the old field names, its read singles inside the record.
+                let conv = r#"{"unread":1,"read_wm":2,"ack_wm":1,"newest":6,"newest_in":6,"read_set":[5]}"#;
+                let k = ("carol", chat_type_code(ChatType::Chat), "alice");
+                w.open_table(CONVS).unwrap().insert(k, conv.as_bytes()).unwrap();
+            }
+            w.commit().unwrap();
+            let mut ops = vec![
+                StoreOp::PutCounters(counters),
+                StoreOp::PutMessage(msg(1).into()),
+                StoreOp::PutGroupAck(ack.clone()),
+                StoreOp::PutGroup(group.clone()),
+            ];
+            ops.push(StoreOp::PutConversation {
+                user: "alice".into(),
+                key: key.clone(),
+                state: ConvState {
+                    unread: 3,
+                    read: ReadMark { up_to: 1, singles: Default::default() },
+                    receipt_up_to: 2,
+                    newest: 5,
+                    newest_received: 4,
+                },
+            });
+            for (i, e) in evs.iter().enumerate() {
+                ops.push(StoreOp::AppendEvent {
+                    user: "alice".into(),
+                    event: SeqEvent { seq: i as u64 + 2, event: e.clone().into() }.into(),
+                });
+                ops.push(StoreOp::AppendEvent {
+                    user: "bob".into(),
+                    event: SeqEvent { seq: i as u64 + 1, event: e.clone().into() }.into(),
+                });
+            }
+            s.commit(&[&ops]).unwrap();
+            s.commit(&[&[StoreOp::AppendEvent { user: "bob".into(), event: SeqEvent { seq: 8, event: evs[1].clone().into() }.into() }]])
+                .unwrap();
+            state_before = Some(s.load().unwrap());
+        }
+        let state = RedbServerStore::open(dir.path()).unwrap().load().unwrap();
+        assert_eq!(state.counters, counters);
+        assert_eq!(*state.messages[&1].msg, msg(1));
+        assert_eq!(*state.messages[&2].msg, msg(2));
+        assert_eq!(state.groups["g"], group);
+        let c = &state.convs["alice"][&key];
+        assert_eq!((c.unread, c.read.up_to, c.receipt_up_to, c.newest, c.newest_received), (3, 1, 2, 5, 4));
+        let bob: Vec<_> = state.logs["bob"].iter().map(|e| (e.seq, (*e.event).clone())).collect();
+        let mut want: Vec<_> = evs.iter().cloned().enumerate().map(|(i, e)| (i as u64 + 1, e)).collect();
+        want.push((8, evs[1].clone()));
+        assert_eq!(bob, want);
+        let alice = &state.logs["alice"];
+        assert_eq!(alice.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=8).collect::<Vec<_>>());
+        assert_eq!(*alice[7].event, evs[6]);
+        assert_eq!(state_before.unwrap().logs, state.logs);
+        let c = &state.convs["carol"][&ConversationKey::new(ChatType::Chat, "alice")];
+        assert_eq!((c.unread, c.read.up_to, c.receipt_up_to, c.newest, c.newest_received), (1, 2, 1, 6, 6));
+        assert_eq!(c.read.singles.iter().copied().collect::<Vec<_>>(), vec![5]);
+        {
+            let s = RedbServerStore::open(dir.path()).unwrap();
+            let r = s.db.begin_read().unwrap();
+            let row = r.open_table(READS).unwrap().get(("carol", chat_type_code(ChatType::Chat), "alice", 5)).unwrap();
+            assert!(row.is_some(), "the legacy read single moved to its own row");
+        }
+        // A loaded Message event shares the loaded message's copy instead of holding its own,
+        // and an event stored in several logs is one allocation again.
+        let ServerEvent::Message { msg } = &*state.logs["bob"][0].event else { panic!("{:?}", state.logs["bob"][0]) };
+        assert!(Arc::ptr_eq(msg, &state.messages[&1].msg));
+        assert!(Arc::ptr_eq(&state.logs["bob"][0].event, &state.logs["alice"][1].event));
+        assert!(Arc::ptr_eq(&state.logs["bob"][1].event, &state.logs["bob"][7].event), "bob's seq 2 and 8 are the same event");
+    }
+
+    #[test]
+    fn read_sets_are_stored_one_row_per_read_and_trimmed_by_the_watermark() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ConversationKey::new(ChatType::Chat, "alice");
+        let conv = |unread| ConvState { unread, newest: 9, newest_received: 9, ..Default::default() };
+        {
+            let mut s = RedbServerStore::open(dir.path()).unwrap();
+            let mut ops = vec![StoreOp::PutConversation { user: "bob".into(), key: key.clone(), state: conv(5) }];
+            for id in [3, 5, 7] {
+                ops.push(StoreOp::AddRead { user: "bob".into(), key: key.clone(), msg_id: id });
+            }
+            // Only the last record of a conversation in a batch is written; all three are equal here
+            // apart from the count.
+            ops.push(StoreOp::PutConversation { user: "bob".into(), key: key.clone(), state: conv(2) });
+            s.commit(&[&ops]).unwrap();
+            let state = s.load().unwrap();
+            let c = &state.convs["bob"][&key];
+            assert_eq!((c.unread, c.read.singles.iter().copied().collect::<Vec<_>>()), (2, vec![3, 5, 7]));
+            let mut moved = conv(1);
+            moved.read.up_to = 5;
+            s.commit(&[&[
+                StoreOp::PutConversation { user: "bob".into(), key: key.clone(), state: moved },
+                StoreOp::TrimReads { user: "bob".into(), key: key.clone(), up_to: 5 },
+            ]])
+            .unwrap();
+        }
+        let state = RedbServerStore::open(dir.path()).unwrap().load().unwrap();
+        let c = &state.convs["bob"][&key];
+        assert_eq!((c.unread, c.read.up_to, c.read.singles.iter().copied().collect::<Vec<_>>()), (1, 5, vec![7]));
+    }
+}
