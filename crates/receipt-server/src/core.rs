@@ -100,7 +100,7 @@ pub struct CoreConfig {
     pub retention_ms: u64,
     pub max_group_size: usize,
     pub group_ack: GroupAckPolicy,
-    /// Most distinct devices of one user online at once (further logins: `LoginFailed` 302).
+    /// Most distinct devices of one user online at once (further logins: `LoginFailed` 214).
     pub max_devices_per_user: usize,
 }
 
@@ -303,7 +303,7 @@ impl ServerCore {
             others.sort_unstable();
             others.dedup();
             if others.len() >= limit {
-                let e = err(ErrorCode::ServerBusy, format!("{user} already has {limit} devices online (max_devices_per_user)"));
+                let e = err(ErrorCode::UserLoginTooManyDevices, format!("{user} already has {limit} devices online (max_devices_per_user)"));
                 // The connection layer closes the connection after a LoginFailed.
                 self.send(session, ServerFrame::LoginFailed { error: e }, true);
                 return;

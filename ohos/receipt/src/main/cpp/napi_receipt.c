@@ -12,7 +12,7 @@
 //    functions when their env goes away); it frees the client (which joins the Rust threads).
 //    napi_set_instance_data and napi_add_env_cleanup_hook are not in OpenHarmony's NDK list.
 //  - Promises: req id -> napi_deferred, settled by RCPT_EVENT_REQUEST_COMPLETED; login settles on
-//    CONNECTED / LOGIN_FAILED. Errors are `{ code, description }` objects (SPEC section 2 codes).
+//    CONNECTED / LOGIN_FAILED. Errors are `{ code, description }` objects (the SDK's codes, docs/errors.md).
 //  - The threadsafe function is referenced (keeps the event loop alive) only while a promise is
 //    pending, so a worker or process that is done exits.
 //  - Only symbols in OpenHarmony's libnapi.ndk.json (scripts/check-napi-symbols.sh checks it).
@@ -32,12 +32,15 @@
 
 #include "receipt.h"
 
-// ---- error codes (SPEC section 2, same numbers as rcpt_result) ---------------------------------
+// ---- error codes -------------------------------------------------------------------------------
+// The codes the shim itself produces; every other code comes from the C ABI's rcpt_result. Names
+// are the SDK's ChatError names (docs/errors.md); tests/napi/error_table.test.js checks that each is
+// RCPT_<name> of receipt.h.
 
 enum {
-  ERR_GENERAL = 1,
-  ERR_INVALID_PARAM = 110,
-  ERR_NOT_LOGIN = 201,
+  ERR_GENERAL_ERROR = RCPT_GENERAL_ERROR,
+  ERR_INVALID_PARAM = RCPT_INVALID_PARAM,
+  ERR_USER_NOT_LOGIN = RCPT_USER_NOT_LOGIN,
 };
 
 // ---- per-env state ------------------------------------------------------------------------------
@@ -84,6 +87,13 @@ typedef struct env_state {
 
 // ---- small helpers ------------------------------------------------------------------------------
 
+// The SDK code ArkTS sees for a C ABI result: the C boundary's own failures (NULL argument, bad
+// UTF-8, panic: 1001 and up, numbers the SDK uses for other things) become GENERAL_ERROR; the
+// description still says what happened.
+static int sdk_code(rcpt_result r) {
+  return (unsigned)r >= (unsigned)RCPT_NULL_ARGUMENT ? ERR_GENERAL_ERROR : (int)r;
+}
+
 static napi_value make_error(napi_env env, int code, const char *description) {
   napi_value obj = NULL, c = NULL, d = NULL;
   napi_create_object(env, &obj);
@@ -123,7 +133,7 @@ static const char *last_error(char *buf, size_t len, rcpt_result r) {
 
 static napi_value throw_rcpt(napi_env env, rcpt_result r) {
   char buf[512];
-  return throw_error(env, (int)r, last_error(buf, sizeof buf, r));
+  return throw_error(env, sdk_code(r), last_error(buf, sizeof buf, r));
 }
 
 // A promise already rejected with `{code, description}`.
@@ -131,7 +141,7 @@ static napi_value rejected(napi_env env, int code, const char *description) {
   napi_deferred d = NULL;
   napi_value p = NULL;
   if (napi_create_promise(env, &d, &p) != napi_ok) {
-    return throw_error(env, ERR_GENERAL, "napi_create_promise failed");
+    return throw_error(env, ERR_GENERAL_ERROR, "napi_create_promise failed");
   }
   napi_reject_deferred(env, d, make_error(env, code, description));
   return p;
@@ -139,7 +149,7 @@ static napi_value rejected(napi_env env, int code, const char *description) {
 
 static napi_value rejected_rcpt(napi_env env, rcpt_result r) {
   char buf[512];
-  return rejected(env, (int)r, last_error(buf, sizeof buf, r));
+  return rejected(env, sdk_code(r), last_error(buf, sizeof buf, r));
 }
 
 static void set_str(napi_env env, napi_value obj, const char *key, const char *s) {
@@ -342,7 +352,7 @@ static napi_value track_request(env_state *s, uint64_t req, pending_kind kind) {
   napi_deferred d = NULL;
   napi_value p = NULL;
   if (napi_create_promise(env, &d, &p) != napi_ok) {
-    return throw_error(env, ERR_GENERAL, "napi_create_promise failed");
+    return throw_error(env, ERR_GENERAL_ERROR, "napi_create_promise failed");
   }
   if (req == 0) {
     napi_resolve_deferred(env, d, undefined_value(env));
@@ -350,7 +360,7 @@ static napi_value track_request(env_state *s, uint64_t req, pending_kind kind) {
   }
   pending_req *r = calloc(1, sizeof *r);
   if (r == NULL) {
-    napi_reject_deferred(env, d, make_error(env, ERR_GENERAL, "out of memory"));
+    napi_reject_deferred(env, d, make_error(env, ERR_GENERAL_ERROR, "out of memory"));
     return p;
   }
   r->req = req;
@@ -439,7 +449,7 @@ static napi_value event_acks(napi_env env, const rcpt_event *ev) {
 }
 
 static napi_value event_error(napi_env env, const rcpt_event *ev) {
-  return make_error(env, (int)rcpt_event_error_code(ev), rcpt_event_error_message(ev));
+  return make_error(env, sdk_code(rcpt_event_error_code(ev)), rcpt_event_error_message(ev));
 }
 
 // ---- event dispatch (JS thread) -----------------------------------------------------------------
@@ -527,7 +537,7 @@ static void finish_old_sessions(env_state *s) {
     if (r->session != s->session) {
       *pp = r->next;
       napi_reject_deferred(env, r->deferred,
-                           make_error(env, ERR_NOT_LOGIN,
+                           make_error(env, ERR_USER_NOT_LOGIN,
                                       "logged out before the server answered (acks stay queued and are sent at the next login)"));
       free(r);
     } else {
@@ -535,7 +545,7 @@ static void finish_old_sessions(env_state *s) {
     }
   }
   if (s->login_deferred != NULL && s->login_session != s->session) {
-    napi_reject_deferred(env, s->login_deferred, make_error(env, ERR_NOT_LOGIN, "logged out before the login completed"));
+    napi_reject_deferred(env, s->login_deferred, make_error(env, ERR_USER_NOT_LOGIN, "logged out before the login completed"));
     s->login_deferred = NULL;
   }
   if (s->logout_deferred != NULL) {
@@ -577,13 +587,13 @@ static napi_value dispatch_native(env_state *s, const rcpt_event *ev, uint64_t s
       }
       napi_create_object(env, &o);
       set_str(env, o, "kind", "disconnected");
-      set_i32(env, o, "code", (int32_t)rcpt_event_error_code(ev));
+      set_i32(env, o, "code", (int32_t)sdk_code(rcpt_event_error_code(ev)));
       set_str(env, o, "description", rcpt_event_error_message(ev));
       break;
     case RCPT_EVENT_PROTOCOL_ERROR:
       napi_create_object(env, &o);
       set_str(env, o, "kind", "disconnected");
-      set_i32(env, o, "code", (int32_t)rcpt_event_error_code(ev));
+      set_i32(env, o, "code", (int32_t)sdk_code(rcpt_event_error_code(ev)));
       set_str(env, o, "description", rcpt_event_error_message(ev));
       break;
     case RCPT_EVENT_MESSAGES_RECEIVED:
@@ -626,7 +636,7 @@ static napi_value dispatch_native(env_state *s, const rcpt_event *ev, uint64_t s
     case RCPT_EVENT_STORE_FAILED:
       napi_create_object(env, &o);
       set_str(env, o, "kind", "storeFailed");
-      set_i32(env, o, "code", (int32_t)rcpt_event_error_code(ev));
+      set_i32(env, o, "code", (int32_t)sdk_code(rcpt_event_error_code(ev)));
       set_str(env, o, "description", rcpt_event_error_message(ev));
       break;
     default:
@@ -738,7 +748,7 @@ static void env_teardown(napi_env env, void *finalize_data, void *hint) {
   env_state *s = call_info(env, info, &argc, argv);      \
   (void)argc;                                            \
   if (s == NULL) {                                       \
-    return throw_error(env, ERR_GENERAL, "bad call");    \
+    return throw_error(env, ERR_GENERAL_ERROR, "bad call");    \
   }
 
 static napi_value invalid_arg_throw(napi_env env, const char *name, const char *why) {
@@ -754,14 +764,14 @@ static napi_value invalid_arg_reject(napi_env env, const char *name, const char 
 }
 
 static napi_value not_initialized_reject(napi_env env) {
-  return rejected(env, ERR_GENERAL, "init() was not called");
+  return rejected(env, ERR_GENERAL_ERROR, "init() was not called");
 }
 
 // init(options: NativeOptions): void
 static napi_value js_init(napi_env env, napi_callback_info info) {
   ARGS(1);
   if (s->client != NULL) {
-    return throw_error(env, ERR_GENERAL, "init() was already called in this env");
+    return throw_error(env, ERR_GENERAL_ERROR, "init() was already called in this env");
   }
   napi_valuetype t = napi_undefined;
   if (argv[0] == NULL || napi_typeof(env, argv[0], &t) != napi_ok || t != napi_object) {
@@ -801,7 +811,7 @@ static napi_value js_init(napi_env env, napi_callback_info info) {
   if (o == NULL) {
     free(server);
     free(data_dir);
-    return throw_error(env, ERR_GENERAL, "rcpt_options_new failed");
+    return throw_error(env, ERR_GENERAL_ERROR, "rcpt_options_new failed");
   }
   rcpt_result r = rcpt_options_set_require_delivery_ack(o, delivery);
   if (r == RCPT_OK) r = rcpt_options_set_require_read_ack(o, read);
@@ -818,7 +828,7 @@ static napi_value js_init(napi_env env, napi_callback_info info) {
   free(data_dir);
   if (r != RCPT_OK) {
     rcpt_client_free(c);
-    return throw_error(env, (int)r, buf);
+    return throw_error(env, sdk_code(r), buf);
   }
   s->client = c;
   rcpt_client_set_wakeup(c, on_wakeup, s);
@@ -835,7 +845,7 @@ static napi_value js_set_event_handler(napi_env env, napi_callback_info info) {
   }
   napi_ref ref = NULL;
   if (napi_create_reference(env, argv[0], 1, &ref) != napi_ok) {
-    return throw_error(env, ERR_GENERAL, "napi_create_reference failed");
+    return throw_error(env, ERR_GENERAL_ERROR, "napi_create_reference failed");
   }
   if (s->handler != NULL) {
     napi_delete_reference(env, s->handler);
@@ -862,7 +872,7 @@ static napi_value js_login(napi_env env, napi_callback_info info) {
   }
   if (s->login_deferred != NULL && s->login_session != s->session) {
     // The login of a session that was logged out since (its events not dispatched yet).
-    napi_reject_deferred(env, s->login_deferred, make_error(env, ERR_NOT_LOGIN, "logged out before the login completed"));
+    napi_reject_deferred(env, s->login_deferred, make_error(env, ERR_USER_NOT_LOGIN, "logged out before the login completed"));
     s->login_deferred = NULL;
   }
   if (s->login_deferred != NULL) {
@@ -878,7 +888,7 @@ static napi_value js_login(napi_env env, napi_callback_info info) {
   }
   napi_value p = NULL;
   if (napi_create_promise(env, &s->login_deferred, &p) != napi_ok) {
-    return throw_error(env, ERR_GENERAL, "napi_create_promise failed");
+    return throw_error(env, ERR_GENERAL_ERROR, "napi_create_promise failed");
   }
   s->login_session = s->session;
   update_loop_ref(s);
@@ -892,7 +902,7 @@ static napi_value js_logout(napi_env env, napi_callback_info info) {
     return not_initialized_reject(env);
   }
   if (s->logout_deferred != NULL) {
-    return rejected(env, ERR_NOT_LOGIN, "a logout is already in progress");
+    return rejected(env, ERR_USER_NOT_LOGIN, "a logout is already in progress");
   }
   rcpt_result r = end_session(s);
   if (r != RCPT_OK) {
@@ -900,7 +910,7 @@ static napi_value js_logout(napi_env env, napi_callback_info info) {
   }
   napi_value p = NULL;
   if (napi_create_promise(env, &s->logout_deferred, &p) != napi_ok) {
-    return throw_error(env, ERR_GENERAL, "napi_create_promise failed");
+    return throw_error(env, ERR_GENERAL_ERROR, "napi_create_promise failed");
   }
   update_loop_ref(s);
   return p;
@@ -1076,7 +1086,7 @@ static napi_value js_get_message(napi_env env, napi_callback_info info) {
   }
   if (s->client == NULL) {
     free(id);
-    return throw_error(env, ERR_GENERAL, "init() was not called");
+    return throw_error(env, ERR_GENERAL_ERROR, "init() was not called");
   }
   rcpt_message *m = NULL;
   rcpt_result r = rcpt_client_get_message(s->client, id, &m);
@@ -1135,7 +1145,7 @@ static napi_value js_get_unread_count(napi_env env, napi_callback_info info) {
   }
   if (s->client == NULL) {
     free(id);
-    return throw_error(env, ERR_GENERAL, "init() was not called");
+    return throw_error(env, ERR_GENERAL_ERROR, "init() was not called");
   }
   uint32_t n = 0;
   rcpt_result r = rcpt_client_unread_count(s->client, id, (uint32_t)chat_type, &n);
@@ -1203,7 +1213,7 @@ static napi_value js_noop(napi_env env, napi_callback_info info) {
 static napi_value module_init(napi_env env, napi_value exports) {
   env_state *s = calloc(1, sizeof *s);
   if (s == NULL) {
-    return throw_error(env, ERR_GENERAL, "out of memory");
+    return throw_error(env, ERR_GENERAL_ERROR, "out of memory");
   }
   s->env = env;
   atomic_init(&s->poll_scheduled, false);
@@ -1213,7 +1223,7 @@ static napi_value module_init(napi_env env, napi_value exports) {
       napi_create_string_utf8(env, "receipt_napi.events", NAPI_AUTO_LENGTH, &name) != napi_ok ||
       napi_create_threadsafe_function(env, noop, NULL, name, 0, 1, s, env_teardown, s, call_js, &s->tsfn) != napi_ok) {
     free(s);
-    return throw_error(env, ERR_GENERAL, "napi_create_threadsafe_function failed");
+    return throw_error(env, ERR_GENERAL_ERROR, "napi_create_threadsafe_function failed");
   }
   // Idle until a promise waits for the server.
   napi_unref_threadsafe_function(env, s->tsfn);
@@ -1246,7 +1256,7 @@ static napi_value module_init(napi_env env, napi_value exports) {
     napi_value fn = NULL;
     if (napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].cb, s, &fn) != napi_ok ||
         napi_set_named_property(env, exports, fns[i].name, fn) != napi_ok) {
-      return throw_error(env, ERR_GENERAL, "defining the module's functions failed");
+      return throw_error(env, ERR_GENERAL_ERROR, "defining the module's functions failed");
     }
   }
   return exports;
