@@ -224,7 +224,7 @@ test('seed section 5: group read acks: send with setIsNeedGroupAck, ack after ma
       assert.strictEqual(ack.count, count);
       assert.ok(ack.ackId.length > 0 && ack.timestamp > 0);
       // Step 3: the sent message's groupAckCount rises (the object erin holds).
-      assert.strictEqual(await erin.run(`return ctx.msg(${id}).groupAckCount;`), count);
+      assert.strictEqual(await erin.run(`return ctx.msg(${id}).groupAckCount();`), count);
     }
 
     // Step 4 as written (first page from the newest, startAckId ""), then page on with the cursor.

@@ -28,11 +28,11 @@ function plain(v, depth = 0) {
     return {
       msgId: v.getMsgId(), clientId: v.getClientId(), from: v.getFrom(), to: v.getTo(), chatType: v.getChatType(),
       direction: v.getDirection(), content: v.getContent(), delivered: v.isDelivered(), receiverRead: v.isReceiverRead(),
-      unread: v.isUnread(), needGroupAck: v.isNeedGroupAck(), groupAckCount: v.groupAckCount,
+      unread: v.isUnread(), needGroupAck: v.isNeedGroupAck(), groupAckCount: v.groupAckCount(),
       groupAckSent: v.isGroupAckSent(), status: v.getStatus(), serverTime: v.getServerTime(),
     };
   }
-  if (v instanceof R.ChatError) return { chatError: true, code: v.code, description: v.description };
+  if (v instanceof R.ChatError) return { chatError: true, code: v.errorCode, description: v.description };
   if (v instanceof R.CursorResult) return { data: plain(v.getData(), depth + 1), cursor: v.getCursor() };
   if (Array.isArray(v)) return v.map((x) => plain(x, depth + 1));
   if (v instanceof Error) return { error: true, name: v.name, message: v.message, code: v.code };

@@ -83,6 +83,7 @@ typedef struct env_state {
   napi_deferred logout_deferred;  // settled once the ended session's events were dispatched
   stashed_event *stash_head, *stash_tail;
   bool finishing_session;         // a logout happened: reject the old session's leftovers
+  bool has_server;                // init() was given a server address (there is no default)
 } env_state;
 
 // ---- small helpers ------------------------------------------------------------------------------
@@ -787,15 +788,22 @@ static napi_value js_init(napi_env env, napi_callback_info info) {
   if (napi_get_named_property(env, argv[0], "requireReadAck", &v) != napi_ok || !get_bool(env, v, &read)) {
     return invalid_arg_throw(env, "options.requireReadAck", "must be a boolean");
   }
-  if (napi_get_named_property(env, argv[0], "port", &v) != napi_ok || !get_int(env, v, 1, 65535, &port)) {
-    return invalid_arg_throw(env, "options.port", "must be an integer in 1..65535");
+  // No default address (on a phone 127.0.0.1 is the phone): "" and 0 mean "not set", and login()
+  // then fails with SERVER_NOT_REACHABLE saying so.
+  if (napi_get_named_property(env, argv[0], "port", &v) != napi_ok || !get_int(env, v, 0, 65535, &port)) {
+    return invalid_arg_throw(env, "options.port", "must be an integer in 1..65535, or 0 for none");
   }
   if (napi_get_named_property(env, argv[0], "server", &v) != napi_ok) {
-    return invalid_arg_throw(env, "options.server", "must be a non-empty string");
+    return invalid_arg_throw(env, "options.server", "must be a string");
   }
-  char *server = get_string(env, v, false, &why);
+  char *server = get_string(env, v, true, &why);
   if (server == NULL) {
     return invalid_arg_throw(env, "options.server", why);
+  }
+  bool has_server = server[0] != '\0' && port > 0;
+  if (!has_server && (server[0] != '\0' || port > 0)) {
+    free(server);
+    return invalid_arg_throw(env, "options.server", "set both the host and the port, or neither");
   }
   if (napi_get_named_property(env, argv[0], "dataDir", &v) != napi_ok) {
     free(server);
@@ -815,7 +823,7 @@ static napi_value js_init(napi_env env, napi_callback_info info) {
   }
   rcpt_result r = rcpt_options_set_require_delivery_ack(o, delivery);
   if (r == RCPT_OK) r = rcpt_options_set_require_read_ack(o, read);
-  if (r == RCPT_OK) r = rcpt_options_set_server(o, server, (uint16_t)port);
+  if (r == RCPT_OK && has_server) r = rcpt_options_set_server(o, server, (uint16_t)port);
   if (r == RCPT_OK) r = rcpt_options_set_data_dir(o, data_dir);
   rcpt_client *c = NULL;
   if (r == RCPT_OK) r = rcpt_client_new(o, &c);
@@ -831,6 +839,7 @@ static napi_value js_init(napi_env env, napi_callback_info info) {
     return throw_error(env, sdk_code(r), buf);
   }
   s->client = c;
+  s->has_server = has_server;
   rcpt_client_set_wakeup(c, on_wakeup, s);
   schedule_poll(s);  // anything queued before the wakeup was set
   return undefined_value(env);
@@ -859,6 +868,10 @@ static napi_value js_login(napi_env env, napi_callback_info info) {
   ARGS(2);
   if (s->client == NULL) {
     return not_initialized_reject(env);
+  }
+  if (!s->has_server) {
+    return rejected(env, RCPT_SERVER_NOT_REACHABLE,
+                    "no server address: set ChatOptions.setIMServer(host) and setImPort(port) before init()");
   }
   const char *why = NULL;
   char *user = get_string(env, argv[0], false, &why);
