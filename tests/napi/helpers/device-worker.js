@@ -17,6 +17,7 @@ globalThis.__receiptDeviceThread = threadId;
 
 const R = require(workerData.napiDir);
 const SeedSnippets = workerData.seedJs ? require(workerData.seedJs).SeedSnippets : undefined;
+const SdkDocsCompat = workerData.sdkJs ? require(workerData.sdkJs).SdkDocsCompat : undefined;
 
 let seq = 0;
 let callbackDepth = 0;
@@ -68,7 +69,7 @@ function record(listener, cb, args) {
 
 // ---- spies (test setup; the seed's code runs unchanged) ---------------------------------------
 const CALLBACKS = ['onMessageReceived', 'onMessageDelivered', 'onMessageRead', 'onGroupMessageRead',
-  'onConversationRead', 'onUnreadCountChanged'];
+  'onReadAckForGroupMessageUpdated', 'onConversationRead', 'onConversationUpdate', 'onUnreadCountChanged'];
 const wrapped = new WeakSet();
 
 function instrument(listener) {
@@ -126,8 +127,9 @@ if (workerData.requireDeliveryAck !== undefined) options.setRequireDeliveryAck(w
 if (workerData.requireReadAck !== undefined) options.setRequireReadAck(workerData.requireReadAck);
 
 const seed = SeedSnippets ? new SeedSnippets() : undefined;
+const sdk = SdkDocsCompat ? new SdkDocsCompat() : undefined;
 const ctx = {
-  R, client, options, seed, state, plain, record, threadId, require,
+  R, client, options, seed, sdk, state, plain, record, threadId, require,
   cm: () => client.chatManager(),
   sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
   msg: (id) => {
