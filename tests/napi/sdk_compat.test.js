@@ -61,12 +61,17 @@ test('SDK docs code: options forms, delivery and read receipts, conversation rea
     await eventsUntil(alice, has(`delivered:${id}:true`), 'alice onMessageDelivered');
     await eventsUntil(alice, has(`read:${id}:true`), 'alice onMessageRead');
 
-    // Counts: three messages to a device that does not ack on receipt.
+    // Counts: three messages to a device that does not ack on receipt; carol's second device
+    // listens for what the first one does.
     const carol = await start('carol');
-    await carol.run('ctx.sdk.listenForReceipts(false);');
+    const carol2 = await start('carol', { name: 'carol#2' });
+    await carol.run('ctx.sdk.listenForReceipts(false); ctx.sdk.listenForText();');
+    await carol2.run('ctx.sdk.listenForOtherDevices();');
     const ids = [];
     for (const text of ['a', 'b', 'c']) ids.push(await alice.run(`return await ctx.sdk.sendText('carol', ${J(text)});`));
     await eventsUntil(carol, (ev) => ids.every((i) => ev.includes(`received:${i}`)), 'carol received three');
+    await eventsUntil(carol, (ev) => ['a', 'b', 'c'].every((t) => ev.includes(`text:${t}:alice:true`)), 'text bodies read as the docs do');
+    assert.ok(!(await carol.run('return ctx.sdk.events.slice();')).some((e) => e.startsWith('cmd:')), 'no command messages');
     await carol.until("return ctx.sdk.unreadCountOf('alice', ctx.R.ConversationType.Chat);", (n) => n === 3, 'carol unread 3');
     assert.strictEqual(await carol.run('return ctx.sdk.totalUnreadCount();'), 3);
     // A conversation carol never had: undefined, counted as 0.
@@ -77,6 +82,8 @@ test('SDK docs code: options forms, delivery and read receipts, conversation rea
     await carol.run("await ctx.sdk.readConversation('alice');");
     assert.strictEqual(await carol.run("return ctx.sdk.unreadCountOf('alice', ctx.R.ConversationType.Chat);"), 0);
     await eventsUntil(alice, has('conversationRead:carol:alice'), 'alice onConversationRead');
+    // The other device: told through MultiDevicesListener, and its count is 0 too.
+    await eventsUntil(carol2, has('cleared:alice:0'), 'carol#2 onConversationEvent CONVERSATION_UNREAD_MESSAGECOUNT_CLEARED');
 
     // markAllConversationsAsRead and the clear calls: every count back to 0.
     for (const text of ['d', 'e']) await alice.run(`return await ctx.sdk.sendText('carol', ${J(text)});`);
