@@ -59,7 +59,8 @@
 
 /**
  * The outcome of a call. The values are stable: `RCPT_OK` is 0, the SDK's error codes keep
- * their numbers (SPEC section 2), and the C boundary's own failures are 1001 and up.
+ * their numbers and names (`RCPT_` + the Easemob SDK's `ChatError` name; table: docs/errors.md),
+ * and the C boundary's own failures are 1001 and up (they never reach ArkTS).
  * Whenever a call returns something other than `RCPT_OK`, `rcpt_last_error()` on the same
  * thread describes the failure.
  */
@@ -93,25 +94,26 @@ enum rcpt_result
    */
   RCPT_USER_AUTHENTICATION_FAILED = 202,
   /**
+   * The user already has the most devices online the server allows.
+   */
+  RCPT_USER_LOGIN_TOO_MANY_DEVICES = 214,
+  /**
    * The server cannot be reached (or a query needs a connection that is down).
    */
   RCPT_SERVER_NOT_REACHABLE = 300,
   /**
-   * The server is overloaded.
+   * The server is overloaded (its connection cap is reached).
    */
   RCPT_SERVER_BUSY = 302,
   /**
-   * The message is unknown, or was not addressed to this user.
+   * The message does not fit the call: unknown, not addressed to this user, sent by this user
+   * (acking your own message), or a chat-room message.
    */
   RCPT_MESSAGE_INVALID = 500,
   /**
-   * Wrong message type for the call (acking your own or a chat-room message, ...).
+   * The service is off (group read acks disabled on the server, or require_read_ack false).
    */
-  RCPT_MESSAGE_WRONG_TYPE = 501,
-  /**
-   * The feature is off (group read acks disabled on the server, or require_read_ack false).
-   */
-  RCPT_FEATURE_NOT_ENABLED = 505,
+  RCPT_SERVICE_NOT_ENABLED = 505,
   /**
    * The message is past the validity of the ack.
    */
@@ -357,7 +359,7 @@ rcpt_result rcpt_client_send_text(rcpt_client *client,
 /**
  * Sends the read ack of a received 1:1 message (`msg_id`: its server id, decimal) and marks it
  * read here. `*out_req`: the request id, or 0 when this user already acked it (nothing sent).
- * 500 unknown message, 501 own or chat-room message, 505 read acks off in the options.
+ * 500 unknown, own or chat-room message, 505 read acks off in the options.
  */
 rcpt_result rcpt_client_ack_message_read(rcpt_client *client,
                                          const char *msg_id,
@@ -736,7 +738,7 @@ rcpt_result rcpt_options_set_require_delivery_ack(rcpt_options *options,
 
 /**
  * Allow this client to send read acks (default true). When false, the ack calls send nothing
- * and return `RCPT_FEATURE_NOT_ENABLED` (a privacy switch).
+ * and return `RCPT_SERVICE_NOT_ENABLED` (a privacy switch).
  */
 rcpt_result rcpt_options_set_require_read_ack(rcpt_options *options,
                                               bool value);

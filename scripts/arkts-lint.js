@@ -14,7 +14,16 @@
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
-const ts = require('ohos-typescript');
+const ts = (() => {
+  try {
+    return require('ohos-typescript');
+  } catch (e) {
+    // Say exactly what is missing and how to get it (the shell wrappers install it themselves).
+    console.error(`${path.basename(__filename)}: the npm package ohos-typescript is not installed: ` +
+      `run \`npm ci\` in ${__dirname} (scripts/check-arkts.sh and scripts/build-napi.sh do it for you)`);
+    process.exit(1);
+  }
+})();
 
 const { repo, nativeDts, globalsDts, etsSources } = require('./har-sources');
 

@@ -9,8 +9,10 @@
 #      require('<repo>/target/napi') returns ChatClient, ChatOptions, ChatMessage, ...
 #
 # Node headers: $NODE_INCLUDE_DIR if set, else /usr/include/node, else <node prefix>/include/node,
-# else the npm package node-api-headers (pinned in scripts/package.json; npm ci into scripts/).
-# Installs nothing global.
+# else the npm package node-api-headers. Step 3 needs the npm package ohos-typescript. Both are
+# pinned in scripts/package-lock.json and installed here (npm ci into scripts/node_modules) when
+# missing. Installs nothing global.
+# Needs: cargo, a C compiler (gcc, or $CC), Node.js 20 with npm.
 #
 # Usage: scripts/build-napi.sh [--skip-cargo] [--debug]   (CARGO_TARGET_DIR is honoured)
 #   --debug: use the debug profile (the test command does, to reuse `cargo test`'s build);
@@ -29,6 +31,15 @@ for a in "$@"; do
     *) echo "build-napi.sh: unknown argument $a" >&2; exit 2 ;;
   esac
 done
+
+for tool in cargo node npm "${CC:-gcc}"; do
+  command -v "$tool" >/dev/null || { echo "build-napi: $tool not found (needs cargo, ${CC:-gcc}, Node.js 20 with npm)" >&2; exit 1; }
+done
+# The pinned npm packages (the .ets -> JS compiler, and Node's headers as a fallback).
+if [ ! -d "$here/node_modules/ohos-typescript" ] || [ ! -d "$here/node_modules/node-api-headers" ]; then
+  echo "build-napi: npm ci in scripts/ (ohos-typescript, node-api-headers)" >&2
+  (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
+fi
 
 target_dir="${CARGO_TARGET_DIR:-$repo/target}"
 release="$target_dir/$profile"
@@ -51,9 +62,6 @@ for d in "${NODE_INCLUDE_DIR:-}" /usr/include/node "$(dirname "$(command -v node
   if [ -n "$d" ] && [ -f "$d/node_api.h" ]; then node_inc="$(cd "$d" && pwd)"; break; fi
 done
 if [ -z "$node_inc" ]; then
-  if [ ! -f "$here/node_modules/node-api-headers/include/node_api.h" ]; then
-    (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
-  fi
   node_inc="$here/node_modules/node-api-headers/include"
   [ -f "$node_inc/node_api.h" ] || { echo "build-napi: no node_api.h found" >&2; exit 1; }
 fi

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Checks that the NAPI shim imports only Node-API symbols that OpenHarmony exports to NDK modules
-# (../shared/ohos/libnapi.ndk.json beside the repo). Prints the imported symbols; fails on any
-# symbol not in the list.
+# (the vendored list ohos/receipt/napi-allowlist/libnapi.ndk.json; its README says where and when
+# it was taken). Prints the imported symbols; fails on any symbol not in the list.
+# Needs: nm (binutils) and a built shim (scripts/build-napi.sh).
 #
 # Usage: scripts/check-napi-symbols.sh [SHIM]   (default target/napi/libreceipt_napi.node)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
 shim="${1:-$repo/target/napi/libreceipt_napi.node}"
-allow="${NAPI_ALLOWLIST:-$repo/../shared/ohos/libnapi.ndk.json}"
+allow="${NAPI_ALLOWLIST:-$repo/ohos/receipt/napi-allowlist/libnapi.ndk.json}"
+
+command -v nm >/dev/null || { echo "check-napi-symbols: nm not found: install binutils (apt-get install binutils)" >&2; exit 1; }
 
 [ -f "$shim" ] || { echo "check-napi-symbols: missing $shim (run scripts/build-napi.sh)" >&2; exit 1; }
 [ -f "$allow" ] || { echo "check-napi-symbols: missing allowlist $allow" >&2; exit 1; }

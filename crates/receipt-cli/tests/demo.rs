@@ -19,7 +19,7 @@ fn demo_walks_through_every_receipt() {
         "message.groupAckCount = 2",
         "page 2: [\"dave\"], cursor \"\"",
         "outbox holds 1",
-        "refused 501",
+        "refused 500",
         "refused 505",
         "refused 110",
         "refused 603",

@@ -1,8 +1,13 @@
-//! Error codes (SPEC section 2) and the typed error every fallible operation returns.
+//! Error codes and the typed error every fallible operation returns.
+//!
+//! The codes and their names are the Easemob HarmonyOS SDK's (`ChatError`); each code keeps the
+//! SDK's meaning. The table, with what produces each code, is docs/errors.md; the ArkTS, C and shim
+//! tables must match this enum (tests/napi/error_table.test.js checks all four).
 
 use serde::{Deserialize, Serialize};
 
-/// The SDK error codes. Values are stable: they cross the wire, the C ABI and ArkTS.
+/// The SDK error codes. Values are stable: they cross the wire, the C ABI and ArkTS. Each variant is
+/// the SDK's name in CamelCase (`UserLoginTooManyDevices` is the SDK's USER_LOGIN_TOO_MANY_DEVICES).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(into = "u32", try_from = "u32")]
 #[repr(u32)]
@@ -17,16 +22,18 @@ pub enum ErrorCode {
     UserNotLogin = 201,
     /// The token was refused: bad signature, expired, for another user, or missing.
     UserAuthenticationFailed = 202,
+    /// The user already has the most devices online the server allows (`max_devices_per_user`).
+    UserLoginTooManyDevices = 214,
     /// The server cannot be reached (or a query needs a connection that is down).
     ServerNotReachable = 300,
-    /// The server is overloaded or the request was refused for rate reasons.
+    /// The server is overloaded (its connection cap is reached).
     ServerBusy = 302,
-    /// The message is unknown, or was not addressed to the caller.
+    /// The message does not fit the operation: unknown, not addressed to the caller, sent by the
+    /// caller (acking your own message), or of a type the operation does not take (a chat-room
+    /// message, a group message given to a 1:1 ack, ...).
     MessageInvalid = 500,
-    /// Wrong message type for the operation (acking your own or a chat-room message, ...).
-    MessageWrongType = 501,
-    /// The feature is not enabled (group read acks off, or `requireReadAck` is false).
-    FeatureNotEnabled = 505,
+    /// The service is not enabled (group read acks off, or `requireReadAck` is false).
+    ServiceNotEnabled = 505,
     /// The message is past the validity of the ack.
     MessageExpired = 506,
     /// The group does not exist.
@@ -46,17 +53,25 @@ impl ErrorCode {
         ErrorCode::UserAlreadyLogin,
         ErrorCode::UserNotLogin,
         ErrorCode::UserAuthenticationFailed,
+        ErrorCode::UserLoginTooManyDevices,
         ErrorCode::ServerNotReachable,
         ErrorCode::ServerBusy,
         ErrorCode::MessageInvalid,
-        ErrorCode::MessageWrongType,
-        ErrorCode::FeatureNotEnabled,
+        ErrorCode::ServiceNotEnabled,
         ErrorCode::MessageExpired,
         ErrorCode::GroupInvalidId,
         ErrorCode::GroupNotJoined,
         ErrorCode::GroupPermissionDenied,
         ErrorCode::GroupMembersFull,
     ];
+
+    /// Old name of `MessageInvalid` (it was a 501 of our own; the SDK's 501 means illegal content).
+    /// Kept only so that code written before the rename compiles; new code says `MessageInvalid`.
+    #[allow(non_upper_case_globals)]
+    pub const MessageWrongType: ErrorCode = ErrorCode::MessageInvalid;
+    /// Old name of `ServiceNotEnabled`. Kept only so that older code compiles.
+    #[allow(non_upper_case_globals)]
+    pub const FeatureNotEnabled: ErrorCode = ErrorCode::ServiceNotEnabled;
 
     pub fn as_u32(self) -> u32 {
         self as u32
@@ -97,8 +112,10 @@ impl ChatError {
     pub fn invalid_message(d: impl Into<String>) -> Self {
         Self::new(ErrorCode::MessageInvalid, d)
     }
+    /// A message that does not fit the operation (your own, a chat-room message, ...): 500, the
+    /// SDK's MESSAGE_INVALID (the SDK has no "wrong type" code; its 501 means illegal content).
     pub fn wrong_type(d: impl Into<String>) -> Self {
-        Self::new(ErrorCode::MessageWrongType, d)
+        Self::new(ErrorCode::MessageInvalid, d)
     }
     pub fn general(d: impl Into<String>) -> Self {
         Self::new(ErrorCode::GeneralError, d)

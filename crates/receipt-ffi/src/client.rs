@@ -262,7 +262,7 @@ pub extern "C" fn rcpt_client_send_text(
 
 /// Sends the read ack of a received 1:1 message (`msg_id`: its server id, decimal) and marks it
 /// read here. `*out_req`: the request id, or 0 when this user already acked it (nothing sent).
-/// 500 unknown message, 501 own or chat-room message, 505 read acks off in the options.
+/// 500 unknown, own or chat-room message, 505 read acks off in the options.
 #[no_mangle]
 pub extern "C" fn rcpt_client_ack_message_read(client: *mut rcpt_client, msg_id: *const c_char, out_req: *mut u64) -> rcpt_result {
     ffi_result("rcpt_client_ack_message_read", || {

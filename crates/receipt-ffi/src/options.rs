@@ -57,7 +57,7 @@ pub extern "C" fn rcpt_options_set_require_delivery_ack(options: *mut rcpt_optio
 }
 
 /// Allow this client to send read acks (default true). When false, the ack calls send nothing
-/// and return `RCPT_FEATURE_NOT_ENABLED` (a privacy switch).
+/// and return `RCPT_SERVICE_NOT_ENABLED` (a privacy switch).
 #[no_mangle]
 pub extern "C" fn rcpt_options_set_require_read_ack(options: *mut rcpt_options, value: bool) -> rcpt_result {
     ffi_result("rcpt_options_set_require_read_ack", || {

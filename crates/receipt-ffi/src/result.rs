@@ -3,7 +3,8 @@
 use receipt_core::ErrorCode;
 
 /// The outcome of a call. The values are stable: `RCPT_OK` is 0, the SDK's error codes keep
-/// their numbers (SPEC section 2), and the C boundary's own failures are 1001 and up.
+/// their numbers and names (`RCPT_` + the Easemob SDK's `ChatError` name; table: docs/errors.md),
+/// and the C boundary's own failures are 1001 and up (they never reach ArkTS).
 /// Whenever a call returns something other than `RCPT_OK`, `rcpt_last_error()` on the same
 /// thread describes the failure.
 #[repr(u32)]
@@ -21,16 +22,17 @@ pub enum rcpt_result {
     RCPT_USER_NOT_LOGIN = 201,
     /// The server refused the token.
     RCPT_USER_AUTHENTICATION_FAILED = 202,
+    /// The user already has the most devices online the server allows.
+    RCPT_USER_LOGIN_TOO_MANY_DEVICES = 214,
     /// The server cannot be reached (or a query needs a connection that is down).
     RCPT_SERVER_NOT_REACHABLE = 300,
-    /// The server is overloaded.
+    /// The server is overloaded (its connection cap is reached).
     RCPT_SERVER_BUSY = 302,
-    /// The message is unknown, or was not addressed to this user.
+    /// The message does not fit the call: unknown, not addressed to this user, sent by this user
+    /// (acking your own message), or a chat-room message.
     RCPT_MESSAGE_INVALID = 500,
-    /// Wrong message type for the call (acking your own or a chat-room message, ...).
-    RCPT_MESSAGE_WRONG_TYPE = 501,
-    /// The feature is off (group read acks disabled on the server, or require_read_ack false).
-    RCPT_FEATURE_NOT_ENABLED = 505,
+    /// The service is off (group read acks disabled on the server, or require_read_ack false).
+    RCPT_SERVICE_NOT_ENABLED = 505,
     /// The message is past the validity of the ack.
     RCPT_MESSAGE_EXPIRED = 506,
     /// The group does not exist.
@@ -58,11 +60,11 @@ impl From<ErrorCode> for rcpt_result {
             ErrorCode::UserAlreadyLogin => RCPT_USER_ALREADY_LOGIN,
             ErrorCode::UserNotLogin => RCPT_USER_NOT_LOGIN,
             ErrorCode::UserAuthenticationFailed => RCPT_USER_AUTHENTICATION_FAILED,
+            ErrorCode::UserLoginTooManyDevices => RCPT_USER_LOGIN_TOO_MANY_DEVICES,
             ErrorCode::ServerNotReachable => RCPT_SERVER_NOT_REACHABLE,
             ErrorCode::ServerBusy => RCPT_SERVER_BUSY,
             ErrorCode::MessageInvalid => RCPT_MESSAGE_INVALID,
-            ErrorCode::MessageWrongType => RCPT_MESSAGE_WRONG_TYPE,
-            ErrorCode::FeatureNotEnabled => RCPT_FEATURE_NOT_ENABLED,
+            ErrorCode::ServiceNotEnabled => RCPT_SERVICE_NOT_ENABLED,
             ErrorCode::MessageExpired => RCPT_MESSAGE_EXPIRED,
             ErrorCode::GroupInvalidId => RCPT_GROUP_INVALID_ID,
             ErrorCode::GroupNotJoined => RCPT_GROUP_NOT_JOINED,

@@ -92,8 +92,8 @@ pub struct ServerConfig {
     /// (slowloris). Default 10 s.
     pub login_timeout_secs: u64,
     /// Most devices of one user online at once; a login of a further device is refused with
-    /// `LoginFailed` (302 server busy). A device id already online (a reconnect racing its old
-    /// connection's close) does not count twice. Default 10.
+    /// `LoginFailed` (214 USER_LOGIN_TOO_MANY_DEVICES). A device id already online (a reconnect
+    /// racing its old connection's close) does not count twice. Default 10.
     pub max_devices_per_user: usize,
     /// Most open client connections (logged in or not); sockets beyond it get `Error` (302
     /// server busy) and are closed at once. Default 10,000.

@@ -251,7 +251,7 @@ fn per_user_device_limit_refuses_the_eleventh_device_and_changes_nothing_else() 
     assert_eq!(s.config.max_devices_per_user, 10);
     let mut pair = Pair::new(a);
     let mut devices: Vec<RawClient> = (0..10).map(|i| RawClient::login(a, "alice", &format!("d{i}"))).collect();
-    // The 11th device: LoginFailed 302 with a clear description, then the connection closes.
+    // The 11th device: LoginFailed 214 (USER_LOGIN_TOO_MANY_DEVICES) with a clear description, then the connection closes.
     let mut c = RawClient::connect(a);
     c.send(&ClientFrame::Login { v: PROTOCOL_VERSION, user: "alice".into(), device: "d10".into(), token: token("alice"), since: 0 });
     // Pipelined behind it: must not be applied.
@@ -259,7 +259,7 @@ fn per_user_device_limit_refuses_the_eleventh_device_and_changes_nothing_else() 
     let frames = c.until_closed();
     match frames.as_slice() {
         [ServerFrame::LoginFailed { error }] => {
-            assert_eq!(error.code, ErrorCode::ServerBusy);
+            assert_eq!(error.code, ErrorCode::UserLoginTooManyDevices);
             assert!(error.description.contains("max_devices_per_user"), "{error}");
         }
         f => panic!("expected only LoginFailed, got {f:?}"),
@@ -285,7 +285,7 @@ fn per_user_device_limit_refuses_the_eleventh_device_and_changes_nothing_else() 
         c.send(&ClientFrame::Login { v: PROTOCOL_VERSION, user: "alice".into(), device: "d10".into(), token: token("alice"), since: 0 });
         match c.recv_required() {
             ServerFrame::LoginOk { .. } => break,
-            ServerFrame::LoginFailed { error } if error.code == ErrorCode::ServerBusy && Instant::now() < deadline => {
+            ServerFrame::LoginFailed { error } if error.code == ErrorCode::UserLoginTooManyDevices && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(50));
             }
             f => panic!("{f:?}"),

@@ -17,6 +17,7 @@ globalThis.__receiptDeviceThread = threadId;
 
 const R = require(workerData.napiDir);
 const SeedSnippets = workerData.seedJs ? require(workerData.seedJs).SeedSnippets : undefined;
+const SdkDocsCompat = workerData.sdkJs ? require(workerData.sdkJs).SdkDocsCompat : undefined;
 
 let seq = 0;
 let callbackDepth = 0;
@@ -28,11 +29,11 @@ function plain(v, depth = 0) {
     return {
       msgId: v.getMsgId(), clientId: v.getClientId(), from: v.getFrom(), to: v.getTo(), chatType: v.getChatType(),
       direction: v.getDirection(), content: v.getContent(), delivered: v.isDelivered(), receiverRead: v.isReceiverRead(),
-      unread: v.isUnread(), needGroupAck: v.isNeedGroupAck(), groupAckCount: v.groupAckCount,
+      unread: v.isUnread(), needGroupAck: v.isNeedGroupAck(), groupAckCount: v.groupAckCount(),
       groupAckSent: v.isGroupAckSent(), status: v.getStatus(), serverTime: v.getServerTime(),
     };
   }
-  if (v instanceof R.ChatError) return { chatError: true, code: v.code, description: v.description };
+  if (v instanceof R.ChatError) return { chatError: true, code: v.errorCode, description: v.description };
   if (v instanceof R.CursorResult) return { data: plain(v.getData(), depth + 1), cursor: v.getCursor() };
   if (Array.isArray(v)) return v.map((x) => plain(x, depth + 1));
   if (v instanceof Error) return { error: true, name: v.name, message: v.message, code: v.code };
@@ -68,7 +69,7 @@ function record(listener, cb, args) {
 
 // ---- spies (test setup; the seed's code runs unchanged) ---------------------------------------
 const CALLBACKS = ['onMessageReceived', 'onMessageDelivered', 'onMessageRead', 'onGroupMessageRead',
-  'onConversationRead', 'onUnreadCountChanged'];
+  'onReadAckForGroupMessageUpdated', 'onConversationRead', 'onConversationUpdate', 'onUnreadCountChanged'];
 const wrapped = new WeakSet();
 
 function instrument(listener) {
@@ -126,8 +127,9 @@ if (workerData.requireDeliveryAck !== undefined) options.setRequireDeliveryAck(w
 if (workerData.requireReadAck !== undefined) options.setRequireReadAck(workerData.requireReadAck);
 
 const seed = SeedSnippets ? new SeedSnippets() : undefined;
+const sdk = SdkDocsCompat ? new SdkDocsCompat() : undefined;
 const ctx = {
-  R, client, options, seed, state, plain, record, threadId, require,
+  R, client, options, seed, sdk, state, plain, record, threadId, require,
   cm: () => client.chatManager(),
   sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
   msg: (id) => {

@@ -10,26 +10,28 @@ const { repo } = require('./server');
 const napiDir = path.join(repo, 'target', 'napi');
 const DEFAULT_TIMEOUT = 15000;
 
-let seedJsPath;
+const fixtureJsPaths = new Map();
 /**
- * tests/napi/SeedSnippets.ets (the seed's code blocks as written, checked by the ArkTS lint),
- * transpiled to CommonJS once per process, its HAR import pointed at target/napi.
+ * An app-code fixture of tests/napi (SeedSnippets.ets: the seed's code blocks as written;
+ * SdkDocsCompat.ets: code written from the SDK's docs), both checked by the ArkTS lint, transpiled
+ * to CommonJS once per process, its HAR import pointed at target/napi.
  */
-function seedJs() {
-  if (seedJsPath) return seedJsPath;
+function fixtureJs(name) {
+  if (fixtureJsPaths.has(name)) return fixtureJsPaths.get(name);
   const ts = require(path.join(repo, 'scripts', 'node_modules', 'ohos-typescript'));
-  const src = fs.readFileSync(path.join(repo, 'tests', 'napi', 'SeedSnippets.ets'), 'utf8');
+  const src = fs.readFileSync(path.join(repo, 'tests', 'napi', `${name}.ets`), 'utf8');
   const out = ts.transpileModule(src, {
     compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2021 },
-    fileName: 'SeedSnippets.ts',
+    fileName: `${name}.ts`,
   });
   const js = out.outputText.split('require("../../ohos/receipt/Index")').join(`require(${JSON.stringify(napiDir)})`);
-  if (!js.includes(JSON.stringify(napiDir))) throw new Error('SeedSnippets: HAR import not found');
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'receipt-seed-'));
+  if (!js.includes(JSON.stringify(napiDir))) throw new Error(`${name}: HAR import not found`);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'receipt-fixture-'));
   process.once('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
-  seedJsPath = path.join(dir, 'SeedSnippets.js');
-  fs.writeFileSync(seedJsPath, js);
-  return seedJsPath;
+  const file = path.join(dir, `${name}.js`);
+  fs.writeFileSync(file, js);
+  fixtureJsPaths.set(name, file);
+  return file;
 }
 
 function withTimeout(p, ms, what) {
@@ -51,7 +53,7 @@ class Device {
     const d = new Device(opts.name || user, filesDir);
     d.worker = new Worker(path.join(__dirname, 'device-worker.js'), {
       workerData: {
-        napiDir, seedJs: seedJs(), filesDir, host: server.host, port: server.port,
+        napiDir, seedJs: fixtureJs('SeedSnippets'), sdkJs: fixtureJs('SdkDocsCompat'), filesDir, host: server.host, port: server.port,
         user: login ? user : undefined, token: login ? (opts.token ?? server.token(user)) : undefined,
         requireDeliveryAck: opts.requireDeliveryAck, requireReadAck: opts.requireReadAck,
       },

@@ -24,13 +24,20 @@ function serverBinary() {
 /**
  * Starts a server. Resolves with { host, port, secret, dataDir, token(user), kill(), restart(),
  * stop() } once it printed `listening on <addr>`; rejects after `timeoutMs`.
+ * `configToml`: settings without a flag (e.g. "max_devices_per_user = 1"), passed with --config.
  * kill(): stops the process, keeps the data; restart(): same port, data and secret; stop(): kills
  * it and removes the data directory.
  */
-async function startServer({ timeoutMs = 20000, extraArgs = [] } = {}) {
+async function startServer({ timeoutMs = 20000, extraArgs = [], configToml } = {}) {
   const bin = serverBinary();
   if (!bin) throw new Error('receipt-server not built (scripts/build-napi.sh builds it)');
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'receipt-server-'));
+  if (configToml !== undefined) {
+    // In the data dir (removed by stop()); the store opens only its own file there.
+    const file = path.join(dataDir, 'test-config.toml');
+    fs.writeFileSync(file, `${configToml}\n`);
+    extraArgs = ['--config', file, ...extraArgs];
+  }
   const secret = `test-secret-${process.pid}-${Date.now()}`;
   const server = {
     host: '127.0.0.1', port: 0, secret, dataDir, proc: undefined,

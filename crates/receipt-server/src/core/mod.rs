@@ -106,7 +106,7 @@ pub struct CoreConfig {
     pub retention_ms: u64,
     pub max_group_size: usize,
     pub group_ack: GroupAckPolicy,
-    /// Most distinct devices of one user online at once (further logins: `LoginFailed` 302).
+    /// Most distinct devices of one user online at once (further logins: `LoginFailed` 214).
     pub max_devices_per_user: usize,
 }
 

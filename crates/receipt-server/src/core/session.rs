@@ -56,7 +56,7 @@ impl ServerCore {
             others.sort_unstable();
             others.dedup();
             if others.len() >= limit {
-                let e = err(ErrorCode::ServerBusy, format!("{user} already has {limit} devices online (max_devices_per_user)"));
+                let e = err(ErrorCode::UserLoginTooManyDevices, format!("{user} has {limit} devices online (max_devices_per_user)"));
                 // The connection layer closes the connection after a LoginFailed.
                 self.send(session, ServerFrame::LoginFailed { error: e }, true);
                 return;

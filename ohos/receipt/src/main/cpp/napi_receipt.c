@@ -12,7 +12,7 @@
 //    functions when their env goes away); it frees the client (which joins the Rust threads).
 //    napi_set_instance_data and napi_add_env_cleanup_hook are not in OpenHarmony's NDK list.
 //  - Promises: req id -> napi_deferred, settled by RCPT_EVENT_REQUEST_COMPLETED; login settles on
-//    CONNECTED / LOGIN_FAILED. Errors are `{ code, description }` objects (SPEC section 2 codes).
+//    CONNECTED / LOGIN_FAILED. Errors are `{ code, description }` objects (the SDK's codes, docs/errors.md).
 //  - The threadsafe function is referenced (keeps the event loop alive) only while a promise is
 //    pending, so a worker or process that is done exits.
 //  - Only symbols in OpenHarmony's libnapi.ndk.json (scripts/check-napi-symbols.sh checks it).
@@ -32,12 +32,15 @@
 
 #include "receipt.h"
 
-// ---- error codes (SPEC section 2, same numbers as rcpt_result) ---------------------------------
+// ---- error codes -------------------------------------------------------------------------------
+// The codes the shim itself produces; every other code comes from the C ABI's rcpt_result. Names
+// are the SDK's ChatError names (docs/errors.md); tests/napi/error_table.test.js checks that each is
+// RCPT_<name> of receipt.h.
 
 enum {
-  ERR_GENERAL = 1,
-  ERR_INVALID_PARAM = 110,
-  ERR_NOT_LOGIN = 201,
+  ERR_GENERAL_ERROR = RCPT_GENERAL_ERROR,
+  ERR_INVALID_PARAM = RCPT_INVALID_PARAM,
+  ERR_USER_NOT_LOGIN = RCPT_USER_NOT_LOGIN,
 };
 
 // ---- per-env state ------------------------------------------------------------------------------
@@ -80,9 +83,17 @@ typedef struct env_state {
   napi_deferred logout_deferred;  // settled once the ended session's events were dispatched
   stashed_event *stash_head, *stash_tail;
   bool finishing_session;         // a logout happened: reject the old session's leftovers
+  bool has_server;                // init() was given a server address (there is no default)
 } env_state;
 
 // ---- small helpers ------------------------------------------------------------------------------
+
+// The SDK code ArkTS sees for a C ABI result: the C boundary's own failures (NULL argument, bad
+// UTF-8, panic: 1001 and up, numbers the SDK uses for other things) become GENERAL_ERROR; the
+// description still says what happened.
+static int sdk_code(rcpt_result r) {
+  return (unsigned)r >= (unsigned)RCPT_NULL_ARGUMENT ? ERR_GENERAL_ERROR : (int)r;
+}
 
 static napi_value make_error(napi_env env, int code, const char *description) {
   napi_value obj = NULL, c = NULL, d = NULL;
@@ -123,7 +134,7 @@ static const char *last_error(char *buf, size_t len, rcpt_result r) {
 
 static napi_value throw_rcpt(napi_env env, rcpt_result r) {
   char buf[512];
-  return throw_error(env, (int)r, last_error(buf, sizeof buf, r));
+  return throw_error(env, sdk_code(r), last_error(buf, sizeof buf, r));
 }
 
 // A promise already rejected with `{code, description}`.
@@ -131,7 +142,7 @@ static napi_value rejected(napi_env env, int code, const char *description) {
   napi_deferred d = NULL;
   napi_value p = NULL;
   if (napi_create_promise(env, &d, &p) != napi_ok) {
-    return throw_error(env, ERR_GENERAL, "napi_create_promise failed");
+    return throw_error(env, ERR_GENERAL_ERROR, "napi_create_promise failed");
   }
   napi_reject_deferred(env, d, make_error(env, code, description));
   return p;
@@ -139,7 +150,7 @@ static napi_value rejected(napi_env env, int code, const char *description) {
 
 static napi_value rejected_rcpt(napi_env env, rcpt_result r) {
   char buf[512];
-  return rejected(env, (int)r, last_error(buf, sizeof buf, r));
+  return rejected(env, sdk_code(r), last_error(buf, sizeof buf, r));
 }
 
 static void set_str(napi_env env, napi_value obj, const char *key, const char *s) {
@@ -342,7 +353,7 @@ static napi_value track_request(env_state *s, uint64_t req, pending_kind kind) {
   napi_deferred d = NULL;
   napi_value p = NULL;
   if (napi_create_promise(env, &d, &p) != napi_ok) {
-    return throw_error(env, ERR_GENERAL, "napi_create_promise failed");
+    return throw_error(env, ERR_GENERAL_ERROR, "napi_create_promise failed");
   }
   if (req == 0) {
     napi_resolve_deferred(env, d, undefined_value(env));
@@ -350,7 +361,7 @@ static napi_value track_request(env_state *s, uint64_t req, pending_kind kind) {
   }
   pending_req *r = calloc(1, sizeof *r);
   if (r == NULL) {
-    napi_reject_deferred(env, d, make_error(env, ERR_GENERAL, "out of memory"));
+    napi_reject_deferred(env, d, make_error(env, ERR_GENERAL_ERROR, "out of memory"));
     return p;
   }
   r->req = req;
@@ -439,7 +450,7 @@ static napi_value event_acks(napi_env env, const rcpt_event *ev) {
 }
 
 static napi_value event_error(napi_env env, const rcpt_event *ev) {
-  return make_error(env, (int)rcpt_event_error_code(ev), rcpt_event_error_message(ev));
+  return make_error(env, sdk_code(rcpt_event_error_code(ev)), rcpt_event_error_message(ev));
 }
 
 // ---- event dispatch (JS thread) -----------------------------------------------------------------
@@ -527,7 +538,7 @@ static void finish_old_sessions(env_state *s) {
     if (r->session != s->session) {
       *pp = r->next;
       napi_reject_deferred(env, r->deferred,
-                           make_error(env, ERR_NOT_LOGIN,
+                           make_error(env, ERR_USER_NOT_LOGIN,
                                       "logged out before the server answered (acks stay queued and are sent at the next login)"));
       free(r);
     } else {
@@ -535,7 +546,7 @@ static void finish_old_sessions(env_state *s) {
     }
   }
   if (s->login_deferred != NULL && s->login_session != s->session) {
-    napi_reject_deferred(env, s->login_deferred, make_error(env, ERR_NOT_LOGIN, "logged out before the login completed"));
+    napi_reject_deferred(env, s->login_deferred, make_error(env, ERR_USER_NOT_LOGIN, "logged out before the login completed"));
     s->login_deferred = NULL;
   }
   if (s->logout_deferred != NULL) {
@@ -577,13 +588,13 @@ static napi_value dispatch_native(env_state *s, const rcpt_event *ev, uint64_t s
       }
       napi_create_object(env, &o);
       set_str(env, o, "kind", "disconnected");
-      set_i32(env, o, "code", (int32_t)rcpt_event_error_code(ev));
+      set_i32(env, o, "code", (int32_t)sdk_code(rcpt_event_error_code(ev)));
       set_str(env, o, "description", rcpt_event_error_message(ev));
       break;
     case RCPT_EVENT_PROTOCOL_ERROR:
       napi_create_object(env, &o);
       set_str(env, o, "kind", "disconnected");
-      set_i32(env, o, "code", (int32_t)rcpt_event_error_code(ev));
+      set_i32(env, o, "code", (int32_t)sdk_code(rcpt_event_error_code(ev)));
       set_str(env, o, "description", rcpt_event_error_message(ev));
       break;
     case RCPT_EVENT_MESSAGES_RECEIVED:
@@ -626,7 +637,7 @@ static napi_value dispatch_native(env_state *s, const rcpt_event *ev, uint64_t s
     case RCPT_EVENT_STORE_FAILED:
       napi_create_object(env, &o);
       set_str(env, o, "kind", "storeFailed");
-      set_i32(env, o, "code", (int32_t)rcpt_event_error_code(ev));
+      set_i32(env, o, "code", (int32_t)sdk_code(rcpt_event_error_code(ev)));
       set_str(env, o, "description", rcpt_event_error_message(ev));
       break;
     default:
@@ -738,7 +749,7 @@ static void env_teardown(napi_env env, void *finalize_data, void *hint) {
   env_state *s = call_info(env, info, &argc, argv);      \
   (void)argc;                                            \
   if (s == NULL) {                                       \
-    return throw_error(env, ERR_GENERAL, "bad call");    \
+    return throw_error(env, ERR_GENERAL_ERROR, "bad call");    \
   }
 
 static napi_value invalid_arg_throw(napi_env env, const char *name, const char *why) {
@@ -754,14 +765,14 @@ static napi_value invalid_arg_reject(napi_env env, const char *name, const char 
 }
 
 static napi_value not_initialized_reject(napi_env env) {
-  return rejected(env, ERR_GENERAL, "init() was not called");
+  return rejected(env, ERR_GENERAL_ERROR, "init() was not called");
 }
 
 // init(options: NativeOptions): void
 static napi_value js_init(napi_env env, napi_callback_info info) {
   ARGS(1);
   if (s->client != NULL) {
-    return throw_error(env, ERR_GENERAL, "init() was already called in this env");
+    return throw_error(env, ERR_GENERAL_ERROR, "init() was already called in this env");
   }
   napi_valuetype t = napi_undefined;
   if (argv[0] == NULL || napi_typeof(env, argv[0], &t) != napi_ok || t != napi_object) {
@@ -777,15 +788,22 @@ static napi_value js_init(napi_env env, napi_callback_info info) {
   if (napi_get_named_property(env, argv[0], "requireReadAck", &v) != napi_ok || !get_bool(env, v, &read)) {
     return invalid_arg_throw(env, "options.requireReadAck", "must be a boolean");
   }
-  if (napi_get_named_property(env, argv[0], "port", &v) != napi_ok || !get_int(env, v, 1, 65535, &port)) {
-    return invalid_arg_throw(env, "options.port", "must be an integer in 1..65535");
+  // No default address (on a phone 127.0.0.1 is the phone): "" and 0 mean "not set", and login()
+  // then fails with SERVER_NOT_REACHABLE saying so.
+  if (napi_get_named_property(env, argv[0], "port", &v) != napi_ok || !get_int(env, v, 0, 65535, &port)) {
+    return invalid_arg_throw(env, "options.port", "must be an integer in 1..65535, or 0 for none");
   }
   if (napi_get_named_property(env, argv[0], "server", &v) != napi_ok) {
-    return invalid_arg_throw(env, "options.server", "must be a non-empty string");
+    return invalid_arg_throw(env, "options.server", "must be a string");
   }
-  char *server = get_string(env, v, false, &why);
+  char *server = get_string(env, v, true, &why);
   if (server == NULL) {
     return invalid_arg_throw(env, "options.server", why);
+  }
+  bool has_server = server[0] != '\0' && port > 0;
+  if (!has_server && (server[0] != '\0' || port > 0)) {
+    free(server);
+    return invalid_arg_throw(env, "options.server", "set both the host and the port, or neither");
   }
   if (napi_get_named_property(env, argv[0], "dataDir", &v) != napi_ok) {
     free(server);
@@ -801,11 +819,11 @@ static napi_value js_init(napi_env env, napi_callback_info info) {
   if (o == NULL) {
     free(server);
     free(data_dir);
-    return throw_error(env, ERR_GENERAL, "rcpt_options_new failed");
+    return throw_error(env, ERR_GENERAL_ERROR, "rcpt_options_new failed");
   }
   rcpt_result r = rcpt_options_set_require_delivery_ack(o, delivery);
   if (r == RCPT_OK) r = rcpt_options_set_require_read_ack(o, read);
-  if (r == RCPT_OK) r = rcpt_options_set_server(o, server, (uint16_t)port);
+  if (r == RCPT_OK && has_server) r = rcpt_options_set_server(o, server, (uint16_t)port);
   if (r == RCPT_OK) r = rcpt_options_set_data_dir(o, data_dir);
   rcpt_client *c = NULL;
   if (r == RCPT_OK) r = rcpt_client_new(o, &c);
@@ -818,9 +836,10 @@ static napi_value js_init(napi_env env, napi_callback_info info) {
   free(data_dir);
   if (r != RCPT_OK) {
     rcpt_client_free(c);
-    return throw_error(env, (int)r, buf);
+    return throw_error(env, sdk_code(r), buf);
   }
   s->client = c;
+  s->has_server = has_server;
   rcpt_client_set_wakeup(c, on_wakeup, s);
   schedule_poll(s);  // anything queued before the wakeup was set
   return undefined_value(env);
@@ -835,7 +854,7 @@ static napi_value js_set_event_handler(napi_env env, napi_callback_info info) {
   }
   napi_ref ref = NULL;
   if (napi_create_reference(env, argv[0], 1, &ref) != napi_ok) {
-    return throw_error(env, ERR_GENERAL, "napi_create_reference failed");
+    return throw_error(env, ERR_GENERAL_ERROR, "napi_create_reference failed");
   }
   if (s->handler != NULL) {
     napi_delete_reference(env, s->handler);
@@ -850,6 +869,10 @@ static napi_value js_login(napi_env env, napi_callback_info info) {
   if (s->client == NULL) {
     return not_initialized_reject(env);
   }
+  if (!s->has_server) {
+    return rejected(env, RCPT_SERVER_NOT_REACHABLE,
+                    "no server address: set ChatOptions.setIMServer(host) and setImPort(port) before init()");
+  }
   const char *why = NULL;
   char *user = get_string(env, argv[0], false, &why);
   if (user == NULL) {
@@ -862,7 +885,7 @@ static napi_value js_login(napi_env env, napi_callback_info info) {
   }
   if (s->login_deferred != NULL && s->login_session != s->session) {
     // The login of a session that was logged out since (its events not dispatched yet).
-    napi_reject_deferred(env, s->login_deferred, make_error(env, ERR_NOT_LOGIN, "logged out before the login completed"));
+    napi_reject_deferred(env, s->login_deferred, make_error(env, ERR_USER_NOT_LOGIN, "logged out before the login completed"));
     s->login_deferred = NULL;
   }
   if (s->login_deferred != NULL) {
@@ -878,7 +901,7 @@ static napi_value js_login(napi_env env, napi_callback_info info) {
   }
   napi_value p = NULL;
   if (napi_create_promise(env, &s->login_deferred, &p) != napi_ok) {
-    return throw_error(env, ERR_GENERAL, "napi_create_promise failed");
+    return throw_error(env, ERR_GENERAL_ERROR, "napi_create_promise failed");
   }
   s->login_session = s->session;
   update_loop_ref(s);
@@ -892,7 +915,7 @@ static napi_value js_logout(napi_env env, napi_callback_info info) {
     return not_initialized_reject(env);
   }
   if (s->logout_deferred != NULL) {
-    return rejected(env, ERR_NOT_LOGIN, "a logout is already in progress");
+    return rejected(env, ERR_USER_NOT_LOGIN, "a logout is already in progress");
   }
   rcpt_result r = end_session(s);
   if (r != RCPT_OK) {
@@ -900,7 +923,7 @@ static napi_value js_logout(napi_env env, napi_callback_info info) {
   }
   napi_value p = NULL;
   if (napi_create_promise(env, &s->logout_deferred, &p) != napi_ok) {
-    return throw_error(env, ERR_GENERAL, "napi_create_promise failed");
+    return throw_error(env, ERR_GENERAL_ERROR, "napi_create_promise failed");
   }
   update_loop_ref(s);
   return p;
@@ -1076,7 +1099,7 @@ static napi_value js_get_message(napi_env env, napi_callback_info info) {
   }
   if (s->client == NULL) {
     free(id);
-    return throw_error(env, ERR_GENERAL, "init() was not called");
+    return throw_error(env, ERR_GENERAL_ERROR, "init() was not called");
   }
   rcpt_message *m = NULL;
   rcpt_result r = rcpt_client_get_message(s->client, id, &m);
@@ -1135,7 +1158,7 @@ static napi_value js_get_unread_count(napi_env env, napi_callback_info info) {
   }
   if (s->client == NULL) {
     free(id);
-    return throw_error(env, ERR_GENERAL, "init() was not called");
+    return throw_error(env, ERR_GENERAL_ERROR, "init() was not called");
   }
   uint32_t n = 0;
   rcpt_result r = rcpt_client_unread_count(s->client, id, (uint32_t)chat_type, &n);
@@ -1203,7 +1226,7 @@ static napi_value js_noop(napi_env env, napi_callback_info info) {
 static napi_value module_init(napi_env env, napi_value exports) {
   env_state *s = calloc(1, sizeof *s);
   if (s == NULL) {
-    return throw_error(env, ERR_GENERAL, "out of memory");
+    return throw_error(env, ERR_GENERAL_ERROR, "out of memory");
   }
   s->env = env;
   atomic_init(&s->poll_scheduled, false);
@@ -1213,7 +1236,7 @@ static napi_value module_init(napi_env env, napi_value exports) {
       napi_create_string_utf8(env, "receipt_napi.events", NAPI_AUTO_LENGTH, &name) != napi_ok ||
       napi_create_threadsafe_function(env, noop, NULL, name, 0, 1, s, env_teardown, s, call_js, &s->tsfn) != napi_ok) {
     free(s);
-    return throw_error(env, ERR_GENERAL, "napi_create_threadsafe_function failed");
+    return throw_error(env, ERR_GENERAL_ERROR, "napi_create_threadsafe_function failed");
   }
   // Idle until a promise waits for the server.
   napi_unref_threadsafe_function(env, s->tsfn);
@@ -1246,7 +1269,7 @@ static napi_value module_init(napi_env env, napi_value exports) {
     napi_value fn = NULL;
     if (napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].cb, s, &fn) != napi_ok ||
         napi_set_named_property(env, exports, fns[i].name, fn) != napi_ok) {
-      return throw_error(env, ERR_GENERAL, "defining the module's functions failed");
+      return throw_error(env, ERR_GENERAL_ERROR, "defining the module's functions failed");
     }
   }
   return exports;

@@ -2,13 +2,13 @@
 // This file is the contract between the shim (../../napi_receipt.c) and the ArkTS layer
 // (src/main/ets). All functions must be called on the JS thread; events are delivered on it too.
 // Errors: synchronous functions throw, and promises reject, with an object
-// `{ code: number, description: string }` carrying SPEC section 2's codes.
+// `{ code: number, description: string }` carrying the SDK's codes (docs/errors.md).
 
 export interface NativeOptions {
   requireDeliveryAck: boolean;
   requireReadAck: boolean;
-  server: string;   // host, default "127.0.0.1"
-  port: number;     // default 7878
+  server: string;   // host; "" when the app set none (login then fails with 300)
+  port: number;     // 0 when the app set none
   dataDir: string;  // directory for the client store (context.filesDir on HarmonyOS)
 }
 
