@@ -13,6 +13,7 @@ pub mod codec;
 pub mod engine;
 pub mod error;
 pub mod protocol;
+pub mod rules;
 pub mod store;
 pub mod types;
 

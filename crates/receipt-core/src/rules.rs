@@ -1,0 +1,451 @@
+//! The receipt rules: who may ack what, what is already covered, what a message may hold.
+//!
+//! # One home per rule
+//!
+//! A receipt rule used to be written twice or more: once in the client engine (to refuse early
+//! and to keep its flags right offline), once in the server core (to enforce it), and again in
+//! test doubles and bindings, under different names and, in places, with different answers. This
+//! module is the single place where each rule is written. Every function here is pure: it takes
+//! plain data (ids, watermarks, a read set, a group's size and the caller's role, the policy
+//! settings, timestamps) and answers `Ok` or the [`ChatError`] whose [`ErrorCode`] both sides
+//! report. Nothing here looks anything up: the caller finds the message, the conversation or the
+//! group in its own state (an unknown one is the caller's error, since only it knows whether the
+//! id is unknown or past retention) and hands the facts in.
+//!
+//! The server (`ServerCore` in receipt-server) enforces every rule. The client ([`ClientEngine`]) runs the same
+//! functions on the facts it has (its copy of the message, its own watermarks) so that a request
+//! the server would refuse is refused locally, with the same code, before it is queued; rules whose
+//! facts only the server holds (the group-ack policy, membership, validity) are enforced there
+//! alone. Changing a rule means changing one function here, and both sides follow.
+//!
+//! # Watermark vocabulary
+//!
+//! Both sides describe a conversation's read state with the same words:
+//!
+//! - **read mark** ([`ReadMark`]): what *this user* has read. `up_to` is the read watermark (every
+//!   received message with an id up to it counts as read: a conversation read or a mark-all), and
+//!   `singles` the messages above it read one by one. A received message is unread iff the read
+//!   mark does not [cover](ReadMark::covers) it.
+//! - **receipt mark** (`receipt_up_to`): 1:1 only, the `up_to` of the last conversation ack this
+//!   user sent: the peer already got a read receipt for every message up to it, so a read ack of
+//!   one of them is [already covered](read_ack_covered).
+//! - **newest** / **newest received**: the newest message of the conversation in either direction,
+//!   and the newest one this user received. A conversation ack moves the marks to `newest`, and
+//!   it has something to say only when `newest_received` is above the mark it moves
+//!   ([`conversation_ack_up_to`]).
+//!
+//! [`ClientEngine`]: crate::engine::ClientEngine
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ChatError, ChatResult, ErrorCode};
+use crate::types::{ChatMessage, ChatType, GroupRole, MsgId, WireMessage, MAX_CONTENT_BYTES};
+
+// ----- page bounds -----
+
+/// Largest page of group read acks one fetch may ask for.
+pub const MAX_PAGE_SIZE: u32 = 100;
+
+/// A page size must be 1..=[`MAX_PAGE_SIZE`] (110 otherwise).
+pub fn check_page_size(page_size: u32) -> ChatResult<()> {
+    if !(1..=MAX_PAGE_SIZE).contains(&page_size) {
+        return Err(ChatError::invalid_param(format!("page_size must be 1..={MAX_PAGE_SIZE}")));
+    }
+    Ok(())
+}
+
+// ----- content -----
+
+/// A message's content must be 1..=[`MAX_CONTENT_BYTES`] bytes (110 otherwise): an empty
+/// message is refused like an oversized one.
+pub fn check_content(content: &str) -> ChatResult<()> {
+    if content.is_empty() || content.len() > MAX_CONTENT_BYTES {
+        return Err(ChatError::invalid_param(format!("content must be 1..={MAX_CONTENT_BYTES} bytes")));
+    }
+    Ok(())
+}
+
+/// A group read ack's ext is optional and at most [`MAX_CONTENT_BYTES`] bytes (110 otherwise).
+pub fn check_ext(ext: Option<&str>) -> ChatResult<()> {
+    if ext.is_some_and(|e| e.len() > MAX_CONTENT_BYTES) {
+        return Err(ChatError::invalid_param(format!("ext must be at most {MAX_CONTENT_BYTES} bytes")));
+    }
+    Ok(())
+}
+
+// ----- the facts of a message -----
+
+/// What the rules need to know about a message, borrowed from whichever type holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageFacts<'a> {
+    pub id: MsgId,
+    pub from: &'a str,
+    /// The peer (1:1) or the group / room id.
+    pub to: &'a str,
+    pub chat_type: ChatType,
+    /// Server time the message was accepted (ms).
+    pub timestamp: u64,
+    /// The sender asked for group read acks and the server kept the request.
+    pub need_group_ack: bool,
+}
+
+impl<'a> From<&'a WireMessage> for MessageFacts<'a> {
+    fn from(m: &'a WireMessage) -> Self {
+        MessageFacts {
+            id: m.id,
+            from: &m.from,
+            to: &m.to,
+            chat_type: m.chat_type,
+            timestamp: m.timestamp,
+            need_group_ack: m.need_group_ack,
+        }
+    }
+}
+
+impl<'a> From<&'a ChatMessage> for MessageFacts<'a> {
+    fn from(m: &'a ChatMessage) -> Self {
+        MessageFacts {
+            id: m.id,
+            from: &m.from,
+            to: &m.to,
+            chat_type: m.chat_type,
+            timestamp: m.timestamp,
+            need_group_ack: m.need_group_ack,
+        }
+    }
+}
+
+// ----- 1:1 acks -----
+
+/// Who may send a 1:1 ack (`what`: "delivery" or "read") of `msg`: only its recipient, and only
+/// for a 1:1 message. 501 for a group or room message or one's own message, 500 for a message
+/// sent to somebody else.
+pub fn check_one_to_one_ack(msg: MessageFacts<'_>, acker: &str, what: &str) -> ChatResult<()> {
+    if msg.chat_type != ChatType::Chat {
+        return Err(ChatError::wrong_type(format!("{what} acks are for 1:1 messages only")));
+    }
+    if msg.from == acker {
+        return Err(ChatError::wrong_type("cannot ack your own message"));
+    }
+    if msg.to != acker {
+        return Err(ChatError::invalid_message(format!("message {} was not sent to you", msg.id)));
+    }
+    Ok(())
+}
+
+/// Read-ack eligibility: [`check_one_to_one_ack`] for a read ack.
+pub fn check_read_ack(msg: MessageFacts<'_>, reader: &str) -> ChatResult<()> {
+    check_one_to_one_ack(msg, reader, "read")
+}
+
+/// A read ack of message `id` says nothing new when this user already acked it one by one
+/// (`acked`) or a conversation ack of theirs covered it (`receipt_up_to`, the receipt mark).
+pub fn read_ack_covered(acked: bool, receipt_up_to: MsgId, id: MsgId) -> bool {
+    acked || id <= receipt_up_to
+}
+
+// ----- the read mark -----
+
+/// This user's read state of one conversation: the watermark and the messages above it read one
+/// by one. See the module docs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadMark {
+    /// Every received message with an id up to here counts as read.
+    pub up_to: MsgId,
+    /// Messages above `up_to` read one by one.
+    pub singles: BTreeSet<MsgId>,
+}
+
+impl ReadMark {
+    /// Whether message `id` counts as read.
+    pub fn covers(&self, id: MsgId) -> bool {
+        id <= self.up_to || self.singles.contains(&id)
+    }
+
+    /// Marks one message read; true if it was not covered before.
+    pub fn mark_one(&mut self, id: MsgId) -> bool {
+        id > self.up_to && self.singles.insert(id)
+    }
+
+    /// Moves the watermark to `up_to` (never back) and drops the singles it now covers.
+    /// O(log n) in the number of singles.
+    pub fn mark_all(&mut self, up_to: MsgId) {
+        self.up_to = self.up_to.max(up_to);
+        self.singles = self.singles.split_off(&(self.up_to + 1));
+    }
+}
+
+/// The marks of one conversation a conversation ack looks at (see the module docs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConversationMarks {
+    /// The read mark's watermark.
+    pub read_up_to: MsgId,
+    /// 1:1: the receipt mark.
+    pub receipt_up_to: MsgId,
+    /// Newest message, either direction.
+    pub newest: MsgId,
+    /// Newest message this user received.
+    pub newest_received: MsgId,
+}
+
+/// Where a conversation ack moves the marks, or `None` when it has nothing to say: 1:1, when the
+/// receipt mark already covers every received message; group and room, when the read watermark
+/// does. The ack covers the conversation up to its newest message.
+pub fn conversation_ack_up_to(chat_type: ChatType, marks: ConversationMarks) -> Option<MsgId> {
+    let mark = match chat_type {
+        ChatType::Chat => marks.receipt_up_to,
+        ChatType::GroupChat | ChatType::ChatRoom => marks.read_up_to,
+    };
+    (marks.newest_received > mark).then_some(marks.newest)
+}
+
+// ----- group read acks -----
+
+/// Who may send a group message that asks for read acks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhoMayRequest {
+    AllMembers,
+    OwnerAndAdmins,
+}
+
+/// Who sees a group message's read acks (count, list, events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    SenderOnly,
+    AllMembers,
+}
+
+/// The group read-ack policy as the rules need it (the server's configuration maps into it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupAckPolicy {
+    /// The feature is on (505 while off).
+    pub enabled: bool,
+    pub who_may_request: WhoMayRequest,
+    /// An ack is valid for this long after the message was sent (506 after), in ms.
+    pub validity_ms: u64,
+    /// Groups with more members than this get no read acks (the request is dropped, not refused).
+    pub member_cap: usize,
+    pub visibility: Visibility,
+}
+
+impl Default for GroupAckPolicy {
+    /// The seed defaults: off, anybody may ask, 3 days, 200 members, sender only.
+    fn default() -> Self {
+        GroupAckPolicy {
+            enabled: false,
+            who_may_request: WhoMayRequest::AllMembers,
+            validity_ms: 3 * 24 * 3600 * 1000,
+            member_cap: 200,
+            visibility: Visibility::SenderOnly,
+        }
+    }
+}
+
+/// Sending a group message that asks for read acks (`wants`): whether the request is kept.
+/// 505 when the feature is off, 603 when `role` may not ask; a group above the member cap
+/// silently gets no acks (`Ok(false)`). A message that does not ask is always `Ok(false)`.
+pub fn group_ack_on_send(policy: &GroupAckPolicy, wants: bool, role: GroupRole, member_count: usize) -> ChatResult<bool> {
+    if !wants {
+        return Ok(false);
+    }
+    if !policy.enabled {
+        return Err(ChatError::new(ErrorCode::FeatureNotEnabled, "group read acks are not enabled"));
+    }
+    if policy.who_may_request == WhoMayRequest::OwnerAndAdmins && role == GroupRole::Member {
+        return Err(ChatError::new(ErrorCode::GroupPermissionDenied, "only the owner and admins may ask for group read acks"));
+    }
+    Ok(member_count <= policy.member_cap)
+}
+
+/// Who may send a group read ack of `msg`, from the message alone: a group message (501
+/// otherwise) that `acker` did not send (501).
+pub fn check_group_ack_target(msg: MessageFacts<'_>, acker: &str) -> ChatResult<()> {
+    if msg.chat_type != ChatType::GroupChat {
+        return Err(ChatError::wrong_type("group read acks are for group messages only"));
+    }
+    if msg.from == acker {
+        return Err(ChatError::wrong_type("cannot ack your own message"));
+    }
+    Ok(())
+}
+
+/// The message asks for group read acks (505 otherwise).
+pub fn check_group_ack_asked(msg: MessageFacts<'_>) -> ChatResult<()> {
+    if !msg.need_group_ack {
+        return Err(ChatError::new(ErrorCode::FeatureNotEnabled, "this message does not take group read acks"));
+    }
+    Ok(())
+}
+
+/// Group-ack eligibility beyond the message itself, in the order the server checks: the
+/// feature is on (505), the message asks for acks (505), the acker is a member of the group
+/// (602), the ack is within its validity at `now` (506).
+pub fn check_group_ack(policy: &GroupAckPolicy, msg: MessageFacts<'_>, acker_is_member: bool, now: u64) -> ChatResult<()> {
+    if !policy.enabled {
+        return Err(ChatError::new(ErrorCode::FeatureNotEnabled, "group read acks are not enabled"));
+    }
+    check_group_ack_asked(msg)?;
+    if !acker_is_member {
+        return Err(ChatError::new(ErrorCode::GroupNotJoined, format!("not a member of {}", msg.to)));
+    }
+    if now.saturating_sub(msg.timestamp) > policy.validity_ms {
+        return Err(ChatError::new(ErrorCode::MessageExpired, "the group read ack is past its validity"));
+    }
+    Ok(())
+}
+
+/// Whether every member (not only the sender and the acker) hears of a group read ack.
+pub fn members_see_group_acks(policy: &GroupAckPolicy) -> bool {
+    policy.visibility == Visibility::AllMembers
+}
+
+/// Who may see a group message's read acks: its sender, and the members when the policy says
+/// so (603 otherwise).
+pub fn check_may_see_group_acks(policy: &GroupAckPolicy, msg: MessageFacts<'_>, viewer: &str, viewer_is_member: bool) -> ChatResult<()> {
+    if msg.from == viewer || (members_see_group_acks(policy) && viewer_is_member) {
+        return Ok(());
+    }
+    Err(ChatError::new(ErrorCode::GroupPermissionDenied, "only the sender may see this message's read acks"))
+}
+
+/// A group of `size` members (the owner included) must stay within `max_size` (604 otherwise).
+pub fn check_group_size(size: usize, max_size: usize) -> ChatResult<()> {
+    if size > max_size {
+        return Err(ChatError::new(ErrorCode::GroupMembersFull, format!("a group has at most {max_size} members")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(chat_type: ChatType, from: &'static str, to: &'static str) -> MessageFacts<'static> {
+        MessageFacts { id: 7, from, to, chat_type, timestamp: 1_000, need_group_ack: true }
+    }
+
+    fn code<T: std::fmt::Debug>(r: ChatResult<T>) -> ErrorCode {
+        r.unwrap_err().code
+    }
+
+    fn on() -> GroupAckPolicy {
+        GroupAckPolicy { enabled: true, ..GroupAckPolicy::default() }
+    }
+
+    #[test]
+    fn page_size_is_one_to_the_bound() {
+        assert_eq!(code(check_page_size(0)), ErrorCode::InvalidParam);
+        assert!(check_page_size(1).is_ok());
+        assert!(check_page_size(MAX_PAGE_SIZE).is_ok());
+        assert_eq!(code(check_page_size(MAX_PAGE_SIZE + 1)), ErrorCode::InvalidParam);
+    }
+
+    #[test]
+    fn content_must_be_non_empty_and_bounded_and_ext_only_bounded() {
+        assert_eq!(code(check_content("")), ErrorCode::InvalidParam);
+        assert!(check_content("x").is_ok());
+        assert!(check_content(&"x".repeat(MAX_CONTENT_BYTES)).is_ok());
+        assert_eq!(code(check_content(&"x".repeat(MAX_CONTENT_BYTES + 1))), ErrorCode::InvalidParam);
+        assert!(check_ext(None).is_ok());
+        assert!(check_ext(Some("")).is_ok());
+        assert_eq!(code(check_ext(Some(&"x".repeat(MAX_CONTENT_BYTES + 1)))), ErrorCode::InvalidParam);
+    }
+
+    #[test]
+    fn only_the_recipient_of_a_one_to_one_message_may_read_ack_it() {
+        assert!(check_read_ack(msg(ChatType::Chat, "alice", "bob"), "bob").is_ok());
+        assert_eq!(code(check_read_ack(msg(ChatType::Chat, "alice", "bob"), "alice")), ErrorCode::MessageWrongType);
+        assert_eq!(code(check_read_ack(msg(ChatType::Chat, "alice", "bob"), "carol")), ErrorCode::MessageInvalid);
+        assert_eq!(code(check_read_ack(msg(ChatType::GroupChat, "alice", "g1"), "bob")), ErrorCode::MessageWrongType);
+        assert_eq!(code(check_read_ack(msg(ChatType::ChatRoom, "alice", "r1"), "bob")), ErrorCode::MessageWrongType);
+        assert_eq!(code(check_one_to_one_ack(msg(ChatType::Chat, "alice", "bob"), "carol", "delivery")), ErrorCode::MessageInvalid);
+    }
+
+    #[test]
+    fn a_read_ack_is_covered_by_its_own_ack_or_the_receipt_mark() {
+        assert!(!read_ack_covered(false, 6, 7));
+        assert!(read_ack_covered(false, 7, 7));
+        assert!(read_ack_covered(true, 0, 7));
+    }
+
+    #[test]
+    fn the_read_mark_covers_its_watermark_and_its_singles() {
+        let mut m = ReadMark::default();
+        assert!(!m.covers(1));
+        assert!(m.mark_one(3));
+        assert!(!m.mark_one(3), "twice is no news");
+        assert!(m.mark_one(9));
+        assert!(m.covers(3) && m.covers(9) && !m.covers(4));
+        m.mark_all(5);
+        assert_eq!((m.up_to, m.singles.iter().copied().collect::<Vec<_>>()), (5, vec![9]), "singles below the mark dropped");
+        assert!(m.covers(4) && m.covers(9) && !m.covers(6));
+        assert!(!m.mark_one(2), "below the watermark: already read");
+        m.mark_all(1);
+        assert_eq!(m.up_to, 5, "the watermark never goes back");
+        m.mark_all(9);
+        assert!(m.singles.is_empty());
+    }
+
+    #[test]
+    fn a_conversation_ack_says_something_only_above_its_mark() {
+        let marks = ConversationMarks { read_up_to: 4, receipt_up_to: 2, newest: 6, newest_received: 4 };
+        // 1:1 looks at the receipt mark, groups at the read watermark.
+        assert_eq!(conversation_ack_up_to(ChatType::Chat, marks), Some(6));
+        assert_eq!(conversation_ack_up_to(ChatType::GroupChat, marks), None);
+        assert_eq!(conversation_ack_up_to(ChatType::GroupChat, ConversationMarks { read_up_to: 3, ..marks }), Some(6));
+        assert_eq!(conversation_ack_up_to(ChatType::Chat, ConversationMarks { receipt_up_to: 4, ..marks }), None);
+        assert_eq!(conversation_ack_up_to(ChatType::Chat, ConversationMarks::default()), None, "nothing received");
+    }
+
+    #[test]
+    fn asking_for_group_acks_needs_the_feature_the_role_and_a_small_group() {
+        let off = GroupAckPolicy::default();
+        assert_eq!(group_ack_on_send(&off, false, GroupRole::Member, 3), Ok(false));
+        assert_eq!(code(group_ack_on_send(&off, true, GroupRole::Owner, 3)), ErrorCode::FeatureNotEnabled);
+        assert_eq!(group_ack_on_send(&on(), true, GroupRole::Member, 3), Ok(true));
+        assert_eq!(group_ack_on_send(&on(), true, GroupRole::Member, 200), Ok(true));
+        assert_eq!(group_ack_on_send(&on(), true, GroupRole::Member, 201), Ok(false), "above the cap: dropped, not refused");
+        let admins = GroupAckPolicy { who_may_request: WhoMayRequest::OwnerAndAdmins, ..on() };
+        assert_eq!(code(group_ack_on_send(&admins, true, GroupRole::Member, 3)), ErrorCode::GroupPermissionDenied);
+        assert_eq!(group_ack_on_send(&admins, true, GroupRole::Admin, 3), Ok(true));
+        assert_eq!(group_ack_on_send(&admins, true, GroupRole::Owner, 3), Ok(true));
+    }
+
+    #[test]
+    fn group_ack_eligibility_in_the_servers_order() {
+        let m = msg(ChatType::GroupChat, "alice", "g1");
+        assert!(check_group_ack_target(m, "bob").is_ok());
+        assert_eq!(code(check_group_ack_target(m, "alice")), ErrorCode::MessageWrongType);
+        assert_eq!(code(check_group_ack_target(msg(ChatType::Chat, "alice", "bob"), "bob")), ErrorCode::MessageWrongType);
+        assert_eq!(code(check_group_ack_target(msg(ChatType::ChatRoom, "alice", "r1"), "bob")), ErrorCode::MessageWrongType);
+        let not_asked = MessageFacts { need_group_ack: false, ..m };
+        assert_eq!(code(check_group_ack_asked(not_asked)), ErrorCode::FeatureNotEnabled);
+        let valid_until = m.timestamp + on().validity_ms;
+        assert!(check_group_ack(&on(), m, true, valid_until).is_ok());
+        assert_eq!(code(check_group_ack(&on(), m, true, valid_until + 1)), ErrorCode::MessageExpired);
+        assert_eq!(code(check_group_ack(&on(), m, false, valid_until + 1)), ErrorCode::GroupNotJoined, "membership first");
+        assert_eq!(code(check_group_ack(&on(), not_asked, false, 0)), ErrorCode::FeatureNotEnabled);
+        assert_eq!(code(check_group_ack(&GroupAckPolicy::default(), m, true, 0)), ErrorCode::FeatureNotEnabled);
+    }
+
+    #[test]
+    fn group_acks_are_seen_by_the_sender_and_by_members_when_visible() {
+        let m = msg(ChatType::GroupChat, "alice", "g1");
+        assert!(check_may_see_group_acks(&on(), m, "alice", true).is_ok());
+        assert_eq!(code(check_may_see_group_acks(&on(), m, "bob", true)), ErrorCode::GroupPermissionDenied);
+        let all = GroupAckPolicy { visibility: Visibility::AllMembers, ..on() };
+        assert!(members_see_group_acks(&all) && !members_see_group_acks(&on()));
+        assert!(check_may_see_group_acks(&all, m, "bob", true).is_ok());
+        assert_eq!(code(check_may_see_group_acks(&all, m, "carol", false)), ErrorCode::GroupPermissionDenied);
+    }
+
+    #[test]
+    fn a_group_stays_within_its_size() {
+        assert!(check_group_size(5000, 5000).is_ok());
+        assert_eq!(code(check_group_size(5001, 5000)), ErrorCode::GroupMembersFull);
+    }
+}
