@@ -24,11 +24,12 @@ type ConvMap<V> = hashbrown::HashMap<ConversationKey, V, foldhash::fast::RandomS
 
 use crate::error::{ChatError, ChatResult, ErrorCode};
 use crate::protocol::*;
+use crate::rules::{self, ConversationMarks, MessageFacts};
 use crate::store::{ClientStore, Conversation, Meta, StoreBatch, StoreError};
 use crate::types::*;
 
-/// Largest page of group acks one fetch may ask for.
-pub const MAX_GROUP_ACK_PAGE: u32 = 100;
+/// Largest page of group acks one fetch may ask for: the rule's bound, [`rules::MAX_PAGE_SIZE`].
+pub const MAX_GROUP_ACK_PAGE: u32 = rules::MAX_PAGE_SIZE;
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -308,14 +309,22 @@ impl<S: ClientStore> ClientEngine<S> {
         if m.id != 0 {
             if let Some(c) = self.conversations.get(&m.conversation_ref()) {
                 return match m.direction {
-                    MessageDirection::Receive => {
-                        (m.unread && m.id > c.read_up_to, m.receiver_read || (m.chat_type == ChatType::Chat && m.id <= c.ack_sent_up_to))
-                    }
+                    MessageDirection::Receive => (
+                        m.unread && m.id > c.read_up_to,
+                        m.chat_type == ChatType::Chat && rules::read_ack_covered(m.receiver_read, c.ack_sent_up_to, m.id)
+                            || m.receiver_read,
+                    ),
                     MessageDirection::Send => (m.unread, m.receiver_read || (m.chat_type == ChatType::Chat && m.id <= c.peer_read_up_to)),
                 };
             }
         }
         (m.unread, m.receiver_read)
+    }
+
+    /// The newest message this user received in a conversation (0: none held).
+    fn newest_received(&self, key: &ConversationKey) -> MsgId {
+        let ids = self.conv_ids.get(key).map(Vec::as_slice).unwrap_or(&[]);
+        ids.iter().rev().copied().find(|id| self.messages.get(id).is_some_and(|m| m.direction == MessageDirection::Receive)).unwrap_or(0)
     }
 
     fn is_unread(&self, m: &ChatMessage) -> bool {
@@ -353,9 +362,7 @@ impl<S: ClientStore> ClientEngine<S> {
         need_group_ack: bool,
     ) -> ChatResult<(ReqId, ChatMessage)> {
         validate_id("to", to)?;
-        if content.len() > MAX_CONTENT_BYTES {
-            return Err(ChatError::invalid_param(format!("content exceeds {MAX_CONTENT_BYTES} bytes")));
-        }
+        rules::check_content(content)?;
         if chat_type == ChatType::Chat && to == self.cfg.user {
             return Err(ChatError::invalid_param("cannot send a 1:1 message to yourself"));
         }
@@ -395,15 +402,8 @@ impl<S: ClientStore> ClientEngine<S> {
         Ok((req, msg))
     }
 
-    fn received_message(&self, msg_id: MsgId) -> ChatResult<&ChatMessage> {
-        let m = self.messages.get(&msg_id).ok_or_else(|| ChatError::invalid_message(format!("unknown message {msg_id}")))?;
-        if m.direction == MessageDirection::Send {
-            return Err(ChatError::wrong_type("cannot ack a message you sent"));
-        }
-        if m.chat_type == ChatType::ChatRoom {
-            return Err(ChatError::wrong_type("chat-room messages take no read acks"));
-        }
-        Ok(m)
+    fn held_message(&self, msg_id: MsgId) -> ChatResult<&ChatMessage> {
+        self.messages.get(&msg_id).ok_or_else(|| ChatError::invalid_message(format!("unknown message {msg_id}")))
     }
 
     fn check_read_acks_enabled(&self) -> ChatResult<()> {
@@ -417,10 +417,8 @@ impl<S: ClientStore> ClientEngine<S> {
     /// `Ok(None)`: already acked by this user (from any device), nothing sent.
     pub fn ack_message_read(&mut self, now: u64, msg_id: MsgId) -> ChatResult<Option<ReqId>> {
         self.check_read_acks_enabled()?;
-        let m = self.received_message(msg_id)?;
-        if m.chat_type != ChatType::Chat {
-            return Err(ChatError::wrong_type("group messages are acked with ackGroupMessageRead"));
-        }
+        let m = self.held_message(msg_id)?;
+        rules::check_read_ack(MessageFacts::from(m), &self.cfg.user)?;
         if self.view(m).receiver_read {
             self.mark_read_local(msg_id);
             self.finish(now, true);
@@ -446,7 +444,16 @@ impl<S: ClientStore> ClientEngine<S> {
             return Err(ChatError::wrong_type("chat rooms take no conversation acks"));
         }
         let c = &self.conversations[&key];
-        if c.unread() == 0 && c.latest <= c.ack_sent_up_to.max(c.read_up_to) {
+        let marks = ConversationMarks {
+            read_up_to: c.read_up_to,
+            receipt_up_to: c.ack_sent_up_to,
+            newest: c.latest,
+            newest_received: self.newest_received(&key),
+        };
+        // Unread messages the server counts that this device does not hold are above every mark
+        // too: the server's newest received message is newer than anything held here.
+        let needed = rules::conversation_ack_up_to(key.chat_type, marks).is_some() || c.unread() != 0;
+        if !needed {
             return Ok(None);
         }
         let latest = c.latest;
@@ -464,19 +471,15 @@ impl<S: ClientStore> ClientEngine<S> {
     /// sender. `Ok(None)`: this user already acked it, nothing sent.
     pub fn ack_group_message_read(&mut self, now: u64, msg_id: MsgId, ext: Option<&str>) -> ChatResult<Option<ReqId>> {
         self.check_read_acks_enabled()?;
-        let m = self.received_message(msg_id)?;
-        if m.chat_type != ChatType::GroupChat {
-            return Err(ChatError::wrong_type("not a group message"));
-        }
-        if !m.need_group_ack {
-            return Err(ChatError::new(ErrorCode::FeatureNotEnabled, "this message does not ask for group read acks"));
-        }
-        if ext.is_some_and(|e| e.len() > MAX_CONTENT_BYTES) {
-            return Err(ChatError::invalid_param(format!("ext exceeds {MAX_CONTENT_BYTES} bytes")));
-        }
+        // The server's order: ext, the message, already acked, asked for acks. (The policy,
+        // membership and validity are the server's facts: it alone checks them.)
+        rules::check_ext(ext)?;
+        let m = self.held_message(msg_id)?;
+        rules::check_group_ack_target(MessageFacts::from(m), &self.cfg.user)?;
         if m.group_ack_sent {
             return Ok(None);
         }
+        rules::check_group_ack_asked(MessageFacts::from(m))?;
         let req = self.next_req();
         self.update_message(msg_id, |m| m.group_ack_sent = true);
         self.mark_read_local(msg_id);
@@ -487,9 +490,7 @@ impl<S: ClientStore> ClientEngine<S> {
 
     /// Asks for one page of a group message's read acks (needs a connection: 300 otherwise).
     pub fn fetch_group_read_acks(&mut self, now: u64, msg_id: MsgId, page_size: u32, start_ack_id: Option<AckId>) -> ChatResult<ReqId> {
-        if page_size == 0 || page_size > MAX_GROUP_ACK_PAGE {
-            return Err(ChatError::invalid_param(format!("page size must be 1..={MAX_GROUP_ACK_PAGE}")));
-        }
+        rules::check_page_size(page_size)?;
         self.query(now, Query::FetchGroupAcks, |req| ClientFrame::FetchGroupAcks { req, msg_id, page_size, start_ack_id })
     }
 
