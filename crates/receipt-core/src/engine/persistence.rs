@@ -1,0 +1,107 @@
+//! Loading the state from the store, and ending an input: its events and its one store batch.
+
+use super::*;
+
+impl<S: ClientStore> ClientEngine<S> {
+    /// Loads the state of `cfg.user` on this device from `store`.
+    pub fn open(cfg: EngineConfig, mut store: S) -> Result<Self, StoreError> {
+        let snap = store.load()?;
+        let mut e = ClientEngine {
+            me: cfg.user.as_str().into(),
+            cfg,
+            store,
+            meta: snap.meta,
+            messages: HashMap::with_capacity_and_hasher(snap.messages.len(), Default::default()),
+            pending: HashMap::default(),
+            conversations: ConvMap::default(),
+            conv_ids: ConvMap::default(),
+            outbox: snap.outbox.into(),
+            queries: HashMap::default(),
+            link: Link::Down,
+            login_refused: false,
+            token: None,
+            held_delivery_acks: Vec::new(),
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+            last_rx: 0,
+            last_tx: 0,
+            ping_nonce: 0,
+            dirty_meta: false,
+            dirty_messages: HashSet::default(),
+            dirty_pending: HashSet::default(),
+            deleted_pending: Vec::new(),
+            dirty_convs: Default::default(),
+            outbox_put: Vec::new(),
+            outbox_delete: Vec::new(),
+            received: Vec::new(),
+            delivered: Vec::new(),
+            read: Vec::new(),
+            group_acks: Vec::new(),
+            unread_changed: Vec::new(),
+        };
+        for c in snap.conversations {
+            e.conversations.insert(c.key.clone(), c);
+        }
+        for m in snap.messages {
+            insert_sorted(e.conv_ids.entry(m.conversation()).or_default(), m.id);
+            e.messages.insert(m.id, m);
+        }
+        for m in snap.pending {
+            e.pending.insert(m.client_id.clone(), m);
+        }
+        Ok(e)
+    }
+
+    /// Ends an input: emits the batched events and writes the changes in one transaction.
+    pub(super) fn finish(&mut self, _now: u64, durable: bool) {
+        let lists =
+            [(std::mem::take(&mut self.received), 0u8), (std::mem::take(&mut self.delivered), 1), (std::mem::take(&mut self.read), 2)];
+        for (ids, kind) in lists {
+            if ids.is_empty() {
+                continue;
+            }
+            let msgs: Vec<ChatMessage> = ids.iter().filter_map(|id| self.messages.get(id)).map(|m| self.view(m)).collect();
+            self.events.push_back(match kind {
+                0 => ClientEvent::MessagesReceived(msgs),
+                1 => ClientEvent::MessagesDelivered(msgs),
+                _ => ClientEvent::MessagesRead(msgs),
+            });
+        }
+        if !self.group_acks.is_empty() {
+            self.events.push_back(ClientEvent::GroupMessageRead(std::mem::take(&mut self.group_acks)));
+        }
+        let mut seen = HashSet::default();
+        for key in std::mem::take(&mut self.unread_changed) {
+            if seen.insert(key.clone()) {
+                let unread = self.unread_count(&key);
+                self.events.push_back(ClientEvent::UnreadCountChanged { conversation: key, unread });
+            }
+        }
+        if !self.store.persists() {
+            self.dirty_meta = false;
+            self.dirty_messages.clear();
+            self.dirty_pending.clear();
+            self.deleted_pending.clear();
+            self.dirty_convs.clear();
+            self.outbox_put.clear();
+            self.outbox_delete.clear();
+            return;
+        }
+        let batch = StoreBatch {
+            meta: std::mem::take(&mut self.dirty_meta).then_some(self.meta),
+            messages: self.dirty_messages.drain().filter_map(|id| self.messages.get(&id).cloned()).collect(),
+            pending_put: self.dirty_pending.drain().filter_map(|k| self.pending.get(&k).cloned()).collect(),
+            pending_delete: std::mem::take(&mut self.deleted_pending),
+            conversations: self.dirty_convs.drain().filter_map(|k| self.conversations.get(&k).cloned()).collect(),
+            outbox_put: std::mem::take(&mut self.outbox_put),
+            outbox_delete: std::mem::take(&mut self.outbox_delete),
+            durable,
+        };
+        if !batch.is_empty() {
+            if let Err(e) = self.store.commit(&batch) {
+                log::error!("client store commit failed: {e}");
+                self.events.push_back(ClientEvent::StoreFailed(e.to_string()));
+            }
+        }
+    }
+}
