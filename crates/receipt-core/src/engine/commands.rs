@@ -122,8 +122,7 @@ impl<S: ClientStore> ClientEngine<S> {
         let latest = c.latest;
         let req = self.next_req();
         self.apply_read_up_to(&key, latest);
-        let c = self.conv_mut(key.as_ref());
-        c.ack_sent_up_to = c.ack_sent_up_to.max(latest);
+        self.move_receipt_mark(&key, latest);
         self.clear_remote_unread(&key);
         self.enqueue(ClientFrame::ConversationAck { req, chat_type: key.chat_type, conversation: key.id.clone() });
         self.finish(now, true);

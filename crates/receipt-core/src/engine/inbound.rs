@@ -260,19 +260,14 @@ impl<S: ClientStore> ClientEngine<S> {
                 if from == *me {
                     let key = ConversationKey::new(chat_type, &to);
                     self.apply_read_up_to(&key, up_to);
-                    let c = self.conv_mut(key.as_ref());
-                    c.ack_sent_up_to = c.ack_sent_up_to.max(up_to);
-                    if c.remote_unread != 0 {
-                        c.remote_unread = 0;
-                        self.unread_changed.push(key);
-                    }
+                    self.move_receipt_mark(&key, up_to);
+                    self.clear_remote_unread(&key);
                     if chat_type == ChatType::Chat && device != self.cfg.device {
                         self.events.push_back(ClientEvent::ConversationRead { from, to });
                     }
                 } else if chat_type == ChatType::Chat && to == *me {
                     let key = ConversationKey::new(ChatType::Chat, &from);
-                    let c = self.conv_mut(key.as_ref());
-                    c.peer_read_up_to = c.peer_read_up_to.max(up_to);
+                    self.move_peer_read_mark(&key, up_to);
                     self.events.push_back(ClientEvent::ConversationRead { from, to });
                 }
             }

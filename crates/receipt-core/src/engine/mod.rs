@@ -88,6 +88,12 @@ pub enum ClientEvent {
     /// Sender side: read acks (or a conversation ack) came back.
     MessagesRead(Vec<ChatMessage>),
     GroupMessageRead(Vec<GroupReadAck>),
+    /// Messages whose receipt flags or counts changed in this input (an own ack, a read on
+    /// another device, a conversation read, a watermark, a group ack count, a refused ack rolled
+    /// back), each in its current state, oldest first. Once per input, after the other message
+    /// events of the input, and without the messages those already carry: a binding applies
+    /// what it is told and never re-derives a flag.
+    MessagesUpdated(Vec<ChatMessage>),
     /// 1:1 conversation ack: `from` read the conversation with `to`. Fires on the peer's devices
     /// and on the acker's other devices.
     ConversationRead {
@@ -166,6 +172,28 @@ pub struct ClientEngine<S: ClientStore> {
     read: Vec<MsgId>,
     group_acks: Vec<GroupReadAck>,
     unread_changed: Vec<ConversationKey>,
+    /// The flags each message changed in this input had before its first change (see
+    /// [`ClientEvent::MessagesUpdated`]).
+    flags_before: HashMap<MsgId, MessageFlags>,
+}
+
+/// The lists of messages an input reports, each in its own event (in this order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MessageList {
+    Received,
+    Delivered,
+    Read,
+}
+
+/// What the app sees of a message's receipt state: a change of any of these is reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MessageFlags {
+    status: SendStatus,
+    delivered: bool,
+    receiver_read: bool,
+    unread: bool,
+    group_ack_count: u32,
+    group_ack_sent: bool,
 }
 
 fn insert_sorted(v: &mut Vec<MsgId>, id: MsgId) {
@@ -355,7 +383,111 @@ impl<S: ClientStore> ClientEngine<S> {
         self.conversations.get_mut(&key).expect("inserted")
     }
 
+    /// Emits the events batched during an input: the message lists, the group acks, the messages
+    /// whose flags changed (those no other event of the input carries), the unread counts.
+    fn emit_input_events(&mut self) {
+        let lists = [
+            (MessageList::Received, std::mem::take(&mut self.received)),
+            (MessageList::Delivered, std::mem::take(&mut self.delivered)),
+            (MessageList::Read, std::mem::take(&mut self.read)),
+        ];
+        let flags_before = std::mem::take(&mut self.flags_before);
+        let mut carried: HashSet<MsgId> = HashSet::default();
+        for (list, ids) in lists {
+            if ids.is_empty() {
+                continue;
+            }
+            if !flags_before.is_empty() {
+                carried.extend(ids.iter().copied());
+            }
+            let msgs: Vec<ChatMessage> = ids.iter().filter_map(|id| self.messages.get(id)).map(|m| self.view(m)).collect();
+            self.events.push_back(match list {
+                MessageList::Received => ClientEvent::MessagesReceived(msgs),
+                MessageList::Delivered => ClientEvent::MessagesDelivered(msgs),
+                MessageList::Read => ClientEvent::MessagesRead(msgs),
+            });
+        }
+        if !self.group_acks.is_empty() {
+            self.events.push_back(ClientEvent::GroupMessageRead(std::mem::take(&mut self.group_acks)));
+        }
+        let mut updated: Vec<MsgId> = flags_before
+            .into_iter()
+            .filter(|(id, before)| !carried.contains(id) && self.messages.get(id).is_some_and(|m| self.flags_of(m) != *before))
+            .map(|(id, _)| id)
+            .collect();
+        if !updated.is_empty() {
+            updated.sort_unstable();
+            let msgs = updated.iter().filter_map(|id| self.messages.get(id)).map(|m| self.view(m)).collect();
+            self.events.push_back(ClientEvent::MessagesUpdated(msgs));
+        }
+        let mut seen = HashSet::default();
+        for key in std::mem::take(&mut self.unread_changed) {
+            if seen.insert(key.clone()) {
+                let unread = self.unread_count(&key);
+                self.events.push_back(ClientEvent::UnreadCountChanged { conversation: key, unread });
+            }
+        }
+    }
+
+    /// The app's view of a message's flags.
+    fn flags_of(&self, m: &ChatMessage) -> MessageFlags {
+        let (unread, receiver_read) = self.resolved_flags(m);
+        MessageFlags {
+            status: m.status,
+            delivered: m.delivered,
+            receiver_read,
+            unread,
+            group_ack_count: m.group_ack_count,
+            group_ack_sent: m.group_ack_sent,
+        }
+    }
+
+    /// Remembers a message's flags before this input changes them (the first time only).
+    fn note_flags(&mut self, id: MsgId) {
+        if self.flags_before.contains_key(&id) {
+            return;
+        }
+        if let Some(m) = self.messages.get(&id) {
+            let flags = self.flags_of(m);
+            self.flags_before.insert(id, flags);
+        }
+    }
+
+    /// [`note_flags`](Self::note_flags) for the messages of `key` in `(after, up_to]` that
+    /// `moves` says a watermark move changes. Looks at that range only.
+    fn note_flags_in(&mut self, key: &ConversationKey, after: MsgId, up_to: MsgId, moves: impl Fn(&ChatMessage) -> bool) {
+        if up_to <= after {
+            return;
+        }
+        let Some(ids) = self.conv_ids.get(key) else { return };
+        let start = ids.partition_point(|&id| id <= after);
+        let hit: Vec<MsgId> =
+            ids[start..].iter().take_while(|&&id| id <= up_to).copied().filter(|id| self.messages.get(id).is_some_and(&moves)).collect();
+        for id in hit {
+            self.note_flags(id);
+        }
+    }
+
+    /// 1:1: this user's conversation ack covered the received messages up to `up_to` (the
+    /// receipt mark moves; their `receiver_read` turns true).
+    fn move_receipt_mark(&mut self, key: &ConversationKey, up_to: MsgId) {
+        let after = self.conv_mut(key.as_ref()).ack_sent_up_to;
+        self.note_flags_in(key, after, up_to, |m| m.direction == MessageDirection::Receive && !m.receiver_read);
+        let c = self.conv_mut(key.as_ref());
+        c.ack_sent_up_to = c.ack_sent_up_to.max(up_to);
+    }
+
+    /// 1:1: the peer read every message this user sent up to `up_to` (their `receiver_read`
+    /// turns true).
+    fn move_peer_read_mark(&mut self, key: &ConversationKey, up_to: MsgId) {
+        let after = self.conv_mut(key.as_ref()).peer_read_up_to;
+        self.note_flags_in(key, after, up_to, |m| m.direction == MessageDirection::Send && !m.receiver_read);
+        let c = self.conv_mut(key.as_ref());
+        c.peer_read_up_to = c.peer_read_up_to.max(up_to);
+    }
+
     fn update_message(&mut self, id: MsgId, f: impl FnOnce(&mut ChatMessage)) {
+        self.note_flags(id);
         if let Some(m) = self.messages.get_mut(&id) {
             f(m);
             self.dirty_messages.insert(id);
@@ -392,6 +524,11 @@ impl<S: ClientStore> ClientEngine<S> {
             return;
         }
         let before = c.unread();
+        if c.local_unread != 0 {
+            let after = c.read_up_to;
+            self.note_flags_in(key, after, up_to, |m| m.direction == MessageDirection::Receive && m.unread);
+        }
+        let c = self.conv_mut(key.as_ref());
         let remaining = if up_to >= c.latest {
             0
         } else {
@@ -410,3 +547,6 @@ impl<S: ClientStore> ClientEngine<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -38,6 +38,7 @@ impl<S: ClientStore> ClientEngine<S> {
             read: Vec::new(),
             group_acks: Vec::new(),
             unread_changed: Vec::new(),
+            flags_before: HashMap::default(),
         };
         for c in snap.conversations {
             e.conversations.insert(c.key.clone(), c);
@@ -52,31 +53,15 @@ impl<S: ClientStore> ClientEngine<S> {
         Ok(e)
     }
 
-    /// Ends an input: emits the batched events and writes the changes in one transaction.
+    /// Ends an input: emits its batched events, then writes its changes in one transaction.
     pub(super) fn finish(&mut self, _now: u64, durable: bool) {
-        let lists =
-            [(std::mem::take(&mut self.received), 0u8), (std::mem::take(&mut self.delivered), 1), (std::mem::take(&mut self.read), 2)];
-        for (ids, kind) in lists {
-            if ids.is_empty() {
-                continue;
-            }
-            let msgs: Vec<ChatMessage> = ids.iter().filter_map(|id| self.messages.get(id)).map(|m| self.view(m)).collect();
-            self.events.push_back(match kind {
-                0 => ClientEvent::MessagesReceived(msgs),
-                1 => ClientEvent::MessagesDelivered(msgs),
-                _ => ClientEvent::MessagesRead(msgs),
-            });
-        }
-        if !self.group_acks.is_empty() {
-            self.events.push_back(ClientEvent::GroupMessageRead(std::mem::take(&mut self.group_acks)));
-        }
-        let mut seen = HashSet::default();
-        for key in std::mem::take(&mut self.unread_changed) {
-            if seen.insert(key.clone()) {
-                let unread = self.unread_count(&key);
-                self.events.push_back(ClientEvent::UnreadCountChanged { conversation: key, unread });
-            }
-        }
+        self.emit_input_events();
+        self.commit_input(durable);
+    }
+
+    /// Writes the changes of this input in one store batch (`durable`: flushed to disk before
+    /// returning, for a command whose effect must survive a crash).
+    fn commit_input(&mut self, durable: bool) {
         if !self.store.persists() {
             self.dirty_meta = false;
             self.dirty_messages.clear();
