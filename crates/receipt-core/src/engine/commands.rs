@@ -109,8 +109,8 @@ impl<S: ClientStore> ClientEngine<S> {
         let c = &self.conversations[&key];
         let marks = ConversationMarks {
             read_up_to: c.read_up_to,
-            receipt_up_to: c.ack_sent_up_to,
-            newest: c.latest,
+            receipt_up_to: c.receipt_up_to,
+            newest: c.newest,
             newest_received: self.newest_received(&key),
         };
         // Unread messages the server counts that this device does not hold are above every mark
@@ -119,10 +119,10 @@ impl<S: ClientStore> ClientEngine<S> {
         if !needed {
             return Ok(None);
         }
-        let latest = c.latest;
+        let newest = c.newest;
         let req = self.next_req();
-        self.apply_read_up_to(&key, latest);
-        self.move_receipt_mark(&key, latest);
+        self.apply_read_up_to(&key, newest);
+        self.move_receipt_mark(&key, newest);
         self.clear_remote_unread(&key);
         self.enqueue(ClientFrame::ConversationAck { req, chat_type: key.chat_type, conversation: key.id.clone() });
         self.finish(now, true);
@@ -190,9 +190,9 @@ impl<S: ClientStore> ClientEngine<S> {
         if c.unread() == 0 {
             return Ok(None);
         }
-        let latest = c.latest;
+        let newest = c.newest;
         let req = self.next_req();
-        self.apply_read_up_to(key, latest);
+        self.apply_read_up_to(key, newest);
         self.clear_remote_unread(key);
         self.enqueue(ClientFrame::MarkRead { req, chat_type: key.chat_type, conversation: key.id.clone(), msg_id: None });
         self.finish(now, true);

@@ -61,8 +61,8 @@ impl<S: ClientStore> ClientEngine<S> {
 
     /// Decodes a frame body and handles it (the runtime's path from the socket).
     pub fn handle_frame_bytes(&mut self, now: u64, body: &[u8]) -> Result<(), crate::codec::FrameError> {
-        let f = crate::codec::decode_body::<ServerFrame>(body)?;
-        self.handle_frame(now, f);
+        let frame = crate::codec::decode_body::<ServerFrame>(body)?;
+        self.handle_frame(now, frame);
         Ok(())
     }
 
@@ -222,13 +222,13 @@ impl<S: ClientStore> ClientEngine<S> {
         })
     }
 
-    fn apply_seq_event(&mut self, e: SeqEvent) {
-        if e.seq <= self.meta.cursor {
+    fn apply_seq_event(&mut self, seq_event: SeqEvent) {
+        if seq_event.seq <= self.meta.cursor {
             return; // already applied (replay overlap)
         }
-        self.meta.cursor = e.seq;
+        self.meta.cursor = seq_event.seq;
         self.dirty_meta = true;
-        self.apply_event(Arc::unwrap_or_clone(e.event));
+        self.apply_event(Arc::unwrap_or_clone(seq_event.event));
     }
 
     fn apply_event(&mut self, event: ServerEvent) {

@@ -291,10 +291,10 @@ impl<S: ClientStore> ClientEngine<S> {
     /// A message with its flags resolved against the conversation's watermarks.
     fn view(&self, m: &ChatMessage) -> ChatMessage {
         let (unread, receiver_read) = self.resolved_flags(m);
-        let mut v = m.clone();
-        v.unread = unread;
-        v.receiver_read = receiver_read;
-        v
+        let mut view = m.clone();
+        view.unread = unread;
+        view.receiver_read = receiver_read;
+        view
     }
 
     /// `(unread, receiver_read)` of [`Self::view`], without copying the message.
@@ -304,8 +304,7 @@ impl<S: ClientStore> ClientEngine<S> {
                 return match m.direction {
                     MessageDirection::Receive => (
                         m.unread && m.id > c.read_up_to,
-                        m.chat_type == ChatType::Chat && rules::read_ack_covered(m.receiver_read, c.ack_sent_up_to, m.id)
-                            || m.receiver_read,
+                        m.chat_type == ChatType::Chat && rules::read_ack_covered(m.receiver_read, c.receipt_up_to, m.id) || m.receiver_read,
                     ),
                     MessageDirection::Send => (m.unread, m.receiver_read || (m.chat_type == ChatType::Chat && m.id <= c.peer_read_up_to)),
                 };
@@ -333,9 +332,9 @@ impl<S: ClientStore> ClientEngine<S> {
 
     /// Next frame to send, in order.
     pub fn poll_transmit(&mut self, now: u64) -> Option<ClientFrame> {
-        let f = self.transmit.pop_front()?;
+        let frame = self.transmit.pop_front()?;
         self.last_tx = now;
-        Some(f)
+        Some(frame)
     }
 
     /// Next event for the app, in order.
@@ -360,7 +359,7 @@ impl<S: ClientStore> ClientEngine<S> {
             }
         }
         let c = self.conv_mut(key);
-        c.latest = c.latest.max(id);
+        c.newest = c.newest.max(id);
         if unread {
             c.local_unread += 1;
             // The server counted this one while we did not hold it yet.
@@ -471,10 +470,10 @@ impl<S: ClientStore> ClientEngine<S> {
     /// 1:1: this user's conversation ack covered the received messages up to `up_to` (the
     /// receipt mark moves; their `receiver_read` turns true).
     fn move_receipt_mark(&mut self, key: &ConversationKey, up_to: MsgId) {
-        let after = self.conv_mut(key.as_ref()).ack_sent_up_to;
+        let after = self.conv_mut(key.as_ref()).receipt_up_to;
         self.note_flags_in(key, after, up_to, |m| m.direction == MessageDirection::Receive && !m.receiver_read);
         let c = self.conv_mut(key.as_ref());
-        c.ack_sent_up_to = c.ack_sent_up_to.max(up_to);
+        c.receipt_up_to = c.receipt_up_to.max(up_to);
     }
 
     /// 1:1: the peer read every message this user sent up to `up_to` (their `receiver_read`
@@ -529,7 +528,7 @@ impl<S: ClientStore> ClientEngine<S> {
             self.note_flags_in(key, after, up_to, |m| m.direction == MessageDirection::Receive && m.unread);
         }
         let c = self.conv_mut(key.as_ref());
-        let remaining = if up_to >= c.latest {
+        let remaining = if up_to >= c.newest {
             0
         } else {
             let ids = self.conv_ids.get(key).map(Vec::as_slice).unwrap_or(&[]);

@@ -5,17 +5,17 @@ use super::*;
 impl<S: ClientStore> ClientEngine<S> {
     /// Loads the state of `cfg.user` on this device from `store`.
     pub fn open(cfg: EngineConfig, mut store: S) -> Result<Self, StoreError> {
-        let snap = store.load()?;
-        let mut e = ClientEngine {
+        let snapshot = store.load()?;
+        let mut engine = ClientEngine {
             me: cfg.user.as_str().into(),
             cfg,
             store,
-            meta: snap.meta,
-            messages: HashMap::with_capacity_and_hasher(snap.messages.len(), Default::default()),
+            meta: snapshot.meta,
+            messages: HashMap::with_capacity_and_hasher(snapshot.messages.len(), Default::default()),
             pending: HashMap::default(),
             conversations: ConvMap::default(),
             conv_ids: ConvMap::default(),
-            outbox: snap.outbox.into(),
+            outbox: snapshot.outbox.into(),
             queries: HashMap::default(),
             link: Link::Down,
             login_refused: false,
@@ -40,17 +40,17 @@ impl<S: ClientStore> ClientEngine<S> {
             unread_changed: Vec::new(),
             flags_before: HashMap::default(),
         };
-        for c in snap.conversations {
-            e.conversations.insert(c.key.clone(), c);
+        for c in snapshot.conversations {
+            engine.conversations.insert(c.key.clone(), c);
         }
-        for m in snap.messages {
-            insert_sorted(e.conv_ids.entry(m.conversation()).or_default(), m.id);
-            e.messages.insert(m.id, m);
+        for m in snapshot.messages {
+            insert_sorted(engine.conv_ids.entry(m.conversation()).or_default(), m.id);
+            engine.messages.insert(m.id, m);
         }
-        for m in snap.pending {
-            e.pending.insert(m.client_id.clone(), m);
+        for m in snapshot.pending {
+            engine.pending.insert(m.client_id.clone(), m);
         }
-        Ok(e)
+        Ok(engine)
     }
 
     /// Ends an input: emits its batched events, then writes its changes in one transaction.
