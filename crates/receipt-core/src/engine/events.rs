@@ -11,15 +11,73 @@ enum MessageList {
     Read,
 }
 
-/// What the app sees of a message's receipt state: a change of any of these is reported.
+/// A message's own receipt flags, before the conversation's marks are applied to them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct MessageFlags {
+pub(super) struct OwnFlags {
     status: SendStatus,
     delivered: bool,
     receiver_read: bool,
     unread: bool,
     group_ack_count: u32,
     group_ack_sent: bool,
+}
+
+impl OwnFlags {
+    /// The flags as the app sees them under `marks` (see [`resolve_flags`]).
+    fn seen(self, m: &ChatMessage, marks: Option<Marks>) -> Self {
+        let (unread, receiver_read) = resolve_flags(m, self.unread, self.receiver_read, marks);
+        OwnFlags { unread, receiver_read, ..self }
+    }
+
+    fn of(m: &ChatMessage) -> Self {
+        OwnFlags {
+            status: m.status,
+            delivered: m.delivered,
+            receiver_read: m.receiver_read,
+            unread: m.unread,
+            group_ack_count: m.group_ack_count,
+            group_ack_sent: m.group_ack_sent,
+        }
+    }
+}
+
+/// A conversation's marks that decide its messages' flags (see [`crate::rules`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Marks {
+    read_up_to: MsgId,
+    receipt_up_to: MsgId,
+    peer_read_up_to: MsgId,
+}
+
+impl Marks {
+    pub(super) fn of(c: &Conversation) -> Self {
+        Marks { read_up_to: c.read_up_to, receipt_up_to: c.receipt_up_to, peer_read_up_to: c.peer_read_up_to }
+    }
+
+    /// The lowest mark that moved from `self` to `now`, if any: the messages above it, up to
+    /// the highest of `now`, may have changed.
+    fn moved_range(self, now: Marks) -> Option<(MsgId, MsgId)> {
+        let pairs =
+            [(self.read_up_to, now.read_up_to), (self.receipt_up_to, now.receipt_up_to), (self.peer_read_up_to, now.peer_read_up_to)];
+        let low = pairs.iter().filter(|(before, after)| after > before).map(|(before, _)| *before).min()?;
+        let high = pairs.iter().map(|(_, after)| *after).max().unwrap_or(low);
+        Some((low, high))
+    }
+}
+
+/// `(unread, receiver_read)` as the app sees them: a message's own flags under its
+/// conversation's marks (the read mark reads received messages; the receipt mark and the peer's
+/// read mark cover 1:1 read receipts).
+pub(super) fn resolve_flags(m: &ChatMessage, unread: bool, receiver_read: bool, marks: Option<Marks>) -> (bool, bool) {
+    let Some(marks) = marks else { return (unread, receiver_read) };
+    let one_to_one = m.chat_type == ChatType::Chat;
+    match m.direction {
+        MessageDirection::Receive => (
+            unread && m.id > marks.read_up_to,
+            one_to_one && rules::read_ack_covered(receiver_read, marks.receipt_up_to, m.id) || receiver_read,
+        ),
+        MessageDirection::Send => (unread, receiver_read || (one_to_one && m.id <= marks.peer_read_up_to)),
+    }
 }
 
 impl<S: ClientStore> ClientEngine<S> {
@@ -32,12 +90,13 @@ impl<S: ClientStore> ClientEngine<S> {
             (MessageList::Read, std::mem::take(&mut self.read)),
         ];
         let flags_before = std::mem::take(&mut self.flags_before);
+        let anything_changed = !flags_before.is_empty() || !self.marks_before.is_empty();
         let mut carried: HashSet<MsgId> = HashSet::default();
         for (list, ids) in lists {
             if ids.is_empty() {
                 continue;
             }
-            if !flags_before.is_empty() {
+            if anything_changed {
                 carried.extend(ids.iter().copied());
             }
             let msgs: Vec<ChatMessage> = ids.iter().filter_map(|id| self.messages.get(id)).map(|m| self.view(m)).collect();
@@ -50,13 +109,8 @@ impl<S: ClientStore> ClientEngine<S> {
         if !self.group_acks.is_empty() {
             self.events.push_back(ClientEvent::GroupMessageRead(std::mem::take(&mut self.group_acks)));
         }
-        let mut updated: Vec<MsgId> = flags_before
-            .into_iter()
-            .filter(|(id, before)| !carried.contains(id) && self.messages.get(id).is_some_and(|m| self.flags_of(m) != *before))
-            .map(|(id, _)| id)
-            .collect();
+        let updated = self.changed_messages(flags_before, &carried);
         if !updated.is_empty() {
-            updated.sort_unstable();
             let msgs = updated.iter().filter_map(|id| self.messages.get(id)).map(|m| self.view(m)).collect();
             self.events.push_back(ClientEvent::MessagesUpdated(msgs));
         }
@@ -69,42 +123,50 @@ impl<S: ClientStore> ClientEngine<S> {
         }
     }
 
-    /// The app's view of a message's flags.
-    fn flags_of(&self, m: &ChatMessage) -> MessageFlags {
-        let (unread, receiver_read) = self.resolved_flags(m);
-        MessageFlags {
-            status: m.status,
-            delivered: m.delivered,
-            receiver_read,
-            unread,
-            group_ack_count: m.group_ack_count,
-            group_ack_sent: m.group_ack_sent,
+    /// The messages whose flags as the app sees them changed in this input, oldest first: those
+    /// noted before a change of their own flags, and those in the range of a mark that moved.
+    /// Only that range is visited (the marks moved in O(1); this costs what the event carries).
+    fn changed_messages(&mut self, flags_before: HashMap<MsgId, OwnFlags>, carried: &HashSet<MsgId>) -> Vec<MsgId> {
+        let marks_before = std::mem::take(&mut self.marks_before);
+        let marks_now = |engine: &Self, m: &ChatMessage| engine.conversations.get(&m.conversation_ref()).map(Marks::of);
+        let marks_then = |engine: &Self, m: &ChatMessage| marks_before.get(&m.conversation_ref()).copied().or_else(|| marks_now(engine, m));
+        let changed = |engine: &Self, id: &MsgId| {
+            let Some(m) = engine.messages.get(id) else { return false };
+            if carried.contains(id) {
+                return false;
+            }
+            let own_then = flags_before.get(id).copied().unwrap_or_else(|| OwnFlags::of(m));
+            own_then.seen(m, marks_then(engine, m)) != OwnFlags::of(m).seen(m, marks_now(engine, m))
+        };
+        let mut ids: Vec<MsgId> = flags_before.keys().copied().filter(|id| changed(self, id)).collect();
+        for (key, before) in &marks_before {
+            let Some((low, high)) = self.conversations.get(key).and_then(|c| before.moved_range(Marks::of(c))) else { continue };
+            let held = self.conv_ids.get(key).map(Vec::as_slice).unwrap_or(&[]);
+            let start = held.partition_point(|&id| id <= low);
+            let in_range = held[start..].iter().take_while(|&&id| id <= high);
+            ids.extend(in_range.filter(|id| !flags_before.contains_key(id) && changed(self, id)));
         }
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 
-    /// Remembers a message's flags before this input changes them (the first time only).
+    /// Remembers a message's own flags before this input changes them (the first time only).
     pub(super) fn note_flags(&mut self, id: MsgId) {
         if self.flags_before.contains_key(&id) {
             return;
         }
         if let Some(m) = self.messages.get(&id) {
-            let flags = self.flags_of(m);
-            self.flags_before.insert(id, flags);
+            self.flags_before.insert(id, OwnFlags::of(m));
         }
     }
 
-    /// [`note_flags`](Self::note_flags) for the messages of `key` in `(after, up_to]` that
-    /// `moves` says a watermark move changes. Looks at that range only.
-    pub(super) fn note_flags_in(&mut self, key: &ConversationKey, after: MsgId, up_to: MsgId, moves: impl Fn(&ChatMessage) -> bool) {
-        if up_to <= after {
+    /// Remembers a conversation's marks before this input moves one (the first time only).
+    pub(super) fn note_marks(&mut self, key: &ConversationKey) {
+        if self.marks_before.contains_key(key) {
             return;
         }
-        let Some(ids) = self.conv_ids.get(key) else { return };
-        let start = ids.partition_point(|&id| id <= after);
-        let hit: Vec<MsgId> =
-            ids[start..].iter().take_while(|&&id| id <= up_to).copied().filter(|id| self.messages.get(id).is_some_and(&moves)).collect();
-        for id in hit {
-            self.note_flags(id);
-        }
+        let marks = Marks::of(self.conv_mut(key.as_ref()));
+        self.marks_before.insert(key.clone(), marks);
     }
 }

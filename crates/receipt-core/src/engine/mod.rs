@@ -38,7 +38,7 @@ mod events;
 mod inbound;
 mod persistence;
 
-use events::MessageFlags;
+use events::{resolve_flags, Marks, OwnFlags};
 
 /// Largest page of group acks one fetch may ask for: the rule's bound, [`rules::MAX_PAGE_SIZE`].
 pub const MAX_GROUP_ACK_PAGE: u32 = rules::MAX_PAGE_SIZE;
@@ -177,7 +177,9 @@ pub struct ClientEngine<S: ClientStore> {
     unread_changed: Vec<ConversationKey>,
     /// The flags each message changed in this input had before its first change (see
     /// [`ClientEvent::MessagesUpdated`]).
-    flags_before: HashMap<MsgId, MessageFlags>,
+    flags_before: HashMap<MsgId, OwnFlags>,
+    /// The marks of each conversation this input moved a mark of, as they were before.
+    marks_before: ConvMap<Marks>,
 }
 
 fn insert_sorted(v: &mut Vec<MsgId>, id: MsgId) {
@@ -283,18 +285,8 @@ impl<S: ClientStore> ClientEngine<S> {
 
     /// `(unread, receiver_read)` of [`Self::view`], without copying the message.
     fn resolved_flags(&self, m: &ChatMessage) -> (bool, bool) {
-        if m.id != 0 {
-            if let Some(c) = self.conversations.get(&m.conversation_ref()) {
-                return match m.direction {
-                    MessageDirection::Receive => (
-                        m.unread && m.id > c.read_up_to,
-                        m.chat_type == ChatType::Chat && rules::read_ack_covered(m.receiver_read, c.receipt_up_to, m.id) || m.receiver_read,
-                    ),
-                    MessageDirection::Send => (m.unread, m.receiver_read || (m.chat_type == ChatType::Chat && m.id <= c.peer_read_up_to)),
-                };
-            }
-        }
-        (m.unread, m.receiver_read)
+        let marks = if m.id != 0 { self.conversations.get(&m.conversation_ref()).map(Marks::of) } else { None };
+        resolve_flags(m, m.unread, m.receiver_read, marks)
     }
 
     /// The newest message this user received in a conversation (0: none held).
@@ -369,8 +361,7 @@ impl<S: ClientStore> ClientEngine<S> {
     /// 1:1: this user's conversation ack covered the received messages up to `up_to` (the
     /// receipt mark moves; their `receiver_read` turns true).
     fn move_receipt_mark(&mut self, key: &ConversationKey, up_to: MsgId) {
-        let after = self.conv_mut(key.as_ref()).receipt_up_to;
-        self.note_flags_in(key, after, up_to, |m| m.direction == MessageDirection::Receive && !m.receiver_read);
+        self.note_marks(key);
         let c = self.conv_mut(key.as_ref());
         c.receipt_up_to = c.receipt_up_to.max(up_to);
     }
@@ -378,8 +369,7 @@ impl<S: ClientStore> ClientEngine<S> {
     /// 1:1: the peer read every message this user sent up to `up_to` (their `receiver_read`
     /// turns true).
     fn move_peer_read_mark(&mut self, key: &ConversationKey, up_to: MsgId) {
-        let after = self.conv_mut(key.as_ref()).peer_read_up_to;
-        self.note_flags_in(key, after, up_to, |m| m.direction == MessageDirection::Send && !m.receiver_read);
+        self.note_marks(key);
         let c = self.conv_mut(key.as_ref());
         c.peer_read_up_to = c.peer_read_up_to.max(up_to);
     }
@@ -422,10 +412,7 @@ impl<S: ClientStore> ClientEngine<S> {
             return;
         }
         let before = c.unread();
-        if c.local_unread != 0 {
-            let after = c.read_up_to;
-            self.note_flags_in(key, after, up_to, |m| m.direction == MessageDirection::Receive && m.unread);
-        }
+        self.note_marks(key);
         let c = self.conv_mut(key.as_ref());
         let remaining = if up_to >= c.newest {
             0

@@ -39,6 +39,7 @@ impl<S: ClientStore> ClientEngine<S> {
             group_acks: Vec::new(),
             unread_changed: Vec::new(),
             flags_before: HashMap::default(),
+            marks_before: ConvMap::default(),
         };
         for c in snapshot.conversations {
             engine.conversations.insert(c.key.clone(), c);

@@ -222,3 +222,26 @@ fn a_page_size_outside_the_rule_is_refused_locally() {
     }
     assert!(e.fetch_group_read_acks(NOW, 1, rules::MAX_PAGE_SIZE, None).is_ok());
 }
+
+#[test]
+fn a_mark_move_and_a_flag_change_of_one_message_in_one_input_report_it_once() {
+    let mut e = alice();
+    event(&mut e, message(1, "bob", "alice", ChatType::Chat, false));
+    event(&mut e, message(2, "bob", "alice", ChatType::Chat, false));
+    // One frame: another device of alice read the conversation up to 1, then acked 1 itself.
+    let seq = e.cursor();
+    let frame = |seq, ev| SeqEvent { seq, event: Arc::new(ev) };
+    let read_conv = ServerEvent::ConversationRead {
+        chat_type: ChatType::Chat,
+        from: "alice".into(),
+        to: "bob".into(),
+        up_to: 1,
+        timestamp: NOW,
+        device: "a2".into(),
+    };
+    let read_one = ServerEvent::Read { msg_id: 1, from: "bob".into(), to: "alice".into(), by: "alice".into(), timestamp: NOW };
+    e.handle_frame(NOW, ServerFrame::Backlog { events: vec![frame(seq + 1, read_conv), frame(seq + 2, read_one)] });
+    let msgs = updated(&drain(&mut e));
+    assert_eq!(ids(&msgs), vec![1], "2 is above the mark and unchanged");
+    assert!(msgs[0].receiver_read && !msgs[0].unread);
+}
