@@ -29,6 +29,14 @@ impl OwnFlags {
         OwnFlags { unread, receiver_read, ..self }
     }
 
+    /// `m` showing these flags (the app's view of it).
+    fn apply_to(self, m: &ChatMessage) -> ChatMessage {
+        let mut view = m.clone();
+        view.unread = self.unread;
+        view.receiver_read = self.receiver_read;
+        view
+    }
+
     fn of(m: &ChatMessage) -> Self {
         OwnFlags {
             status: m.status,
@@ -111,8 +119,7 @@ impl<S: ClientStore> ClientEngine<S> {
         }
         let updated = self.changed_messages(flags_before, &carried);
         if !updated.is_empty() {
-            let msgs = updated.iter().filter_map(|id| self.messages.get(id)).map(|m| self.view(m)).collect();
-            self.events.push_back(ClientEvent::MessagesUpdated(msgs));
+            self.events.push_back(ClientEvent::MessagesUpdated(updated));
         }
         let mut seen = HashSet::default();
         for key in std::mem::take(&mut self.unread_changed) {
@@ -123,32 +130,49 @@ impl<S: ClientStore> ClientEngine<S> {
         }
     }
 
-    /// The messages whose flags as the app sees them changed in this input, oldest first: those
-    /// noted before a change of their own flags, and those in the range of a mark that moved.
-    /// Only that range is visited (the marks moved in O(1); this costs what the event carries).
-    fn changed_messages(&mut self, flags_before: HashMap<MsgId, OwnFlags>, carried: &HashSet<MsgId>) -> Vec<MsgId> {
+    /// The messages whose flags as the app sees them changed in this input, as the app now sees
+    /// them, oldest first: those noted before a change of their own flags, and those in the
+    /// range of a mark that moved. Only that range is visited, once (the marks moved in O(1);
+    /// this costs what the event carries).
+    fn changed_messages(&mut self, flags_before: HashMap<MsgId, OwnFlags>, carried: &HashSet<MsgId>) -> Vec<ChatMessage> {
         let marks_before = std::mem::take(&mut self.marks_before);
-        let marks_now = |engine: &Self, m: &ChatMessage| engine.conversations.get(&m.conversation_ref()).map(Marks::of);
-        let marks_then = |engine: &Self, m: &ChatMessage| marks_before.get(&m.conversation_ref()).copied().or_else(|| marks_now(engine, m));
-        let changed = |engine: &Self, id: &MsgId| {
-            let Some(m) = engine.messages.get(id) else { return false };
+        let mut changed: Vec<ChatMessage> = Vec::new();
+        for (id, own_then) in &flags_before {
+            let Some(m) = self.messages.get(id) else { continue };
             if carried.contains(id) {
-                return false;
+                continue;
             }
-            let own_then = flags_before.get(id).copied().unwrap_or_else(|| OwnFlags::of(m));
-            own_then.seen(m, marks_then(engine, m)) != OwnFlags::of(m).seen(m, marks_now(engine, m))
-        };
-        let mut ids: Vec<MsgId> = flags_before.keys().copied().filter(|id| changed(self, id)).collect();
-        for (key, before) in &marks_before {
-            let Some((low, high)) = self.conversations.get(key).and_then(|c| before.moved_range(Marks::of(c))) else { continue };
+            let marks_now = self.conversations.get(&m.conversation_ref()).map(Marks::of);
+            let marks_then = marks_before.get(&m.conversation_ref()).copied().or(marks_now);
+            let now = OwnFlags::of(m).seen(m, marks_now);
+            if own_then.seen(m, marks_then) != now {
+                changed.push(now.apply_to(m));
+            }
+        }
+        let singles = changed.len();
+        for (key, then) in &marks_before {
+            let Some(c) = self.conversations.get(key) else { continue };
+            let marks_now = Marks::of(c);
+            let Some((low, high)) = then.moved_range(marks_now) else { continue };
             let held = self.conv_ids.get(key).map(Vec::as_slice).unwrap_or(&[]);
             let start = held.partition_point(|&id| id <= low);
-            let in_range = held[start..].iter().take_while(|&&id| id <= high);
-            ids.extend(in_range.filter(|id| !flags_before.contains_key(id) && changed(self, id)));
+            for id in held[start..].iter().take_while(|&&id| id <= high) {
+                if flags_before.contains_key(id) || carried.contains(id) {
+                    continue; // seen above, or carried by another event
+                }
+                let Some(m) = self.messages.get(id) else { continue };
+                let own = OwnFlags::of(m);
+                let now = own.seen(m, Some(marks_now));
+                if own.seen(m, Some(*then)) != now {
+                    changed.push(now.apply_to(m));
+                }
+            }
         }
-        ids.sort_unstable();
-        ids.dedup();
-        ids
+        // One range alone is in order already (the usual case: one conversation read).
+        if singles != 0 || marks_before.len() > 1 {
+            changed.sort_unstable_by_key(|m| m.id);
+        }
+        changed
     }
 
     /// Remembers a message's own flags before this input changes them (the first time only).
