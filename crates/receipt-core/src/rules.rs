@@ -127,7 +127,7 @@ pub fn check_one_to_one_ack(msg: MessageFacts<'_>, acker: &str, what: &str) -> C
         return Err(ChatError::wrong_type(format!("{what} acks are for 1:1 messages only")));
     }
     if msg.from == acker {
-        return Err(ChatError::wrong_type("cannot ack your own message"));
+        return Err(ChatError::wrong_type("cannot ack a message you sent"));
     }
     if msg.to != acker {
         return Err(ChatError::invalid_message(format!("message {} was not sent to you", msg.id)));
@@ -268,7 +268,7 @@ pub fn check_group_ack_target(msg: MessageFacts<'_>, acker: &str) -> ChatResult<
         return Err(ChatError::wrong_type("group read acks are for group messages only"));
     }
     if msg.from == acker {
-        return Err(ChatError::wrong_type("cannot ack your own message"));
+        return Err(ChatError::wrong_type("cannot ack a message you sent"));
     }
     Ok(())
 }
