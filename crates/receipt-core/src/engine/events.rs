@@ -78,13 +78,15 @@ impl Marks {
 /// read mark cover 1:1 read receipts).
 pub(super) fn resolve_flags(m: &ChatMessage, unread: bool, receiver_read: bool, marks: Option<Marks>) -> (bool, bool) {
     let Some(marks) = marks else { return (unread, receiver_read) };
-    let one_to_one = m.chat_type == ChatType::Chat;
+    // Receipt marks exist for 1:1 conversations only (a group's read is not a receipt).
+    let (receipt_up_to, peer_receipt_up_to) = match m.chat_type {
+        ChatType::Chat => (marks.receipt_up_to, marks.peer_read_up_to),
+        ChatType::GroupChat | ChatType::ChatRoom => (0, 0),
+    };
     match m.direction {
-        MessageDirection::Receive => (
-            unread && m.id > marks.read_up_to,
-            one_to_one && rules::read_ack_covered(receiver_read, marks.receipt_up_to, m.id) || receiver_read,
-        ),
-        MessageDirection::Send => (unread, receiver_read || (one_to_one && m.id <= marks.peer_read_up_to)),
+        MessageDirection::Receive => (unread && m.id > marks.read_up_to, rules::read_ack_covered(receiver_read, receipt_up_to, m.id)),
+        // The peer's conversation ack covers what this user sent, as this user's covers what it received.
+        MessageDirection::Send => (unread, rules::read_ack_covered(receiver_read, peer_receipt_up_to, m.id)),
     }
 }
 
