@@ -222,6 +222,13 @@ enum rcpt_event_type
    * Persisting the client's state failed (it goes on in memory): `rcpt_event_error_message`.
    */
   RCPT_EVENT_STORE_FAILED = 13,
+  /**
+   * Messages whose receipt flags or counts changed (an own ack, a read on another device, a
+   * conversation read, a group ack count, a refused ack rolled back): each message in its
+   * current state (`rcpt_event_message_count` / `rcpt_event_message_at`). Apply them as they
+   * are; no other event of the same input carries them.
+   */
+  RCPT_EVENT_MESSAGES_UPDATED = 14,
 };
 #ifndef __cplusplus
 typedef uint32_t rcpt_event_type;
@@ -529,8 +536,8 @@ rcpt_result rcpt_event_error_code(const rcpt_event *ev);
 const char *rcpt_event_error_message(const rcpt_event *ev);
 
 /**
- * How many messages the event carries: MESSAGES_RECEIVED / _DELIVERED / _READ, and 1 for a
- * completed send. 0 otherwise.
+ * How many messages the event carries: MESSAGES_RECEIVED / _DELIVERED / _READ / _UPDATED, and
+ * 1 for a completed send. 0 otherwise.
  */
 size_t rcpt_event_message_count(const rcpt_event *ev);
 

@@ -89,24 +89,24 @@ impl Shared {
     fn pump(&self, engine: &mut ClientEngine<RedbStore>) {
         let now = self.now();
         let mut out = Vec::new();
-        while let Some(f) = engine.poll_transmit(now) {
-            encode_into(&f, &mut out);
+        while let Some(frame) = engine.poll_transmit(now) {
+            encode_into(&frame, &mut out);
         }
         if !out.is_empty() {
             let mut conn = self.conn.lock();
-            if let Some(s) = conn.as_mut() {
-                if let Err(e) = s.write_all(&out) {
+            if let Some(stream) = conn.as_mut() {
+                if let Err(e) = stream.write_all(&out) {
                     // The reader sees the broken connection and reconnects; unconfirmed
                     // requests are still in the outbox and go again.
                     log::debug!("write failed: {e}");
-                    let _ = s.shutdown(Shutdown::Both);
+                    let _ = stream.shutdown(Shutdown::Both);
                 }
             }
         }
         let mut any = false;
-        while let Some(e) = engine.poll_event() {
+        while let Some(event) = engine.poll_event() {
             any = true;
-            let _ = self.events.send(e);
+            let _ = self.events.send(event);
         }
         if any {
             self.wake();
@@ -116,20 +116,22 @@ impl Shared {
     /// Runs the waker (events were queued).
     fn wake(&self) {
         let waker = self.waker.lock().clone();
-        if let Some(w) = waker {
-            w();
+        if let Some(waker) = waker {
+            waker();
         }
     }
 
     fn sleep(&self, d: Duration) {
-        let mut g = self.sleeper.0.lock();
+        let mut guard = self.sleeper.0.lock();
         if !self.stop.load(Ordering::SeqCst) {
-            self.sleeper.1.wait_for(&mut g, d);
+            self.sleeper.1.wait_for(&mut guard, d);
         }
     }
 }
 
-struct Session {
+/// The logged-in user of a [`Client`]: its state shared with the connection thread, and that
+/// thread.
+struct LoginSession {
     user: UserId,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
@@ -139,24 +141,24 @@ struct Session {
 pub struct Client {
     cfg: ClientConfig,
     device: DeviceId,
-    session: Mutex<Option<Session>>,
-    tx: Sender<ClientEvent>,
-    rx: Receiver<ClientEvent>,
+    session: Mutex<Option<LoginSession>>,
+    event_sender: Sender<ClientEvent>,
+    event_receiver: Receiver<ClientEvent>,
     waker: Arc<Mutex<Option<Waker>>>,
     network: Arc<AtomicBool>,
 }
 
 fn store_file_name(user: &str) -> String {
     // User ids are free text: keep [A-Za-z0-9_-] and hex-escape the rest.
-    let mut s = String::new();
+    let mut name = String::new();
     for b in user.bytes() {
         if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
-            s.push(b as char);
+            name.push(b as char);
         } else {
-            s.push_str(&format!("%{b:02x}"));
+            name.push_str(&format!("%{b:02x}"));
         }
     }
-    s + ".redb"
+    name + ".redb"
 }
 
 fn load_device_id(dir: &Path) -> std::io::Result<DeviceId> {
@@ -169,10 +171,10 @@ fn load_device_id(dir: &Path) -> std::io::Result<DeviceId> {
     }
     // Unique enough per install: time, process and address entropy, hashed.
     use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
-    h.write_u32(std::process::id());
-    let id = format!("dev-{:016x}", h.finish());
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    hasher.write_u32(std::process::id());
+    let id = format!("dev-{:016x}", hasher.finish());
     std::fs::write(&path, &id)?;
     Ok(id)
 }
@@ -189,13 +191,13 @@ impl Client {
             }
             None => load_device_id(&cfg.data_dir).map_err(|e| ChatError::general(format!("device id: {e}")))?,
         };
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let (event_sender, event_receiver) = crossbeam_channel::unbounded();
         Ok(Client {
             cfg,
             device,
             session: Mutex::new(None),
-            tx,
-            rx,
+            event_sender,
+            event_receiver,
             waker: Arc::new(Mutex::new(None)),
             network: Arc::new(AtomicBool::new(true)),
         })
@@ -211,7 +213,7 @@ impl Client {
 
     /// The event channel. Events of every session of this client arrive here, in order.
     pub fn events(&self) -> &Receiver<ClientEvent> {
-        &self.rx
+        &self.event_receiver
     }
 
     /// Sets the function called after events were queued. It runs on the thread that queued
@@ -222,7 +224,7 @@ impl Client {
 
     /// The logged-in user, if any.
     pub fn current_user(&self) -> Option<UserId> {
-        self.session.lock().as_ref().map(|s| s.user.clone())
+        self.session.lock().as_ref().map(|session| session.user.clone())
     }
 
     /// Logs in: opens the user's store and starts the connection thread. Returns at once; the
@@ -234,15 +236,15 @@ impl Client {
             return Err(ChatError::invalid_param("token must not be empty"));
         }
         let mut slot = self.session.lock();
-        if let Some(s) = slot.as_ref() {
-            if s.shared.stop.load(Ordering::SeqCst) || s.thread.as_ref().is_some_and(|t| t.is_finished()) {
+        if let Some(session) = slot.as_ref() {
+            if session.shared.stop.load(Ordering::SeqCst) || session.thread.as_ref().is_some_and(|t| t.is_finished()) {
                 // A session whose login failed: clear it.
                 let old = slot.take().expect("checked");
                 drop(slot);
                 stop_session(old);
                 slot = self.session.lock();
             } else {
-                return Err(ChatError::new(ErrorCode::UserAlreadyLogin, format!("{} is already logged in", s.user)));
+                return Err(ChatError::new(ErrorCode::UserAlreadyLogin, format!("{} is already logged in", session.user)));
             }
         }
         let path = self.cfg.data_dir.join(store_file_name(user));
@@ -256,37 +258,37 @@ impl Client {
             network: self.network.clone(),
             sleeper: (Mutex::new(()), Condvar::new()),
             started: Instant::now(),
-            events: self.tx.clone(),
+            events: self.event_sender.clone(),
             waker: self.waker.clone(),
         });
-        let (cfg, token, sh) = (self.cfg.clone(), token.to_string(), shared.clone());
+        let (cfg, token, thread_shared) = (self.cfg.clone(), token.to_string(), shared.clone());
         let thread = std::thread::Builder::new()
             .name(format!("receipt-conn-{user}"))
-            .spawn(move || connection_loop(cfg, token, sh))
+            .spawn(move || connection_loop(cfg, token, thread_shared))
             .map_err(|e| ChatError::general(format!("spawning the connection thread: {e}")))?;
-        *slot = Some(Session { user: user.to_string(), shared, thread: Some(thread) });
+        *slot = Some(LoginSession { user: user.to_string(), shared, thread: Some(thread) });
         Ok(())
     }
 
     /// Logs out: closes the connection, stops the thread and closes the store. What is in the
     /// outbox stays on disk and goes out at the user's next login.
     pub fn logout(&self) -> ChatResult<()> {
-        let s = self.session.lock().take().ok_or_else(ChatError::not_logged_in)?;
-        stop_session(s);
+        let session = self.session.lock().take().ok_or_else(ChatError::not_logged_in)?;
+        stop_session(session);
         Ok(())
     }
 
     /// Runs `f` on the logged-in engine, then writes its frames and forwards its events.
     pub fn with_engine<T>(&self, f: impl FnOnce(&mut ClientEngine<RedbStore>, u64) -> ChatResult<T>) -> ChatResult<T> {
-        let shared = self.session.lock().as_ref().map(|s| s.shared.clone()).ok_or_else(ChatError::not_logged_in)?;
+        let shared = self.session.lock().as_ref().map(|session| session.shared.clone()).ok_or_else(ChatError::not_logged_in)?;
         let mut engine = shared.engine.lock();
-        let r = f(&mut engine, shared.now());
+        let result = f(&mut engine, shared.now());
         shared.pump(&mut engine);
-        r
+        result
     }
 
     fn read<T>(&self, f: impl FnOnce(&ClientEngine<RedbStore>) -> T) -> ChatResult<T> {
-        let shared = self.session.lock().as_ref().map(|s| s.shared.clone()).ok_or_else(ChatError::not_logged_in)?;
+        let shared = self.session.lock().as_ref().map(|session| session.shared.clone()).ok_or_else(ChatError::not_logged_in)?;
         let engine = shared.engine.lock();
         Ok(f(&engine))
     }
@@ -295,93 +297,93 @@ impl Client {
 
     /// Sends a text message; the answer is `RequestCompleted { req, Ok(Completion::Sent) }`.
     pub fn send_text(&self, to: &str, chat_type: ChatType, content: &str, need_group_ack: bool) -> ChatResult<(ReqId, ChatMessage)> {
-        self.with_engine(|e, now| e.send_message(now, to, chat_type, content, need_group_ack))
+        self.with_engine(|engine, now| engine.send_message(now, to, chat_type, content, need_group_ack))
     }
 
     pub fn ack_message_read(&self, msg_id: MsgId) -> ChatResult<Option<ReqId>> {
-        self.with_engine(|e, now| e.ack_message_read(now, msg_id))
+        self.with_engine(|engine, now| engine.ack_message_read(now, msg_id))
     }
 
     pub fn ack_conversation_read(&self, conversation: &str) -> ChatResult<Option<ReqId>> {
-        self.with_engine(|e, now| e.ack_conversation_read(now, conversation))
+        self.with_engine(|engine, now| engine.ack_conversation_read(now, conversation))
     }
 
     pub fn ack_group_message_read(&self, msg_id: MsgId, ext: Option<&str>) -> ChatResult<Option<ReqId>> {
-        self.with_engine(|e, now| e.ack_group_message_read(now, msg_id, ext))
+        self.with_engine(|engine, now| engine.ack_group_message_read(now, msg_id, ext))
     }
 
     pub fn fetch_group_read_acks(&self, msg_id: MsgId, page_size: u32, start_ack_id: Option<AckId>) -> ChatResult<ReqId> {
-        self.with_engine(|e, now| e.fetch_group_read_acks(now, msg_id, page_size, start_ack_id))
+        self.with_engine(|engine, now| engine.fetch_group_read_acks(now, msg_id, page_size, start_ack_id))
     }
 
     pub fn mark_message_read(&self, msg_id: MsgId) -> ChatResult<Option<ReqId>> {
-        self.with_engine(|e, now| e.mark_message_read(now, msg_id))
+        self.with_engine(|engine, now| engine.mark_message_read(now, msg_id))
     }
 
     pub fn mark_all_messages_read(&self, conversation: &ConversationKey) -> ChatResult<Option<ReqId>> {
-        self.with_engine(|e, now| e.mark_all_messages_read(now, conversation))
+        self.with_engine(|engine, now| engine.mark_all_messages_read(now, conversation))
     }
 
     pub fn create_group(&self, name: &str, members: &[UserId]) -> ChatResult<ReqId> {
-        self.with_engine(|e, now| e.create_group(now, name, members, false))
+        self.with_engine(|engine, now| engine.create_group(now, name, members, false))
     }
 
     pub fn add_group_members(&self, group: &str, members: &[UserId]) -> ChatResult<ReqId> {
-        self.with_engine(|e, now| e.add_group_members(now, group, members))
+        self.with_engine(|engine, now| engine.add_group_members(now, group, members))
     }
 
     pub fn remove_group_members(&self, group: &str, members: &[UserId]) -> ChatResult<ReqId> {
-        self.with_engine(|e, now| e.remove_group_members(now, group, members))
+        self.with_engine(|engine, now| engine.remove_group_members(now, group, members))
     }
 
     /// A message by the id users see (server id, or client id before the server accepted it).
     pub fn message(&self, msg_id: &str) -> ChatResult<Option<ChatMessage>> {
-        self.read(|e| e.message(msg_id))
+        self.read(|engine| engine.message(msg_id))
     }
 
     pub fn unread_count(&self, conversation: &ConversationKey) -> ChatResult<u32> {
-        self.read(|e| e.unread_count(conversation))
+        self.read(|engine| engine.unread_count(conversation))
     }
 
     pub fn conversation(&self, conversation: &ConversationKey) -> ChatResult<Option<Conversation>> {
-        self.read(|e| e.conversation(conversation).cloned())
+        self.read(|engine| engine.conversation(conversation).cloned())
     }
 
     /// Resolves a bare conversation id (1:1 first, then group, then room).
     pub fn resolve_conversation(&self, id: &str) -> ChatResult<Option<ConversationKey>> {
-        self.read(|e| e.resolve_conversation(id))
+        self.read(|engine| engine.resolve_conversation(id))
     }
 
     pub fn is_connected(&self) -> bool {
-        self.read(|e| e.is_connected()).unwrap_or(false)
+        self.read(|engine| engine.is_connected()).unwrap_or(false)
     }
 
     /// Number of requests waiting for the server's confirmation.
     pub fn outbox_len(&self) -> ChatResult<usize> {
-        self.read(|e| e.outbox().count())
+        self.read(|engine| engine.outbox().count())
     }
 
     /// Turns the network off or on, like airplane mode: off closes the connection and keeps
     /// the session offline (commands still work; acks wait in the outbox); on reconnects.
     pub fn set_network_enabled(&self, enabled: bool) {
         self.network.store(enabled, Ordering::SeqCst);
-        if let Some(s) = self.session.lock().as_ref() {
+        if let Some(session) = self.session.lock().as_ref() {
             if !enabled {
-                if let Some(c) = s.shared.conn.lock().as_ref() {
-                    let _ = c.shutdown(Shutdown::Both);
+                if let Some(conn) = session.shared.conn.lock().as_ref() {
+                    let _ = conn.shutdown(Shutdown::Both);
                 }
             }
-            let _g = s.shared.sleeper.0.lock();
-            s.shared.sleeper.1.notify_all();
+            let _guard = session.shared.sleeper.0.lock();
+            session.shared.sleeper.1.notify_all();
         }
     }
 
     /// Closes the current connection as a network cut would (tests, "airplane mode"). The
     /// runtime reconnects with backoff.
     pub fn drop_connection(&self) {
-        if let Some(s) = self.session.lock().as_ref() {
-            if let Some(c) = s.shared.conn.lock().as_ref() {
-                let _ = c.shutdown(Shutdown::Both);
+        if let Some(session) = self.session.lock().as_ref() {
+            if let Some(conn) = session.shared.conn.lock().as_ref() {
+                let _ = conn.shutdown(Shutdown::Both);
             }
         }
     }
@@ -389,24 +391,24 @@ impl Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
-        if let Some(s) = self.session.lock().take() {
-            stop_session(s);
+        if let Some(session) = self.session.lock().take() {
+            stop_session(session);
         }
     }
 }
 
-fn stop_session(mut s: Session) {
-    s.shared.stop.store(true, Ordering::SeqCst);
+fn stop_session(mut session: LoginSession) {
+    session.shared.stop.store(true, Ordering::SeqCst);
     {
-        let _g = s.shared.sleeper.0.lock();
-        s.shared.sleeper.1.notify_all();
+        let _guard = session.shared.sleeper.0.lock();
+        session.shared.sleeper.1.notify_all();
     }
-    if let Some(c) = s.shared.conn.lock().as_ref() {
-        let _ = c.shutdown(Shutdown::Both);
+    if let Some(conn) = session.shared.conn.lock().as_ref() {
+        let _ = conn.shutdown(Shutdown::Both);
     }
-    if let Some(t) = s.thread.take() {
-        if t.thread().id() != std::thread::current().id() {
-            let _ = t.join();
+    if let Some(thread) = session.thread.take() {
+        if thread.thread().id() != std::thread::current().id() {
+            let _ = thread.join();
         }
     }
 }
@@ -414,9 +416,9 @@ fn stop_session(mut s: Session) {
 fn connect(addr: &str, timeout: Duration) -> std::io::Result<TcpStream> {
     let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
     let mut last = std::io::Error::new(ErrorKind::NotFound, format!("{addr} resolves to nothing"));
-    for a in addrs {
-        match TcpStream::connect_timeout(&a, timeout) {
-            Ok(s) => return Ok(s),
+    for candidate in addrs {
+        match TcpStream::connect_timeout(&candidate, timeout) {
+            Ok(stream) => return Ok(stream),
             Err(e) => last = e,
         }
     }
@@ -456,8 +458,8 @@ fn connection_loop(cfg: ClientConfig, token: String, shared: Arc<Shared>) {
                         ErrorCode::ServerNotReachable,
                         format!("cannot reach the server at {addr}: {e}"),
                     )));
-                    let mut g = shared.engine.lock();
-                    shared.pump(&mut g);
+                    let mut engine = shared.engine.lock();
+                    shared.pump(&mut engine);
                     // The LoginFailed above did not come from the engine: wake for it too.
                     shared.wake();
                     shared.stop.store(true, Ordering::SeqCst);
@@ -480,42 +482,42 @@ fn run_connection(stream: TcpStream, token: &str, shared: &Shared, ever_connecte
     let Ok(writer) = stream.try_clone() else { return Outcome::Retry };
     *shared.conn.lock() = Some(writer);
     {
-        let mut e = shared.engine.lock();
-        e.handle_connected(shared.now(), token);
-        shared.pump(&mut e);
+        let mut engine = shared.engine.lock();
+        engine.handle_connected(shared.now(), token);
+        shared.pump(&mut engine);
     }
     let mut reader = stream;
     let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut read_buf = vec![0u8; 64 * 1024];
     let mut outcome = Outcome::Retry;
     'conn: while !shared.stop.load(Ordering::SeqCst) && shared.network.load(Ordering::SeqCst) {
-        match reader.read(&mut buf) {
+        match reader.read(&mut read_buf) {
             Ok(0) => break,
             Ok(n) => {
-                decoder.push(&buf[..n]);
-                let mut e = shared.engine.lock();
+                decoder.push(&read_buf[..n]);
+                let mut engine = shared.engine.lock();
                 // Handle every complete frame of this read, then write what they produced in
                 // one write and forward their events: one syscall per burst, not per frame.
                 let mut refused = false;
                 loop {
                     let body = match decoder.next_body() {
-                        Ok(Some(b)) => b,
+                        Ok(Some(body)) => body,
                         Ok(None) => break,
                         Err(err) => {
                             log::warn!("bad frame from the server: {err}");
-                            shared.pump(&mut e);
+                            shared.pump(&mut engine);
                             break 'conn;
                         }
                     };
-                    if let Err(err) = e.handle_frame_bytes(shared.now(), body) {
+                    if let Err(err) = engine.handle_frame_bytes(shared.now(), body) {
                         log::warn!("bad frame from the server: {err}");
-                        shared.pump(&mut e);
+                        shared.pump(&mut engine);
                         break 'conn;
                     }
-                    if e.is_connected() {
+                    if engine.is_connected() {
                         *ever_connected = true;
                     }
-                    if e.is_login_refused() {
+                    if engine.is_login_refused() {
                         // Before the LoginFailed event goes out, so a host that logs in again
                         // as soon as it sees it finds this session over.
                         shared.stop.store(true, Ordering::SeqCst);
@@ -523,19 +525,19 @@ fn run_connection(stream: TcpStream, token: &str, shared: &Shared, ever_connecte
                         break;
                     }
                 }
-                shared.pump(&mut e);
+                shared.pump(&mut engine);
                 if refused {
                     outcome = Outcome::Refused;
                     break 'conn;
                 }
             }
             Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {
-                let mut e = shared.engine.lock();
-                if e.poll_timeout().is_some_and(|t| t <= shared.now()) && !e.handle_timeout(shared.now()) {
+                let mut engine = shared.engine.lock();
+                if engine.poll_timeout().is_some_and(|t| t <= shared.now()) && !engine.handle_timeout(shared.now()) {
                     log::info!("connection idle for too long; reconnecting");
                     break;
                 }
-                shared.pump(&mut e);
+                shared.pump(&mut engine);
             }
             Err(err) => {
                 log::debug!("read failed: {err}");
@@ -543,12 +545,12 @@ fn run_connection(stream: TcpStream, token: &str, shared: &Shared, ever_connecte
             }
         }
     }
-    if let Some(c) = shared.conn.lock().take() {
-        let _ = c.shutdown(Shutdown::Both);
+    if let Some(conn) = shared.conn.lock().take() {
+        let _ = conn.shutdown(Shutdown::Both);
     }
-    let mut e = shared.engine.lock();
-    e.handle_disconnected(shared.now());
-    shared.pump(&mut e);
+    let mut engine = shared.engine.lock();
+    engine.handle_disconnected(shared.now());
+    shared.pump(&mut engine);
     if matches!(outcome, Outcome::Refused) {
         shared.stop.store(true, Ordering::SeqCst);
     }

@@ -3,6 +3,7 @@
 //! - [`types`]: ids, chat types, messages and their receipt flags, group read acks, options.
 //! - [`error`]: the SDK error codes users of this kind of SDK know (SPEC section 2).
 //! - [`protocol`]: every frame client and server exchange.
+//! - [`rules`]: the receipt rules, one function each, that the engine checks and the server enforces.
 //! - [`codec`]: length-prefixed JSON framing with a size limit; bad bytes are typed errors.
 //! - [`engine`]: the sans-IO client engine (inputs `handle_*(now, ..)`, outputs `poll_*()`).
 //! - [`store`]: the client's persistent state (in memory for tests, redb on disk).

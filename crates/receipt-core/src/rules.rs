@@ -12,11 +12,12 @@
 //! group in its own state (an unknown one is the caller's error, since only it knows whether the
 //! id is unknown or past retention) and hands the facts in.
 //!
-//! The server (`ServerCore` in receipt-server) enforces every rule. The client ([`ClientEngine`]) runs the same
-//! functions on the facts it has (its copy of the message, its own watermarks) so that a request
-//! the server would refuse is refused locally, with the same code, before it is queued; rules whose
-//! facts only the server holds (the group-ack policy, membership, validity) are enforced there
-//! alone. Changing a rule means changing one function here, and both sides follow.
+//! The server (`ServerCore` in receipt-server) enforces every rule. The client
+//! ([`ClientEngine`]) runs the same functions on the facts it has (its copy of the message, its
+//! own watermarks) so that a request the server would refuse is refused locally, with the same
+//! code, before it is queued; rules whose facts only the server holds (the group-ack policy,
+//! membership, validity) are enforced there alone. Changing a rule means changing one function
+//! here, and both sides follow.
 //!
 //! # Watermark vocabulary
 //!
@@ -25,7 +26,8 @@
 //! - **read mark** ([`ReadMark`]): what *this user* has read. `up_to` is the read watermark (every
 //!   received message with an id up to it counts as read: a conversation read or a mark-all), and
 //!   `singles` the messages above it read one by one. A received message is unread iff the read
-//!   mark does not [cover](ReadMark::covers) it.
+//!   mark does not [cover](ReadMark::covers) it. (The client holds the messages themselves, so it
+//!   keeps its singles as each message's `unread` flag; its `read_up_to` is the same watermark.)
 //! - **receipt mark** (`receipt_up_to`): 1:1 only, the `up_to` of the last conversation ack this
 //!   user sent: the peer already got a read receipt for every message up to it, so a read ack of
 //!   one of them is [already covered](read_ack_covered).
@@ -127,7 +129,7 @@ pub fn check_one_to_one_ack(msg: MessageFacts<'_>, acker: &str, what: &str) -> C
         return Err(ChatError::wrong_type(format!("{what} acks are for 1:1 messages only")));
     }
     if msg.from == acker {
-        return Err(ChatError::wrong_type("cannot ack your own message"));
+        return Err(ChatError::wrong_type("cannot ack a message you sent"));
     }
     if msg.to != acker {
         return Err(ChatError::invalid_message(format!("message {} was not sent to you", msg.id)));
@@ -268,7 +270,7 @@ pub fn check_group_ack_target(msg: MessageFacts<'_>, acker: &str) -> ChatResult<
         return Err(ChatError::wrong_type("group read acks are for group messages only"));
     }
     if msg.from == acker {
-        return Err(ChatError::wrong_type("cannot ack your own message"));
+        return Err(ChatError::wrong_type("cannot ack a message you sent"));
     }
     Ok(())
 }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::protocol::ClientFrame;
 use crate::types::*;
 
-/// A conversation's read state on this device.
+/// A conversation's read state on this device, in the watermark words of [`crate::rules`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Conversation {
     pub key: ConversationKey,
@@ -28,15 +28,18 @@ pub struct Conversation {
     pub read_up_to: MsgId,
     /// 1:1: the peer read every message this user sent up to here (conversation ack).
     pub peer_read_up_to: MsgId,
-    /// 1:1: this user's conversation ack covered messages up to here.
-    pub ack_sent_up_to: MsgId,
-    /// Newest message id held in this conversation.
-    pub latest: MsgId,
+    /// 1:1: the receipt mark: this user's conversation ack covered messages up to here.
+    /// (Stored under its former name: the on-disk format is unchanged.)
+    #[serde(rename = "ack_sent_up_to")]
+    pub receipt_up_to: MsgId,
+    /// Newest message id held in this conversation, either direction.
+    #[serde(rename = "latest")]
+    pub newest: MsgId,
 }
 
 impl Conversation {
     pub fn new(key: ConversationKey) -> Self {
-        Conversation { key, local_unread: 0, remote_unread: 0, read_up_to: 0, peer_read_up_to: 0, ack_sent_up_to: 0, latest: 0 }
+        Conversation { key, local_unread: 0, remote_unread: 0, read_up_to: 0, peer_read_up_to: 0, receipt_up_to: 0, newest: 0 }
     }
     /// The unread count users see.
     pub fn unread(&self) -> u32 {
@@ -297,5 +300,21 @@ impl ClientStore for RedbStore {
         }
         tx.commit()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_conversation_is_stored_under_its_former_field_names() {
+        // The fields took the rules' watermark words; the records already on disk keep loading.
+        let stored = r#"{"key":{"chat_type":"Chat","id":"bob"},"local_unread":1,"remote_unread":2,"read_up_to":3,
+            "peer_read_up_to":4,"ack_sent_up_to":5,"latest":6}"#;
+        let c: Conversation = serde_json::from_str(stored).unwrap();
+        assert_eq!((c.read_up_to, c.peer_read_up_to, c.receipt_up_to, c.newest), (3, 4, 5, 6));
+        let written: serde_json::Value = serde_json::from_slice(&to_json(&c)).unwrap();
+        assert_eq!(written, serde_json::from_str::<serde_json::Value>(stored).unwrap());
     }
 }

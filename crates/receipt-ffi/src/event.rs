@@ -52,6 +52,11 @@ pub enum rcpt_event_type {
     RCPT_EVENT_PROTOCOL_ERROR = 12,
     /// Persisting the client's state failed (it goes on in memory): `rcpt_event_error_message`.
     RCPT_EVENT_STORE_FAILED = 13,
+    /// Messages whose receipt flags or counts changed (an own ack, a read on another device, a
+    /// conversation read, a group ack count, a refused ack rolled back): each message in its
+    /// current state (`rcpt_event_message_count` / `rcpt_event_message_at`). Apply them as they
+    /// are; no other event of the same input carries them.
+    RCPT_EVENT_MESSAGES_UPDATED = 14,
 }
 
 /// One event.
@@ -116,6 +121,7 @@ impl rcpt_event {
             ClientEvent::MessagesReceived(m) => Self::empty(RCPT_EVENT_MESSAGES_RECEIVED).with_messages(m),
             ClientEvent::MessagesDelivered(m) => Self::empty(RCPT_EVENT_MESSAGES_DELIVERED).with_messages(m),
             ClientEvent::MessagesRead(m) => Self::empty(RCPT_EVENT_MESSAGES_READ).with_messages(m),
+            ClientEvent::MessagesUpdated(m) => Self::empty(RCPT_EVENT_MESSAGES_UPDATED).with_messages(m),
             ClientEvent::GroupMessageRead(acks) => {
                 let mut ev = Self::empty(RCPT_EVENT_GROUP_MESSAGE_READ);
                 ev.acks = acks.into_iter().map(rcpt_group_read_ack::new).collect();
@@ -220,8 +226,8 @@ pub extern "C" fn rcpt_event_error_message(ev: *const rcpt_event) -> *const c_ch
     ffi_boundary("rcpt_event_error_message", || with_ev("rcpt_event_error_message", ev, |e| e.error_message.as_ptr()))
 }
 
-/// How many messages the event carries: MESSAGES_RECEIVED / _DELIVERED / _READ, and 1 for a
-/// completed send. 0 otherwise.
+/// How many messages the event carries: MESSAGES_RECEIVED / _DELIVERED / _READ / _UPDATED, and
+/// 1 for a completed send. 0 otherwise.
 #[no_mangle]
 pub extern "C" fn rcpt_event_message_count(ev: *const rcpt_event) -> usize {
     ffi_boundary("rcpt_event_message_count", || with_ev("rcpt_event_message_count", ev, |e| e.messages.len()))

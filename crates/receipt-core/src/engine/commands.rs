@@ -1,0 +1,228 @@
+//! The app's commands: send, the acks, mark-read and the group requests. Each checks with the
+//! [`rules`](crate::rules) the server enforces, updates the local state and queues its frame.
+
+use super::*;
+
+impl<S: ClientStore> ClientEngine<S> {
+    /// Queues a request that must survive restarts and disconnects; sends it now if online.
+    fn enqueue(&mut self, frame: ClientFrame) {
+        self.outbox.push_back(frame.clone());
+        self.outbox_put.push(frame.clone());
+        if self.link != Link::Down {
+            self.transmit.push_back(frame);
+        }
+    }
+
+    /// Sends a text message. Returns the request id and the message (status `Pending`); the
+    /// answer comes as `RequestCompleted { result: Ok(Completion::Sent(..)) }`. Works offline:
+    /// the message waits in the outbox.
+    pub fn send_message(
+        &mut self,
+        now: u64,
+        to: &str,
+        chat_type: ChatType,
+        content: &str,
+        need_group_ack: bool,
+    ) -> ChatResult<(ReqId, ChatMessage)> {
+        validate_id("to", to)?;
+        rules::check_content(content)?;
+        if chat_type == ChatType::Chat && to == self.cfg.user {
+            return Err(ChatError::invalid_param("cannot send a 1:1 message to yourself"));
+        }
+        self.meta.next_client_msg += 1;
+        let client_id = format!("{}-{}", self.cfg.device, self.meta.next_client_msg);
+        let req = self.next_req();
+        let msg = ChatMessage {
+            id: 0,
+            client_id: client_id.clone(),
+            from: self.cfg.user.clone(),
+            to: to.to_string(),
+            chat_type,
+            direction: MessageDirection::Send,
+            content: content.to_string(),
+            timestamp: 0,
+            require_delivery_ack: chat_type == ChatType::Chat && self.cfg.options.require_delivery_ack,
+            need_group_ack: chat_type == ChatType::GroupChat && need_group_ack,
+            status: SendStatus::Pending,
+            delivered: false,
+            receiver_read: false,
+            unread: false,
+            group_ack_count: 0,
+            group_ack_sent: false,
+        };
+        self.enqueue(ClientFrame::Send {
+            req,
+            client_id: client_id.clone(),
+            to: msg.to.clone(),
+            chat_type,
+            content: msg.content.clone(),
+            require_delivery_ack: msg.require_delivery_ack,
+            need_group_ack: msg.need_group_ack,
+        });
+        self.pending.insert(client_id.clone(), msg.clone());
+        self.dirty_pending.insert(client_id);
+        self.finish(now, true);
+        Ok((req, msg))
+    }
+
+    fn held_message(&self, msg_id: MsgId) -> ChatResult<&ChatMessage> {
+        self.messages.get(&msg_id).ok_or_else(|| ChatError::invalid_message(format!("unknown message {msg_id}")))
+    }
+
+    fn check_read_acks_enabled(&self) -> ChatResult<()> {
+        if !self.cfg.options.require_read_ack {
+            return Err(ChatError::new(ErrorCode::FeatureNotEnabled, "read acks are off (requireReadAck is false): nothing was sent"));
+        }
+        Ok(())
+    }
+
+    /// Sends the read ack of a received 1:1 message (and marks it read here).
+    /// `Ok(None)`: already acked by this user (from any device), nothing sent.
+    pub fn ack_message_read(&mut self, now: u64, msg_id: MsgId) -> ChatResult<Option<ReqId>> {
+        self.check_read_acks_enabled()?;
+        let m = self.held_message(msg_id)?;
+        rules::check_read_ack(MessageFacts::from(m), &self.cfg.user)?;
+        if self.view(m).receiver_read {
+            self.mark_read_local(msg_id);
+            self.finish(now, true);
+            return Ok(None);
+        }
+        let req = self.next_req();
+        self.update_message(msg_id, |m| m.receiver_read = true);
+        self.mark_read_local(msg_id);
+        self.enqueue(ClientFrame::ReadAck { req, msg_id });
+        self.finish(now, true);
+        Ok(Some(req))
+    }
+
+    /// Conversation ack: every message of the conversation counts as read. 1:1: the peer and
+    /// this user's other devices are told; group: only this user's devices.
+    /// `Ok(None)`: nothing new to ack, nothing sent.
+    pub fn ack_conversation_read(&mut self, now: u64, conversation: &str) -> ChatResult<Option<ReqId>> {
+        self.check_read_acks_enabled()?;
+        let key = self
+            .resolve_conversation(conversation)
+            .ok_or_else(|| ChatError::invalid_param(format!("unknown conversation {conversation}")))?;
+        if key.chat_type == ChatType::ChatRoom {
+            return Err(ChatError::wrong_type("chat rooms take no conversation acks"));
+        }
+        let c = &self.conversations[&key];
+        let marks = ConversationMarks {
+            read_up_to: c.read_up_to,
+            receipt_up_to: c.receipt_up_to,
+            newest: c.newest,
+            newest_received: self.newest_received(&key),
+        };
+        // Unread messages the server counts that this device does not hold are above every mark
+        // too: the server's newest received message is newer than anything held here.
+        let needed = rules::conversation_ack_up_to(key.chat_type, marks).is_some() || c.unread() != 0;
+        if !needed {
+            return Ok(None);
+        }
+        let newest = c.newest;
+        let req = self.next_req();
+        self.apply_read_up_to(&key, newest);
+        self.move_receipt_mark(&key, newest);
+        self.clear_remote_unread(&key);
+        self.enqueue(ClientFrame::ConversationAck { req, chat_type: key.chat_type, conversation: key.id.clone() });
+        self.finish(now, true);
+        Ok(Some(req))
+    }
+
+    /// Sends the group read ack of a received group message, with an optional ext for the
+    /// sender. `Ok(None)`: this user already acked it, nothing sent.
+    pub fn ack_group_message_read(&mut self, now: u64, msg_id: MsgId, ext: Option<&str>) -> ChatResult<Option<ReqId>> {
+        self.check_read_acks_enabled()?;
+        // The server's order: ext, the message, already acked, asked for acks. (The policy,
+        // membership and validity are the server's facts: it alone checks them.)
+        rules::check_ext(ext)?;
+        let m = self.held_message(msg_id)?;
+        rules::check_group_ack_target(MessageFacts::from(m), &self.cfg.user)?;
+        if m.group_ack_sent {
+            return Ok(None);
+        }
+        rules::check_group_ack_asked(MessageFacts::from(m))?;
+        let req = self.next_req();
+        self.update_message(msg_id, |m| m.group_ack_sent = true);
+        self.mark_read_local(msg_id);
+        self.enqueue(ClientFrame::GroupAck { req, msg_id, ext: ext.map(str::to_string) });
+        self.finish(now, true);
+        Ok(Some(req))
+    }
+
+    /// Asks for one page of a group message's read acks (needs a connection: 300 otherwise).
+    pub fn fetch_group_read_acks(&mut self, now: u64, msg_id: MsgId, page_size: u32, start_ack_id: Option<AckId>) -> ChatResult<ReqId> {
+        rules::check_page_size(page_size)?;
+        self.query(now, Query::FetchGroupAcks, |req| ClientFrame::FetchGroupAcks { req, msg_id, page_size, start_ack_id })
+    }
+
+    fn query(&mut self, now: u64, kind: Query, frame: impl FnOnce(ReqId) -> ClientFrame) -> ChatResult<ReqId> {
+        if self.link == Link::Down {
+            return Err(ChatError::new(ErrorCode::ServerNotReachable, "not connected to the server"));
+        }
+        let req = self.next_req();
+        self.queries.insert(req, kind);
+        self.transmit.push_back(frame(req));
+        self.finish(now, false);
+        Ok(req)
+    }
+
+    /// Marks one received message read on this user's devices (no receipt to anybody).
+    pub fn mark_message_read(&mut self, now: u64, msg_id: MsgId) -> ChatResult<Option<ReqId>> {
+        let m = self.messages.get(&msg_id).ok_or_else(|| ChatError::invalid_message(format!("unknown message {msg_id}")))?;
+        if m.direction == MessageDirection::Send {
+            return Err(ChatError::wrong_type("a message you sent has no read state of yours"));
+        }
+        if !self.is_unread(m) {
+            return Ok(None);
+        }
+        let key = m.conversation();
+        let req = self.next_req();
+        self.mark_read_local(msg_id);
+        self.enqueue(ClientFrame::MarkRead { req, chat_type: key.chat_type, conversation: key.id, msg_id: Some(msg_id) });
+        self.finish(now, true);
+        Ok(Some(req))
+    }
+
+    /// Marks a whole conversation read on this user's devices (no receipt to anybody).
+    pub fn mark_all_messages_read(&mut self, now: u64, key: &ConversationKey) -> ChatResult<Option<ReqId>> {
+        let c = self.conversations.get(key).ok_or_else(|| ChatError::invalid_param(format!("unknown conversation {}", key.id)))?;
+        if c.unread() == 0 {
+            return Ok(None);
+        }
+        let newest = c.newest;
+        let req = self.next_req();
+        self.apply_read_up_to(key, newest);
+        self.clear_remote_unread(key);
+        self.enqueue(ClientFrame::MarkRead { req, chat_type: key.chat_type, conversation: key.id.clone(), msg_id: None });
+        self.finish(now, true);
+        Ok(Some(req))
+    }
+
+    /// Creates a group (or chat room) owned by this user (needs a connection).
+    pub fn create_group(&mut self, now: u64, name: &str, members: &[UserId], chat_room: bool) -> ChatResult<ReqId> {
+        for m in members {
+            validate_id("member", m)?;
+        }
+        let (name, members) = (name.to_string(), members.to_vec());
+        self.query(now, Query::Group, |req| ClientFrame::CreateGroup { req, name, members, chat_room })
+    }
+
+    pub fn add_group_members(&mut self, now: u64, group: &str, members: &[UserId]) -> ChatResult<ReqId> {
+        validate_id("group", group)?;
+        let (group, members) = (group.to_string(), members.to_vec());
+        self.query(now, Query::Group, |req| ClientFrame::AddMembers { req, group, members })
+    }
+
+    pub fn remove_group_members(&mut self, now: u64, group: &str, members: &[UserId]) -> ChatResult<ReqId> {
+        validate_id("group", group)?;
+        let (group, members) = (group.to_string(), members.to_vec());
+        self.query(now, Query::Group, |req| ClientFrame::RemoveMembers { req, group, members })
+    }
+
+    pub fn set_group_role(&mut self, now: u64, group: &str, member: &str, role: GroupRole) -> ChatResult<ReqId> {
+        validate_id("group", group)?;
+        let (group, member) = (group.to_string(), member.to_string());
+        self.query(now, Query::Group, |req| ClientFrame::SetRole { req, group, member, role })
+    }
+}

@@ -1,0 +1,437 @@
+//! The client engine: every client-side rule of SPEC section 3, sans-IO.
+//!
+//! Inputs are calls that take the current time in milliseconds (`now`): commands such as
+//! [`ClientEngine::ack_message_read`], and connection inputs ([`ClientEngine::handle_connected`],
+//! [`ClientEngine::handle_frame`], [`ClientEngine::handle_disconnected`],
+//! [`ClientEngine::handle_timeout`]). Outputs are pulled: [`ClientEngine::poll_transmit`] (frames
+//! to send), [`ClientEngine::poll_event`] (what the app hears) and
+//! [`ClientEngine::poll_timeout`] (when to call `handle_timeout`). The engine never touches a
+//! socket, a thread or the clock, so tests drive it to the millisecond and any transport fits.
+//!
+//! State lives in memory and is written through a [`ClientStore`] once per input, so a restart
+//! (re-[`open`](ClientEngine::open) on the same store) finds everything, the outbox included.
+//!
+//! Layout: this file holds the types, the state and its helpers, the accessors and `poll_*`;
+//! `commands` the app's requests, `events` what the app hears of an input, `inbound` the connection inputs and the server's events,
+//! `persistence` loading and the per-input store batch. Every receipt rule the commands check is
+//! a function of [`crate::rules`], the same one the server enforces.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// The engine's maps: foldhash (per-process random seed) instead of SipHash, which was ~3% of
+/// a busy client (the load tool) hashing message and request ids.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+/// Maps keyed by conversation: searched by a borrowed [`ConversationRef`] (no key allocated
+/// per message looked at).
+type ConvMap<V> = hashbrown::HashMap<ConversationKey, V, foldhash::fast::RandomState>;
+
+use crate::error::{ChatError, ChatResult, ErrorCode};
+use crate::protocol::*;
+use crate::rules::{self, ConversationMarks, MessageFacts};
+use crate::store::{ClientStore, Conversation, Meta, StoreBatch, StoreError};
+use crate::types::*;
+
+mod commands;
+mod events;
+mod inbound;
+mod persistence;
+
+use events::{resolve_flags, Marks, OwnFlags};
+
+/// Largest page of group acks one fetch may ask for: the rule's bound, [`rules::MAX_PAGE_SIZE`].
+pub const MAX_GROUP_ACK_PAGE: u32 = rules::MAX_PAGE_SIZE;
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub user: UserId,
+    pub device: DeviceId,
+    pub options: ChatOptions,
+    /// Send a ping after this long without sending anything (ms).
+    pub keepalive_ms: u64,
+    /// Declare the connection dead after this long without receiving anything (ms).
+    pub idle_timeout_ms: u64,
+}
+
+impl EngineConfig {
+    pub fn new(user: impl Into<UserId>, device: impl Into<DeviceId>, options: ChatOptions) -> Self {
+        EngineConfig { user: user.into(), device: device.into(), options, keepalive_ms: 20_000, idle_timeout_ms: 60_000 }
+    }
+}
+
+/// What a finished request produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Completion {
+    /// An ack, a mark-read or a membership change was confirmed by the server.
+    Done,
+    /// The server accepted a message; here it is with its server id.
+    Sent(ChatMessage),
+    /// A page of group read acks.
+    GroupAcks(CursorResult<GroupReadAck>),
+    /// A group was created.
+    GroupCreated(GroupId),
+}
+
+/// What the app hears. Lists are batched per inbound frame, in arrival order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// Logged in and caught up with the server (backlog replayed, counts synced).
+    Connected,
+    /// The connection is gone; acks keep going to the outbox.
+    Disconnected,
+    /// The server refused the login; the runtime must not retry with the same token.
+    LoginFailed(ChatError),
+    /// The server closed the connection for a protocol error.
+    ProtocolError(ChatError),
+    MessagesReceived(Vec<ChatMessage>),
+    /// Sender side: delivery acks came back.
+    MessagesDelivered(Vec<ChatMessage>),
+    /// Sender side: read acks (or a conversation ack) came back.
+    MessagesRead(Vec<ChatMessage>),
+    GroupMessageRead(Vec<GroupReadAck>),
+    /// Messages whose receipt flags or counts changed in this input (an own ack, a read on
+    /// another device, a conversation read, a watermark, a group ack count, a refused ack rolled
+    /// back), each in its current state, oldest first. Once per input, after the other message
+    /// events of the input, and without the messages those already carry: a binding applies
+    /// what it is told and never re-derives a flag.
+    MessagesUpdated(Vec<ChatMessage>),
+    /// 1:1 conversation ack: `from` read the conversation with `to`. Fires on the peer's devices
+    /// and on the acker's other devices.
+    ConversationRead {
+        from: UserId,
+        to: String,
+    },
+    UnreadCountChanged {
+        conversation: ConversationKey,
+        unread: u32,
+    },
+    /// A request finished: the server answered, or (for queries) the connection went away.
+    RequestCompleted {
+        req: ReqId,
+        result: Result<Completion, ChatError>,
+    },
+    /// This user joined, left or changed role in a group.
+    MembershipChanged {
+        group: GroupId,
+        role: Option<GroupRole>,
+    },
+    /// Persisting state failed; the engine keeps going in memory.
+    StoreFailed(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    Down,
+    /// Login sent; replaying the backlog until SyncDone.
+    Syncing,
+    Up,
+}
+
+/// Requests that are not kept in the outbox: they need a live connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Query {
+    FetchGroupAcks,
+    Group,
+}
+
+/// Everything the engine tracks for one (user, device).
+pub struct ClientEngine<S: ClientStore> {
+    cfg: EngineConfig,
+    /// `cfg.user`, shared: compared against every event's parties.
+    me: std::sync::Arc<str>,
+    store: S,
+    meta: Meta,
+    messages: HashMap<MsgId, ChatMessage>,
+    pending: HashMap<String, ChatMessage>,
+    conversations: ConvMap<Conversation>,
+    /// Message ids per conversation, ascending: lets a partial watermark count what stays unread.
+    conv_ids: ConvMap<Vec<MsgId>>,
+    outbox: VecDeque<ClientFrame>,
+    queries: HashMap<ReqId, Query>,
+    link: Link,
+    /// The server refused the last login (bad token): do not retry with it.
+    login_refused: bool,
+    token: Option<String>,
+    /// Delivery acks made while replaying the backlog; sent at SyncDone unless another device
+    /// of this user turned out to have sent them already.
+    held_delivery_acks: Vec<(ReqId, MsgId)>,
+    transmit: VecDeque<ClientFrame>,
+    events: VecDeque<ClientEvent>,
+    last_rx: u64,
+    last_tx: u64,
+    ping_nonce: u64,
+    // Per-input accumulators.
+    dirty_meta: bool,
+    dirty_messages: HashSet<MsgId>,
+    dirty_pending: HashSet<String>,
+    deleted_pending: Vec<String>,
+    dirty_convs: hashbrown::HashSet<ConversationKey, foldhash::fast::RandomState>,
+    outbox_put: Vec<ClientFrame>,
+    outbox_delete: Vec<ReqId>,
+    received: Vec<MsgId>,
+    delivered: Vec<MsgId>,
+    read: Vec<MsgId>,
+    group_acks: Vec<GroupReadAck>,
+    unread_changed: Vec<ConversationKey>,
+    /// The flags each message changed in this input had before its first change (see
+    /// [`ClientEvent::MessagesUpdated`]).
+    flags_before: HashMap<MsgId, OwnFlags>,
+    /// The marks of each conversation this input moved a mark of, as they were before.
+    marks_before: ConvMap<Marks>,
+}
+
+fn insert_sorted(v: &mut Vec<MsgId>, id: MsgId) {
+    match v.last() {
+        Some(&last) if last < id => v.push(id),
+        None => v.push(id),
+        _ => {
+            if let Err(pos) = v.binary_search(&id) {
+                v.insert(pos, id);
+            }
+        }
+    }
+}
+
+impl<S: ClientStore> ClientEngine<S> {
+    pub fn user(&self) -> &str {
+        &self.cfg.user
+    }
+
+    pub fn device(&self) -> &str {
+        &self.cfg.device
+    }
+
+    pub fn options(&self) -> &ChatOptions {
+        &self.cfg.options
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.link == Link::Up
+    }
+
+    /// The server refused the last login; reconnecting with the same token is pointless.
+    pub fn is_login_refused(&self) -> bool {
+        self.login_refused
+    }
+
+    /// The store, for callers that need to close or inspect it.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Requests waiting for the server's confirmation, oldest first.
+    pub fn outbox(&self) -> impl Iterator<Item = &ClientFrame> {
+        self.outbox.iter()
+    }
+
+    /// Last event seq applied.
+    pub fn cursor(&self) -> Seq {
+        self.meta.cursor
+    }
+
+    /// A message by its id as users see it (server id, or client id before acceptance).
+    pub fn message(&self, msg_id: &str) -> Option<ChatMessage> {
+        if let Ok(id) = msg_id.parse::<MsgId>() {
+            if let Some(m) = self.messages.get(&id) {
+                return Some(self.view(m));
+            }
+        }
+        self.pending.get(msg_id).map(|m| self.view(m))
+    }
+
+    pub fn message_by_id(&self, id: MsgId) -> Option<ChatMessage> {
+        self.messages.get(&id).map(|m| self.view(m))
+    }
+
+    /// All held messages of a conversation, oldest first.
+    pub fn conversation_messages(&self, key: &ConversationKey) -> Vec<ChatMessage> {
+        self.conv_ids
+            .get(key)
+            .map(|ids| ids.iter().filter_map(|id| self.messages.get(id)).map(|m| self.view(m)).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn conversation(&self, key: &ConversationKey) -> Option<&Conversation> {
+        self.conversations.get(key)
+    }
+
+    pub fn conversations(&self) -> impl Iterator<Item = &Conversation> {
+        self.conversations.values()
+    }
+
+    /// Unread count of a conversation (0 for an unknown one).
+    pub fn unread_count(&self, key: &ConversationKey) -> u32 {
+        self.conversations.get(key).map_or(0, Conversation::unread)
+    }
+
+    /// Finds the conversation an app means by a bare id: 1:1 first, then group, then room.
+    pub fn resolve_conversation(&self, id: &str) -> Option<ConversationKey> {
+        [ChatType::Chat, ChatType::GroupChat, ChatType::ChatRoom]
+            .into_iter()
+            .map(|t| ConversationKey::new(t, id))
+            .find(|k| self.conversations.contains_key(k))
+    }
+
+    /// A message with its flags resolved against the conversation's watermarks.
+    fn view(&self, m: &ChatMessage) -> ChatMessage {
+        let (unread, receiver_read) = self.resolved_flags(m);
+        let mut view = m.clone();
+        view.unread = unread;
+        view.receiver_read = receiver_read;
+        view
+    }
+
+    /// `(unread, receiver_read)` of [`Self::view`], without copying the message.
+    fn resolved_flags(&self, m: &ChatMessage) -> (bool, bool) {
+        let marks = if m.id != 0 { self.conversations.get(&m.conversation_ref()).map(Marks::of) } else { None };
+        resolve_flags(m, m.unread, m.receiver_read, marks)
+    }
+
+    /// The newest message this user received in a conversation (0: none held).
+    fn newest_received(&self, key: &ConversationKey) -> MsgId {
+        let ids = self.conv_ids.get(key).map(Vec::as_slice).unwrap_or(&[]);
+        ids.iter().rev().copied().find(|id| self.messages.get(id).is_some_and(|m| m.direction == MessageDirection::Receive)).unwrap_or(0)
+    }
+
+    fn is_unread(&self, m: &ChatMessage) -> bool {
+        m.direction == MessageDirection::Receive
+            && m.unread
+            && self.conversations.get(&m.conversation_ref()).is_none_or(|c| m.id > c.read_up_to)
+    }
+
+    /// When to call `handle_timeout` next (ms, same clock as `now`), if connected.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        (self.link != Link::Down).then(|| (self.last_tx + self.cfg.keepalive_ms).min(self.last_rx + self.cfg.idle_timeout_ms))
+    }
+
+    /// Next frame to send, in order.
+    pub fn poll_transmit(&mut self, now: u64) -> Option<ClientFrame> {
+        let frame = self.transmit.pop_front()?;
+        self.last_tx = now;
+        Some(frame)
+    }
+
+    /// Next event for the app, in order.
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+
+    fn next_req(&mut self) -> ReqId {
+        self.meta.next_req += 1;
+        self.dirty_meta = true;
+        self.meta.next_req
+    }
+
+    fn insert_message(&mut self, m: ChatMessage) {
+        let id = m.id;
+        let unread = self.is_unread(&m);
+        let key = m.conversation_ref();
+        match self.conv_ids.get_mut(&key) {
+            Some(ids) => insert_sorted(ids, id),
+            None => {
+                self.conv_ids.insert(key.to_key(), vec![id]);
+            }
+        }
+        let c = self.conv_mut(key);
+        c.newest = c.newest.max(id);
+        if unread {
+            c.local_unread += 1;
+            // The server counted this one while we did not hold it yet.
+            c.remote_unread = c.remote_unread.saturating_sub(1);
+            self.unread_changed.push(key.to_key());
+        }
+        self.messages.insert(id, m);
+        self.dirty_messages.insert(id);
+    }
+
+    fn conv_mut(&mut self, key: ConversationRef<'_>) -> &mut Conversation {
+        // A store that keeps nothing needs no dirty set (`finish` would clear it).
+        if self.store.persists() && !self.dirty_convs.contains(&key) {
+            self.dirty_convs.insert(key.to_key());
+        }
+        // Look up first: the entry API would copy the key on every call.
+        if !self.conversations.contains_key(&key) {
+            self.conversations.insert(key.to_key(), Conversation::new(key.to_key()));
+        }
+        self.conversations.get_mut(&key).expect("inserted")
+    }
+
+    /// 1:1: this user's conversation ack covered the received messages up to `up_to` (the
+    /// receipt mark moves; their `receiver_read` turns true).
+    fn move_receipt_mark(&mut self, key: &ConversationKey, up_to: MsgId) {
+        self.note_marks(key);
+        let c = self.conv_mut(key.as_ref());
+        c.receipt_up_to = c.receipt_up_to.max(up_to);
+    }
+
+    /// 1:1: the peer read every message this user sent up to `up_to` (their `receiver_read`
+    /// turns true).
+    fn move_peer_read_mark(&mut self, key: &ConversationKey, up_to: MsgId) {
+        self.note_marks(key);
+        let c = self.conv_mut(key.as_ref());
+        c.peer_read_up_to = c.peer_read_up_to.max(up_to);
+    }
+
+    fn update_message(&mut self, id: MsgId, f: impl FnOnce(&mut ChatMessage)) {
+        self.note_flags(id);
+        if let Some(m) = self.messages.get_mut(&id) {
+            f(m);
+            self.dirty_messages.insert(id);
+        }
+    }
+
+    /// Marks one received message read here (count -1 if it was unread).
+    fn mark_read_local(&mut self, id: MsgId) {
+        let Some(m) = self.messages.get(&id) else { return };
+        if !self.is_unread(m) {
+            return;
+        }
+        let key = m.conversation();
+        self.update_message(id, |m| m.unread = false);
+        let c = self.conv_mut(key.as_ref());
+        c.local_unread = c.local_unread.saturating_sub(1);
+        self.unread_changed.push(key);
+    }
+
+    /// Drops the unread messages the server counted that this device does not hold (a
+    /// conversation read covers them), telling the app when that changes the count.
+    fn clear_remote_unread(&mut self, key: &ConversationKey) {
+        let c = self.conv_mut(key.as_ref());
+        if std::mem::take(&mut c.remote_unread) != 0 {
+            self.unread_changed.push(key.clone());
+        }
+    }
+
+    /// Moves a conversation's read watermark. O(1) when it covers the newest message (the
+    /// usual case); otherwise it only looks at the messages newer than `up_to`.
+    fn apply_read_up_to(&mut self, key: &ConversationKey, up_to: MsgId) {
+        let c = self.conv_mut(key.as_ref());
+        if up_to <= c.read_up_to {
+            return;
+        }
+        let before = c.unread();
+        self.note_marks(key);
+        let c = self.conv_mut(key.as_ref());
+        let remaining = if up_to >= c.newest {
+            0
+        } else {
+            let ids = self.conv_ids.get(key).map(Vec::as_slice).unwrap_or(&[]);
+            let start = ids.partition_point(|&id| id <= up_to);
+            ids[start..]
+                .iter()
+                .filter(|id| self.messages.get(id).is_some_and(|m| m.direction == MessageDirection::Receive && m.unread))
+                .count() as u32
+        };
+        let c = self.conv_mut(key.as_ref());
+        c.read_up_to = up_to;
+        c.local_unread = remaining;
+        if c.unread() != before {
+            self.unread_changed.push(key.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,247 @@
+//! The engine's events carry the state they change: after each input that changes a message's
+//! flags, `MessagesUpdated` holds that message as it now is, so a binding never re-derives one.
+//! Driven by hand-written server frames (the frames a server sends for each case).
+
+use super::*;
+use crate::store::MemStore;
+
+const NOW: u64 = 1_700_000_000_000;
+
+/// alice on device a1, logged in and synced.
+fn alice() -> ClientEngine<MemStore> {
+    let mut e = ClientEngine::open(EngineConfig::new("alice", "a1", ChatOptions::default()), MemStore::default()).unwrap();
+    e.handle_connected(NOW, "token");
+    e.handle_frame(NOW, ServerFrame::SyncDone { head: 0, conversations: Vec::new() });
+    drain(&mut e);
+    e
+}
+
+fn drain(e: &mut ClientEngine<MemStore>) -> Vec<ClientEvent> {
+    while e.poll_transmit(NOW).is_some() {}
+    std::iter::from_fn(|| e.poll_event()).collect()
+}
+
+/// Feeds one live event (the next seq after the engine's cursor).
+fn event(e: &mut ClientEngine<MemStore>, ev: ServerEvent) -> Vec<ClientEvent> {
+    let seq = e.cursor() + 1;
+    e.handle_frame(NOW, ServerFrame::Event { event: SeqEvent { seq, event: Arc::new(ev) } });
+    drain(e)
+}
+
+fn message(id: MsgId, from: &str, to: &str, chat_type: ChatType, need_group_ack: bool) -> ServerEvent {
+    ServerEvent::Message {
+        msg: Arc::new(WireMessage {
+            id,
+            client_id: format!("c{id}"),
+            from: from.into(),
+            to: to.into(),
+            chat_type,
+            content: "hi".into(),
+            timestamp: NOW,
+            require_delivery_ack: false,
+            need_group_ack,
+        }),
+    }
+}
+
+/// The messages of the input's `MessagesUpdated` event, by id (panics if there is none, or more
+/// than one).
+fn updated(evs: &[ClientEvent]) -> Vec<ChatMessage> {
+    let all: Vec<&Vec<ChatMessage>> = evs
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::MessagesUpdated(m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(all.len(), 1, "one MessagesUpdated per input: {evs:?}");
+    all[0].clone()
+}
+
+fn ids(msgs: &[ChatMessage]) -> Vec<MsgId> {
+    msgs.iter().map(|m| m.id).collect()
+}
+
+fn no_update(evs: &[ClientEvent]) -> bool {
+    !evs.iter().any(|e| matches!(e, ClientEvent::MessagesUpdated(_)))
+}
+
+#[test]
+fn ack_message_read_reports_the_message_read_and_acked() {
+    let mut e = alice();
+    event(&mut e, message(1, "bob", "alice", ChatType::Chat, false));
+    e.ack_message_read(NOW, 1).unwrap().unwrap();
+    let msgs = updated(&drain(&mut e));
+    assert_eq!(ids(&msgs), vec![1]);
+    assert!(msgs[0].receiver_read && !msgs[0].unread);
+    // Nothing new: no update either.
+    assert_eq!(e.ack_message_read(NOW, 1).unwrap(), None);
+    assert!(no_update(&drain(&mut e)));
+}
+
+#[test]
+fn ack_conversation_read_reports_every_message_it_covers() {
+    let mut e = alice();
+    for id in 1..=3 {
+        event(&mut e, message(id, "bob", "alice", ChatType::Chat, false));
+    }
+    event(&mut e, message(4, "alice", "bob", ChatType::Chat, false)); // own, from another device
+    e.ack_conversation_read(NOW, "bob").unwrap().unwrap();
+    let evs = drain(&mut e);
+    let msgs = updated(&evs);
+    assert_eq!(ids(&msgs), vec![1, 2, 3], "the received ones; the own message's flags did not change");
+    assert!(msgs.iter().all(|m| m.receiver_read && !m.unread));
+    // The update goes before the count, so the app has the messages when it hears 0.
+    let pos = |f: fn(&ClientEvent) -> bool| evs.iter().position(f).unwrap();
+    assert!(pos(|e| matches!(e, ClientEvent::MessagesUpdated(_))) < pos(|e| matches!(e, ClientEvent::UnreadCountChanged { .. })));
+}
+
+#[test]
+fn ack_group_message_read_reports_the_message_read_and_acked() {
+    let mut e = alice();
+    event(&mut e, message(1, "bob", "g1", ChatType::GroupChat, true));
+    e.ack_group_message_read(NOW, 1, Some("ext")).unwrap().unwrap();
+    let msgs = updated(&drain(&mut e));
+    assert_eq!(ids(&msgs), vec![1]);
+    assert!(msgs[0].group_ack_sent && !msgs[0].unread);
+}
+
+#[test]
+fn a_group_ack_count_reaches_the_sender_as_an_update() {
+    let mut e = alice();
+    event(&mut e, message(1, "alice", "g1", ChatType::GroupChat, true));
+    let ack = GroupReadAck { ack_id: 1, msg_id: 1, from: "bob".into(), content: None, count: 1, timestamp: NOW };
+    let evs = event(&mut e, ServerEvent::GroupRead { group: "g1".into(), sender: "alice".into(), ack });
+    assert!(evs.iter().any(|e| matches!(e, ClientEvent::GroupMessageRead(_))));
+    assert_eq!(updated(&evs)[0].group_ack_count, 1);
+}
+
+#[test]
+fn own_other_device_reading_the_conversation_comes_with_the_read_messages() {
+    let mut e = alice();
+    for id in 1..=2 {
+        event(&mut e, message(id, "bob", "alice", ChatType::Chat, false));
+    }
+    let evs = event(
+        &mut e,
+        ServerEvent::ConversationRead {
+            chat_type: ChatType::Chat,
+            from: "alice".into(),
+            to: "bob".into(),
+            up_to: 2,
+            timestamp: NOW,
+            device: "a2".into(),
+        },
+    );
+    assert!(evs.iter().any(|e| matches!(e, ClientEvent::ConversationRead { .. })));
+    let msgs = updated(&evs);
+    assert_eq!(ids(&msgs), vec![1, 2]);
+    assert!(msgs.iter().all(|m| !m.unread && m.receiver_read));
+}
+
+#[test]
+fn the_peer_reading_the_conversation_comes_with_the_sent_messages_read() {
+    let mut e = alice();
+    for id in 1..=3 {
+        event(&mut e, message(id, "alice", "bob", ChatType::Chat, false));
+    }
+    let evs = event(
+        &mut e,
+        ServerEvent::ConversationRead {
+            chat_type: ChatType::Chat,
+            from: "bob".into(),
+            to: "alice".into(),
+            up_to: 2,
+            timestamp: NOW,
+            device: "b1".into(),
+        },
+    );
+    assert!(evs.iter().any(|e| matches!(e, ClientEvent::ConversationRead { .. })));
+    let msgs = updated(&evs);
+    assert_eq!(ids(&msgs), vec![1, 2], "only the messages up to the peer's mark");
+    assert!(msgs.iter().all(|m| m.receiver_read));
+    assert!(!e.message_by_id(3).unwrap().receiver_read);
+}
+
+#[test]
+fn the_unread_count_reaching_zero_comes_with_the_read_messages() {
+    let mut e = alice();
+    for id in 1..=2 {
+        event(&mut e, message(id, "bob", "alice", ChatType::Chat, false));
+    }
+    let key = ConversationKey::new(ChatType::Chat, "bob");
+    // Another device of alice marked everything read.
+    let evs = event(&mut e, ServerEvent::ReadState { chat_type: ChatType::Chat, conversation: "bob".into(), msg_id: None, up_to: 2 });
+    assert!(evs.contains(&ClientEvent::UnreadCountChanged { conversation: key.clone(), unread: 0 }));
+    let msgs = updated(&evs);
+    assert_eq!(ids(&msgs), vec![1, 2]);
+    assert!(msgs.iter().all(|m| !m.unread && !m.receiver_read), "own read state only: no receipt");
+    // The same through this device's markAllMessagesRead.
+    event(&mut e, message(3, "bob", "alice", ChatType::Chat, false));
+    e.mark_all_messages_read(NOW, &key).unwrap().unwrap();
+    let msgs = updated(&drain(&mut e));
+    assert_eq!(ids(&msgs), vec![3]);
+    assert!(!msgs[0].unread);
+}
+
+#[test]
+fn a_message_another_event_carries_is_not_repeated() {
+    let mut e = alice();
+    event(&mut e, message(1, "alice", "bob", ChatType::Chat, false));
+    let evs = event(&mut e, ServerEvent::Read { msg_id: 1, from: "alice".into(), to: "bob".into(), by: "bob".into(), timestamp: NOW });
+    assert!(evs.iter().any(|e| matches!(e, ClientEvent::MessagesRead(m) if m[0].receiver_read)));
+    assert!(no_update(&evs), "{evs:?}");
+}
+
+#[test]
+fn a_refused_ack_rolls_back_as_an_update() {
+    let mut e = alice();
+    event(&mut e, message(1, "bob", "alice", ChatType::Chat, false));
+    let req = e.ack_message_read(NOW, 1).unwrap().unwrap();
+    drain(&mut e);
+    e.handle_frame(NOW, ServerFrame::err(req, ChatError::new(ErrorCode::MessageExpired, "too old")));
+    let msgs = updated(&drain(&mut e));
+    assert!(!msgs[0].receiver_read, "the ack reached nobody");
+    assert!(!msgs[0].unread, "the user did read it");
+}
+
+#[test]
+fn an_empty_message_is_refused_locally_like_the_server_does() {
+    let mut e = alice();
+    assert_eq!(e.send_message(NOW, "bob", ChatType::Chat, "", false).unwrap_err().code, ErrorCode::InvalidParam);
+    assert_eq!(e.outbox().count(), 0, "nothing queued");
+    e.send_message(NOW, "bob", ChatType::Chat, "x", false).unwrap();
+    assert_eq!(e.outbox().count(), 1);
+}
+
+#[test]
+fn a_page_size_outside_the_rule_is_refused_locally() {
+    let mut e = alice();
+    for bad in [0, rules::MAX_PAGE_SIZE + 1] {
+        assert_eq!(e.fetch_group_read_acks(NOW, 1, bad, None).unwrap_err().code, ErrorCode::InvalidParam);
+    }
+    assert!(e.fetch_group_read_acks(NOW, 1, rules::MAX_PAGE_SIZE, None).is_ok());
+}
+
+#[test]
+fn a_mark_move_and_a_flag_change_of_one_message_in_one_input_report_it_once() {
+    let mut e = alice();
+    event(&mut e, message(1, "bob", "alice", ChatType::Chat, false));
+    event(&mut e, message(2, "bob", "alice", ChatType::Chat, false));
+    // One frame: another device of alice read the conversation up to 1, then acked 1 itself.
+    let seq = e.cursor();
+    let frame = |seq, ev| SeqEvent { seq, event: Arc::new(ev) };
+    let read_conv = ServerEvent::ConversationRead {
+        chat_type: ChatType::Chat,
+        from: "alice".into(),
+        to: "bob".into(),
+        up_to: 1,
+        timestamp: NOW,
+        device: "a2".into(),
+    };
+    let read_one = ServerEvent::Read { msg_id: 1, from: "bob".into(), to: "alice".into(), by: "alice".into(), timestamp: NOW };
+    e.handle_frame(NOW, ServerFrame::Backlog { events: vec![frame(seq + 1, read_conv), frame(seq + 2, read_one)] });
+    let msgs = updated(&drain(&mut e));
+    assert_eq!(ids(&msgs), vec![1], "2 is above the mark and unchanged");
+    assert!(msgs[0].receiver_read && !msgs[0].unread);
+}
