@@ -1,14 +1,15 @@
-//! Property tests: random interleavings of commands, network progress, disconnects and restarts,
-//! against the reference server model in `sim`.
-
-mod sim;
+//! Property tests: random interleavings of commands, network progress, disconnects and client
+//! and server restarts, with real engines against the real server core.
 
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use receipt_core::protocol::ClientFrame;
 use receipt_core::*;
-use sim::*;
+use receipt_engine_tests::Cluster;
+
+/// The group every user is in (the server's first group id).
+const GROUP: &str = "g1";
 
 const USERS: [&str; 3] = ["alice", "bob", "carol"];
 
@@ -23,6 +24,7 @@ enum Op {
     Disconnect { dev: usize },
     Connect { dev: usize },
     Restart { dev: usize },
+    RestartServer,
     Step,
     Pump,
 }
@@ -39,19 +41,21 @@ fn op() -> impl Strategy<Value = Op> {
         1 => dev.clone().prop_map(|dev| Op::Disconnect { dev }),
         2 => dev.clone().prop_map(|dev| Op::Connect { dev }),
         1 => dev.prop_map(|dev| Op::Restart { dev }),
+        1 => Just(Op::RestartServer),
         3 => Just(Op::Step),
         1 => Just(Op::Pump),
     ]
 }
 
-fn world() -> World {
+/// alice (a1, a2), bob (b1), carol (c1), all offline; alice owns [`GROUP`] with bob and carol.
+fn world() -> Cluster {
     let o = |d: bool| ChatOptions { require_delivery_ack: d, ..Default::default() };
-    let mut w = World::new(&[("alice", "a1", o(true)), ("alice", "a2", o(true)), ("bob", "b1", o(true)), ("carol", "c1", o(false))]);
-    w.server.groups.insert(GROUP.into(), USERS.iter().map(|u| u.to_string()).collect());
+    let mut w = Cluster::new(&[("alice", "a1", o(true)), ("alice", "a2", o(true)), ("bob", "b1", o(true)), ("carol", "c1", o(false))]);
+    assert_eq!(w.create_group("alice", &USERS[1..], false), GROUP);
     w
 }
 
-fn received_ids(w: &World, dev: usize, chat_type: ChatType) -> Vec<MsgId> {
+fn received_ids(w: &Cluster, dev: usize, chat_type: ChatType) -> Vec<MsgId> {
     let d = &w.devices[dev];
     let mut ids: Vec<MsgId> = d
         .engine
@@ -66,7 +70,7 @@ fn received_ids(w: &World, dev: usize, chat_type: ChatType) -> Vec<MsgId> {
 }
 
 /// Counts match the messages on every device, and no ack is sent or forwarded twice.
-fn check_invariants(w: &World) -> Result<(), TestCaseError> {
+fn check_invariants(w: &Cluster) -> Result<(), TestCaseError> {
     for d in &w.devices {
         for c in d.engine.conversations() {
             let unread = d.engine.conversation_messages(&c.key).iter().filter(|m| m.unread).count() as u32;
@@ -77,7 +81,7 @@ fn check_invariants(w: &World) -> Result<(), TestCaseError> {
             prop_assert!(reqs.len() <= 1, "{} sent {:?} {} times", d.name, k, reqs.len());
         }
     }
-    for (k, n) in &w.server.forwarded {
+    for (k, n) in &w.server.forwarded() {
         prop_assert!(*n <= 1, "server forwarded {:?} {} times", k, n);
     }
     Ok(())
@@ -147,6 +151,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let after: Vec<ClientFrame> = w.devices[dev].engine.outbox().cloned().collect();
                 prop_assert_eq!(before, after, "outbox survives a restart");
             }
+            Op::RestartServer => w.restart_server(),
             Op::Step => {
                 w.step();
             }
@@ -166,8 +171,8 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     for (dev, kind, id) in queued {
         let user = w.devices[dev].user.clone();
         match kind {
-            AckKind::Read => prop_assert!(w.server.read.contains(&id), "read ack of {} lost", id),
-            _ => prop_assert!(w.server.group_acks[&id].iter().any(|a| a.from == user), "group ack of {} lost", id),
+            AckKind::Read => prop_assert!(w.server.read_receipt_of(id), "read ack of {} lost", id),
+            _ => prop_assert!(w.server.group_acked_by(id, &user), "group ack of {} lost", id),
         }
     }
     // Devices agree with the server and with each other.
