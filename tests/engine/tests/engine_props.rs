@@ -15,16 +15,53 @@ const USERS: [&str; 3] = ["alice", "bob", "carol"];
 
 #[derive(Debug, Clone)]
 enum Op {
-    Send { dev: usize, to: usize, group: bool, need_ack: bool },
-    AckRead { dev: usize, pick: usize },
-    AckConversation { dev: usize, peer: usize, group: bool },
-    AckGroup { dev: usize, pick: usize },
-    MarkRead { dev: usize, pick: usize },
-    MarkAll { dev: usize, peer: usize },
-    Disconnect { dev: usize },
-    Connect { dev: usize },
-    Restart { dev: usize },
+    Send {
+        dev: usize,
+        to: usize,
+        group: bool,
+        need_ack: bool,
+    },
+    AckRead {
+        dev: usize,
+        pick: usize,
+    },
+    AckConversation {
+        dev: usize,
+        peer: usize,
+        group: bool,
+    },
+    AckGroup {
+        dev: usize,
+        pick: usize,
+    },
+    MarkRead {
+        dev: usize,
+        pick: usize,
+    },
+    MarkAll {
+        dev: usize,
+        peer: usize,
+    },
+    Disconnect {
+        dev: usize,
+    },
+    Connect {
+        dev: usize,
+    },
+    Restart {
+        dev: usize,
+    },
     RestartServer,
+    /// One hop of one device's connection: frames can be cut in flight either way.
+    Transmit {
+        dev: usize,
+    },
+    ToServer {
+        dev: usize,
+    },
+    ToClient {
+        dev: usize,
+    },
     Step,
     Pump,
 }
@@ -40,8 +77,11 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (dev.clone(), 0..3usize).prop_map(|(dev, peer)| Op::MarkAll { dev, peer }),
         1 => dev.clone().prop_map(|dev| Op::Disconnect { dev }),
         2 => dev.clone().prop_map(|dev| Op::Connect { dev }),
-        1 => dev.prop_map(|dev| Op::Restart { dev }),
+        1 => dev.clone().prop_map(|dev| Op::Restart { dev }),
         1 => Just(Op::RestartServer),
+        1 => dev.clone().prop_map(|dev| Op::Transmit { dev }),
+        1 => dev.clone().prop_map(|dev| Op::ToServer { dev }),
+        1 => dev.prop_map(|dev| Op::ToClient { dev }),
         3 => Just(Op::Step),
         1 => Just(Op::Pump),
     ]
@@ -152,6 +192,15 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 prop_assert_eq!(before, after, "outbox survives a restart");
             }
             Op::RestartServer => w.restart_server(),
+            Op::Transmit { dev } => {
+                w.transmit(dev);
+            }
+            Op::ToServer { dev } => {
+                w.deliver_to_server(dev);
+            }
+            Op::ToClient { dev } => {
+                w.deliver_to_client(dev);
+            }
             Op::Step => {
                 w.step();
             }

@@ -257,6 +257,24 @@ fn rule6_group_acks_count_list_and_once_per_member() {
 }
 
 #[test]
+fn rule6_unconfirmed_group_ack_is_resent_after_reconnect_and_counted_once() {
+    let mut w = world();
+    let id = send(&mut w, "a1", GROUP, ChatType::GroupChat, true);
+    let now = w.now;
+    w.dev("b1").engine.ack_group_message_read(now, id, None).unwrap().unwrap();
+    // The ack reaches the server, but the connection dies before the answer comes back.
+    assert_eq!(w.transmit(2), 1);
+    assert_eq!(w.deliver_to_server(2), 1);
+    w.disconnect(2);
+    assert_eq!(w.dev("b1").engine.outbox().count(), 1);
+    w.connect(2);
+    w.pump();
+    assert_eq!(w.dev("b1").engine.outbox().count(), 0);
+    assert_eq!(w.server.forwarded_count(AckKind::Group, id), 1);
+    assert_eq!(w.dev("a1").engine.message_by_id(id).unwrap().group_ack_count, 1);
+}
+
+#[test]
 fn rule6_message_without_group_ack_request_takes_none() {
     let mut w = world();
     let id = send(&mut w, "a1", GROUP, ChatType::GroupChat, false);
