@@ -13,55 +13,25 @@ const GROUP: &str = "g1";
 
 const USERS: [&str; 3] = ["alice", "bob", "carol"];
 
+/// `Transmit`, `ToServer`, `ToClient`: one hop of one device's connection, so a cut can catch
+/// frames in flight either way. `LoseAnswers`: the server gets everything the device sends,
+/// then the connection dies before any answer comes back (the device resends from its outbox).
 #[derive(Debug, Clone)]
 enum Op {
-    Send {
-        dev: usize,
-        to: usize,
-        group: bool,
-        need_ack: bool,
-    },
-    AckRead {
-        dev: usize,
-        pick: usize,
-    },
-    AckConversation {
-        dev: usize,
-        peer: usize,
-        group: bool,
-    },
-    AckGroup {
-        dev: usize,
-        pick: usize,
-    },
-    MarkRead {
-        dev: usize,
-        pick: usize,
-    },
-    MarkAll {
-        dev: usize,
-        peer: usize,
-    },
-    Disconnect {
-        dev: usize,
-    },
-    Connect {
-        dev: usize,
-    },
-    Restart {
-        dev: usize,
-    },
+    Send { dev: usize, to: usize, group: bool, need_ack: bool },
+    AckRead { dev: usize, pick: usize },
+    AckConversation { dev: usize, peer: usize, group: bool },
+    AckGroup { dev: usize, pick: usize },
+    MarkRead { dev: usize, pick: usize },
+    MarkAll { dev: usize, peer: usize },
+    Disconnect { dev: usize },
+    Connect { dev: usize },
+    Restart { dev: usize },
     RestartServer,
-    /// One hop of one device's connection: frames can be cut in flight either way.
-    Transmit {
-        dev: usize,
-    },
-    ToServer {
-        dev: usize,
-    },
-    ToClient {
-        dev: usize,
-    },
+    Transmit { dev: usize },
+    ToServer { dev: usize },
+    ToClient { dev: usize },
+    LoseAnswers { dev: usize },
     Step,
     Pump,
 }
@@ -81,7 +51,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::RestartServer),
         1 => dev.clone().prop_map(|dev| Op::Transmit { dev }),
         1 => dev.clone().prop_map(|dev| Op::ToServer { dev }),
-        1 => dev.prop_map(|dev| Op::ToClient { dev }),
+        1 => dev.clone().prop_map(|dev| Op::ToClient { dev }),
+        2 => dev.prop_map(|dev| Op::LoseAnswers { dev }),
         3 => Just(Op::Step),
         1 => Just(Op::Pump),
     ]
@@ -200,6 +171,11 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::ToClient { dev } => {
                 w.deliver_to_client(dev);
+            }
+            Op::LoseAnswers { dev } => {
+                w.transmit(dev);
+                w.deliver_to_server(dev);
+                w.disconnect(dev);
             }
             Op::Step => {
                 w.step();
