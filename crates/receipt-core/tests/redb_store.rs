@@ -1,43 +1,53 @@
 //! The on-disk store: an engine's state (messages, flags, counts, watermarks, outbox, cursor)
 //! comes back intact when the store file is reopened, as after an app restart.
 
-mod sim;
+use std::sync::Arc;
 
 use receipt_core::engine::{ClientEngine, EngineConfig};
-use receipt_core::protocol::ClientFrame;
+use receipt_core::protocol::{ClientFrame, ConversationState, SeqEvent, ServerEvent, ServerFrame, PROTOCOL_VERSION};
 use receipt_core::store::{ClientStore, RedbStore};
 use receipt_core::*;
-use sim::SimServer;
+
+/// What the server sends alice at login: bob's five messages (ids 1..=5), then the sync end.
+fn login_answer() -> Vec<ServerFrame> {
+    let events = (1..=5)
+        .map(|id| {
+            let msg = WireMessage {
+                id,
+                client_id: format!("b1-{id}"),
+                from: "bob".into(),
+                to: "alice".into(),
+                chat_type: ChatType::Chat,
+                content: "hello".into(),
+                timestamp: id,
+                require_delivery_ack: false,
+                need_group_ack: false,
+            };
+            SeqEvent { seq: id, event: Arc::new(ServerEvent::Message { msg: Arc::new(msg) }) }
+        })
+        .collect();
+    vec![
+        ServerFrame::LoginOk { v: PROTOCOL_VERSION, user: "alice".into(), device: "a1".into(), server_time: 2 },
+        ServerFrame::Backlog { events },
+        ServerFrame::SyncDone {
+            head: 5,
+            conversations: vec![ConversationState { chat_type: ChatType::Chat, id: "bob".into(), unread: 5 }],
+        },
+    ]
+}
 
 #[test]
 fn engine_state_survives_reopening_the_redb_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("alice.redb");
     let cfg = || EngineConfig::new("alice", "a1", ChatOptions::default());
-    let mut server = SimServer::new();
     let key = ConversationKey::new(ChatType::Chat, "bob");
-
-    // bob's messages reach alice through the reference server.
-    let mut bob =
-        ClientEngine::open(EngineConfig::new("bob", "b1", ChatOptions::default()), receipt_core::store::MemStore::default()).unwrap();
-    server.handle("b1", ClientFrame::Login { v: 1, user: "bob".into(), device: "b1".into(), token: String::new(), since: 0 });
-    for _ in 0..5 {
-        bob.send_message(1, "alice", ChatType::Chat, "hello", false).unwrap();
-    }
-    bob.handle_connected(1, "t"); // login, then the outbox: the five sends
-    while let Some(f) = bob.poll_transmit(1) {
-        if !matches!(f, ClientFrame::Login { .. }) {
-            server.handle("b1", f);
-        }
-    }
 
     let (cursor, outbox, unread) = {
         let mut alice = ClientEngine::open(cfg(), RedbStore::open(&path).unwrap()).unwrap();
         alice.handle_connected(2, "t");
-        let login = alice.poll_transmit(2).unwrap();
-        server.handle("a1", login);
-        let frames: Vec<_> = server.sessions.get_mut("a1").unwrap().1.drain(..).collect();
-        for f in frames {
+        assert!(matches!(alice.poll_transmit(2), Some(ClientFrame::Login { .. })));
+        for f in login_answer() {
             alice.handle_frame(3, f);
         }
         assert_eq!(alice.unread_count(&key), 5);

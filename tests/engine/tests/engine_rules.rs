@@ -1,26 +1,36 @@
-//! One test per client-side rule of SPEC section 3, driving real engines against the reference
-//! server model in `sim`.
-
-mod sim;
+//! One test per client-side rule of SPEC section 3, driving real engines against the real server
+//! core over the simulated network of `receipt_engine_tests`.
 
 use receipt_core::engine::{ClientEvent, Completion};
 use receipt_core::protocol::ClientFrame;
 use receipt_core::*;
-use sim::*;
+use receipt_engine_tests::{default_config, Cluster, Disk};
+use receipt_server::CoreConfig;
+
+/// The group every user of [`world`] is in (the server's first group id).
+const GROUP: &str = "g1";
 
 fn opts(delivery: bool, read: bool) -> ChatOptions {
     ChatOptions { require_delivery_ack: delivery, require_read_ack: read, ..Default::default() }
 }
 
-/// alice (a1, a2), bob (b1), carol (c1); all online.
-fn world() -> World {
-    let mut w = World::new(&[
-        ("alice", "a1", opts(true, true)),
-        ("alice", "a2", opts(true, true)),
-        ("bob", "b1", opts(true, true)),
-        ("carol", "c1", opts(false, true)),
-    ]);
-    w.server.groups.insert(GROUP.into(), vec!["alice".into(), "bob".into(), "carol".into()]);
+/// alice (a1, a2), bob (b1), carol (c1), all online; alice owns [`GROUP`] with bob and carol.
+fn world() -> Cluster {
+    world_with(default_config(), Disk::Mem)
+}
+
+/// [`world`] with the server's rules and b1's disk chosen.
+fn world_with(cfg: CoreConfig, b1_disk: Disk) -> Cluster {
+    let mut w = Cluster::build(
+        cfg,
+        &[
+            ("alice", "a1", opts(true, true), Disk::Mem),
+            ("alice", "a2", opts(true, true), Disk::Mem),
+            ("bob", "b1", opts(true, true), b1_disk),
+            ("carol", "c1", opts(false, true), Disk::Mem),
+        ],
+    );
+    assert_eq!(w.create_group("alice", &["bob", "carol"], false), GROUP);
     for i in 0..4 {
         w.connect(i);
     }
@@ -31,7 +41,7 @@ fn world() -> World {
     w
 }
 
-fn send(w: &mut World, dev: &str, to: &str, t: ChatType, need_group_ack: bool) -> MsgId {
+fn send(w: &mut Cluster, dev: &str, to: &str, t: ChatType, need_group_ack: bool) -> MsgId {
     let now = w.now;
     let (req, _) = w.dev(dev).engine.send_message(now, to, t, "hi", need_group_ack).unwrap();
     w.pump();
@@ -88,7 +98,7 @@ fn rule1_delivery_acks_for_offline_backlog_are_sent_at_login() {
 
 #[test]
 fn rule1_backlog_delivery_ack_not_resent_when_another_device_sent_it() {
-    let mut w = World::new(&[("alice", "a1", opts(true, true)), ("bob", "b1", opts(true, true)), ("bob", "b2", opts(true, true))]);
+    let mut w = Cluster::new(&[("alice", "a1", opts(true, true)), ("bob", "b1", opts(true, true)), ("bob", "b2", opts(true, true))]);
     w.connect(0);
     w.connect(1);
     w.pump();
@@ -104,7 +114,7 @@ fn rule1_backlog_delivery_ack_not_resent_when_another_device_sent_it() {
 
 #[test]
 fn rule2_require_read_ack_false_sends_nothing_and_says_so() {
-    let mut w = World::new(&[("alice", "a1", opts(false, true)), ("bob", "b1", opts(false, false))]);
+    let mut w = Cluster::new(&[("alice", "a1", opts(false, true)), ("bob", "b1", opts(false, false))]);
     w.connect(0);
     w.connect(1);
     w.pump();
@@ -123,8 +133,8 @@ fn rule2_require_read_ack_false_sends_nothing_and_says_so() {
 fn rule3_bad_acks_are_refused_and_change_nothing() {
     let mut w = world();
     let own = send(&mut w, "a1", "bob", ChatType::Chat, false);
-    w.server.groups.insert("room".into(), vec!["alice".into(), "bob".into()]);
-    let room = send(&mut w, "a1", "room", ChatType::ChatRoom, false);
+    let room_id = w.create_group("alice", &["bob"], true);
+    let room = send(&mut w, "a1", &room_id, ChatType::ChatRoom, false);
     let now = w.now;
     let a1 = &mut w.dev("a1").engine;
     assert_eq!(a1.ack_message_read(now, own).unwrap_err().code, ErrorCode::MessageWrongType);
@@ -247,6 +257,24 @@ fn rule6_group_acks_count_list_and_once_per_member() {
 }
 
 #[test]
+fn rule6_unconfirmed_group_ack_is_resent_after_reconnect_and_counted_once() {
+    let mut w = world();
+    let id = send(&mut w, "a1", GROUP, ChatType::GroupChat, true);
+    let now = w.now;
+    w.dev("b1").engine.ack_group_message_read(now, id, None).unwrap().unwrap();
+    // The ack reaches the server, but the connection dies before the answer comes back.
+    assert_eq!(w.transmit(2), 1);
+    assert_eq!(w.deliver_to_server(2), 1);
+    w.disconnect(2);
+    assert_eq!(w.dev("b1").engine.outbox().count(), 1);
+    w.connect(2);
+    w.pump();
+    assert_eq!(w.dev("b1").engine.outbox().count(), 0);
+    assert_eq!(w.server.forwarded_count(AckKind::Group, id), 1);
+    assert_eq!(w.dev("a1").engine.message_by_id(id).unwrap().group_ack_count, 1);
+}
+
+#[test]
 fn rule6_message_without_group_ack_request_takes_none() {
     let mut w = world();
     let id = send(&mut w, "a1", GROUP, ChatType::GroupChat, false);
@@ -276,7 +304,7 @@ fn rule8_read_on_one_device_updates_the_others_without_a_second_ack() {
 
 #[test]
 fn rule9_offline_acks_are_kept_on_disk_and_flushed_in_order() {
-    let mut w = world();
+    let mut w = world_with(default_config(), Disk::Redb);
     let ids: Vec<MsgId> = (0..3).map(|_| send(&mut w, "a1", "bob", ChatType::Chat, false)).collect();
     w.disconnect(2);
     let now = w.now;
@@ -310,8 +338,9 @@ fn rule9_unconfirmed_ack_is_resent_after_reconnect_and_counted_once() {
     let now = w.now;
     w.dev("b1").engine.ack_message_read(now, id).unwrap().unwrap();
     // The ack reaches the server, but the connection dies before the answer comes back.
-    let f = w.dev("b1").engine.poll_transmit(now).unwrap();
-    w.server.handle("b1", f);
+    assert_eq!(w.transmit(2), 1);
+    assert_eq!(w.deliver_to_server(2), 1);
+    assert_eq!(w.in_flight(2), (0, 1), "the answer is on its way");
     w.disconnect(2);
     assert_eq!(w.dev("b1").engine.outbox().count(), 1);
     w.connect(2);
@@ -367,16 +396,20 @@ fn keepalive_pings_and_idle_timeout() {
 
 #[test]
 fn rule9_ack_confirmed_by_the_servers_event_survives_a_late_refusal_of_its_resend() {
-    let mut w = world();
+    const RETENTION_MS: u64 = 60_000;
+    let mut w = world_with(CoreConfig { retention_ms: RETENTION_MS, ..default_config() }, Disk::Mem);
     let id = send(&mut w, "a1", "bob", ChatType::Chat, false);
     let now = w.now;
     let req = w.dev("b1").engine.ack_message_read(now, id).unwrap().unwrap();
     // The server accepts the ack; its answer and the event are lost with the connection.
-    let f = w.dev("b1").engine.poll_transmit(now).unwrap();
-    w.server.handle("b1", f);
+    assert_eq!(w.transmit(2), 1);
+    assert_eq!(w.deliver_to_server(2), 1);
     w.disconnect(2);
-    // Meanwhile the message leaves the server: the resend after the reconnect is refused.
-    w.server.messages.remove(&id);
+    // Meanwhile the message leaves the server (past retention): the resend after the reconnect
+    // is refused.
+    w.advance(RETENTION_MS + 1);
+    w.prune();
+    assert!(!w.server.state().messages.contains_key(&id), "pruned");
     w.dev("b1").events.clear();
     w.connect(2);
     w.pump();
