@@ -225,9 +225,9 @@ pub fn run(color: bool) -> Result<(), String> {
     // 6. Refusals.
     s.section(6, "What the rules refuse");
     let own = alice.client.ack_message_read(d.id);
-    s.refused("alice acks her own message", &try_expect_err(own, ErrorCode::MessageWrongType)?);
+    s.refused("alice acks her own message", &try_expect_err(own, ErrorCode::MessageInvalid)?);
     let private = online("bob/laptop", ChatOptions { require_read_ack: false, ..Default::default() }, port, dir)?;
-    let e = try_expect_err(private.client.ack_message_read(got.id), ErrorCode::FeatureNotEnabled)?;
+    let e = try_expect_err(private.client.ack_message_read(got.id), ErrorCode::ServiceNotEnabled)?;
     s.refused("bob/laptop with requireReadAck = false acks", &e);
     let req = carol.client.fetch_group_read_acks(gm.id, 0, None);
     s.refused("fetchGroupReadAcks with pageSize 0", &try_expect_err(req, ErrorCode::InvalidParam)?);
@@ -284,7 +284,7 @@ fn policy_refusals(s: &Style) -> Result<(), String> {
         match i {
             0 => {
                 let (req, _) = owner.client.send_text(&group, ChatType::GroupChat, "acks?", true).map_err(|e| e.to_string())?;
-                s.refused(&format!("[{title}] carol asks for acks"), &owner.try_refused(req, ErrorCode::FeatureNotEnabled)?);
+                s.refused(&format!("[{title}] carol asks for acks"), &owner.try_refused(req, ErrorCode::ServiceNotEnabled)?);
             }
             1 => {
                 let (req, _) = member.client.send_text(&group, ChatType::GroupChat, "acks?", true).map_err(|e| e.to_string())?;
@@ -307,7 +307,7 @@ fn policy_refusals(s: &Style) -> Result<(), String> {
                     ),
                 );
                 let got = received(&member)?;
-                let e = try_expect_err(member.client.ack_group_message_read(got.id, None), ErrorCode::FeatureNotEnabled)?;
+                let e = try_expect_err(member.client.ack_group_message_read(got.id, None), ErrorCode::ServiceNotEnabled)?;
                 s.refused(&format!("[{title}] dave acks"), &e);
             }
         }

@@ -65,14 +65,6 @@ impl ErrorCode {
         ErrorCode::GroupMembersFull,
     ];
 
-    /// Old name of `MessageInvalid` (it was a 501 of our own; the SDK's 501 means illegal content).
-    /// Kept only so that code written before the rename compiles; new code says `MessageInvalid`.
-    #[allow(non_upper_case_globals)]
-    pub const MessageWrongType: ErrorCode = ErrorCode::MessageInvalid;
-    /// Old name of `ServiceNotEnabled`. Kept only so that older code compiles.
-    #[allow(non_upper_case_globals)]
-    pub const FeatureNotEnabled: ErrorCode = ErrorCode::ServiceNotEnabled;
-
     pub fn as_u32(self) -> u32 {
         self as u32
     }

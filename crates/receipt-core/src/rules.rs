@@ -122,7 +122,7 @@ impl<'a> From<&'a ChatMessage> for MessageFacts<'a> {
 // ----- 1:1 acks -----
 
 /// Who may send a 1:1 ack (`what`: "delivery" or "read") of `msg`: only its recipient, and only
-/// for a 1:1 message. 501 for a group or room message or one's own message, 500 for a message
+/// for a 1:1 message. 500 for a group or room message or one's own message, and for a message
 /// sent to somebody else.
 pub fn check_one_to_one_ack(msg: MessageFacts<'_>, acker: &str, what: &str) -> ChatResult<()> {
     if msg.chat_type != ChatType::Chat {
@@ -255,7 +255,7 @@ pub fn group_ack_on_send(policy: &GroupAckPolicy, wants: bool, role: GroupRole, 
         return Ok(false);
     }
     if !policy.enabled {
-        return Err(ChatError::new(ErrorCode::FeatureNotEnabled, "group read acks are not enabled"));
+        return Err(ChatError::new(ErrorCode::ServiceNotEnabled, "group read acks are not enabled"));
     }
     if policy.who_may_request == WhoMayRequest::OwnerAndAdmins && role == GroupRole::Member {
         return Err(ChatError::new(ErrorCode::GroupPermissionDenied, "only the owner and admins may ask for group read acks"));
@@ -263,8 +263,8 @@ pub fn group_ack_on_send(policy: &GroupAckPolicy, wants: bool, role: GroupRole, 
     Ok(member_count <= policy.member_cap)
 }
 
-/// Who may send a group read ack of `msg`, from the message alone: a group message (501
-/// otherwise) that `acker` did not send (501).
+/// Who may send a group read ack of `msg`, from the message alone: a group message (500
+/// otherwise) that `acker` did not send (500).
 pub fn check_group_ack_target(msg: MessageFacts<'_>, acker: &str) -> ChatResult<()> {
     if msg.chat_type != ChatType::GroupChat {
         return Err(ChatError::wrong_type("group read acks are for group messages only"));
@@ -278,7 +278,7 @@ pub fn check_group_ack_target(msg: MessageFacts<'_>, acker: &str) -> ChatResult<
 /// The message asks for group read acks (505 otherwise).
 pub fn check_group_ack_asked(msg: MessageFacts<'_>) -> ChatResult<()> {
     if !msg.need_group_ack {
-        return Err(ChatError::new(ErrorCode::FeatureNotEnabled, "this message does not take group read acks"));
+        return Err(ChatError::new(ErrorCode::ServiceNotEnabled, "this message does not take group read acks"));
     }
     Ok(())
 }
@@ -288,7 +288,7 @@ pub fn check_group_ack_asked(msg: MessageFacts<'_>) -> ChatResult<()> {
 /// (602), the ack is within its validity at `now` (506).
 pub fn check_group_ack(policy: &GroupAckPolicy, msg: MessageFacts<'_>, acker_is_member: bool, now: u64) -> ChatResult<()> {
     if !policy.enabled {
-        return Err(ChatError::new(ErrorCode::FeatureNotEnabled, "group read acks are not enabled"));
+        return Err(ChatError::new(ErrorCode::ServiceNotEnabled, "group read acks are not enabled"));
     }
     check_group_ack_asked(msg)?;
     if !acker_is_member {
@@ -360,10 +360,10 @@ mod tests {
     #[test]
     fn only_the_recipient_of_a_one_to_one_message_may_read_ack_it() {
         assert!(check_read_ack(msg(ChatType::Chat, "alice", "bob"), "bob").is_ok());
-        assert_eq!(code(check_read_ack(msg(ChatType::Chat, "alice", "bob"), "alice")), ErrorCode::MessageWrongType);
+        assert_eq!(code(check_read_ack(msg(ChatType::Chat, "alice", "bob"), "alice")), ErrorCode::MessageInvalid);
         assert_eq!(code(check_read_ack(msg(ChatType::Chat, "alice", "bob"), "carol")), ErrorCode::MessageInvalid);
-        assert_eq!(code(check_read_ack(msg(ChatType::GroupChat, "alice", "g1"), "bob")), ErrorCode::MessageWrongType);
-        assert_eq!(code(check_read_ack(msg(ChatType::ChatRoom, "alice", "r1"), "bob")), ErrorCode::MessageWrongType);
+        assert_eq!(code(check_read_ack(msg(ChatType::GroupChat, "alice", "g1"), "bob")), ErrorCode::MessageInvalid);
+        assert_eq!(code(check_read_ack(msg(ChatType::ChatRoom, "alice", "r1"), "bob")), ErrorCode::MessageInvalid);
         assert_eq!(code(check_one_to_one_ack(msg(ChatType::Chat, "alice", "bob"), "carol", "delivery")), ErrorCode::MessageInvalid);
     }
 
@@ -407,7 +407,7 @@ mod tests {
     fn asking_for_group_acks_needs_the_feature_the_role_and_a_small_group() {
         let off = GroupAckPolicy::default();
         assert_eq!(group_ack_on_send(&off, false, GroupRole::Member, 3), Ok(false));
-        assert_eq!(code(group_ack_on_send(&off, true, GroupRole::Owner, 3)), ErrorCode::FeatureNotEnabled);
+        assert_eq!(code(group_ack_on_send(&off, true, GroupRole::Owner, 3)), ErrorCode::ServiceNotEnabled);
         assert_eq!(group_ack_on_send(&on(), true, GroupRole::Member, 3), Ok(true));
         assert_eq!(group_ack_on_send(&on(), true, GroupRole::Member, 200), Ok(true));
         assert_eq!(group_ack_on_send(&on(), true, GroupRole::Member, 201), Ok(false), "above the cap: dropped, not refused");
@@ -421,17 +421,17 @@ mod tests {
     fn group_ack_eligibility_in_the_servers_order() {
         let m = msg(ChatType::GroupChat, "alice", "g1");
         assert!(check_group_ack_target(m, "bob").is_ok());
-        assert_eq!(code(check_group_ack_target(m, "alice")), ErrorCode::MessageWrongType);
-        assert_eq!(code(check_group_ack_target(msg(ChatType::Chat, "alice", "bob"), "bob")), ErrorCode::MessageWrongType);
-        assert_eq!(code(check_group_ack_target(msg(ChatType::ChatRoom, "alice", "r1"), "bob")), ErrorCode::MessageWrongType);
+        assert_eq!(code(check_group_ack_target(m, "alice")), ErrorCode::MessageInvalid);
+        assert_eq!(code(check_group_ack_target(msg(ChatType::Chat, "alice", "bob"), "bob")), ErrorCode::MessageInvalid);
+        assert_eq!(code(check_group_ack_target(msg(ChatType::ChatRoom, "alice", "r1"), "bob")), ErrorCode::MessageInvalid);
         let not_asked = MessageFacts { need_group_ack: false, ..m };
-        assert_eq!(code(check_group_ack_asked(not_asked)), ErrorCode::FeatureNotEnabled);
+        assert_eq!(code(check_group_ack_asked(not_asked)), ErrorCode::ServiceNotEnabled);
         let valid_until = m.timestamp + on().validity_ms;
         assert!(check_group_ack(&on(), m, true, valid_until).is_ok());
         assert_eq!(code(check_group_ack(&on(), m, true, valid_until + 1)), ErrorCode::MessageExpired);
         assert_eq!(code(check_group_ack(&on(), m, false, valid_until + 1)), ErrorCode::GroupNotJoined, "membership first");
-        assert_eq!(code(check_group_ack(&on(), not_asked, false, 0)), ErrorCode::FeatureNotEnabled);
-        assert_eq!(code(check_group_ack(&GroupAckPolicy::default(), m, true, 0)), ErrorCode::FeatureNotEnabled);
+        assert_eq!(code(check_group_ack(&on(), not_asked, false, 0)), ErrorCode::ServiceNotEnabled);
+        assert_eq!(code(check_group_ack(&GroupAckPolicy::default(), m, true, 0)), ErrorCode::ServiceNotEnabled);
     }
 
     #[test]

@@ -92,11 +92,11 @@ fn row2_group_ack_of_a_group_you_are_not_in_is_602() {
 }
 
 #[test]
-fn row3_ack_of_your_own_message_is_501() {
+fn row3_ack_of_your_own_message_is_500() {
     let mut w = world(|_| {});
-    w.alice.expect_err(ErrorCode::MessageWrongType, |req| ClientFrame::ReadAck { req, msg_id: w.one });
-    w.alice.expect_err(ErrorCode::MessageWrongType, |req| ClientFrame::DeliveryAck { req, msg_id: w.one });
-    w.alice.expect_err(ErrorCode::MessageWrongType, |req| ClientFrame::GroupAck { req, msg_id: w.gm, ext: None });
+    w.alice.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::ReadAck { req, msg_id: w.one });
+    w.alice.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::DeliveryAck { req, msg_id: w.one });
+    w.alice.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::GroupAck { req, msg_id: w.gm, ext: None });
     assert!(settle(&mut w.bob).is_empty());
     assert!(settle(&mut w.alice).is_empty());
     assert_eq!(acks_of(&mut w.alice, w.gm), 0);

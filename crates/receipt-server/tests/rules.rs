@@ -105,8 +105,8 @@ fn only_the_recipient_may_ack() {
     let id = alice.send_msg("bob", ChatType::Chat, "hi");
     carol.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::ReadAck { req, msg_id: id });
     carol.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::DeliveryAck { req, msg_id: id });
-    alice.expect_err(ErrorCode::MessageWrongType, |req| ClientFrame::ReadAck { req, msg_id: id });
-    alice.expect_err(ErrorCode::MessageWrongType, |req| ClientFrame::DeliveryAck { req, msg_id: id });
+    alice.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::ReadAck { req, msg_id: id });
+    alice.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::DeliveryAck { req, msg_id: id });
     bob.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::ReadAck { req, msg_id: 9999 });
     bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: id });
     let e = alice.event_matching(|e| matches!(e, ServerEvent::Read { .. }));
@@ -122,7 +122,7 @@ fn delivery_acks_are_one_to_one_only() {
     let mut bob = RawClient::login(a, "bob", "b1");
     let g = create_group(&mut alice, &["bob"]);
     let gm = alice.send_msg(&g, ChatType::GroupChat, "to all");
-    bob.expect_err(ErrorCode::MessageWrongType, |req| ClientFrame::DeliveryAck { req, msg_id: gm });
+    bob.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::DeliveryAck { req, msg_id: gm });
     let (id, _) = alice.send_msg_opts("bob", ChatType::Chat, "1:1", true, false).unwrap();
     // require_delivery_ack is kept for 1:1.
     let m = bob.event_matching(|e| matches!(e, ServerEvent::Message { msg } if msg.id == id));
@@ -247,9 +247,9 @@ fn group_acks_disabled_is_505() {
     let mut bob = RawClient::login(a, "bob", "b1");
     let g = create_group(&mut alice, &["bob"]);
     let e = alice.send_msg_opts(&g, ChatType::GroupChat, "x", false, true).unwrap_err();
-    assert_eq!(e.code, ErrorCode::FeatureNotEnabled);
+    assert_eq!(e.code, ErrorCode::ServiceNotEnabled);
     let id = alice.send_msg(&g, ChatType::GroupChat, "plain");
-    bob.expect_err(ErrorCode::FeatureNotEnabled, |req| ClientFrame::GroupAck { req, msg_id: id, ext: None });
+    bob.expect_err(ErrorCode::ServiceNotEnabled, |req| ClientFrame::GroupAck { req, msg_id: id, ext: None });
 }
 
 fn enabled(f: impl FnOnce(&mut receipt_server::GroupAckPolicy)) -> TestServer {
@@ -270,10 +270,10 @@ fn group_ack_rules_with_feature_enabled() {
     let id = alice.send_msg_opts(&g, ChatType::GroupChat, "ack me", false, true).unwrap().0;
     let plain = alice.send_msg(&g, ChatType::GroupChat, "plain");
     let one = alice.send_msg("bob", ChatType::Chat, "1:1");
-    bob.expect_err(ErrorCode::FeatureNotEnabled, |req| ClientFrame::GroupAck { req, msg_id: plain, ext: None });
-    bob.expect_err(ErrorCode::MessageWrongType, |req| ClientFrame::GroupAck { req, msg_id: one, ext: None });
-    bob.expect_err(ErrorCode::MessageWrongType, |req| ClientFrame::ReadAck { req, msg_id: id });
-    alice.expect_err(ErrorCode::MessageWrongType, |req| ClientFrame::GroupAck { req, msg_id: id, ext: None });
+    bob.expect_err(ErrorCode::ServiceNotEnabled, |req| ClientFrame::GroupAck { req, msg_id: plain, ext: None });
+    bob.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::GroupAck { req, msg_id: one, ext: None });
+    bob.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::ReadAck { req, msg_id: id });
+    alice.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::GroupAck { req, msg_id: id, ext: None });
     dave.expect_err(ErrorCode::GroupNotJoined, |req| ClientFrame::GroupAck { req, msg_id: id, ext: None });
     bob.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::GroupAck { req, msg_id: 777, ext: None });
     assert_eq!(RawClient::login(a, "bob", "probe").unread(ChatType::GroupChat, &g), 2);
@@ -329,7 +329,7 @@ fn groups_over_the_member_cap_get_no_acks() {
     let capped = alice.send_msg_opts(&big, ChatType::GroupChat, "big", false, true).unwrap().0;
     let m = bob.event_matching(|e| matches!(e, ServerEvent::Message { msg } if msg.id == capped));
     assert!(matches!(m, ServerEvent::Message { msg } if !msg.need_group_ack));
-    bob.expect_err(ErrorCode::FeatureNotEnabled, |req| ClientFrame::GroupAck { req, msg_id: capped, ext: None });
+    bob.expect_err(ErrorCode::ServiceNotEnabled, |req| ClientFrame::GroupAck { req, msg_id: capped, ext: None });
     bob.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: ok, ext: None });
 }
 
@@ -624,8 +624,8 @@ fn group_management_through_the_protocol() {
     };
     let rm = alice.send_msg(&room, ChatType::ChatRoom, "room msg");
     alice.expect_err(ErrorCode::InvalidParam, |req| plain_send(req, "wrong-type", room.clone(), ChatType::GroupChat, "x"));
-    bob.expect_err(ErrorCode::MessageWrongType, |req| ClientFrame::ReadAck { req, msg_id: rm });
-    bob.expect_err(ErrorCode::MessageWrongType, |req| ClientFrame::GroupAck { req, msg_id: rm, ext: None });
+    bob.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::ReadAck { req, msg_id: rm });
+    bob.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::GroupAck { req, msg_id: rm, ext: None });
 }
 
 #[test]

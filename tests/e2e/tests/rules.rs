@@ -107,9 +107,9 @@ fn rule2_require_read_ack_false_sends_nothing_and_says_505() {
     let got = bob.received(2);
     assert_eq!((got[0].id, got[1].id), (m.id, gm.id));
 
-    expect_err(bob.client.ack_message_read(m.id), ErrorCode::FeatureNotEnabled);
-    expect_err(bob.client.ack_conversation_read("alice"), ErrorCode::FeatureNotEnabled);
-    expect_err(bob.client.ack_group_message_read(gm.id, Some("seen")), ErrorCode::FeatureNotEnabled);
+    expect_err(bob.client.ack_message_read(m.id), ErrorCode::ServiceNotEnabled);
+    expect_err(bob.client.ack_conversation_read("alice"), ErrorCode::ServiceNotEnabled);
+    expect_err(bob.client.ack_group_message_read(gm.id, Some("seen")), ErrorCode::ServiceNotEnabled);
     assert_eq!(bob.outbox(), 0, "nothing was queued");
     assert!(!bob.msg(m.id).receiver_read);
 
@@ -145,15 +145,15 @@ fn rule3_bad_acks_refused_and_acks_idempotent() {
     tablet.received(3);
     carol.received(1);
 
-    // Own message (1:1 and group): 501.
-    expect_err(alice.client.ack_message_read(m.id), ErrorCode::MessageWrongType);
-    expect_err(alice.client.ack_group_message_read(gm.id, None), ErrorCode::MessageWrongType);
-    // Chat-room message: 501, with either ack; and no conversation ack for a room.
-    expect_err(bob.client.ack_message_read(rm.id), ErrorCode::MessageWrongType);
-    expect_err(bob.client.ack_group_message_read(rm.id, None), ErrorCode::MessageWrongType);
-    expect_err(bob.client.ack_conversation_read(&room), ErrorCode::MessageWrongType);
-    // A group message with the 1:1 ack: 501.
-    expect_err(bob.client.ack_message_read(gm.id), ErrorCode::MessageWrongType);
+    // Own message (1:1 and group): 500.
+    expect_err(alice.client.ack_message_read(m.id), ErrorCode::MessageInvalid);
+    expect_err(alice.client.ack_group_message_read(gm.id, None), ErrorCode::MessageInvalid);
+    // Chat-room message: 500, with either ack; and no conversation ack for a room.
+    expect_err(bob.client.ack_message_read(rm.id), ErrorCode::MessageInvalid);
+    expect_err(bob.client.ack_group_message_read(rm.id, None), ErrorCode::MessageInvalid);
+    expect_err(bob.client.ack_conversation_read(&room), ErrorCode::MessageInvalid);
+    // A group message with the 1:1 ack: 500.
+    expect_err(bob.client.ack_message_read(gm.id), ErrorCode::MessageInvalid);
     // A message bob did not receive (sent to carol), and an id nobody knows: 500.
     expect_err(bob.client.ack_message_read(to_carol.id), ErrorCode::MessageInvalid);
     expect_err(bob.client.ack_message_read(987_654), ErrorCode::MessageInvalid);
@@ -325,7 +325,7 @@ fn rule6_group_read_acks_count_once_per_member_and_paging() {
 
     let m = carol.send(&g, ChatType::GroupChat, "who is coming?", true);
     assert!(m.need_group_ack);
-    expect_err(carol.client.ack_group_message_read(m.id, None), ErrorCode::MessageWrongType);
+    expect_err(carol.client.ack_group_message_read(m.id, None), ErrorCode::MessageInvalid);
 
     for (i, d) in devs.iter().enumerate() {
         let got = d.received(1);
@@ -410,11 +410,11 @@ fn rule6_policy_disabled_is_505() {
     let dave = Device::online("dave/phone", ChatOptions::default(), p);
     let g = carol.create_group(&["dave"], false);
     let (req, _) = carol.client.send_text(&g, ChatType::GroupChat, "acks?", true).unwrap();
-    carol.refused(req, ErrorCode::FeatureNotEnabled);
+    carol.refused(req, ErrorCode::ServiceNotEnabled);
     let m = carol.send(&g, ChatType::GroupChat, "no acks", false);
     let got = dave.received(1);
     assert_eq!(got[0].id, m.id, "the refused message was not delivered");
-    expect_err(dave.client.ack_group_message_read(m.id, None), ErrorCode::FeatureNotEnabled);
+    expect_err(dave.client.ack_group_message_read(m.id, None), ErrorCode::ServiceNotEnabled);
 }
 
 /// `who_may_request = owner_and_admins`: a member asking is refused with 603; the owner and
@@ -481,7 +481,7 @@ fn rule6_policy_member_cap() {
     assert!(!m.need_group_ack, "over the cap: no acks");
     let got = dave.received(1);
     assert!(!got[0].need_group_ack);
-    expect_err(dave.client.ack_group_message_read(m.id, None), ErrorCode::FeatureNotEnabled);
+    expect_err(dave.client.ack_group_message_read(m.id, None), ErrorCode::ServiceNotEnabled);
 
     let m = carol.send(&small, ChatType::GroupChat, "2 members", true);
     assert!(m.need_group_ack, "at the cap: acks");

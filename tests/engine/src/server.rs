@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use receipt_core::protocol::{ClientFrame, Response, ServerEvent};
 use receipt_core::{AckKind, ChatError, ConversationKey, GroupId, MsgId, UserId};
-use receipt_server::store::{RedbStore, ServerStore};
+use receipt_server::store::{RedbServerStore, ServerStore};
 use receipt_server::{CoreConfig, Effects, ServerConfig, ServerCore, SessionId, State};
 use tempfile::TempDir;
 
@@ -16,12 +16,12 @@ pub fn default_config() -> CoreConfig {
     cfg
 }
 
-/// [`ServerCore`] plus a [`RedbStore`] in a temp dir. Like the server's core thread, it commits
+/// [`ServerCore`] plus a [`RedbServerStore`] in a temp dir. Like the server's core thread, it commits
 /// the store operations of each batch of effects before any of its frames leaves; a restart
 /// reloads [`State`] from that store only, so what survives is exactly what was committed.
 pub struct SimServer {
     core: ServerCore,
-    store: RedbStore,
+    store: RedbServerStore,
     cfg: CoreConfig,
     dir: TempDir,
     /// Batches committed (all of them non-empty).
@@ -33,7 +33,7 @@ pub struct SimServer {
 impl SimServer {
     pub fn new(cfg: CoreConfig) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut store = RedbStore::open(dir.path()).expect("server store");
+        let mut store = RedbServerStore::open(dir.path()).expect("server store");
         let state = store.load().expect("load");
         SimServer { core: ServerCore::new(cfg.clone(), state), store, cfg, dir, commits: 0, restarts: 0 }
     }
@@ -69,9 +69,9 @@ impl SimServer {
         let placeholder = ServerCore::new(self.cfg.clone(), State::default());
         drop(std::mem::replace(&mut self.core, placeholder));
         let fresh = tempfile::tempdir().expect("temp dir");
-        let placeholder = RedbStore::open(fresh.path()).expect("placeholder store");
+        let placeholder = RedbServerStore::open(fresh.path()).expect("placeholder store");
         drop(std::mem::replace(&mut self.store, placeholder));
-        self.store = RedbStore::open(self.dir.path()).expect("reopen server store");
+        self.store = RedbServerStore::open(self.dir.path()).expect("reopen server store");
         let state = self.store.load().expect("reload");
         self.core = ServerCore::new(self.cfg.clone(), state);
         self.restarts += 1;
@@ -125,7 +125,7 @@ impl SimServer {
     pub fn read_receipt_of(&self, id: MsgId) -> bool {
         let Some(rec) = self.state().messages.get(&id) else { return false };
         let key = ConversationKey::new(rec.msg.chat_type, rec.msg.from.clone());
-        let covered = self.state().convs.get(&rec.msg.to).and_then(|m| m.get(&key)).is_some_and(|c| c.ack_wm >= id);
+        let covered = self.state().convs.get(&rec.msg.to).and_then(|m| m.get(&key)).is_some_and(|c| c.receipt_up_to >= id);
         rec.read_acked || covered
     }
 

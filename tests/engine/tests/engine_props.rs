@@ -138,7 +138,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     match w.devices[dev].engine.ack_group_message_read(now, id, Some("x")) {
                         Ok(Some(_)) => queued.push((dev, AckKind::Group, id)),
                         Ok(None) => {}
-                        Err(e) => prop_assert!(!need && e.code == ErrorCode::FeatureNotEnabled),
+                        Err(e) => prop_assert!(!need && e.code == ErrorCode::ServiceNotEnabled),
                     }
                 }
             }

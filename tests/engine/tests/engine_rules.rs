@@ -121,9 +121,9 @@ fn rule2_require_read_ack_false_sends_nothing_and_says_so() {
     let id = send(&mut w, "a1", "bob", ChatType::Chat, false);
     let now = w.now;
     let e = w.dev("b1").engine.ack_message_read(now, id).unwrap_err();
-    assert_eq!(e.code, ErrorCode::FeatureNotEnabled);
+    assert_eq!(e.code, ErrorCode::ServiceNotEnabled);
     let e = w.dev("b1").engine.ack_conversation_read(now, "alice").unwrap_err();
-    assert_eq!(e.code, ErrorCode::FeatureNotEnabled);
+    assert_eq!(e.code, ErrorCode::ServiceNotEnabled);
     w.pump();
     assert!(w.dev("b1").ack_reqs.keys().all(|(k, _)| *k == AckKind::Delivery));
     assert!(!w.dev("a1").engine.message_by_id(id).unwrap().receiver_read);
@@ -137,11 +137,11 @@ fn rule3_bad_acks_are_refused_and_change_nothing() {
     let room = send(&mut w, "a1", &room_id, ChatType::ChatRoom, false);
     let now = w.now;
     let a1 = &mut w.dev("a1").engine;
-    assert_eq!(a1.ack_message_read(now, own).unwrap_err().code, ErrorCode::MessageWrongType);
+    assert_eq!(a1.ack_message_read(now, own).unwrap_err().code, ErrorCode::MessageInvalid);
     assert_eq!(a1.ack_message_read(now, 999_999).unwrap_err().code, ErrorCode::MessageInvalid);
     let b1 = &mut w.dev("b1").engine;
-    assert_eq!(b1.ack_message_read(now, room).unwrap_err().code, ErrorCode::MessageWrongType);
-    assert_eq!(b1.ack_group_message_read(now, room, None).unwrap_err().code, ErrorCode::MessageWrongType);
+    assert_eq!(b1.ack_message_read(now, room).unwrap_err().code, ErrorCode::MessageInvalid);
+    assert_eq!(b1.ack_group_message_read(now, room, None).unwrap_err().code, ErrorCode::MessageInvalid);
     assert_eq!(b1.outbox().count(), 0);
     assert_eq!(w.dev("a1").engine.outbox().count(), 0);
 }
@@ -237,7 +237,7 @@ fn rule6_group_acks_count_list_and_once_per_member() {
     assert_eq!(acks[0].content.as_deref(), Some("seen"));
     assert_eq!(w.server.forwarded_count(AckKind::Group, id), 2);
     // The sender cannot ack its own message; a 1:1 message is not a group message.
-    assert_eq!(w.dev("a1").engine.ack_group_message_read(now, id, None).unwrap_err().code, ErrorCode::MessageWrongType);
+    assert_eq!(w.dev("a1").engine.ack_group_message_read(now, id, None).unwrap_err().code, ErrorCode::MessageInvalid);
     // Paging: newest first.
     let req = w.dev("a1").engine.fetch_group_read_acks(now, id, 1, None).unwrap();
     w.pump();
@@ -279,7 +279,7 @@ fn rule6_message_without_group_ack_request_takes_none() {
     let mut w = world();
     let id = send(&mut w, "a1", GROUP, ChatType::GroupChat, false);
     let now = w.now;
-    assert_eq!(w.dev("b1").engine.ack_group_message_read(now, id, None).unwrap_err().code, ErrorCode::FeatureNotEnabled);
+    assert_eq!(w.dev("b1").engine.ack_group_message_read(now, id, None).unwrap_err().code, ErrorCode::ServiceNotEnabled);
 }
 
 #[test]

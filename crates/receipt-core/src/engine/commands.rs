@@ -71,7 +71,7 @@ impl<S: ClientStore> ClientEngine<S> {
 
     fn check_read_acks_enabled(&self) -> ChatResult<()> {
         if !self.cfg.options.require_read_ack {
-            return Err(ChatError::new(ErrorCode::FeatureNotEnabled, "read acks are off (requireReadAck is false): nothing was sent"));
+            return Err(ChatError::new(ErrorCode::ServiceNotEnabled, "read acks are off (requireReadAck is false): nothing was sent"));
         }
         Ok(())
     }
