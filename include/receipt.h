@@ -229,6 +229,33 @@ enum rcpt_event_type
    * are; no other event of the same input carries them.
    */
   RCPT_EVENT_MESSAGES_UPDATED = 14,
+  /**
+   * onDatabaseOpened(username): the user's store is open (at login, with or without the
+   * server): counts and messages are readable, acks queue. `rcpt_event_from` is the user.
+   */
+  RCPT_EVENT_DATABASE_OPENED = 30,
+  /**
+   * onOfflineMessageSyncStart: the server accepted the login and replays what came meanwhile.
+   */
+  RCPT_EVENT_OFFLINE_SYNC_START = 31,
+  /**
+   * onOfflineMessageSyncFinish: the replay is over; `RCPT_EVENT_CONNECTED` follows.
+   */
+  RCPT_EVENT_OFFLINE_SYNC_FINISH = 32,
+  /**
+   * onTokenWillExpire: about 80% of the token's lifetime has passed; call
+   * `rcpt_client_renew_token`.
+   */
+  RCPT_EVENT_TOKEN_WILL_EXPIRE = 33,
+  /**
+   * onTokenExpired: the token's expiry has passed.
+   */
+  RCPT_EVENT_TOKEN_EXPIRED = 34,
+  /**
+   * onLogout(errorCode, info): the server ended the session (`rcpt_event_error_code`,
+   * `rcpt_event_error_message`). Queued acks stay for the next good login.
+   */
+  RCPT_EVENT_LOGGED_OUT = 35,
 };
 #ifndef __cplusplus
 typedef uint32_t rcpt_event_type;

@@ -13,8 +13,8 @@
 //! Commands may be called from any thread; they take the engine lock briefly and write the
 //! resulting frames to the socket at once.
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::io::{ErrorKind, Read};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -30,6 +30,10 @@ use receipt_core::*;
 
 pub use receipt_core::engine::{ClientEvent, Completion};
 
+mod tls;
+use tls::{Conn, TlsClient};
+pub use tls::{Security, TlsSettings};
+
 /// Default server port.
 pub const DEFAULT_PORT: u16 = 7878;
 
@@ -44,6 +48,8 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// TLS or plaintext ([`Security::Auto`]: TLS except to a loopback host).
+    pub security: Security,
 }
 
 impl ClientConfig {
@@ -55,27 +61,81 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(5),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
+            security: Security::Auto,
         }
     }
 
+    fn server_host(&self) -> &str {
+        self.options.im_server.as_deref().unwrap_or("127.0.0.1")
+    }
+
     fn server_addr(&self) -> String {
-        format!("{}:{}", self.options.im_server.as_deref().unwrap_or("127.0.0.1"), self.options.im_port.unwrap_or(DEFAULT_PORT))
+        let host = self.server_host();
+        // A bare IPv6 address needs brackets before the port.
+        if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:{}", self.options.im_port.unwrap_or(DEFAULT_PORT))
+        } else {
+            format!("{host}:{}", self.options.im_port.unwrap_or(DEFAULT_PORT))
+        }
     }
 }
 
 type Waker = Arc<dyn Fn() + Send + Sync>;
 
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// The expiry a token carries: its `<unix secs>.<mac>` prefix (the server's token format,
+/// docs/protocol.md). `None` for a token of another shape: no expiry events then.
+pub fn token_expiry_unix_secs(token: &str) -> Option<u64> {
+    let (secs, mac) = token.split_once('.')?;
+    if secs.is_empty() || secs.len() > 20 || !secs.bytes().all(|b| b.is_ascii_digit()) || mac.is_empty() {
+        return None;
+    }
+    secs.parse().ok()
+}
+
+/// The session's token and when to raise its expiry events (wall clock, Unix ms).
+struct TokenClock {
+    token: String,
+    /// About 80% of the way from when the client got the token to its expiry.
+    will_expire_at: Option<u64>,
+    expires_at: Option<u64>,
+    will_expire_told: bool,
+    expired_told: bool,
+}
+
+impl TokenClock {
+    fn new(token: &str) -> TokenClock {
+        let given = unix_ms();
+        let expires_at = token_expiry_unix_secs(token).map(|s| s.saturating_mul(1000));
+        let will_expire_at = expires_at.map(|e| given + e.saturating_sub(given) * 8 / 10);
+        TokenClock { token: token.to_string(), will_expire_at, expires_at, will_expire_told: false, expired_told: false }
+    }
+
+    fn expired(&self) -> bool {
+        self.expires_at.is_some_and(|e| unix_ms() >= e)
+    }
+}
+
 /// State shared by the API and the connection thread of one session.
 struct Shared {
     engine: Mutex<ClientEngine<RedbStore>>,
-    /// The write half of the live connection, if any.
-    conn: Mutex<Option<TcpStream>>,
+    /// The write side of the live connection (and its TLS session), if any.
+    conn: Mutex<Option<Conn>>,
     stop: AtomicBool,
     /// "Airplane mode": while false the session stays disconnected (see `set_network_enabled`).
     network: Arc<AtomicBool>,
     /// Wakes the connection thread out of a backoff sleep on logout.
     sleeper: (Mutex<()>, Condvar),
     started: Instant,
+    /// The store was opened by an earlier session that reached the server: connection
+    /// failures retry in the background instead of failing the login.
+    offline_start: bool,
+    /// Written when the server first accepts this user here (what makes the next start offline-capable).
+    marker: PathBuf,
+    token: Mutex<TokenClock>,
     events: Sender<ClientEvent>,
     waker: Arc<Mutex<Option<Waker>>>,
 }
@@ -94,12 +154,12 @@ impl Shared {
         }
         if !out.is_empty() {
             let mut conn = self.conn.lock();
-            if let Some(stream) = conn.as_mut() {
-                if let Err(e) = stream.write_all(&out) {
+            if let Some(conn) = conn.as_mut() {
+                if let Err(e) = conn.send(&out) {
                     // The reader sees the broken connection and reconnects; unconfirmed
                     // requests are still in the outbox and go again.
                     log::debug!("write failed: {e}");
-                    let _ = stream.shutdown(Shutdown::Both);
+                    conn.shutdown();
                 }
             }
         }
@@ -121,11 +181,65 @@ impl Shared {
         }
     }
 
-    fn sleep(&self, d: Duration) {
-        let mut guard = self.sleeper.0.lock();
-        if !self.stop.load(Ordering::SeqCst) {
-            self.sleeper.1.wait_for(&mut guard, d);
+    /// Queues an event the engine did not produce, and wakes the host.
+    fn emit(&self, event: ClientEvent) {
+        let _ = self.events.send(event);
+        self.wake();
+    }
+
+    /// Raises TokenWillExpire / TokenExpired once each when their time has come.
+    fn check_token(&self) {
+        let now = unix_ms();
+        let mut due = Vec::new();
+        {
+            let mut clock = self.token.lock();
+            if !clock.will_expire_told && clock.will_expire_at.is_some_and(|t| now >= t) {
+                clock.will_expire_told = true;
+                due.push(ClientEvent::TokenWillExpire);
+            }
+            if !clock.expired_told && clock.expires_at.is_some_and(|t| now >= t) {
+                clock.expired_told = true;
+                due.push(ClientEvent::TokenExpired);
+            }
         }
+        for event in due {
+            log::info!("token lifecycle: {event:?}");
+            self.emit(event);
+        }
+    }
+
+    fn note_logged_in(&self) {
+        if !self.marker.exists() {
+            if let Err(e) = std::fs::write(&self.marker, b"1") {
+                log::warn!("cannot note the first login at {}: {e}", self.marker.display());
+            }
+        }
+    }
+
+    /// Sleeps `d` in short steps, raising token events on time meanwhile.
+    fn sleep_checking(&self, d: Duration) {
+        let deadline = Instant::now() + d;
+        for _ in 0..10_000 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let woken = self.sleep(left.min(Duration::from_millis(250)));
+            self.check_token();
+            if woken {
+                // Logout or the network coming back: act now.
+                break;
+            }
+        }
+    }
+
+    /// Sleeps at most `d`; true when woken early (logout, network switched).
+    fn sleep(&self, d: Duration) -> bool {
+        let mut guard = self.sleeper.0.lock();
+        if self.stop.load(Ordering::SeqCst) {
+            return true;
+        }
+        !self.sleeper.1.wait_for(&mut guard, d).timed_out()
     }
 }
 
@@ -227,9 +341,17 @@ impl Client {
         self.session.lock().as_ref().map(|session| session.user.clone())
     }
 
-    /// Logs in: opens the user's store and starts the connection thread. Returns at once; the
-    /// outcome arrives as [`ClientEvent::Connected`] or [`ClientEvent::LoginFailed`] (202 for a
-    /// refused token, 300 when the server cannot be reached on the first attempt).
+    /// Logs in: opens the user's store (raising [`ClientEvent::DatabaseOpened`] at once) and
+    /// starts the connection thread. Returns at once; the outcome arrives as
+    /// [`ClientEvent::Connected`] or [`ClientEvent::LoginFailed`] (202 for a refused token, 300
+    /// when the server cannot be reached on the first attempt).
+    ///
+    /// Offline start: once the server has accepted this user on this client, later logins no
+    /// longer need the server: the store opens, counts, messages and flags are readable, acks
+    /// queue in the outbox, and the connection is retried in the background with backoff. If
+    /// the server then refuses the token, `LoginFailed` and [`ClientEvent::LoggedOut`] (plus
+    /// [`ClientEvent::TokenExpired`] when its expiry has passed) end the session; the queued
+    /// acks stay in the store for the next good login.
     pub fn login(&self, user: &str, token: &str) -> ChatResult<()> {
         validate_id("user", user)?;
         if token.is_empty() {
@@ -247,7 +369,10 @@ impl Client {
                 return Err(ChatError::new(ErrorCode::UserAlreadyLogin, format!("{} is already logged in", session.user)));
             }
         }
+        let tls = TlsClient::for_host(&self.cfg.security, self.cfg.server_host())
+            .map_err(|e| ChatError::invalid_param(format!("TLS settings: {e}")))?;
         let path = self.cfg.data_dir.join(store_file_name(user));
+        let marker = self.cfg.data_dir.join(format!("{}.session", store_file_name(user)));
         let store = RedbStore::open(&path).map_err(|e| ChatError::general(format!("opening {}: {e}", path.display())))?;
         let engine = ClientEngine::open(EngineConfig::new(user, self.device.clone(), self.cfg.options.clone()), store)
             .map_err(|e| ChatError::general(e.to_string()))?;
@@ -258,13 +383,18 @@ impl Client {
             network: self.network.clone(),
             sleeper: (Mutex::new(()), Condvar::new()),
             started: Instant::now(),
+            offline_start: marker.exists(),
+            marker,
+            token: Mutex::new(TokenClock::new(token)),
             events: self.event_sender.clone(),
             waker: self.waker.clone(),
         });
-        let (cfg, token, thread_shared) = (self.cfg.clone(), token.to_string(), shared.clone());
+        log::info!("store of {user} opened ({})", if shared.offline_start { "offline start allowed" } else { "first login" });
+        shared.emit(ClientEvent::DatabaseOpened { user: user.to_string() });
+        let (cfg, thread_shared) = (self.cfg.clone(), shared.clone());
         let thread = std::thread::Builder::new()
             .name(format!("receipt-conn-{user}"))
-            .spawn(move || connection_loop(cfg, token, thread_shared))
+            .spawn(move || connection_loop(cfg, tls, thread_shared))
             .map_err(|e| ChatError::general(format!("spawning the connection thread: {e}")))?;
         *slot = Some(LoginSession { user: user.to_string(), shared, thread: Some(thread) });
         Ok(())
@@ -358,6 +488,31 @@ impl Client {
         self.read(|engine| engine.is_connected()).unwrap_or(false)
     }
 
+    /// A session is live: logged in (online or in an offline start) and not refused.
+    pub fn is_logged_in(&self) -> bool {
+        self.session.lock().as_ref().is_some_and(|s| !s.shared.stop.load(Ordering::SeqCst))
+    }
+
+    /// The user's store is open (from login until logout).
+    pub fn is_database_opened(&self) -> bool {
+        self.session.lock().is_some()
+    }
+
+    /// Replaces the session's token (renewToken) without dropping the connection: the token
+    /// clock restarts from the new token's expiry, the next login uses it, and a live session
+    /// sends it to the server (the answer: `RequestCompleted` for the returned request id).
+    pub fn renew_token(&self, token: &str) -> ChatResult<Option<ReqId>> {
+        let shared = self.session.lock().as_ref().map(|session| session.shared.clone()).ok_or_else(ChatError::not_logged_in)?;
+        if token.is_empty() {
+            return Err(ChatError::invalid_param("token must not be empty"));
+        }
+        *shared.token.lock() = TokenClock::new(token);
+        let mut engine = shared.engine.lock();
+        let result = engine.renew_token(shared.now(), token);
+        shared.pump(&mut engine);
+        result
+    }
+
     /// Number of requests waiting for the server's confirmation.
     pub fn outbox_len(&self) -> ChatResult<usize> {
         self.read(|engine| engine.outbox().count())
@@ -370,7 +525,7 @@ impl Client {
         if let Some(session) = self.session.lock().as_ref() {
             if !enabled {
                 if let Some(conn) = session.shared.conn.lock().as_ref() {
-                    let _ = conn.shutdown(Shutdown::Both);
+                    conn.shutdown();
                 }
             }
             let _guard = session.shared.sleeper.0.lock();
@@ -383,7 +538,7 @@ impl Client {
     pub fn drop_connection(&self) {
         if let Some(session) = self.session.lock().as_ref() {
             if let Some(conn) = session.shared.conn.lock().as_ref() {
-                let _ = conn.shutdown(Shutdown::Both);
+                conn.shutdown();
             }
         }
     }
@@ -404,7 +559,7 @@ fn stop_session(mut session: LoginSession) {
         session.shared.sleeper.1.notify_all();
     }
     if let Some(conn) = session.shared.conn.lock().as_ref() {
-        let _ = conn.shutdown(Shutdown::Both);
+        conn.shutdown();
     }
     if let Some(thread) = session.thread.take() {
         if thread.thread().id() != std::thread::current().id() {
@@ -432,25 +587,39 @@ enum Outcome {
     Refused,
 }
 
-fn connection_loop(cfg: ClientConfig, token: String, shared: Arc<Shared>) {
+fn connection_loop(cfg: ClientConfig, tls: Option<TlsClient>, shared: Arc<Shared>) {
     let addr = cfg.server_addr();
     let mut backoff = cfg.backoff_min;
-    let mut ever_connected = false;
+    // An offline start (the store was opened before): failures retry in the background.
+    let mut ever_connected = shared.offline_start;
     while !shared.stop.load(Ordering::SeqCst) {
+        shared.check_token();
         if !shared.network.load(Ordering::SeqCst) {
-            shared.sleep(Duration::from_millis(200));
+            let _ = shared.sleep(Duration::from_millis(200));
             continue;
         }
-        match connect(&addr, cfg.connect_timeout) {
-            Ok(stream) => {
+        let attempt = connect(&addr, cfg.connect_timeout).and_then(|stream| {
+            let _ = stream.set_nodelay(true);
+            match &tls {
+                Some(tls) => Conn::handshake(stream, tls, cfg.connect_timeout),
+                None => Ok(Conn::plain(stream)),
+            }
+        });
+        match attempt {
+            Ok(conn) => {
                 backoff = cfg.backoff_min;
-                match run_connection(stream, &token, &shared, &mut ever_connected) {
+                match run_connection(conn, &shared, &mut ever_connected) {
                     Outcome::Refused => return,
                     Outcome::Retry => {}
                 }
             }
             Err(e) => {
-                log::debug!("connect to {addr} failed: {e}");
+                if e.kind() == ErrorKind::InvalidData {
+                    // A certificate the settings do not trust: worth a warning, not content.
+                    log::warn!("TLS to {addr} failed: {e}");
+                } else {
+                    log::debug!("connect to {addr} failed: {e}");
+                }
                 if !ever_connected {
                     // The session is over before the host hears so (see run_connection).
                     shared.stop.store(true, Ordering::SeqCst);
@@ -470,31 +639,54 @@ fn connection_loop(cfg: ClientConfig, token: String, shared: Arc<Shared>) {
         if shared.stop.load(Ordering::SeqCst) {
             break;
         }
-        shared.sleep(backoff);
+        shared.sleep_checking(backoff);
         backoff = (backoff * 2).min(cfg.backoff_max);
     }
 }
 
-fn run_connection(stream: TcpStream, token: &str, shared: &Shared, ever_connected: &mut bool) -> Outcome {
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(250)));
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
-    let Ok(writer) = stream.try_clone() else { return Outcome::Retry };
-    *shared.conn.lock() = Some(writer);
+fn run_connection(conn: Conn, shared: &Shared, ever_connected: &mut bool) -> Outcome {
+    let Ok(mut reader) = conn.try_clone_socket() else { return Outcome::Retry };
+    let _ = reader.set_read_timeout(Some(Duration::from_millis(250)));
+    let _ = reader.set_write_timeout(Some(Duration::from_secs(10)));
+    let is_tls = conn.is_tls();
+    *shared.conn.lock() = Some(conn);
     {
+        let token = shared.token.lock().token.clone();
         let mut engine = shared.engine.lock();
-        engine.handle_connected(shared.now(), token);
+        engine.handle_connected(shared.now(), &token);
         shared.pump(&mut engine);
     }
-    let mut reader = stream;
     let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
     let mut read_buf = vec![0u8; 64 * 1024];
+    let mut plain = Vec::new();
     let mut outcome = Outcome::Retry;
     'conn: while !shared.stop.load(Ordering::SeqCst) && shared.network.load(Ordering::SeqCst) {
+        shared.check_token();
         match reader.read(&mut read_buf) {
             Ok(0) => break,
             Ok(n) => {
-                decoder.push(&read_buf[..n]);
+                if is_tls {
+                    // Decrypt under the connection's lock (writers encrypt under it too).
+                    plain.clear();
+                    let open = match shared.conn.lock().as_mut() {
+                        Some(conn) => conn.absorb(&read_buf[..n], &mut plain),
+                        None => break,
+                    };
+                    match open {
+                        Ok(open) => {
+                            decoder.push(&plain);
+                            if !open {
+                                log::debug!("the server closed the TLS session");
+                            }
+                        }
+                        Err(err) => {
+                            log::warn!("TLS error from the server: {err}");
+                            break;
+                        }
+                    }
+                } else {
+                    decoder.push(&read_buf[..n]);
+                }
                 let mut engine = shared.engine.lock();
                 // Handle every complete frame of this read, then write what they produced in
                 // one write and forward their events: one syscall per burst, not per frame.
@@ -514,8 +706,9 @@ fn run_connection(stream: TcpStream, token: &str, shared: &Shared, ever_connecte
                         shared.pump(&mut engine);
                         break 'conn;
                     }
-                    if engine.is_connected() {
+                    if engine.is_connected() && !*ever_connected {
                         *ever_connected = true;
+                        shared.note_logged_in();
                     }
                     if engine.is_login_refused() {
                         // Before the LoginFailed event goes out, so a host that logs in again
@@ -525,8 +718,25 @@ fn run_connection(stream: TcpStream, token: &str, shared: &Shared, ever_connecte
                         break;
                     }
                 }
+                let refusal = engine.login_refusal().cloned();
                 shared.pump(&mut engine);
+                drop(engine);
                 if refused {
+                    if *ever_connected {
+                        // The app took this session as logged in: tell it the session is over.
+                        let error = refusal.unwrap_or_else(|| ChatError::new(ErrorCode::UserAuthenticationFailed, "login refused"));
+                        let tell_expired = {
+                            let mut clock = shared.token.lock();
+                            let due = clock.expired() && !clock.expired_told;
+                            clock.expired_told |= due;
+                            due
+                        };
+                        if tell_expired {
+                            shared.emit(ClientEvent::TokenExpired);
+                        }
+                        log::info!("logged out by the server: code {}", error.code.as_u32());
+                        shared.emit(ClientEvent::LoggedOut(error));
+                    }
                     outcome = Outcome::Refused;
                     break 'conn;
                 }
@@ -546,7 +756,7 @@ fn run_connection(stream: TcpStream, token: &str, shared: &Shared, ever_connecte
         }
     }
     if let Some(conn) = shared.conn.lock().take() {
-        let _ = conn.shutdown(Shutdown::Both);
+        conn.shutdown();
     }
     let mut engine = shared.engine.lock();
     engine.handle_disconnected(shared.now());

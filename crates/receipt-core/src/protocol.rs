@@ -115,6 +115,12 @@ pub enum ClientFrame {
     Ping {
         nonce: u64,
     },
+    /// Replace the session's token without dropping the connection (renewToken). The server
+    /// checks it for the logged-in user; the answer is `Result` (`done`, or 104/108/202).
+    RenewToken {
+        req: ReqId,
+        token: String,
+    },
 }
 
 impl ClientFrame {
@@ -132,7 +138,8 @@ impl ClientFrame {
             | CreateGroup { req, .. }
             | AddMembers { req, .. }
             | RemoveMembers { req, .. }
-            | SetRole { req, .. } => Some(*req),
+            | SetRole { req, .. }
+            | RenewToken { req, .. } => Some(*req),
             Login { .. } | SyncCursor { .. } | Ping { .. } => None,
         }
     }

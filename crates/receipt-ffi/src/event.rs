@@ -57,6 +57,22 @@ pub enum rcpt_event_type {
     /// current state (`rcpt_event_message_count` / `rcpt_event_message_at`). Apply them as they
     /// are; no other event of the same input carries them.
     RCPT_EVENT_MESSAGES_UPDATED = 14,
+    // The connection and token lifecycle (the SDK's ConnectionListener), from 30 on.
+    /// onDatabaseOpened(username): the user's store is open (at login, with or without the
+    /// server): counts and messages are readable, acks queue. `rcpt_event_from` is the user.
+    RCPT_EVENT_DATABASE_OPENED = 30,
+    /// onOfflineMessageSyncStart: the server accepted the login and replays what came meanwhile.
+    RCPT_EVENT_OFFLINE_SYNC_START = 31,
+    /// onOfflineMessageSyncFinish: the replay is over; `RCPT_EVENT_CONNECTED` follows.
+    RCPT_EVENT_OFFLINE_SYNC_FINISH = 32,
+    /// onTokenWillExpire: about 80% of the token's lifetime has passed; call
+    /// `rcpt_client_renew_token`.
+    RCPT_EVENT_TOKEN_WILL_EXPIRE = 33,
+    /// onTokenExpired: the token's expiry has passed.
+    RCPT_EVENT_TOKEN_EXPIRED = 34,
+    /// onLogout(errorCode, info): the server ended the session (`rcpt_event_error_code`,
+    /// `rcpt_event_error_message`). Queued acks stay for the next good login.
+    RCPT_EVENT_LOGGED_OUT = 35,
 }
 
 /// One event.
@@ -115,7 +131,22 @@ impl rcpt_event {
         use rcpt_event_type::*;
         match e {
             ClientEvent::Connected => Self::empty(RCPT_EVENT_CONNECTED),
-            ClientEvent::Disconnected => Self::empty(RCPT_EVENT_DISCONNECTED),
+            // onDisconnected(errorCode): the runtime only knows the server is out of reach.
+            ClientEvent::Disconnected => {
+                let mut ev = Self::empty(RCPT_EVENT_DISCONNECTED);
+                ev.error_code = rcpt_result::RCPT_SERVER_NOT_REACHABLE;
+                ev
+            }
+            ClientEvent::DatabaseOpened { user } => {
+                let mut ev = Self::empty(RCPT_EVENT_DATABASE_OPENED);
+                ev.from = to_cstring(&user);
+                ev
+            }
+            ClientEvent::OfflineSyncStarted => Self::empty(RCPT_EVENT_OFFLINE_SYNC_START),
+            ClientEvent::OfflineSyncFinished => Self::empty(RCPT_EVENT_OFFLINE_SYNC_FINISH),
+            ClientEvent::TokenWillExpire => Self::empty(RCPT_EVENT_TOKEN_WILL_EXPIRE),
+            ClientEvent::TokenExpired => Self::empty(RCPT_EVENT_TOKEN_EXPIRED),
+            ClientEvent::LoggedOut(e) => Self::empty(RCPT_EVENT_LOGGED_OUT).with_error(&e),
             ClientEvent::LoginFailed(e) => Self::empty(RCPT_EVENT_LOGIN_FAILED).with_error(&e),
             ClientEvent::ProtocolError(e) => Self::empty(RCPT_EVENT_PROTOCOL_ERROR).with_error(&e),
             ClientEvent::MessagesReceived(m) => Self::empty(RCPT_EVENT_MESSAGES_RECEIVED).with_messages(m),

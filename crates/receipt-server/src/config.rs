@@ -109,6 +109,15 @@ pub struct ServerConfig {
     /// Distinct from `group_ack.member_cap`, above which groups simply get no read acks.
     pub max_group_size: usize,
     pub group_ack: GroupAckPolicy,
+    /// PEM file of the server's certificate chain (leaf first). With `tls_key`, the listener
+    /// speaks TLS (rustls); without, plaintext only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file of the private key of `tls_cert` (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key: Option<PathBuf>,
+    /// Refuse plaintext connections (needs `tls_cert`/`tls_key`). False: one port takes both,
+    /// told apart by the first byte (a TLS record starts with 0x16; a frame's length prefix
+    /// never does, frames being far smaller than 0x16 << 24 bytes).
+    pub require_tls: bool,
 }
 
 impl Default for ServerConfig {
@@ -127,6 +136,9 @@ impl Default for ServerConfig {
             max_batch: 512,
             max_group_size: 5000,
             group_ack: GroupAckPolicy::default(),
+            tls_cert: None,
+            tls_key: None,
+            require_tls: false,
         }
     }
 }

@@ -10,12 +10,10 @@ use std::time::Duration;
 
 use log::debug;
 use receipt_core::codec::{encode_into, FrameDecoder};
-use receipt_core::protocol::{ClientFrame, ServerFrame, PROTOCOL_VERSION};
+use receipt_core::protocol::{ClientFrame, Response, ServerFrame, PROTOCOL_VERSION};
 use receipt_core::types::validate_id;
 use receipt_core::{ChatError, ErrorCode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::auth;
@@ -66,7 +64,7 @@ pub(crate) struct ConnCfg {
     pub(crate) max_frame: usize,
 }
 
-async fn writer_task(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<OutItem>, shared: Arc<OutShared>) {
+async fn writer_task<S: AsyncWrite>(mut wr: WriteHalf<S>, mut rx: mpsc::UnboundedReceiver<OutItem>, shared: Arc<OutShared>) {
     let mut buf = Vec::with_capacity(16 * 1024);
     let mut close = false;
     while !close {
@@ -130,16 +128,16 @@ enum Step {
     Stop,
 }
 
-/// Serves one accepted connection until it closes, the peer misbehaves or the server stops.
-pub(crate) async fn connection(
-    sock: TcpStream,
+/// Serves one accepted connection (a TCP stream, or a TLS stream over one) until it closes,
+/// the peer misbehaves or the server stops.
+pub(crate) async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
+    sock: S,
     session: SessionId,
     core_tx: mpsc::Sender<CoreMsg>,
     cfg: Arc<ConnCfg>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let _ = sock.set_nodelay(true);
-    let (mut rd, wr) = sock.into_split();
+    let (mut rd, wr) = tokio::io::split(sock);
     let (tx, rx) = mpsc::unbounded_channel();
     let shared = Arc::new(OutShared::default());
     let queue = ConnQueue { tx, shared: shared.clone() };
@@ -147,6 +145,7 @@ pub(crate) async fn connection(
     let mut decoder = FrameDecoder::new(cfg.max_frame);
     let mut buf = vec![0u8; 16 * 1024];
     let mut logged_in = false;
+    let mut login_user = String::new();
     let login_deadline = tokio::time::Instant::now() + cfg.login_timeout;
     // Requests decoded from one read go to the core as one item; whatever came before a bad
     // frame or a refusal is still handed over first, as if sent one by one.
@@ -156,6 +155,14 @@ pub(crate) async fn connection(
         let mut refusal: Option<ServerFrame> = None;
         loop {
             match decoder.next_frame::<ClientFrame>() {
+                Ok(Some(ClientFrame::RenewToken { req, token })) if logged_in => {
+                    // Checked here, where the secret is; the session goes on either way.
+                    let answer = match auth::verify_token(&cfg.secret, &login_user, &token, auth::unix_secs()) {
+                        Ok(()) => ServerFrame::ok(req, Response::Done),
+                        Err(e) => ServerFrame::err(req, token_error(e)),
+                    };
+                    queue.push(answer);
+                }
                 Ok(Some(frame)) if logged_in => {
                     if matches!(frame, ClientFrame::Login { .. }) {
                         refusal = Some(ServerFrame::Error { error: ChatError::invalid_param("already logged in") });
@@ -164,6 +171,9 @@ pub(crate) async fn connection(
                     frames.push(frame);
                 }
                 Ok(Some(frame)) => {
+                    if let ClientFrame::Login { user, .. } = &frame {
+                        login_user = user.clone();
+                    }
                     if let Step::Stop = login(frame, session, &mut logged_in, &core_tx, &queue, &cfg).await {
                         break 'conn;
                     }
@@ -259,11 +269,18 @@ async fn login(
     }
     if let Err(e) = auth::verify_token(&cfg.secret, user, token, auth::unix_secs()) {
         debug!("session {session}: login of {user} refused: {e}");
-        return login_failed(queue, ErrorCode::UserAuthenticationFailed, e.to_string());
+        let e = token_error(e);
+        return login_failed(queue, e.code, e.description);
     }
     *logged_in = true;
     if core_tx.send(CoreMsg::Login { session, frame, queue: queue.clone() }).await.is_err() {
         return Step::Stop;
     }
     Step::Continue
+}
+
+/// A refused token as the client hears it: 202 USER_AUTHENTICATION_FAILED, whatever the
+/// reason (the client knows its token's expiry and tells an expired one apart itself).
+fn token_error(e: auth::TokenError) -> ChatError {
+    ChatError::new(ErrorCode::UserAuthenticationFailed, e.to_string())
 }

@@ -61,6 +61,7 @@ pub async fn start_with_store(config: ServerConfig, mut store: Box<dyn ServerSto
     if config.secret == DEFAULT_SECRET {
         warn!("running with the default secret; set one for any real use");
     }
+    let tls = crate::tls::acceptor(&config)?;
     let listener = bind_listener(config.addr)?;
     let local_addr = listener.local_addr()?;
     let state = store.load().map_err(io::Error::other)?;
@@ -93,7 +94,7 @@ pub async fn start_with_store(config: ServerConfig, mut store: Box<dyn ServerSto
             }
         });
     }
-    let accept = spawn_accept_loop(listener, core_tx.clone(), cfg, shutdown_rx, config.max_connections.max(1));
+    let accept = spawn_accept_loop(listener, core_tx.clone(), cfg, shutdown_rx, config.max_connections.max(1), tls, config.require_tls);
     info!("listening on {local_addr}");
     Ok(Server { local_addr, shutdown_tx, core_tx, core_done, accept })
 }

@@ -37,6 +37,7 @@ mod pipeline;
 pub mod router;
 pub mod state;
 pub mod store;
+pub mod tls;
 
 pub use crate::config::{ConfigError, GroupAckPolicy, ServerConfig, Visibility, WhoMayRequest};
 pub use crate::core::{CoreConfig, Effects, Outgoing, ServerCore, SessionId, StoreOp};

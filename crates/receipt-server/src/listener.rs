@@ -10,9 +10,10 @@ use std::time::Duration;
 use log::{debug, warn};
 use receipt_core::protocol::ServerFrame;
 use receipt_core::{ChatError, ErrorCode};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
 use crate::connection::{connection, ConnCfg};
 use crate::core::SessionId;
@@ -36,6 +37,8 @@ pub(crate) fn spawn_accept_loop(
     cfg: Arc<ConnCfg>,
     shutdown_rx: watch::Receiver<bool>,
     max_conns: usize,
+    tls: Option<TlsAcceptor>,
+    require_tls: bool,
 ) -> JoinHandle<()> {
     let mut stop = shutdown_rx.clone();
     let open = Arc::new(AtomicUsize::new(0));
@@ -56,9 +59,11 @@ pub(crate) fn spawn_accept_loop(
                         debug!("session {next}: connection from {peer}");
                         open.fetch_add(1, Ordering::AcqRel);
                         let open = open.clone();
-                        let conn = connection(sock, next, core_tx.clone(), cfg.clone(), shutdown_rx.clone());
+                        let _ = sock.set_nodelay(true);
+                        let (session, core_tx, cfg, shutdown_rx) = (next, core_tx.clone(), cfg.clone(), shutdown_rx.clone());
+                        let tls = tls.clone();
                         tokio::spawn(async move {
-                            conn.await;
+                            serve_socket(sock, session, core_tx, cfg, shutdown_rx, tls, require_tls).await;
                             open.fetch_sub(1, Ordering::AcqRel);
                         });
                         next += 1;
@@ -72,4 +77,40 @@ pub(crate) fn spawn_accept_loop(
             }
         }
     })
+}
+
+/// Runs one accepted socket: plaintext, or TLS when an acceptor is set and the peer's first
+/// byte opens a TLS handshake (or always, with `require_tls`). The handshake must finish within
+/// the login timeout.
+async fn serve_socket(
+    sock: TcpStream,
+    session: SessionId,
+    core_tx: mpsc::Sender<CoreMsg>,
+    cfg: Arc<ConnCfg>,
+    shutdown_rx: watch::Receiver<bool>,
+    tls: Option<TlsAcceptor>,
+    require_tls: bool,
+) {
+    let Some(acceptor) = tls else {
+        return connection(sock, session, core_tx, cfg, shutdown_rx).await;
+    };
+    let mut first = [0u8; 1];
+    let is_tls = match tokio::time::timeout(cfg.login_timeout, sock.peek(&mut first)).await {
+        Ok(Ok(1)) => first[0] == crate::tls::TLS_HANDSHAKE_BYTE,
+        _ => return,
+    };
+    if !is_tls {
+        if require_tls {
+            debug!("session {session}: plaintext refused (require_tls)");
+            let e = ChatError::invalid_param("this server requires TLS");
+            let _ = sock.try_write(&receipt_core::codec::encode(&ServerFrame::LoginFailed { error: e }));
+            return;
+        }
+        return connection(sock, session, core_tx, cfg, shutdown_rx).await;
+    }
+    match tokio::time::timeout(cfg.login_timeout, acceptor.accept(sock)).await {
+        Ok(Ok(stream)) => connection(stream, session, core_tx, cfg, shutdown_rx).await,
+        Ok(Err(e)) => debug!("session {session}: TLS handshake failed: {e}"),
+        Err(_) => debug!("session {session}: TLS handshake timed out"),
+    }
 }

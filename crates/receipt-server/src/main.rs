@@ -84,6 +84,15 @@ struct ServeArgs {
     member_cap: Option<usize>,
     #[arg(long)]
     visibility: Option<Visibility>,
+    /// PEM certificate chain (leaf first): the listener speaks TLS.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Refuse plaintext connections (needs the certificate and key).
+    #[arg(long)]
+    require_tls: Option<bool>,
 }
 
 #[derive(Subcommand)]
@@ -187,6 +196,15 @@ fn serve(a: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(v) = a.visibility {
         c.group_ack.visibility = v;
+    }
+    if let Some(v) = a.tls_cert {
+        c.tls_cert = Some(v);
+    }
+    if let Some(v) = a.tls_key {
+        c.tls_key = Some(v);
+    }
+    if let Some(v) = a.require_tls {
+        c.require_tls = v;
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {

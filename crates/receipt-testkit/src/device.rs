@@ -114,6 +114,16 @@ impl Device {
         Device { label, user, client, cfg, _dir, limit, pending: RefCell::new(VecDeque::new()) }
     }
 
+    /// Rebuilds the runtime (no logout: like an app restart) with its config changed by `f`
+    /// (TLS settings, backoff, ...), on the same data dir and device id. Not logged in.
+    pub fn reconfigure(self, f: impl FnOnce(&mut ClientConfig)) -> Device {
+        let Device { label, user, client, mut cfg, _dir, limit, .. } = self;
+        drop(client);
+        f(&mut cfg);
+        let client = Client::new(cfg.clone()).expect("client runtime");
+        Device { label, user, client, cfg, _dir, limit, pending: RefCell::new(VecDeque::new()) }
+    }
+
     // ----- events -----
 
     fn pull(&self, timeout: Duration) -> bool {

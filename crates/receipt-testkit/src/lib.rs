@@ -46,6 +46,7 @@ pub mod raw;
 pub mod rng;
 pub mod server;
 pub mod target;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -55,6 +56,7 @@ pub use child::{server_binary, ChildServer};
 pub use device::{expect_err, read_ids, try_expect_err, Device};
 pub use receipt_server::State;
 pub use server::{server_config, server_unread, TestServer};
+pub use tls::TestCa;
 
 /// The token secret of every server the kit starts.
 pub const SECRET: &str = "receipt-testkit-secret";

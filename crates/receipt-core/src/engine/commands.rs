@@ -156,6 +156,22 @@ impl<S: ClientStore> ClientEngine<S> {
         self.query(now, Query::FetchGroupAcks, |req| ClientFrame::FetchGroupAcks { req, msg_id, page_size, start_ack_id })
     }
 
+    /// Replaces the token (renewToken): the next login uses it, and a live session hands it to
+    /// the server, which checks it for this user without dropping the connection; the answer
+    /// is `RequestCompleted` (`Done`, or 202). Offline: `Ok(None)`, the token waits for the
+    /// next login.
+    pub fn renew_token(&mut self, now: u64, token: &str) -> ChatResult<Option<ReqId>> {
+        if token.is_empty() {
+            return Err(ChatError::invalid_param("token must not be empty"));
+        }
+        self.token = Some(token.to_string());
+        if self.link == Link::Down {
+            return Ok(None);
+        }
+        let token = token.to_string();
+        self.query(now, Query::RenewToken, |req| ClientFrame::RenewToken { req, token }).map(Some)
+    }
+
     fn query(&mut self, now: u64, kind: Query, frame: impl FnOnce(ReqId) -> ClientFrame) -> ChatResult<ReqId> {
         if self.link == Link::Down {
             return Err(ChatError::new(ErrorCode::ServerNotReachable, "not connected to the server"));

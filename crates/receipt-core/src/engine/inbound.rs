@@ -70,10 +70,11 @@ impl<S: ClientStore> ClientEngine<S> {
     pub fn handle_frame(&mut self, now: u64, frame: ServerFrame) {
         self.last_rx = now;
         match frame {
-            ServerFrame::LoginOk { .. } => {}
+            ServerFrame::LoginOk { .. } => self.events.push_back(ClientEvent::OfflineSyncStarted),
             ServerFrame::LoginFailed { error } => {
                 self.link = Link::Down;
                 self.login_refused = true;
+                self.login_refusal = Some(error.clone());
                 self.transmit.clear();
                 self.events.push_back(ClientEvent::LoginFailed(error));
             }
@@ -136,6 +137,7 @@ impl<S: ClientStore> ClientEngine<S> {
             }
         }
         self.link = Link::Up;
+        self.events.push_back(ClientEvent::OfflineSyncFinished);
         self.events.push_back(ClientEvent::Connected);
     }
 
@@ -145,7 +147,7 @@ impl<S: ClientStore> ClientEngine<S> {
                 (_, Some(e), _) => Err(e),
                 (Some(Response::GroupAcks { page, .. }), None, Query::FetchGroupAcks) => Ok(Completion::GroupAcks(page)),
                 (Some(Response::GroupCreated { group }), None, Query::Group) => Ok(Completion::GroupCreated(group)),
-                (Some(Response::Done), None, Query::Group) => Ok(Completion::Done),
+                (Some(Response::Done), None, Query::Group | Query::RenewToken) => Ok(Completion::Done),
                 _ => Err(ChatError::general("unexpected answer from the server")),
             };
             self.events.push_back(ClientEvent::RequestCompleted { req, result });

@@ -119,6 +119,25 @@ pub enum ClientEvent {
     },
     /// Persisting state failed; the engine keeps going in memory.
     StoreFailed(String),
+    // ----- the connection and token lifecycle (the SDK's ConnectionListener) -----
+    /// The user's store is open: counts, messages and flags are readable and acks queue, with
+    /// or without a connection (onDatabaseOpened). Raised by the runtime at login.
+    DatabaseOpened {
+        user: UserId,
+    },
+    /// The server accepted the login and starts replaying what arrived meanwhile
+    /// (onOfflineMessageSyncStart).
+    OfflineSyncStarted,
+    /// The replay is over (onOfflineMessageSyncFinish); `Connected` follows.
+    OfflineSyncFinished,
+    /// About 80% of the token's lifetime has passed: renew it (onTokenWillExpire).
+    TokenWillExpire,
+    /// The token's expiry has passed (onTokenExpired); the next login with it is refused with
+    /// 108 until the app renews it.
+    TokenExpired,
+    /// The session is over for `error` (onLogout(code, info)): a refused token (104, 108, 202)
+    /// or the server ending it (206, 214, 217). Queued acks stay for the next good login.
+    LoggedOut(ChatError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,6 +153,7 @@ enum Link {
 enum Query {
     FetchGroupAcks,
     Group,
+    RenewToken,
 }
 
 /// Everything the engine tracks for one (user, device).
@@ -153,6 +173,8 @@ pub struct ClientEngine<S: ClientStore> {
     link: Link,
     /// The server refused the last login (bad token): do not retry with it.
     login_refused: bool,
+    /// Why the server refused the last login (for the runtime's `LoggedOut`).
+    login_refusal: Option<ChatError>,
     token: Option<String>,
     /// Delivery acks made while replaying the backlog; sent at SyncDone unless another device
     /// of this user turned out to have sent them already.
@@ -214,6 +236,11 @@ impl<S: ClientStore> ClientEngine<S> {
     /// The server refused the last login; reconnecting with the same token is pointless.
     pub fn is_login_refused(&self) -> bool {
         self.login_refused
+    }
+
+    /// The error of the last refused login, if the last login was refused.
+    pub fn login_refusal(&self) -> Option<&ChatError> {
+        self.login_refusal.as_ref().filter(|_| self.login_refused)
     }
 
     /// The store, for callers that need to close or inspect it.

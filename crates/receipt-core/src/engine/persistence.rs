@@ -19,6 +19,7 @@ impl<S: ClientStore> ClientEngine<S> {
             queries: HashMap::default(),
             link: Link::Down,
             login_refused: false,
+            login_refusal: None,
             token: None,
             held_delivery_acks: Vec::new(),
             transmit: VecDeque::new(),

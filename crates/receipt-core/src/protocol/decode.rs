@@ -204,6 +204,7 @@ fast_tagged! {
         "set_role" => SetRole { req: ReqId, group: GroupId, member: UserId, role: GroupRole },
         "sync_cursor" => SyncCursor { seq: Seq },
         "ping" => Ping { nonce: u64 },
+        "renew_token" => RenewToken { req: ReqId, token: String },
     }
     units {}
     special {}

@@ -410,7 +410,8 @@ impl ServerCore {
             ClientFrame::AddMembers { group, members, .. } => self.add_members(user, group, members),
             ClientFrame::RemoveMembers { group, members, .. } => self.remove_members(user, group, members),
             ClientFrame::SetRole { group, member, role, .. } => self.set_role(user, group, member, role),
-            ClientFrame::Login { .. } | ClientFrame::Ping { .. } | ClientFrame::SyncCursor { .. } => {
+            // RenewToken is answered by the connection's reader, which holds the secret.
+            ClientFrame::Login { .. } | ClientFrame::Ping { .. } | ClientFrame::SyncCursor { .. } | ClientFrame::RenewToken { .. } => {
                 Err(ChatError::invalid_param("not a request"))
             }
         };
