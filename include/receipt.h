@@ -262,6 +262,43 @@ typedef uint32_t rcpt_event_type;
 #endif // __cplusplus
 
 /**
+ * Log levels, most severe first. Values are stable.
+ */
+enum rcpt_log_level
+#ifdef __cplusplus
+  : uint32_t
+#endif // __cplusplus
+ {
+  /**
+   * Nothing is logged.
+   */
+  RCPT_LOG_OFF = 0,
+  /**
+   * Failures the app should know of (a store that cannot be written).
+   */
+  RCPT_LOG_ERROR = 1,
+  /**
+   * Trouble the client works around (a bad frame, a TLS failure, a reconnect).
+   */
+  RCPT_LOG_WARN = 2,
+  /**
+   * Connection lifecycle: connected, logged out, token events (the default with a sink).
+   */
+  RCPT_LOG_INFO = 3,
+  /**
+   * Protocol detail: may name users and request ids; never for production builds.
+   */
+  RCPT_LOG_DEBUG = 4,
+  /**
+   * Everything (the TLS library's detail included).
+   */
+  RCPT_LOG_TRACE = 5,
+};
+#ifndef __cplusplus
+typedef uint32_t rcpt_log_level;
+#endif // __cplusplus
+
+/**
  * A client: one app's connection to the receipt server, for one logged-in user at a time.
  *
  * Created by `rcpt_client_new`, owned by the caller, freed with `rcpt_client_free`. Its calls
@@ -330,6 +367,17 @@ typedef void (*rcpt_event_callback)(void *user_data,
  * library (`rcpt_client_*` calls fail with `RCPT_GENERAL_ERROR` there).
  */
 typedef void (*rcpt_wakeup_callback)(void *user_data);
+
+/**
+ * Receives one log record: its level, its target (the Rust module, e.g.
+ * `receipt_client`) and its text, both NUL-terminated and valid only during the call. Runs on
+ * the thread that logged (often the client's connection thread): it must not block for long,
+ * must not call `rcpt_set_log_sink`, and must be thread-safe.
+ */
+typedef void (*rcpt_log_callback)(void *user_data,
+                                  rcpt_log_level level,
+                                  const char *target,
+                                  const char *message);
 
 #ifdef __cplusplus
 extern "C" {
@@ -525,6 +573,33 @@ rcpt_result rcpt_client_poll_event(rcpt_client *client,
                                    rcpt_event **out);
 
 /**
+ * Whether the client is connected and caught up with the server (false for NULL).
+ */
+bool rcpt_client_is_connected(const rcpt_client *client);
+
+/**
+ * Whether a user is logged in: from `rcpt_client_login` (online, or an offline start) until
+ * logout or a refused login (false for NULL).
+ */
+bool rcpt_client_is_logged_in(const rcpt_client *client);
+
+/**
+ * Whether the logged-in user's store is open (counts and messages readable; false for NULL).
+ */
+bool rcpt_client_is_database_opened(const rcpt_client *client);
+
+/**
+ * Replaces the login token (copied) without dropping the session: later reconnects use it and
+ * the token-expiry events restart from its expiry. Connected: the server checks it for this
+ * user, `*out_req` gets the request id and its `RCPT_EVENT_REQUEST_COMPLETED` says `RCPT_OK` or
+ * 202. Offline: `*out_req` is 0 and the token waits for the next connection.
+ * `RCPT_USER_NOT_LOGIN` if nobody is logged in, 110 for an empty token.
+ */
+rcpt_result rcpt_client_renew_token(rcpt_client *client,
+                                    const char *token,
+                                    uint64_t *out_req);
+
+/**
  * The description of the last failed call on the calling thread (`""` if none yet), as a
  * NUL-terminated UTF-8 string. Owned by the library: do not free it. It stays valid until the
  * next failing call on the same thread (treat it as valid only until your next call into the
@@ -660,6 +735,17 @@ uint32_t rcpt_group_read_ack_count(const rcpt_group_read_ack *ack);
  * Server time (ms since the Unix epoch) when the ack arrived.
  */
 uint64_t rcpt_group_read_ack_timestamp(const rcpt_group_read_ack *ack);
+
+/**
+ * Sets (or, with `callback` NULL, clears) the process-wide log sink and the most verbose level
+ * it receives (`RCPT_LOG_INFO` is a good default; `RCPT_LOG_OFF` silences it). `user_data` must
+ * stay valid until the sink is cleared. If another logger was installed in the process first
+ * (a Rust host with its own), its records are not redirected and this returns
+ * `RCPT_GENERAL_ERROR`.
+ */
+rcpt_result rcpt_set_log_sink(rcpt_log_callback callback,
+                              void *user_data,
+                              rcpt_log_level level);
 
 /**
  * Frees a message returned by `rcpt_client_get_message` or `rcpt_client_send_text`. NULL is a
@@ -810,6 +896,34 @@ void rcpt_string_free(char *s);
  * free it.
  */
 const char *rcpt_version(void);
+
+/**
+ * Use TLS, verified against these PEM CA certificates (copied) instead of the built-in roots:
+ * a private deployment's CA, or the roots the app read from the device's CA store.
+ */
+rcpt_result rcpt_options_set_tls_ca_pem(rcpt_options *options,
+                                        const char *pem);
+
+/**
+ * Use TLS and accept only the server certificate given here as PEM (copied): certificate
+ * pinning. The handshake's signature is checked with it; its name and dates are not.
+ */
+rcpt_result rcpt_options_set_tls_pinned_cert_pem(rcpt_options *options,
+                                                 const char *pem);
+
+/**
+ * Use TLS (true: with the built-in roots unless a CA or pin is set) or not (false: back to the
+ * default, TLS except to a loopback host).
+ */
+rcpt_result rcpt_options_set_use_tls(rcpt_options *options,
+                                     bool value);
+
+/**
+ * Allow plaintext to any host when no TLS setting is given (default false: plaintext only to
+ * a loopback host). For tests and private networks only: the token crosses in clear.
+ */
+rcpt_result rcpt_options_set_allow_plaintext(rcpt_options *options,
+                                             bool value);
 
 #ifdef __cplusplus
 }  // extern "C"

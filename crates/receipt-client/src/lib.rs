@@ -390,13 +390,17 @@ impl Client {
             waker: self.waker.clone(),
         });
         log::info!("store of {user} opened ({})", if shared.offline_start { "offline start allowed" } else { "first login" });
-        shared.emit(ClientEvent::DatabaseOpened { user: user.to_string() });
+        // Queued before the thread starts (so it comes first); the host is woken once the
+        // session is in place, outside the lock (a host may ask isDatabaseOpened() at once).
+        let _ = self.event_sender.send(ClientEvent::DatabaseOpened { user: user.to_string() });
         let (cfg, thread_shared) = (self.cfg.clone(), shared.clone());
         let thread = std::thread::Builder::new()
             .name(format!("receipt-conn-{user}"))
             .spawn(move || connection_loop(cfg, tls, thread_shared))
             .map_err(|e| ChatError::general(format!("spawning the connection thread: {e}")))?;
-        *slot = Some(LoginSession { user: user.to_string(), shared, thread: Some(thread) });
+        *slot = Some(LoginSession { user: user.to_string(), shared: shared.clone(), thread: Some(thread) });
+        drop(slot);
+        shared.wake();
         Ok(())
     }
 

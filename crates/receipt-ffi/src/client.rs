@@ -93,11 +93,11 @@ impl Sink {
 /// may be made from any thread (they are synchronized inside), but not from inside its event
 /// or wake-up callback.
 pub struct rcpt_client {
-    client: Client,
+    pub(crate) client: Client,
     sink: Arc<Sink>,
 }
 
-fn client_ref<'a>(c: *const rcpt_client) -> Result<&'a rcpt_client, FfiError> {
+pub(crate) fn client_ref<'a>(c: *const rcpt_client) -> Result<&'a rcpt_client, FfiError> {
     // SAFETY: NULL or a live handle from rcpt_client_new, per the contract.
     let c = unsafe { c.as_ref() }.ok_or_else(|| FfiError::null("client"))?;
     if inside_host_callback() {
@@ -153,6 +153,7 @@ pub extern "C" fn rcpt_client_new(options: *const rcpt_options, out: *mut *mut r
         let dir = o.data_dir.clone().ok_or_else(|| FfiError::invalid_param("options have no data dir (rcpt_options_set_data_dir)"))?;
         let mut cfg = ClientConfig::new(o.options.clone(), dir);
         cfg.device_id = o.device_id.clone();
+        cfg.security = o.tls.security();
         let client = Client::new(cfg)?;
         let sink = Arc::new(Sink { rx: client.events().clone(), handlers: Mutex::new(Handlers::default()) });
         let waker_sink = sink.clone();

@@ -21,14 +21,17 @@
 #![deny(missing_docs)]
 
 pub mod client;
+pub mod connection;
 pub mod error;
 pub mod event;
 pub mod group_ack;
+pub mod log;
 pub mod message;
 pub mod options;
 pub mod panic;
 pub mod result;
 pub mod string;
+pub mod tls;
 
 pub use client::rcpt_client;
 pub use event::{rcpt_event, rcpt_event_type};

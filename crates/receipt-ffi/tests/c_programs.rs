@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use receipt_testkit::{dead_port, target, token, TestServer};
+use receipt_testkit::{dead_port, target, token, token_with_ttl, TestCa, TestServer};
 
 const USERS: &[&str] = &["alice", "bob", "carol", "dave", "erin", "mallory", "trent"];
 /// Wall-clock bound for one program (valgrind included); it is killed after that.
@@ -71,11 +71,21 @@ fn valgrind_wanted() -> bool {
 }
 
 fn run_c_program(program: &str) {
+    run_c_program_with(program, None)
+}
+
+/// Runs `program`; with `tls`, against a server that requires TLS with that CA's certificate
+/// (the CA's PEM path in `RCPT_TEST_CA_PEM`).
+fn run_c_program_with(program: &str, tls: Option<&TestCa>) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let exe = compile(program, tmp.path());
     let clients_dir = tmp.path().join("clients");
     std::fs::create_dir_all(&clients_dir).unwrap();
-    let mut server = TestServer::start(|_| {});
+    let mut server = TestServer::start(|config| {
+        if let Some(ca) = tls {
+            ca.configure(config, true);
+        }
+    });
     let port = server.port();
 
     let valgrind = valgrind_wanted();
@@ -103,6 +113,15 @@ fn run_c_program(program: &str) {
         .stderr(Stdio::piped());
     for u in USERS {
         cmd.env(format!("RCPT_TEST_TOKEN_{u}"), token(u));
+    }
+    if let Some(ca) = tls {
+        let ca_path = tmp.path().join("ca.pem");
+        std::fs::write(&ca_path, &ca.ca_pem).expect("writing the CA");
+        cmd.env("RCPT_TEST_CA_PEM", &ca_path);
+        // Long enough to log in over TLS (slow under valgrind), short enough to see
+        // onTokenWillExpire (at 80%) within one wait.
+        let ttl = if valgrind { 40 } else { 4 };
+        cmd.env("RCPT_TEST_SHORT_TOKEN_bob", token_with_ttl("bob", ttl));
     }
 
     let started = Instant::now();
@@ -154,6 +173,13 @@ fn run_c_program(program: &str) {
 #[test]
 fn c_seed_flows() {
     run_c_program("seed_flows");
+}
+
+/// The phone calls over TLS: log sink, TLS options, lifecycle events, renewToken.
+#[test]
+fn c_phone_over_tls() {
+    let ca = TestCa::new();
+    run_c_program_with("phone", Some(&ca));
 }
 
 #[test]

@@ -70,6 +70,11 @@ pub fn token(user: &str) -> String {
     receipt_server::auth::token_for(SECRET, user, 3600)
 }
 
+/// A login token for `user` on a kit server, valid for `ttl_secs` (token-expiry tests).
+pub fn token_with_ttl(user: &str, ttl_secs: u64) -> String {
+    receipt_server::auth::token_for(SECRET, user, ttl_secs)
+}
+
 /// The 1:1 conversation with `peer`.
 pub fn chat(peer: &str) -> ConversationKey {
     ConversationKey::new(ChatType::Chat, peer)

@@ -12,7 +12,7 @@ fn tls_device(label: &str, port: u16, settings: TlsSettings) -> Device {
 }
 
 fn short_token(user: &str, ttl_secs: u64) -> String {
-    receipt_server::auth::token_for(SECRET, user, ttl_secs)
+    token_with_ttl(user, ttl_secs)
 }
 
 /// A 1:1 message and its read receipt over TLS, the client trusting the throwaway CA or
