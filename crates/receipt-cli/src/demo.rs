@@ -1,12 +1,21 @@
 //! The guided demo: every receipt of the guide, on an embedded server, as a transcript.
 
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::Duration;
 
-use receipt_client::{ClientEvent, Completion};
+use receipt_client::{ClientEvent, Completion, Security};
 use receipt_core::*;
 use receipt_server::{ServerConfig, WhoMayRequest};
-use receipt_testkit::{token, try_expect_err, Device, TestServer};
+use receipt_testkit::{token, try_expect_err, Device, TestCa, TestServer};
+
+/// With `--tls`: the throwaway CA whose certificate every server of the tour presents (TLS
+/// required) and every device trusts. Dropped (its temp files removed) when the tour ends.
+static TLS: Mutex<Option<TestCa>> = Mutex::new(None);
+
+fn tls_guard() -> std::sync::MutexGuard<'static, Option<TestCa>> {
+    TLS.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 struct Style {
     color: bool,
@@ -49,11 +58,23 @@ fn online(label: &str, options: ChatOptions, port: u16, dir: &Path) -> Result<De
 
 /// A device of `label` with its data under `dir`, not logged in.
 fn device(label: &str, options: ChatOptions, port: u16, dir: &Path) -> Result<Device, String> {
-    Ok(Device::in_dir(label, options, port, dir)?.wait_limit(WAIT))
+    let d = Device::in_dir(label, options, port, dir)?.wait_limit(WAIT);
+    let settings = tls_guard().as_ref().map(TestCa::client_settings);
+    Ok(match settings {
+        Some(settings) => d.reconfigure(|cfg| cfg.security = Security::Tls(settings)),
+        None => d,
+    })
 }
 
 fn start_server(f: impl FnOnce(&mut ServerConfig)) -> Result<TestServer, String> {
-    TestServer::try_start(f).map_err(|e| format!("starting the server: {e}"))
+    let tls = tls_guard();
+    TestServer::try_start(|config| {
+        if let Some(ca) = tls.as_ref() {
+            ca.configure(config, true);
+        }
+        f(config)
+    })
+    .map_err(|e| format!("starting the server: {e}"))
 }
 
 /// The next message `d` received (earlier receipt events may still be queued).
@@ -66,12 +87,26 @@ fn received_id(d: &Device, id: MsgId) -> Result<ChatMessage, String> {
     d.try_received_where(&format!("onMessageReceived of msg {id}"), |m| m.id == id)
 }
 
-pub fn run(color: bool) -> Result<(), String> {
+/// The tour; with `tls`, every connection is TLS (a throwaway CA made now; the server
+/// requires TLS).
+pub fn run(color: bool, tls: bool) -> Result<(), String> {
+    if tls {
+        *tls_guard() = Some(TestCa::try_new().map_err(|e| format!("making the throwaway CA: {e}"))?);
+    }
+    let result = tour(color, tls);
+    tls_guard().take();
+    result
+}
+
+fn tour(color: bool, tls: bool) -> Result<(), String> {
     let s = Style { color };
     let mut srv = start_server(|_| {})?;
     let (port, dir) = (srv.port(), srv.root());
     println!("{}", s.paint("1", "Message receipts — a guided tour"));
     println!("   server on {} (embedded; data in {})", srv.addr(), dir.display());
+    if tls {
+        println!("   transport: TLS required by the server; every device trusts a throwaway CA made for this run");
+    }
 
     let with_delivery = ChatOptions { require_delivery_ack: true, ..Default::default() };
     let alice = online("alice/phone", with_delivery.clone(), port, dir)?;

@@ -27,6 +27,9 @@ enum Command {
         /// Print without colours.
         #[arg(long)]
         plain: bool,
+        /// Run every connection over TLS (a throwaway CA; the server requires TLS).
+        #[arg(long)]
+        tls: bool,
     },
     /// Load the server (embedded with a durable store, or running) and report receipts per
     /// second, round-trip latency and CPU/memory. Stops by itself.
@@ -36,7 +39,7 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Demo { plain } => match demo::run(!plain && std::env::var_os("NO_COLOR").is_none()) {
+        Command::Demo { plain, tls } => match demo::run(!plain && std::env::var_os("NO_COLOR").is_none(), tls) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("demo failed: {e}");

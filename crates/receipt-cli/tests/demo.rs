@@ -3,30 +3,46 @@
 
 use std::process::Command;
 
-#[test]
-fn demo_walks_through_every_receipt() {
-    let out = Command::new(env!("CARGO_BIN_EXE_receipt-cli")).args(["demo", "--plain"]).output().expect("run the demo");
-    let text = String::from_utf8_lossy(&out.stdout);
+/// Lines the transcript must hold, plaintext or TLS.
+const TOUR: &[&str] = &[
+    "onMessageDelivered msg 1 ✓",
+    "onMessageRead msg 1 ✓✓",
+    "acks again: nothing sent",
+    "bob/phone      onConversationRead (from: \"alice\", to: \"bob\")",
+    "alice/tablet   onConversationRead (from: \"alice\", to: \"bob\")",
+    "unread from bob: 0 (synced from the phone)",
+    "count 2",
+    "message.groupAckCount = 2",
+    "page 2: [\"dave\"], cursor \"\"",
+    "outbox holds 1",
+    "refused 500",
+    "refused 505",
+    "refused 110",
+    "refused 603",
+    "refused 202",
+    "refused 506",
+    "All receipts behaved as the guide promises.",
+];
+
+fn run_demo(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_receipt-cli")).args(args).output().expect("run the demo");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "demo failed:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    for line in [
-        "onMessageDelivered msg 1 ✓",
-        "onMessageRead msg 1 ✓✓",
-        "acks again: nothing sent",
-        "bob/phone      onConversationRead (from: \"alice\", to: \"bob\")",
-        "alice/tablet   onConversationRead (from: \"alice\", to: \"bob\")",
-        "unread from bob: 0 (synced from the phone)",
-        "count 2",
-        "message.groupAckCount = 2",
-        "page 2: [\"dave\"], cursor \"\"",
-        "outbox holds 1",
-        "refused 500",
-        "refused 505",
-        "refused 110",
-        "refused 603",
-        "refused 202",
-        "refused 506",
-        "All receipts behaved as the guide promises.",
-    ] {
+    for line in TOUR {
         assert!(text.contains(line), "transcript lacks {line:?}:\n{text}");
     }
+    text
+}
+
+#[test]
+fn demo_walks_through_every_receipt() {
+    let text = run_demo(&["demo", "--plain"]);
+    assert!(!text.contains("transport: TLS"), "{text}");
+}
+
+/// `demo --tls`: the whole tour over TLS (the server requires it, so no step fell back to plaintext).
+#[test]
+fn demo_tls_walks_through_every_receipt_over_tls() {
+    let text = run_demo(&["demo", "--plain", "--tls"]);
+    assert!(text.contains("transport: TLS required by the server"), "{text}");
 }
