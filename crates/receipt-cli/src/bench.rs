@@ -83,7 +83,8 @@ pub struct BenchArgs {
 
 /// Where the server runs and how to measure it.
 enum Target {
-    Embedded(TestServer),
+    // Boxed: a test server is much larger than the other targets.
+    Embedded(Box<TestServer>),
     Child(ChildServer),
     External(Option<u32>),
 }
@@ -119,7 +120,7 @@ impl Server {
             }
         })
         .map_err(|e| format!("starting the server: {e}"))?;
-        Ok(Server { addr: srv.addr(), secret, target: Target::Embedded(srv), _dir: None })
+        Ok(Server { addr: srv.addr(), secret, target: Target::Embedded(Box::new(srv)), _dir: None })
     }
 
     fn pid(&self) -> Option<String> {
