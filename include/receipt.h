@@ -231,7 +231,9 @@ enum rcpt_event_type
   RCPT_EVENT_MESSAGES_UPDATED = 14,
   /**
    * onDatabaseOpened(username): the user's store is open (at login, with or without the
-   * server): counts and messages are readable, acks queue. `rcpt_event_from` is the user.
+   * server): counts and messages are readable, acks queue. `rcpt_event_from` is the user;
+   * `rcpt_event_offline_start` is true when the login counts as done already (an earlier
+   * session reached the server: no LOGIN_FAILED for an unreachable server, retries go on).
    */
   RCPT_EVENT_DATABASE_OPENED = 30,
   /**
@@ -702,6 +704,12 @@ uint32_t rcpt_event_unread(const rcpt_event *ev);
  * otherwise. Borrowed from `ev`. NULL if `ev` is NULL.
  */
 const char *rcpt_event_group_id(const rcpt_event *ev);
+
+/**
+ * For `RCPT_EVENT_DATABASE_OPENED`: true when the login counts as done at once (an offline
+ * start; see the event). False for other events and for NULL.
+ */
+bool rcpt_event_offline_start(const rcpt_event *ev);
 
 /**
  * The ack's id as a decimal string (increasing in arrival order; a fetch cursor). Borrowed

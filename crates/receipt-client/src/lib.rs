@@ -392,7 +392,7 @@ impl Client {
         log::info!("store of {user} opened ({})", if shared.offline_start { "offline start allowed" } else { "first login" });
         // Queued before the thread starts (so it comes first); the host is woken once the
         // session is in place, outside the lock (a host may ask isDatabaseOpened() at once).
-        let _ = self.event_sender.send(ClientEvent::DatabaseOpened { user: user.to_string() });
+        let _ = self.event_sender.send(ClientEvent::DatabaseOpened { user: user.to_string(), offline_start: shared.offline_start });
         let (cfg, thread_shared) = (self.cfg.clone(), shared.clone());
         let thread = std::thread::Builder::new()
             .name(format!("receipt-conn-{user}"))

@@ -59,7 +59,9 @@ pub enum rcpt_event_type {
     RCPT_EVENT_MESSAGES_UPDATED = 14,
     // The connection and token lifecycle (the SDK's ConnectionListener), from 30 on.
     /// onDatabaseOpened(username): the user's store is open (at login, with or without the
-    /// server): counts and messages are readable, acks queue. `rcpt_event_from` is the user.
+    /// server): counts and messages are readable, acks queue. `rcpt_event_from` is the user;
+    /// `rcpt_event_offline_start` is true when the login counts as done already (an earlier
+    /// session reached the server: no LOGIN_FAILED for an unreachable server, retries go on).
     RCPT_EVENT_DATABASE_OPENED = 30,
     /// onOfflineMessageSyncStart: the server accepted the login and replays what came meanwhile.
     RCPT_EVENT_OFFLINE_SYNC_START = 31,
@@ -95,6 +97,7 @@ pub struct rcpt_event {
     chat_type: u32,
     unread: u32,
     group_id: CString,
+    offline_start: bool,
 }
 
 impl rcpt_event {
@@ -113,6 +116,7 @@ impl rcpt_event {
             chat_type: 0,
             unread: 0,
             group_id: CString::default(),
+            offline_start: false,
         }
     }
 
@@ -137,9 +141,10 @@ impl rcpt_event {
                 ev.error_code = rcpt_result::RCPT_SERVER_NOT_REACHABLE;
                 ev
             }
-            ClientEvent::DatabaseOpened { user } => {
+            ClientEvent::DatabaseOpened { user, offline_start } => {
                 let mut ev = Self::empty(RCPT_EVENT_DATABASE_OPENED);
                 ev.from = to_cstring(&user);
+                ev.offline_start = offline_start;
                 ev
             }
             ClientEvent::OfflineSyncStarted => Self::empty(RCPT_EVENT_OFFLINE_SYNC_START),
@@ -346,4 +351,11 @@ pub extern "C" fn rcpt_event_unread(ev: *const rcpt_event) -> u32 {
 #[no_mangle]
 pub extern "C" fn rcpt_event_group_id(ev: *const rcpt_event) -> *const c_char {
     ffi_boundary("rcpt_event_group_id", || with_ev("rcpt_event_group_id", ev, |e| e.group_id.as_ptr()))
+}
+
+/// For `RCPT_EVENT_DATABASE_OPENED`: true when the login counts as done at once (an offline
+/// start; see the event). False for other events and for NULL.
+#[no_mangle]
+pub extern "C" fn rcpt_event_offline_start(ev: *const rcpt_event) -> bool {
+    ffi_boundary("rcpt_event_offline_start", || with_ev("rcpt_event_offline_start", ev, |e| e.offline_start))
 }

@@ -83,11 +83,11 @@ fn offline_start_reads_the_store_queues_acks_and_flushes_when_online() {
     srv.stop();
     let bob = bob.reopen(p);
     bob.client.login("bob", &token("bob")).expect("an offline start logs in at once");
-    let user = bob.wait("DatabaseOpened", |e| match e {
-        ClientEvent::DatabaseOpened { user } => Some(user.clone()),
+    let (user, offline_start) = bob.wait("DatabaseOpened", |e| match e {
+        ClientEvent::DatabaseOpened { user, offline_start } => Some((user.clone(), *offline_start)),
         _ => None,
     });
-    assert_eq!(user, "bob");
+    assert_eq!((user.as_str(), offline_start), ("bob", true));
     assert!(bob.client.is_logged_in() && bob.client.is_database_opened() && !bob.client.is_connected());
     assert_eq!(bob.unread(&chat("alice")), 1);
     assert!(bob.msg(m.id).unread);

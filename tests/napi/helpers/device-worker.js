@@ -125,6 +125,7 @@ options.setIMServer(workerData.host);
 options.setImPort(workerData.port);
 if (workerData.requireDeliveryAck !== undefined) options.setRequireDeliveryAck(workerData.requireDeliveryAck);
 if (workerData.requireReadAck !== undefined) options.setRequireReadAck(workerData.requireReadAck);
+if (workerData.tlsCaPem !== undefined) options.setTlsCaPem(workerData.tlsCaPem);
 
 const seed = SeedSnippets ? new SeedSnippets() : undefined;
 const sdk = SdkDocsCompat ? new SdkDocsCompat() : undefined;
@@ -179,6 +180,12 @@ parentPort.on('message', async (msg) => {
     client.addConnectionListener({
       onConnected: () => record('connection', 'onConnected', []),
       onDisconnected: (code, description) => record('connection', 'onDisconnected', [code, description]),
+      onDatabaseOpened: (username) => record('connection', 'onDatabaseOpened', [username]),
+      onOfflineMessageSyncStart: () => record('connection', 'onOfflineMessageSyncStart', []),
+      onOfflineMessageSyncFinish: () => record('connection', 'onOfflineMessageSyncFinish', []),
+      onTokenWillExpire: () => record('connection', 'onTokenWillExpire', []),
+      onTokenExpired: () => record('connection', 'onTokenExpired', []),
+      onLogout: (code, info) => record('connection', 'onLogout', [code, info]),
     });
     if (workerData.user && workerData.token !== undefined) {
       await client.login(workerData.user, workerData.token);

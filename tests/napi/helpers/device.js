@@ -45,15 +45,16 @@ function withTimeout(p, ms, what) {
 class Device {
   /**
    * Starts a worker that inits the API against `server` and (unless login: false) logs in as `user`.
-   * opts: { login, token, requireDeliveryAck, requireReadAck, name }
+   * opts: { login, token, requireDeliveryAck, requireReadAck, name, filesDir (reuse a device's
+   * store: an app restart), tlsCaPem, port (e.g. a proxy's) }
    */
   static async start(server, user, opts = {}) {
-    const filesDir = fs.mkdtempSync(path.join(os.tmpdir(), `receipt-dev-${user}-`));
+    const filesDir = opts.filesDir || fs.mkdtempSync(path.join(os.tmpdir(), `receipt-dev-${user}-`));
     const login = opts.login !== false;
     const d = new Device(opts.name || user, filesDir);
     d.worker = new Worker(path.join(__dirname, 'device-worker.js'), {
       workerData: {
-        napiDir, seedJs: fixtureJs('SeedSnippets'), sdkJs: fixtureJs('SdkDocsCompat'), filesDir, host: server.host, port: server.port,
+        napiDir, seedJs: fixtureJs('SeedSnippets'), sdkJs: fixtureJs('SdkDocsCompat'), filesDir, host: server.host, port: opts.port || server.port, tlsCaPem: opts.tlsCaPem,
         user: login ? user : undefined, token: login ? (opts.token ?? server.token(user)) : undefined,
         requireDeliveryAck: opts.requireDeliveryAck, requireReadAck: opts.requireReadAck,
       },

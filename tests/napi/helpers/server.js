@@ -1,7 +1,7 @@
 // Test helper: a real receipt-server on 127.0.0.1:<ephemeral port> with a temporary data
 // directory and group read acks enabled; tokens minted with `receipt-server token`.
 'use strict';
-const { spawn, execFileSync } = require('node:child_process');
+const { spawn, spawnSync, execFileSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
@@ -110,4 +110,25 @@ function spawnServer(bin, addr, dataDir, secret, extraArgs, timeoutMs) {
   });
 }
 
-module.exports = { startServer, serverBinary, repo };
+/**
+ * A throwaway CA and a server certificate for 127.0.0.1 / localhost (openssl, P-256), in `dir`:
+ * { ca: <CA PEM text>, cert: <server cert path>, key: <server key path> }.
+ */
+function makeTestCa(dir) {
+  const run = (args) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe', timeout: 20000 });
+  run(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem',
+    '-days', '1', '-subj', '/CN=receipt napi test CA']);
+  run(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'server.key', '-out', 'server.csr',
+    '-subj', '/CN=127.0.0.1']);
+  fs.writeFileSync(path.join(dir, 'ext.cnf'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n');
+  run(['x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.pem',
+    '-days', '1', '-extfile', 'ext.cnf']);
+  return { ca: fs.readFileSync(path.join(dir, 'ca.pem'), 'utf8'), cert: path.join(dir, 'server.pem'), key: path.join(dir, 'server.key') };
+}
+
+/** Runs `script` in a fresh Node process (bounded): { status, stdout, stderr }. */
+function runNode(script, timeoutMs = 30000) {
+  return spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: timeoutMs });
+}
+
+module.exports = { startServer, serverBinary, repo, makeTestCa, runNode };

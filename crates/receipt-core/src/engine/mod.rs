@@ -122,8 +122,11 @@ pub enum ClientEvent {
     // ----- the connection and token lifecycle (the SDK's ConnectionListener) -----
     /// The user's store is open: counts, messages and flags are readable and acks queue, with
     /// or without a connection (onDatabaseOpened). Raised by the runtime at login.
+    /// `offline_start`: an earlier session reached the server, so this login counts as done
+    /// already (no `LoginFailed` for an unreachable server; the connection is retried).
     DatabaseOpened {
         user: UserId,
+        offline_start: bool,
     },
     /// The server accepted the login and starts replaying what arrived meanwhile
     /// (onOfflineMessageSyncStart).

@@ -18,6 +18,7 @@
 //  - Only symbols in OpenHarmony's libnapi.ndk.json (scripts/check-napi-symbols.sh checks it).
 
 #ifdef __OHOS__
+#include <hilog/log.h>
 #include <napi/native_api.h>
 #else
 #include <node_api.h>
@@ -575,6 +576,35 @@ static napi_value dispatch_native(env_state *s, const rcpt_event *ev, uint64_t s
     case RCPT_EVENT_DISCONNECTED:
       napi_create_object(env, &o);
       set_str(env, o, "kind", "disconnected");
+      set_i32(env, o, "code", (int32_t)sdk_code(rcpt_event_error_code(ev)));
+      break;
+    // The connection and token lifecycle (ConnectionListener).
+    case RCPT_EVENT_DATABASE_OPENED:
+      // An offline start: the login counts as done now (the connection is retried meanwhile).
+      if (rcpt_event_offline_start(ev) && s->login_deferred != NULL && s->login_session == session) {
+        napi_resolve_deferred(env, s->login_deferred, undefined_value(env));
+        s->login_deferred = NULL;
+      }
+      napi_create_object(env, &o);
+      set_str(env, o, "kind", "databaseOpened");
+      set_str(env, o, "from", rcpt_event_from(ev));
+      break;
+    case RCPT_EVENT_OFFLINE_SYNC_START:
+    case RCPT_EVENT_OFFLINE_SYNC_FINISH:
+    case RCPT_EVENT_TOKEN_WILL_EXPIRE:
+    case RCPT_EVENT_TOKEN_EXPIRED:
+      napi_create_object(env, &o);
+      set_str(env, o, "kind",
+              kind == RCPT_EVENT_OFFLINE_SYNC_START    ? "offlineSyncStart"
+              : kind == RCPT_EVENT_OFFLINE_SYNC_FINISH ? "offlineSyncFinish"
+              : kind == RCPT_EVENT_TOKEN_WILL_EXPIRE   ? "tokenWillExpire"
+                                                       : "tokenExpired");
+      break;
+    case RCPT_EVENT_LOGGED_OUT:
+      napi_create_object(env, &o);
+      set_str(env, o, "kind", "loggedOut");
+      set_i32(env, o, "code", (int32_t)sdk_code(rcpt_event_error_code(ev)));
+      set_str(env, o, "description", rcpt_event_error_message(ev));
       break;
     case RCPT_EVENT_LOGIN_FAILED:
       if (s->login_deferred != NULL && s->login_session == session) {
@@ -769,6 +799,8 @@ static napi_value not_initialized_reject(napi_env env) {
 }
 
 // init(options: NativeOptions): void
+static rcpt_result tls_options(napi_env env, napi_value options, rcpt_options *o, const char **field);
+
 static napi_value js_init(napi_env env, napi_callback_info info) {
   ARGS(1);
   if (s->client != NULL) {
@@ -825,11 +857,18 @@ static napi_value js_init(napi_env env, napi_callback_info info) {
   if (r == RCPT_OK) r = rcpt_options_set_require_read_ack(o, read);
   if (r == RCPT_OK && has_server) r = rcpt_options_set_server(o, server, (uint16_t)port);
   if (r == RCPT_OK) r = rcpt_options_set_data_dir(o, data_dir);
+  const char *tls_field = NULL;
+  if (r == RCPT_OK) r = tls_options(env, argv[0], o, &tls_field);
   rcpt_client *c = NULL;
   if (r == RCPT_OK) r = rcpt_client_new(o, &c);
   char buf[512];
   if (r != RCPT_OK) {
     last_error(buf, sizeof buf, r);
+    if (tls_field != NULL) {
+      char detail[600];
+      snprintf(detail, sizeof detail, "options.%s: %s", tls_field, buf);
+      snprintf(buf, sizeof buf, "%.500s", detail);
+    }
   }
   rcpt_options_free(o);
   free(server);
@@ -1215,6 +1254,116 @@ static napi_value js_remove_group_members(napi_env env, napi_callback_info info)
   return group_request(env, info, "groupId", false, rcpt_client_remove_group_members, PENDING_VOID);
 }
 
+// ---- connection, token and logs ------------------------------------------------------------------
+
+static napi_value js_bool(napi_env env, bool b) {
+  napi_value v = NULL;
+  napi_get_boolean(env, b, &v);
+  return v;
+}
+
+// isConnected(): boolean
+static napi_value js_is_connected(napi_env env, napi_callback_info info) {
+  ARGS(0);
+  return js_bool(env, s->client != NULL && rcpt_client_is_connected(s->client));
+}
+
+// isLoggedIn(): boolean (an offline start counts)
+static napi_value js_is_logged_in(napi_env env, napi_callback_info info) {
+  ARGS(0);
+  return js_bool(env, s->client != NULL && rcpt_client_is_logged_in(s->client));
+}
+
+// isDatabaseOpened(): boolean
+static napi_value js_is_database_opened(napi_env env, napi_callback_info info) {
+  ARGS(0);
+  return js_bool(env, s->client != NULL && rcpt_client_is_database_opened(s->client));
+}
+
+// renewToken(token): Promise<void> (settled by the server's answer; at once when offline)
+static napi_value js_renew_token(napi_env env, napi_callback_info info) {
+  return one_id_request(env, info, "token", rcpt_client_renew_token);
+}
+
+// The log sink: hilog on a device, stderr under Node. Records come from any thread; neither
+// OH_LOG_Print nor fprintf needs the JS thread.
+static void log_to_host(void *user_data, rcpt_log_level level, const char *target, const char *message) {
+  (void)user_data;
+#ifdef __OHOS__
+  LogLevel l = level <= RCPT_LOG_ERROR ? LOG_ERROR : level == RCPT_LOG_WARN ? LOG_WARN : level == RCPT_LOG_INFO ? LOG_INFO : LOG_DEBUG;
+  // Domain 0xD0B0 (an app domain), tag "receipt"; %{public}: the text holds no content or token
+  // above debug (the library's rule), so it may show in release logs.
+  OH_LOG_Print(LOG_APP, l, 0xD0B0, "receipt", "%{public}s: %{public}s", target, message);
+#else
+  static const char *names[] = {"off", "error", "warn", "info", "debug", "trace"};
+  fprintf(stderr, "receipt %s %s: %s\n", names[level <= RCPT_LOG_TRACE ? level : RCPT_LOG_TRACE], target, message);
+#endif
+}
+
+// setLogLevel(level: number): void — 0 off, 1 error, 2 warn, 3 info, 4 debug, 5 trace.
+static napi_value js_set_log_level(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  int64_t level = 0;
+  if (!get_int(env, argv[0], 0, 5, &level)) {
+    return invalid_arg_throw(env, "level", "must be an integer in 0 (off)..5 (trace)");
+  }
+  rcpt_result r = level == 0 ? rcpt_set_log_sink(NULL, NULL, RCPT_LOG_OFF)
+                             : rcpt_set_log_sink(log_to_host, NULL, (rcpt_log_level)level);
+  if (r != RCPT_OK) {
+    return throw_rcpt(env, r);
+  }
+  return undefined_value(env);
+}
+
+// Reads the optional TLS settings of init()'s options into `o`. RCPT_OK, or the failing result
+// (the name of the bad field in *field).
+static rcpt_result tls_options(napi_env env, napi_value options, rcpt_options *o, const char **field) {
+  static const char *pem_fields[] = {"tlsCaPem", "tlsPinnedCertPem"};
+  for (size_t i = 0; i < 2; i++) {
+    napi_value v = NULL;
+    napi_valuetype t = napi_undefined;
+    if (napi_get_named_property(env, options, pem_fields[i], &v) != napi_ok || napi_typeof(env, v, &t) != napi_ok ||
+        t == napi_undefined || t == napi_null) {
+      continue;
+    }
+    const char *why = NULL;
+    char *pem = get_string(env, v, true, &why);
+    *field = pem_fields[i];
+    if (pem == NULL) {
+      return RCPT_INVALID_PARAM;
+    }
+    rcpt_result r = RCPT_OK;
+    if (pem[0] != '\0') {
+      r = i == 0 ? rcpt_options_set_tls_ca_pem(o, pem) : rcpt_options_set_tls_pinned_cert_pem(o, pem);
+    }
+    free(pem);
+    if (r != RCPT_OK) {
+      return r;
+    }
+  }
+  static const char *bool_fields[] = {"useTls", "allowPlaintext"};
+  for (size_t i = 0; i < 2; i++) {
+    napi_value v = NULL;
+    napi_valuetype t = napi_undefined;
+    bool b = false;
+    if (napi_get_named_property(env, options, bool_fields[i], &v) != napi_ok || napi_typeof(env, v, &t) != napi_ok ||
+        t == napi_undefined || t == napi_null) {
+      continue;
+    }
+    *field = bool_fields[i];
+    if (!get_bool(env, v, &b)) {
+      return RCPT_INVALID_PARAM;
+    }
+    // useTls false leaves the default (TLS except to a loopback host) as it is.
+    rcpt_result r = i == 0 ? (b ? rcpt_options_set_use_tls(o, true) : RCPT_OK) : rcpt_options_set_allow_plaintext(o, b);
+    if (r != RCPT_OK) {
+      return r;
+    }
+  }
+  *field = NULL;
+  return RCPT_OK;
+}
+
 // A function for the threadsafe function to hold on to (its call_js does the work).
 static napi_value js_noop(napi_env env, napi_callback_info info) {
   (void)info;
@@ -1263,6 +1412,11 @@ static napi_value module_init(napi_env env, napi_value exports) {
       {"createGroup", js_create_group},
       {"addGroupMembers", js_add_group_members},
       {"removeGroupMembers", js_remove_group_members},
+      {"isConnected", js_is_connected},
+      {"isLoggedIn", js_is_logged_in},
+      {"isDatabaseOpened", js_is_database_opened},
+      {"renewToken", js_renew_token},
+      {"setLogLevel", js_set_log_level},
   };
   // Plain, enumerable, writable properties on the plain exports object.
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {

@@ -10,6 +10,12 @@ export interface NativeOptions {
   server: string;   // host; "" when the app set none (login then fails with 300)
   port: number;     // 0 when the app set none
   dataDir: string;  // directory for the client store (context.filesDir on HarmonyOS)
+  // TLS (optional): trust these PEM CAs / pin this PEM certificate; useTls with the built-in
+  // roots; allowPlaintext to a non-loopback host. Default: TLS except to a loopback host.
+  tlsCaPem?: string;
+  tlsPinnedCertPem?: string;
+  useTls?: boolean;
+  allowPlaintext?: boolean;
 }
 
 export interface NativeMessage {
@@ -51,6 +57,9 @@ export interface NativeCursorResult {
 //  'conversationRead'                   -> from, to
 //  'unreadChanged'                      -> conversationId, chatType, unread
 //  'connected' | 'disconnected'         -> (code, description on a refused login)
+//  'databaseOpened'                     -> from (the user)
+//  'offlineSyncStart' | 'offlineSyncFinish' | 'tokenWillExpire' | 'tokenExpired'
+//  'loggedOut'                          -> code, description
 export interface NativeEvent {
   kind: string;
   messages?: NativeMessage[];
@@ -84,3 +93,11 @@ export function getUnreadCount(conversationId: string, chatType: number): number
 export function createGroup(name: string, members: string[]): Promise<string>;
 export function addGroupMembers(groupId: string, members: string[]): Promise<void>;
 export function removeGroupMembers(groupId: string, members: string[]): Promise<void>;
+export function isConnected(): boolean;
+export function isLoggedIn(): boolean;        // an offline start counts
+export function isDatabaseOpened(): boolean;
+// Replaces the token without dropping the session; resolves when the server accepted it
+// (at once when offline: the next connection uses it).
+export function renewToken(token: string): Promise<void>;
+// Where the Rust side's logs go (hilog on a device, stderr under Node): 0 off .. 5 trace.
+export function setLogLevel(level: number): void;
