@@ -76,6 +76,9 @@ pub struct BenchArgs {
     /// Threads driving the load connections.
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
+    /// Every connection over TLS (embedded server requiring TLS, a throwaway CA).
+    #[arg(long, conflicts_with_all = ["server", "spawn_server"])]
+    tls: bool,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -95,13 +98,15 @@ struct Server {
     target: Target,
     /// The child's data dir.
     _dir: Option<tempfile::TempDir>,
+    /// `--tls`: how the load connects (the CA is kept alive with it).
+    tls: Option<(tokio_rustls::TlsConnector, receipt_testkit::TestCa)>,
 }
 
 impl Server {
     fn start(a: &BenchArgs) -> Result<Server, String> {
         if let Some(addr) = a.server {
             let secret = a.secret.clone().ok_or("--server needs --secret")?;
-            return Ok(Server { addr, secret, target: Target::External(a.server_pid), _dir: None });
+            return Ok(Server { addr, secret, target: Target::External(a.server_pid), _dir: None, tls: None });
         }
         let secret = receipt_testkit::SECRET.to_string();
         if a.spawn_server {
@@ -112,15 +117,23 @@ impl Server {
             let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
             let data = (!a.in_memory).then(|| dir.path().join("server"));
             let child = ChildServer::try_start(&bin, data.as_deref(), "")?;
-            return Ok(Server { addr: child.addr(), secret, target: Target::Child(child), _dir: Some(dir) });
+            return Ok(Server { addr: child.addr(), secret, target: Target::Child(child), _dir: Some(dir), tls: None });
         }
+        let ca = if a.tls { Some(receipt_testkit::TestCa::try_new()?) } else { None };
         let srv = TestServer::try_start(|c| {
             if a.in_memory {
                 c.data_dir = None;
             }
+            if let Some(ca) = &ca {
+                ca.configure(c, true);
+            }
         })
         .map_err(|e| format!("starting the server: {e}"))?;
-        Ok(Server { addr: srv.addr(), secret, target: Target::Embedded(Box::new(srv)), _dir: None })
+        let tls = match ca {
+            Some(ca) => Some((crate::bench_load::tls_connector(&ca.ca_pem)?, ca)),
+            None => None,
+        };
+        Ok(Server { addr: srv.addr(), secret, target: Target::Embedded(Box::new(srv)), _dir: None, tls })
     }
 
     fn pid(&self) -> Option<String> {
@@ -147,10 +160,17 @@ impl Server {
         }
     }
 
+    fn connector(&self) -> Option<tokio_rustls::TlsConnector> {
+        self.tls.as_ref().map(|(connector, _)| connector.clone())
+    }
+
     fn describe(&self, in_memory: bool) -> String {
         let store = if in_memory { "in-memory store, no fsync" } else { "redb store, fsync per commit" };
         match &self.target {
-            Target::Embedded(_) => format!("embedded server on {} ({store})", self.addr),
+            Target::Embedded(_) => {
+                let tls = if self.tls.is_some() { ", TLS" } else { "" };
+                format!("embedded server on {} ({store}{tls})", self.addr)
+            }
             Target::Child(c) => format!("receipt-server child pid {} on {} ({store})", c.pid(), self.addr),
             Target::External(_) => format!("running server on {}", self.addr),
         }
@@ -351,8 +371,8 @@ fn one_to_one(a: &BenchArgs, srv: &Server, rt: &tokio::runtime::Runtime) -> Resu
         .map(|i| {
             let user = if i < p { format!("{prefix}-s{i}") } else { format!("{prefix}-r{}", i - p) };
             let token = auth::token_for(&srv.secret, &user, 3600);
-            let addr = srv.addr;
-            async move { Conn::login(addr, &user, &token, t0).await }
+            let (addr, tls) = (srv.addr, srv.connector());
+            async move { Conn::login(addr, &user, &token, t0, tls).await }
         })
         .collect()))?;
     let mut conns = conns.into_iter();
@@ -440,8 +460,8 @@ fn group(a: &BenchArgs, srv: &Server, rt: &tokio::runtime::Runtime) -> Result<Re
         .block_on(all(users
             .iter()
             .map(|u| {
-                let (user, token, addr) = (u.clone(), auth::token_for(&srv.secret, u, 3600), srv.addr);
-                async move { Conn::login(addr, &user, &token, t0).await }
+                let (user, token, addr, tls) = (u.clone(), auth::token_for(&srv.secret, u, 3600), srv.addr, srv.connector());
+                async move { Conn::login(addr, &user, &token, t0, tls).await }
             })
             .collect()))?
         .into_iter();

@@ -15,9 +15,10 @@ use receipt_core::codec::{encode_into, FrameDecoder, DEFAULT_MAX_FRAME};
 use receipt_core::engine::{ClientEngine, ClientEvent, Completion, EngineConfig};
 use receipt_core::store::NullStore;
 use receipt_core::{ChatOptions, ChatType, MsgId, ReqId};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio_rustls::TlsConnector;
 
 use crate::bench_stats::Samples;
 
@@ -34,10 +35,29 @@ pub struct Progress {
     pub receipts: AtomicU64,
 }
 
+/// A connection's byte stream: TCP, or TLS over TCP (`bench --tls`).
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// A TLS connector that trusts `ca_pem` (the RustCrypto provider, as the client runtime).
+pub fn tls_connector(ca_pem: &str) -> Result<TlsConnector, String> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.map_err(e2s)?).map_err(e2s)?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls_rustcrypto::provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(e2s)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
 /// One client connection driving a [`ClientEngine`].
 pub struct Conn {
     engine: ClientEngine<NullStore>,
-    sock: TcpStream,
+    sock: Box<dyn Stream>,
     dec: FrameDecoder,
     out: Vec<u8>,
     buf: Vec<u8>,
@@ -51,9 +71,17 @@ fn e2s(e: impl std::fmt::Display) -> String {
 
 impl Conn {
     /// Connects and logs in; returns once the engine reports `Connected`.
-    pub async fn login(addr: SocketAddr, user: &str, token: &str, t0: Instant) -> Result<Conn, String> {
-        let sock = TcpStream::connect(addr).await.map_err(|e| format!("{user}: connect {addr}: {e}"))?;
-        sock.set_nodelay(true).map_err(e2s)?;
+    /// With `tls`, over TLS (the server's name: its IP address).
+    pub async fn login(addr: SocketAddr, user: &str, token: &str, t0: Instant, tls: Option<TlsConnector>) -> Result<Conn, String> {
+        let tcp = TcpStream::connect(addr).await.map_err(|e| format!("{user}: connect {addr}: {e}"))?;
+        tcp.set_nodelay(true).map_err(e2s)?;
+        let sock: Box<dyn Stream> = match tls {
+            Some(connector) => {
+                let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+                Box::new(connector.connect(name, tcp).await.map_err(|e| format!("{user}: TLS handshake: {e}"))?)
+            }
+            None => Box::new(tcp),
+        };
         let options = ChatOptions { require_delivery_ack: true, require_read_ack: true, ..Default::default() };
         let mut cfg = EngineConfig::new(user, format!("{user}-bench"), options);
         // Runs are short and busy; keep the engine from pinging in the middle.

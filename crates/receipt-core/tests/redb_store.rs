@@ -89,3 +89,52 @@ fn corrupt_record_is_an_error_not_a_panic() {
     let mut store = RedbStore::open(&path).unwrap();
     assert!(matches!(store.load(), Err(receipt_core::store::StoreError::Corrupt(_))));
 }
+
+/// The offline queue across restarts (issue 14): acks queued offline survive two restarts and a
+/// refused login; the next good login sends each once, right after `Login`, and the confirmed
+/// ones leave the store.
+#[test]
+fn offline_queue_survives_restarts_and_a_refused_login_then_flushes_once() {
+    use receipt_core::engine::ClientEvent;
+    use receipt_core::protocol::Response;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("alice.redb");
+    let cfg = || EngineConfig::new("alice", "a1", ChatOptions::default());
+    let open = || ClientEngine::open(cfg(), RedbStore::open(&path).unwrap()).unwrap();
+    {
+        let mut alice = open();
+        alice.handle_connected(1, "t");
+        for f in login_answer() {
+            alice.handle_frame(2, f);
+        }
+        alice.handle_disconnected(3);
+        alice.ack_message_read(4, 1).unwrap().expect("queued");
+    }
+    // Restart 1, still offline: one more ack; then the server refuses the token.
+    {
+        let mut alice = open();
+        assert_eq!(alice.outbox().count(), 1);
+        alice.ack_message_read(5, 2).unwrap().expect("queued");
+        alice.handle_connected(6, "expired");
+        alice.handle_frame(7, ServerFrame::LoginFailed { error: ChatError::new(ErrorCode::UserAuthenticationFailed, "token expired") });
+        assert!(alice.is_login_refused());
+        assert_eq!(alice.login_refusal().map(|e| e.code), Some(ErrorCode::UserAuthenticationFailed));
+        let events: Vec<ClientEvent> = std::iter::from_fn(|| alice.poll_event()).collect();
+        assert!(events.iter().any(|e| matches!(e, ClientEvent::LoginFailed(_))), "{events:?}");
+        assert_eq!(alice.outbox().count(), 2, "a refused login keeps the queue");
+    }
+    // Restart 2, a good login: Login, then each queued ack once.
+    let mut alice = open();
+    let queued: Vec<ClientFrame> = alice.outbox().cloned().collect();
+    assert_eq!(queued.len(), 2);
+    alice.handle_connected(8, "good");
+    let sent: Vec<ClientFrame> = std::iter::from_fn(|| alice.poll_transmit(8)).collect();
+    assert!(matches!(sent[0], ClientFrame::Login { .. }));
+    assert_eq!(&sent[1..], &queued[..], "each queued ack once, in order");
+    for f in &queued {
+        alice.handle_frame(9, ServerFrame::Result { req: f.req().unwrap(), ok: Some(Response::Done), err: None });
+    }
+    assert_eq!(alice.outbox().count(), 0);
+    drop(alice);
+    assert_eq!(open().outbox().count(), 0, "confirmed acks are gone from the store too");
+}
