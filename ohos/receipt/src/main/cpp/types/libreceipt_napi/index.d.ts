@@ -50,6 +50,9 @@ export interface NativeCursorResult {
 //  'groupRead'                          -> acks
 //  'conversationRead'                   -> from, to
 //  'unreadChanged'                      -> conversationId, chatType, unread
+//  'messagesUpdated'                    -> messages (their own flags changed; apply as they are)
+//  'conversationUpdated'                -> conversationId, chatType, unread, readUpTo, receiptUpTo,
+//                                          peerReadUpTo (marks moved; re-read the held messages)
 //  'connected' | 'disconnected'         -> (code, description on a refused login)
 export interface NativeEvent {
   kind: string;
@@ -60,6 +63,10 @@ export interface NativeEvent {
   conversationId?: string;
   chatType?: number;
   unread?: number;
+  // conversationUpdated: the conversation's marks after the move (decimal message ids, "0": none).
+  readUpTo?: string;
+  receiptUpTo?: string;
+  peerReadUpTo?: string;
   code?: number;
   description?: string;
 }
