@@ -362,3 +362,41 @@ pub extern "C" fn rcpt_event_receipt_up_to(ev: *const rcpt_event) -> *const c_ch
 pub extern "C" fn rcpt_event_peer_read_up_to(ev: *const rcpt_event) -> *const c_char {
     ffi_boundary("rcpt_event_peer_read_up_to", || with_ev("rcpt_event_peer_read_up_to", ev, |e| e.peer_read_up_to.as_ptr()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use receipt_core::{ChatType, ConversationKey};
+    use std::ffi::CStr;
+
+    fn text(p: *const c_char) -> &'static str {
+        // SAFETY: the accessors return NUL-terminated strings borrowed from a leaked event.
+        unsafe { CStr::from_ptr(p) }.to_str().unwrap()
+    }
+
+    #[test]
+    fn a_conversation_update_carries_the_conversation_its_marks_and_its_count() {
+        let ev = Box::leak(Box::new(rcpt_event::new(ClientEvent::ConversationUpdated {
+            conversation: ConversationKey::new(ChatType::Chat, "bob"),
+            read_up_to: 7,
+            receipt_up_to: 5,
+            peer_read_up_to: 3,
+            unread: 2,
+        })));
+        assert_eq!(rcpt_event_kind(ev), rcpt_event_type::RCPT_EVENT_CONVERSATION_UPDATED);
+        assert_eq!(rcpt_event_type::RCPT_EVENT_CONVERSATION_UPDATED as u32, 15, "appended: values are stable");
+        assert_eq!(text(rcpt_event_conversation_id(ev)), "bob");
+        assert_eq!(rcpt_event_chat_type(ev), ChatType::Chat as u32);
+        assert_eq!(rcpt_event_unread(ev), 2);
+        assert_eq!(
+            [text(rcpt_event_read_up_to(ev)), text(rcpt_event_receipt_up_to(ev)), text(rcpt_event_peer_read_up_to(ev))],
+            ["7", "5", "3"]
+        );
+        assert_eq!(rcpt_event_message_count(ev), 0, "no message list: the binding re-reads what it holds");
+        // Other kinds leave the marks empty.
+        let other = Box::leak(Box::new(rcpt_event::new(ClientEvent::Connected)));
+        assert_eq!(text(rcpt_event_read_up_to(other)), "");
+        rcpt_event_free(ev);
+        rcpt_event_free(other);
+    }
+}
