@@ -691,6 +691,12 @@ const char *rcpt_message_from(const rcpt_message *msg);
 const char *rcpt_message_to(const rcpt_message *msg);
 
 /**
+ * The conversation the message belongs to: the peer for a 1:1 message (its sender when
+ * received, `to` when sent), else the group id. Borrowed from `msg`. NULL if `msg` is NULL.
+ */
+const char *rcpt_message_conversation_id(const rcpt_message *msg);
+
+/**
  * The text (UTF-8). Borrowed from `msg`. NULL if `msg` is NULL.
  */
 const char *rcpt_message_content(const rcpt_message *msg);

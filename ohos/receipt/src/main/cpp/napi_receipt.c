@@ -394,6 +394,7 @@ static napi_value message_to_js(napi_env env, const rcpt_message *m) {
   set_str(env, o, "clientId", rcpt_message_client_id(m));
   set_str(env, o, "from", rcpt_message_from(m));
   set_str(env, o, "to", rcpt_message_to(m));
+  set_str(env, o, "conversationId", rcpt_message_conversation_id(m));
   set_i32(env, o, "chatType", (int32_t)rcpt_message_chat_type(m));
   set_i32(env, o, "direction", (int32_t)rcpt_message_direction(m));
   set_str(env, o, "content", rcpt_message_content(m));

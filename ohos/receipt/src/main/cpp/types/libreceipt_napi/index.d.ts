@@ -17,6 +17,7 @@ export interface NativeMessage {
   clientId: string;
   from: string;
   to: string;
+  conversationId: string; // the engine's: the peer (1:1) or the group id
   chatType: number;     // 0 Chat, 1 GroupChat, 2 ChatRoom
   direction: number;    // 0 SEND, 1 RECEIVE
   content: string;
