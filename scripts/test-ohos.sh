@@ -35,7 +35,7 @@ aarch64_packages=(receipt-core receipt-client receipt-e2e receipt-ffi)
 # Packages whose integration tests need the host by design: only their unit tests (`--lib`) run.
 # receipt-ffi: tests/ drives C programs compiled for the host with gcc, run under valgrind.
 lib_only_packages=(receipt-ffi)
-lib_only_reason="its integration tests compile host C programs (gcc) and run them under valgrind"
+lib_only_reason="they compile C programs for the host with gcc and run them under valgrind"
 # The C ABI library whose cdylib is checked (SONAME, NEEDED) and smoke-tested on each target.
 ffi_package=receipt-ffi
 ffi_soname=libreceipt_ffi.so
