@@ -10,7 +10,7 @@
 #   scripts/test-ohos.sh [--build-only] [target...]     default: both targets
 #
 # --build-only: no tests; build the libraries (rlib, staticlib, cdylib) and check the artifacts.
-# Environment: OHOS_TARGET_DIR (default target/ohos), OHOS_AARCH64_ALL=1 to run the x86_64
+# Environment: OHOS_TARGET_DIR (default $CARGO_TARGET_DIR/ohos, else target/ohos), OHOS_AARCH64_ALL=1 to run the x86_64
 # package list on aarch64 too (slow; tests that spawn the crate's own binaries cannot run there).
 #
 # Needs (installed here when missing, with apt as root): clang, lld, llvm (llvm-ar), musl-dev,
@@ -53,7 +53,7 @@ for arg in "$@"; do
     esac
 done
 [ ${#targets[@]} -gt 0 ] || targets=(x86_64-unknown-linux-ohos aarch64-unknown-linux-ohos)
-target_dir="${OHOS_TARGET_DIR:-$root/target/ohos}"
+target_dir="${OHOS_TARGET_DIR:-${CARGO_TARGET_DIR:-$root/target}/ohos}"
 toolchain_dir="$target_dir/toolchain"
 
 say() { printf '== %s\n' "$*"; }
