@@ -10,8 +10,9 @@
 #   scripts/test-ohos.sh [--build-only] [target...]     default: both targets
 #
 # --build-only: no tests; build the libraries (rlib, staticlib, cdylib) and check the artifacts.
-# Environment: OHOS_TARGET_DIR (default $CARGO_TARGET_DIR/ohos, else target/ohos), OHOS_AARCH64_ALL=1 to run the x86_64
-# package list on aarch64 too (slow; tests that spawn the crate's own binaries cannot run there).
+# Environment: OHOS_TARGET_DIR (default $CARGO_TARGET_DIR/ohos, else target/ohos);
+# OHOS_AARCH64_ALL=1 runs the x86_64 package list on aarch64 too (slow, and the tests that spawn
+# their crate's own binaries cannot run there).
 #
 # Needs (installed here when missing, with apt as root): clang, lld, llvm (llvm-ar), musl-dev,
 # musl-dev:arm64 (after `dpkg --add-architecture arm64`), qemu-user-static; and the rust-src
