@@ -29,9 +29,10 @@ cd "$root"
 #
 # x86_64-ohos runs every workspace package's tests (`cargo test --tests`: unit tests of libs and
 # bins, and integration tests), read from `cargo metadata`, so a new or renamed crate is picked up.
-# aarch64-ohos runs under emulation (about 8x slower) and cannot spawn aarch64 child processes
-# (qemu-user without binfmt_misc), so it runs the engine, the client runtime, the end-to-end tests
-# (real client runtimes against an embedded server over loopback) and the C ABI's unit tests.
+# aarch64-ohos runs under emulation (10-15x slower) and cannot spawn aarch64 child processes
+# (qemu-user without binfmt_misc), so it runs what ships on a device: the engine, the client
+# runtime, the C ABI's unit tests, and the end-to-end tests (real client runtimes against an
+# embedded server over loopback). The server and the CLI run on servers and desktops.
 # A package named here that no longer exists makes cargo fail: keep the list in step with crates/.
 aarch64_packages=(receipt-core receipt-client receipt-e2e receipt-ffi)
 # Packages whose integration tests need the host by design: only their unit tests (`--lib`) run.
@@ -48,7 +49,7 @@ targets=()
 for arg in "$@"; do
     case "$arg" in
         --build-only) build_only=1 ;;
-        -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
+        -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         aarch64-unknown-linux-ohos | x86_64-unknown-linux-ohos) targets+=("$arg") ;;
         *) echo "test-ohos.sh: unknown argument $arg" >&2; exit 2 ;;
     esac
@@ -165,7 +166,7 @@ cargo_common=(-Zbuild-std=std,panic_unwind --target-dir "$target_dir")
 
 runner_for() { case "$1" in aarch64-*) echo qemu-aarch64-static ;; *) ;; esac; }
 
-# The packages whose tests run on a target ("all" = every workspace member).
+# The packages whose tests run on a target: the aarch64 list, or every workspace member.
 packages_for() {
     if [ "$1" = aarch64-unknown-linux-ohos ] && [ "${OHOS_AARCH64_ALL:-0}" != 1 ]; then
         printf '%s\n' "${aarch64_packages[@]}"
@@ -236,7 +237,7 @@ for t in "${targets[@]}"; do
             loud "SKIPPED on $t: $p's integration tests ($lib_only_reason); its unit tests run"
     done
     if [ "$t" = aarch64-unknown-linux-ohos ] && [ "${OHOS_AARCH64_ALL:-0}" != 1 ]; then
-        loud "aarch64 runs ${pkgs[*]} only (emulated, 8-15x slower; the others' tests spawn their own binaries, which qemu-user cannot do); all packages run on x86_64-ohos"
+        loud "aarch64 runs ${pkgs[*]} only (emulated, 10-15x slower; the others' tests spawn their own binaries, which qemu-user cannot do); all packages run on x86_64-ohos"
     fi
     say "$t: cargo test ${all_tests[*]} --tests; ${lib_only[*]} --lib${runner:+ (runner: $runner)}"
     ok=1
