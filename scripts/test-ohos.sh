@@ -29,7 +29,7 @@ cd "$root"
 #
 # x86_64-ohos runs every workspace package's tests (`cargo test --tests`: unit tests of libs and
 # bins, and integration tests), read from `cargo metadata`, so a new or renamed crate is picked up.
-# aarch64-ohos runs under emulation (10-15x slower) and cannot spawn aarch64 child processes
+# aarch64-ohos runs under emulation (9-15x slower) and cannot spawn aarch64 child processes
 # (qemu-user without binfmt_misc), so it runs what ships on a device: the engine, the client
 # runtime, the C ABI's unit tests, and the end-to-end tests (real client runtimes against an
 # embedded server over loopback). The server and the CLI run on servers and desktops.
@@ -237,7 +237,7 @@ for t in "${targets[@]}"; do
             loud "SKIPPED on $t: $p's integration tests ($lib_only_reason); its unit tests run"
     done
     if [ "$t" = aarch64-unknown-linux-ohos ] && [ "${OHOS_AARCH64_ALL:-0}" != 1 ]; then
-        loud "aarch64 runs ${pkgs[*]} only (emulated, 10-15x slower; the others' tests spawn their own binaries, which qemu-user cannot do); all packages run on x86_64-ohos"
+        loud "aarch64 runs ${pkgs[*]} only (emulated, 9-15x slower; the others' tests spawn their own binaries, which qemu-user cannot do); all packages run on x86_64-ohos"
     fi
     say "$t: cargo test ${all_tests[*]} --tests; ${lib_only[*]} --lib${runner:+ (runner: $runner)}"
     ok=1
