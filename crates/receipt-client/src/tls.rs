@@ -220,7 +220,11 @@ impl Conn {
         let mut rest = raw;
         let mut open = true;
         while !rest.is_empty() {
-            tls.read_tls(&mut rest)?;
+            // Each pass takes some bytes (its plaintext is drained below), so this ends; a pass
+            // that takes none would spin: treat it as a broken session.
+            if tls.read_tls(&mut rest)? == 0 {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "TLS buffer full"));
+            }
             let state = tls.process_new_packets().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             let n = state.plaintext_bytes_to_read();
             if n > 0 {
