@@ -7,6 +7,7 @@ use proptest::prelude::*;
 use receipt_core::protocol::ClientFrame;
 use receipt_core::*;
 use receipt_engine_tests::Cluster;
+use receipt_engine_tests::TEST_MESSAGE_CACHE;
 
 /// The group every user is in (the server's first group id).
 const GROUP: &str = "g1";
@@ -83,6 +84,8 @@ fn received_ids(w: &Cluster, dev: usize, chat_type: ChatType) -> Vec<MsgId> {
 /// Counts match the messages on every device, and no ack is sent or forwarded twice.
 fn check_invariants(w: &Cluster) -> Result<(), TestCaseError> {
     for d in &w.devices {
+        // The cache stays bounded: the counts above and below come from the store.
+        prop_assert!(d.engine.cached_message_count() <= TEST_MESSAGE_CACHE, "{} caches {}", d.name, d.engine.cached_message_count());
         for c in d.engine.conversations() {
             let unread = d.engine.conversation_messages(&c.key).iter().filter(|m| m.unread).count() as u32;
             prop_assert_eq!(c.local_unread, unread, "{} {:?}: count vs unread messages", d.name, c.key);

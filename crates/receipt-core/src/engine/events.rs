@@ -156,13 +156,11 @@ impl<S: ClientStore> ClientEngine<S> {
             let Some(c) = self.conversations.get(key) else { continue };
             let marks_now = Marks::of(c);
             let Some((low, high)) = then.moved_range(marks_now) else { continue };
-            let held = self.conv_ids.get(key).map(Vec::as_slice).unwrap_or(&[]);
-            let start = held.partition_point(|&id| id <= low);
-            for id in held[start..].iter().take_while(|&&id| id <= high) {
-                if flags_before.contains_key(id) || carried.contains(id) {
+            for m in self.held_range(key, low + 1..high.saturating_add(1), usize::MAX, false) {
+                if flags_before.contains_key(&m.id) || carried.contains(&m.id) {
                     continue; // seen above, or carried by another event
                 }
-                let Some(m) = self.messages.get(id) else { continue };
+                let m = &m;
                 let own = OwnFlags::of(m);
                 let now = own.seen(m, Some(marks_now));
                 if own.seen(m, Some(*then)) != now {
