@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use receipt_core::engine::{ClientEngine, ClientEvent, EngineConfig, Retention};
-use receipt_core::protocol::{ClientFrame, ConversationState, SeqEvent, ServerEvent, ServerFrame, PROTOCOL_VERSION};
+use receipt_core::protocol::{ConversationState, SeqEvent, ServerEvent, ServerFrame, PROTOCOL_VERSION};
 use receipt_core::store::{ClientStore, RedbStore, StoreError, STORE_FORMAT};
 use receipt_core::*;
 
