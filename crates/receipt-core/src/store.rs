@@ -67,7 +67,7 @@ impl Conversation {
     }
 
     /// Counts a message newly held in this conversation.
-    pub(crate) fn note_held(&mut self, m: &ChatMessage) {
+    pub fn note_held(&mut self, m: &ChatMessage) {
         self.newest = self.newest.max(m.id);
         if m.direction == MessageDirection::Receive {
             self.newest_received = self.newest_received.max(m.id);
