@@ -18,6 +18,11 @@
 #include <stdint.h>
 
 /**
+ * Largest page `rcpt_client_load_messages` returns (the SDK's local page limit).
+ */
+#define RCPT_MAX_HISTORY_PAGE 400
+
+/**
  * `rcpt_message_chat_type`: a 1:1 chat (the conversation id is the peer's user id).
  */
 #define RCPT_CHAT_TYPE_CHAT 0
@@ -272,6 +277,15 @@ typedef struct rcpt_group_read_ack rcpt_group_read_ack;
  * Immutable: may be read from any thread.
  */
 typedef struct rcpt_message rcpt_message;
+
+/**
+ * A page of messages, newest first, each a snapshot taken when the page was read.
+ *
+ * Owned by the caller of `rcpt_client_load_messages`, freed with `rcpt_message_list_free`.
+ * The messages it hands out are borrowed from it and live as long as it. Immutable: may be
+ * read from any thread.
+ */
+typedef struct rcpt_message_list rcpt_message_list;
 
 /**
  * Client settings (SPEC section 2's ChatOptions plus where the client keeps its files).
@@ -633,6 +647,39 @@ uint32_t rcpt_group_read_ack_count(const rcpt_group_read_ack *ack);
  * Server time (ms since the Unix epoch) when the ack arrived.
  */
 uint64_t rcpt_group_read_ack_timestamp(const rcpt_group_read_ack *ack);
+
+/**
+ * Reads one page of a conversation's history from the local store into `*out` (the caller
+ * owns it: `rcpt_message_list_free`): up to `page_size` (1..=`RCPT_MAX_HISTORY_PAGE`)
+ * messages older than `start_msg_id`, newest first. `start_msg_id` NULL or "" starts from the
+ * newest message; pass the last (oldest) id of a page to get the next one. A page shorter than
+ * `page_size` is the last. Messages still waiting for the server are not in the history.
+ * An unknown conversation gives an empty page. Needs a logged-in user (`RCPT_USER_NOT_LOGIN`).
+ */
+rcpt_result rcpt_client_load_messages(const rcpt_client *client,
+                                      const char *conversation_id,
+                                      uint32_t chat_type,
+                                      const char *start_msg_id,
+                                      uint32_t page_size,
+                                      rcpt_message_list **out);
+
+/**
+ * Frees a list from `rcpt_client_load_messages` (and the messages borrowed from it). NULL is
+ * a no-op.
+ */
+void rcpt_message_list_free(rcpt_message_list *list);
+
+/**
+ * How many messages the list holds (0 if `list` is NULL).
+ */
+size_t rcpt_message_list_count(const rcpt_message_list *list);
+
+/**
+ * The message at `index` (0 is the newest), borrowed from `list` (do not free it). NULL if
+ * `list` is NULL or `index` is out of range.
+ */
+const rcpt_message *rcpt_message_list_at(const rcpt_message_list *list,
+                                         size_t index);
 
 /**
  * Frees a message returned by `rcpt_client_get_message` or `rcpt_client_send_text`. NULL is a
