@@ -336,6 +336,10 @@ impl RedbStore {
     /// transaction (one pass over its messages); a file of a newer format is refused.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let db = Database::create(path)?;
+        if Self::is_current(&db)? {
+            // The usual open: nothing to create or migrate, so no write (and no fsync).
+            return Ok(RedbStore { db });
+        }
         let tx = db.begin_write()?;
         {
             let mut meta = tx.open_table(META)?;
@@ -363,6 +367,25 @@ impl RedbStore {
         }
         tx.commit()?;
         Ok(RedbStore { db })
+    }
+}
+
+impl RedbStore {
+    /// The file is already in this SDK's format, with every table (so no write is needed).
+    fn is_current(db: &Database) -> Result<bool, StoreError> {
+        let tx = db.begin_read()?;
+        let format = match tx.open_table(META) {
+            Ok(t) => t.get("format")?.map(|v| v.value() == STORE_FORMAT.to_string().as_bytes()),
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        if format != Some(true) {
+            return Ok(false);
+        }
+        let names: Vec<String> = tx.list_tables()?.map(|t| t.name().to_string()).collect();
+        let has = |name: &str| names.iter().any(|n| n == name);
+        Ok([CONV_MESSAGES.name(), MESSAGE_CONV.name(), PENDING.name(), CONVERSATIONS.name(), OUTBOX.name()].into_iter().all(has)
+            && !has(LEGACY_MESSAGES.name()))
     }
 }
 
