@@ -208,3 +208,32 @@ fn retention_drops_old_read_messages_in_bounded_steps_and_keeps_counts_exact() {
     assert_eq!(alice.load_messages(&chat("bob"), None, 1000).len(), 10, "the drop is on disk");
     assert_eq!(alice.unread_count(&chat("carol")), 500);
 }
+
+#[test]
+fn retention_runs_by_itself_on_the_timer_while_connected() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = cfg();
+    config.retention = Retention { max_age_ms: Some(1_000), max_per_conversation: None };
+    let mut alice = ClientEngine::open(config, RedbStore::open(dir.path().join("a.redb")).unwrap()).unwrap();
+    sync(&mut alice, 1500); // timestamps NOW+1 ..= NOW+1500: the server clock is NOW+1500
+    alice.ack_conversation_read(4, "bob").unwrap().unwrap();
+    // Only the timer drives it: poll_timeout says when, handle_timeout runs one bounded step.
+    let mut now = 10;
+    let mut ticks = 0;
+    // bob's 500 messages are ids 3, 6, ..= 1500; those sent (server time) over 1 s before the
+    // newest, ids below 500, go: 166 of them.
+    while alice.conversation(&chat("bob")).unwrap().held > 334 && ticks < 100 {
+        now = alice.poll_timeout().expect("connected").max(now);
+        assert!(alice.handle_timeout(now));
+        while alice.poll_transmit(now).is_some() {}
+        ticks += 1;
+    }
+    assert!(ticks < 100, "retention finished in bounded ticks");
+    assert!(now < 20_000, "the steps come quicker than the keep-alive ({now} ms)");
+    // carol's are unread: all kept.
+    let bob = alice.load_messages(&chat("bob"), None, 2000);
+    assert_eq!(bob.len(), 334);
+    assert!(bob.iter().all(|m| m.timestamp >= NOW + 500));
+    assert_eq!(alice.conversation(&chat("carol")).unwrap().held, 500);
+    assert_eq!(alice.unread_count(&chat("carol")), 500);
+}

@@ -46,8 +46,8 @@ impl<S: ClientStore> ClientEngine<S> {
     /// Keep-alive: call at [`poll_timeout`](Self::poll_timeout). Returns false when the
     /// connection should be considered dead (nothing received for the idle timeout).
     pub fn handle_timeout(&mut self, now: u64) -> bool {
-        // Local retention rides on the keep-alive tick: one bounded step each.
-        self.retention_step(now);
+        // Local retention rides on the timer: one bounded step when due (see poll_timeout).
+        self.retention_tick(now);
         if self.link == Link::Down {
             return true;
         }

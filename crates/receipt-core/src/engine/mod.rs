@@ -41,6 +41,7 @@ mod inbound;
 mod persistence;
 
 use events::{resolve_flags, Marks, OwnFlags};
+pub use persistence::{RETENTION_STEP, RETENTION_STEP_INTERVAL_MS, RETENTION_SWEEP_INTERVAL_MS};
 
 /// Largest page of group acks one fetch may ask for: the rule's bound, [`rules::MAX_PAGE_SIZE`].
 pub const MAX_GROUP_ACK_PAGE: u32 = rules::MAX_PAGE_SIZE;
@@ -188,6 +189,8 @@ pub struct ClientEngine<S: ClientStore> {
     retention_queue: VecDeque<ConversationKey>,
     /// Newest server time seen (ms since the epoch): retention's clock.
     server_clock: u64,
+    /// When `handle_timeout` runs the next retention step (`None`: no retention configured).
+    retention_due: Option<u64>,
     outbox: VecDeque<ClientFrame>,
     queries: HashMap<ReqId, Query>,
     link: Link,
@@ -343,7 +346,8 @@ impl<S: ClientStore> ClientEngine<S> {
 
     /// When to call `handle_timeout` next (ms, same clock as `now`), if connected.
     pub fn poll_timeout(&self) -> Option<u64> {
-        (self.link != Link::Down).then(|| (self.last_tx + self.cfg.keepalive_ms).min(self.last_rx + self.cfg.idle_timeout_ms))
+        let keepalive = (self.last_tx + self.cfg.keepalive_ms).min(self.last_rx + self.cfg.idle_timeout_ms);
+        (self.link != Link::Down).then(|| self.retention_due.map_or(keepalive, |due| due.min(keepalive)))
     }
 
     /// Next frame to send, in order.

@@ -36,6 +36,10 @@ use super::*;
 
 /// Most messages one retention step drops (one write transaction).
 pub const RETENTION_STEP: usize = 256;
+/// Pause between two retention steps of a sweep (ms): the work is spread out.
+pub const RETENTION_STEP_INTERVAL_MS: u64 = 50;
+/// Pause between two sweeps (ms).
+pub const RETENTION_SWEEP_INTERVAL_MS: u64 = 10 * 60 * 1000;
 
 impl<S: ClientStore> ClientEngine<S> {
     /// Loads the state of `cfg.user` on this device from `store`.
@@ -52,6 +56,7 @@ impl<S: ClientStore> ClientEngine<S> {
             touch_clock: 0,
             retention_queue: VecDeque::new(),
             server_clock: 0,
+            retention_due: None,
             pending: HashMap::default(),
             conversations: ConvMap::default(),
             conv_ids: ConvMap::default(),
@@ -82,6 +87,9 @@ impl<S: ClientStore> ClientEngine<S> {
             flags_before: HashMap::default(),
             marks_before: ConvMap::default(),
         };
+        if engine.cfg.retention != Retention::default() && engine.store.persists() {
+            engine.retention_due = Some(0); // a first sweep soon after the connection is up
+        }
         for c in snapshot.conversations {
             engine.conversations.insert(c.key.clone(), c);
         }
@@ -237,6 +245,16 @@ impl<S: ClientStore> ClientEngine<S> {
         }
     }
 
+    /// Runs a retention step when one is due (from `handle_timeout`) and schedules the next.
+    pub(super) fn retention_tick(&mut self, now: u64) {
+        let Some(due) = self.retention_due else { return };
+        if now < due {
+            return;
+        }
+        let more = self.retention_step(now);
+        self.retention_due = Some(now + if more { RETENTION_STEP_INTERVAL_MS } else { RETENTION_SWEEP_INTERVAL_MS });
+    }
+
     /// One bounded step of local retention ([`EngineConfig::retention`]): visits the next
     /// conversation of the sweep and drops at most [`RETENTION_STEP`] of its oldest messages
     /// beyond the caps, in one store batch. Returns true when the sweep has more to visit.
@@ -281,6 +299,9 @@ impl<S: ClientStore> ClientEngine<S> {
             self.dirty_messages.remove(&m.id);
             self.deleted_messages.push((key.clone(), m.id));
             dropped += 1;
+        }
+        if dropped == RETENTION_STEP {
+            self.retention_queue.push_front(key.clone()); // maybe more to drop here: next step
         }
         if dropped != 0 {
             let c = self.conv_mut(key.as_ref());
