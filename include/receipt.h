@@ -664,6 +664,23 @@ rcpt_result rcpt_client_load_messages(const rcpt_client *client,
                                       rcpt_message_list **out);
 
 /**
+ * How many messages the client keeps in memory (`n` >= 1; default 2048). Older ones stay in
+ * the local store and are read from it by key when an ack or a page needs them.
+ */
+rcpt_result rcpt_options_set_message_cache(rcpt_options *options,
+                                           uint32_t n);
+
+/**
+ * Local retention: drop messages older than `max_age_ms` (by server time; 0: no age cap) and
+ * beyond the newest `max_per_conversation` of each conversation (0: no count cap), in bounded
+ * background steps. Unread received messages are never dropped, so unread counts stay exact.
+ * Default: keep everything.
+ */
+rcpt_result rcpt_options_set_retention(rcpt_options *options,
+                                       uint64_t max_age_ms,
+                                       uint32_t max_per_conversation);
+
+/**
  * Frees a list from `rcpt_client_load_messages` (and the messages borrowed from it). NULL is
  * a no-op.
  */

@@ -1,8 +1,9 @@
 /*
  * History through the C ABI against a real server: alice sends bob 25 messages; bob pages his
  * conversation with alice newest first (20, then the 5 older ones, then an empty page), reads
- * a message by id, acks the oldest one and sees its flags current in the next page. Misuse of
- * the history calls fails cleanly. Run under valgrind: every list and message is freed.
+ * a message by id, acks the oldest one and sees its flags current in the next page, with a
+ * 4-message cache (so the pages and the ack read from the store). Misuse of the history calls
+ * fails cleanly. Run under valgrind: every list and message is freed.
  */
 #include "harness.h"
 
@@ -15,6 +16,25 @@ int main(void) {
 
     peer_init(&alice, "alice1", false);
     peer_init(&bob, "bob1", false);
+    /* bob's client keeps 4 messages in memory: pages and acks read the rest from the store. That
+     * needs a client made with these options, so bob's is made again. */
+    rcpt_client_free(bob.c);
+    {
+        char dir[1024];
+        snprintf(dir, sizeof dir, "%s/bob1", env_or_die("RCPT_TEST_DIR"));
+        rcpt_options *o = rcpt_options_new();
+        REQUIRE(o != NULL);
+        CHECK_RC(rcpt_options_set_data_dir(o, dir), RCPT_OK);
+        CHECK_RC(rcpt_options_set_device_id(o, "bob1"), RCPT_OK);
+        CHECK_RC(rcpt_options_set_server(o, env_or_die("RCPT_TEST_HOST"), (uint16_t)atoi(env_or_die("RCPT_TEST_PORT"))), RCPT_OK);
+        CHECK_RC(rcpt_options_set_message_cache(o, 0), RCPT_INVALID_PARAM);
+        CHECK_RC(rcpt_options_set_message_cache(o, 4), RCPT_OK);
+        CHECK_RC(rcpt_options_set_retention(o, 0, 0), RCPT_OK);
+        CHECK_RC(rcpt_options_set_message_cache(NULL, 4), RCPT_NULL_ARGUMENT);
+        CHECK_RC(rcpt_client_new(o, &bob.c), RCPT_OK);
+        rcpt_options_free(o);
+        REQUIRE(bob.c != NULL);
+    }
     peer_login(&alice, "alice");
     for (int i = 0; i < N; i++) {
         char text[32];

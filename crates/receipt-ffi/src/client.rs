@@ -153,6 +153,10 @@ pub extern "C" fn rcpt_client_new(options: *const rcpt_options, out: *mut *mut r
         let dir = o.data_dir.clone().ok_or_else(|| FfiError::invalid_param("options have no data dir (rcpt_options_set_data_dir)"))?;
         let mut cfg = ClientConfig::new(o.options.clone(), dir);
         cfg.device_id = o.device_id.clone();
+        if let Some(n) = o.message_cache {
+            cfg.message_cache = n;
+        }
+        cfg.retention = o.retention;
         let client = Client::new(cfg)?;
         let sink = Arc::new(Sink { rx: client.events().clone(), handlers: Mutex::new(Handlers::default()) });
         let waker_sink = sink.clone();

@@ -10,6 +10,7 @@ use receipt_core::ConversationKey;
 use crate::client::{client_ref, msg_id, parse_chat_type, rcpt_client};
 use crate::error::{set_last_error, FfiError};
 use crate::message::rcpt_message;
+use crate::options::{options_mut, rcpt_options};
 use crate::panic::{ffi_boundary, ffi_result};
 use crate::result::rcpt_result;
 use crate::string::{arg_opt_str, arg_str, out_param};
@@ -56,6 +57,34 @@ pub extern "C" fn rcpt_client_load_messages(
         let page = c.client.with_engine(|e, _| Ok(e.load_messages(&key, start, page_size as usize)))?;
         let list = rcpt_message_list { messages: page.into_iter().map(rcpt_message::new).collect() };
         *out = Box::into_raw(Box::new(list));
+        Ok(())
+    })
+}
+
+/// How many messages the client keeps in memory (`n` >= 1; default 2048). Older ones stay in
+/// the local store and are read from it by key when an ack or a page needs them.
+#[no_mangle]
+pub extern "C" fn rcpt_options_set_message_cache(options: *mut rcpt_options, n: u32) -> rcpt_result {
+    ffi_result("rcpt_options_set_message_cache", || {
+        let o = options_mut(options)?;
+        if n == 0 {
+            return Err(FfiError::invalid_param("message cache size must be at least 1"));
+        }
+        o.message_cache = Some(n as usize);
+        Ok(())
+    })
+}
+
+/// Local retention: drop messages older than `max_age_ms` (by server time; 0: no age cap) and
+/// beyond the newest `max_per_conversation` of each conversation (0: no count cap), in bounded
+/// background steps. Unread received messages are never dropped, so unread counts stay exact.
+/// Default: keep everything.
+#[no_mangle]
+pub extern "C" fn rcpt_options_set_retention(options: *mut rcpt_options, max_age_ms: u64, max_per_conversation: u32) -> rcpt_result {
+    ffi_result("rcpt_options_set_retention", || {
+        let o = options_mut(options)?;
+        o.retention.max_age_ms = (max_age_ms != 0).then_some(max_age_ms);
+        o.retention.max_per_conversation = (max_per_conversation != 0).then_some(max_per_conversation);
         Ok(())
     })
 }
