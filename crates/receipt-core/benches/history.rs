@@ -116,7 +116,7 @@ fn measure(path: &std::path::Path, n: u64, convs: u64) {
         .map(|i| {
             let c = i % convs;
             let newest = c + 1 + (n - 1 - c) / convs * convs; // conversation c's newest id
-            // The middle of the unread tail (another one each time a conversation comes again).
+                                                              // The middle of the unread tail (another one each time a conversation comes again).
             let tail = per.min(UNREAD_TAIL);
             let id = newest - ((tail / 2 + i / convs) % tail) * convs;
             let t = Instant::now();
@@ -148,8 +148,39 @@ fn measure(path: &std::path::Path, n: u64, convs: u64) {
     );
 }
 
+/// The app is killed while the store is open (no clean close): opens it, makes one durable
+/// ack, and exits without running any destructor.
+fn killed(path: &std::path::Path, n: u64, convs: u64) {
+    let store = RedbStore::open(path).unwrap();
+    let mut e = ClientEngine::open(EngineConfig::new("alice", "a1", ChatOptions::default()), store).unwrap();
+    let c = convs - 1;
+    let newest = c + 1 + (n - 1 - c) / convs * convs;
+    e.ack_message_read(1, newest).unwrap();
+    std::process::exit(0);
+}
+
+/// The open after a kill: redb checks and repairs the file first.
+fn reopen(path: &std::path::Path) {
+    let t = Instant::now();
+    let store = RedbStore::open(path).unwrap();
+    let e = ClientEngine::open(EngineConfig::new("alice", "a1", ChatOptions::default()), store).unwrap();
+    println!("    open after a kill: {:.1} ms ({} conversations)", t.elapsed().as_secs_f64() * 1e3, e.conversations().count());
+}
+
+fn child(args: &[&str]) {
+    let status = std::process::Command::new(std::env::current_exe().unwrap()).args(args).status().unwrap();
+    assert!(status.success());
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let Some(pos) = args.iter().position(|a| a == "killed") {
+        killed(std::path::Path::new(&args[pos + 1]), args[pos + 2].parse().unwrap(), args[pos + 3].parse().unwrap());
+    }
+    if let Some(pos) = args.iter().position(|a| a == "reopen") {
+        reopen(std::path::Path::new(&args[pos + 1]));
+        return;
+    }
     if let Some(pos) = args.iter().position(|a| a == "measure") {
         let path = std::path::PathBuf::from(&args[pos + 1]);
         measure(&path, args[pos + 2].parse().unwrap(), args[pos + 3].parse().unwrap());
@@ -176,11 +207,10 @@ fn main() {
             let t = Instant::now();
             fill(&path, n, convs);
             eprintln!("filled {n} messages over {convs} conversations in {:.1} s", t.elapsed().as_secs_f64());
-            let status = std::process::Command::new(std::env::current_exe().unwrap())
-                .args(["measure", path.to_str().unwrap(), &n.to_string(), &convs.to_string()])
-                .status()
-                .unwrap();
-            assert!(status.success());
+            let (p, n, c) = (path.to_str().unwrap(), n.to_string(), convs.to_string());
+            child(&["measure", p, &n, &c]);
+            child(&["killed", p, &n, &c]);
+            child(&["reopen", p]);
             std::fs::remove_file(&path).unwrap();
         }
     }
