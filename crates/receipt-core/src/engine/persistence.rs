@@ -14,23 +14,25 @@
 //!   it mine, unread, already acked) from one lookup, never a scan. A new message is known new
 //!   without a read when its id is above its conversation's newest.
 //! - **Read by range**: a watermark that stops short of the newest message counts what stays
-//!   unread above it, and the moved-range part of `MessagesUpdated` visits what a mark moved
-//!   over: both read that conversation's id range (store range merged with the cache, whose
-//!   copies are newer). Cost: what lies in the range, never the whole history. Paging
-//!   ([`ClientEngine::load_messages`]) is the same read, newest first, with a limit.
+//!   unread above it by reading that conversation's id range above the mark (store range merged
+//!   with the cache, whose copies are newer). Cost: what lies in the range, never the whole
+//!   history. Paging ([`ClientEngine::load_messages`]) is the same read, newest first, with a
+//!   limit. A mark move itself visits no message (one `ConversationUpdated` event).
 //! - **Tables** (redb, format [`crate::store::STORE_FORMAT`]): `conv_messages` keyed by
 //!   (conversation, id) so a conversation's history is one ordered key range; `message_conv`
 //!   (id -> conversation) for lookups by id; `conversations`, `pending`, `outbox`, `meta` (with
 //!   a `format` marker). A format-1 file (one `messages` table keyed by id) is migrated at open
-//!   in one transaction; a newer format is refused with [`StoreError::NewerFormat`].
+//!   in one transaction; a newer format is refused with [`StoreError::NewerFormat`]. Durable
+//!   commits record redb's allocator state (quick repair), so the open after the app was killed
+//!   does not walk the whole file.
 //! - **Retention**: [`ClientEngine::retention_step`] (called from `handle_timeout`, or by the
 //!   runtime) visits one conversation per step and drops at most [`RETENTION_STEP`] of its
 //!   oldest messages beyond the age / count cap. It never drops an unread received message
 //!   (so `local_unread` stays exact) nor one the outbox names; the marks are ids and do not
 //!   move; the summary's `newest` and `newest_received` stay (they are what a conversation
 //!   ack needs).
-//! - **Per-input cost**: every event an input emits is built from the messages it touched and
-//!   the id range a mark moved over, so it does not grow with the size of the history.
+//! - **Per-input cost**: every event an input emits is built from the messages it touched (a
+//!   mark move is one conversation-level event), so it does not grow with the history.
 
 use super::*;
 
