@@ -248,6 +248,12 @@ impl<S: ClientStore> ClientEngine<S> {
         }
     }
 
+    /// Changes the local retention caps (an app setting); the next sweep applies them.
+    pub fn set_retention(&mut self, retention: Retention) {
+        self.cfg.retention = retention;
+        self.retention_due = (retention != Retention::default() && self.store.persists()).then_some(0);
+    }
+
     /// Runs a retention step when one is due (from `handle_timeout`) and schedules the next.
     pub(super) fn retention_tick(&mut self, now: u64) {
         let Some(due) = self.retention_due else { return };
