@@ -54,9 +54,15 @@ struct Applied {
 const COMMITS_IN_FLIGHT: usize = 4;
 
 /// The core thread: batches and applies; the store thread commits and routes (see the module
-/// docs). `cap` bounds each connection's queue of live frames; a batch ends after `max_batch`
-/// requests.
-pub(crate) fn core_loop(mut core: ServerCore, store: Box<dyn ServerStore>, mut rx: mpsc::Receiver<CoreMsg>, cap: usize, max_batch: usize) {
+/// docs). `cap` bounds each connection's queue of live frames (count, estimated bytes); a
+/// batch ends after `max_batch` requests.
+pub(crate) fn core_loop(
+    mut core: ServerCore,
+    store: Box<dyn ServerStore>,
+    mut rx: mpsc::Receiver<CoreMsg>,
+    cap: (usize, usize),
+    max_batch: usize,
+) {
     let (commit_tx, commit_rx) = std::sync::mpsc::sync_channel::<Applied>(COMMITS_IN_FLIGHT);
     // A batch's effects come back once committed and routed: the operations are dropped here,
     // on the thread that allocated them (mimalloc frees thread-locally much faster than across
@@ -148,8 +154,13 @@ pub(crate) fn core_loop(mut core: ServerCore, store: Box<dyn ServerStore>, mut r
 
 /// The store thread: commits applied batches in order (several queued batches share one
 /// transaction and one fsync), then sends their frames.
-fn store_loop(mut store: Box<dyn ServerStore>, rx: std::sync::mpsc::Receiver<Applied>, done: std::sync::mpsc::Sender<Effects>, cap: usize) {
-    let mut router = SessionRouter::new(cap);
+fn store_loop(
+    mut store: Box<dyn ServerStore>,
+    rx: std::sync::mpsc::Receiver<Applied>,
+    done: std::sync::mpsc::Sender<Effects>,
+    (cap, byte_cap): (usize, usize),
+) {
+    let mut router = SessionRouter::new(cap, byte_cap);
     let mut queued: Vec<Applied> = Vec::with_capacity(COMMITS_IN_FLIGHT + 1);
     'run: while let Ok(first) = rx.recv() {
         queued.push(first);

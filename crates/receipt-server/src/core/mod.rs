@@ -17,7 +17,7 @@ use receipt_core::protocol::{ClientFrame, Response, SeqEvent, ServerEvent, Serve
 use receipt_core::rules;
 use receipt_core::{ChatError, ChatType, ConversationKey, ErrorCode, GroupReadAck, GroupRole, MsgId, UserId, WireMessage};
 
-use crate::config::{GroupAckPolicy, ServerConfig};
+use crate::config::{GroupAckPolicy, RateLimit, ServerConfig};
 use crate::state::{ConvState, Counters, Group, HashMap, LogEvent, MessageRecord, State};
 
 /// Identifies one connection (one logged-in device) to the core.
@@ -25,6 +25,7 @@ pub type SessionId = u64;
 
 mod group_receipts;
 mod groups;
+mod limits;
 mod one_to_one;
 mod session;
 #[cfg(test)]
@@ -108,6 +109,13 @@ pub struct CoreConfig {
     pub group_ack: GroupAckPolicy,
     /// Most distinct devices of one user online at once (further logins: `LoginFailed` 214).
     pub max_devices_per_user: usize,
+    /// Most groups one user is in (beyond: 4).
+    pub max_groups_per_user: usize,
+    /// Per-user rate of sends (beyond: 502) and of other requests (beyond: 4).
+    pub send_rate: RateLimit,
+    pub request_rate: RateLimit,
+    /// Largest page of group read acks, in encoded bytes.
+    pub max_result_bytes: usize,
 }
 
 impl From<&ServerConfig> for CoreConfig {
@@ -117,6 +125,10 @@ impl From<&ServerConfig> for CoreConfig {
             max_group_size: c.max_group_size,
             group_ack: c.group_ack.clone(),
             max_devices_per_user: c.max_devices_per_user,
+            max_groups_per_user: c.max_groups_per_user,
+            send_rate: c.send_rate,
+            request_rate: c.request_rate,
+            max_result_bytes: c.max_result_bytes,
         }
     }
 }
@@ -145,6 +157,7 @@ pub struct ServerCore {
     /// The session whose request is being applied: its own per-message echoes are not sent back
     /// to it (it has the answer and applied the effect when it made the request).
     origin: Option<SessionId>,
+    limits: limits::Limits,
 }
 
 type Res<T> = Result<T, ChatError>;
@@ -160,6 +173,7 @@ impl ServerCore {
     pub fn new(cfg: CoreConfig, state: State) -> Self {
         ServerCore {
             ack_policy: cfg.group_ack.rules(),
+            limits: limits::Limits::new(&state),
             cfg,
             state,
             sessions: HashMap::default(),
@@ -205,7 +219,10 @@ impl ServerCore {
                         let (user, device) = (s.user.clone(), s.device.clone());
                         let at = self.effects.out.len();
                         self.origin = Some(session);
-                        let res = self.request(now_ms, &user, &device, other);
+                        let res = match self.limits.charge(self.cfg.send_rate, self.cfg.request_rate, &user, &other, now_ms) {
+                            Ok(()) => self.request(now_ms, &user, &device, other),
+                            Err(e) => Err(e),
+                        };
                         self.origin = None;
                         // The answer goes before the events it caused, so the requesting device
                         // knows e.g. the message id before the echo of its own message.
@@ -410,6 +427,7 @@ impl ServerCore {
             ClientFrame::AddMembers { group, members, .. } => self.add_members(user, group, members),
             ClientFrame::RemoveMembers { group, members, .. } => self.remove_members(user, group, members),
             ClientFrame::SetRole { group, member, role, .. } => self.set_role(user, group, member, role),
+            ClientFrame::LeaveGroup { group, .. } => self.leave_group(user, group),
             ClientFrame::Login { .. } | ClientFrame::Ping { .. } | ClientFrame::SyncCursor { .. } => {
                 Err(ChatError::invalid_param("not a request"))
             }

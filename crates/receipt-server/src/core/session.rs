@@ -26,6 +26,7 @@ impl ServerCore {
 
     /// Drops messages past retention (oldest first; cheap when there is nothing to drop).
     pub fn prune(&mut self, now_ms: u64) -> Effects {
+        self.limits.forget_idle(self.cfg.send_rate, self.cfg.request_rate, now_ms);
         while let Some((&id, rec)) = self.state.messages.first_key_value() {
             if !self.expired(rec, now_ms) {
                 break;
@@ -47,8 +48,12 @@ impl ServerCore {
             self.send(session, ServerFrame::Error { error: ChatError::invalid_param("already logged in") }, false);
             return;
         }
-        // Per-user device limit: distinct device ids online, not counting this one (a device
-        // reconnecting before its old connection was noticed closed is never refused).
+        // One session per (user, device): a new login replaces the older ones (a reconnect racing
+        // its old connection's close, or the same device id logged in twice), which get 206
+        // USER_LOGIN_ANOTHER_DEVICE; their connections close on it. So one user holds at most
+        // `max_devices_per_user` sessions, however many times it logs in.
+        self.replace_sessions_of(&user, &device);
+        // Per-user device limit: distinct device ids online, not counting this one.
         let limit = self.cfg.max_devices_per_user.max(1);
         if let Some(list) = self.online.get(&user) {
             let mut others: Vec<&str> =
@@ -104,6 +109,31 @@ impl ServerCore {
         self.send(session, ServerFrame::SyncDone { head, conversations }, true);
         self.online.entry(user.clone()).or_default().push(session);
         self.sessions.insert(session, LoggedIn { user: user.into(), device: device.into() });
+    }
+}
+
+impl ServerCore {
+    /// Ends `user`'s sessions on `device`: each gets an `Error` (206), which ends its connection,
+    /// and nothing more (no events, its requests get 201).
+    fn replace_sessions_of(&mut self, user: &str, device: &str) {
+        let Some(list) = self.online.get_mut(user) else {
+            return;
+        };
+        let sessions = &self.sessions;
+        let replaced: Vec<SessionId> = list.iter().copied().filter(|s| sessions.get(s).is_some_and(|l| &*l.device == device)).collect();
+        if replaced.is_empty() {
+            return;
+        }
+        list.retain(|s| !replaced.contains(s));
+        if list.is_empty() {
+            self.online.remove(user);
+        }
+        for s in replaced {
+            self.sessions.remove(&s);
+            let error = err(ErrorCode::UserLoginAnotherDevice, format!("{user} logged in again on device {device}"));
+            // Replay: exempt from the slow-reader bound, so even a full queue gets the reason.
+            self.send(s, ServerFrame::Error { error }, true);
+        }
     }
 }
 

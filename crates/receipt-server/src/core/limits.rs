@@ -1,0 +1,155 @@
+//! Per-user limits the core enforces: request rates (a token bucket per user and kind, the time
+//! passed in, as everywhere in the core) and the number of groups a user is in.
+
+use receipt_core::protocol::ClientFrame;
+use receipt_core::{ChatError, ErrorCode, UserId};
+
+use crate::config::RateLimit;
+use crate::state::{HashMap, State};
+
+use super::{err, Res};
+
+/// A token bucket in thousandths of a request: refilling `per_sec` a second is then `per_sec`
+/// thousandths a millisecond, without rounding.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    milli: u64,
+    at_ms: u64,
+}
+
+impl Bucket {
+    fn level(&self, limit: RateLimit, now_ms: u64) -> u64 {
+        let full = u64::from(limit.burst) * 1000;
+        self.milli.saturating_add(now_ms.saturating_sub(self.at_ms).saturating_mul(u64::from(limit.per_sec))).min(full)
+    }
+}
+
+/// Buckets of the users who made requests lately (a full bucket is forgotten: it is the state
+/// of a user who made none).
+#[derive(Debug, Default)]
+struct Buckets(HashMap<UserId, Bucket>);
+
+impl Buckets {
+    /// Takes one request from `user`'s bucket; false when it is empty.
+    fn take(&mut self, limit: RateLimit, user: &str, now_ms: u64) -> bool {
+        if limit.per_sec == 0 {
+            return true;
+        }
+        let full = u64::from(limit.burst.max(1)) * 1000;
+        let level = self.0.get(user).map_or(full, |b| b.level(limit, now_ms));
+        if level < 1000 {
+            return false;
+        }
+        let b = Bucket { milli: level - 1000, at_ms: now_ms };
+        match self.0.get_mut(user) {
+            Some(slot) => *slot = b,
+            None => {
+                self.0.insert(user.to_string(), b);
+            }
+        }
+        true
+    }
+
+    fn forget_full(&mut self, limit: RateLimit, now_ms: u64) {
+        let full = u64::from(limit.burst.max(1)) * 1000;
+        self.0.retain(|_, b| b.level(limit, now_ms) < full);
+    }
+}
+
+/// The limits' state: request buckets, and how many groups each user is in.
+#[derive(Debug, Default)]
+pub(super) struct Limits {
+    sends: Buckets,
+    requests: Buckets,
+    groups_of: HashMap<UserId, usize>,
+}
+
+impl Limits {
+    /// Counts the groups every user is in.
+    pub(super) fn new(state: &State) -> Self {
+        let mut groups_of: HashMap<UserId, usize> = HashMap::default();
+        for g in state.groups.values() {
+            for m in g.members.keys() {
+                *groups_of.entry(m.clone()).or_default() += 1;
+            }
+        }
+        Limits { groups_of, ..Limits::default() }
+    }
+
+    /// Charges a request of `user` to its bucket: sends to `send`, everything else to
+    /// `request`. Refused: 502 MESSAGE_SEND_TRAFFIC_LIMIT for a send, 4 EXCEED_SERVICE_LIMIT
+    /// (the SDK's code for a call frequency limit) for the rest.
+    pub(super) fn charge(&mut self, send: RateLimit, request: RateLimit, user: &str, frame: &ClientFrame, now_ms: u64) -> Res<()> {
+        if matches!(frame, ClientFrame::Send { .. }) {
+            if !self.sends.take(send, user, now_ms) {
+                return Err(err(
+                    ErrorCode::MessageSendTrafficLimit,
+                    format!("{user} sends faster than {} messages/s (send_rate)", send.per_sec),
+                ));
+            }
+        } else if !self.requests.take(request, user, now_ms) {
+            return Err(err(
+                ErrorCode::ExceedServiceLimit,
+                format!("{user} makes more than {} requests/s (request_rate)", request.per_sec),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Drops the buckets that refilled (called on the core's tick).
+    pub(super) fn forget_idle(&mut self, send: RateLimit, request: RateLimit, now_ms: u64) {
+        self.sends.forget_full(send, now_ms);
+        self.requests.forget_full(request, now_ms);
+    }
+
+    pub(super) fn groups_of(&self, user: &str) -> usize {
+        self.groups_of.get(user).copied().unwrap_or(0)
+    }
+
+    /// 4 EXCEED_SERVICE_LIMIT unless every one of `users` may be in one more group.
+    pub(super) fn check_may_join<'a>(&self, max: usize, users: impl IntoIterator<Item = &'a str>) -> Res<()> {
+        for u in users {
+            if self.groups_of(u) >= max {
+                return Err(ChatError::new(ErrorCode::ExceedServiceLimit, format!("{u} is in {max} groups already (max_groups_per_user)")));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn joined(&mut self, user: &str) {
+        *self.groups_of.entry(user.to_string()).or_default() += 1;
+    }
+
+    pub(super) fn left(&mut self, user: &str) {
+        if let Some(n) = self.groups_of.get_mut(user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.groups_of.remove(user);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_its_rate() {
+        let limit = RateLimit { per_sec: 10, burst: 5 };
+        let mut b = Buckets::default();
+        let took = (0..8).filter(|_| b.take(limit, "u", 1_000)).count();
+        assert_eq!(took, 5, "the burst, at one instant");
+        assert!(!b.take(limit, "u", 1_099), "1 request per 100 ms: none yet");
+        assert!(b.take(limit, "u", 1_100));
+        assert!(!b.take(limit, "u", 1_100));
+        // A second refills 10, capped at the burst.
+        assert_eq!((0..20).filter(|_| b.take(limit, "u", 10_000)).count(), 5);
+        assert!(b.take(limit, "other", 10_000), "buckets are per user");
+        b.forget_full(limit, 10_400);
+        assert_eq!(b.0.len(), 1, "the full bucket of 'other' is forgotten, u's is not full yet");
+        b.forget_full(limit, 11_000);
+        assert!(b.0.is_empty());
+        assert!((0..1000).all(|_| b.take(RateLimit::OFF, "u", 0)), "per_sec 0: no limit");
+    }
+}
