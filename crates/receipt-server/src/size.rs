@@ -21,6 +21,17 @@ pub(crate) fn json_str_len(s: &str) -> usize {
         .sum::<usize>()
 }
 
+/// The most bytes `s` can take as a JSON string, from its length alone (every byte escaped as
+/// `\u00XX`): O(1), for the core thread, which must not scan 64 KiB exts per page.
+fn json_str_bound(s: &str) -> usize {
+    2 + 6 * s.len()
+}
+
+/// The most bytes an ack can take encoded, without reading its strings.
+pub(crate) fn ack_bytes_bound(a: &GroupReadAck) -> usize {
+    OVERHEAD + json_str_bound(&a.from) + a.content.as_deref().map_or(0, json_str_bound)
+}
+
 pub(crate) fn ack_bytes(a: &GroupReadAck) -> usize {
     OVERHEAD + json_str_len(&a.from) + a.content.as_deref().map_or(0, json_str_len)
 }
@@ -77,6 +88,8 @@ mod tests {
             let encoded = receipt_core::codec::encode(&f).len();
             assert!(frame_bytes(&f) >= encoded, "{content:?}: estimate {} < encoded {encoded}", frame_bytes(&f));
             assert!(frame_bytes(&f) <= encoded + 1024, "{content:?}: estimate {} far over {encoded}", frame_bytes(&f));
+            let ServerFrame::Result { ok: Some(Response::GroupAcks { page, .. }), .. } = &f else { unreachable!() };
+            assert!(page.data.iter().all(|a| ack_bytes_bound(a) >= ack_bytes(a)));
         }
     }
 }

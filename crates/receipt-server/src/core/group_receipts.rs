@@ -66,7 +66,7 @@ impl ServerCore {
         let mut data: Vec<GroupReadAck> = Vec::new();
         let mut bytes = 0;
         while let Some((_, a)) = it.peek() {
-            let size = crate::size::ack_bytes(a);
+            let size = crate::size::ack_bytes_bound(a);
             if data.len() == page_size as usize || (!data.is_empty() && bytes + size > self.cfg.max_result_bytes) {
                 break;
             }
@@ -75,6 +75,7 @@ impl ServerCore {
             it.next();
         }
         let cursor = it.next().map(|(id, _)| id.to_string()).unwrap_or_default();
+        self.result_bytes += bytes;
         Ok(Response::GroupAcks { msg_id, page: CursorResult { data, cursor } })
     }
 }

@@ -158,6 +158,8 @@ pub struct ServerCore {
     /// to it (it has the answer and applied the effect when it made the request).
     origin: Option<SessionId>,
     limits: limits::Limits,
+    /// Bytes of the large results (pages of group read acks) produced since the last take.
+    result_bytes: usize,
 }
 
 type Res<T> = Result<T, ChatError>;
@@ -174,6 +176,7 @@ impl ServerCore {
         ServerCore {
             ack_policy: cfg.group_ack.rules(),
             limits: limits::Limits::new(&state),
+            result_bytes: 0,
             cfg,
             state,
             sessions: HashMap::default(),
@@ -251,7 +254,14 @@ impl ServerCore {
         (res, self.take())
     }
 
+    /// Bytes of the large results produced since the effects were last taken: the core thread
+    /// ends a batch early past a budget.
+    pub fn result_bytes(&self) -> usize {
+        self.result_bytes
+    }
+
     fn take(&mut self) -> Effects {
+        self.result_bytes = 0;
         if self.counters_dirty {
             self.counters_dirty = false;
             self.effects.ops.push(StoreOp::PutCounters(self.state.counters));
