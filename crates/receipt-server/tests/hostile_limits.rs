@@ -360,9 +360,8 @@ fn an_ack_page_stays_under_the_frame_limit_whatever_its_exts() {
         let req = sender.next_req();
         sender.send(&ClientFrame::FetchGroupAcks { req, msg_id: id, page_size: 100, start_ack_id: start });
         let frame = loop {
-            match sender.recv_required() {
-                f @ ServerFrame::Result { .. } => break f,
-                _ => {}
+            if let f @ ServerFrame::Result { .. } = sender.recv_required() {
+                break f;
             }
         };
         largest = largest.max(encode(&frame).len());
