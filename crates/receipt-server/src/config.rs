@@ -9,6 +9,7 @@
 //! retention_secs = 604800
 //!
 //! max_groups_per_user = 1000
+//! max_to_unseen_per_user = 10000
 //! outbound_bytes = 8388608
 //! max_result_bytes = 262144
 //!
@@ -145,6 +146,11 @@ pub struct ServerConfig {
     /// Other requests (acks, fetches, group admin) one user may make (4 EXCEED_SERVICE_LIMIT
     /// beyond it). Default 1,000/s, bursts of 10,000 (a device acking a long backlog at once).
     pub request_rate: RateLimit,
+    /// Most 1:1 messages one user keeps stored for recipients the server has never seen (never
+    /// logged in, never sent anything); a further message to such a recipient fails with 4
+    /// EXCEED_SERVICE_LIMIT. They stop counting when the recipient logs in or the messages pass
+    /// retention. 0: no limit. Default 10,000.
+    pub max_to_unseen_per_user: usize,
     /// Most requests the core applies (and commits in one transaction) at a time.
     pub max_batch: usize,
     /// Largest group (members including the owner); beyond it create/add fail with 604.
@@ -171,6 +177,7 @@ impl Default for ServerConfig {
             max_groups_per_user: 1000,
             send_rate: RateLimit { per_sec: 100, burst: 500 },
             request_rate: RateLimit { per_sec: 1000, burst: 10_000 },
+            max_to_unseen_per_user: 10_000,
             max_batch: 512,
             max_group_size: 5000,
             group_ack: GroupAckPolicy::default(),

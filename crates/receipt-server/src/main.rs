@@ -113,6 +113,10 @@ struct ServeArgs {
     /// Largest page of group read acks in bytes (default 256 KiB).
     #[arg(long)]
     max_result_bytes: Option<usize>,
+    /// Most 1:1 messages a user keeps stored for users who never logged in (default 10000;
+    /// 0: no limit; beyond: 4 EXCEED_SERVICE_LIMIT).
+    #[arg(long)]
+    max_to_unseen_per_user: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -223,6 +227,7 @@ fn serve(a: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         (a.max_groups_per_user, &mut c.max_groups_per_user),
         (a.outbound_bytes, &mut c.outbound_bytes),
         (a.max_result_bytes, &mut c.max_result_bytes),
+        (a.max_to_unseen_per_user, &mut c.max_to_unseen_per_user),
     ];
     for (flag, field) in overrides {
         if let Some(v) = flag {

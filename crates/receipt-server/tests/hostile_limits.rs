@@ -452,3 +452,43 @@ fn pipelined_fetches_that_are_never_read_cost_bounded_memory() {
     assert!(grew < 64 * 1024, "server RSS grew by {grew} KiB");
     legit.sync_ping();
 }
+
+#[test]
+fn messages_kept_for_users_never_seen_are_capped_per_sender() {
+    // The send rate bounds how fast messages to ids nobody uses come, not how many are kept
+    // (each +0.65 KB memory, +0.23 KB disk, +1.7 KB per distinct recipient, until retention).
+    const MAX: usize = 50;
+    let s = TestServer::start(|c| {
+        c.max_to_unseen_per_user = MAX;
+        c.send_rate = receipt_server::RateLimit::OFF;
+    });
+    let a = s.addr();
+    let mut bob = RawClient::login(a, "bob", "b");
+    let mut m = RawClient::login(a, "mallory", "m");
+    let n = MAX as u64 + 20;
+    let first = pipeline(&mut m, n, |req| plain_send(req, format!("c{req}"), format!("ghost{}", req % 30), ChatType::Chat, "x"));
+    let rs = results(&mut m, first, n);
+    let codes = codes(&rs);
+    assert!(codes[..MAX].iter().all(Option::is_none), "{codes:?}");
+    assert!(codes[MAX..].iter().all(|c| *c == Some(ErrorCode::ExceedServiceLimit)), "{codes:?}");
+    // A resend of a stored message is still answered with its id (idempotent, nothing stored).
+    let resend = m.request(|req| plain_send(req, format!("c{first}"), "ghost0", ChatType::Chat, "x"));
+    assert!(matches!(resend, Ok(Response::Sent { .. })), "{resend:?}");
+    // Users the server has seen still get mallory's messages; other senders are not limited.
+    m.send_msg("bob", ChatType::Chat, "bob logged in, so he counts as seen");
+    bob.send_msg("ghost99", ChatType::Chat, "bob has his own quota");
+    // A ghost that logs in stops counting: its messages free room for more.
+    let ghost = RawClient::login(a, "ghost1", "g");
+    let kept = ghost.backlog.iter().filter(|e| matches!(&*e.event, ServerEvent::Message { .. })).count();
+    assert!(kept > 0);
+    let more: Vec<_> =
+        (0..kept).map(|i| m.request(|req| plain_send(req, format!("more{i}"), format!("ghost-new{i}"), ChatType::Chat, "x"))).collect();
+    assert!(more.iter().all(Result::is_ok), "{more:?}");
+    let over = m.request(|req| plain_send(req, "one-too-many", "ghost-new-last", ChatType::Chat, "x"));
+    assert_eq!(over.unwrap_err().code, ErrorCode::ExceedServiceLimit);
+    loud(&format!(
+        "limits: {n} messages to 30 users never seen with max_to_unseen_per_user = {MAX}: {MAX} stored, {} refused with 4; \
+         a recipient logging in freed {kept}",
+        n as usize - MAX
+    ));
+}

@@ -1,11 +1,19 @@
 //! Per-user limits the core enforces: request rates (a token bucket per user and kind, the time
-//! passed in, as everywhere in the core) and the number of groups a user is in.
+//! passed in, as everywhere in the core), the number of groups a user is in, and the messages a
+//! user keeps stored for users never seen.
+//!
+//! Users exist implicitly (any id with a valid token), so a 1:1 message to an id nobody uses is
+//! stored until retention. The send rate bounds how fast such messages come, not how many are
+//! kept (100/s for 7 days is 60 million); `max_to_unseen_per_user` bounds that: the 1:1
+//! messages a sender has stored for recipients the server has not seen. A recipient is seen once
+//! it logs in, or when it has sent a message itself (what the store holds says so after a
+//! restart); its messages then stop counting.
 
 use receipt_core::protocol::ClientFrame;
-use receipt_core::{ChatError, ErrorCode, UserId};
+use receipt_core::{ChatError, ChatType, ErrorCode, UserId, WireMessage};
 
 use crate::config::RateLimit;
-use crate::state::{HashMap, State};
+use crate::state::{HashMap, HashSet, State};
 
 use super::{err, Res};
 
@@ -62,6 +70,12 @@ pub(super) struct Limits {
     sends: Buckets,
     requests: Buckets,
     groups_of: HashMap<UserId, usize>,
+    /// Users that logged in or sent a message.
+    seen: HashSet<UserId>,
+    /// Stored 1:1 messages to recipients not seen yet: recipient -> sender -> count.
+    to_unseen: HashMap<UserId, HashMap<UserId, usize>>,
+    /// The same, summed per sender.
+    to_unseen_by: HashMap<UserId, usize>,
 }
 
 impl Limits {
@@ -73,7 +87,74 @@ impl Limits {
                 *groups_of.entry(m.clone()).or_default() += 1;
             }
         }
-        Limits { groups_of, ..Limits::default() }
+        let seen: HashSet<UserId> = state.messages.values().map(|r| r.msg.from.clone()).collect();
+        let mut limits = Limits { groups_of, seen, ..Limits::default() };
+        for r in state.messages.values() {
+            limits.stored(&r.msg);
+        }
+        limits
+    }
+
+    /// `user` logged in: messages to it no longer count against their senders.
+    pub(super) fn seen(&mut self, user: &str) {
+        if self.seen.contains(user) {
+            return;
+        }
+        self.seen.insert(user.to_string());
+        for (sender, n) in self.to_unseen.remove(user).unwrap_or_default() {
+            self.forget_to_unseen(&sender, n);
+        }
+    }
+
+    fn forget_to_unseen(&mut self, sender: &str, n: usize) {
+        if let Some(total) = self.to_unseen_by.get_mut(sender) {
+            *total = total.saturating_sub(n);
+            if *total == 0 {
+                self.to_unseen_by.remove(sender);
+            }
+        }
+    }
+
+    /// 4 EXCEED_SERVICE_LIMIT when `user` already keeps `max` messages stored for users never
+    /// seen and `to` is one of them (0: no limit).
+    pub(super) fn check_send_to(&self, max: usize, user: &str, to: &str) -> Res<()> {
+        if max == 0 || self.seen.contains(to) || self.to_unseen_by.get(user).copied().unwrap_or(0) < max {
+            return Ok(());
+        }
+        Err(err(
+            ErrorCode::ExceedServiceLimit,
+            format!("{user} has {max} messages stored for users who never logged in (max_to_unseen_per_user)"),
+        ))
+    }
+
+    /// A message was stored: a 1:1 message to a user not seen counts against its sender.
+    pub(super) fn stored(&mut self, msg: &WireMessage) {
+        if msg.chat_type != ChatType::Chat || self.seen.contains(&msg.to) {
+            return;
+        }
+        *self.to_unseen.entry(msg.to.clone()).or_default().entry(msg.from.clone()).or_default() += 1;
+        *self.to_unseen_by.entry(msg.from.clone()).or_default() += 1;
+    }
+
+    /// A message left the store (retention).
+    pub(super) fn dropped(&mut self, msg: &WireMessage) {
+        if msg.chat_type != ChatType::Chat {
+            return;
+        }
+        let Some(by_sender) = self.to_unseen.get_mut(&msg.to) else {
+            return;
+        };
+        let Some(n) = by_sender.get_mut(&msg.from) else {
+            return;
+        };
+        *n -= 1;
+        if *n == 0 {
+            by_sender.remove(&msg.from);
+            if by_sender.is_empty() {
+                self.to_unseen.remove(&msg.to);
+            }
+        }
+        self.forget_to_unseen(&msg.from, 1);
     }
 
     /// Charges a request of `user` to its bucket: sends to `send`, everything else to

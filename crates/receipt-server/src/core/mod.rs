@@ -116,6 +116,8 @@ pub struct CoreConfig {
     pub request_rate: RateLimit,
     /// Largest page of group read acks, in encoded bytes.
     pub max_result_bytes: usize,
+    /// Most 1:1 messages one user keeps stored for users never seen (beyond: 4; 0: no limit).
+    pub max_to_unseen_per_user: usize,
 }
 
 impl From<&ServerConfig> for CoreConfig {
@@ -129,6 +131,7 @@ impl From<&ServerConfig> for CoreConfig {
             send_rate: c.send_rate,
             request_rate: c.request_rate,
             max_result_bytes: c.max_result_bytes,
+            max_to_unseen_per_user: c.max_to_unseen_per_user,
         }
     }
 }
@@ -222,7 +225,7 @@ impl ServerCore {
                         let (user, device) = (s.user.clone(), s.device.clone());
                         let at = self.effects.out.len();
                         self.origin = Some(session);
-                        let res = match self.limits.charge(self.cfg.send_rate, self.cfg.request_rate, &user, &other, now_ms) {
+                        let res = match self.charge(now_ms, &user, &other) {
                             Ok(()) => self.request(now_ms, &user, &device, other),
                             Err(e) => Err(e),
                         };
@@ -240,6 +243,17 @@ impl ServerCore {
                 }
             }
         }
+    }
+
+    /// Charges a request to its user's rate limit. A resend of a stored message is free: it
+    /// stores nothing, and an outbox replayed after a reconnect must not be refused for it.
+    fn charge(&mut self, now_ms: u64, user: &str, frame: &ClientFrame) -> Res<()> {
+        if let ClientFrame::Send { client_id, .. } = frame {
+            if self.state.client_ids.get(user).is_some_and(|ids| ids.contains_key(client_id)) {
+                return Ok(());
+            }
+        }
+        self.limits.charge(self.cfg.send_rate, self.cfg.request_rate, user, frame, now_ms)
     }
 
     /// Everything applied since the last take: store operations (commit first), then frames.

@@ -32,6 +32,7 @@ impl ServerCore {
                 break;
             }
             let rec = self.state.messages.remove(&id).expect("present");
+            self.limits.dropped(&rec.msg);
             if let Some(ids) = self.state.client_ids.get_mut(&rec.msg.from) {
                 ids.remove(&rec.msg.client_id);
                 if ids.is_empty() {
@@ -107,6 +108,7 @@ impl ServerCore {
         conversations.sort_by(|a, b| (a.chat_type, &a.id).cmp(&(b.chat_type, &b.id)));
         let head = self.state.head(&user);
         self.send(session, ServerFrame::SyncDone { head, conversations }, true);
+        self.limits.seen(&user);
         self.online.entry(user.clone()).or_default().push(session);
         self.sessions.insert(session, LoggedIn { user: user.into(), device: device.into() });
     }
