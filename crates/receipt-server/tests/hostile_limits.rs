@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use receipt_client::ClientEvent;
+use receipt_client::{ClientEvent, Completion};
 use receipt_core::codec::{encode, DEFAULT_MAX_FRAME};
 use receipt_core::protocol::*;
 use receipt_core::*;
@@ -491,4 +491,20 @@ fn messages_kept_for_users_never_seen_are_capped_per_sender() {
          a recipient logging in freed {kept}",
         n as usize - MAX
     ));
+}
+
+#[test]
+fn a_member_leaves_a_group_through_the_client_runtime() {
+    let s = TestServer::start(|_| {});
+    let owner = Device::online("owner/o", ChatOptions::default(), s.port());
+    let member = Device::online("member/m", ChatOptions::default(), s.port());
+    let Completion::GroupCreated(g) = owner.ok(owner.client.create_group("team", &["member".to_string()]).unwrap()) else {
+        panic!("no group")
+    };
+    member.wait("joined", |e| matches!(e, ClientEvent::MembershipChanged { group, role: Some(_) } if *group == g).then_some(()));
+    assert_eq!(member.ok(member.client.leave_group(&g).unwrap()), Completion::Done);
+    member.wait("left", |e| matches!(e, ClientEvent::MembershipChanged { group, role: None } if *group == g).then_some(()));
+    // The owner cannot leave: 603.
+    let e = owner.completed(owner.client.leave_group(&g).unwrap()).unwrap_err();
+    assert_eq!(e.code, ErrorCode::GroupPermissionDenied, "{e}");
 }
