@@ -86,7 +86,7 @@ pub struct BenchArgs {
 
 /// Where the server runs and how to measure it.
 enum Target {
-    Embedded(TestServer),
+    Embedded(Box<TestServer>),
     Child(ChildServer),
     External(Option<u32>),
 }
@@ -127,7 +127,7 @@ impl Server {
             c.request_rate = receipt_server::RateLimit::OFF;
         })
         .map_err(|e| format!("starting the server: {e}"))?;
-        Ok(Server { addr: srv.addr(), secret, target: Target::Embedded(srv), _dir: None })
+        Ok(Server { addr: srv.addr(), secret, target: Target::Embedded(Box::new(srv)), _dir: None })
     }
 
     fn pid(&self) -> Option<String> {
