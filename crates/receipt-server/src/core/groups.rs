@@ -84,11 +84,11 @@ impl ServerCore {
         let g = self.state.groups.get_mut(&group).expect("checked");
         for m in &new {
             g.members.insert(m.clone(), GroupRole::Member);
-            self.limits.joined(m);
         }
         let chat_room = g.chat_room;
         self.effects.ops.push(StoreOp::PutGroup(g.clone()));
         for m in &new {
+            self.limits.joined(m);
             self.emit(m, ServerEvent::Membership { group: group.clone(), role: Some(GroupRole::Member), chat_room });
         }
         Ok(Response::Done)
@@ -118,11 +118,11 @@ impl ServerCore {
         let g = self.state.groups.get_mut(&group).expect("checked");
         for m in &gone {
             g.members.remove(m);
-            self.limits.left(m);
         }
         let chat_room = g.chat_room;
         self.effects.ops.push(StoreOp::PutGroup(g.clone()));
         for m in &gone {
+            self.limits.left(m);
             self.emit(m, ServerEvent::Membership { group: group.clone(), role: None, chat_room });
         }
         Ok(Response::Done)

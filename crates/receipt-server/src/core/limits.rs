@@ -35,7 +35,7 @@ impl Bucket {
 /// Buckets of the users who made requests lately (a full bucket is forgotten: it is the state
 /// of a user who made none).
 #[derive(Debug, Default)]
-struct Buckets(HashMap<UserId, Bucket>);
+struct Buckets(HashMap<UserId, Bucket>, usize);
 
 impl Buckets {
     /// Takes one request from `user`'s bucket; false when it is empty.
@@ -52,6 +52,11 @@ impl Buckets {
         match self.0.get_mut(user) {
             Some(slot) => *slot = b,
             None => {
+                // Amortized O(1): forget the refilled buckets each time the map doubles.
+                if self.0.len() >= self.1.max(1024) {
+                    self.forget_full(limit, now_ms);
+                    self.1 = 2 * self.0.len();
+                }
                 self.0.insert(user.to_string(), b);
             }
         }
@@ -177,12 +182,6 @@ impl Limits {
         Ok(())
     }
 
-    /// Drops the buckets that refilled (called on the core's tick).
-    pub(super) fn forget_idle(&mut self, send: RateLimit, request: RateLimit, now_ms: u64) {
-        self.sends.forget_full(send, now_ms);
-        self.requests.forget_full(request, now_ms);
-    }
-
     pub(super) fn groups_of(&self, user: &str) -> usize {
         self.groups_of.get(user).copied().unwrap_or(0)
     }
@@ -232,5 +231,10 @@ mod tests {
         b.forget_full(limit, 11_000);
         assert!(b.0.is_empty());
         assert!((0..1000).all(|_| b.take(RateLimit::OFF, "u", 0)), "per_sec 0: no limit");
+        // Buckets of users gone quiet are forgotten as new users come: the map stays bounded.
+        for i in 0..10_000u64 {
+            assert!(b.take(limit, &format!("user{i}"), 20_000 + i * 1000));
+        }
+        assert!(b.0.len() <= 2048, "{} buckets kept", b.0.len());
     }
 }

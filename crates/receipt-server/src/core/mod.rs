@@ -150,6 +150,10 @@ pub struct ServerCore {
     /// `cfg.group_ack` as the receipt rules take it.
     ack_policy: rules::GroupAckPolicy,
     state: State,
+    /// Per-user limits: rate buckets, groups per user, messages kept for users never seen.
+    limits: limits::Limits,
+    /// Bytes of the large results (pages of group read acks) produced since the last take.
+    result_bytes: usize,
     sessions: HashMap<SessionId, LoggedIn>,
     online: HashMap<UserId, Vec<SessionId>>,
     effects: Effects,
@@ -160,9 +164,6 @@ pub struct ServerCore {
     /// The session whose request is being applied: its own per-message echoes are not sent back
     /// to it (it has the answer and applied the effect when it made the request).
     origin: Option<SessionId>,
-    limits: limits::Limits,
-    /// Bytes of the large results (pages of group read acks) produced since the last take.
-    result_bytes: usize,
 }
 
 type Res<T> = Result<T, ChatError>;

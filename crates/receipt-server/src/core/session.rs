@@ -26,7 +26,6 @@ impl ServerCore {
 
     /// Drops messages past retention (oldest first; cheap when there is nothing to drop).
     pub fn prune(&mut self, now_ms: u64) -> Effects {
-        self.limits.forget_idle(self.cfg.send_rate, self.cfg.request_rate, now_ms);
         while let Some((&id, rec)) = self.state.messages.first_key_value() {
             if !self.expired(rec, now_ms) {
                 break;
@@ -68,6 +67,7 @@ impl ServerCore {
                 return;
             }
         }
+        self.limits.seen(&user);
         self.send(
             session,
             ServerFrame::LoginOk {
@@ -108,7 +108,6 @@ impl ServerCore {
         conversations.sort_by(|a, b| (a.chat_type, &a.id).cmp(&(b.chat_type, &b.id)));
         let head = self.state.head(&user);
         self.send(session, ServerFrame::SyncDone { head, conversations }, true);
-        self.limits.seen(&user);
         self.online.entry(user.clone()).or_default().push(session);
         self.sessions.insert(session, LoggedIn { user: user.into(), device: device.into() });
     }
