@@ -88,9 +88,8 @@ async fn writer_task(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Out
                 OutItem::Frames(frames, counted, bytes) => {
                     for f in &frames {
                         encode_into(&**f, &mut buf);
-                        // A login refused by the core (device limit), or the session ended by
-                        // the core (206: replaced by a newer login): nothing follows it.
-                        if matches!(**f, ServerFrame::LoginFailed { .. } | ServerFrame::Error { .. }) {
+                        // A login refused by the core (device limit): nothing follows it.
+                        if matches!(**f, ServerFrame::LoginFailed { .. }) {
                             close = true;
                             break;
                         }

@@ -133,6 +133,7 @@ impl SessionRouter {
                 // The writer closes after the Error; wake the reader too, so a peer that neither
                 // reads nor writes does not keep the connection (and its slot) until the idle
                 // timeout.
+                queue.close();
                 queue.shared.closed.notify_one();
                 self.conns.remove(&session);
             }

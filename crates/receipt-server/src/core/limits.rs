@@ -1,4 +1,4 @@
-//! Per-user limits the core enforces: request rates (a token bucket per user and kind, the time
+//! Per-user limits the core enforces: one session per (user, device), request rates (a token bucket per user and kind, the time
 //! passed in, as everywhere in the core), the number of groups a user is in, and the messages a
 //! user keeps stored for users never seen.
 //!
@@ -15,7 +15,9 @@ use receipt_core::{ChatError, ChatType, ErrorCode, UserId, WireMessage};
 use crate::config::RateLimit;
 use crate::state::{HashMap, HashSet, State};
 
-use super::{err, Res};
+use receipt_core::protocol::ServerFrame;
+
+use super::{err, Res, ServerCore, SessionId};
 
 /// A token bucket in thousandths of a request: refilling `per_sec` a second is then `per_sec`
 /// thousandths a millisecond, without rounding.
@@ -206,6 +208,31 @@ impl Limits {
             if *n == 0 {
                 self.groups_of.remove(user);
             }
+        }
+    }
+}
+
+impl ServerCore {
+    /// Ends `user`'s sessions on `device`: each gets an `Error` (206), which ends its connection,
+    /// and nothing more (no events, its requests get 201).
+    pub(super) fn replace_sessions_of(&mut self, user: &str, device: &str) {
+        let Some(list) = self.online.get_mut(user) else {
+            return;
+        };
+        let sessions = &self.sessions;
+        let replaced: Vec<SessionId> = list.iter().copied().filter(|s| sessions.get(s).is_some_and(|l| &*l.device == device)).collect();
+        if replaced.is_empty() {
+            return;
+        }
+        list.retain(|s| !replaced.contains(s));
+        if list.is_empty() {
+            self.online.remove(user);
+        }
+        for s in replaced {
+            self.sessions.remove(&s);
+            let error = err(ErrorCode::UserLoginAnotherDevice, format!("{user} logged in again on device {device}"));
+            // Replay: exempt from the slow-reader bound, so even a full queue gets the reason.
+            self.send(s, ServerFrame::Error { error }, true);
         }
     }
 }

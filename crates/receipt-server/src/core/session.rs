@@ -113,31 +113,6 @@ impl ServerCore {
     }
 }
 
-impl ServerCore {
-    /// Ends `user`'s sessions on `device`: each gets an `Error` (206), which ends its connection,
-    /// and nothing more (no events, its requests get 201).
-    fn replace_sessions_of(&mut self, user: &str, device: &str) {
-        let Some(list) = self.online.get_mut(user) else {
-            return;
-        };
-        let sessions = &self.sessions;
-        let replaced: Vec<SessionId> = list.iter().copied().filter(|s| sessions.get(s).is_some_and(|l| &*l.device == device)).collect();
-        if replaced.is_empty() {
-            return;
-        }
-        list.retain(|s| !replaced.contains(s));
-        if list.is_empty() {
-            self.online.remove(user);
-        }
-        for s in replaced {
-            self.sessions.remove(&s);
-            let error = err(ErrorCode::UserLoginAnotherDevice, format!("{user} logged in again on device {device}"));
-            // Replay: exempt from the slow-reader bound, so even a full queue gets the reason.
-            self.send(s, ServerFrame::Error { error }, true);
-        }
-    }
-}
-
 /// A cheap upper-ish estimate of an event's encoded size.
 fn event_size(e: &ServerEvent) -> usize {
     256 + match e {
