@@ -7,6 +7,11 @@ const T0: u64 = 1_000_000;
 
 fn core_with(f: impl FnOnce(&mut CoreConfig)) -> ServerCore {
     let mut cfg = CoreConfig::from(&ServerConfig::default());
+    // The rules, not the per-user limits: these tests send thousands of requests per simulated
+    // second to users not logged in (`core::limits` and tests/hostile_limits.rs test the limits).
+    cfg.send_rate = RateLimit::OFF;
+    cfg.request_rate = RateLimit::OFF;
+    cfg.max_to_unseen_per_user = 0;
     f(&mut cfg);
     ServerCore::new(cfg, State::default())
 }
