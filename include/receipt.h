@@ -83,6 +83,10 @@ enum rcpt_result
    */
   RCPT_GENERAL_ERROR = 1,
   /**
+   * A per-user quota of the server is used up (groups per user, or the request rate).
+   */
+  RCPT_EXCEED_SERVICE_LIMIT = 4,
+  /**
    * A parameter is out of range, empty or malformed.
    */
   RCPT_INVALID_PARAM = 110,
@@ -98,6 +102,10 @@ enum rcpt_result
    * The server refused the token.
    */
   RCPT_USER_AUTHENTICATION_FAILED = 202,
+  /**
+   * The same user logged in again on the same device: this session is over (no reconnect).
+   */
+  RCPT_USER_LOGIN_ANOTHER_DEVICE = 206,
   /**
    * The user already has the most devices online the server allows.
    */
@@ -115,6 +123,10 @@ enum rcpt_result
    * (acking your own message), or a chat-room message.
    */
   RCPT_MESSAGE_INVALID = 500,
+  /**
+   * The user sends messages faster than the server allows.
+   */
+  RCPT_MESSAGE_SEND_TRAFFIC_LIMIT = 502,
   /**
    * The service is off (group read acks disabled on the server, or require_read_ack false).
    */

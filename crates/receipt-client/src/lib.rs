@@ -344,6 +344,12 @@ impl Client {
         self.with_engine(|engine, now| engine.remove_group_members(now, group, members))
     }
 
+    /// Leaves a group; the answer is `RequestCompleted { req, Ok(Completion::Done) }`, then
+    /// `MembershipChanged { role: None }`. The owner cannot leave (603).
+    pub fn leave_group(&self, group: &str) -> ChatResult<ReqId> {
+        self.with_engine(|engine, now| engine.leave_group(now, group))
+    }
+
     /// A message by the id users see (server id, or client id before the server accepted it).
     pub fn message(&self, msg_id: &str) -> ChatResult<Option<ChatMessage>> {
         self.read(|engine| engine.message(msg_id))

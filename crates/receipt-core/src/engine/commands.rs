@@ -245,6 +245,13 @@ impl<S: ClientStore> ClientEngine<S> {
         self.query(now, Query::Group, |req| ClientFrame::RemoveMembers { req, group, members })
     }
 
+    /// Leaves a group (needs a connection). The owner cannot leave (603).
+    pub fn leave_group(&mut self, now: u64, group: &str) -> ChatResult<ReqId> {
+        validate_id("group", group)?;
+        let group = group.to_string();
+        self.query(now, Query::Group, |req| ClientFrame::LeaveGroup { req, group })
+    }
+
     pub fn set_group_role(&mut self, now: u64, group: &str, member: &str, role: GroupRole) -> ChatResult<ReqId> {
         validate_id("group", group)?;
         let (group, member) = (group.to_string(), member.to_string());

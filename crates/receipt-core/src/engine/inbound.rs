@@ -87,6 +87,14 @@ impl<S: ClientStore> ClientEngine<S> {
             ServerFrame::SyncDone { conversations, .. } => self.sync_done(conversations),
             ServerFrame::Event { event } => self.apply_seq_event(event),
             ServerFrame::Result { req, ok, err } => self.handle_result(req, ok, err),
+            // A newer login of this user on this device replaced the session: it is over, as
+            // after a refused login (the runtime must not reconnect with it).
+            ServerFrame::Error { error } if error.code == crate::ErrorCode::UserLoginAnotherDevice => {
+                self.link = Link::Down;
+                self.login_refused = true;
+                self.transmit.clear();
+                self.events.push_back(ClientEvent::LoggedOut(error));
+            }
             ServerFrame::Error { error } => self.events.push_back(ClientEvent::ProtocolError(error)),
             ServerFrame::Pong { .. } => {}
         }

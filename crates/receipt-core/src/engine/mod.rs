@@ -113,6 +113,9 @@ pub enum ClientEvent {
     Disconnected,
     /// The server refused the login; the runtime must not retry with the same token.
     LoginFailed(ChatError),
+    /// The server ended the session: 206 USER_LOGIN_ANOTHER_DEVICE when the same user logged in
+    /// again on the same device id. Like `LoginFailed`, the runtime must not reconnect.
+    LoggedOut(ChatError),
     /// The server closed the connection for a protocol error.
     ProtocolError(ChatError),
     MessagesReceived(Vec<ChatMessage>),
@@ -268,7 +271,8 @@ impl<S: ClientStore> ClientEngine<S> {
         self.link == Link::Up
     }
 
-    /// The server refused the last login; reconnecting with the same token is pointless.
+    /// The server refused the last login (or ended the session: 206, see
+    /// [`ClientEvent::LoggedOut`]); reconnecting with the same token is pointless.
     pub fn is_login_refused(&self) -> bool {
         self.login_refused
     }
