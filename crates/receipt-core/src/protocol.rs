@@ -108,6 +108,11 @@ pub enum ClientFrame {
         member: UserId,
         role: GroupRole,
     },
+    /// The caller leaves a group it is a member or admin of (the owner cannot leave: 603).
+    LeaveGroup {
+        req: ReqId,
+        group: GroupId,
+    },
     /// This device applied every event up to `seq` (lets the server trim per-device state).
     SyncCursor {
         seq: Seq,
@@ -139,7 +144,8 @@ impl ClientFrame {
             | AddMembers { req, .. }
             | RemoveMembers { req, .. }
             | SetRole { req, .. }
-            | RenewToken { req, .. } => Some(*req),
+            | RenewToken { req, .. }
+            | LeaveGroup { req, .. } => Some(*req),
             Login { .. } | SyncCursor { .. } | Ping { .. } => None,
         }
     }

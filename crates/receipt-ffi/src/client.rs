@@ -109,12 +109,12 @@ pub(crate) fn client_ref<'a>(c: *const rcpt_client) -> Result<&'a rcpt_client, F
     Ok(c)
 }
 
-fn parse_chat_type(v: u32) -> Result<ChatType, FfiError> {
+pub(crate) fn parse_chat_type(v: u32) -> Result<ChatType, FfiError> {
     ChatType::from_u32(v).ok_or_else(|| FfiError::invalid_param(format!("chat_type {v} is not 0 (Chat), 1 (GroupChat) or 2 (ChatRoom)")))
 }
 
 /// A server message id given as a decimal string.
-fn msg_id(s: &str) -> Result<MsgId, FfiError> {
+pub(crate) fn msg_id(s: &str) -> Result<MsgId, FfiError> {
     if s.is_empty() {
         return Err(FfiError::invalid_param("msg_id is empty"));
     }
@@ -154,6 +154,10 @@ pub extern "C" fn rcpt_client_new(options: *const rcpt_options, out: *mut *mut r
         let mut cfg = ClientConfig::new(o.options.clone(), dir);
         cfg.device_id = o.device_id.clone();
         cfg.security = o.tls.security();
+        if let Some(n) = o.message_cache {
+            cfg.message_cache = n;
+        }
+        cfg.retention = o.retention;
         let client = Client::new(cfg)?;
         let sink = Arc::new(Sink { rx: client.events().clone(), handlers: Mutex::new(Handlers::default()) });
         let waker_sink = sink.clone();

@@ -20,6 +20,9 @@ pub struct rcpt_options {
     pub(crate) device_id: Option<String>,
     /// TLS settings (`rcpt_options_set_tls_*`, in tls.rs).
     pub(crate) tls: crate::tls::TlsOptions,
+    /// History settings (`rcpt_options_set_message_cache`, `rcpt_options_set_retention`).
+    pub(crate) message_cache: Option<usize>,
+    pub(crate) retention: receipt_core::engine::Retention,
 }
 
 pub(crate) fn options_mut<'a>(o: *mut rcpt_options) -> Result<&'a mut rcpt_options, FfiError> {
@@ -34,7 +37,14 @@ pub(crate) fn options_mut<'a>(o: *mut rcpt_options) -> Result<&'a mut rcpt_optio
 #[no_mangle]
 pub extern "C" fn rcpt_options_new() -> *mut rcpt_options {
     ffi_boundary("rcpt_options_new", || {
-        Box::into_raw(Box::new(rcpt_options { options: ChatOptions::default(), data_dir: None, device_id: None, tls: Default::default() }))
+        Box::into_raw(Box::new(rcpt_options {
+            options: ChatOptions::default(),
+            data_dir: None,
+            device_id: None,
+            message_cache: None,
+            retention: Default::default(),
+            tls: Default::default(),
+        }))
     })
 }
 

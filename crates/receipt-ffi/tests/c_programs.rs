@@ -186,3 +186,8 @@ fn c_phone_over_tls() {
 fn c_misuse() {
     run_c_program("misuse");
 }
+
+#[test]
+fn c_history() {
+    run_c_program("history");
+}

@@ -23,9 +23,9 @@ use crate::pipeline::CoreMsg;
 pub(crate) enum OutItem {
     /// A frame from the connection task itself (a refusal): not counted against the bound.
     Frame(ServerFrame),
-    /// One commit's frames for a connection, in order, and how many of them are counted
-    /// (not replay): one channel push and wake-up instead of one per frame.
-    Frames(Vec<Arc<ServerFrame>>, usize),
+    /// One commit's frames for a connection, in order, how many of them are counted (not
+    /// replay) and their estimated bytes: one channel push and wake-up instead of one per frame.
+    Frames(Vec<Arc<ServerFrame>>, usize, usize),
     Close,
 }
 
@@ -33,6 +33,8 @@ pub(crate) enum OutItem {
 pub(crate) struct OutShared {
     /// Live frames queued and not yet written.
     pub(crate) pending: AtomicUsize,
+    /// Their estimated encoded bytes ([`crate::size::frame_bytes`]).
+    pub(crate) pending_bytes: AtomicUsize,
     /// Dropped as too slow: stop writing at once.
     pub(crate) killed: AtomicBool,
     /// Tells the reader that the connection is finished.
@@ -81,7 +83,7 @@ async fn writer_task<S: AsyncWrite>(mut wr: WriteHalf<S>, mut rx: mpsc::Unbounde
                         break;
                     }
                 }
-                OutItem::Frames(frames, counted) => {
+                OutItem::Frames(frames, counted, bytes) => {
                     for f in &frames {
                         encode_into(&**f, &mut buf);
                         // A login refused by the core (device limit): nothing follows it.
@@ -91,6 +93,7 @@ async fn writer_task<S: AsyncWrite>(mut wr: WriteHalf<S>, mut rx: mpsc::Unbounde
                         }
                     }
                     shared.pending.fetch_sub(counted, Ordering::AcqRel);
+                    shared.pending_bytes.fetch_sub(bytes, Ordering::AcqRel);
                     if close {
                         break;
                     }

@@ -602,6 +602,15 @@ static napi_value dispatch_native(env_state *s, const rcpt_event *ev, uint64_t s
                                                        : "tokenExpired");
       break;
     case RCPT_EVENT_LOGGED_OUT:
+      // The session is over (refused after an offline start, or replaced: 206), as after a
+      // refused login: settle a pending login and end the session on this side too.
+      if (s->login_deferred != NULL && s->login_session == session) {
+        napi_reject_deferred(env, s->login_deferred, event_error(env, ev));
+        s->login_deferred = NULL;
+      }
+      if (live) {
+        *end_after = true;
+      }
       napi_create_object(env, &o);
       set_str(env, o, "kind", "loggedOut");
       set_i32(env, o, "code", (int32_t)sdk_code(rcpt_event_error_code(ev)));
@@ -1228,6 +1237,50 @@ static napi_value js_get_unread_count(napi_env env, napi_callback_info info) {
   return v;
 }
 
+// loadMessages(conversationId, chatType, startMsgId, pageSize): NativeMessage[]
+// One page of the local history, newest first, older than startMsgId ("" = from the newest).
+static napi_value js_load_messages(napi_env env, napi_callback_info info) {
+  ARGS(4);
+  const char *why = NULL;
+  int64_t chat_type = 0, page_size = 0;
+  if (!get_int(env, argv[1], 0, 2, &chat_type)) {
+    return invalid_arg_throw(env, "chatType", "must be 0 (Chat), 1 (GroupChat) or 2 (ChatRoom)");
+  }
+  if (!get_int(env, argv[3], 1, RCPT_MAX_HISTORY_PAGE, &page_size)) {
+    return invalid_arg_throw(env, "pageSize", "must be an integer in 1..400");
+  }
+  char *id = get_string(env, argv[0], false, &why);
+  if (id == NULL) {
+    return invalid_arg_throw(env, "conversationId", why);
+  }
+  char *start = get_string(env, argv[2], true, &why);
+  if (start == NULL) {
+    free(id);
+    return invalid_arg_throw(env, "startMsgId", why);
+  }
+  if (s->client == NULL) {
+    free(id);
+    free(start);
+    return throw_error(env, ERR_GENERAL_ERROR, "init() was not called");
+  }
+  rcpt_message_list *page = NULL;
+  rcpt_result r = rcpt_client_load_messages(s->client, id, (uint32_t)chat_type, start, (uint32_t)page_size, &page);
+  free(id);
+  free(start);
+  if (r != RCPT_OK) {
+    rcpt_message_list_free(page);
+    return throw_rcpt(env, r);
+  }
+  size_t n = rcpt_message_list_count(page);
+  napi_value arr = NULL;
+  napi_create_array_with_length(env, n, &arr);
+  for (size_t i = 0; i < n; i++) {
+    napi_set_element(env, arr, (uint32_t)i, message_to_js(env, rcpt_message_list_at(page, i)));
+  }
+  rcpt_message_list_free(page);
+  return arr;
+}
+
 typedef rcpt_result (*members_call)(rcpt_client *, const char *, const char *const *, size_t, uint64_t *);
 
 static napi_value group_request(napi_env env, napi_callback_info info, const char *first_name, bool allow_empty_first,
@@ -1435,6 +1488,7 @@ static napi_value module_init(napi_env env, napi_value exports) {
       {"isDatabaseOpened", js_is_database_opened},
       {"renewToken", js_renew_token},
       {"setLogLevel", js_set_log_level},
+      {"loadMessages", js_load_messages},
   };
   // Plain, enumerable, writable properties on the plain exports object.
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {

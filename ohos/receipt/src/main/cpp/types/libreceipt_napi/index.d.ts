@@ -109,3 +109,5 @@ export function isDatabaseOpened(): boolean;
 export function renewToken(token: string): Promise<void>;
 // Where the Rust side's logs go (hilog on a device, stderr under Node): 0 off .. 5 trace.
 export function setLogLevel(level: number): void;
+/** One page of a conversation's local history, newest first, older than startMsgId ("": from the newest). */
+export function loadMessages(conversationId: string, chatType: number, startMsgId: string, pageSize: number): NativeMessage[];
