@@ -31,7 +31,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the server.
-    Serve(ServeArgs),
+    // Boxed: the serve flags are much larger than the other commands.
+    Serve(Box<ServeArgs>),
     /// Print a login token for a user.
     Token {
         #[arg(long)]
@@ -177,7 +178,7 @@ fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     let res = match cli.cmd {
-        Cmd::Serve(a) => serve(a),
+        Cmd::Serve(a) => serve(*a),
         Cmd::Token { user, secret, ttl } => {
             println!("{}", receipt_server::auth::token_for(&secret, &user, ttl));
             Ok(())
