@@ -79,12 +79,47 @@ pub(super) fn decode_conv(bytes: &[u8]) -> Result<ConvState, StoreError> {
 #[derive(serde::Serialize, serde::Deserialize)]
 enum Ev<S, M, A> {
     Message(M),
-    Delivered { msg_id: MsgId, from: S, to: S, by: S, timestamp: u64 },
-    Read { msg_id: MsgId, from: S, to: S, by: S, timestamp: u64 },
-    ConversationRead { chat_type: ChatType, from: S, to: S, up_to: MsgId, timestamp: u64, device: S },
-    GroupRead { group: S, sender: S, ack: A },
-    ReadState { chat_type: ChatType, conversation: S, msg_id: Option<MsgId>, up_to: MsgId },
-    Membership { group: S, role: Option<GroupRole>, chat_room: bool },
+    Delivered {
+        msg_id: MsgId,
+        from: S,
+        to: S,
+        by: S,
+        timestamp: u64,
+    },
+    Read {
+        msg_id: MsgId,
+        from: S,
+        to: S,
+        by: S,
+        timestamp: u64,
+    },
+    ConversationRead {
+        chat_type: ChatType,
+        from: S,
+        to: S,
+        up_to: MsgId,
+        timestamp: u64,
+        device: S,
+    },
+    GroupRead {
+        group: S,
+        sender: S,
+        ack: A,
+    },
+    ReadState {
+        chat_type: ChatType,
+        conversation: S,
+        msg_id: Option<MsgId>,
+        up_to: MsgId,
+    },
+    Membership {
+        group: S,
+        role: Option<GroupRole>,
+        chat_room: bool,
+    },
+    /// A `Message` event since format 2: the message id only; the message itself is stored once,
+    /// in `MESSAGES` (resolved at load; dropped with the message at retention).
+    MessageRef(MsgId),
 }
 
 type EvRef<'a> = Ev<&'a str, &'a WireMessage, &'a GroupReadAck>;
@@ -93,7 +128,8 @@ type EvOwned = Ev<String, WireMessage, GroupReadAck>;
 fn ev_ref(e: &ServerEvent) -> EvRef<'_> {
     use ServerEvent as E;
     match e {
-        E::Message { msg } => Ev::Message(msg),
+        // A log holds a pointer to the message, never a copy (docs/server-data-model.md).
+        E::Message { msg } => Ev::MessageRef(msg.id),
         E::Delivered { msg_id, from, to, by, timestamp } => Ev::Delivered { msg_id: *msg_id, from, to, by, timestamp: *timestamp },
         E::Read { msg_id, from, to, by, timestamp } => Ev::Read { msg_id: *msg_id, from, to, by, timestamp: *timestamp },
         E::ConversationRead { chat_type, from, to, up_to, timestamp, device } => {
@@ -107,9 +143,12 @@ fn ev_ref(e: &ServerEvent) -> EvRef<'_> {
     }
 }
 
-fn ev_owned(e: EvOwned) -> ServerEvent {
+/// The event of a stored row; `None` for a reference to a message no longer stored (past
+/// retention: the event went with it).
+fn ev_owned(e: EvOwned, messages: &BTreeMap<MsgId, MessageRecord>) -> Option<ServerEvent> {
     use ServerEvent as E;
-    match e {
+    Some(match e {
+        Ev::MessageRef(id) => E::Message { msg: messages.get(&id)?.msg.clone() },
         Ev::Message(msg) => E::Message { msg: Arc::new(msg) },
         Ev::Delivered { msg_id, from, to, by, timestamp } => E::Delivered { msg_id, from, to, by, timestamp },
         Ev::Read { msg_id, from, to, by, timestamp } => E::Read { msg_id, from, to, by, timestamp },
@@ -119,7 +158,7 @@ fn ev_owned(e: EvOwned) -> ServerEvent {
         Ev::GroupRead { group, sender, ack } => E::GroupRead { group, sender, ack },
         Ev::ReadState { chat_type, conversation, msg_id, up_to } => E::ReadState { chat_type, conversation, msg_id, up_to },
         Ev::Membership { group, role, chat_room } => E::Membership { group, role, chat_room },
-    }
+    })
 }
 
 /// An `EVENTS` row: key (user, seq of its first event). Binary rows hold all of one user's
@@ -156,7 +195,9 @@ pub(super) fn decode_events(
         Some(&BIN_V1) => {
             let evs: Vec<(u64, EvOwned)> =
                 postcard::from_bytes(&bytes[1..]).map_err(|e| StoreError(format!("corrupt events of {user} at {seq}: {e}")))?;
-            log.extend(evs.into_iter().map(|(seq, e)| LogEvent::new(SeqEvent { seq, event: shared(ev_owned(e)) })));
+            log.extend(
+                evs.into_iter().filter_map(|(seq, e)| ev_owned(e, messages).map(|e| LogEvent::new(SeqEvent { seq, event: shared(e) }))),
+            );
         }
         _ => log.push(LogEvent::new(SeqEvent { seq, event: shared(json("event", bytes)?) })),
     }

@@ -66,6 +66,15 @@ impl RedbServerStore {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Bytes of keys and values stored in every table (redb's `stored_bytes`: without page
+    /// overhead and free space): what the data model costs, independent of file growth steps.
+    pub fn stored_bytes(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_write().map_err(store_err)?;
+        let stats = txn.stats().map_err(store_err)?;
+        txn.abort().map_err(store_err)?;
+        Ok(stats.stored_bytes())
+    }
 }
 
 impl ServerStore for RedbServerStore {
