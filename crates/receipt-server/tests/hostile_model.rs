@@ -4,7 +4,7 @@
 //! they print go to docs/reliability.md ("Data model").
 
 use std::io::Write;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use receipt_core::protocol::*;
 use receipt_core::*;
@@ -72,4 +72,84 @@ fn a_group_message_is_stored_once_whatever_the_number_of_members() {
     let got =
         m.backlog.iter().filter(|e| matches!(&*e.event, ServerEvent::Message { msg } if msg.content.len() == MAX_CONTENT_BYTES)).count();
     assert_eq!(got, 8, "m7 is in both groups");
+}
+
+/// Sends `frames` pipelined (without waiting), `CHUNK` at a time, and returns their answers in
+/// order.
+fn pipelined(c: &mut RawClient, n: usize, mut frame: impl FnMut(ReqId, usize) -> ClientFrame) -> Vec<Response> {
+    const CHUNK: usize = 500;
+    let mut out = Vec::with_capacity(n);
+    for start in (0..n).step_by(CHUNK) {
+        let reqs: Vec<ReqId> = (start..(start + CHUNK).min(n))
+            .map(|i| {
+                let req = c.next_req();
+                c.send(&frame(req, i));
+                req
+            })
+            .collect();
+        for req in reqs {
+            out.push(c.wait_result(req).expect("accepted"));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_user_added_to_22000_groups_still_logs_in_under_the_frame_limit() {
+    const GROUPS: usize = 22_000;
+    let server = TestServer::start(|_| {});
+    let mut attacker = RawClient::login(server.addr(), "attacker", "d");
+    let t = Instant::now();
+    let groups: Vec<GroupId> = pipelined(&mut attacker, GROUPS, |req, i| ClientFrame::CreateGroup {
+        req,
+        name: format!("spam {i}"),
+        members: vec!["victim".into()],
+        chat_room: false,
+    })
+    .into_iter()
+    .map(|r| match r {
+        Response::GroupCreated { group } => group,
+        r => panic!("{r:?}"),
+    })
+    .collect();
+    pipelined(&mut attacker, GROUPS, |req, i| plain_send(req, format!("c{i}"), groups[i].clone(), ChatType::GroupChat, "hi"));
+    let attack = t.elapsed();
+    drop(attacker);
+    // The victim's login: every frame under the 1 MiB limit, every group's unread count there.
+    let mut victim = RawClient::connect(server.addr());
+    victim.send(&ClientFrame::Login {
+        v: PROTOCOL_VERSION,
+        user: "victim".into(),
+        device: "phone".into(),
+        token: token("victim"),
+        since: 0,
+    });
+    let t = Instant::now();
+    let (mut largest, mut frames, mut unread) = (0usize, 0usize, 0u64);
+    let mut sync_done = 0usize;
+    while t.elapsed() < Duration::from_secs(60) {
+        let f = victim.recv_required();
+        let size = receipt_core::codec::encode(&f).len();
+        largest = largest.max(size);
+        frames += 1;
+        match f {
+            ServerFrame::SyncConversations { conversations } => unread += conversations.iter().map(|c| u64::from(c.unread)).sum::<u64>(),
+            ServerFrame::SyncDone { conversations, .. } => {
+                unread += conversations.iter().map(|c| u64::from(c.unread)).sum::<u64>();
+                sync_done = size;
+                break;
+            }
+            _ => {}
+        }
+    }
+    let login = t.elapsed();
+    loud(&format!(
+        "22,000 groups: attack {attack:?} (debug build); victim's login {login:?}, {frames} frames, largest {largest} B, \
+         SyncDone {sync_done} B (before: one SyncDone of 1,110,942 B)"
+    ));
+    assert!(sync_done > 0, "the sync ended");
+    assert_eq!(unread, GROUPS as u64, "every group's unread count arrived");
+    assert!(largest < receipt_core::codec::DEFAULT_MAX_FRAME / 4, "largest frame {largest} B");
+    // Online: a request gets its answer.
+    victim.sync_ping();
 }

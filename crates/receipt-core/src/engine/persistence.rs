@@ -21,6 +21,7 @@ impl<S: ClientStore> ClientEngine<S> {
             login_refused: false,
             token: None,
             held_delivery_acks: Vec::new(),
+            sync_conversations: Vec::new(),
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             last_rx: 0,

@@ -31,7 +31,7 @@ mod session;
 mod tests;
 
 pub use groups::MAX_GROUP_NAME_BYTES;
-pub use session::BACKLOG_BATCH;
+pub use session::{BACKLOG_BATCH, SYNC_PAGE};
 
 /// One change to persist. The store applies a batch of them in one transaction.
 #[derive(Debug, Clone, PartialEq)]

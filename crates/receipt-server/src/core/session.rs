@@ -8,6 +8,9 @@ use super::{err, Effects, LoggedIn, ServerCore, SessionId, StoreOp};
 
 /// Largest number of events in one `Backlog` frame.
 pub const BACKLOG_BATCH: usize = 100;
+/// Most conversations in one `SyncConversations` (or `SyncDone`) frame: with ids of at most 128
+/// bytes a page stays under ~200 KiB, far below the 1 MiB frame limit.
+pub const SYNC_PAGE: usize = 1000;
 /// Rough byte budget of one `Backlog` frame (stays far below the 1 MiB frame limit).
 const BACKLOG_BYTES: usize = 256 * 1024;
 
@@ -101,7 +104,19 @@ impl ServerCore {
             .unwrap_or_default();
         conversations.sort_by(|a, b| (a.chat_type, &a.id).cmp(&(b.chat_type, &b.id)));
         let head = self.state.head(&user);
-        self.send(session, ServerFrame::SyncDone { head, conversations }, true);
+        // Paged: no frame grows with the number of conversations (a user added to 22,000 groups
+        // must still log in under the frame limit).
+        let last = conversations.len().saturating_sub(1) / SYNC_PAGE * SYNC_PAGE;
+        let rest = conversations.split_off(last);
+        let mut it = conversations.into_iter();
+        loop {
+            let page: Vec<ConversationState> = it.by_ref().take(SYNC_PAGE).collect();
+            if page.is_empty() {
+                break;
+            }
+            self.send(session, ServerFrame::SyncConversations { conversations: page }, true);
+        }
+        self.send(session, ServerFrame::SyncDone { head, conversations: rest }, true);
         self.online.entry(user.clone()).or_default().push(session);
         self.sessions.insert(session, LoggedIn { user: user.into(), device: device.into() });
     }
