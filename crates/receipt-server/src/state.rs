@@ -30,6 +30,12 @@ pub struct Group {
     pub name: String,
     pub chat_room: bool,
     pub members: BTreeMap<UserId, GroupRole>,
+    /// Members added after the group was created: the newest message id when they joined. Only
+    /// members at send time may ack a group message, so such a member acks only later ones.
+    /// Absent: a member since the group was created. Stored apart (`member_since` rows), so
+    /// group records written by older versions load unchanged.
+    #[serde(skip)]
+    pub joined_after: BTreeMap<UserId, MsgId>,
 }
 
 /// One user's read state of one conversation, in the words of [`receipt_core::rules`]: the

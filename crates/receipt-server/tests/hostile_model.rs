@@ -153,3 +153,39 @@ fn a_user_added_to_22000_groups_still_logs_in_under_the_frame_limit() {
     // Online: a request gets its answer.
     victim.sync_ping();
 }
+
+#[test]
+fn only_members_at_send_time_ack_a_group_message() {
+    let mut server = TestServer::start(|_| {});
+    let mut owner = RawClient::login(server.addr(), "owner", "d");
+    let g = create_group(&mut owner, &["early"]);
+    let (before, _) = owner.send_msg_opts(&g, ChatType::GroupChat, "before", false, true).expect("sent");
+    owner.expect_ok(|req| ClientFrame::AddMembers { req, group: g.clone(), members: vec!["late".into()] });
+    let (after, _) = owner.send_msg_opts(&g, ChatType::GroupChat, "after", false, true).expect("sent");
+    drop(owner);
+    // Also across a restart: the join mark is stored.
+    server.restart();
+    let mut late = RawClient::login(server.addr(), "late", "d");
+    let e = late.expect_err(ErrorCode::GroupNotJoined, |req| ClientFrame::GroupAck { req, msg_id: before, ext: None });
+    assert!(e.description.contains("after message"), "{e:?}");
+    late.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: after, ext: None });
+    let mut early = RawClient::login(server.addr(), "early", "d");
+    early.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: before, ext: None });
+    // The sender's ack lists: the late joiner is in the second message's only.
+    let mut owner = RawClient::login(server.addr(), "owner", "d");
+    let ackers = |owner: &mut RawClient, msg_id| match owner.expect_ok(|req| ClientFrame::FetchGroupAcks {
+        req,
+        msg_id,
+        page_size: 100,
+        start_ack_id: None,
+    }) {
+        Response::GroupAcks { page, .. } => page.data.into_iter().map(|a| a.from).collect::<Vec<_>>(),
+        r => panic!("{r:?}"),
+    };
+    assert_eq!(ackers(&mut owner, before), vec!["early".to_string()]);
+    assert_eq!(ackers(&mut owner, after), vec!["late".to_string()]);
+    // Removed and added again: a member again from then on only.
+    owner.expect_ok(|req| ClientFrame::RemoveMembers { req, group: g.clone(), members: vec!["early".into()] });
+    owner.expect_ok(|req| ClientFrame::AddMembers { req, group: g.clone(), members: vec!["early".into()] });
+    early.expect_err(ErrorCode::GroupNotJoined, |req| ClientFrame::GroupAck { req, msg_id: after, ext: None });
+}

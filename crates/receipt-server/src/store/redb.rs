@@ -25,6 +25,9 @@ const CONVS: TableDefinition<(&str, u8, &str), &[u8]> = TableDefinition::new("co
 const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
 /// (user, chat type, conversation id, msg id): messages above the read watermark read one by one.
 const READS: TableDefinition<(&str, u8, &str, u64), ()> = TableDefinition::new("conversation_reads");
+/// group id -> members added after its creation, with the newest message id when each joined
+/// (`Group::joined_after`); no row: every member is a member since the creation.
+const MEMBER_SINCE: TableDefinition<&str, &[u8]> = TableDefinition::new("member_since");
 
 /// The database file inside a data directory.
 pub const DB_FILE: &str = "receipts.redb";
@@ -58,6 +61,7 @@ impl RedbServerStore {
             txn.open_table(CONVS).map_err(store_err)?;
             txn.open_table(GROUPS).map_err(store_err)?;
             txn.open_table(READS).map_err(store_err)?;
+            txn.open_table(MEMBER_SINCE).map_err(store_err)?;
         }
         txn.commit().map_err(store_err)?;
         Ok(RedbServerStore { db, path })
@@ -135,6 +139,12 @@ impl ServerStore for RedbServerStore {
             let g: Group = decode("group", v.value())?;
             state.groups.insert(g.id.clone(), g);
         }
+        for item in txn.open_table(MEMBER_SINCE).map_err(store_err)?.iter().map_err(store_err)? {
+            let (k, v) = item.map_err(store_err)?;
+            if let Some(g) = state.groups.get_mut(k.value()) {
+                g.joined_after = decode("group members' join marks", v.value())?;
+            }
+        }
         drop(txn);
         if !legacy.is_empty() {
             let w = self.db.begin_write().map_err(store_err)?;
@@ -188,6 +198,7 @@ impl ServerStore for RedbServerStore {
             let mut convs = txn.open_table(CONVS).map_err(store_err)?;
             let mut groups = txn.open_table(GROUPS).map_err(store_err)?;
             let mut reads = txn.open_table(READS).map_err(store_err)?;
+            let mut member_since = txn.open_table(MEMBER_SINCE).map_err(store_err)?;
             let mut buf = Vec::with_capacity(256);
             for (user, evs) in &user_events {
                 events.insert((*user, evs[0].seq), encode_events(evs, &mut buf)).map_err(store_err)?;
@@ -229,6 +240,11 @@ impl ServerStore for RedbServerStore {
                     }
                     StoreOp::PutGroup(g) => {
                         groups.insert(g.id.as_str(), encode_record(g, &mut buf)).map_err(store_err)?;
+                        if g.joined_after.is_empty() {
+                            member_since.remove(g.id.as_str()).map_err(store_err)?;
+                        } else {
+                            member_since.insert(g.id.as_str(), encode_record(&g.joined_after, &mut buf)).map_err(store_err)?;
+                        }
                     }
                 }
             }
@@ -281,7 +297,13 @@ mod tests {
             ServerEvent::Membership { group: "g".into(), role: Some(GroupRole::Admin), chat_room: true },
         ];
         let key = ConversationKey::new(ChatType::Chat, "bob");
-        let group = Group { id: "g".into(), name: "n".into(), chat_room: false, members: [("alice".to_string(), GroupRole::Owner)].into() };
+        let group = Group {
+            id: "g".into(),
+            name: "n".into(),
+            chat_room: false,
+            members: [("alice".to_string(), GroupRole::Owner), ("bob".to_string(), GroupRole::Member)].into(),
+            joined_after: [("bob".to_string(), 1)].into(),
+        };
         let counters = Counters { last_msg_id: 2, last_ack_id: 4, last_group_id: 1, last_ts: 9 };
         let state_before;
         {
