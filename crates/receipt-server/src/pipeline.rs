@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use crate::connection::ConnQueue;
 use crate::core::{Effects, Outgoing, ServerCore, SessionId, StoreOp};
 use crate::router::{Router, SessionRouter};
-use crate::store::ServerStore;
+use crate::store::{ServerStore, COMPACT_EVERY};
 
 /// What the connections (and the tick timer) hand to the core thread.
 pub(crate) enum CoreMsg {
@@ -146,11 +146,24 @@ pub(crate) fn core_loop(mut core: ServerCore, store: Box<dyn ServerStore>, mut r
     debug!("core thread stopped");
 }
 
+fn compact(store: &mut dyn ServerStore, deleted: &mut bool, at: &mut std::time::Instant) {
+    let t = std::time::Instant::now();
+    match store.compact() {
+        Ok(()) => log::info!("store compacted in {:?}", t.elapsed()),
+        Err(e) => log::warn!("compaction failed (the space is reused later): {e}"),
+    }
+    *deleted = false;
+    *at = std::time::Instant::now();
+}
+
 /// The store thread: commits applied batches in order (several queued batches share one
 /// transaction and one fsync), then sends their frames.
 fn store_loop(mut store: Box<dyn ServerStore>, rx: std::sync::mpsc::Receiver<Applied>, done: std::sync::mpsc::Sender<Effects>, cap: usize) {
     let mut router = SessionRouter::new(cap);
     let mut queued: Vec<Applied> = Vec::with_capacity(COMMITS_IN_FLIGHT + 1);
+    // Deletions (retention) committed since the last compaction, and when that was.
+    let mut deleted = false;
+    let mut compacted = std::time::Instant::now();
     'run: while let Ok(first) = rx.recv() {
         queued.push(first);
         while let Ok(next) = rx.try_recv() {
@@ -159,6 +172,7 @@ fn store_loop(mut store: Box<dyn ServerStore>, rx: std::sync::mpsc::Receiver<App
         // All queued batches in one transaction, without copying their operations together.
         let failed = {
             let parts: Vec<&[StoreOp]> = queued.iter().filter(|a| !a.ops.is_empty()).map(|a| a.ops.as_slice()).collect();
+            deleted |= parts.iter().flat_map(|p| p.iter()).any(|op| matches!(op, StoreOp::DeleteMessage(_) | StoreOp::TrimLog { .. }));
             if parts.is_empty() {
                 None
             } else {
@@ -181,8 +195,16 @@ fn store_loop(mut store: Box<dyn ServerStore>, rx: std::sync::mpsc::Receiver<App
             }
             let _ = done.send(Effects { ops: a.ops, out: a.out });
         }
+        // Between commits, once this batch's frames are routed; the core thread hands over at
+        // most COMMITS_IN_FLIGHT batches meanwhile: a compaction delays them, it loses none.
+        if deleted && compacted.elapsed() >= COMPACT_EVERY {
+            compact(&mut *store, &mut deleted, &mut compacted);
+        }
     }
     router.close_all();
+    if deleted {
+        compact(&mut *store, &mut deleted, &mut compacted);
+    }
     drop(rx);
     drop(store);
 }

@@ -189,3 +189,77 @@ fn only_members_at_send_time_ack_a_group_message() {
     owner.expect_ok(|req| ClientFrame::AddMembers { req, group: g.clone(), members: vec!["early".into()] });
     early.expect_err(ErrorCode::GroupNotJoined, |req| ClientFrame::GroupAck { req, msg_id: after, ext: None });
 }
+
+/// Every file under `dir` that holds `needle`, with the number of times.
+fn files_holding(dir: &std::path::Path, needle: &[u8]) -> Vec<(String, usize)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read the data dir") {
+            let p = entry.expect("entry").path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let bytes = std::fs::read(&p).expect("read a data file");
+                let n = bytes.windows(needle.len()).filter(|w| *w == needle).count();
+                if n > 0 {
+                    out.push((p.display().to_string(), n));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn retention_leaves_no_trace_in_memory_replay_or_the_data_directory() {
+    const MARK: &str = "zq-retained-content-";
+    let mut server = TestServer::start(|c| c.retention_secs = 2);
+    let mut alice = RawClient::login(server.addr(), "alice", "a");
+    let g = create_group(&mut alice, &["bob", "carol"]);
+    let mut ids = Vec::new();
+    for i in 0..300 {
+        let to = if i % 3 == 0 { g.as_str() } else { "bob" };
+        let t = if i % 3 == 0 { ChatType::GroupChat } else { ChatType::Chat };
+        let (id, _) = alice.send_msg_opts(to, t, &format!("{MARK}{i}"), true, t == ChatType::GroupChat).expect("sent");
+        ids.push((id, t));
+    }
+    let mut bob = RawClient::login(server.addr(), "bob", "b");
+    for &(id, t) in ids.iter().take(30) {
+        match t {
+            ChatType::Chat => bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: id }),
+            _ => bob.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: id, ext: Some(format!("{MARK}ext")) }),
+        };
+    }
+    drop((alice, bob));
+    let on_disk_before = files_holding(&server.root().join("server"), MARK.as_bytes()).iter().map(|(_, n)| n).sum::<usize>();
+    // Past retention (2 s) and a prune tick (1 s), bounded.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut replayed = usize::MAX;
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        let bob = RawClient::login(server.addr(), "bob", "b2");
+        replayed = bob.backlog.len();
+        if replayed == 0 {
+            break;
+        }
+    }
+    assert_eq!(replayed, 0, "bob's replay after retention still holds events");
+    let mut bob = RawClient::login(server.addr(), "bob", "b");
+    bob.expect_err(ErrorCode::MessageExpired, |req| ClientFrame::ReadAck { req, msg_id: ids[1].0 });
+    drop(bob);
+    let state = server.stop_and_load();
+    assert!(state.messages.is_empty(), "{} messages left", state.messages.len());
+    assert!(state.logs.values().all(Vec::is_empty), "events left in the stored logs");
+    let left = files_holding(&server.root().join("server"), MARK.as_bytes());
+    loud(&format!("retention: {on_disk_before} copies of the marker on disk before, {left:?} after (300 messages, 30 acks)"));
+    assert!(left.is_empty(), "content past retention still on disk: {left:?}");
+    // The ids go on after a restart (seqs and message ids never go back).
+    server.start_again();
+    let mut alice = RawClient::login(server.addr(), "alice", "a");
+    let (id, _) = alice.send_msg_opts("bob", ChatType::Chat, "after", false, false).expect("sent");
+    assert!(id > ids.last().unwrap().0);
+    let bob = RawClient::login(server.addr(), "bob", "b3");
+    assert_eq!(bob.backlog.len(), 1);
+    assert!(bob.backlog[0].seq > 300, "seq {} went back", bob.backlog[0].seq);
+}

@@ -71,6 +71,11 @@ pub enum StoreOp {
         up_to: MsgId,
     },
     PutGroup(Group),
+    /// Trim `user`'s log: every event up to seq `up_to` is past retention.
+    TrimLog {
+        user: UserId,
+        up_to: u64,
+    },
 }
 
 /// A frame for one session. `replay` frames (login answer, backlog, sync end) do not count
@@ -145,6 +150,8 @@ pub struct ServerCore {
     /// The session whose request is being applied: its own per-message echoes are not sent back
     /// to it (it has the answer and applied the effect when it made the request).
     origin: Option<SessionId>,
+    /// The time of the input being applied (what a logged event is stamped with).
+    now_ms: u64,
 }
 
 type Res<T> = Result<T, ChatError>;
@@ -168,6 +175,7 @@ impl ServerCore {
             spare: Vec::new(),
             counters_dirty: false,
             origin: None,
+            now_ms: 0,
         }
     }
 
@@ -194,6 +202,7 @@ impl ServerCore {
     /// [`take_effects`](Self::take_effects). The core thread applies a whole batch this way and
     /// takes its effects once, instead of appending every request's effects to the batch's.
     pub fn apply(&mut self, now_ms: u64, session: SessionId, frame: ClientFrame) {
+        self.now_ms = now_ms;
         match frame {
             ClientFrame::Login { user, device, since, .. } => self.login(now_ms, session, user, device, since),
             ClientFrame::Ping { nonce } => self.send(session, ServerFrame::Pong { nonce }, false),
@@ -230,6 +239,7 @@ impl ServerCore {
     /// Applies a request as `user` without a session (offline admin tools; the device is "").
     /// Returns the answer and the effects (their frames go nowhere: no session is online).
     pub fn apply_as(&mut self, now_ms: u64, user: &str, frame: ClientFrame) -> (Result<Response, ChatError>, Effects) {
+        self.now_ms = now_ms;
         let res = self.request(now_ms, user, "", frame);
         (res, self.take())
     }
@@ -288,14 +298,14 @@ impl ServerCore {
 
     fn emit_to(&mut self, user: &str, event: impl Into<Arc<ServerEvent>>, skip: Option<SessionId>) {
         let event = event.into();
+        let seq = self.state.head(user) + 1;
         if !self.state.logs.contains_key(user) {
             self.state.logs.insert(user.to_string(), Vec::new());
         }
         let log = self.state.logs.get_mut(user).expect("inserted");
-        let seq = log.last().map(|e| e.seq).unwrap_or(0) + 1;
         // The event is shared by the logs, the frame and the store op; one frame for all of
         // this user's sessions.
-        let le = LogEvent::new(SeqEvent { seq, event });
+        let le = LogEvent::logged_at(SeqEvent { seq, event }, self.now_ms);
         log.push(le.clone());
         if let Some(sessions) = self.online.get(user) {
             let mut frame = None;

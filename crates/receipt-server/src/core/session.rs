@@ -27,8 +27,12 @@ impl ServerCore {
         }
     }
 
-    /// Drops messages past retention (oldest first; cheap when there is nothing to drop).
+    /// Drops messages past retention (oldest first; cheap when there is nothing to drop) with
+    /// their acks and index entries, and trims every log of the events past retention (the
+    /// `Message` events that held the messages among them): nothing past retention stays in
+    /// memory or in the store.
     pub fn prune(&mut self, now_ms: u64) -> Effects {
+        self.now_ms = now_ms;
         while let Some((&id, rec)) = self.state.messages.first_key_value() {
             if !self.expired(rec, now_ms) {
                 break;
@@ -41,6 +45,26 @@ impl ServerCore {
                 }
             }
             self.effects.ops.push(StoreOp::DeleteMessage(id));
+        }
+        // A log is in time order: its expired events are a prefix. (One look per user and
+        // tick; a time-ordered index of logs would make it proportional to what expires.)
+        let cutoff = now_ms.saturating_sub(self.cfg.retention_ms);
+        let mut emptied = Vec::new();
+        for (user, log) in self.state.logs.iter_mut() {
+            let n = log.partition_point(|e| e.at() < cutoff);
+            if n == 0 {
+                continue;
+            }
+            let up_to = log[n - 1].seq;
+            log.drain(..n);
+            if log.is_empty() {
+                emptied.push(user.clone());
+            }
+            self.state.log_base.insert(user.clone(), up_to);
+            self.effects.ops.push(StoreOp::TrimLog { user: user.clone(), up_to });
+        }
+        for user in emptied {
+            self.state.logs.remove(&user);
         }
         self.take()
     }

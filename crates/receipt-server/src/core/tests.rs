@@ -288,7 +288,19 @@ fn prune_drops_expired_messages_and_read_acks_get_506() {
     let (old, _) = send(&mut c, T0, 1, "old", "bob", ChatType::Chat, false);
     let (new, _) = send(&mut c, T0 + 900, 1, "new", "bob", ChatType::Chat, false);
     let effects = c.prune(T0 + 1500);
-    assert_eq!(effects.ops, vec![StoreOp::DeleteMessage(old)]);
+    assert_eq!(effects.ops[0], StoreOp::DeleteMessage(old));
+    // Both logs lose the old message's event (and with it the last reference to its content).
+    let mut trims: Vec<_> = effects.ops[1..]
+        .iter()
+        .map(|op| match op {
+            StoreOp::TrimLog { user, up_to } => (user.clone(), *up_to),
+            op => panic!("{op:?}"),
+        })
+        .collect();
+    trims.sort();
+    assert_eq!(trims, vec![("alice".to_string(), 1), ("bob".to_string(), 1)]);
+    assert_eq!(c.state.logs["bob"].len(), 1, "the new message's event stays");
+    assert_eq!(c.state.head("bob"), 2);
     let effects = c.handle(T0 + 1500, 2, ClientFrame::ReadAck { req: 1, msg_id: old });
     assert_eq!(result(&effects, 2).unwrap_err().code, ErrorCode::MessageExpired);
     let effects = c.handle(T0 + 1500, 2, ClientFrame::DeliveryAck { req: 1, msg_id: old });

@@ -204,6 +204,18 @@ pub(super) fn decode_events(
     Ok(())
 }
 
+/// The seq of the last event of an `EVENTS` row (key seq `seq`: its first).
+pub(super) fn last_seq(user: &str, seq: u64, bytes: &[u8]) -> Result<u64, StoreError> {
+    match bytes.first() {
+        Some(&BIN_V1) => {
+            let evs: Vec<(u64, EvOwned)> =
+                postcard::from_bytes(&bytes[1..]).map_err(|e| StoreError(format!("corrupt events of {user} at {seq}: {e}")))?;
+            Ok(evs.last().map_or(seq, |(s, _)| *s))
+        }
+        _ => Ok(seq),
+    }
+}
+
 /// A cheap summary under which loading looks for an equal event already loaded (the event
 /// itself is compared in full); `None`: never shared.
 fn share_key(e: &ServerEvent) -> Option<(u8, u64, u64)> {

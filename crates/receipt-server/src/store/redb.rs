@@ -7,7 +7,7 @@ use ::redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use receipt_core::protocol::SeqEvent;
 use receipt_core::{ChatType, ConversationKey, GroupReadAck, WireMessage};
 
-use super::records::{chat_type_code, conv_record, decode, decode_conv, decode_events, encode_events, encode_record};
+use super::records::{chat_type_code, conv_record, decode, decode_conv, decode_events, encode_events, encode_record, last_seq};
 use super::{store_err, ServerStore, StoreError};
 use crate::core::StoreOp;
 use crate::state::{Counters, Group, HashMap, MessageRecord, State};
@@ -28,6 +28,8 @@ const READS: TableDefinition<(&str, u8, &str, u64), ()> = TableDefinition::new("
 /// group id -> members added after its creation, with the newest message id when each joined
 /// (`Group::joined_after`); no row: every member is a member since the creation.
 const MEMBER_SINCE: TableDefinition<&str, &[u8]> = TableDefinition::new("member_since");
+/// user -> seq of the last event trimmed from the user's log (past retention).
+const LOG_BASE: TableDefinition<&str, u64> = TableDefinition::new("log_base");
 
 /// The database file inside a data directory.
 pub const DB_FILE: &str = "receipts.redb";
@@ -62,6 +64,7 @@ impl RedbServerStore {
             txn.open_table(GROUPS).map_err(store_err)?;
             txn.open_table(READS).map_err(store_err)?;
             txn.open_table(MEMBER_SINCE).map_err(store_err)?;
+            txn.open_table(LOG_BASE).map_err(store_err)?;
         }
         txn.commit().map_err(store_err)?;
         Ok(RedbServerStore { db, path })
@@ -82,6 +85,16 @@ impl RedbServerStore {
 }
 
 impl ServerStore for RedbServerStore {
+    fn compact(&mut self) -> Result<(), StoreError> {
+        // Bounded: each round moves pages towards the start; it reports when nothing moved.
+        for _ in 0..16 {
+            if !self.db.compact().map_err(store_err)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     fn load(&mut self) -> Result<State, StoreError> {
         let txn = self.db.begin_read().map_err(store_err)?;
         let mut state = State::default();
@@ -109,6 +122,10 @@ impl ServerStore for RedbServerStore {
                 rec.add_ack(ack);
             }
         }
+        for item in txn.open_table(LOG_BASE).map_err(store_err)?.iter().map_err(store_err)? {
+            let (k, v) = item.map_err(store_err)?;
+            state.log_base.insert(k.value().to_string(), v.value());
+        }
         // The first event loaded under each summary, for the loading only (see `decode_events`).
         let mut loaded = HashMap::default();
         for item in txn.open_table(EVENTS).map_err(store_err)?.iter().map_err(store_err)? {
@@ -116,6 +133,27 @@ impl ServerStore for RedbServerStore {
             let (user, seq) = k.value();
             decode_events(user, seq, v.value(), &state.messages, &mut loaded, state.logs.entry(user.to_string()).or_default())?;
         }
+        let loaded_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        for (user, log) in state.logs.iter_mut() {
+            // A row that straddled a trim still holds trimmed events.
+            if let Some(&base) = state.log_base.get(user) {
+                log.retain(|e| e.seq > base);
+            }
+            // Log times: an event without a time of its own (a membership change, a read state)
+            // takes that of the next event that has one, or now: it is kept at least as long as
+            // what follows it. Then the times are made to never go back along the log.
+            let mut next = loaded_at;
+            for e in log.iter_mut().rev() {
+                e.unknown_time_is(next);
+                next = next.min(e.at());
+            }
+            let mut at = 0;
+            for e in log.iter_mut() {
+                e.not_before(at);
+                at = e.at();
+            }
+        }
+        state.logs.retain(|_, log| !log.is_empty());
         for item in txn.open_table(CONVS).map_err(store_err)?.iter().map_err(store_err)? {
             let (k, v) = item.map_err(store_err)?;
             let (user, t, id) = k.value();
@@ -199,6 +237,7 @@ impl ServerStore for RedbServerStore {
             let mut groups = txn.open_table(GROUPS).map_err(store_err)?;
             let mut reads = txn.open_table(READS).map_err(store_err)?;
             let mut member_since = txn.open_table(MEMBER_SINCE).map_err(store_err)?;
+            let mut log_base = txn.open_table(LOG_BASE).map_err(store_err)?;
             let mut buf = Vec::with_capacity(256);
             for (user, evs) in &user_events {
                 events.insert((*user, evs[0].seq), encode_events(evs, &mut buf)).map_err(store_err)?;
@@ -237,6 +276,25 @@ impl ServerStore for RedbServerStore {
                     StoreOp::TrimReads { user, key, up_to } => {
                         let (u, t, c) = (user.as_str(), chat_type_code(key.chat_type), key.id.as_str());
                         reads.retain_in((u, t, c, 0)..=(u, t, c, *up_to), |_, _| false).map_err(store_err)?;
+                    }
+                    StoreOp::TrimLog { user, up_to } => {
+                        log_base.insert(user.as_str(), *up_to).map_err(store_err)?;
+                        // Rows are keyed by their first seq: every row before the last one that
+                        // starts at or below `up_to` holds only trimmed events; that last one
+                        // goes too unless it reaches past `up_to` (then loading drops its
+                        // trimmed part).
+                        let u = user.as_str();
+                        let last = match events.range((u, 0)..=(u, *up_to)).map_err(store_err)?.next_back() {
+                            Some(row) => {
+                                let (k, v) = row.map_err(store_err)?;
+                                Some((k.value().1, last_seq(u, k.value().1, v.value())?))
+                            }
+                            None => None,
+                        };
+                        if let Some((first, last)) = last {
+                            let end = if last <= *up_to { first + 1 } else { first };
+                            events.retain_in((u, 0)..(u, end), |_, _| false).map_err(store_err)?;
+                        }
                     }
                     StoreOp::PutGroup(g) => {
                         groups.insert(g.id.as_str(), encode_record(g, &mut buf)).map_err(store_err)?;
@@ -366,7 +424,14 @@ mod tests {
         let alice = &state.logs["alice"];
         assert_eq!(alice.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=8).collect::<Vec<_>>());
         assert_eq!(*alice[7].event, evs[6]);
-        assert_eq!(state_before.unwrap().logs, state.logs);
+        // The same events (an event's log time may differ: one without a time of its own at the
+        // end of a log takes the loading time).
+        let events = |s: &State| -> Vec<(String, Vec<SeqEvent>)> {
+            let mut v: Vec<_> = s.logs.iter().map(|(u, l)| (u.clone(), l.iter().map(|e| SeqEvent::clone(e)).collect())).collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        assert_eq!(events(&state_before.unwrap()), events(&state));
         let c = &state.convs["carol"][&ConversationKey::new(ChatType::Chat, "alice")];
         assert_eq!((c.unread, c.read.up_to, c.receipt_up_to, c.newest, c.newest_received), (1, 2, 1, 6, 6));
         assert_eq!(c.read.singles.iter().copied().collect::<Vec<_>>(), vec![5]);
