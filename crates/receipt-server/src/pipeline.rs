@@ -33,6 +33,10 @@ pub(crate) enum CoreMsg {
     Closed {
         session: SessionId,
     },
+    /// The session's connection wrote its replay window: the next one.
+    ReplayMore {
+        session: SessionId,
+    },
     Tick,
     Shutdown,
 }
@@ -115,6 +119,7 @@ pub(crate) fn core_loop(mut core: ServerCore, store: Box<dyn ServerStore>, mut r
                     core.disconnect(session);
                     applied.closed.push(session);
                 }
+                CoreMsg::ReplayMore { session } => core.replay_more(session),
                 CoreMsg::Tick => {
                     if now.saturating_sub(last_prune) >= 1000 {
                         last_prune = now;

@@ -214,26 +214,27 @@ fn files_holding(dir: &std::path::Path, needle: &[u8]) -> Vec<(String, usize)> {
 #[test]
 fn retention_leaves_no_trace_in_memory_replay_or_the_data_directory() {
     const MARK: &str = "zq-retained-content-";
-    let mut server = TestServer::start(|c| c.retention_secs = 2);
+    let mut server = TestServer::start(|c| c.retention_secs = 3);
     let mut alice = RawClient::login(server.addr(), "alice", "a");
     let g = create_group(&mut alice, &["bob", "carol"]);
     let mut ids = Vec::new();
+    let mut bob = RawClient::login(server.addr(), "bob", "b");
     for i in 0..300 {
         let to = if i % 3 == 0 { g.as_str() } else { "bob" };
         let t = if i % 3 == 0 { ChatType::GroupChat } else { ChatType::Chat };
         let (id, _) = alice.send_msg_opts(to, t, &format!("{MARK}{i}"), true, t == ChatType::GroupChat).expect("sent");
         ids.push((id, t));
-    }
-    let mut bob = RawClient::login(server.addr(), "bob", "b");
-    for &(id, t) in ids.iter().take(30) {
-        match t {
-            ChatType::Chat => bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: id }),
-            _ => bob.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: id, ext: Some(format!("{MARK}ext")) }),
-        };
+        // Acks of the first 30, each right after its message (long before it expires).
+        if i < 30 {
+            match t {
+                ChatType::Chat => bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: id }),
+                _ => bob.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: id, ext: Some(format!("{MARK}ext")) }),
+            };
+        }
     }
     drop((alice, bob));
     let on_disk_before = files_holding(&server.root().join("server"), MARK.as_bytes()).iter().map(|(_, n)| n).sum::<usize>();
-    // Past retention (2 s) and a prune tick (1 s), bounded.
+    // Past retention (3 s) and a prune tick (1 s), bounded.
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut replayed = usize::MAX;
     while Instant::now() < deadline {
@@ -262,4 +263,55 @@ fn retention_leaves_no_trace_in_memory_replay_or_the_data_directory() {
     let bob = RawClient::login(server.addr(), "bob", "b3");
     assert_eq!(bob.backlog.len(), 1);
     assert!(bob.backlog[0].seq > 300, "seq {} went back", bob.backlog[0].seq);
+}
+
+#[test]
+fn a_login_storm_that_never_reads_holds_one_replay_window_per_socket() {
+    use receipt_testkit::child::ChildServer;
+    const MESSAGES: usize = 300;
+    const SOCKETS: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let srv = ChildServer::start(&dir.path().join("data"), "");
+    let mut alice = RawClient::login(srv.addr(), "alice", "a");
+    let content = "x".repeat(MAX_CONTENT_BYTES);
+    pipelined(&mut alice, MESSAGES, |req, i| plain_send(req, format!("big{i}"), "bob", ChatType::Chat, content.clone()));
+    drop(alice);
+    let rss0 = srv.rss_kib();
+    // Devices of bob logging in from cursor 0 and never reading (distinct device ids within
+    // the device limit would be refused past 10: one device id, as the storm of the issue).
+    let socks: Vec<std::net::TcpStream> = (0..SOCKETS)
+        .map(|i| {
+            let mut s = std::net::TcpStream::connect(srv.addr()).unwrap();
+            let login = ClientFrame::Login {
+                v: PROTOCOL_VERSION,
+                user: "bob".into(),
+                device: format!("storm{}", i % 5),
+                token: token("bob"),
+                since: 0,
+            };
+            s.write_all(&receipt_core::codec::encode(&login)).unwrap();
+            s
+        })
+        .collect();
+    // Bounded wait for the server to do what it will with them.
+    let mut rss1 = 0;
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(200));
+        rss1 = rss1.max(srv.rss_kib());
+    }
+    let per_socket_kib = rss1.saturating_sub(rss0) / SOCKETS as u64;
+    loud(&format!(
+        "login storm: {SOCKETS} sockets logging in from cursor 0 without reading, backlog {MESSAGES} x 64 KiB: \
+         RSS {rss0} KiB -> {rss1} KiB, {per_socket_kib} KiB per socket (before: +71 MB per socket for 1,000 x 64 KiB)"
+    ));
+    // One replay window (~1 MiB estimated) and the socket buffers, not the ~19 MiB backlog.
+    assert!(per_socket_kib < 4 * 1024, "{per_socket_kib} KiB per socket");
+    drop(socks);
+    // A device that reads gets the whole backlog, window after window, then goes online.
+    let mut bob = RawClient::login(srv.addr(), "bob", "reader");
+    let got =
+        bob.backlog.iter().filter(|e| matches!(&*e.event, ServerEvent::Message { msg } if msg.content.len() == MAX_CONTENT_BYTES)).count();
+    assert_eq!(got, MESSAGES);
+    assert!(bob.backlog.windows(2).all(|w| w[0].seq < w[1].seq), "in order");
+    bob.sync_ping();
 }

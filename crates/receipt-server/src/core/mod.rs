@@ -26,12 +26,13 @@ pub type SessionId = u64;
 mod group_receipts;
 mod groups;
 mod one_to_one;
+mod replay;
 mod session;
 #[cfg(test)]
 mod tests;
 
 pub use groups::MAX_GROUP_NAME_BYTES;
-pub use session::{BACKLOG_BATCH, SYNC_PAGE};
+pub use replay::{BACKLOG_BATCH, REPLAY_WINDOW_BYTES, SYNC_PAGE};
 
 /// One change to persist. The store applies a batch of them in one transaction.
 #[derive(Debug, Clone, PartialEq)]
@@ -142,6 +143,8 @@ pub struct ServerCore {
     state: State,
     sessions: HashMap<SessionId, LoggedIn>,
     online: HashMap<UserId, Vec<SessionId>>,
+    /// Sessions replaying their backlog (logged in, not online yet: see `replay`).
+    syncing: HashMap<SessionId, replay::Replay>,
     effects: Effects,
     /// Emptied effect vectors handed back by the store thread, reused for the next batches so
     /// the hot path does not allocate (and fault in) fresh large buffers per batch.
@@ -171,6 +174,7 @@ impl ServerCore {
             state,
             sessions: HashMap::default(),
             online: HashMap::default(),
+            syncing: HashMap::default(),
             effects: Effects::default(),
             spare: Vec::new(),
             counters_dirty: false,
@@ -190,8 +194,9 @@ impl ServerCore {
     }
 
     /// Handles one frame of `session`. A `Login` registers an *authenticated* session (the
-    /// connection layer checked the token and the version) and produces `LoginOk`, the backlog
-    /// after `since` and `SyncDone`, atomically with registering it. Requests of a session that is
+    /// connection layer checked the token and the version) and produces `LoginOk` and the first
+    /// window of the backlog after `since`; [`replay_more`](Self::replay_more) the next ones; the
+    /// last one ends with `SyncDone`, atomically with the session going online. Requests of a session that is
     /// not logged in are refused with 201.
     pub fn handle(&mut self, now_ms: u64, session: SessionId, frame: ClientFrame) -> Effects {
         self.apply(now_ms, session, frame);
@@ -218,8 +223,10 @@ impl ServerCore {
                         self.origin = None;
                         // The answer goes before the events it caused, so the requesting device
                         // knows e.g. the message id before the echo of its own message.
-                        let frame = result_frame(req, res);
-                        self.effects.out.insert(at, Outgoing { session, frame: Arc::new(frame), replay: false });
+                        let frame = Arc::new(result_frame(req, res));
+                        if self.syncing.is_empty() || !self.hold_while_replaying(session, &frame) {
+                            self.effects.out.insert(at, Outgoing { session, frame, replay: false });
+                        }
                         None
                     }
                     None => Some(ServerFrame::err(req, ChatError::not_logged_in())),
@@ -270,7 +277,12 @@ impl ServerCore {
     }
 
     fn send(&mut self, session: SessionId, frame: ServerFrame, replay: bool) {
-        self.effects.out.push(Outgoing { session, frame: Arc::new(frame), replay });
+        let frame = Arc::new(frame);
+        // A session replaying gets its other frames after its `SyncDone`.
+        if !replay && !self.syncing.is_empty() && self.hold_while_replaying(session, &frame) {
+            return;
+        }
+        self.effects.out.push(Outgoing { session, frame, replay });
     }
 
     fn expired(&self, rec: &MessageRecord, now_ms: u64) -> bool {

@@ -1,22 +1,15 @@
 //! Sessions: login (device limit, backlog replay after the device's cursor, sync end),
 //! disconnect, and retention pruning.
 
-use receipt_core::protocol::{ConversationState, SeqEvent, ServerEvent, ServerFrame};
+use receipt_core::protocol::ServerFrame;
 use receipt_core::{ChatError, ErrorCode, UserId};
 
 use super::{err, Effects, LoggedIn, ServerCore, SessionId, StoreOp};
 
-/// Largest number of events in one `Backlog` frame.
-pub const BACKLOG_BATCH: usize = 100;
-/// Most conversations in one `SyncConversations` (or `SyncDone`) frame: with ids of at most 128
-/// bytes a page stays under ~200 KiB, far below the 1 MiB frame limit.
-pub const SYNC_PAGE: usize = 1000;
-/// Rough byte budget of one `Backlog` frame (stays far below the 1 MiB frame limit).
-const BACKLOG_BYTES: usize = 256 * 1024;
-
 impl ServerCore {
     /// The session's connection is gone.
     pub fn disconnect(&mut self, session: SessionId) {
+        self.syncing.remove(&session);
         if let Some(s) = self.sessions.remove(&session) {
             if let Some(list) = self.online.get_mut(&*s.user) {
                 list.retain(|x| *x != session);
@@ -77,9 +70,12 @@ impl ServerCore {
         // Per-user device limit: distinct device ids online, not counting this one (a device
         // reconnecting before its old connection was noticed closed is never refused).
         let limit = self.cfg.max_devices_per_user.max(1);
-        if let Some(list) = self.online.get(&user) {
+        // Sessions still replaying count too (they are not online yet).
+        let replaying = self.syncing.keys().filter(|s| self.sessions.get(s).is_some_and(|l| *l.user == *user));
+        let sessions: Vec<SessionId> = self.online.get(&user).into_iter().flatten().chain(replaying).copied().collect();
+        if !sessions.is_empty() {
             let mut others: Vec<&str> =
-                list.iter().filter_map(|s| self.sessions.get(s)).map(|s| &*s.device).filter(|d| *d != device).collect();
+                sessions.iter().filter_map(|s| self.sessions.get(s)).map(|s| &*s.device).filter(|d| *d != device).collect();
             others.sort_unstable();
             others.dedup();
             if others.len() >= limit {
@@ -99,58 +95,8 @@ impl ServerCore {
             },
             true,
         );
-        let mut frames = Vec::new();
-        if let Some(log) = self.state.logs.get(&user) {
-            let start = log.partition_point(|e| e.seq <= since);
-            let mut batch = Vec::new();
-            let mut bytes = 0;
-            for e in &log[start..] {
-                let size = event_size(&e.event);
-                if !batch.is_empty() && (batch.len() >= BACKLOG_BATCH || bytes + size > BACKLOG_BYTES) {
-                    frames.push(ServerFrame::Backlog { events: std::mem::take(&mut batch) });
-                    bytes = 0;
-                }
-                bytes += size;
-                batch.push(SeqEvent::clone(e));
-            }
-            if !batch.is_empty() {
-                frames.push(ServerFrame::Backlog { events: batch });
-            }
-        }
-        for f in frames {
-            self.send(session, f, true);
-        }
-        let mut conversations: Vec<ConversationState> = self
-            .state
-            .convs
-            .get(&user)
-            .map(|m| m.iter().map(|(k, c)| ConversationState { chat_type: k.chat_type, id: k.id.clone(), unread: c.unread }).collect())
-            .unwrap_or_default();
-        conversations.sort_by(|a, b| (a.chat_type, &a.id).cmp(&(b.chat_type, &b.id)));
-        let head = self.state.head(&user);
-        // Paged: no frame grows with the number of conversations (a user added to 22,000 groups
-        // must still log in under the frame limit).
-        let last = conversations.len().saturating_sub(1) / SYNC_PAGE * SYNC_PAGE;
-        let rest = conversations.split_off(last);
-        let mut it = conversations.into_iter();
-        loop {
-            let page: Vec<ConversationState> = it.by_ref().take(SYNC_PAGE).collect();
-            if page.is_empty() {
-                break;
-            }
-            self.send(session, ServerFrame::SyncConversations { conversations: page }, true);
-        }
-        self.send(session, ServerFrame::SyncDone { head, conversations: rest }, true);
-        self.online.entry(user.clone()).or_default().push(session);
         self.sessions.insert(session, LoggedIn { user: user.into(), device: device.into() });
-    }
-}
-
-/// A cheap upper-ish estimate of an event's encoded size.
-fn event_size(e: &ServerEvent) -> usize {
-    256 + match e {
-        ServerEvent::Message { msg } => msg.content.len() * 2,
-        ServerEvent::GroupRead { ack, .. } => ack.content.as_ref().map_or(0, |c| c.len() * 2),
-        _ => 0,
+        // Online once the replay (streamed, see `replay`) reached the head.
+        self.start_replay(session, since);
     }
 }

@@ -309,3 +309,53 @@ fn prune_drops_expired_messages_and_read_acks_get_506() {
     assert!(result(&effects, 2).is_ok());
     assert!(c.prune(T0 + 1500).ops.is_empty());
 }
+
+#[test]
+fn a_long_replay_is_streamed_in_windows_and_the_session_goes_online_at_its_end() {
+    let mut c = core_with(|_| {});
+    login(&mut c, 1, "alice", 0);
+    // ~10 windows of backlog for bob (each event is estimated at >= 256 bytes).
+    let n = 10 * REPLAY_WINDOW_BYTES / 256;
+    for i in 0..n {
+        send(&mut c, T0 + i as u64, 1, &format!("c{i}"), "bob", ChatType::Chat, false);
+    }
+    let first = login(&mut c, 2, "bob", 0);
+    assert!(!first.iter().any(|f| matches!(f, ServerFrame::SyncDone { .. })), "one window, not the whole backlog");
+    let seqs_of = |frames: &[ServerFrame]| -> Vec<u64> {
+        frames
+            .iter()
+            .filter_map(|f| if let ServerFrame::Backlog { events } = f { Some(events) } else { None })
+            .flatten()
+            .map(|e| e.seq)
+            .collect()
+    };
+    let mut seqs = seqs_of(&first);
+    assert!(seqs.len() < n / 5, "{} events in the first window", seqs.len());
+    // Meanwhile: a live message for bob (not sent live: the replay brings it) and a ping of
+    // bob's (its pong is held until SyncDone).
+    let (_, fx) = send(&mut c, T0 + n as u64, 1, "during", "bob", ChatType::Chat, false);
+    assert!(fx.out.iter().all(|o| o.session != 2), "nothing live to a replaying session");
+    let fx = c.handle(T0, 2, ClientFrame::Ping { nonce: 7 });
+    assert!(fx.out.is_empty(), "the pong waits for the end of the replay");
+    let mut windows = 1;
+    let last = loop {
+        assert!(windows < 100, "bounded");
+        c.replay_more(2);
+        let fx = c.take_effects();
+        assert!(fx.ops.is_empty());
+        windows += 1;
+        let frames: Vec<ServerFrame> = fx.out.iter().map(|o| (*o.frame).clone()).collect();
+        seqs.extend(seqs_of(&frames));
+        if frames.iter().any(|f| matches!(f, ServerFrame::SyncDone { .. })) {
+            break frames;
+        }
+    };
+    assert_eq!(seqs, (1..=n as u64 + 1).collect::<Vec<_>>(), "every event once, in order, the live one included");
+    assert!(windows >= 5, "{windows} windows");
+    let done = last.iter().position(|f| matches!(f, ServerFrame::SyncDone { .. })).unwrap();
+    assert_eq!(last[done + 1..], [ServerFrame::Pong { nonce: 7 }]);
+    assert_eq!(c.sessions_of("bob"), &[2]);
+    // Online now: live events flow.
+    let (_, fx) = send(&mut c, T0 + n as u64 + 1, 1, "after", "bob", ChatType::Chat, false);
+    assert!(fx.out.iter().any(|o| o.session == 2));
+}
