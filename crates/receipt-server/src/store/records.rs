@@ -249,3 +249,52 @@ pub(super) fn encode_events<'b>(evs: &[&SeqEvent], buf: &'b mut Vec<u8>) -> &'b 
 pub(super) fn chat_type_code(t: ChatType) -> u8 {
     t as u32 as u8
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(id: MsgId) -> WireMessage {
+        WireMessage {
+            id,
+            client_id: format!("c{id}"),
+            from: "alice".into(),
+            to: "bob".into(),
+            chat_type: ChatType::Chat,
+            content: "the content".into(),
+            timestamp: 7,
+            require_delivery_ack: false,
+            need_group_ack: false,
+        }
+    }
+
+    #[test]
+    fn a_format_1_row_with_the_message_inside_still_loads_and_new_rows_hold_only_the_id() {
+        // What the previous version wrote: the whole message in the event.
+        let m1 = msg(1);
+        let old: Vec<(u64, EvRef<'_>)> = vec![(1, Ev::Message(&m1))];
+        let mut buf = Vec::new();
+        let row = encode_record(&old, &mut buf).to_vec();
+        let (mut log, mut loaded) = (Vec::new(), HashMap::default());
+        decode_events("bob", 1, &row, &BTreeMap::new(), &mut loaded, &mut log).unwrap();
+        assert!(matches!(&*log[0].event, ServerEvent::Message { msg: m } if **m == msg(1)));
+        // This version's row: the id only, resolved from the stored messages; gone with them.
+        let ev = SeqEvent { seq: 2, event: ServerEvent::Message { msg: msg(2).into() }.into() };
+        let row = encode_events(&[&ev], &mut buf).to_vec();
+        assert!(!row.windows(b"the content".len()).any(|w| w == b"the content"), "no copy of the content");
+        let messages: BTreeMap<MsgId, MessageRecord> = [(2, MessageRecord::new(msg(2).into()))].into();
+        let mut log = Vec::new();
+        decode_events("bob", 2, &row, &messages, &mut loaded, &mut log).unwrap();
+        assert!(Arc::ptr_eq(
+            match &*log[0].event {
+                ServerEvent::Message { msg } => msg,
+                e => panic!("{e:?}"),
+            },
+            &messages[&2].msg
+        ));
+        let mut log = Vec::new();
+        decode_events("bob", 2, &row, &BTreeMap::new(), &mut loaded, &mut log).unwrap();
+        assert!(log.is_empty(), "a reference to a message past retention is dropped");
+        assert_eq!(last_seq("bob", 2, &row).unwrap(), 2);
+    }
+}
