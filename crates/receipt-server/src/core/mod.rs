@@ -145,6 +145,9 @@ pub struct ServerCore {
     online: HashMap<UserId, Vec<SessionId>>,
     /// Sessions replaying their backlog (logged in, not online yet: see `replay`).
     syncing: HashMap<SessionId, replay::Replay>,
+    /// Every non-empty log once, by the time of its first event: the retention pass looks at
+    /// the logs whose first event expired, not at every log.
+    trim_queue: std::collections::BinaryHeap<std::cmp::Reverse<(u64, UserId)>>,
     effects: Effects,
     /// Emptied effect vectors handed back by the store thread, reused for the next batches so
     /// the hot path does not allocate (and fault in) fresh large buffers per batch.
@@ -168,7 +171,9 @@ fn err(code: ErrorCode, d: impl Into<String>) -> ChatError {
 
 impl ServerCore {
     pub fn new(cfg: CoreConfig, state: State) -> Self {
+        let trim_queue = state.logs.iter().filter_map(|(u, l)| l.first().map(|e| std::cmp::Reverse((e.at(), u.clone())))).collect();
         ServerCore {
+            trim_queue,
             ack_policy: cfg.group_ack.rules(),
             cfg,
             state,
@@ -318,6 +323,9 @@ impl ServerCore {
         // The event is shared by the logs, the frame and the store op; one frame for all of
         // this user's sessions.
         let le = LogEvent::logged_at(SeqEvent { seq, event }, self.now_ms);
+        if log.is_empty() {
+            self.trim_queue.push(std::cmp::Reverse((le.at(), user.to_string())));
+        }
         log.push(le.clone());
         if let Some(sessions) = self.online.get(user) {
             let mut frame = None;

@@ -39,25 +39,25 @@ impl ServerCore {
             }
             self.effects.ops.push(StoreOp::DeleteMessage(id));
         }
-        // A log is in time order: its expired events are a prefix. (One look per user and
-        // tick; a time-ordered index of logs would make it proportional to what expires.)
+        // A log is in time order: its expired events are a prefix. Only the logs whose first
+        // event expired are looked at (the queue holds each non-empty log once, by that time).
         let cutoff = now_ms.saturating_sub(self.cfg.retention_ms);
-        let mut emptied = Vec::new();
-        for (user, log) in self.state.logs.iter_mut() {
+        while self.trim_queue.peek().is_some_and(|std::cmp::Reverse((at, _))| *at < cutoff) {
+            let std::cmp::Reverse((_, user)) = self.trim_queue.pop().expect("peeked");
+            let Some(log) = self.state.logs.get_mut(&user) else { continue };
             let n = log.partition_point(|e| e.at() < cutoff);
-            if n == 0 {
-                continue;
+            if n > 0 {
+                let up_to = log[n - 1].seq;
+                log.drain(..n);
+                self.state.log_base.insert(user.clone(), up_to);
+                self.effects.ops.push(StoreOp::TrimLog { user: user.clone(), up_to });
             }
-            let up_to = log[n - 1].seq;
-            log.drain(..n);
-            if log.is_empty() {
-                emptied.push(user.clone());
+            match log.first() {
+                Some(e) => self.trim_queue.push(std::cmp::Reverse((e.at(), user))),
+                None => {
+                    self.state.logs.remove(&user);
+                }
             }
-            self.state.log_base.insert(user.clone(), up_to);
-            self.effects.ops.push(StoreOp::TrimLog { user: user.clone(), up_to });
-        }
-        for user in emptied {
-            self.state.logs.remove(&user);
         }
         self.take()
     }

@@ -359,3 +359,28 @@ fn a_long_replay_is_streamed_in_windows_and_the_session_goes_online_at_its_end()
     let (_, fx) = send(&mut c, T0 + n as u64 + 1, 1, "after", "bob", ChatType::Chat, false);
     assert!(fx.out.iter().any(|o| o.session == 2));
 }
+
+#[test]
+fn the_retention_pass_trims_loaded_logs_and_only_the_logs_that_expired() {
+    let mut c = core_with(|cfg| cfg.retention_ms = 1000);
+    login(&mut c, 1, "alice", 0);
+    send(&mut c, T0, 1, "old", "bob", ChatType::Chat, false);
+    send(&mut c, T0 + 900, 1, "young", "carol", ChatType::Chat, false);
+    // As after a restart: a core built on the state loaded from the store.
+    let mut c = ServerCore::new(c.cfg.clone(), c.state.clone());
+    let trimmed = |fx: &Effects| -> Vec<String> {
+        let mut v: Vec<String> =
+            fx.ops.iter().filter_map(|op| if let StoreOp::TrimLog { user, .. } = op { Some(user.clone()) } else { None }).collect();
+        v.sort();
+        v
+    };
+    let fx = c.prune(T0 + 1500);
+    assert_eq!(trimmed(&fx), vec!["alice".to_string(), "bob".to_string()], "carol's log is young");
+    assert!(!c.state.logs.contains_key("bob"));
+    assert_eq!(c.state.logs["alice"].len(), 1, "alice's echo of the young message stays");
+    assert_eq!(c.state.head("bob"), 1, "the head survives an emptied log");
+    let fx = c.prune(T0 + 2500);
+    assert_eq!(trimmed(&fx), vec!["alice".to_string(), "carol".to_string()]);
+    assert!(c.state.logs.is_empty());
+    assert!(trimmed(&c.prune(T0 + 9000)).is_empty());
+}
