@@ -223,12 +223,23 @@ enum rcpt_event_type
    */
   RCPT_EVENT_STORE_FAILED = 13,
   /**
-   * Messages whose receipt flags or counts changed (an own ack, a read on another device, a
-   * conversation read, a group ack count, a refused ack rolled back): each message in its
-   * current state (`rcpt_event_message_count` / `rcpt_event_message_at`). Apply them as they
-   * are; no other event of the same input carries them.
+   * Messages whose own receipt flags or counts changed (an own ack, a single read here or on
+   * another device, a delivery, a group ack count, a refused ack rolled back): each message
+   * in its current state (`rcpt_event_message_count` / `rcpt_event_message_at`). Apply them
+   * as they are; no other event of the same input carries them. A conversation-wide read is
+   * not listed here: it is one `RCPT_EVENT_CONVERSATION_UPDATED`.
    */
   RCPT_EVENT_MESSAGES_UPDATED = 14,
+  /**
+   * A conversation's read marks moved (read by this user here or on another device, read by
+   * the peer, marked all read): the flags of any of its messages may have changed, however
+   * many. `rcpt_event_conversation_id`, `rcpt_event_chat_type`, `rcpt_event_unread`, and the
+   * marks `rcpt_event_read_up_to`, `rcpt_event_receipt_up_to`, `rcpt_event_peer_read_up_to`.
+   * Re-read the messages of that conversation you hold (`rcpt_client_get_message`) instead
+   * of deriving their flags from the marks: which mark covers which message is the engine's
+   * rule. One per conversation per input, before its UNREAD_COUNT_CHANGED.
+   */
+  RCPT_EVENT_CONVERSATION_UPDATED = 15,
 };
 #ifndef __cplusplus
 typedef uint32_t rcpt_event_type;
@@ -580,18 +591,18 @@ const char *rcpt_event_from(const rcpt_event *ev);
 const char *rcpt_event_to(const rcpt_event *ev);
 
 /**
- * UNREAD_COUNT_CHANGED: the conversation's id (the peer's user id, or the group id); `""` for
- * other kinds. Borrowed from `ev`. NULL if `ev` is NULL.
+ * UNREAD_COUNT_CHANGED, CONVERSATION_UPDATED: the conversation's id (the peer's user id, or
+ * the group id); `""` for other kinds. Borrowed from `ev`. NULL if `ev` is NULL.
  */
 const char *rcpt_event_conversation_id(const rcpt_event *ev);
 
 /**
- * UNREAD_COUNT_CHANGED: the conversation's chat type (`RCPT_CHAT_TYPE_*`).
+ * UNREAD_COUNT_CHANGED, CONVERSATION_UPDATED: the conversation's chat type (`RCPT_CHAT_TYPE_*`).
  */
 uint32_t rcpt_event_chat_type(const rcpt_event *ev);
 
 /**
- * UNREAD_COUNT_CHANGED: the conversation's new unread count.
+ * UNREAD_COUNT_CHANGED, CONVERSATION_UPDATED: the conversation's new unread count.
  */
 uint32_t rcpt_event_unread(const rcpt_event *ev);
 
@@ -600,6 +611,24 @@ uint32_t rcpt_event_unread(const rcpt_event *ev);
  * otherwise. Borrowed from `ev`. NULL if `ev` is NULL.
  */
 const char *rcpt_event_group_id(const rcpt_event *ev);
+
+/**
+ * CONVERSATION_UPDATED: received messages up to this server id (decimal; "0": none) are read
+ * by this user. `""` for other kinds. Borrowed from `ev`. NULL if `ev` is NULL.
+ */
+const char *rcpt_event_read_up_to(const rcpt_event *ev);
+
+/**
+ * CONVERSATION_UPDATED, 1:1: this user's read receipt covers the received messages up to this
+ * server id (decimal; "0": none). `""` for other kinds. Borrowed from `ev`. NULL if `ev` is NULL.
+ */
+const char *rcpt_event_receipt_up_to(const rcpt_event *ev);
+
+/**
+ * CONVERSATION_UPDATED, 1:1: the peer read the messages this user sent up to this server id
+ * (decimal; "0": none). `""` for other kinds. Borrowed from `ev`. NULL if `ev` is NULL.
+ */
+const char *rcpt_event_peer_read_up_to(const rcpt_event *ev);
 
 /**
  * The ack's id as a decimal string (increasing in arrival order; a fetch cursor). Borrowed
@@ -660,6 +689,12 @@ const char *rcpt_message_from(const rcpt_message *msg);
  * The peer's user id (1:1) or the group id. Borrowed from `msg`. NULL if `msg` is NULL.
  */
 const char *rcpt_message_to(const rcpt_message *msg);
+
+/**
+ * The conversation the message belongs to: the peer for a 1:1 message (its sender when
+ * received, `to` when sent), else the group id. Borrowed from `msg`. NULL if `msg` is NULL.
+ */
+const char *rcpt_message_conversation_id(const rcpt_message *msg);
 
 /**
  * The text (UTF-8). Borrowed from `msg`. NULL if `msg` is NULL.

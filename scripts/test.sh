@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Every test of the project, as CI runs it. Needs: Rust (stable, with rust-src), gcc, valgrind,
-# Node.js 20 with npm. Installs the pinned cbindgen and npm packages it needs on first use.
+# Node.js 20 with npm; for the ohos targets clang, lld, llvm, musl-dev (amd64 and arm64) and
+# qemu-user-static (scripts/test-ohos.sh installs them when missing, as root). Installs the
+# pinned cbindgen and npm packages it needs on first use.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -17,8 +19,8 @@ cargo test --workspace --all-targets
 step "C header matches a fresh cbindgen run"
 scripts/check-header.sh
 
-step "ohos cross-build (aarch64 and x86_64, build-std)"
-scripts/check-ohos.sh
+step "ohos targets (build-std, Debian's musl): every package's tests on x86_64-ohos natively; engine, client, end to end and C ABI unit tests on aarch64-ohos under qemu; libreceipt_ffi.so checked"
+scripts/test-ohos.sh
 
 step "ArkTS lint"
 scripts/check-arkts.sh

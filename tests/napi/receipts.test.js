@@ -416,3 +416,42 @@ test('native module session edges: login, logout and login again in one tick; ev
     assert.deepStrictEqual(out, { first: 201, logout: 'resolved', second: 'resolved', user: 'nia',
       logoutAgain: 'resolved', logoutTwice: 201, userAfter: '' });
   }));
+
+test('thin bindings: the message objects the app holds follow a conversation read by another device of the user and by the peer, with no call from the app',
+  { skip, timeout: TEST_TIMEOUT }, () => scenario(async ({ start }) => {
+    const olga = await start('olga');
+    const paul1 = await start('paul', { name: 'paul#1' });
+    const paul2 = await start('paul', { name: 'paul#2' });
+    const sent = [await send(olga, 'paul', 'one'), await send(olga, 'paul', 'two')];
+    const ids = JSON.stringify(sent.map((m) => m.msgId));
+    for (const d of [paul1, paul2]) {
+      for (const m of sent) await d.waitFor(isCb('probe', 'onMessageReceived', hasMsg(m.msgId)), `${d.name} got ${m.content}`);
+    }
+    // The objects the listeners handed out (paul#1) and the ones olga sent, as the app holds them.
+    const flags = `return ${ids}.map((id) => { const m = ctx.msg(id); return [m.isUnread(), m.isReceiverRead()]; });`;
+    assert.deepStrictEqual(await paul1.run(flags), [[true, false], [true, false]]);
+    assert.deepStrictEqual(await olga.run(flags), [[false, false], [false, false]]);
+    // Inside onConversationRead, the held objects already show the read (the update comes first).
+    for (const d of [paul1, olga]) {
+      await d.run(`ctx.cm().addConversationListener({ onConversationRead: () => {
+        ctx.state.atRead = ${ids}.map((id) => ctx.msg(id).isReceiverRead()); } });`);
+    }
+
+    // paul#2 reads the conversation; paul#1 and olga call nothing but plain getters afterwards.
+    await paul2.run("await ctx.cm().ackConversationRead('olga');");
+    await paul1.until(flags, (v) => JSON.stringify(v) === JSON.stringify([[false, true], [false, true]]),
+      'paul#1 objects read and acked (another device of paul read the conversation)');
+    assert.deepStrictEqual(await paul1.run('return ctx.state.atRead;'), [true, true]);
+    await olga.until(flags, (v) => JSON.stringify(v) === JSON.stringify([[false, true], [false, true]]),
+      'olga objects read by the receiver (the peer read the conversation)');
+    assert.deepStrictEqual(await olga.run('return ctx.state.atRead;'), [true, true]);
+
+    // Only what the read covered: a later message stays unread on both of paul's devices.
+    const later = await send(olga, 'paul', 'three');
+    for (const d of [paul1, paul2]) {
+      await d.waitFor(isCb('probe', 'onMessageReceived', hasMsg(later.msgId)), `${d.name} got three`);
+      assert.deepStrictEqual(await d.run(`const m = ctx.msg(${JSON.stringify(later.msgId)}); return [m.isUnread(), m.isReceiverRead()];`),
+        [true, false]);
+    }
+    assert.strictEqual(await olga.run(`return ctx.msg(${JSON.stringify(later.msgId)}).isReceiverRead();`), false);
+  }));

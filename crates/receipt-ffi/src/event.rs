@@ -52,11 +52,20 @@ pub enum rcpt_event_type {
     RCPT_EVENT_PROTOCOL_ERROR = 12,
     /// Persisting the client's state failed (it goes on in memory): `rcpt_event_error_message`.
     RCPT_EVENT_STORE_FAILED = 13,
-    /// Messages whose receipt flags or counts changed (an own ack, a read on another device, a
-    /// conversation read, a group ack count, a refused ack rolled back): each message in its
-    /// current state (`rcpt_event_message_count` / `rcpt_event_message_at`). Apply them as they
-    /// are; no other event of the same input carries them.
+    /// Messages whose own receipt flags or counts changed (an own ack, a single read here or on
+    /// another device, a delivery, a group ack count, a refused ack rolled back): each message
+    /// in its current state (`rcpt_event_message_count` / `rcpt_event_message_at`). Apply them
+    /// as they are; no other event of the same input carries them. A conversation-wide read is
+    /// not listed here: it is one `RCPT_EVENT_CONVERSATION_UPDATED`.
     RCPT_EVENT_MESSAGES_UPDATED = 14,
+    /// A conversation's read marks moved (read by this user here or on another device, read by
+    /// the peer, marked all read): the flags of any of its messages may have changed, however
+    /// many. `rcpt_event_conversation_id`, `rcpt_event_chat_type`, `rcpt_event_unread`, and the
+    /// marks `rcpt_event_read_up_to`, `rcpt_event_receipt_up_to`, `rcpt_event_peer_read_up_to`.
+    /// Re-read the messages of that conversation you hold (`rcpt_client_get_message`) instead
+    /// of deriving their flags from the marks: which mark covers which message is the engine's
+    /// rule. One per conversation per input, before its UNREAD_COUNT_CHANGED.
+    RCPT_EVENT_CONVERSATION_UPDATED = 15,
 }
 
 /// One event.
@@ -79,6 +88,9 @@ pub struct rcpt_event {
     chat_type: u32,
     unread: u32,
     group_id: CString,
+    read_up_to: CString,
+    receipt_up_to: CString,
+    peer_read_up_to: CString,
 }
 
 impl rcpt_event {
@@ -97,6 +109,9 @@ impl rcpt_event {
             chat_type: 0,
             unread: 0,
             group_id: CString::default(),
+            read_up_to: CString::default(),
+            receipt_up_to: CString::default(),
+            peer_read_up_to: CString::default(),
         }
     }
 
@@ -138,6 +153,16 @@ impl rcpt_event {
                 ev.conversation_id = to_cstring(&conversation.id);
                 ev.chat_type = conversation.chat_type as u32;
                 ev.unread = unread;
+                ev
+            }
+            ClientEvent::ConversationUpdated { conversation, read_up_to, receipt_up_to, peer_read_up_to, unread } => {
+                let mut ev = Self::empty(RCPT_EVENT_CONVERSATION_UPDATED);
+                ev.conversation_id = to_cstring(&conversation.id);
+                ev.chat_type = conversation.chat_type as u32;
+                ev.unread = unread;
+                ev.read_up_to = to_cstring(&read_up_to.to_string());
+                ev.receipt_up_to = to_cstring(&receipt_up_to.to_string());
+                ev.peer_read_up_to = to_cstring(&peer_read_up_to.to_string());
                 ev
             }
             ClientEvent::RequestCompleted { req, result } => {
@@ -291,20 +316,20 @@ pub extern "C" fn rcpt_event_to(ev: *const rcpt_event) -> *const c_char {
     ffi_boundary("rcpt_event_to", || with_ev("rcpt_event_to", ev, |e| e.to.as_ptr()))
 }
 
-/// UNREAD_COUNT_CHANGED: the conversation's id (the peer's user id, or the group id); `""` for
-/// other kinds. Borrowed from `ev`. NULL if `ev` is NULL.
+/// UNREAD_COUNT_CHANGED, CONVERSATION_UPDATED: the conversation's id (the peer's user id, or
+/// the group id); `""` for other kinds. Borrowed from `ev`. NULL if `ev` is NULL.
 #[no_mangle]
 pub extern "C" fn rcpt_event_conversation_id(ev: *const rcpt_event) -> *const c_char {
     ffi_boundary("rcpt_event_conversation_id", || with_ev("rcpt_event_conversation_id", ev, |e| e.conversation_id.as_ptr()))
 }
 
-/// UNREAD_COUNT_CHANGED: the conversation's chat type (`RCPT_CHAT_TYPE_*`).
+/// UNREAD_COUNT_CHANGED, CONVERSATION_UPDATED: the conversation's chat type (`RCPT_CHAT_TYPE_*`).
 #[no_mangle]
 pub extern "C" fn rcpt_event_chat_type(ev: *const rcpt_event) -> u32 {
     ffi_boundary("rcpt_event_chat_type", || with_ev("rcpt_event_chat_type", ev, |e| e.chat_type))
 }
 
-/// UNREAD_COUNT_CHANGED: the conversation's new unread count.
+/// UNREAD_COUNT_CHANGED, CONVERSATION_UPDATED: the conversation's new unread count.
 #[no_mangle]
 pub extern "C" fn rcpt_event_unread(ev: *const rcpt_event) -> u32 {
     ffi_boundary("rcpt_event_unread", || with_ev("rcpt_event_unread", ev, |e| e.unread))
@@ -315,4 +340,63 @@ pub extern "C" fn rcpt_event_unread(ev: *const rcpt_event) -> u32 {
 #[no_mangle]
 pub extern "C" fn rcpt_event_group_id(ev: *const rcpt_event) -> *const c_char {
     ffi_boundary("rcpt_event_group_id", || with_ev("rcpt_event_group_id", ev, |e| e.group_id.as_ptr()))
+}
+
+/// CONVERSATION_UPDATED: received messages up to this server id (decimal; "0": none) are read
+/// by this user. `""` for other kinds. Borrowed from `ev`. NULL if `ev` is NULL.
+#[no_mangle]
+pub extern "C" fn rcpt_event_read_up_to(ev: *const rcpt_event) -> *const c_char {
+    ffi_boundary("rcpt_event_read_up_to", || with_ev("rcpt_event_read_up_to", ev, |e| e.read_up_to.as_ptr()))
+}
+
+/// CONVERSATION_UPDATED, 1:1: this user's read receipt covers the received messages up to this
+/// server id (decimal; "0": none). `""` for other kinds. Borrowed from `ev`. NULL if `ev` is NULL.
+#[no_mangle]
+pub extern "C" fn rcpt_event_receipt_up_to(ev: *const rcpt_event) -> *const c_char {
+    ffi_boundary("rcpt_event_receipt_up_to", || with_ev("rcpt_event_receipt_up_to", ev, |e| e.receipt_up_to.as_ptr()))
+}
+
+/// CONVERSATION_UPDATED, 1:1: the peer read the messages this user sent up to this server id
+/// (decimal; "0": none). `""` for other kinds. Borrowed from `ev`. NULL if `ev` is NULL.
+#[no_mangle]
+pub extern "C" fn rcpt_event_peer_read_up_to(ev: *const rcpt_event) -> *const c_char {
+    ffi_boundary("rcpt_event_peer_read_up_to", || with_ev("rcpt_event_peer_read_up_to", ev, |e| e.peer_read_up_to.as_ptr()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use receipt_core::{ChatType, ConversationKey};
+    use std::ffi::CStr;
+
+    fn text(p: *const c_char) -> &'static str {
+        // SAFETY: the accessors return NUL-terminated strings borrowed from a leaked event.
+        unsafe { CStr::from_ptr(p) }.to_str().unwrap()
+    }
+
+    #[test]
+    fn a_conversation_update_carries_the_conversation_its_marks_and_its_count() {
+        let ev = Box::leak(Box::new(rcpt_event::new(ClientEvent::ConversationUpdated {
+            conversation: ConversationKey::new(ChatType::Chat, "bob"),
+            read_up_to: 7,
+            receipt_up_to: 5,
+            peer_read_up_to: 3,
+            unread: 2,
+        })));
+        assert_eq!(rcpt_event_kind(ev), rcpt_event_type::RCPT_EVENT_CONVERSATION_UPDATED);
+        assert_eq!(rcpt_event_type::RCPT_EVENT_CONVERSATION_UPDATED as u32, 15, "appended: values are stable");
+        assert_eq!(text(rcpt_event_conversation_id(ev)), "bob");
+        assert_eq!(rcpt_event_chat_type(ev), ChatType::Chat as u32);
+        assert_eq!(rcpt_event_unread(ev), 2);
+        assert_eq!(
+            [text(rcpt_event_read_up_to(ev)), text(rcpt_event_receipt_up_to(ev)), text(rcpt_event_peer_read_up_to(ev))],
+            ["7", "5", "3"]
+        );
+        assert_eq!(rcpt_event_message_count(ev), 0, "no message list: the binding re-reads what it holds");
+        // Other kinds leave the marks empty.
+        let other = Box::leak(Box::new(rcpt_event::new(ClientEvent::Connected)));
+        assert_eq!(text(rcpt_event_read_up_to(other)), "");
+        rcpt_event_free(ev);
+        rcpt_event_free(other);
+    }
 }

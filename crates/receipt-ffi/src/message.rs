@@ -24,6 +24,7 @@ pub struct rcpt_message {
     from: CString,
     to: CString,
     content: CString,
+    conversation_id: CString,
 }
 
 impl rcpt_message {
@@ -34,6 +35,7 @@ impl rcpt_message {
             from: to_cstring(&msg.from),
             to: to_cstring(&msg.to),
             content: to_cstring(&msg.content),
+            conversation_id: to_cstring(msg.conversation_ref().id),
             msg,
         }
     }
@@ -86,6 +88,13 @@ pub extern "C" fn rcpt_message_from(msg: *const rcpt_message) -> *const c_char {
 #[no_mangle]
 pub extern "C" fn rcpt_message_to(msg: *const rcpt_message) -> *const c_char {
     ffi_boundary("rcpt_message_to", || with_msg("rcpt_message_to", msg, |m| m.to.as_ptr()))
+}
+
+/// The conversation the message belongs to: the peer for a 1:1 message (its sender when
+/// received, `to` when sent), else the group id. Borrowed from `msg`. NULL if `msg` is NULL.
+#[no_mangle]
+pub extern "C" fn rcpt_message_conversation_id(msg: *const rcpt_message) -> *const c_char {
+    ffi_boundary("rcpt_message_conversation_id", || with_msg("rcpt_message_conversation_id", msg, |m| m.conversation_id.as_ptr()))
 }
 
 /// The text (UTF-8). Borrowed from `msg`. NULL if `msg` is NULL.
@@ -179,3 +188,46 @@ pub const RCPT_STATUS_PENDING: u32 = 0;
 pub const RCPT_STATUS_SENT: u32 = 1;
 /// `rcpt_message_status`: the server refused it.
 pub const RCPT_STATUS_FAILED: u32 = 2;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use receipt_core::{ChatType, MessageDirection, SendStatus};
+    use std::ffi::CStr;
+
+    fn message(from: &str, to: &str, chat_type: ChatType, direction: MessageDirection) -> ChatMessage {
+        ChatMessage {
+            id: 1,
+            client_id: "c1".into(),
+            from: from.into(),
+            to: to.into(),
+            chat_type,
+            direction,
+            content: "hi".into(),
+            timestamp: 0,
+            require_delivery_ack: false,
+            need_group_ack: false,
+            status: SendStatus::Sent,
+            delivered: false,
+            receiver_read: false,
+            unread: false,
+            group_ack_count: 0,
+            group_ack_sent: false,
+        }
+    }
+
+    #[test]
+    fn the_conversation_id_is_the_engines() {
+        let cases = [
+            (message("bob", "alice", ChatType::Chat, MessageDirection::Receive), "bob"),
+            (message("alice", "bob", ChatType::Chat, MessageDirection::Send), "bob"),
+            (message("bob", "g1", ChatType::GroupChat, MessageDirection::Receive), "g1"),
+        ];
+        for (msg, want) in cases {
+            let m = rcpt_message::new(msg);
+            // SAFETY: a NUL-terminated string borrowed from `m`, which outlives this use.
+            let got = unsafe { CStr::from_ptr(rcpt_message_conversation_id(&m)) };
+            assert_eq!(got.to_str().unwrap(), want);
+        }
+    }
+}

@@ -60,13 +60,21 @@ pub struct GroupAckPolicy {
 }
 
 impl Default for GroupAckPolicy {
+    /// The rules' defaults (the seed's), in the configuration's units.
     fn default() -> Self {
+        let d = rules::GroupAckPolicy::default();
         GroupAckPolicy {
-            enabled: false,
-            who_may_request: WhoMayRequest::AllMembers,
-            validity_secs: 3 * 24 * 3600,
-            member_cap: 200,
-            visibility: Visibility::SenderOnly,
+            enabled: d.enabled,
+            who_may_request: match d.who_may_request {
+                rules::WhoMayRequest::AllMembers => WhoMayRequest::AllMembers,
+                rules::WhoMayRequest::OwnerAndAdmins => WhoMayRequest::OwnerAndAdmins,
+            },
+            validity_secs: d.validity_ms / 1000,
+            member_cap: d.member_cap,
+            visibility: match d.visibility {
+                rules::Visibility::SenderOnly => Visibility::SenderOnly,
+                rules::Visibility::AllMembers => Visibility::AllMembers,
+            },
         }
     }
 }
@@ -184,6 +192,13 @@ impl GroupAckPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_ack_defaults_are_the_rules_defaults() {
+        assert_eq!(GroupAckPolicy::default().rules(), rules::GroupAckPolicy::default());
+        assert_eq!(GroupAckPolicy::default().validity_secs, 3 * 24 * 3600);
+        assert_eq!(GroupAckPolicy::default().member_cap, 200);
+    }
 
     #[test]
     fn toml_overrides_only_what_it_names() {

@@ -291,7 +291,10 @@ fn server_restart_clients_reconnect_and_nothing_is_lost() {
 /// matches nothing and cannot undo the ack (`ClientEngine::confirm_pending_ack`).
 #[test]
 fn replayed_read_ack_after_retention_is_quiet_and_stays_read() {
-    let srv = TestServer::start(|c| c.retention_secs = 1);
+    // 4 s: the send -> receive -> ack round trip must fit in it, and takes over a second on
+    // aarch64-ohos under qemu on a loaded machine (scripts/test-ohos.sh); the sleep below
+    // outlasts it.
+    let srv = TestServer::start(|c| c.retention_secs = 4);
     let p = srv.port();
     let alice = Device::online("alice/phone", ChatOptions::default(), p);
     let bob = Device::online("bob/phone", ChatOptions::default(), p);
@@ -312,7 +315,7 @@ fn replayed_read_ack_after_retention_is_quiet_and_stays_read() {
             continue;
         }
         eprintln!("answer lost on attempt {attempt}");
-        std::thread::sleep(Duration::from_millis(1_500));
+        std::thread::sleep(Duration::from_millis(4_500));
         bob.client.set_network_enabled(true);
         bob.wait_connected();
         assert!(bob.completed(req).is_ok(), "the replay of an accepted ack must be quiet");

@@ -196,7 +196,9 @@ fn rule3_bad_acks_refused_and_acks_idempotent() {
 /// Rule 4: a 1:1 read ack is valid while the server keeps the message; past retention: 506.
 #[test]
 fn rule4_read_ack_valid_while_retained_then_506() {
-    let srv = TestServer::start(|c| c.retention_secs = 1);
+    // 4 s: the send -> receive -> ack round trip must fit in it, and takes over a second on
+    // aarch64-ohos under qemu on a loaded machine (scripts/test-ohos.sh).
+    let srv = TestServer::start(|c| c.retention_secs = 4);
     let p = srv.port();
     let alice = Device::online("alice/phone", ChatOptions::default(), p);
     let bob = Device::online("bob/phone", ChatOptions::default(), p);
@@ -207,10 +209,10 @@ fn rule4_read_ack_valid_while_retained_then_506() {
     bob.ack_read(m1.id);
     assert_eq!(alice.read(1)[0].id, m1.id);
 
-    // Past retention (1 s): 506, nobody hears anything, the "ack sent" flag is rolled back.
+    // Past retention (4 s): 506, nobody hears anything, the "ack sent" flag is rolled back.
     let m2 = alice.send_chat("bob", "stale soon");
     bob.received(1);
-    sleep_past(m2.timestamp, 1_300);
+    sleep_past(m2.timestamp, 4_300);
     let req = bob.client.ack_message_read(m2.id).unwrap().expect("the ack goes out");
     let e = bob.refused(req, ErrorCode::MessageExpired);
     assert!(e.description.contains("retention"), "{e}");
@@ -444,7 +446,9 @@ fn rule6_policy_owner_and_admins_may_request() {
 /// `validity_secs`: an ack within the validity counts; after it: 506.
 #[test]
 fn rule6_policy_validity_then_506() {
-    let srv = TestServer::start(|c| c.group_ack.validity_secs = 1);
+    // 4 s: the send -> receive -> ack round trip must fit in it, and takes over a second on
+    // aarch64-ohos under qemu on a loaded machine (scripts/test-ohos.sh).
+    let srv = TestServer::start(|c| c.group_ack.validity_secs = 4);
     let p = srv.port();
     let carol = Device::online("carol/phone", ChatOptions::default(), p);
     let dave = Device::online("dave/phone", ChatOptions::default(), p);
@@ -457,7 +461,7 @@ fn rule6_policy_validity_then_506() {
     dave.ok(req);
     assert_eq!(carol.group_acks()[0].count, 1);
 
-    sleep_past(m.timestamp, 1_300);
+    sleep_past(m.timestamp, 4_300);
     let req = erin.client.ack_group_message_read(m.id, None).unwrap().unwrap();
     erin.refused(req, ErrorCode::MessageExpired);
     assert!(!erin.msg(m.id).group_ack_sent, "a refused ack is not marked sent");

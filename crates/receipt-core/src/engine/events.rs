@@ -1,5 +1,6 @@
-//! What the app hears of an input: the events batched while it ran, and the messages whose
-//! flags it changed (noted before the first change, compared at the end).
+//! What the app hears of an input: the events batched while it ran, the messages whose own
+//! flags it changed (noted before the first change, compared at the end), and the conversations
+//! whose marks it moved (one event each, whatever the number of messages the move covers).
 
 use super::*;
 
@@ -61,16 +62,6 @@ impl Marks {
     pub(super) fn of(c: &Conversation) -> Self {
         Marks { read_up_to: c.read_up_to, receipt_up_to: c.receipt_up_to, peer_read_up_to: c.peer_read_up_to }
     }
-
-    /// The lowest mark that moved from `self` to `now`, if any: the messages above it, up to
-    /// the highest of `now`, may have changed.
-    fn moved_range(self, now: Marks) -> Option<(MsgId, MsgId)> {
-        let pairs =
-            [(self.read_up_to, now.read_up_to), (self.receipt_up_to, now.receipt_up_to), (self.peer_read_up_to, now.peer_read_up_to)];
-        let low = pairs.iter().filter(|(before, after)| after > before).map(|(before, _)| *before).min()?;
-        let high = pairs.iter().map(|(_, after)| *after).max().unwrap_or(low);
-        Some((low, high))
-    }
 }
 
 /// `(unread, receiver_read)` as the app sees them: a message's own flags under its
@@ -91,8 +82,9 @@ pub(super) fn resolve_flags(m: &ChatMessage, unread: bool, receiver_read: bool, 
 }
 
 impl<S: ClientStore> ClientEngine<S> {
-    /// Emits the events batched during an input: the message lists, the group acks, the messages
-    /// whose flags changed (those no other event of the input carries), the unread counts.
+    /// Emits the events batched during an input: the message lists, the messages whose own flags
+    /// changed (those no other event of the input carries), the conversations whose marks moved,
+    /// the group acks and conversation reads (after the state they change), the unread counts.
     pub(super) fn emit_input_events(&mut self) {
         let lists = [
             (MessageList::Received, std::mem::take(&mut self.received)),
@@ -116,13 +108,18 @@ impl<S: ClientStore> ClientEngine<S> {
                 MessageList::Read => ClientEvent::MessagesRead(msgs),
             });
         }
-        if !self.group_acks.is_empty() {
-            self.events.push_back(ClientEvent::GroupMessageRead(std::mem::take(&mut self.group_acks)));
-        }
         let updated = self.changed_messages(flags_before, &carried);
         if !updated.is_empty() {
             self.events.push_back(ClientEvent::MessagesUpdated(updated));
         }
+        let conversations = self.conversations_updated();
+        self.events.extend(conversations);
+        // The notifications whose state the updates above carry come after them, so that a
+        // listener already sees the messages it is told about in their new state.
+        if !self.group_acks.is_empty() {
+            self.events.push_back(ClientEvent::GroupMessageRead(std::mem::take(&mut self.group_acks)));
+        }
+        self.events.extend(std::mem::take(&mut self.conversation_reads));
         let mut seen = HashSet::default();
         for key in std::mem::take(&mut self.unread_changed) {
             if seen.insert(key.clone()) {
@@ -132,12 +129,11 @@ impl<S: ClientStore> ClientEngine<S> {
         }
     }
 
-    /// The messages whose flags as the app sees them changed in this input, as the app now sees
-    /// them, oldest first: those noted before a change of their own flags, and those in the
-    /// range of a mark that moved. Only that range is visited, once (the marks moved in O(1);
-    /// this costs what the event carries).
-    fn changed_messages(&mut self, flags_before: HashMap<MsgId, OwnFlags>, carried: &HashSet<MsgId>) -> Vec<ChatMessage> {
-        let marks_before = std::mem::take(&mut self.marks_before);
+    /// The messages whose own flags changed in this input, as the app now sees them, oldest
+    /// first (each compared under its conversation's marks before and after the input). A mark
+    /// move is not listed message by message: it is one [`ClientEvent::ConversationUpdated`]
+    /// (see [`Self::conversations_updated`]), so its cost does not grow with the conversation.
+    fn changed_messages(&self, flags_before: HashMap<MsgId, OwnFlags>, carried: &HashSet<MsgId>) -> Vec<ChatMessage> {
         let mut changed: Vec<ChatMessage> = Vec::new();
         for (id, own_then) in &flags_before {
             let Some(m) = self.messages.get(id) else { continue };
@@ -145,36 +141,35 @@ impl<S: ClientStore> ClientEngine<S> {
                 continue;
             }
             let marks_now = self.conversations.get(&m.conversation_ref()).map(Marks::of);
-            let marks_then = marks_before.get(&m.conversation_ref()).copied().or(marks_now);
+            let marks_then = self.marks_before.get(&m.conversation_ref()).copied().or(marks_now);
             let now = OwnFlags::of(m).seen(m, marks_now);
             if own_then.seen(m, marks_then) != now {
                 changed.push(now.apply_to(m));
             }
         }
-        let singles = changed.len();
-        for (key, then) in &marks_before {
-            let Some(c) = self.conversations.get(key) else { continue };
-            let marks_now = Marks::of(c);
-            let Some((low, high)) = then.moved_range(marks_now) else { continue };
-            let held = self.conv_ids.get(key).map(Vec::as_slice).unwrap_or(&[]);
-            let start = held.partition_point(|&id| id <= low);
-            for id in held[start..].iter().take_while(|&&id| id <= high) {
-                if flags_before.contains_key(id) || carried.contains(id) {
-                    continue; // seen above, or carried by another event
-                }
-                let Some(m) = self.messages.get(id) else { continue };
-                let own = OwnFlags::of(m);
-                let now = own.seen(m, Some(marks_now));
-                if own.seen(m, Some(*then)) != now {
-                    changed.push(now.apply_to(m));
-                }
-            }
-        }
-        // One range alone is in order already (the usual case: one conversation read).
-        if singles != 0 || marks_before.len() > 1 {
-            changed.sort_unstable_by_key(|m| m.id);
-        }
+        changed.sort_unstable_by_key(|m| m.id);
         changed
+    }
+
+    /// One [`ClientEvent::ConversationUpdated`] per conversation whose marks moved in this input
+    /// (by key, for a stable order): O(conversations moved), whatever their size.
+    fn conversations_updated(&mut self) -> Vec<ClientEvent> {
+        let mut moved: Vec<(ConversationKey, Marks)> = std::mem::take(&mut self.marks_before).into_iter().collect();
+        moved.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        moved
+            .into_iter()
+            .filter_map(|(key, then)| {
+                let c = self.conversations.get(&key)?;
+                let now = Marks::of(c);
+                (now != then).then(|| ClientEvent::ConversationUpdated {
+                    read_up_to: now.read_up_to,
+                    receipt_up_to: now.receipt_up_to,
+                    peer_read_up_to: now.peer_read_up_to,
+                    unread: c.unread(),
+                    conversation: key,
+                })
+            })
+            .collect()
     }
 
     /// Remembers a message's own flags before this input changes them (the first time only).

@@ -275,12 +275,12 @@ impl<S: ClientStore> ClientEngine<S> {
                     self.move_receipt_mark(&key, up_to);
                     self.clear_remote_unread(&key);
                     if chat_type == ChatType::Chat && device != self.cfg.device {
-                        self.events.push_back(ClientEvent::ConversationRead { from, to });
+                        self.conversation_reads.push(ClientEvent::ConversationRead { from, to });
                     }
                 } else if chat_type == ChatType::Chat && to == *me {
                     let key = ConversationKey::new(ChatType::Chat, &from);
                     self.move_peer_read_mark(&key, up_to);
-                    self.events.push_back(ClientEvent::ConversationRead { from, to });
+                    self.conversation_reads.push(ClientEvent::ConversationRead { from, to });
                 }
             }
             ServerEvent::GroupRead { sender, ack, .. } => {

@@ -90,15 +90,38 @@ pub enum ClientEvent {
     MessagesDelivered(Vec<ChatMessage>),
     /// Sender side: read acks (or a conversation ack) came back.
     MessagesRead(Vec<ChatMessage>),
+    /// Group read acks of messages this user sent; after the input's `MessagesUpdated`, which
+    /// carries those messages' new counts.
     GroupMessageRead(Vec<GroupReadAck>),
-    /// Messages whose receipt flags or counts changed in this input (an own ack, a read on
-    /// another device, a conversation read, a watermark, a group ack count, a refused ack rolled
-    /// back), each in its current state, oldest first. Once per input, after the other message
-    /// events of the input, and without the messages those already carry: a binding applies
-    /// what it is told and never re-derives a flag.
+    /// Messages whose own receipt flags or counts changed in this input (an own ack, a single
+    /// read here or on another device, a delivery, a group ack count, a refused ack rolled
+    /// back), each in its current state, oldest first. Once per input, after the message lists
+    /// of the input (received, delivered, read), and without the messages those already carry;
+    /// before the notifications whose state it carries (group acks, conversation reads): a binding applies
+    /// what it is told and never re-derives a flag. A watermark move over a conversation is not
+    /// listed here message by message: it is one [`ClientEvent::ConversationUpdated`].
     MessagesUpdated(Vec<ChatMessage>),
+    /// A conversation's marks moved in this input (read by this user here or on another device,
+    /// read by the peer, marked all read, a read state from the server): the flags of any of its
+    /// messages may have changed, however many. Once per conversation per input, after
+    /// `MessagesUpdated` and before `ConversationRead` and `UnreadCountChanged`. A binding that holds messages of the
+    /// conversation re-reads them ([`ClientEngine::message`]) rather than comparing ids against
+    /// the marks: which mark covers which message (direction, chat type, the read set) is the
+    /// engine's rule, and the cost stays with what the binding holds, not with the conversation.
+    /// The marks (as [`ClientEngine::conversation`] gives them; receipt marks are 1:1 only) and
+    /// the unread count are here for the app's own use.
+    ConversationUpdated {
+        conversation: ConversationKey,
+        /// Received messages up to this id are read (this user, any device).
+        read_up_to: MsgId,
+        /// 1:1: this user's read receipt covers received messages up to this id.
+        receipt_up_to: MsgId,
+        /// 1:1: the peer read the messages this user sent up to this id.
+        peer_read_up_to: MsgId,
+        unread: u32,
+    },
     /// 1:1 conversation ack: `from` read the conversation with `to`. Fires on the peer's devices
-    /// and on the acker's other devices.
+    /// and on the acker's other devices, after the input's `ConversationUpdated`.
     ConversationRead {
         from: UserId,
         to: String,
@@ -177,6 +200,8 @@ pub struct ClientEngine<S: ClientStore> {
     delivered: Vec<MsgId>,
     read: Vec<MsgId>,
     group_acks: Vec<GroupReadAck>,
+    /// `ConversationRead` events of this input, told after the state they change.
+    conversation_reads: Vec<ClientEvent>,
     unread_changed: Vec<ConversationKey>,
     /// The flags each message changed in this input had before its first change (see
     /// [`ClientEvent::MessagesUpdated`]).

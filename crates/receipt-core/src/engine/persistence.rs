@@ -38,6 +38,7 @@ impl<S: ClientStore> ClientEngine<S> {
             delivered: Vec::new(),
             read: Vec::new(),
             group_acks: Vec::new(),
+            conversation_reads: Vec::new(),
             unread_changed: Vec::new(),
             flags_before: HashMap::default(),
             marks_before: ConvMap::default(),

@@ -1,5 +1,8 @@
 //! The engine's events carry the state they change: after each input that changes a message's
-//! flags, `MessagesUpdated` holds that message as it now is, so a binding never re-derives one.
+//! own flags, `MessagesUpdated` holds that message as it now is; after an input that moves a
+//! conversation's marks, one `ConversationUpdated` says so (whatever the number of messages it
+//! covers), and the messages re-read from the engine show the new flags. A binding never
+//! re-derives a flag.
 //! Driven by hand-written server frames (the frames a server sends for each case).
 
 use super::*;
@@ -66,6 +69,46 @@ fn no_update(evs: &[ClientEvent]) -> bool {
     !evs.iter().any(|e| matches!(e, ClientEvent::MessagesUpdated(_)))
 }
 
+/// A conversation's marks and unread count as `ConversationUpdated` reports them.
+#[derive(Debug, PartialEq, Eq)]
+struct ConvUpdate {
+    read_up_to: MsgId,
+    receipt_up_to: MsgId,
+    peer_read_up_to: MsgId,
+    unread: u32,
+}
+
+/// The input's one `ConversationUpdated` event, for `peer`'s 1:1 conversation (panics if there
+/// is none, more than one, or one for another conversation).
+fn conversation_updated(evs: &[ClientEvent], peer: &str) -> ConvUpdate {
+    let all: Vec<ConvUpdate> = evs
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::ConversationUpdated { conversation, read_up_to, receipt_up_to, peer_read_up_to, unread } => {
+                assert_eq!(conversation, &ConversationKey::new(ChatType::Chat, peer));
+                Some(ConvUpdate {
+                    read_up_to: *read_up_to,
+                    receipt_up_to: *receipt_up_to,
+                    peer_read_up_to: *peer_read_up_to,
+                    unread: *unread,
+                })
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(all.len(), 1, "one ConversationUpdated per conversation per input: {evs:?}");
+    all.into_iter().next().unwrap()
+}
+
+fn no_conversation_update(evs: &[ClientEvent]) -> bool {
+    !evs.iter().any(|e| matches!(e, ClientEvent::ConversationUpdated { .. }))
+}
+
+/// The messages as the engine now shows them (what a binding re-reads).
+fn reread(e: &ClientEngine<MemStore>, ids: impl IntoIterator<Item = MsgId>) -> Vec<ChatMessage> {
+    ids.into_iter().map(|id| e.message_by_id(id).unwrap()).collect()
+}
+
 #[test]
 fn ack_message_read_reports_the_message_read_and_acked() {
     let mut e = alice();
@@ -80,7 +123,15 @@ fn ack_message_read_reports_the_message_read_and_acked() {
 }
 
 #[test]
-fn ack_conversation_read_reports_every_message_it_covers() {
+fn a_single_ack_moves_no_mark() {
+    let mut e = alice();
+    event(&mut e, message(1, "bob", "alice", ChatType::Chat, false));
+    e.ack_message_read(NOW, 1).unwrap().unwrap();
+    assert!(no_conversation_update(&drain(&mut e)));
+}
+
+#[test]
+fn ack_conversation_read_reports_the_conversation_once() {
     let mut e = alice();
     for id in 1..=3 {
         event(&mut e, message(id, "bob", "alice", ChatType::Chat, false));
@@ -88,12 +139,32 @@ fn ack_conversation_read_reports_every_message_it_covers() {
     event(&mut e, message(4, "alice", "bob", ChatType::Chat, false)); // own, from another device
     e.ack_conversation_read(NOW, "bob").unwrap().unwrap();
     let evs = drain(&mut e);
-    let msgs = updated(&evs);
-    assert_eq!(ids(&msgs), vec![1, 2, 3], "the received ones; the own message's flags did not change");
-    assert!(msgs.iter().all(|m| m.receiver_read && !m.unread));
+    assert!(no_update(&evs), "a mark move lists no message: {evs:?}");
+    assert_eq!(conversation_updated(&evs, "bob"), ConvUpdate { read_up_to: 4, receipt_up_to: 4, peer_read_up_to: 0, unread: 0 });
+    let msgs = reread(&e, 1..=3);
+    assert!(msgs.iter().all(|m| m.receiver_read && !m.unread), "{msgs:?}");
+    let own = e.message_by_id(4).unwrap();
+    assert!(!own.receiver_read && !own.unread, "the own message's flags did not change");
     // The update goes before the count, so the app has the messages when it hears 0.
     let pos = |f: fn(&ClientEvent) -> bool| evs.iter().position(f).unwrap();
-    assert!(pos(|e| matches!(e, ClientEvent::MessagesUpdated(_))) < pos(|e| matches!(e, ClientEvent::UnreadCountChanged { .. })));
+    assert!(pos(|e| matches!(e, ClientEvent::ConversationUpdated { .. })) < pos(|e| matches!(e, ClientEvent::UnreadCountChanged { .. })));
+}
+
+#[test]
+fn a_conversation_read_costs_one_event_whatever_its_size() {
+    let mut e = alice();
+    let n = 2_000;
+    let seq = e.cursor();
+    let events = (1..=n).map(|id| SeqEvent { seq: seq + id, event: Arc::new(message(id, "bob", "alice", ChatType::Chat, false)) });
+    e.handle_frame(NOW, ServerFrame::Backlog { events: events.collect() });
+    drain(&mut e);
+    e.ack_conversation_read(NOW, "bob").unwrap().unwrap();
+    let evs = drain(&mut e);
+    assert!(no_update(&evs));
+    assert_eq!(conversation_updated(&evs, "bob").unread, 0);
+    // The ack's own events: the conversation update and the count (its completion comes later).
+    assert_eq!(evs.len(), 2, "{evs:?}");
+    assert!(reread(&e, [1, n / 2, n]).iter().all(|m| m.receiver_read && !m.unread));
 }
 
 #[test]
@@ -112,8 +183,10 @@ fn a_group_ack_count_reaches_the_sender_as_an_update() {
     event(&mut e, message(1, "alice", "g1", ChatType::GroupChat, true));
     let ack = GroupReadAck { ack_id: 1, msg_id: 1, from: "bob".into(), content: None, count: 1, timestamp: NOW };
     let evs = event(&mut e, ServerEvent::GroupRead { group: "g1".into(), sender: "alice".into(), ack });
-    assert!(evs.iter().any(|e| matches!(e, ClientEvent::GroupMessageRead(_))));
     assert_eq!(updated(&evs)[0].group_ack_count, 1);
+    // The count is updated before the listener hears of the ack.
+    let pos = |f: fn(&ClientEvent) -> bool| evs.iter().position(f).unwrap();
+    assert!(pos(|e| matches!(e, ClientEvent::MessagesUpdated(_))) < pos(|e| matches!(e, ClientEvent::GroupMessageRead(_))));
 }
 
 #[test]
@@ -134,9 +207,9 @@ fn own_other_device_reading_the_conversation_comes_with_the_read_messages() {
         },
     );
     assert!(evs.iter().any(|e| matches!(e, ClientEvent::ConversationRead { .. })));
-    let msgs = updated(&evs);
-    assert_eq!(ids(&msgs), vec![1, 2]);
-    assert!(msgs.iter().all(|m| !m.unread && m.receiver_read));
+    assert!(no_update(&evs));
+    assert_eq!(conversation_updated(&evs, "bob"), ConvUpdate { read_up_to: 2, receipt_up_to: 2, peer_read_up_to: 0, unread: 0 });
+    assert!(reread(&e, 1..=2).iter().all(|m| !m.unread && m.receiver_read));
 }
 
 #[test]
@@ -156,11 +229,13 @@ fn the_peer_reading_the_conversation_comes_with_the_sent_messages_read() {
             device: "b1".into(),
         },
     );
-    assert!(evs.iter().any(|e| matches!(e, ClientEvent::ConversationRead { .. })));
-    let msgs = updated(&evs);
-    assert_eq!(ids(&msgs), vec![1, 2], "only the messages up to the peer's mark");
-    assert!(msgs.iter().all(|m| m.receiver_read));
-    assert!(!e.message_by_id(3).unwrap().receiver_read);
+    assert!(no_update(&evs));
+    assert_eq!(conversation_updated(&evs, "bob"), ConvUpdate { read_up_to: 0, receipt_up_to: 0, peer_read_up_to: 2, unread: 0 });
+    // The messages' state moves before the listener hears of the read.
+    let pos = |f: fn(&ClientEvent) -> bool| evs.iter().position(f).unwrap();
+    assert!(pos(|e| matches!(e, ClientEvent::ConversationUpdated { .. })) < pos(|e| matches!(e, ClientEvent::ConversationRead { .. })));
+    assert!(reread(&e, 1..=2).iter().all(|m| m.receiver_read));
+    assert!(!e.message_by_id(3).unwrap().receiver_read, "only the messages up to the peer's mark");
 }
 
 #[test]
@@ -173,15 +248,16 @@ fn the_unread_count_reaching_zero_comes_with_the_read_messages() {
     // Another device of alice marked everything read.
     let evs = event(&mut e, ServerEvent::ReadState { chat_type: ChatType::Chat, conversation: "bob".into(), msg_id: None, up_to: 2 });
     assert!(evs.contains(&ClientEvent::UnreadCountChanged { conversation: key.clone(), unread: 0 }));
-    let msgs = updated(&evs);
-    assert_eq!(ids(&msgs), vec![1, 2]);
-    assert!(msgs.iter().all(|m| !m.unread && !m.receiver_read), "own read state only: no receipt");
+    assert!(no_update(&evs));
+    assert_eq!(conversation_updated(&evs, "bob"), ConvUpdate { read_up_to: 2, receipt_up_to: 0, peer_read_up_to: 0, unread: 0 });
+    assert!(reread(&e, 1..=2).iter().all(|m| !m.unread && !m.receiver_read), "own read state only: no receipt");
     // The same through this device's markAllMessagesRead.
     event(&mut e, message(3, "bob", "alice", ChatType::Chat, false));
     e.mark_all_messages_read(NOW, &key).unwrap().unwrap();
-    let msgs = updated(&drain(&mut e));
-    assert_eq!(ids(&msgs), vec![3]);
-    assert!(!msgs[0].unread);
+    let evs = drain(&mut e);
+    assert!(no_update(&evs));
+    assert_eq!(conversation_updated(&evs, "bob"), ConvUpdate { read_up_to: 3, receipt_up_to: 0, peer_read_up_to: 0, unread: 0 });
+    assert!(!e.message_by_id(3).unwrap().unread);
 }
 
 #[test]
@@ -191,6 +267,7 @@ fn a_message_another_event_carries_is_not_repeated() {
     let evs = event(&mut e, ServerEvent::Read { msg_id: 1, from: "alice".into(), to: "bob".into(), by: "bob".into(), timestamp: NOW });
     assert!(evs.iter().any(|e| matches!(e, ClientEvent::MessagesRead(m) if m[0].receiver_read)));
     assert!(no_update(&evs), "{evs:?}");
+    assert!(no_conversation_update(&evs), "a single read moves no mark");
 }
 
 #[test]
@@ -241,9 +318,12 @@ fn a_mark_move_and_a_flag_change_of_one_message_in_one_input_report_it_once() {
     };
     let read_one = ServerEvent::Read { msg_id: 1, from: "bob".into(), to: "alice".into(), by: "alice".into(), timestamp: NOW };
     e.handle_frame(NOW, ServerFrame::Backlog { events: vec![frame(seq + 1, read_conv), frame(seq + 2, read_one)] });
-    let msgs = updated(&drain(&mut e));
-    assert_eq!(ids(&msgs), vec![1], "2 is above the mark and unchanged");
+    let evs = drain(&mut e);
+    let msgs = updated(&evs);
+    assert_eq!(ids(&msgs), vec![1], "the one message whose own flags changed");
     assert!(msgs[0].receiver_read && !msgs[0].unread);
+    assert_eq!(conversation_updated(&evs, "bob"), ConvUpdate { read_up_to: 1, receipt_up_to: 1, peer_read_up_to: 0, unread: 1 });
+    assert!(e.message_by_id(2).unwrap().unread, "2 is above the mark and unchanged");
 }
 
 #[test]

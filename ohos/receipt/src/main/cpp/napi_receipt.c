@@ -394,6 +394,7 @@ static napi_value message_to_js(napi_env env, const rcpt_message *m) {
   set_str(env, o, "clientId", rcpt_message_client_id(m));
   set_str(env, o, "from", rcpt_message_from(m));
   set_str(env, o, "to", rcpt_message_to(m));
+  set_str(env, o, "conversationId", rcpt_message_conversation_id(m));
   set_i32(env, o, "chatType", (int32_t)rcpt_message_chat_type(m));
   set_i32(env, o, "direction", (int32_t)rcpt_message_direction(m));
   set_str(env, o, "content", rcpt_message_content(m));
@@ -625,6 +626,23 @@ static napi_value dispatch_native(env_state *s, const rcpt_event *ev, uint64_t s
       set_str(env, o, "conversationId", rcpt_event_conversation_id(ev));
       set_i32(env, o, "chatType", (int32_t)rcpt_event_chat_type(ev));
       set_u32(env, o, "unread", rcpt_event_unread(ev));
+      break;
+    case RCPT_EVENT_MESSAGES_UPDATED:
+      // Messages whose own flags changed, in their current state: ArkTS applies them as they are.
+      napi_create_object(env, &o);
+      set_str(env, o, "kind", "messagesUpdated");
+      napi_set_named_property(env, o, "messages", event_messages(env, ev));
+      break;
+    case RCPT_EVENT_CONVERSATION_UPDATED:
+      // A conversation's marks moved: ArkTS re-reads the messages of it that it holds.
+      napi_create_object(env, &o);
+      set_str(env, o, "kind", "conversationUpdated");
+      set_str(env, o, "conversationId", rcpt_event_conversation_id(ev));
+      set_i32(env, o, "chatType", (int32_t)rcpt_event_chat_type(ev));
+      set_u32(env, o, "unread", rcpt_event_unread(ev));
+      set_str(env, o, "readUpTo", rcpt_event_read_up_to(ev));
+      set_str(env, o, "receiptUpTo", rcpt_event_receipt_up_to(ev));
+      set_str(env, o, "peerReadUpTo", rcpt_event_peer_read_up_to(ev));
       break;
     case RCPT_EVENT_REQUEST_COMPLETED:
       settle_request(s, ev, session);

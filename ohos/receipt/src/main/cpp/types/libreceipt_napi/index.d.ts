@@ -17,6 +17,7 @@ export interface NativeMessage {
   clientId: string;
   from: string;
   to: string;
+  conversationId: string; // the engine's: the peer (1:1) or the group id
   chatType: number;     // 0 Chat, 1 GroupChat, 2 ChatRoom
   direction: number;    // 0 SEND, 1 RECEIVE
   content: string;
@@ -50,6 +51,9 @@ export interface NativeCursorResult {
 //  'groupRead'                          -> acks
 //  'conversationRead'                   -> from, to
 //  'unreadChanged'                      -> conversationId, chatType, unread
+//  'messagesUpdated'                    -> messages (their own flags changed; apply as they are)
+//  'conversationUpdated'                -> conversationId, chatType, unread, readUpTo, receiptUpTo,
+//                                          peerReadUpTo (marks moved; re-read the held messages)
 //  'connected' | 'disconnected'         -> (code, description on a refused login)
 export interface NativeEvent {
   kind: string;
@@ -60,6 +64,10 @@ export interface NativeEvent {
   conversationId?: string;
   chatType?: number;
   unread?: number;
+  // conversationUpdated: the conversation's marks after the move (decimal message ids, "0": none).
+  readUpTo?: string;
+  receiptUpTo?: string;
+  peerReadUpTo?: string;
   code?: number;
   description?: string;
 }
