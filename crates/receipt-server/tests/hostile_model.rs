@@ -88,8 +88,9 @@ fn a_group_message_is_stored_once_whatever_the_number_of_members() {
     let burst = t.elapsed();
     loud(&format!("a stranger's ping during 4 x 64 KiB to 5,000 members: {ping:?} (the burst took {burst:?}; before: 11-15 s)"));
     // The ping shares a batch (one commit) with the burst: it waits for the fan-out's watermark
-    // writes, which no longer grow with the content (debug build on a shared machine).
-    assert!(ping < Duration::from_secs(3), "{ping:?}");
+    // writes, which no longer grow with the content. Measured 0.6-1.1 s (debug, x86_64-linux) and
+    // 4.3 s (debug, x86_64-ohos, loaded VM); before: 11-15 s in a release build.
+    assert!(ping < Duration::from_secs(10), "{ping:?}");
     drop(owner);
     // A member's replay still brings the messages, content and all.
     let m = RawClient::login(server.addr(), "m7", "d");
