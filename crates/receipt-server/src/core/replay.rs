@@ -79,6 +79,14 @@ impl ServerCore {
             let start = log.partition_point(|e| e.seq < next);
             let (mut batch, mut bytes, mut window) = (Vec::new(), 0, 0);
             for e in &log[start..] {
+                // A message past retention is not replayed (its event leaves the log a grace
+                // period later, with the receipts logged around it).
+                if let ServerEvent::Message { msg } = &*e.event {
+                    if !self.state.messages.contains_key(&msg.id) {
+                        sent_up_to = Some(e.seq);
+                        continue;
+                    }
+                }
                 let size = event_size(&e.event);
                 if !batch.is_empty() && (batch.len() >= BACKLOG_BATCH || bytes + size > BACKLOG_BYTES) {
                     frames.push(ServerFrame::Backlog { events: std::mem::take(&mut batch) });

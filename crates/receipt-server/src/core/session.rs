@@ -6,6 +6,9 @@ use receipt_core::{ChatError, ErrorCode, UserId};
 
 use super::{err, Effects, LoggedIn, ServerCore, SessionId, StoreOp};
 
+/// Longest time log events are kept past retention (see `prune`).
+pub const LOG_GRACE_MAX_MS: u64 = 3_600_000;
+
 impl ServerCore {
     /// The session's connection is gone.
     pub fn disconnect(&mut self, session: SessionId) {
@@ -41,7 +44,13 @@ impl ServerCore {
         }
         // A log is in time order: its expired events are a prefix. Only the logs whose first
         // event expired are looked at (the queue holds each non-empty log once, by that time).
-        let cutoff = now_ms.saturating_sub(self.cfg.retention_ms);
+        // Events stay a grace period past retention (the retention again, at most an hour): a
+        // device whose ack was applied but whose answer was lost, reconnecting after the message
+        // expired, still gets the event that confirms its ack (its resend is refused with 506).
+        // A `Message` event of a pruned message is not replayed meanwhile (`replay`), and on
+        // disk it was only the message id.
+        let grace = self.cfg.retention_ms.min(LOG_GRACE_MAX_MS);
+        let cutoff = now_ms.saturating_sub(self.cfg.retention_ms.saturating_add(grace));
         while self.trim_queue.peek().is_some_and(|std::cmp::Reverse((at, _))| *at < cutoff) {
             let std::cmp::Reverse((_, user)) = self.trim_queue.pop().expect("peeked");
             let Some(log) = self.state.logs.get_mut(&user) else { continue };

@@ -288,19 +288,18 @@ fn prune_drops_expired_messages_and_read_acks_get_506() {
     let (old, _) = send(&mut c, T0, 1, "old", "bob", ChatType::Chat, false);
     let (new, _) = send(&mut c, T0 + 900, 1, "new", "bob", ChatType::Chat, false);
     let effects = c.prune(T0 + 1500);
-    assert_eq!(effects.ops[0], StoreOp::DeleteMessage(old));
-    // Both logs lose the old message's event (and with it the last reference to its content).
-    let mut trims: Vec<_> = effects.ops[1..]
+    assert_eq!(effects.ops, vec![StoreOp::DeleteMessage(old)]);
+    // A replay skips the pruned message at once; the logs keep its event a grace period (the
+    // retention again) longer, with the receipts logged around it.
+    let frames = login(&mut c, 3, "bob", 0);
+    let replayed: Vec<u64> = frames
         .iter()
-        .map(|op| match op {
-            StoreOp::TrimLog { user, up_to } => (user.clone(), *up_to),
-            op => panic!("{op:?}"),
-        })
+        .filter_map(|f| if let ServerFrame::Backlog { events } = f { Some(events) } else { None })
+        .flatten()
+        .map(|e| e.seq)
         .collect();
-    trims.sort();
-    assert_eq!(trims, vec![("alice".to_string(), 1), ("bob".to_string(), 1)]);
-    assert_eq!(c.state.logs["bob"].len(), 1, "the new message's event stays");
-    assert_eq!(c.state.head("bob"), 2);
+    assert_eq!(replayed, vec![2], "only the retained message");
+    c.disconnect(3);
     let effects = c.handle(T0 + 1500, 2, ClientFrame::ReadAck { req: 1, msg_id: old });
     assert_eq!(result(&effects, 2).unwrap_err().code, ErrorCode::MessageExpired);
     let effects = c.handle(T0 + 1500, 2, ClientFrame::DeliveryAck { req: 1, msg_id: old });
@@ -308,6 +307,21 @@ fn prune_drops_expired_messages_and_read_acks_get_506() {
     let effects = c.handle(T0 + 1500, 2, ClientFrame::ReadAck { req: 1, msg_id: new });
     assert!(result(&effects, 2).is_ok());
     assert!(c.prune(T0 + 1500).ops.is_empty());
+    // Past the grace: both logs lose the old message's event (and with it the last reference
+    // to its content); the new message's events (sent at T0 + 900, read at T0 + 1500) stay.
+    let effects = c.prune(T0 + 2500);
+    let mut trims: Vec<_> = effects
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            StoreOp::TrimLog { user, up_to } => Some((user.clone(), *up_to)),
+            _ => None,
+        })
+        .collect();
+    trims.sort();
+    assert_eq!(trims, vec![("alice".to_string(), 1), ("bob".to_string(), 1)]);
+    assert_eq!(c.state.logs["bob"].len(), 2, "the new message's event and its read stay");
+    assert_eq!(c.state.head("bob"), 3);
 }
 
 #[test]
@@ -374,12 +388,13 @@ fn the_retention_pass_trims_loaded_logs_and_only_the_logs_that_expired() {
         v.sort();
         v
     };
-    let fx = c.prune(T0 + 1500);
+    // Retention 1 s, and the logs keep events the retention again past it.
+    let fx = c.prune(T0 + 2500);
     assert_eq!(trimmed(&fx), vec!["alice".to_string(), "bob".to_string()], "carol's log is young");
     assert!(!c.state.logs.contains_key("bob"));
     assert_eq!(c.state.logs["alice"].len(), 1, "alice's echo of the young message stays");
     assert_eq!(c.state.head("bob"), 1, "the head survives an emptied log");
-    let fx = c.prune(T0 + 2500);
+    let fx = c.prune(T0 + 3500);
     assert_eq!(trimmed(&fx), vec!["alice".to_string(), "carol".to_string()]);
     assert!(c.state.logs.is_empty());
     assert!(trimmed(&c.prune(T0 + 9000)).is_empty());
