@@ -18,6 +18,11 @@
 #include <stdint.h>
 
 /**
+ * Largest page `rcpt_client_load_messages` returns (the SDK's local page limit).
+ */
+#define RCPT_MAX_HISTORY_PAGE 400
+
+/**
  * `rcpt_message_chat_type`: a 1:1 chat (the conversation id is the peer's user id).
  */
 #define RCPT_CHAT_TYPE_CHAT 0
@@ -78,6 +83,10 @@ enum rcpt_result
    */
   RCPT_GENERAL_ERROR = 1,
   /**
+   * A per-user quota of the server is used up (groups per user, or the request rate).
+   */
+  RCPT_EXCEED_SERVICE_LIMIT = 4,
+  /**
    * A parameter is out of range, empty or malformed.
    */
   RCPT_INVALID_PARAM = 110,
@@ -93,6 +102,10 @@ enum rcpt_result
    * The server refused the token.
    */
   RCPT_USER_AUTHENTICATION_FAILED = 202,
+  /**
+   * The same user logged in again on the same device: this session is over (no reconnect).
+   */
+  RCPT_USER_LOGIN_ANOTHER_DEVICE = 206,
   /**
    * The user already has the most devices online the server allows.
    */
@@ -110,6 +123,10 @@ enum rcpt_result
    * (acking your own message), or a chat-room message.
    */
   RCPT_MESSAGE_INVALID = 500,
+  /**
+   * The user sends messages faster than the server allows.
+   */
+  RCPT_MESSAGE_SEND_TRAFFIC_LIMIT = 502,
   /**
    * The service is off (group read acks disabled on the server, or require_read_ack false).
    */
@@ -283,6 +300,15 @@ typedef struct rcpt_group_read_ack rcpt_group_read_ack;
  * Immutable: may be read from any thread.
  */
 typedef struct rcpt_message rcpt_message;
+
+/**
+ * A page of messages, newest first, each a snapshot taken when the page was read.
+ *
+ * Owned by the caller of `rcpt_client_load_messages`, freed with `rcpt_message_list_free`.
+ * The messages it hands out are borrowed from it and live as long as it. Immutable: may be
+ * read from any thread.
+ */
+typedef struct rcpt_message_list rcpt_message_list;
 
 /**
  * Client settings (SPEC section 2's ChatOptions plus where the client keeps its files).
@@ -662,6 +688,56 @@ uint32_t rcpt_group_read_ack_count(const rcpt_group_read_ack *ack);
  * Server time (ms since the Unix epoch) when the ack arrived.
  */
 uint64_t rcpt_group_read_ack_timestamp(const rcpt_group_read_ack *ack);
+
+/**
+ * Reads one page of a conversation's history from the local store into `*out` (the caller
+ * owns it: `rcpt_message_list_free`): up to `page_size` (1..=`RCPT_MAX_HISTORY_PAGE`)
+ * messages older than `start_msg_id`, newest first. `start_msg_id` NULL or "" starts from the
+ * newest message; pass the last (oldest) id of a page to get the next one. A page shorter than
+ * `page_size` is the last. Messages still waiting for the server are not in the history.
+ * An unknown conversation gives an empty page. Needs a logged-in user (`RCPT_USER_NOT_LOGIN`).
+ */
+rcpt_result rcpt_client_load_messages(const rcpt_client *client,
+                                      const char *conversation_id,
+                                      uint32_t chat_type,
+                                      const char *start_msg_id,
+                                      uint32_t page_size,
+                                      rcpt_message_list **out);
+
+/**
+ * How many messages the client keeps in memory (`n` >= 1; default 2048). Older ones stay in
+ * the local store and are read from it by key when an ack or a page needs them.
+ */
+rcpt_result rcpt_options_set_message_cache(rcpt_options *options,
+                                           uint32_t n);
+
+/**
+ * Local retention: drop messages older than `max_age_ms` (by server time; 0: no age cap) and
+ * beyond the newest `max_per_conversation` of each conversation (0: no count cap), in bounded
+ * background steps. Unread received messages are never dropped, so unread counts stay exact.
+ * Default: keep everything.
+ */
+rcpt_result rcpt_options_set_retention(rcpt_options *options,
+                                       uint64_t max_age_ms,
+                                       uint32_t max_per_conversation);
+
+/**
+ * Frees a list from `rcpt_client_load_messages` (and the messages borrowed from it). NULL is
+ * a no-op.
+ */
+void rcpt_message_list_free(rcpt_message_list *list);
+
+/**
+ * How many messages the list holds (0 if `list` is NULL).
+ */
+size_t rcpt_message_list_count(const rcpt_message_list *list);
+
+/**
+ * The message at `index` (0 is the newest), borrowed from `list` (do not free it). NULL if
+ * `list` is NULL or `index` is out of range.
+ */
+const rcpt_message *rcpt_message_list_at(const rcpt_message_list *list,
+                                         size_t index);
 
 /**
  * Frees a message returned by `rcpt_client_get_message` or `rcpt_client_send_text`. NULL is a

@@ -345,7 +345,8 @@ impl Harness {
                 ClientEvent::UnreadCountChanged { conversation, unread } => {
                     self.reported.insert(conversation, unread);
                 }
-                ClientEvent::LoginFailed(_) => refused_login = true,
+                // Both end the session: the runtime closes the connection and does not reconnect.
+                ClientEvent::LoginFailed(_) | ClientEvent::LoggedOut(_) => refused_login = true,
                 _ => {}
             }
         }

@@ -21,6 +21,9 @@ use tokio::sync::watch;
 use crate::bench_load::{self, Conn, Progress};
 use crate::bench_stats::{cpu_by_thread_name, loadavg, peak_rss_kib, process_cpu, threads_cpu, Samples};
 
+/// TOML for a spawned server: no per-user rate limits (see [`Server::start`]).
+const NO_RATE_LIMITS: &str = "[send_rate]\nper_sec = 0\nburst = 0\n\n[request_rate]\nper_sec = 0\nburst = 0\n";
+
 /// Thread-name prefixes of an embedded server (tokio workers, the runtime thread, the core).
 const SERVER_THREADS: &[&str] = &["receipt-srv", "receipt-server", "receipt-core"];
 
@@ -83,7 +86,7 @@ pub struct BenchArgs {
 
 /// Where the server runs and how to measure it.
 enum Target {
-    Embedded(TestServer),
+    Embedded(Box<TestServer>),
     Child(ChildServer),
     External(Option<u32>),
 }
@@ -97,6 +100,9 @@ struct Server {
 }
 
 impl Server {
+    /// The per-user rate limits are off in the servers the tool starts: it measures capacity,
+    /// with each sender far above a chat user's rate (a server given with --server is used
+    /// as configured; turn them off there too: `send_rate` / `request_rate` `per_sec = 0`).
     fn start(a: &BenchArgs) -> Result<Server, String> {
         if let Some(addr) = a.server {
             let secret = a.secret.clone().ok_or("--server needs --secret")?;
@@ -110,16 +116,18 @@ impl Server {
             };
             let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
             let data = (!a.in_memory).then(|| dir.path().join("server"));
-            let child = ChildServer::try_start(&bin, data.as_deref(), "")?;
+            let child = ChildServer::try_start(&bin, data.as_deref(), NO_RATE_LIMITS)?;
             return Ok(Server { addr: child.addr(), secret, target: Target::Child(child), _dir: Some(dir) });
         }
         let srv = TestServer::try_start(|c| {
             if a.in_memory {
                 c.data_dir = None;
             }
+            c.send_rate = receipt_server::RateLimit::OFF;
+            c.request_rate = receipt_server::RateLimit::OFF;
         })
         .map_err(|e| format!("starting the server: {e}"))?;
-        Ok(Server { addr: srv.addr(), secret, target: Target::Embedded(srv), _dir: None })
+        Ok(Server { addr: srv.addr(), secret, target: Target::Embedded(Box::new(srv)), _dir: None })
     }
 
     fn pid(&self) -> Option<String> {

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 use receipt_core::codec::{encode_into, FrameDecoder, DEFAULT_MAX_FRAME};
-use receipt_core::engine::{ClientEngine, EngineConfig};
+use receipt_core::engine::{ClientEngine, EngineConfig, Retention};
 use receipt_core::store::{Conversation, RedbStore};
 use receipt_core::*;
 
@@ -44,6 +44,10 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// Messages the engine keeps in memory (the rest is read from the store when needed).
+    pub message_cache: usize,
+    /// What the device keeps of old history (default: everything).
+    pub retention: Retention,
 }
 
 impl ClientConfig {
@@ -55,6 +59,8 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(5),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
+            message_cache: receipt_core::engine::DEFAULT_MESSAGE_CACHE,
+            retention: Retention::default(),
         }
     }
 
@@ -249,8 +255,10 @@ impl Client {
         }
         let path = self.cfg.data_dir.join(store_file_name(user));
         let store = RedbStore::open(&path).map_err(|e| ChatError::general(format!("opening {}: {e}", path.display())))?;
-        let engine = ClientEngine::open(EngineConfig::new(user, self.device.clone(), self.cfg.options.clone()), store)
-            .map_err(|e| ChatError::general(e.to_string()))?;
+        let mut engine_cfg = EngineConfig::new(user, self.device.clone(), self.cfg.options.clone());
+        engine_cfg.message_cache = self.cfg.message_cache;
+        engine_cfg.retention = self.cfg.retention;
+        let engine = ClientEngine::open(engine_cfg, store).map_err(|e| ChatError::general(e.to_string()))?;
         let shared = Arc::new(Shared {
             engine: Mutex::new(engine),
             conn: Mutex::new(None),
@@ -334,6 +342,12 @@ impl Client {
 
     pub fn remove_group_members(&self, group: &str, members: &[UserId]) -> ChatResult<ReqId> {
         self.with_engine(|engine, now| engine.remove_group_members(now, group, members))
+    }
+
+    /// Leaves a group; the answer is `RequestCompleted { req, Ok(Completion::Done) }`, then
+    /// `MembershipChanged { role: None }`. The owner cannot leave (603).
+    pub fn leave_group(&self, group: &str) -> ChatResult<ReqId> {
+        self.with_engine(|engine, now| engine.leave_group(now, group))
     }
 
     /// A message by the id users see (server id, or client id before the server accepted it).

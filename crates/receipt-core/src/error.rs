@@ -14,6 +14,10 @@ use serde::{Deserialize, Serialize};
 pub enum ErrorCode {
     /// Anything without a more precise code (for example an internal storage failure).
     GeneralError = 1,
+    /// A per-user quota of the server is used up: the groups a user may be in
+    /// (`max_groups_per_user`), or the rate of requests other than sends (`request_rate`). The SDK's
+    /// EXCEED_SERVICE_LIMIT (a service quota, including a call frequency limit).
+    ExceedServiceLimit = 4,
     /// A parameter is out of range, empty or malformed.
     InvalidParam = 110,
     /// A user is already logged in on this client.
@@ -22,6 +26,9 @@ pub enum ErrorCode {
     UserNotLogin = 201,
     /// The token was refused: bad signature, expired, for another user, or missing.
     UserAuthenticationFailed = 202,
+    /// The same user logged in again on the same device id: the older session is over (the
+    /// server sends this to it and closes its connection; the client does not reconnect).
+    UserLoginAnotherDevice = 206,
     /// The user already has the most devices online the server allows (`max_devices_per_user`).
     UserLoginTooManyDevices = 214,
     /// The server cannot be reached (or a query needs a connection that is down).
@@ -32,6 +39,8 @@ pub enum ErrorCode {
     /// caller (acking your own message), or of a type the operation does not take (a chat-room
     /// message, a group message given to a 1:1 ack, ...).
     MessageInvalid = 500,
+    /// The user sends messages faster than the server allows (`send_rate`).
+    MessageSendTrafficLimit = 502,
     /// The service is not enabled (group read acks off, or `requireReadAck` is false).
     ServiceNotEnabled = 505,
     /// The message is past the validity of the ack.
@@ -47,16 +56,19 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::GeneralError,
+        ErrorCode::ExceedServiceLimit,
         ErrorCode::InvalidParam,
         ErrorCode::UserAlreadyLogin,
         ErrorCode::UserNotLogin,
         ErrorCode::UserAuthenticationFailed,
+        ErrorCode::UserLoginAnotherDevice,
         ErrorCode::UserLoginTooManyDevices,
         ErrorCode::ServerNotReachable,
         ErrorCode::ServerBusy,
         ErrorCode::MessageInvalid,
+        ErrorCode::MessageSendTrafficLimit,
         ErrorCode::ServiceNotEnabled,
         ErrorCode::MessageExpired,
         ErrorCode::GroupInvalidId,

@@ -109,6 +109,11 @@ pub enum ClientFrame {
         member: UserId,
         role: GroupRole,
     },
+    /// The caller leaves a group it is a member or admin of (the owner cannot leave: 603).
+    LeaveGroup {
+        req: ReqId,
+        group: GroupId,
+    },
     /// This device applied every event up to `seq` (lets the server trim per-device state).
     SyncCursor {
         seq: Seq,
@@ -133,7 +138,8 @@ impl ClientFrame {
             | CreateGroup { req, .. }
             | AddMembers { req, .. }
             | RemoveMembers { req, .. }
-            | SetRole { req, .. } => Some(*req),
+            | SetRole { req, .. }
+            | LeaveGroup { req, .. } => Some(*req),
             Login { .. } | SyncCursor { .. } | Ping { .. } => None,
         }
     }

@@ -61,9 +61,8 @@ fn engine_state_survives_reopening_the_redb_file() {
     assert_eq!(unread, 3);
     assert_eq!(outbox.len(), 2);
 
-    let mut store = RedbStore::open(&path).unwrap();
-    let snap = store.load().unwrap();
-    assert_eq!(snap.messages.len(), 5);
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(store.conversation_messages(&key, 1..MsgId::MAX, 100, false).unwrap().len(), 5);
     let alice = ClientEngine::open(cfg(), store).unwrap();
     assert_eq!(alice.cursor(), cursor);
     assert_eq!(alice.outbox().cloned().collect::<Vec<_>>(), outbox);

@@ -93,11 +93,11 @@ impl Sink {
 /// may be made from any thread (they are synchronized inside), but not from inside its event
 /// or wake-up callback.
 pub struct rcpt_client {
-    client: Client,
+    pub(crate) client: Client,
     sink: Arc<Sink>,
 }
 
-fn client_ref<'a>(c: *const rcpt_client) -> Result<&'a rcpt_client, FfiError> {
+pub(crate) fn client_ref<'a>(c: *const rcpt_client) -> Result<&'a rcpt_client, FfiError> {
     // SAFETY: NULL or a live handle from rcpt_client_new, per the contract.
     let c = unsafe { c.as_ref() }.ok_or_else(|| FfiError::null("client"))?;
     if inside_host_callback() {
@@ -109,12 +109,12 @@ fn client_ref<'a>(c: *const rcpt_client) -> Result<&'a rcpt_client, FfiError> {
     Ok(c)
 }
 
-fn parse_chat_type(v: u32) -> Result<ChatType, FfiError> {
+pub(crate) fn parse_chat_type(v: u32) -> Result<ChatType, FfiError> {
     ChatType::from_u32(v).ok_or_else(|| FfiError::invalid_param(format!("chat_type {v} is not 0 (Chat), 1 (GroupChat) or 2 (ChatRoom)")))
 }
 
 /// A server message id given as a decimal string.
-fn msg_id(s: &str) -> Result<MsgId, FfiError> {
+pub(crate) fn msg_id(s: &str) -> Result<MsgId, FfiError> {
     if s.is_empty() {
         return Err(FfiError::invalid_param("msg_id is empty"));
     }
@@ -153,6 +153,10 @@ pub extern "C" fn rcpt_client_new(options: *const rcpt_options, out: *mut *mut r
         let dir = o.data_dir.clone().ok_or_else(|| FfiError::invalid_param("options have no data dir (rcpt_options_set_data_dir)"))?;
         let mut cfg = ClientConfig::new(o.options.clone(), dir);
         cfg.device_id = o.device_id.clone();
+        if let Some(n) = o.message_cache {
+            cfg.message_cache = n;
+        }
+        cfg.retention = o.retention;
         let client = Client::new(cfg)?;
         let sink = Arc::new(Sink { rx: client.events().clone(), handlers: Mutex::new(Handlers::default()) });
         let waker_sink = sink.clone();

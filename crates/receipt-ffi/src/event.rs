@@ -131,7 +131,8 @@ impl rcpt_event {
         match e {
             ClientEvent::Connected => Self::empty(RCPT_EVENT_CONNECTED),
             ClientEvent::Disconnected => Self::empty(RCPT_EVENT_DISCONNECTED),
-            ClientEvent::LoginFailed(e) => Self::empty(RCPT_EVENT_LOGIN_FAILED).with_error(&e),
+            // A replaced session (206): C and ArkTS hear it as a login-failed event with the code.
+            ClientEvent::LoginFailed(e) | ClientEvent::LoggedOut(e) => Self::empty(RCPT_EVENT_LOGIN_FAILED).with_error(&e),
             ClientEvent::ProtocolError(e) => Self::empty(RCPT_EVENT_PROTOCOL_ERROR).with_error(&e),
             ClientEvent::MessagesReceived(m) => Self::empty(RCPT_EVENT_MESSAGES_RECEIVED).with_messages(m),
             ClientEvent::MessagesDelivered(m) => Self::empty(RCPT_EVENT_MESSAGES_DELIVERED).with_messages(m),

@@ -10,7 +10,7 @@
 //! with `panic = "unwind"` (the default) for that boundary to work.
 //!
 //! One module per C concept: [`result`], [`error`], [`string`], [`options`], [`client`],
-//! [`message`], [`group_ack`], [`event`].
+//! [`message`], [`group_ack`], [`event`], [`history`].
 //!
 //! The exports are plain `extern "C" fn`s that take raw pointers: their contract (valid,
 //! properly aligned pointers the caller owns as documented, or NULL) is stated on each item for
@@ -24,6 +24,7 @@ pub mod client;
 pub mod error;
 pub mod event;
 pub mod group_ack;
+pub mod history;
 pub mod message;
 pub mod options;
 pub mod panic;
@@ -33,6 +34,7 @@ pub mod string;
 pub use client::rcpt_client;
 pub use event::{rcpt_event, rcpt_event_type};
 pub use group_ack::rcpt_group_read_ack;
+pub use history::rcpt_message_list;
 pub use message::rcpt_message;
 pub use options::rcpt_options;
 pub use result::rcpt_result;

@@ -18,6 +18,9 @@ pub struct rcpt_options {
     pub(crate) options: ChatOptions,
     pub(crate) data_dir: Option<PathBuf>,
     pub(crate) device_id: Option<String>,
+    /// History settings (`rcpt_options_set_message_cache`, `rcpt_options_set_retention`).
+    pub(crate) message_cache: Option<usize>,
+    pub(crate) retention: receipt_core::engine::Retention,
 }
 
 pub(crate) fn options_mut<'a>(o: *mut rcpt_options) -> Result<&'a mut rcpt_options, FfiError> {
@@ -32,7 +35,13 @@ pub(crate) fn options_mut<'a>(o: *mut rcpt_options) -> Result<&'a mut rcpt_optio
 #[no_mangle]
 pub extern "C" fn rcpt_options_new() -> *mut rcpt_options {
     ffi_boundary("rcpt_options_new", || {
-        Box::into_raw(Box::new(rcpt_options { options: ChatOptions::default(), data_dir: None, device_id: None }))
+        Box::into_raw(Box::new(rcpt_options {
+            options: ChatOptions::default(),
+            data_dir: None,
+            device_id: None,
+            message_cache: None,
+            retention: Default::default(),
+        }))
     })
 }
 

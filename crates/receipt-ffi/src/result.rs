@@ -14,6 +14,8 @@ pub enum rcpt_result {
     RCPT_OK = 0,
     /// Anything without a more precise code (an internal storage failure, for example).
     RCPT_GENERAL_ERROR = 1,
+    /// A per-user quota of the server is used up (groups per user, or the request rate).
+    RCPT_EXCEED_SERVICE_LIMIT = 4,
     /// A parameter is out of range, empty or malformed.
     RCPT_INVALID_PARAM = 110,
     /// A user is already logged in on this client.
@@ -22,6 +24,8 @@ pub enum rcpt_result {
     RCPT_USER_NOT_LOGIN = 201,
     /// The server refused the token.
     RCPT_USER_AUTHENTICATION_FAILED = 202,
+    /// The same user logged in again on the same device: this session is over (no reconnect).
+    RCPT_USER_LOGIN_ANOTHER_DEVICE = 206,
     /// The user already has the most devices online the server allows.
     RCPT_USER_LOGIN_TOO_MANY_DEVICES = 214,
     /// The server cannot be reached (or a query needs a connection that is down).
@@ -31,6 +35,8 @@ pub enum rcpt_result {
     /// The message does not fit the call: unknown, not addressed to this user, sent by this user
     /// (acking your own message), or a chat-room message.
     RCPT_MESSAGE_INVALID = 500,
+    /// The user sends messages faster than the server allows.
+    RCPT_MESSAGE_SEND_TRAFFIC_LIMIT = 502,
     /// The service is off (group read acks disabled on the server, or require_read_ack false).
     RCPT_SERVICE_NOT_ENABLED = 505,
     /// The message is past the validity of the ack.
@@ -56,6 +62,9 @@ impl From<ErrorCode> for rcpt_result {
         use rcpt_result::*;
         match c {
             ErrorCode::GeneralError => RCPT_GENERAL_ERROR,
+            ErrorCode::ExceedServiceLimit => RCPT_EXCEED_SERVICE_LIMIT,
+            ErrorCode::UserLoginAnotherDevice => RCPT_USER_LOGIN_ANOTHER_DEVICE,
+            ErrorCode::MessageSendTrafficLimit => RCPT_MESSAGE_SEND_TRAFFIC_LIMIT,
             ErrorCode::InvalidParam => RCPT_INVALID_PARAM,
             ErrorCode::UserAlreadyLogin => RCPT_USER_ALREADY_LOGIN,
             ErrorCode::UserNotLogin => RCPT_USER_NOT_LOGIN,

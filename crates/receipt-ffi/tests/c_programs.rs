@@ -160,3 +160,8 @@ fn c_seed_flows() {
 fn c_misuse() {
     run_c_program("misuse");
 }
+
+#[test]
+fn c_history() {
+    run_c_program("history");
+}

@@ -8,6 +8,19 @@
 //! secret = "long random string"
 //! retention_secs = 604800
 //!
+//! max_groups_per_user = 1000
+//! max_to_unseen_per_user = 10000
+//! outbound_bytes = 8388608
+//! max_result_bytes = 262144
+//!
+//! [send_rate]                            # per user; 502 beyond it
+//! per_sec = 100
+//! burst = 500
+//!
+//! [request_rate]                         # other requests, per user; 4 beyond it
+//! per_sec = 1000
+//! burst = 10000
+//!
 //! [group_ack]
 //! enabled = true
 //! who_may_request = "owner_and_admins"   # or "all_members"
@@ -79,6 +92,20 @@ impl Default for GroupAckPolicy {
     }
 }
 
+/// A per-user token bucket: `burst` requests at once, refilled at `per_sec` a second.
+/// `per_sec = 0` turns the limit off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_sec: u32,
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// No limit.
+    pub const OFF: RateLimit = RateLimit { per_sec: 0, burst: 0 };
+}
+
 /// Everything the server can be told. `Default` is a usable development config (in-memory store,
 /// 127.0.0.1:7878, the [`DEFAULT_SECRET`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,8 +127,9 @@ pub struct ServerConfig {
     /// (slowloris). Default 10 s.
     pub login_timeout_secs: u64,
     /// Most devices of one user online at once; a login of a further device is refused with
-    /// `LoginFailed` (214 USER_LOGIN_TOO_MANY_DEVICES). A device id already online (a reconnect
-    /// racing its old connection's close) does not count twice. Default 10.
+    /// `LoginFailed` (214 USER_LOGIN_TOO_MANY_DEVICES). A device id already online does not count
+    /// twice: its new login replaces the old session (206 USER_LOGIN_ANOTHER_DEVICE to the old
+    /// one), so this is also the most logged-in connections one user holds. Default 10.
     pub max_devices_per_user: usize,
     /// Most open client connections (logged in or not); sockets beyond it get `Error` (302
     /// server busy) and are closed at once. Default 10,000.
@@ -111,6 +139,26 @@ pub struct ServerConfig {
     /// Live frames queued for one connection before it counts as too slow and is dropped (its
     /// device replays from its cursor on reconnect; nothing is lost).
     pub outbound_queue: usize,
+    /// Encoded bytes (estimated from the frames' sizes) of live frames queued for one connection
+    /// before it counts as too slow and is dropped, like `outbound_queue`. Default 8 MiB.
+    pub outbound_bytes: usize,
+    /// Largest result of one request in bytes: a page of group read acks ends early (with a
+    /// cursor) before its acks' exts pass it. Default 256 KiB, well under `max_frame`.
+    pub max_result_bytes: usize,
+    /// Most groups (and chat rooms) one user is in; creating, joining or being added beyond it
+    /// fails with 4 EXCEED_SERVICE_LIMIT. Default 1,000.
+    pub max_groups_per_user: usize,
+    /// Messages one user may send (502 MESSAGE_SEND_TRAFFIC_LIMIT beyond it). Default 100/s,
+    /// bursts of 500.
+    pub send_rate: RateLimit,
+    /// Other requests (acks, fetches, group admin) one user may make (4 EXCEED_SERVICE_LIMIT
+    /// beyond it). Default 1,000/s, bursts of 10,000 (a device acking a long backlog at once).
+    pub request_rate: RateLimit,
+    /// Most 1:1 messages one user keeps stored for recipients the server has never seen (never
+    /// logged in, never sent anything); a further message to such a recipient fails with 4
+    /// EXCEED_SERVICE_LIMIT. They stop counting when the recipient logs in or the messages pass
+    /// retention. 0: no limit. Default 10,000.
+    pub max_to_unseen_per_user: usize,
     /// Most requests the core applies (and commits in one transaction) at a time.
     pub max_batch: usize,
     /// Largest group (members including the owner); beyond it create/add fail with 604.
@@ -132,6 +180,12 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             max_frame: receipt_core::codec::DEFAULT_MAX_FRAME,
             outbound_queue: 4096,
+            outbound_bytes: 8 << 20,
+            max_result_bytes: 256 << 10,
+            max_groups_per_user: 1000,
+            send_rate: RateLimit { per_sec: 100, burst: 500 },
+            request_rate: RateLimit { per_sec: 1000, burst: 10_000 },
+            max_to_unseen_per_user: 10_000,
             max_batch: 512,
             max_group_size: 5000,
             group_ack: GroupAckPolicy::default(),
@@ -215,5 +269,11 @@ mod tests {
         assert_eq!(c.retention_secs, 7 * 24 * 3600);
         assert_eq!((c.login_timeout_secs, c.max_devices_per_user, c.max_connections), (10, 10, 10_000));
         assert!(ServerConfig::from_toml_str("bogus = 1").is_err());
+        let c = ServerConfig::from_toml_str("max_groups_per_user = 5\n[send_rate]\nper_sec = 2\nburst = 3\n").unwrap();
+        assert_eq!(
+            (c.max_groups_per_user, c.send_rate, c.request_rate),
+            (5, RateLimit { per_sec: 2, burst: 3 }, ServerConfig::default().request_rate)
+        );
+        assert!(ServerConfig::from_toml_str("[send_rate]\nper_sec = 2\n").is_err(), "a rate names its burst");
     }
 }

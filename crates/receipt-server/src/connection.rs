@@ -25,9 +25,9 @@ use crate::pipeline::CoreMsg;
 pub(crate) enum OutItem {
     /// A frame from the connection task itself (a refusal): not counted against the bound.
     Frame(ServerFrame),
-    /// One commit's frames for a connection, in order, and how many of them are counted
-    /// (not replay): one channel push and wake-up instead of one per frame.
-    Frames(Vec<Arc<ServerFrame>>, usize),
+    /// One commit's frames for a connection, in order, how many of them are counted (not
+    /// replay) and their estimated bytes: one channel push and wake-up instead of one per frame.
+    Frames(Vec<Arc<ServerFrame>>, usize, usize),
     Close,
 }
 
@@ -35,6 +35,8 @@ pub(crate) enum OutItem {
 pub(crate) struct OutShared {
     /// Live frames queued and not yet written.
     pub(crate) pending: AtomicUsize,
+    /// Their estimated encoded bytes ([`crate::size::frame_bytes`]).
+    pub(crate) pending_bytes: AtomicUsize,
     /// Dropped as too slow: stop writing at once.
     pub(crate) killed: AtomicBool,
     /// Tells the reader that the connection is finished.
@@ -88,7 +90,7 @@ async fn writer_task(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Out
                         break;
                     }
                 }
-                OutItem::Frames(frames, counted) => {
+                OutItem::Frames(frames, counted, bytes) => {
                     for f in &frames {
                         encode_into(&**f, &mut buf);
                         match **f {
@@ -103,6 +105,7 @@ async fn writer_task(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Out
                         }
                     }
                     shared.pending.fetch_sub(counted, Ordering::AcqRel);
+                    shared.pending_bytes.fetch_sub(bytes, Ordering::AcqRel);
                     if close {
                         break;
                     }

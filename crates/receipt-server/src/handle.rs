@@ -67,7 +67,7 @@ pub async fn start_with_store(config: ServerConfig, mut store: Box<dyn ServerSto
     let core = ServerCore::new(CoreConfig::from(&config), state);
     let (core_tx, core_rx) = mpsc::channel(8192);
     let (done_tx, core_done) = oneshot::channel();
-    let (cap, max_batch) = (config.outbound_queue.max(1), config.max_batch);
+    let (cap, max_batch) = ((config.outbound_queue.max(1), config.outbound_bytes.max(1)), config.max_batch);
     std::thread::Builder::new().name("receipt-core".into()).spawn(move || {
         core_loop(core, store, core_rx, cap, max_batch);
         let _ = done_tx.send(());

@@ -35,10 +35,11 @@ pub mod handle;
 mod listener;
 mod pipeline;
 pub mod router;
+mod size;
 pub mod state;
 pub mod store;
 
-pub use crate::config::{ConfigError, GroupAckPolicy, ServerConfig, Visibility, WhoMayRequest};
+pub use crate::config::{ConfigError, GroupAckPolicy, RateLimit, ServerConfig, Visibility, WhoMayRequest};
 pub use crate::core::{CoreConfig, Effects, Outgoing, ServerCore, SessionId, StoreOp};
 pub use crate::handle::{open_store, start, start_with_store, Server, ServerHandle};
 pub use crate::router::Router;

@@ -84,6 +84,39 @@ struct ServeArgs {
     member_cap: Option<usize>,
     #[arg(long)]
     visibility: Option<Visibility>,
+    /// Most open connections (default 10000).
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Most devices of one user online at once; also the most connections one user holds, since
+    /// a new login on a device replaces its older session (default 10).
+    #[arg(long)]
+    max_devices_per_user: Option<usize>,
+    /// Most groups one user is in (default 1000; beyond: 4 EXCEED_SERVICE_LIMIT).
+    #[arg(long)]
+    max_groups_per_user: Option<usize>,
+    /// Messages a user may send per second, sustained (default 100; 0: no limit; beyond: 502).
+    #[arg(long)]
+    send_rate_per_sec: Option<u32>,
+    /// Messages a user may send at once (default 500).
+    #[arg(long)]
+    send_burst: Option<u32>,
+    /// Other requests a user may make per second (default 1000; 0: no limit; beyond: 4).
+    #[arg(long)]
+    request_rate_per_sec: Option<u32>,
+    /// Other requests a user may make at once (default 10000).
+    #[arg(long)]
+    request_burst: Option<u32>,
+    /// Estimated bytes of live frames queued for a connection before it is dropped as too slow
+    /// (default 8 MiB).
+    #[arg(long)]
+    outbound_bytes: Option<usize>,
+    /// Largest page of group read acks in bytes (default 256 KiB).
+    #[arg(long)]
+    max_result_bytes: Option<usize>,
+    /// Most 1:1 messages a user keeps stored for users who never logged in (default 10000;
+    /// 0: no limit; beyond: 4 EXCEED_SERVICE_LIMIT).
+    #[arg(long)]
+    max_to_unseen_per_user: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -187,6 +220,30 @@ fn serve(a: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(v) = a.visibility {
         c.group_ack.visibility = v;
+    }
+    let overrides = [
+        (a.max_connections, &mut c.max_connections),
+        (a.max_devices_per_user, &mut c.max_devices_per_user),
+        (a.max_groups_per_user, &mut c.max_groups_per_user),
+        (a.outbound_bytes, &mut c.outbound_bytes),
+        (a.max_result_bytes, &mut c.max_result_bytes),
+        (a.max_to_unseen_per_user, &mut c.max_to_unseen_per_user),
+    ];
+    for (flag, field) in overrides {
+        if let Some(v) = flag {
+            *field = v;
+        }
+    }
+    let rates = [
+        (a.send_rate_per_sec, &mut c.send_rate.per_sec),
+        (a.send_burst, &mut c.send_rate.burst),
+        (a.request_rate_per_sec, &mut c.request_rate.per_sec),
+        (a.request_burst, &mut c.request_rate.burst),
+    ];
+    for (flag, field) in rates {
+        if let Some(v) = flag {
+            *field = v;
+        }
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {

@@ -57,10 +57,21 @@ struct Applied {
 /// Batches the core thread may hand over before it waits for the store thread.
 const COMMITS_IN_FLIGHT: usize = 4;
 
+/// A batch ends once its results reach this many bytes (see [`ServerCore::result_bytes`]): with
+/// the batches in flight, what the pipeline holds stays in the tens of MiB however large the
+/// pages pipelined requests ask for.
+const BATCH_RESULT_BYTES: usize = 4 << 20;
+
 /// The core thread: batches and applies; the store thread commits and routes (see the module
-/// docs). `cap` bounds each connection's queue of live frames; a batch ends after `max_batch`
-/// requests.
-pub(crate) fn core_loop(mut core: ServerCore, store: Box<dyn ServerStore>, mut rx: mpsc::Receiver<CoreMsg>, cap: usize, max_batch: usize) {
+/// docs). `cap` bounds each connection's queue of live frames (count, estimated bytes); a
+/// batch ends after `max_batch` requests.
+pub(crate) fn core_loop(
+    mut core: ServerCore,
+    store: Box<dyn ServerStore>,
+    mut rx: mpsc::Receiver<CoreMsg>,
+    cap: (usize, usize),
+    max_batch: usize,
+) {
     let (commit_tx, commit_rx) = std::sync::mpsc::sync_channel::<Applied>(COMMITS_IN_FLIGHT);
     // A batch's effects come back once committed and routed: the operations are dropped here,
     // on the thread that allocated them (mimalloc frees thread-locally much faster than across
@@ -75,9 +86,14 @@ pub(crate) fn core_loop(mut core: ServerCore, store: Box<dyn ServerStore>, mut r
             }
         };
     let mut batch = Vec::with_capacity(max_batch);
+    // What a batch left for the next one (it ended at BATCH_RESULT_BYTES), in order.
+    let mut carry: std::collections::VecDeque<CoreMsg> = std::collections::VecDeque::new();
+    // Logged-in sessions' queues: the requests of a connection dropped as too slow are not
+    // applied (nobody reads their answers; its device resends what was not answered).
+    let mut queues: crate::state::HashMap<SessionId, std::sync::Arc<crate::connection::OutShared>> = Default::default();
     let mut last_prune = 0u64;
     loop {
-        let Some(first) = rx.blocking_recv() else {
+        let Some(first) = carry.pop_front().or_else(|| rx.blocking_recv()) else {
             break;
         };
         while let Ok(done) = done_rx.try_recv() {
@@ -91,7 +107,7 @@ pub(crate) fn core_loop(mut core: ServerCore, store: Box<dyn ServerStore>, mut r
         let mut requests = weight(&first);
         batch.push(first);
         while requests < max_batch.max(1) {
-            match rx.try_recv() {
+            match carry.pop_front().map(Ok).unwrap_or_else(|| rx.try_recv()) {
                 Ok(m) => {
                     requests += weight(&m);
                     batch.push(m);
@@ -104,18 +120,34 @@ pub(crate) fn core_loop(mut core: ServerCore, store: Box<dyn ServerStore>, mut r
         let mut effects = Effects::default();
         let mut stop = false;
         let mut applied = Applied { logins: Vec::new(), ops: Vec::new(), out: Vec::new(), closed: Vec::new() };
-        for m in batch.drain(..) {
+        let mut msgs = batch.drain(..);
+        while let Some(m) = msgs.next() {
             match m {
                 CoreMsg::Login { session, frame, queue } => {
+                    queues.insert(session, queue.shared.clone());
                     applied.logins.push((session, queue));
                     core.apply(now, session, frame);
                 }
                 CoreMsg::Frames { session, frames } => {
-                    for frame in frames {
+                    if queues.get(&session).is_some_and(|q| q.killed.load(std::sync::atomic::Ordering::Acquire)) {
+                        continue;
+                    }
+                    let mut frames = frames.into_iter();
+                    while let Some(frame) = frames.next() {
                         core.apply(now, session, frame);
+                        // Large results (pages of group read acks) end the batch early, so the
+                        // batches in flight hold a bounded number of bytes.
+                        if core.result_bytes() > BATCH_RESULT_BYTES {
+                            let rest: Vec<ClientFrame> = frames.by_ref().collect();
+                            if !rest.is_empty() {
+                                carry.push_back(CoreMsg::Frames { session, frames: rest });
+                            }
+                            carry.extend(msgs.by_ref());
+                        }
                     }
                 }
                 CoreMsg::Closed { session } => {
+                    queues.remove(&session);
                     core.disconnect(session);
                     applied.closed.push(session);
                 }
@@ -130,6 +162,7 @@ pub(crate) fn core_loop(mut core: ServerCore, store: Box<dyn ServerStore>, mut r
                 CoreMsg::Shutdown => stop = true,
             }
         }
+        drop(msgs);
         let rest = core.take_effects();
         if effects.is_empty() {
             effects = rest;
@@ -163,8 +196,13 @@ fn compact(store: &mut dyn ServerStore, deleted: &mut bool, at: &mut std::time::
 
 /// The store thread: commits applied batches in order (several queued batches share one
 /// transaction and one fsync), then sends their frames.
-fn store_loop(mut store: Box<dyn ServerStore>, rx: std::sync::mpsc::Receiver<Applied>, done: std::sync::mpsc::Sender<Effects>, cap: usize) {
-    let mut router = SessionRouter::new(cap);
+fn store_loop(
+    mut store: Box<dyn ServerStore>,
+    rx: std::sync::mpsc::Receiver<Applied>,
+    done: std::sync::mpsc::Sender<Effects>,
+    (cap, byte_cap): (usize, usize),
+) {
+    let mut router = SessionRouter::new(cap, byte_cap);
     let mut queued: Vec<Applied> = Vec::with_capacity(COMMITS_IN_FLIGHT + 1);
     // Deletions (retention) committed since the last compaction, and when that was.
     let mut deleted = false;

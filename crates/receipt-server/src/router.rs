@@ -42,19 +42,33 @@ pub trait Router {
     }
 }
 
+/// One session's frames of the batch being routed.
+struct Staged {
+    session: SessionId,
+    frames: Vec<Arc<ServerFrame>>,
+    /// Counted (not replay) frames and their estimated bytes.
+    live: usize,
+    live_bytes: usize,
+    /// An `Error` among them: the session ends with it.
+    ends: bool,
+}
+
 /// This node's router: session id -> outbound queue of the session's connection.
 pub(crate) struct SessionRouter {
     cap: usize,
+    /// The same bound in estimated encoded bytes.
+    byte_cap: usize,
     conns: HashMap<SessionId, ConnQueue>,
     /// Frames of the batch being routed, per session in order (see [`SessionRouter::stage`]).
-    staged: Vec<(SessionId, Vec<Arc<ServerFrame>>, usize)>,
+    staged: Vec<Staged>,
     staged_at: HashMap<SessionId, usize>,
 }
 
 impl SessionRouter {
-    /// A router that drops a connection once more than `cap` live frames wait in its queue.
-    pub(crate) fn new(cap: usize) -> Self {
-        SessionRouter { cap, conns: HashMap::default(), staged: Vec::new(), staged_at: HashMap::default() }
+    /// A router that drops a connection once more than `cap` live frames, or more than
+    /// `byte_cap` estimated bytes of them, wait in its queue.
+    pub(crate) fn new(cap: usize, byte_cap: usize) -> Self {
+        SessionRouter { cap, byte_cap, conns: HashMap::default(), staged: Vec::new(), staged_at: HashMap::default() }
     }
 
     /// A logged-in session's connection: frames for `session` go to `queue` from now on.
@@ -78,26 +92,31 @@ impl SessionRouter {
     /// session's frames to its connection in one item.
     fn stage(&mut self, session: SessionId, frame: Arc<ServerFrame>, replay: bool) {
         let i = *self.staged_at.entry(session).or_insert_with(|| {
-            self.staged.push((session, Vec::new(), 0));
+            self.staged.push(Staged { session, frames: Vec::new(), live: 0, live_bytes: 0, ends: false });
             self.staged.len() - 1
         });
-        let (_, frames, live) = &mut self.staged[i];
-        frames.push(frame);
+        let s = &mut self.staged[i];
         if !replay {
-            *live += 1;
+            s.live += 1;
+            s.live_bytes += crate::size::frame_bytes(&frame);
         }
+        // An Error from the core ends the session (206: a newer login replaced it).
+        s.ends |= matches!(*frame, ServerFrame::Error { .. });
+        s.frames.push(frame);
     }
 
     /// Sends the staged frames. The slow-reader bound is the per-frame one: the connection is
     /// dropped if its counted frames would pass `cap` (replay frames are exempt).
     fn send_staged(&mut self) {
         self.staged_at.clear();
-        for (session, frames, live) in std::mem::take(&mut self.staged) {
+        for Staged { session, frames, live, live_bytes, ends } in std::mem::take(&mut self.staged) {
             let Some(queue) = self.conns.get(&session) else {
                 continue;
             };
             if live > 0 {
-                if queue.shared.pending.load(Ordering::Acquire) + live > self.cap {
+                if queue.shared.pending.load(Ordering::Acquire) + live > self.cap
+                    || queue.shared.pending_bytes.load(Ordering::Acquire) + live_bytes > self.byte_cap
+                {
                     warn!("session {session}: outbound queue full, dropping the connection (it will resync)");
                     queue.shared.killed.store(true, Ordering::Release);
                     queue.shared.closed.notify_one();
@@ -106,8 +125,16 @@ impl SessionRouter {
                     continue;
                 }
                 queue.shared.pending.fetch_add(live, Ordering::AcqRel);
+                queue.shared.pending_bytes.fetch_add(live_bytes, Ordering::AcqRel);
             }
-            if queue.tx.send(OutItem::Frames(frames, live)).is_err() {
+            if queue.tx.send(OutItem::Frames(frames, live, live_bytes)).is_err() {
+                self.conns.remove(&session);
+            } else if ends {
+                // The writer closes after the Error; wake the reader too, so a peer that neither
+                // reads nor writes does not keep the connection (and its slot) until the idle
+                // timeout.
+                queue.close();
+                queue.shared.closed.notify_one();
                 self.conns.remove(&session);
             }
         }
@@ -148,7 +175,7 @@ mod tests {
 
     #[test]
     fn a_batch_is_one_item_per_session_and_a_connection_over_the_bound_is_dropped() {
-        let mut router = SessionRouter::new(2);
+        let mut router = SessionRouter::new(2, usize::MAX);
         let (q, mut rx) = queue();
         let shared = q.shared.clone();
         router.attach(1, q);
@@ -157,7 +184,7 @@ mod tests {
         router.deliver_batch(&mut batch);
         assert!(batch.is_empty());
         match rx.try_recv() {
-            Ok(OutItem::Frames(frames, counted)) => {
+            Ok(OutItem::Frames(frames, counted, _)) => {
                 let nonces: Vec<u64> = frames
                     .iter()
                     .map(|f| match **f {

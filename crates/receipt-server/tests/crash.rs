@@ -13,6 +13,10 @@ use receipt_testkit::*;
 
 const TOTAL: u64 = 1030;
 
+/// The pipelined sends (1,000 at once) are far beyond a user's send rate: this test is about
+/// what survives a kill, so the per-user rates are off (tests/hostile_limits.rs tests them).
+const NO_RATE_LIMITS: &str = "[send_rate]\nper_sec = 0\nburst = 0\n\n[request_rate]\nper_sec = 0\nburst = 0\n";
+
 /// alice's `i`-th message to bob: client id `m{i}`, content `hello {i}`.
 fn hello(req: ReqId, i: u64) -> ClientFrame {
     plain_send(req, format!("m{i}"), "bob", ChatType::Chat, format!("hello {i}"))
@@ -36,7 +40,7 @@ fn assert_seqs_contiguous(events: &[SeqEvent]) {
 #[test]
 fn sigkill_mid_stream_loses_no_ok_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let mut p = ChildServer::start(dir.path(), "");
+    let mut p = ChildServer::start(dir.path(), NO_RATE_LIMITS);
 
     // Phase 1: alice sends 30 messages, each answered ok.
     let mut alice = RawClient::login(p.addr(), "alice", "a1");
@@ -90,7 +94,7 @@ fn sigkill_mid_stream_loses_no_ok_and_duplicates_nothing() {
     eprintln!("before the kill: {} read acks and {} sends answered ok", acked_reads.len(), acked_sends.len());
 
     // Phase 3: restart on the same data directory.
-    let p2 = ChildServer::start(dir.path(), "");
+    let p2 = ChildServer::start(dir.path(), NO_RATE_LIMITS);
     let alice = RawClient::login(p2.addr(), "alice", "a2");
     assert_seqs_contiguous(&alice.backlog);
     let reads: Vec<MsgId> = alice

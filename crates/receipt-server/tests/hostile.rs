@@ -274,7 +274,8 @@ fn per_user_device_limit_refuses_the_eleventh_device_and_changes_nothing_else() 
     assert!(probe.backlog.iter().all(|e| !matches!(&*e.event, ServerEvent::Message { msg } if msg.from == "alice")));
     // Other users are not limited by alice's devices.
     let _other = RawClient::login(a, "carol", "c0");
-    // A device already online reconnecting (same id) is not refused.
+    // A device already online logging in again (same id) is not refused: it replaces its older
+    // session (206; tests/hostile_limits.rs), still ten devices.
     let again = RawClient::login(a, "alice", "d3");
     drop(again);
     // One device leaves: the 11th may come in (once the server noticed; bounded retry).

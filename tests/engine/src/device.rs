@@ -1,11 +1,12 @@
 //! One client device: a real [`ClientEngine`] over a store that plays its disk.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 
 use receipt_core::engine::{ClientEngine, ClientEvent, EngineConfig};
 use receipt_core::protocol::ClientFrame;
 use receipt_core::store::{ClientStore, MemStore, RedbStore, Snapshot, StoreBatch, StoreError};
-use receipt_core::{AckKind, ChatOptions, DeviceId, MsgId, ReqId, UserId};
+use receipt_core::{AckKind, ChatMessage, ChatOptions, ConversationKey, DeviceId, MsgId, ReqId, UserId};
 use tempfile::TempDir;
 
 use crate::net::Conn;
@@ -38,6 +39,34 @@ impl ClientStore for DeviceStore {
             DeviceStore::Redb(s) => s.commit(batch),
         }
     }
+    fn message(&self, id: MsgId) -> Result<Option<ChatMessage>, StoreError> {
+        match self {
+            DeviceStore::Mem(s) => s.message(id),
+            DeviceStore::Redb(s) => s.message(id),
+        }
+    }
+    fn conversation_messages(
+        &self,
+        key: &ConversationKey,
+        ids: Range<MsgId>,
+        limit: usize,
+        newest_first: bool,
+    ) -> Result<Vec<ChatMessage>, StoreError> {
+        match self {
+            DeviceStore::Mem(s) => s.conversation_messages(key, ids, limit, newest_first),
+            DeviceStore::Redb(s) => s.conversation_messages(key, ids, limit, newest_first),
+        }
+    }
+}
+
+/// Messages a device keeps in memory: tiny, so every run evicts constantly and the engine's
+/// reads by key and by range (not its cache) carry the rules.
+pub const TEST_MESSAGE_CACHE: usize = 3;
+
+fn engine_config(user: &str, name: &str, options: ChatOptions) -> EngineConfig {
+    let mut cfg = EngineConfig::new(user, name, options);
+    cfg.message_cache = TEST_MESSAGE_CACHE;
+    cfg
 }
 
 const CLIENT_DB: &str = "client.redb";
@@ -66,7 +95,7 @@ impl Device {
                 (DeviceStore::Redb(RedbStore::open(dir.path().join(CLIENT_DB)).expect("client store")), Some(dir))
             }
         };
-        let engine = ClientEngine::open(EngineConfig::new(user, name, options.clone()), store).expect("open engine");
+        let engine = ClientEngine::open(engine_config(user, name, options.clone()), store).expect("open engine");
         Device {
             user: user.into(),
             name: name.into(),
@@ -88,7 +117,7 @@ impl Device {
     /// The process dies and starts again: the engine comes back from its disk only. The caller
     /// drops the connection.
     pub(crate) fn reopen(&mut self) {
-        let cfg = EngineConfig::new(&self.user, &self.name, self.options.clone());
+        let cfg = engine_config(&self.user, &self.name, self.options.clone());
         let disk = match self.disk {
             Disk::Mem => match self.engine.store() {
                 DeviceStore::Mem(s) => DeviceStore::Mem(s.clone()),

@@ -47,7 +47,7 @@ use receipt_core::protocol::{ClientFrame, Response};
 use receipt_core::{ChatError, ChatOptions, GroupId, UserId};
 use receipt_server::{CoreConfig, Effects, SessionId};
 
-pub use device::{Device, DeviceStore, Disk};
+pub use device::{Device, DeviceStore, Disk, TEST_MESSAGE_CACHE};
 pub use server::{default_config, SimServer};
 
 use net::Conn;

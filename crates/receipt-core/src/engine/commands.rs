@@ -65,6 +65,7 @@ impl<S: ClientStore> ClientEngine<S> {
         Ok((req, msg))
     }
 
+    /// The message an ack names (fetch it into the cache first: its facts for the rules).
     fn held_message(&self, msg_id: MsgId) -> ChatResult<&ChatMessage> {
         self.messages.get(&msg_id).ok_or_else(|| ChatError::invalid_message(format!("unknown message {msg_id}")))
     }
@@ -79,7 +80,15 @@ impl<S: ClientStore> ClientEngine<S> {
     /// Sends the read ack of a received 1:1 message (and marks it read here).
     /// `Ok(None)`: already acked by this user (from any device), nothing sent.
     pub fn ack_message_read(&mut self, now: u64, msg_id: MsgId) -> ChatResult<Option<ReqId>> {
+        let result = self.ack_message_read_checked(now, msg_id);
+        // A refused command fetched its message without an input end: keep the cache bounded.
+        self.evict();
+        result
+    }
+
+    fn ack_message_read_checked(&mut self, now: u64, msg_id: MsgId) -> ChatResult<Option<ReqId>> {
         self.check_read_acks_enabled()?;
+        self.fetch(msg_id);
         let m = self.held_message(msg_id)?;
         rules::check_read_ack(MessageFacts::from(m), &self.cfg.user)?;
         if self.view(m).receiver_read {
@@ -111,7 +120,7 @@ impl<S: ClientStore> ClientEngine<S> {
             read_up_to: c.read_up_to,
             receipt_up_to: c.receipt_up_to,
             newest: c.newest,
-            newest_received: self.newest_received(&key),
+            newest_received: c.newest_received,
         };
         // Unread messages the server counts that this device does not hold are above every mark
         // too: the server's newest received message is newer than anything held here.
@@ -132,10 +141,18 @@ impl<S: ClientStore> ClientEngine<S> {
     /// Sends the group read ack of a received group message, with an optional ext for the
     /// sender. `Ok(None)`: this user already acked it, nothing sent.
     pub fn ack_group_message_read(&mut self, now: u64, msg_id: MsgId, ext: Option<&str>) -> ChatResult<Option<ReqId>> {
+        let result = self.ack_group_message_read_checked(now, msg_id, ext);
+        // A refused command fetched its message without an input end: keep the cache bounded.
+        self.evict();
+        result
+    }
+
+    fn ack_group_message_read_checked(&mut self, now: u64, msg_id: MsgId, ext: Option<&str>) -> ChatResult<Option<ReqId>> {
         self.check_read_acks_enabled()?;
         // The server's order: ext, the message, already acked, asked for acks. (The policy,
         // membership and validity are the server's facts: it alone checks them.)
         rules::check_ext(ext)?;
+        self.fetch(msg_id);
         let m = self.held_message(msg_id)?;
         rules::check_group_ack_target(MessageFacts::from(m), &self.cfg.user)?;
         if m.group_ack_sent {
@@ -169,6 +186,14 @@ impl<S: ClientStore> ClientEngine<S> {
 
     /// Marks one received message read on this user's devices (no receipt to anybody).
     pub fn mark_message_read(&mut self, now: u64, msg_id: MsgId) -> ChatResult<Option<ReqId>> {
+        let result = self.mark_message_read_checked(now, msg_id);
+        // A refused command fetched its message without an input end: keep the cache bounded.
+        self.evict();
+        result
+    }
+
+    fn mark_message_read_checked(&mut self, now: u64, msg_id: MsgId) -> ChatResult<Option<ReqId>> {
+        self.fetch(msg_id);
         let m = self.messages.get(&msg_id).ok_or_else(|| ChatError::invalid_message(format!("unknown message {msg_id}")))?;
         if m.direction == MessageDirection::Send {
             return Err(ChatError::wrong_type("a message you sent has no read state of yours"));
@@ -218,6 +243,13 @@ impl<S: ClientStore> ClientEngine<S> {
         validate_id("group", group)?;
         let (group, members) = (group.to_string(), members.to_vec());
         self.query(now, Query::Group, |req| ClientFrame::RemoveMembers { req, group, members })
+    }
+
+    /// Leaves a group (needs a connection). The owner cannot leave (603).
+    pub fn leave_group(&mut self, now: u64, group: &str) -> ChatResult<ReqId> {
+        validate_id("group", group)?;
+        let group = group.to_string();
+        self.query(now, Query::Group, |req| ClientFrame::LeaveGroup { req, group })
     }
 
     pub fn set_group_role(&mut self, now: u64, group: &str, member: &str, role: GroupRole) -> ChatResult<ReqId> {

@@ -48,6 +48,8 @@ impl<S: ClientStore> ClientEngine<S> {
     /// Keep-alive: call at [`poll_timeout`](Self::poll_timeout). Returns false when the
     /// connection should be considered dead (nothing received for the idle timeout).
     pub fn handle_timeout(&mut self, now: u64) -> bool {
+        // Local retention rides on the timer: one bounded step when due (see poll_timeout).
+        self.retention_tick(now);
         if self.link == Link::Down {
             return true;
         }
@@ -72,7 +74,7 @@ impl<S: ClientStore> ClientEngine<S> {
     pub fn handle_frame(&mut self, now: u64, frame: ServerFrame) {
         self.last_rx = now;
         match frame {
-            ServerFrame::LoginOk { .. } => {}
+            ServerFrame::LoginOk { server_time, .. } => self.server_clock = self.server_clock.max(server_time),
             ServerFrame::LoginFailed { error } => {
                 self.link = Link::Down;
                 self.login_refused = true;
@@ -97,6 +99,14 @@ impl<S: ClientStore> ClientEngine<S> {
             }
             ServerFrame::Event { event } => self.apply_seq_event(event),
             ServerFrame::Result { req, ok, err } => self.handle_result(req, ok, err),
+            // A newer login of this user on this device replaced the session: it is over, as
+            // after a refused login (the runtime must not reconnect with it).
+            ServerFrame::Error { error } if error.code == crate::ErrorCode::UserLoginAnotherDevice => {
+                self.link = Link::Down;
+                self.login_refused = true;
+                self.transmit.clear();
+                self.events.push_back(ClientEvent::LoggedOut(error));
+            }
             ServerFrame::Error { error } => self.events.push_back(ClientEvent::ProtocolError(error)),
             ServerFrame::Pong { .. } => {}
         }
@@ -114,6 +124,8 @@ impl<S: ClientStore> ClientEngine<S> {
                 }
                 ClientFrame::ReadAck { msg_id, .. } | ClientFrame::GroupAck { msg_id, .. } => {
                     if let Some(m) = self.messages.get(msg_id) {
+                        busy.insert(m.conversation());
+                    } else if let Some(m) = self.stored_message(*msg_id) {
                         busy.insert(m.conversation());
                     }
                 }
@@ -139,6 +151,7 @@ impl<S: ClientStore> ClientEngine<S> {
         // Delivery acks held during the replay: drop those another device already sent.
         for (req, msg_id) in std::mem::take(&mut self.held_delivery_acks) {
             let Some(pos) = self.outbox.iter().position(|f| f.req() == Some(req)) else { continue };
+            self.fetch(msg_id);
             if self.messages.get(&msg_id).is_some_and(|m| m.delivered) {
                 self.outbox.remove(pos);
                 self.outbox_delete.push(req);
@@ -206,7 +219,7 @@ impl<S: ClientStore> ClientEngine<S> {
         if let Some(mut m) = self.pending.remove(client_id) {
             self.deleted_pending.push(client_id.to_string());
             self.dirty_pending.remove(client_id);
-            if !self.messages.contains_key(&msg_id) {
+            if !self.fetch(msg_id) {
                 m.id = msg_id;
                 m.timestamp = timestamp;
                 m.status = SendStatus::Sent;
@@ -214,6 +227,7 @@ impl<S: ClientStore> ClientEngine<S> {
                 self.insert_message(m);
             }
         }
+        self.fetch(msg_id);
         self.messages.get(&msg_id).map(|m| self.view(m)).unwrap_or_else(|| ChatMessage {
             id: msg_id,
             client_id: client_id.to_string(),
@@ -253,7 +267,7 @@ impl<S: ClientStore> ClientEngine<S> {
                     // Our delivery ack (from any device) went out: never send it again.
                     self.update_message(msg_id, |m| m.delivered = true);
                     self.confirm_pending_ack(|f| matches!(f, ClientFrame::DeliveryAck { msg_id: m, .. } if *m == msg_id));
-                } else if from == *me && self.messages.get(&msg_id).is_some_and(|m| !m.delivered) {
+                } else if from == *me && self.fetch(msg_id) && self.messages.get(&msg_id).is_some_and(|m| !m.delivered) {
                     self.update_message(msg_id, |m| m.delivered = true);
                     self.delivered.push(msg_id);
                 }
@@ -263,7 +277,7 @@ impl<S: ClientStore> ClientEngine<S> {
                     self.update_message(msg_id, |m| m.receiver_read = true);
                     self.mark_read_local(msg_id);
                     self.confirm_pending_ack(|f| matches!(f, ClientFrame::ReadAck { msg_id: m, .. } if *m == msg_id));
-                } else if from == *me && self.messages.get(&msg_id).is_some_and(|m| !self.resolved_flags(m).1) {
+                } else if from == *me && self.fetch(msg_id) && self.messages.get(&msg_id).is_some_and(|m| !self.resolved_flags(m).1) {
                     self.update_message(msg_id, |m| m.receiver_read = true);
                     self.read.push(msg_id);
                 }
@@ -337,7 +351,10 @@ impl<S: ClientStore> ClientEngine<S> {
             log::warn!("ignoring a message without a server id from {}", msg.from);
             return;
         }
-        if self.messages.contains_key(&msg.id) {
+        // Known new without a read when above its conversation's newest (the usual case: ids
+        // grow); otherwise one lookup by key.
+        let newest = self.conversations.get(&msg.conversation_for(&self.cfg.user).as_ref()).map_or(0, |c| c.newest);
+        if msg.id <= newest && self.fetch(msg.id) {
             return;
         }
         let mine = msg.from == self.cfg.user;

@@ -8,15 +8,17 @@
 //! [`ClientEngine::poll_timeout`] (when to call `handle_timeout`). The engine never touches a
 //! socket, a thread or the clock, so tests drive it to the millisecond and any transport fits.
 //!
-//! State lives in memory and is written through a [`ClientStore`] once per input, so a restart
-//! (re-[`open`](ClientEngine::open) on the same store) finds everything, the outbox included.
+//! Conversation summaries, the outbox and a bounded cache of messages live in memory; changes
+//! are written through a [`ClientStore`] once per input, so a restart (re-[`open`](ClientEngine::open)
+//! on the same store) finds everything, the outbox included. Messages not in the cache are read
+//! from the store by key when an input needs them (see `persistence` for the design).
 //!
 //! Layout: this file holds the types, the state and its helpers, the accessors and `poll_*`;
 //! `commands` the app's requests, `events` what the app hears of an input, `inbound` the connection inputs and the server's events,
 //! `persistence` loading and the per-input store batch. Every receipt rule the commands check is
 //! a function of [`crate::rules`], the same one the server enforces.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 /// The engine's maps: foldhash (per-process random seed) instead of SipHash, which was ~3% of
@@ -39,6 +41,7 @@ mod inbound;
 mod persistence;
 
 use events::{resolve_flags, Marks, OwnFlags};
+pub use persistence::{RETENTION_STEP, RETENTION_STEP_INTERVAL_MS, RETENTION_SWEEP_INTERVAL_MS};
 
 /// Largest page of group acks one fetch may ask for: the rule's bound, [`rules::MAX_PAGE_SIZE`].
 pub const MAX_GROUP_ACK_PAGE: u32 = rules::MAX_PAGE_SIZE;
@@ -53,11 +56,38 @@ pub struct EngineConfig {
     pub keepalive_ms: u64,
     /// Declare the connection dead after this long without receiving anything (ms).
     pub idle_timeout_ms: u64,
+    /// How many accepted messages the engine keeps in memory (least recently touched go first;
+    /// the store holds them all). Ignored by a store that keeps nothing.
+    pub message_cache: usize,
+    /// What this device keeps of old history (default: everything).
+    pub retention: Retention,
 }
+
+/// Local retention: old messages this device drops from its store, in bounded background
+/// steps (see [`ClientEngine::retention_step`]). Unread received messages are never dropped
+/// (so every unread count stays exact), nor messages an outbox request names.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Drop messages older than this (ms, by server time: the newest server timestamp seen).
+    pub max_age_ms: Option<u64>,
+    /// Keep at most this many messages per conversation (the newest).
+    pub max_per_conversation: Option<u32>,
+}
+
+/// Default of [`EngineConfig::message_cache`].
+pub const DEFAULT_MESSAGE_CACHE: usize = 2048;
 
 impl EngineConfig {
     pub fn new(user: impl Into<UserId>, device: impl Into<DeviceId>, options: ChatOptions) -> Self {
-        EngineConfig { user: user.into(), device: device.into(), options, keepalive_ms: 20_000, idle_timeout_ms: 60_000 }
+        EngineConfig {
+            user: user.into(),
+            device: device.into(),
+            options,
+            keepalive_ms: 20_000,
+            idle_timeout_ms: 60_000,
+            message_cache: DEFAULT_MESSAGE_CACHE,
+            retention: Retention::default(),
+        }
     }
 }
 
@@ -83,6 +113,9 @@ pub enum ClientEvent {
     Disconnected,
     /// The server refused the login; the runtime must not retry with the same token.
     LoginFailed(ChatError),
+    /// The server ended the session: 206 USER_LOGIN_ANOTHER_DEVICE when the same user logged in
+    /// again on the same device id. Like `LoginFailed`, the runtime must not reconnect.
+    LoggedOut(ChatError),
     /// The server closed the connection for a protocol error.
     ProtocolError(ChatError),
     MessagesReceived(Vec<ChatMessage>),
@@ -166,11 +199,24 @@ pub struct ClientEngine<S: ClientStore> {
     me: std::sync::Arc<str>,
     store: S,
     meta: Meta,
+    /// The message cache: recently touched accepted messages, and every message this input
+    /// touched (evicted down to `cfg.message_cache` once the input is written).
     messages: HashMap<MsgId, ChatMessage>,
+    /// When each cached message was last touched, and the reverse (oldest first).
+    touched: HashMap<MsgId, u64>,
+    touch_order: BTreeMap<u64, MsgId>,
+    touch_clock: u64,
     pending: HashMap<String, ChatMessage>,
     conversations: ConvMap<Conversation>,
-    /// Message ids per conversation, ascending: lets a partial watermark count what stays unread.
-    conv_ids: ConvMap<Vec<MsgId>>,
+    /// Cached message ids per conversation, ascending: merged with the store's range reads
+    /// (the cache holds this input's changes before they are written).
+    conv_ids: ConvMap<BTreeSet<MsgId>>,
+    /// Conversations retention still has to visit in this sweep.
+    retention_queue: VecDeque<ConversationKey>,
+    /// Newest server time seen (ms since the epoch): retention's clock.
+    server_clock: u64,
+    /// When `handle_timeout` runs the next retention step (`None`: no retention configured).
+    retention_due: Option<u64>,
     outbox: VecDeque<ClientFrame>,
     queries: HashMap<ReqId, Query>,
     link: Link,
@@ -193,6 +239,7 @@ pub struct ClientEngine<S: ClientStore> {
     dirty_messages: HashSet<MsgId>,
     dirty_pending: HashSet<String>,
     deleted_pending: Vec<String>,
+    deleted_messages: Vec<(ConversationKey, MsgId)>,
     dirty_convs: hashbrown::HashSet<ConversationKey, foldhash::fast::RandomState>,
     outbox_put: Vec<ClientFrame>,
     outbox_delete: Vec<ReqId>,
@@ -208,18 +255,6 @@ pub struct ClientEngine<S: ClientStore> {
     flags_before: HashMap<MsgId, OwnFlags>,
     /// The marks of each conversation this input moved a mark of, as they were before.
     marks_before: ConvMap<Marks>,
-}
-
-fn insert_sorted(v: &mut Vec<MsgId>, id: MsgId) {
-    match v.last() {
-        Some(&last) if last < id => v.push(id),
-        None => v.push(id),
-        _ => {
-            if let Err(pos) = v.binary_search(&id) {
-                v.insert(pos, id);
-            }
-        }
-    }
 }
 
 impl<S: ClientStore> ClientEngine<S> {
@@ -239,7 +274,8 @@ impl<S: ClientStore> ClientEngine<S> {
         self.link == Link::Up
     }
 
-    /// The server refused the last login; reconnecting with the same token is pointless.
+    /// The server refused the last login (or ended the session: 206, see
+    /// [`ClientEvent::LoggedOut`]); reconnecting with the same token is pointless.
     pub fn is_login_refused(&self) -> bool {
         self.login_refused
     }
@@ -262,23 +298,40 @@ impl<S: ClientStore> ClientEngine<S> {
     /// A message by its id as users see it (server id, or client id before acceptance).
     pub fn message(&self, msg_id: &str) -> Option<ChatMessage> {
         if let Ok(id) = msg_id.parse::<MsgId>() {
-            if let Some(m) = self.messages.get(&id) {
-                return Some(self.view(m));
+            if let Some(m) = self.message_by_id(id) {
+                return Some(m);
             }
         }
         self.pending.get(msg_id).map(|m| self.view(m))
     }
 
+    /// An accepted message by its id, from the cache or the store (not cached: a read of the
+    /// app's changes nothing).
     pub fn message_by_id(&self, id: MsgId) -> Option<ChatMessage> {
-        self.messages.get(&id).map(|m| self.view(m))
+        match self.messages.get(&id) {
+            Some(m) => Some(self.view(m)),
+            None => self.stored_message(id).map(|m| self.view(&m)),
+        }
     }
 
-    /// All held messages of a conversation, oldest first.
+    /// All held messages of a conversation, oldest first (reads the whole history: for tests
+    /// and small conversations; apps page with [`Self::load_messages`]).
     pub fn conversation_messages(&self, key: &ConversationKey) -> Vec<ChatMessage> {
-        self.conv_ids
-            .get(key)
-            .map(|ids| ids.iter().filter_map(|id| self.messages.get(id)).map(|m| self.view(m)).collect())
-            .unwrap_or_default()
+        self.held_range(key, 0..MsgId::MAX, usize::MAX, false).iter().map(|m| self.view(m)).collect()
+    }
+
+    /// One page of a conversation's history, newest first: up to `page_size` messages older
+    /// than `start` (`None`: from the newest), with their flags current. Messages waiting for
+    /// the server (no id yet) are not in the history yet. The SDK's
+    /// `Conversation.loadMessages(startMsgId, pageSize)`.
+    pub fn load_messages(&self, key: &ConversationKey, start: Option<MsgId>, page_size: usize) -> Vec<ChatMessage> {
+        let end = start.unwrap_or(MsgId::MAX);
+        self.held_range(key, 1..end, page_size, true).iter().map(|m| self.view(m)).collect()
+    }
+
+    /// How many accepted messages are in memory now (the cache; for tests and figures).
+    pub fn cached_message_count(&self) -> usize {
+        self.messages.len()
     }
 
     pub fn conversation(&self, key: &ConversationKey) -> Option<&Conversation> {
@@ -317,12 +370,6 @@ impl<S: ClientStore> ClientEngine<S> {
         resolve_flags(m, m.unread, m.receiver_read, marks)
     }
 
-    /// The newest message this user received in a conversation (0: none held).
-    fn newest_received(&self, key: &ConversationKey) -> MsgId {
-        let ids = self.conv_ids.get(key).map(Vec::as_slice).unwrap_or(&[]);
-        ids.iter().rev().copied().find(|id| self.messages.get(id).is_some_and(|m| m.direction == MessageDirection::Receive)).unwrap_or(0)
-    }
-
     fn is_unread(&self, m: &ChatMessage) -> bool {
         m.direction == MessageDirection::Receive
             && m.unread
@@ -331,7 +378,8 @@ impl<S: ClientStore> ClientEngine<S> {
 
     /// When to call `handle_timeout` next (ms, same clock as `now`), if connected.
     pub fn poll_timeout(&self) -> Option<u64> {
-        (self.link != Link::Down).then(|| (self.last_tx + self.cfg.keepalive_ms).min(self.last_rx + self.cfg.idle_timeout_ms))
+        let keepalive = (self.last_tx + self.cfg.keepalive_ms).min(self.last_rx + self.cfg.idle_timeout_ms);
+        (self.link != Link::Down).then(|| self.retention_due.map_or(keepalive, |due| due.min(keepalive)))
     }
 
     /// Next frame to send, in order.
@@ -355,22 +403,17 @@ impl<S: ClientStore> ClientEngine<S> {
     fn insert_message(&mut self, m: ChatMessage) {
         let id = m.id;
         let unread = self.is_unread(&m);
+        self.server_clock = self.server_clock.max(m.timestamp);
         let key = m.conversation_ref();
-        match self.conv_ids.get_mut(&key) {
-            Some(ids) => insert_sorted(ids, id),
-            None => {
-                self.conv_ids.insert(key.to_key(), vec![id]);
-            }
-        }
         let c = self.conv_mut(key);
-        c.newest = c.newest.max(id);
+        c.note_held(&m);
         if unread {
             c.local_unread += 1;
             // The server counted this one while we did not hold it yet.
             c.remote_unread = c.remote_unread.saturating_sub(1);
             self.unread_changed.push(key.to_key());
         }
-        self.messages.insert(id, m);
+        self.cache(m);
         self.dirty_messages.insert(id);
     }
 
@@ -403,6 +446,7 @@ impl<S: ClientStore> ClientEngine<S> {
     }
 
     fn update_message(&mut self, id: MsgId, f: impl FnOnce(&mut ChatMessage)) {
+        self.fetch(id);
         self.note_flags(id);
         if let Some(m) = self.messages.get_mut(&id) {
             f(m);
@@ -412,6 +456,7 @@ impl<S: ClientStore> ClientEngine<S> {
 
     /// Marks one received message read here (count -1 if it was unread).
     fn mark_read_local(&mut self, id: MsgId) {
+        self.fetch(id);
         let Some(m) = self.messages.get(&id) else { return };
         if !self.is_unread(m) {
             return;
@@ -445,11 +490,9 @@ impl<S: ClientStore> ClientEngine<S> {
         let remaining = if up_to >= c.newest {
             0
         } else {
-            let ids = self.conv_ids.get(key).map(Vec::as_slice).unwrap_or(&[]);
-            let start = ids.partition_point(|&id| id <= up_to);
-            ids[start..]
+            self.held_range(key, up_to + 1..MsgId::MAX, usize::MAX, false)
                 .iter()
-                .filter(|id| self.messages.get(id).is_some_and(|m| m.direction == MessageDirection::Receive && m.unread))
+                .filter(|m| m.direction == MessageDirection::Receive && m.unread)
                 .count() as u32
         };
         let c = self.conv_mut(key.as_ref());

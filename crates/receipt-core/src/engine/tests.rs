@@ -110,6 +110,23 @@ fn reread(e: &ClientEngine<MemStore>, ids: impl IntoIterator<Item = MsgId>) -> V
 }
 
 #[test]
+fn a_session_replaced_by_a_newer_login_is_a_logout_that_ends_the_session() {
+    let mut e = alice();
+    assert!(e.is_connected());
+    let error = ChatError::new(ErrorCode::UserLoginAnotherDevice, "alice logged in again on device a1");
+    e.handle_frame(NOW, ServerFrame::Error { error: error.clone() });
+    let evs = drain(&mut e);
+    assert_eq!(evs, vec![ClientEvent::LoggedOut(error)]);
+    assert!(!e.is_connected());
+    assert!(e.is_login_refused(), "the runtime must not reconnect with this session");
+    // Any other Error stays a protocol error (the runtime reconnects after it).
+    let mut e = alice();
+    e.handle_frame(NOW, ServerFrame::Error { error: ChatError::invalid_param("bad frame") });
+    assert!(matches!(drain(&mut e).as_slice(), [ClientEvent::ProtocolError(_)]));
+    assert!(!e.is_login_refused());
+}
+
+#[test]
 fn ack_message_read_reports_the_message_read_and_acked() {
     let mut e = alice();
     event(&mut e, message(1, "bob", "alice", ChatType::Chat, false));

@@ -202,6 +202,7 @@ fast_tagged! {
         "add_members" => AddMembers { req: ReqId, group: GroupId, members: Vec<UserId> },
         "remove_members" => RemoveMembers { req: ReqId, group: GroupId, members: Vec<UserId> },
         "set_role" => SetRole { req: ReqId, group: GroupId, member: UserId, role: GroupRole },
+        "leave_group" => LeaveGroup { req: ReqId, group: GroupId },
         "sync_cursor" => SyncCursor { seq: Seq },
         "ping" => Ping { nonce: u64 },
     }

@@ -68,9 +68,22 @@ impl ServerCore {
         }
         let is_member = self.state.groups.get(&rec.msg.to).is_some_and(|g| g.members.contains_key(user));
         rules::check_may_see_group_acks(&self.ack_policy, MessageFacts::from(&*rec.msg), user, is_member)?;
-        let mut it = rec.acks.range(..=start.unwrap_or(u64::MAX)).rev();
-        let data: Vec<GroupReadAck> = it.by_ref().take(page_size as usize).map(|(_, a)| a.clone()).collect();
+        let mut it = rec.acks.range(..=start.unwrap_or(u64::MAX)).rev().peekable();
+        // The page also ends before its acks pass `max_result_bytes` (their exts can be 64 KiB
+        // each), but holds at least one ack, so a cursor always moves on.
+        let mut data: Vec<GroupReadAck> = Vec::new();
+        let mut bytes = 0;
+        while let Some((_, a)) = it.peek() {
+            let size = crate::size::ack_bytes_bound(a);
+            if data.len() == page_size as usize || (!data.is_empty() && bytes + size > self.cfg.max_result_bytes) {
+                break;
+            }
+            bytes += size;
+            data.push(GroupReadAck::clone(a));
+            it.next();
+        }
         let cursor = it.next().map(|(id, _)| id.to_string()).unwrap_or_default();
+        self.result_bytes += bytes;
         Ok(Response::GroupAcks { msg_id, page: CursorResult { data, cursor } })
     }
 }

@@ -1,4 +1,8 @@
-//! Group administration: creating groups, adding and removing members, setting roles.
+//! Group administration: creating groups, adding and removing members, leaving, setting roles.
+//!
+//! Adding a member needs no consent from the member (the policy of the SDK's groups, where an
+//! owner or admin adds members directly); what bounds it is `max_groups_per_user` (4
+//! EXCEED_SERVICE_LIMIT once a user is in that many groups) and the member's right to leave.
 
 use std::collections::BTreeSet;
 
@@ -32,6 +36,7 @@ impl ServerCore {
         let mut set: BTreeSet<UserId> = members.into_iter().collect();
         set.remove(user);
         rules::check_group_size(set.len() + 1, self.cfg.max_group_size)?;
+        self.limits.check_may_join(self.cfg.max_groups_per_user, std::iter::once(user).chain(set.iter().map(String::as_str)))?;
         let id = loop {
             self.state.counters.last_group_id += 1;
             let id = format!("g{}", self.state.counters.last_group_id);
@@ -47,6 +52,9 @@ impl ServerCore {
         }
         self.effects.ops.push(StoreOp::PutGroup(g.clone()));
         self.state.groups.insert(id.clone(), g);
+        for m in std::iter::once(user).chain(set.iter().map(String::as_str)) {
+            self.limits.joined(m);
+        }
         self.emit(user, ServerEvent::Membership { group: id.clone(), role: Some(GroupRole::Owner), chat_room });
         for m in &set {
             self.emit(m, ServerEvent::Membership { group: id.clone(), role: Some(GroupRole::Member), chat_room });
@@ -69,6 +77,7 @@ impl ServerCore {
         let (g, _) = self.managed_group(user, &group)?;
         let new: BTreeSet<UserId> = members.into_iter().filter(|m| !g.members.contains_key(m)).collect();
         rules::check_group_size(g.members.len() + new.len(), self.cfg.max_group_size)?;
+        self.limits.check_may_join(self.cfg.max_groups_per_user, new.iter().map(String::as_str))?;
         if new.is_empty() {
             return Ok(Response::Done);
         }
@@ -82,6 +91,7 @@ impl ServerCore {
         let chat_room = g.chat_room;
         self.effects.ops.push(StoreOp::PutGroup(g.clone()));
         for m in &new {
+            self.limits.joined(m);
             self.emit(m, ServerEvent::Membership { group: group.clone(), role: Some(GroupRole::Member), chat_room });
         }
         Ok(Response::Done)
@@ -116,8 +126,25 @@ impl ServerCore {
         let chat_room = g.chat_room;
         self.effects.ops.push(StoreOp::PutGroup(g.clone()));
         for m in &gone {
+            self.limits.left(m);
             self.emit(m, ServerEvent::Membership { group: group.clone(), role: None, chat_room });
         }
+        Ok(Response::Done)
+    }
+
+    /// `user` leaves `group`: any member but the owner (who cannot give the group up: 603).
+    pub(super) fn leave_group(&mut self, user: &str, group: String) -> Res<Response> {
+        validate_id("group", &group)?;
+        let g = self.group(&group)?;
+        if self.role_in(g, user)? == GroupRole::Owner {
+            return Err(err(ErrorCode::GroupPermissionDenied, "the owner cannot leave its group"));
+        }
+        let g = self.state.groups.get_mut(&group).expect("checked");
+        g.members.remove(user);
+        let chat_room = g.chat_room;
+        self.effects.ops.push(StoreOp::PutGroup(g.clone()));
+        self.limits.left(user);
+        self.emit(user, ServerEvent::Membership { group, role: None, chat_room });
         Ok(Response::Done)
     }
 

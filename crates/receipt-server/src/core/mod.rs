@@ -17,7 +17,7 @@ use receipt_core::protocol::{ClientFrame, Response, SeqEvent, ServerEvent, Serve
 use receipt_core::rules;
 use receipt_core::{ChatError, ChatType, ConversationKey, ErrorCode, GroupReadAck, GroupRole, MsgId, UserId, WireMessage};
 
-use crate::config::{GroupAckPolicy, ServerConfig};
+use crate::config::{GroupAckPolicy, RateLimit, ServerConfig};
 use crate::state::{ConvState, Counters, Group, HashMap, LogEvent, MessageRecord, State};
 
 /// Identifies one connection (one logged-in device) to the core.
@@ -25,6 +25,7 @@ pub type SessionId = u64;
 
 mod group_receipts;
 mod groups;
+mod limits;
 mod one_to_one;
 mod replay;
 mod session;
@@ -114,6 +115,15 @@ pub struct CoreConfig {
     pub group_ack: GroupAckPolicy,
     /// Most distinct devices of one user online at once (further logins: `LoginFailed` 214).
     pub max_devices_per_user: usize,
+    /// Most groups one user is in (beyond: 4).
+    pub max_groups_per_user: usize,
+    /// Per-user rate of sends (beyond: 502) and of other requests (beyond: 4).
+    pub send_rate: RateLimit,
+    pub request_rate: RateLimit,
+    /// Largest page of group read acks, in encoded bytes.
+    pub max_result_bytes: usize,
+    /// Most 1:1 messages one user keeps stored for users never seen (beyond: 4; 0: no limit).
+    pub max_to_unseen_per_user: usize,
 }
 
 impl From<&ServerConfig> for CoreConfig {
@@ -123,6 +133,11 @@ impl From<&ServerConfig> for CoreConfig {
             max_group_size: c.max_group_size,
             group_ack: c.group_ack.clone(),
             max_devices_per_user: c.max_devices_per_user,
+            max_groups_per_user: c.max_groups_per_user,
+            send_rate: c.send_rate,
+            request_rate: c.request_rate,
+            max_result_bytes: c.max_result_bytes,
+            max_to_unseen_per_user: c.max_to_unseen_per_user,
         }
     }
 }
@@ -141,6 +156,10 @@ pub struct ServerCore {
     /// `cfg.group_ack` as the receipt rules take it.
     ack_policy: rules::GroupAckPolicy,
     state: State,
+    /// Per-user limits: rate buckets, groups per user, messages kept for users never seen.
+    limits: limits::Limits,
+    /// Bytes of the large results (pages of group read acks) produced since the last take.
+    result_bytes: usize,
     sessions: HashMap<SessionId, LoggedIn>,
     online: HashMap<UserId, Vec<SessionId>>,
     /// Sessions replaying their backlog (logged in, not online yet: see `replay`).
@@ -175,6 +194,8 @@ impl ServerCore {
         ServerCore {
             trim_queue,
             ack_policy: cfg.group_ack.rules(),
+            limits: limits::Limits::new(&state),
+            result_bytes: 0,
             cfg,
             state,
             sessions: HashMap::default(),
@@ -224,7 +245,10 @@ impl ServerCore {
                         let (user, device) = (s.user.clone(), s.device.clone());
                         let at = self.effects.out.len();
                         self.origin = Some(session);
-                        let res = self.request(now_ms, &user, &device, other);
+                        let res = match self.charge(now_ms, &user, &other) {
+                            Ok(()) => self.request(now_ms, &user, &device, other),
+                            Err(e) => Err(e),
+                        };
                         self.origin = None;
                         // The answer goes before the events it caused, so the requesting device
                         // knows e.g. the message id before the echo of its own message.
@@ -243,6 +267,17 @@ impl ServerCore {
         }
     }
 
+    /// Charges a request to its user's rate limit. A resend of a stored message is free: it
+    /// stores nothing, and an outbox replayed after a reconnect must not be refused for it.
+    fn charge(&mut self, now_ms: u64, user: &str, frame: &ClientFrame) -> Res<()> {
+        if let ClientFrame::Send { client_id, .. } = frame {
+            if self.state.client_ids.get(user).is_some_and(|ids| ids.contains_key(client_id)) {
+                return Ok(());
+            }
+        }
+        self.limits.charge(self.cfg.send_rate, self.cfg.request_rate, user, frame, now_ms)
+    }
+
     /// Everything applied since the last take: store operations (commit first), then frames.
     pub fn take_effects(&mut self) -> Effects {
         self.take()
@@ -256,7 +291,14 @@ impl ServerCore {
         (res, self.take())
     }
 
+    /// Bytes of the large results produced since the effects were last taken: the core thread
+    /// ends a batch early past a budget.
+    pub fn result_bytes(&self) -> usize {
+        self.result_bytes
+    }
+
     fn take(&mut self) -> Effects {
+        self.result_bytes = 0;
         if self.counters_dirty {
             self.counters_dirty = false;
             self.effects.ops.push(StoreOp::PutCounters(self.state.counters));
@@ -440,6 +482,7 @@ impl ServerCore {
             ClientFrame::AddMembers { group, members, .. } => self.add_members(user, group, members),
             ClientFrame::RemoveMembers { group, members, .. } => self.remove_members(user, group, members),
             ClientFrame::SetRole { group, member, role, .. } => self.set_role(user, group, member, role),
+            ClientFrame::LeaveGroup { group, .. } => self.leave_group(user, group),
             ClientFrame::Login { .. } | ClientFrame::Ping { .. } | ClientFrame::SyncCursor { .. } => {
                 Err(ChatError::invalid_param("not a request"))
             }

@@ -38,6 +38,7 @@ impl ServerCore {
                 if to == user {
                     return Err(ChatError::invalid_param("cannot send a 1:1 message to yourself"));
                 }
+                self.limits.check_send_to(self.cfg.max_to_unseen_per_user, user, &to)?;
                 (vec![to.clone()], require_delivery_ack, false)
             }
             ChatType::GroupChat | ChatType::ChatRoom => {
@@ -78,6 +79,7 @@ impl ServerCore {
             }
         }
         self.state.messages.insert(id, MessageRecord::new(msg.clone()));
+        self.limits.stored(&msg);
         self.effects.ops.push(StoreOp::PutMessage(msg.clone()));
         let ev = Arc::new(ServerEvent::Message { msg: msg.clone() });
         for r in &recipients {

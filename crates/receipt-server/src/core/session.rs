@@ -34,6 +34,7 @@ impl ServerCore {
                 break;
             }
             let rec = self.state.messages.remove(&id).expect("present");
+            self.limits.dropped(&rec.msg);
             if let Some(ids) = self.state.client_ids.get_mut(&rec.msg.from) {
                 ids.remove(&rec.msg.client_id);
                 if ids.is_empty() {
@@ -76,8 +77,12 @@ impl ServerCore {
             self.send(session, ServerFrame::Error { error: ChatError::invalid_param("already logged in") }, false);
             return;
         }
-        // Per-user device limit: distinct device ids online, not counting this one (a device
-        // reconnecting before its old connection was noticed closed is never refused).
+        // One session per (user, device): a new login replaces the older ones (a reconnect racing
+        // its old connection's close, or the same device id logged in twice), which get 206
+        // USER_LOGIN_ANOTHER_DEVICE; their connections close on it. So one user holds at most
+        // `max_devices_per_user` sessions, however many times it logs in.
+        self.replace_sessions_of(&user, &device);
+        // Per-user device limit: distinct device ids online, not counting this one.
         let limit = self.cfg.max_devices_per_user.max(1);
         // Sessions still replaying count too (they are not online yet).
         let replaying = self.syncing.keys().filter(|s| self.sessions.get(s).is_some_and(|l| *l.user == *user));
@@ -94,6 +99,7 @@ impl ServerCore {
                 return;
             }
         }
+        self.limits.seen(&user);
         self.send(
             session,
             ServerFrame::LoginOk {

@@ -7,6 +7,11 @@ const T0: u64 = 1_000_000;
 
 fn core_with(f: impl FnOnce(&mut CoreConfig)) -> ServerCore {
     let mut cfg = CoreConfig::from(&ServerConfig::default());
+    // The rules, not the per-user limits: these tests send thousands of requests per simulated
+    // second to users not logged in (`core::limits` and tests/hostile_limits.rs test the limits).
+    cfg.send_rate = RateLimit::OFF;
+    cfg.request_rate = RateLimit::OFF;
+    cfg.max_to_unseen_per_user = 0;
     f(&mut cfg);
     ServerCore::new(cfg, State::default())
 }
@@ -71,6 +76,51 @@ fn events_for(effects: &Effects, s: SessionId) -> Vec<ServerEvent> {
 
 fn unread(c: &ServerCore, user: &str, t: ChatType, id: &str) -> u32 {
     c.state.convs.get(user).and_then(|m| m.get(&ConversationKey::new(t, id))).map_or(0, |c| c.unread)
+}
+
+#[test]
+fn per_user_counts_are_rebuilt_from_the_state_at_start() {
+    let limits = |cfg: &mut CoreConfig| {
+        cfg.max_groups_per_user = 2;
+        cfg.max_to_unseen_per_user = 1;
+    };
+    let mut c = core_with(limits);
+    login(&mut c, 1, "alice", 0);
+    let create = |c: &mut ServerCore| {
+        let e = c.handle(T0, 1, ClientFrame::CreateGroup { req: 1, name: "g".into(), members: vec!["bob".into()], chat_room: false });
+        result(&e, 1)
+    };
+    create(&mut c).unwrap();
+    create(&mut c).unwrap();
+    assert_eq!(create(&mut c).unwrap_err().code, ErrorCode::ExceedServiceLimit);
+    send(&mut c, T0, 1, "c1", "ghost", ChatType::Chat, false);
+    let to_ghost = |c: &mut ServerCore, cid: &str, to: &str| {
+        let e = c.handle(
+            T0,
+            1,
+            ClientFrame::Send {
+                req: 1,
+                client_id: cid.into(),
+                to: to.into(),
+                chat_type: ChatType::Chat,
+                content: "x".into(),
+                require_delivery_ack: false,
+                need_group_ack: false,
+            },
+        );
+        result(&e, 1)
+    };
+    assert_eq!(to_ghost(&mut c, "c2", "ghost2").unwrap_err().code, ErrorCode::ExceedServiceLimit);
+    // A restart counts again from what is stored: still 2 groups, still 1 message to a ghost.
+    let mut cfg = CoreConfig::from(&ServerConfig::default());
+    limits(&mut cfg);
+    let mut c = ServerCore::new(cfg, c.state().clone());
+    login(&mut c, 1, "alice", u64::MAX);
+    assert_eq!(create(&mut c).unwrap_err().code, ErrorCode::ExceedServiceLimit);
+    assert_eq!(to_ghost(&mut c, "c3", "ghost3").unwrap_err().code, ErrorCode::ExceedServiceLimit);
+    // Once the ghost logs in, alice's message to it stops counting.
+    login(&mut c, 2, "ghost", u64::MAX);
+    to_ghost(&mut c, "c4", "ghost4").unwrap();
 }
 
 #[test]

@@ -1189,6 +1189,50 @@ static napi_value js_get_unread_count(napi_env env, napi_callback_info info) {
   return v;
 }
 
+// loadMessages(conversationId, chatType, startMsgId, pageSize): NativeMessage[]
+// One page of the local history, newest first, older than startMsgId ("" = from the newest).
+static napi_value js_load_messages(napi_env env, napi_callback_info info) {
+  ARGS(4);
+  const char *why = NULL;
+  int64_t chat_type = 0, page_size = 0;
+  if (!get_int(env, argv[1], 0, 2, &chat_type)) {
+    return invalid_arg_throw(env, "chatType", "must be 0 (Chat), 1 (GroupChat) or 2 (ChatRoom)");
+  }
+  if (!get_int(env, argv[3], 1, RCPT_MAX_HISTORY_PAGE, &page_size)) {
+    return invalid_arg_throw(env, "pageSize", "must be an integer in 1..400");
+  }
+  char *id = get_string(env, argv[0], false, &why);
+  if (id == NULL) {
+    return invalid_arg_throw(env, "conversationId", why);
+  }
+  char *start = get_string(env, argv[2], true, &why);
+  if (start == NULL) {
+    free(id);
+    return invalid_arg_throw(env, "startMsgId", why);
+  }
+  if (s->client == NULL) {
+    free(id);
+    free(start);
+    return throw_error(env, ERR_GENERAL_ERROR, "init() was not called");
+  }
+  rcpt_message_list *page = NULL;
+  rcpt_result r = rcpt_client_load_messages(s->client, id, (uint32_t)chat_type, start, (uint32_t)page_size, &page);
+  free(id);
+  free(start);
+  if (r != RCPT_OK) {
+    rcpt_message_list_free(page);
+    return throw_rcpt(env, r);
+  }
+  size_t n = rcpt_message_list_count(page);
+  napi_value arr = NULL;
+  napi_create_array_with_length(env, n, &arr);
+  for (size_t i = 0; i < n; i++) {
+    napi_set_element(env, arr, (uint32_t)i, message_to_js(env, rcpt_message_list_at(page, i)));
+  }
+  rcpt_message_list_free(page);
+  return arr;
+}
+
 typedef rcpt_result (*members_call)(rcpt_client *, const char *, const char *const *, size_t, uint64_t *);
 
 static napi_value group_request(napi_env env, napi_callback_info info, const char *first_name, bool allow_empty_first,
@@ -1281,6 +1325,7 @@ static napi_value module_init(napi_env env, napi_value exports) {
       {"createGroup", js_create_group},
       {"addGroupMembers", js_add_group_members},
       {"removeGroupMembers", js_remove_group_members},
+      {"loadMessages", js_load_messages},
   };
   // Plain, enumerable, writable properties on the plain exports object.
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {

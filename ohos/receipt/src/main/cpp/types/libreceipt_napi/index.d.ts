@@ -92,3 +92,5 @@ export function getUnreadCount(conversationId: string, chatType: number): number
 export function createGroup(name: string, members: string[]): Promise<string>;
 export function addGroupMembers(groupId: string, members: string[]): Promise<void>;
 export function removeGroupMembers(groupId: string, members: string[]): Promise<void>;
+/** One page of a conversation's local history, newest first, older than startMsgId ("": from the newest). */
+export function loadMessages(conversationId: string, chatType: number, startMsgId: string, pageSize: number): NativeMessage[];
