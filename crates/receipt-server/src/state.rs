@@ -212,8 +212,9 @@ pub struct State {
     pub groups: HashMap<GroupId, Group>,
     /// Per-user event logs, in seq order: the retained part (older events are trimmed).
     pub logs: HashMap<UserId, Vec<LogEvent>>,
-    /// Per user, the seq of the last event trimmed from the log (0: none): the log's head when
-    /// everything in it was trimmed, so seqs never go back.
+    /// Per user, a floor of the log's head: the seq of the last event trimmed from the log, or
+    /// (after a load) the last seq stored, whose event may have been dropped with its message.
+    /// Seqs never go back.
     pub log_base: HashMap<UserId, u64>,
     pub convs: HashMap<UserId, HashMap<ConversationKey, ConvState>>,
 }
@@ -229,9 +230,7 @@ impl State {
 
     /// The head (last seq) of a user's log.
     pub fn head(&self, user: &str) -> u64 {
-        match self.logs.get(user).and_then(|l| l.last()) {
-            Some(e) => e.seq,
-            None => self.log_base.get(user).copied().unwrap_or(0),
-        }
+        let base = self.log_base.get(user).copied().unwrap_or(0);
+        self.logs.get(user).and_then(|l| l.last()).map_or(base, |e| e.seq.max(base))
     }
 }

@@ -59,7 +59,8 @@ impl ServerCore {
             if n > 0 {
                 let up_to = log[n - 1].seq;
                 log.drain(..n);
-                self.state.log_base.insert(user.clone(), up_to);
+                let base = self.state.log_base.entry(user.clone()).or_default();
+                *base = (*base).max(up_to);
                 self.effects.ops.push(StoreOp::TrimLog { user: user.clone(), up_to });
             }
             match log.first() {

@@ -161,7 +161,8 @@ fn ev_owned(e: EvOwned, messages: &BTreeMap<MsgId, MessageRecord>) -> Option<Ser
     })
 }
 
-/// An `EVENTS` row: key (user, seq of its first event). Binary rows hold all of one user's
+/// An `EVENTS` row: key (user, seq of its first event). Returns the row's last seq (also when
+/// its events were dropped: references to messages past retention). Binary rows hold all of one user's
 /// events of one commit (consecutive seqs) as `[(seq, event)]`; an older JSON row is one event.
 pub(super) fn decode_events(
     user: &str,
@@ -170,7 +171,7 @@ pub(super) fn decode_events(
     messages: &BTreeMap<MsgId, MessageRecord>,
     loaded: &mut HashMap<(u8, u64, u64), Arc<ServerEvent>>,
     log: &mut Vec<LogEvent>,
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
     // Shared as when they were first logged: an event stored in several users' logs is one
     // allocation again, and a `Message` event holds the loaded message record's copy.
     let mut shared = |event: ServerEvent| -> Arc<ServerEvent> {
@@ -195,13 +196,17 @@ pub(super) fn decode_events(
         Some(&BIN_V1) => {
             let evs: Vec<(u64, EvOwned)> =
                 postcard::from_bytes(&bytes[1..]).map_err(|e| StoreError(format!("corrupt events of {user} at {seq}: {e}")))?;
+            let last = evs.last().map_or(seq, |(s, _)| *s);
             log.extend(
                 evs.into_iter().filter_map(|(seq, e)| ev_owned(e, messages).map(|e| LogEvent::new(SeqEvent { seq, event: shared(e) }))),
             );
+            Ok(last)
         }
-        _ => log.push(LogEvent::new(SeqEvent { seq, event: shared(json("event", bytes)?) })),
+        _ => {
+            log.push(LogEvent::new(SeqEvent { seq, event: shared(json("event", bytes)?) }));
+            Ok(seq)
+        }
     }
-    Ok(())
 }
 
 /// The seq of the last event of an `EVENTS` row (key seq `seq`: its first).

@@ -126,12 +126,15 @@ impl ServerStore for RedbServerStore {
             let (k, v) = item.map_err(store_err)?;
             state.log_base.insert(k.value().to_string(), v.value());
         }
+        // Each log's last stored seq: its head, even when its last events were dropped at load.
+        let mut stored_heads: HashMap<String, u64> = HashMap::default();
         // The first event loaded under each summary, for the loading only (see `decode_events`).
         let mut loaded = HashMap::default();
         for item in txn.open_table(EVENTS).map_err(store_err)?.iter().map_err(store_err)? {
             let (k, v) = item.map_err(store_err)?;
             let (user, seq) = k.value();
-            decode_events(user, seq, v.value(), &state.messages, &mut loaded, state.logs.entry(user.to_string()).or_default())?;
+            let last = decode_events(user, seq, v.value(), &state.messages, &mut loaded, state.logs.entry(user.to_string()).or_default())?;
+            stored_heads.insert(user.to_string(), last);
         }
         let loaded_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         for (user, log) in state.logs.iter_mut() {
@@ -154,6 +157,11 @@ impl ServerStore for RedbServerStore {
             }
         }
         state.logs.retain(|_, log| !log.is_empty());
+        // Seqs never go back: the head is at least the last seq ever stored.
+        for (user, head) in stored_heads {
+            let base = state.log_base.entry(user).or_default();
+            *base = (*base).max(head);
+        }
         for item in txn.open_table(CONVS).map_err(store_err)?.iter().map_err(store_err)? {
             let (k, v) = item.map_err(store_err)?;
             let (user, t, id) = k.value();
