@@ -488,3 +488,33 @@ mod tests {
         assert_eq!((c.unread, c.read.up_to, c.read.singles.iter().copied().collect::<Vec<_>>()), (1, 5, vec![7]));
     }
 }
+
+#[cfg(test)]
+mod head_tests {
+    use super::*;
+    use receipt_core::protocol::ServerEvent;
+
+    #[test]
+    fn a_log_whose_last_events_went_with_their_messages_keeps_its_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let msg = WireMessage {
+            id: 1,
+            client_id: "c1".into(),
+            from: "alice".into(),
+            to: "bob".into(),
+            chat_type: ChatType::Chat,
+            content: "x".into(),
+            timestamp: 7,
+            require_delivery_ack: false,
+            need_group_ack: false,
+        };
+        let ev = SeqEvent { seq: 5, event: ServerEvent::Message { msg: msg.clone().into() }.into() };
+        let mut s = RedbServerStore::open(dir.path()).unwrap();
+        s.commit(&[&[StoreOp::PutMessage(msg.into()), StoreOp::AppendEvent { user: "bob".into(), event: ev.into() }]]).unwrap();
+        // The message leaves (retention) before its log event is trimmed.
+        s.commit(&[&[StoreOp::DeleteMessage(1)]]).unwrap();
+        let state = s.load().unwrap();
+        assert!(state.logs.get("bob").is_none_or(Vec::is_empty), "the reference to a gone message is dropped");
+        assert_eq!(state.head("bob"), 5, "seqs never go back");
+    }
+}
