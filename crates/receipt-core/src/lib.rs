@@ -1,7 +1,7 @@
 //! The receipt engine's core: everything both sides agree on, and the client's state machine.
 //!
 //! - [`types`]: ids, chat types, messages and their receipt flags, group read acks, options.
-//! - [`error`]: the SDK error codes users of this kind of SDK know (SPEC section 2).
+//! - [`error`]: the SDK error codes users of this kind of SDK know (docs/errors.md).
 //! - [`protocol`]: every frame client and server exchange.
 //! - [`rules`]: the receipt rules, one function each, that the engine checks and the server enforces.
 //! - [`codec`]: length-prefixed JSON framing with a size limit; bad bytes are typed errors.

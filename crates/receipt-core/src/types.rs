@@ -134,7 +134,7 @@ pub enum SendStatus {
     Failed = 2,
 }
 
-/// A message with its receipt flags, as the client sees it (SPEC section 3).
+/// A message with its receipt flags, as the client sees it (docs/product.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
     /// Server id; 0 while the message waits for the server.
@@ -186,7 +186,7 @@ impl ChatMessage {
     }
 }
 
-/// One member's read ack of a group message (SPEC section 2).
+/// One member's read ack of a group message (docs/product.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupReadAck {
     pub ack_id: AckId,
@@ -217,7 +217,7 @@ pub enum GroupRole {
     Member = 2,
 }
 
-/// Client options (SPEC section 2, with the seed's defaults).
+/// Client options (the SDK's ChatOptions, with the guide's defaults).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatOptions {
     /// Ask peers for delivery acks on the messages this client sends (default false).

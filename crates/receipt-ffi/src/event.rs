@@ -1,4 +1,4 @@
-//! `rcpt_event`: what the client tells the host (SPEC section 2's listeners), one kind at a time.
+//! `rcpt_event`: what the client tells the host (the SDK's listeners), one kind at a time.
 
 use std::ffi::CString;
 use std::os::raw::c_char;

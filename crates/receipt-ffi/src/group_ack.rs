@@ -9,7 +9,7 @@ use crate::error::set_last_error;
 use crate::panic::{ffi_boundary, PanicValue};
 use crate::string::to_cstring;
 
-/// One member's read ack of a group message (SPEC section 2's GroupReadAck).
+/// One member's read ack of a group message (the SDK's GroupReadAck).
 ///
 /// Ownership: always borrowed from the event it was read from (`rcpt_event_ack_at`); it lives
 /// as long as the event and is never freed on its own. Its strings live as long as it.

@@ -9,7 +9,7 @@ use crate::error::set_last_error;
 use crate::panic::{ffi_boundary, PanicValue};
 use crate::string::to_cstring;
 
-/// A message as this client sees it, with its receipt flags (SPEC section 3), as a snapshot
+/// A message as this client sees it, with its receipt flags (docs/product.md), as a snapshot
 /// taken when it was handed out: it does not change afterwards.
 ///
 /// Ownership: owned by the caller when returned by `rcpt_client_get_message` or

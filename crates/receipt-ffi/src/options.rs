@@ -10,7 +10,7 @@ use crate::panic::{ffi_boundary, ffi_result};
 use crate::result::rcpt_result;
 use crate::string::arg_str;
 
-/// Client settings (SPEC section 2's ChatOptions plus where the client keeps its files).
+/// Client settings (the SDK's ChatOptions plus where the client keeps its files).
 /// Created by `rcpt_options_new`, owned by the caller, freed with `rcpt_options_free`.
 /// `rcpt_client_new` copies what it needs: the options may be freed right after it.
 /// Not synchronized: use one options object from one thread at a time.

@@ -1,6 +1,6 @@
 //! The authorization matrix (issue 7), one test per row, over the raw protocol against a real
 //! server: what a hostile client can send even when the SDK would refuse it locally. Each
-//! refusal carries SPEC section 2's code and changes nothing: the other side hears nothing and
+//! refusal carries the SDK's code (docs/errors.md) and changes nothing: the other side hears nothing and
 //! the server's state (unread counts, ack lists, logs) is as before.
 
 use std::net::SocketAddr;

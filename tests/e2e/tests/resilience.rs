@@ -1,4 +1,4 @@
-//! SPEC section 3, rule 9 (nothing is lost), end to end: offline acks, a killed client with a
+//! docs/product.md, rule 7 (nothing is lost), end to end: offline acks, a killed client with a
 //! full outbox, network cuts mid-stream, and a server restart.
 
 use std::collections::{HashMap, HashSet};

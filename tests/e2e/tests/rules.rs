@@ -1,4 +1,4 @@
-//! SPEC section 3, rules 1-8, end to end: a real server, real client runtimes over TCP, and
+//! docs/product.md, the rules, end to end: a real server, real client runtimes over TCP, and
 //! assertions on what users see (events, message flags, unread counts, error codes).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -1,4 +1,4 @@
-//! One test per client-side rule of SPEC section 3, driving real engines against the real server
+//! One test per client-side rule of docs/product.md, driving real engines against the real server
 //! core over the simulated network of `receipt_engine_tests`.
 
 use receipt_core::engine::{ClientEvent, Completion};

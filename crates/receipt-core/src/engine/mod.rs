@@ -1,4 +1,4 @@
-//! The client engine: every client-side rule of SPEC section 3, sans-IO.
+//! The client engine: every client-side rule of docs/product.md, sans-IO.
 //!
 //! Inputs are calls that take the current time in milliseconds (`now`): commands such as
 //! [`ClientEngine::ack_message_read`], and connection inputs ([`ClientEngine::handle_connected`],
