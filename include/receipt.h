@@ -87,6 +87,14 @@ enum rcpt_result
    */
   RCPT_EXCEED_SERVICE_LIMIT = 4,
   /**
+   * The token is missing or malformed.
+   */
+  RCPT_INVALID_TOKEN = 104,
+  /**
+   * The token's signature is good but it has expired.
+   */
+  RCPT_TOKEN_EXPIRED = 108,
+  /**
    * A parameter is out of range, empty or malformed.
    */
   RCPT_INVALID_PARAM = 110,
@@ -99,7 +107,7 @@ enum rcpt_result
    */
   RCPT_USER_NOT_LOGIN = 201,
   /**
-   * The server refused the token.
+   * The server refused the token's signature (another user, another secret, forged).
    */
   RCPT_USER_AUTHENTICATION_FAILED = 202,
   /**

@@ -193,8 +193,9 @@ pub enum ClientEvent {
     OfflineSyncFinished,
     /// About 80% of the token's lifetime has passed: renew it (onTokenWillExpire).
     TokenWillExpire,
-    /// The token's expiry has passed (onTokenExpired); the next login with it is refused with
-    /// 108 until the app renews it.
+    /// The token's expiry has passed (onTokenExpired): raised by the runtime's clock, and by the
+    /// engine just before a `LoginFailed` 108 TOKEN_EXPIRED. Logins with it are refused with 108
+    /// until the app renews it.
     TokenExpired,
 }
 
