@@ -449,7 +449,8 @@ void rcpt_client_free(rcpt_client *client);
 
 /**
  * Logs `user` in with `token` (both copied). Returns at once; the outcome arrives as
- * `RCPT_EVENT_CONNECTED` or `RCPT_EVENT_LOGIN_FAILED` (202 bad token, 300 server unreachable).
+ * `RCPT_EVENT_CONNECTED` or `RCPT_EVENT_LOGIN_FAILED` (104 malformed token, 108 expired, 202
+ * bad signature, 300 server unreachable).
  * `RCPT_USER_ALREADY_LOGIN` if a user is logged in.
  */
 rcpt_result rcpt_client_login(rcpt_client *client,
@@ -638,8 +639,8 @@ bool rcpt_client_is_database_opened(const rcpt_client *client);
 /**
  * Replaces the login token (copied) without dropping the session: later reconnects use it and
  * the token-expiry events restart from its expiry. Connected: the server checks it for this
- * user, `*out_req` gets the request id and its `RCPT_EVENT_REQUEST_COMPLETED` says `RCPT_OK` or
- * 202. Offline: `*out_req` is 0 and the token waits for the next connection.
+ * user, `*out_req` gets the request id and its `RCPT_EVENT_REQUEST_COMPLETED` says `RCPT_OK`, 104,
+ * 108 or 202 (as at login). Offline: `*out_req` is 0 and the token waits for the next connection.
  * `RCPT_USER_NOT_LOGIN` if nobody is logged in, 110 for an empty token.
  */
 rcpt_result rcpt_client_renew_token(rcpt_client *client,
