@@ -198,8 +198,9 @@ enum rcpt_event_type
    */
   RCPT_EVENT_DISCONNECTED = 2,
   /**
-   * The login failed for good: `rcpt_event_error_code` is `RCPT_USER_AUTHENTICATION_FAILED`
-   * (bad token) or `RCPT_SERVER_NOT_REACHABLE` (first connection attempt failed).
+   * The login failed for good: `rcpt_event_error_code` is `RCPT_INVALID_TOKEN` (malformed),
+   * `RCPT_TOKEN_EXPIRED` (after `RCPT_EVENT_TOKEN_EXPIRED`), `RCPT_USER_AUTHENTICATION_FAILED`
+   * (bad signature) or `RCPT_SERVER_NOT_REACHABLE` (first connection attempt failed).
    */
   RCPT_EVENT_LOGIN_FAILED = 3,
   /**

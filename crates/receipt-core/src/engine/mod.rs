@@ -115,7 +115,7 @@ pub enum ClientEvent {
     LoginFailed(ChatError),
     /// The server ended the session (onLogout(code, info)): 206 USER_LOGIN_ANOTHER_DEVICE when
     /// the same user logged in again on the same device id; raised by the runtime too when a
-    /// session the app took as logged in (an offline start) is refused (202). Like
+    /// session the app took as logged in (an offline start) is refused (104, 108, 202). Like
     /// `LoginFailed`, the runtime must not reconnect. Queued acks stay for the next good login.
     LoggedOut(ChatError),
     /// The server closed the connection for a protocol error.
