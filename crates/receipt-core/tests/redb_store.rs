@@ -149,7 +149,7 @@ fn only_a_108_refusal_raises_token_expired() {
         let dir = tempfile::tempdir().unwrap();
         let mut alice = ClientEngine::open(
             EngineConfig::new("alice", "a1", ChatOptions::default()),
-            RedbStore::open(&dir.path().join("a.redb")).unwrap(),
+            RedbStore::open(dir.path().join("a.redb")).unwrap(),
         )
         .unwrap();
         alice.handle_connected(1, "t");
