@@ -3,7 +3,8 @@
 //! Frames are JSON objects tagged by `"t"`, framed by [`crate::codec`]. A connection starts with
 //! [`ClientFrame::Login`]; the server answers [`ServerFrame::LoginOk`] (or `LoginFailed` and
 //! closes), replays the user's events after the device's cursor in [`ServerFrame::Backlog`]
-//! frames, ends the replay with [`ServerFrame::SyncDone`] and then streams live
+//! frames, sends the unread counts in [`ServerFrame::SyncConversations`] pages, ends the replay
+//! with [`ServerFrame::SyncDone`] (the last page) and then streams live
 //! [`ServerFrame::Event`]s. Every request carries a `req` that its [`ServerFrame::Result`] echoes.
 
 use std::sync::Arc;
@@ -243,7 +244,13 @@ pub enum ServerFrame {
     Backlog {
         events: Vec<SeqEvent>,
     },
-    /// The replay is complete: from here on events are live. Carries the server's unread counts.
+    /// A page of the server's unread counts, before `SyncDone` (a user with more conversations
+    /// than fit in one frame gets several; the client applies them all at `SyncDone`).
+    SyncConversations {
+        conversations: Vec<ConversationState>,
+    },
+    /// The replay is complete: from here on events are live. Carries the server's unread counts
+    /// (the last page of them, after any `SyncConversations` pages).
     SyncDone {
         head: Seq,
         conversations: Vec<ConversationState>,

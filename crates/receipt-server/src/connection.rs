@@ -39,6 +39,9 @@ pub(crate) struct OutShared {
     pub(crate) killed: AtomicBool,
     /// Tells the reader that the connection is finished.
     pub(crate) closed: Notify,
+    /// Tells the reader that the writer wrote the last window of the login's replay: the core
+    /// may hand over the next (the replay is streamed, `core::replay`).
+    pub(crate) replay_drained: Notify,
 }
 
 /// One connection's outbound queue.
@@ -69,6 +72,8 @@ pub(crate) struct ConnCfg {
 async fn writer_task<S: AsyncWrite>(mut wr: WriteHalf<S>, mut rx: mpsc::UnboundedReceiver<OutItem>, shared: Arc<OutShared>) {
     let mut buf = Vec::with_capacity(16 * 1024);
     let mut close = false;
+    // Until SyncDone is written, a written Backlog window asks for the next one.
+    let (mut synced, mut wrote_backlog) = (false, false);
     while !close {
         let Some(mut item) = rx.recv().await else {
             break;
@@ -86,6 +91,11 @@ async fn writer_task<S: AsyncWrite>(mut wr: WriteHalf<S>, mut rx: mpsc::Unbounde
                 OutItem::Frames(frames, counted, bytes) => {
                     for f in &frames {
                         encode_into(&**f, &mut buf);
+                        match **f {
+                            ServerFrame::Backlog { .. } => wrote_backlog = true,
+                            ServerFrame::SyncDone { .. } => synced = true,
+                            _ => {}
+                        }
                         // A login refused by the core (device limit): nothing follows it.
                         if matches!(**f, ServerFrame::LoginFailed { .. }) {
                             close = true;
@@ -120,6 +130,10 @@ async fn writer_task<S: AsyncWrite>(mut wr: WriteHalf<S>, mut rx: mpsc::Unbounde
                 break;
             }
             buf.clear();
+        }
+        if wrote_backlog && !synced {
+            wrote_backlog = false;
+            shared.replay_drained.notify_one();
         }
     }
     let _ = wr.shutdown().await;
@@ -205,6 +219,12 @@ pub(crate) async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
             r = tokio::time::timeout(wait, rd.read(&mut buf)) => r,
             _ = shared.closed.notified() => break 'conn,
             _ = shutdown.changed() => break 'conn,
+            _ = shared.replay_drained.notified() => {
+                if core_tx.send(CoreMsg::ReplayMore { session }).await.is_err() {
+                    break 'conn;
+                }
+                continue 'conn;
+            }
         };
         match read {
             Err(_) if !logged_in && tokio::time::Instant::now() >= login_deadline => {

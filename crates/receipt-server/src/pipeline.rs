@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use crate::connection::ConnQueue;
 use crate::core::{Effects, Outgoing, ServerCore, SessionId, StoreOp};
 use crate::router::{Router, SessionRouter};
-use crate::store::ServerStore;
+use crate::store::{ServerStore, COMPACT_EVERY};
 
 /// What the connections (and the tick timer) hand to the core thread.
 pub(crate) enum CoreMsg {
@@ -31,6 +31,10 @@ pub(crate) enum CoreMsg {
         frames: Vec<ClientFrame>,
     },
     Closed {
+        session: SessionId,
+    },
+    /// The session's connection wrote its replay window: the next one.
+    ReplayMore {
         session: SessionId,
     },
     Tick,
@@ -147,6 +151,7 @@ pub(crate) fn core_loop(
                     core.disconnect(session);
                     applied.closed.push(session);
                 }
+                CoreMsg::ReplayMore { session } => core.replay_more(session),
                 CoreMsg::Tick => {
                     if now.saturating_sub(last_prune) >= 1000 {
                         last_prune = now;
@@ -179,6 +184,16 @@ pub(crate) fn core_loop(
     debug!("core thread stopped");
 }
 
+fn compact(store: &mut dyn ServerStore, deleted: &mut bool, at: &mut std::time::Instant) {
+    let t = std::time::Instant::now();
+    match store.compact() {
+        Ok(()) => log::info!("store compacted in {:?}", t.elapsed()),
+        Err(e) => log::warn!("compaction failed (the space is reused later): {e}"),
+    }
+    *deleted = false;
+    *at = std::time::Instant::now();
+}
+
 /// The store thread: commits applied batches in order (several queued batches share one
 /// transaction and one fsync), then sends their frames.
 fn store_loop(
@@ -189,6 +204,9 @@ fn store_loop(
 ) {
     let mut router = SessionRouter::new(cap, byte_cap);
     let mut queued: Vec<Applied> = Vec::with_capacity(COMMITS_IN_FLIGHT + 1);
+    // Deletions (retention) committed since the last compaction, and when that was.
+    let mut deleted = false;
+    let mut compacted = std::time::Instant::now();
     'run: while let Ok(first) = rx.recv() {
         queued.push(first);
         while let Ok(next) = rx.try_recv() {
@@ -197,6 +215,7 @@ fn store_loop(
         // All queued batches in one transaction, without copying their operations together.
         let failed = {
             let parts: Vec<&[StoreOp]> = queued.iter().filter(|a| !a.ops.is_empty()).map(|a| a.ops.as_slice()).collect();
+            deleted |= parts.iter().flat_map(|p| p.iter()).any(|op| matches!(op, StoreOp::DeleteMessage(_) | StoreOp::TrimLog { .. }));
             if parts.is_empty() {
                 None
             } else {
@@ -219,8 +238,16 @@ fn store_loop(
             }
             let _ = done.send(Effects { ops: a.ops, out: a.out });
         }
+        // Between commits, once this batch's frames are routed; the core thread hands over at
+        // most COMMITS_IN_FLIGHT batches meanwhile: a compaction delays them, it loses none.
+        if deleted && compacted.elapsed() >= COMPACT_EVERY {
+            compact(&mut *store, &mut deleted, &mut compacted);
+        }
     }
     router.close_all();
+    if deleted {
+        compact(&mut *store, &mut deleted, &mut compacted);
+    }
     drop(rx);
     drop(store);
 }

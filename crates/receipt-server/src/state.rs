@@ -30,6 +30,12 @@ pub struct Group {
     pub name: String,
     pub chat_room: bool,
     pub members: BTreeMap<UserId, GroupRole>,
+    /// Members added after the group was created: the newest message id when they joined. Only
+    /// members at send time may ack a group message, so such a member acks only later ones.
+    /// Absent: a member since the group was created. Stored apart (`member_since` rows), so
+    /// group records written by older versions load unchanged.
+    #[serde(skip)]
+    pub joined_after: BTreeMap<UserId, MsgId>,
 }
 
 /// One user's read state of one conversation, in the words of [`receipt_core::rules`]: the
@@ -123,18 +129,61 @@ impl MessageRecord {
 /// One event of a user's log: its seq in that log and the event, which is allocated once and
 /// shared (reference-counted) by every log it is in (both users of a receipt, every recipient of
 /// a group message), the outgoing `event` frames and the store operation that persists it.
-/// Dereferences to the [`SeqEvent`]; inline in a log it takes 16 bytes.
+/// Dereferences to the [`SeqEvent`]; inline in a log it takes 24 bytes.
+///
+/// `at` is when it was logged (ms): a log is trimmed of the events older than the retention
+/// (docs/server-data-model.md, "Retention"). It is not stored; a loaded event takes the time it
+/// carries (a message's, an ack's), or that of the next event in the log that carries one (the
+/// loading time when none does).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogEvent(SeqEvent);
+pub struct LogEvent {
+    event: SeqEvent,
+    at: u64,
+}
 
 impl LogEvent {
+    /// An event logged at the time it carries (0 if it carries none).
     pub fn new(event: SeqEvent) -> Self {
-        LogEvent(event)
+        let at = event_time(&event.event);
+        LogEvent { event, at }
+    }
+
+    /// An event logged at `at` (ms).
+    pub fn logged_at(event: SeqEvent, at: u64) -> Self {
+        LogEvent { event, at }
+    }
+
+    /// When it was logged (ms).
+    pub fn at(&self) -> u64 {
+        self.at
+    }
+
+    /// Logged no earlier than `at` (loading keeps a log's times in order).
+    pub fn not_before(&mut self, at: u64) {
+        self.at = self.at.max(at);
+    }
+
+    /// Logged at `at` if its time is unknown (0).
+    pub fn unknown_time_is(&mut self, at: u64) {
+        if self.at == 0 {
+            self.at = at;
+        }
     }
 
     /// The `event` frame carrying this event (the event itself is shared, not copied).
     pub fn frame(&self) -> Arc<ServerFrame> {
-        Arc::new(ServerFrame::Event { event: self.0.clone() })
+        Arc::new(ServerFrame::Event { event: self.event.clone() })
+    }
+}
+
+/// The time an event carries (ms); 0 for those without one (`ReadState`, `Membership`).
+pub fn event_time(e: &receipt_core::protocol::ServerEvent) -> u64 {
+    use receipt_core::protocol::ServerEvent as E;
+    match e {
+        E::Message { msg } => msg.timestamp,
+        E::Delivered { timestamp, .. } | E::Read { timestamp, .. } | E::ConversationRead { timestamp, .. } => *timestamp,
+        E::GroupRead { ack, .. } => ack.timestamp,
+        E::ReadState { .. } | E::Membership { .. } => 0,
     }
 }
 
@@ -142,7 +191,7 @@ impl std::ops::Deref for LogEvent {
     type Target = SeqEvent;
 
     fn deref(&self) -> &SeqEvent {
-        &self.0
+        &self.event
     }
 }
 
@@ -161,8 +210,12 @@ pub struct State {
     /// Keyed by user first, so a lookup needs no allocated key.
     pub client_ids: HashMap<UserId, HashMap<String, MsgId>>,
     pub groups: HashMap<GroupId, Group>,
-    /// Per-user event logs, in seq order.
+    /// Per-user event logs, in seq order: the retained part (older events are trimmed).
     pub logs: HashMap<UserId, Vec<LogEvent>>,
+    /// Per user, a floor of the log's head: the seq of the last event trimmed from the log, or
+    /// (after a load) the last seq stored, whose event may have been dropped with its message.
+    /// Seqs never go back.
+    pub log_base: HashMap<UserId, u64>,
     pub convs: HashMap<UserId, HashMap<ConversationKey, ConvState>>,
 }
 
@@ -177,6 +230,7 @@ impl State {
 
     /// The head (last seq) of a user's log.
     pub fn head(&self, user: &str) -> u64 {
-        self.logs.get(user).and_then(|l| l.last()).map(|e| e.seq).unwrap_or(0)
+        let base = self.log_base.get(user).copied().unwrap_or(0);
+        self.logs.get(user).and_then(|l| l.last()).map_or(base, |e| e.seq.max(base))
     }
 }

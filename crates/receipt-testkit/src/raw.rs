@@ -64,12 +64,15 @@ impl RawClient {
 
     /// Reads Backlog frames until SyncDone.
     pub fn read_sync(&mut self) {
+        let mut pages = Vec::new();
         loop {
             match self.recv_required() {
                 ServerFrame::Backlog { events } => self.backlog.extend(events),
+                ServerFrame::SyncConversations { conversations } => pages.extend(conversations),
                 ServerFrame::SyncDone { head, conversations } => {
                     self.head = head;
-                    self.conversations = conversations;
+                    pages.extend(conversations);
+                    self.conversations = pages;
                     return;
                 }
                 f => panic!("expected Backlog/SyncDone, got {f:?}"),

@@ -11,6 +11,7 @@ impl<S: ClientStore> ClientEngine<S> {
         self.login_refusal = None;
         self.transmit.clear();
         self.held_delivery_acks.clear();
+        self.sync_conversations.clear();
         self.last_rx = now;
         self.transmit.push_back(ClientFrame::Login {
             v: PROTOCOL_VERSION,
@@ -32,6 +33,7 @@ impl<S: ClientStore> ClientEngine<S> {
         self.link = Link::Down;
         self.transmit.clear();
         self.held_delivery_acks.clear();
+        self.sync_conversations.clear();
         let mut failed: Vec<ReqId> = self.queries.drain().map(|(r, _)| r).collect();
         failed.sort_unstable();
         for req in failed {
@@ -94,7 +96,17 @@ impl<S: ClientStore> ClientEngine<S> {
                     self.apply_seq_event(e);
                 }
             }
-            ServerFrame::SyncDone { conversations, .. } => self.sync_done(conversations),
+            ServerFrame::SyncConversations { mut conversations } => {
+                // Only while syncing: a page outside a sync has nothing to complete.
+                if self.link == Link::Syncing {
+                    self.sync_conversations.append(&mut conversations);
+                }
+            }
+            ServerFrame::SyncDone { mut conversations, .. } => {
+                let mut all = std::mem::take(&mut self.sync_conversations);
+                all.append(&mut conversations);
+                self.sync_done(all)
+            }
             ServerFrame::Event { event } => self.apply_seq_event(event),
             ServerFrame::Result { req, ok, err } => self.handle_result(req, ok, err),
             // A newer login of this user on this device replaced the session: it is over, as

@@ -251,6 +251,9 @@ pub struct ClientEngine<S: ClientStore> {
     /// Delivery acks made while replaying the backlog; sent at SyncDone unless another device
     /// of this user turned out to have sent them already.
     held_delivery_acks: Vec<(ReqId, MsgId)>,
+    /// The server's unread counts received in `SyncConversations` pages of this sync, applied
+    /// with the last page at `SyncDone`.
+    sync_conversations: Vec<ConversationState>,
     transmit: VecDeque<ClientFrame>,
     events: VecDeque<ClientEvent>,
     last_rx: u64,

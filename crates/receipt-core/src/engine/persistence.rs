@@ -69,6 +69,7 @@ impl<S: ClientStore> ClientEngine<S> {
             login_refusal: None,
             token: None,
             held_delivery_acks: Vec::new(),
+            sync_conversations: Vec::new(),
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             last_rx: 0,

@@ -342,3 +342,29 @@ fn a_mark_move_and_a_flag_change_of_one_message_in_one_input_report_it_once() {
     assert_eq!(conversation_updated(&evs, "bob"), ConvUpdate { read_up_to: 1, receipt_up_to: 1, peer_read_up_to: 0, unread: 1 });
     assert!(e.message_by_id(2).unwrap().unread, "2 is above the mark and unchanged");
 }
+
+#[test]
+fn unread_counts_paged_over_sync_conversations_are_applied_at_sync_done() {
+    let mut e = ClientEngine::open(EngineConfig::new("alice", "a1", ChatOptions::default()), MemStore::default()).unwrap();
+    e.handle_connected(NOW, "token");
+    let conv = |t, id: &str, unread| ConversationState { chat_type: t, id: id.into(), unread };
+    e.handle_frame(NOW, ServerFrame::SyncConversations { conversations: vec![conv(ChatType::GroupChat, "g1", 3)] });
+    e.handle_frame(NOW, ServerFrame::SyncConversations { conversations: vec![conv(ChatType::Chat, "bob", 2)] });
+    // Nothing applied before the sync ends.
+    assert_eq!(e.unread_count(&ConversationKey::new(ChatType::GroupChat, "g1")), 0);
+    e.handle_frame(NOW, ServerFrame::SyncDone { head: 0, conversations: vec![conv(ChatType::Chat, "carol", 1)] });
+    drain(&mut e);
+    assert_eq!(e.unread_count(&ConversationKey::new(ChatType::GroupChat, "g1")), 3);
+    assert_eq!(e.unread_count(&ConversationKey::new(ChatType::Chat, "bob")), 2);
+    assert_eq!(e.unread_count(&ConversationKey::new(ChatType::Chat, "carol")), 1);
+    // A reconnect starts a fresh sync: pages of an interrupted one are not carried over.
+    e.handle_disconnected(NOW);
+    e.handle_connected(NOW, "token");
+    e.handle_frame(NOW, ServerFrame::SyncConversations { conversations: vec![conv(ChatType::Chat, "dave", 9)] });
+    e.handle_disconnected(NOW);
+    e.handle_connected(NOW, "token");
+    e.handle_frame(NOW, ServerFrame::SyncDone { head: 0, conversations: Vec::new() });
+    drain(&mut e);
+    assert_eq!(e.unread_count(&ConversationKey::new(ChatType::Chat, "dave")), 0);
+    assert_eq!(e.unread_count(&ConversationKey::new(ChatType::Chat, "bob")), 0, "the server said nothing unread");
+}

@@ -246,6 +246,7 @@ fast_tagged! {
         "login_ok" => LoginOk { v: u32, user: UserId, device: DeviceId, server_time: u64 },
         "login_failed" => LoginFailed { error: ChatError },
         "backlog" => Backlog { events: Vec<SeqEvent> },
+        "sync_conversations" => SyncConversations { conversations: Vec<ConversationState> },
         "sync_done" => SyncDone { head: Seq, conversations: Vec<ConversationState> },
         "result" => Result {
             req: ReqId,

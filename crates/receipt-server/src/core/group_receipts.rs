@@ -8,7 +8,7 @@ use receipt_core::{ChatError, ChatType, ConversationKey, CursorResult, ErrorCode
 
 use crate::state::HashSet;
 
-use super::{Res, ServerCore, StoreOp};
+use super::{err, Res, ServerCore, StoreOp};
 
 impl ServerCore {
     pub(super) fn group_ack(&mut self, now: u64, user: &str, msg_id: MsgId, ext: Option<String>) -> Res<Response> {
@@ -21,6 +21,14 @@ impl ServerCore {
         }
         let group = self.state.groups.get(&rec.msg.to);
         rules::check_group_ack(&self.ack_policy, facts, group.is_some_and(|g| g.members.contains_key(user)), now)?;
+        // Only members at send time: a member who joined after the message was sent is not among
+        // its readers (nor in the sender's ack list).
+        if let Some(&joined) = group.and_then(|g| g.joined_after.get(user)).filter(|&&j| msg_id <= j) {
+            return Err(err(
+                ErrorCode::GroupNotJoined,
+                format!("{user} joined {} after message {msg_id} (newest then: {joined})", rec.msg.to),
+            ));
+        }
         // Who hears of the ack besides the sender and the acker.
         let members: Vec<UserId> = match group {
             Some(g) if rules::members_see_group_acks(&self.ack_policy) => g.members.keys().cloned().collect(),

@@ -45,7 +45,7 @@ impl ServerCore {
             }
         };
         self.counters_dirty = true;
-        let mut g = Group { id: id.clone(), name, chat_room, members: Default::default() };
+        let mut g = Group { id: id.clone(), name, chat_room, members: Default::default(), joined_after: Default::default() };
         g.members.insert(user.to_string(), GroupRole::Owner);
         for m in &set {
             g.members.insert(m.clone(), GroupRole::Member);
@@ -82,8 +82,11 @@ impl ServerCore {
             return Ok(Response::Done);
         }
         let g = self.state.groups.get_mut(&group).expect("checked");
+        let newest = self.state.counters.last_msg_id;
         for m in &new {
             g.members.insert(m.clone(), GroupRole::Member);
+            // Messages sent before they joined are not theirs to ack.
+            g.joined_after.insert(m.clone(), newest);
         }
         let chat_room = g.chat_room;
         self.effects.ops.push(StoreOp::PutGroup(g.clone()));
@@ -118,6 +121,7 @@ impl ServerCore {
         let g = self.state.groups.get_mut(&group).expect("checked");
         for m in &gone {
             g.members.remove(m);
+            g.joined_after.remove(m);
         }
         let chat_room = g.chat_room;
         self.effects.ops.push(StoreOp::PutGroup(g.clone()));

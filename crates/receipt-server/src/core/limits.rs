@@ -216,6 +216,16 @@ impl ServerCore {
     /// Ends `user`'s sessions on `device`: each gets an `Error` (206), which ends its connection,
     /// and nothing more (no events, its requests get 201).
     pub(super) fn replace_sessions_of(&mut self, user: &str, device: &str) {
+        // A session of this device still replaying its backlog (not online yet) is replaced too.
+        let sessions = &self.sessions;
+        let replaying: Vec<SessionId> =
+            self.syncing.keys().copied().filter(|s| sessions.get(s).is_some_and(|l| &*l.user == user && &*l.device == device)).collect();
+        for s in replaying {
+            self.syncing.remove(&s);
+            self.sessions.remove(&s);
+            let error = err(ErrorCode::UserLoginAnotherDevice, format!("{user} logged in again on device {device}"));
+            self.send(s, ServerFrame::Error { error }, true);
+        }
         let Some(list) = self.online.get_mut(user) else {
             return;
         };

@@ -27,12 +27,13 @@ mod group_receipts;
 mod groups;
 mod limits;
 mod one_to_one;
+mod replay;
 mod session;
 #[cfg(test)]
 mod tests;
 
 pub use groups::MAX_GROUP_NAME_BYTES;
-pub use session::BACKLOG_BATCH;
+pub use replay::{BACKLOG_BATCH, REPLAY_WINDOW_BYTES, SYNC_PAGE};
 
 /// One change to persist. The store applies a batch of them in one transaction.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,6 +73,11 @@ pub enum StoreOp {
         up_to: MsgId,
     },
     PutGroup(Group),
+    /// Trim `user`'s log: every event up to seq `up_to` is past retention.
+    TrimLog {
+        user: UserId,
+        up_to: u64,
+    },
 }
 
 /// A frame for one session. `replay` frames (login answer, backlog, sync end) do not count
@@ -156,6 +162,11 @@ pub struct ServerCore {
     result_bytes: usize,
     sessions: HashMap<SessionId, LoggedIn>,
     online: HashMap<UserId, Vec<SessionId>>,
+    /// Sessions replaying their backlog (logged in, not online yet: see `replay`).
+    syncing: HashMap<SessionId, replay::Replay>,
+    /// Every non-empty log once, by the time of its first event: the retention pass looks at
+    /// the logs whose first event expired, not at every log.
+    trim_queue: std::collections::BinaryHeap<std::cmp::Reverse<(u64, UserId)>>,
     effects: Effects,
     /// Emptied effect vectors handed back by the store thread, reused for the next batches so
     /// the hot path does not allocate (and fault in) fresh large buffers per batch.
@@ -164,6 +175,8 @@ pub struct ServerCore {
     /// The session whose request is being applied: its own per-message echoes are not sent back
     /// to it (it has the answer and applied the effect when it made the request).
     origin: Option<SessionId>,
+    /// The time of the input being applied (what a logged event is stamped with).
+    now_ms: u64,
 }
 
 type Res<T> = Result<T, ChatError>;
@@ -177,7 +190,9 @@ fn err(code: ErrorCode, d: impl Into<String>) -> ChatError {
 
 impl ServerCore {
     pub fn new(cfg: CoreConfig, state: State) -> Self {
+        let trim_queue = state.logs.iter().filter_map(|(u, l)| l.first().map(|e| std::cmp::Reverse((e.at(), u.clone())))).collect();
         ServerCore {
+            trim_queue,
             ack_policy: cfg.group_ack.rules(),
             limits: limits::Limits::new(&state),
             result_bytes: 0,
@@ -185,10 +200,12 @@ impl ServerCore {
             state,
             sessions: HashMap::default(),
             online: HashMap::default(),
+            syncing: HashMap::default(),
             effects: Effects::default(),
             spare: Vec::new(),
             counters_dirty: false,
             origin: None,
+            now_ms: 0,
         }
     }
 
@@ -203,8 +220,9 @@ impl ServerCore {
     }
 
     /// Handles one frame of `session`. A `Login` registers an *authenticated* session (the
-    /// connection layer checked the token and the version) and produces `LoginOk`, the backlog
-    /// after `since` and `SyncDone`, atomically with registering it. Requests of a session that is
+    /// connection layer checked the token and the version) and produces `LoginOk` and the first
+    /// window of the backlog after `since`; [`replay_more`](Self::replay_more) the next ones; the
+    /// last one ends with `SyncDone`, atomically with the session going online. Requests of a session that is
     /// not logged in are refused with 201.
     pub fn handle(&mut self, now_ms: u64, session: SessionId, frame: ClientFrame) -> Effects {
         self.apply(now_ms, session, frame);
@@ -215,6 +233,7 @@ impl ServerCore {
     /// [`take_effects`](Self::take_effects). The core thread applies a whole batch this way and
     /// takes its effects once, instead of appending every request's effects to the batch's.
     pub fn apply(&mut self, now_ms: u64, session: SessionId, frame: ClientFrame) {
+        self.now_ms = now_ms;
         match frame {
             ClientFrame::Login { user, device, since, .. } => self.login(now_ms, session, user, device, since),
             ClientFrame::Ping { nonce } => self.send(session, ServerFrame::Pong { nonce }, false),
@@ -233,8 +252,10 @@ impl ServerCore {
                         self.origin = None;
                         // The answer goes before the events it caused, so the requesting device
                         // knows e.g. the message id before the echo of its own message.
-                        let frame = result_frame(req, res);
-                        self.effects.out.insert(at, Outgoing { session, frame: Arc::new(frame), replay: false });
+                        let frame = Arc::new(result_frame(req, res));
+                        if self.syncing.is_empty() || !self.hold_while_replaying(session, &frame) {
+                            self.effects.out.insert(at, Outgoing { session, frame, replay: false });
+                        }
                         None
                     }
                     None => Some(ServerFrame::err(req, ChatError::not_logged_in())),
@@ -265,6 +286,7 @@ impl ServerCore {
     /// Applies a request as `user` without a session (offline admin tools; the device is "").
     /// Returns the answer and the effects (their frames go nowhere: no session is online).
     pub fn apply_as(&mut self, now_ms: u64, user: &str, frame: ClientFrame) -> (Result<Response, ChatError>, Effects) {
+        self.now_ms = now_ms;
         let res = self.request(now_ms, user, "", frame);
         (res, self.take())
     }
@@ -302,7 +324,12 @@ impl ServerCore {
     }
 
     fn send(&mut self, session: SessionId, frame: ServerFrame, replay: bool) {
-        self.effects.out.push(Outgoing { session, frame: Arc::new(frame), replay });
+        let frame = Arc::new(frame);
+        // A session replaying gets its other frames after its `SyncDone`.
+        if !replay && !self.syncing.is_empty() && self.hold_while_replaying(session, &frame) {
+            return;
+        }
+        self.effects.out.push(Outgoing { session, frame, replay });
     }
 
     fn expired(&self, rec: &MessageRecord, now_ms: u64) -> bool {
@@ -330,14 +357,17 @@ impl ServerCore {
 
     fn emit_to(&mut self, user: &str, event: impl Into<Arc<ServerEvent>>, skip: Option<SessionId>) {
         let event = event.into();
+        let seq = self.state.head(user) + 1;
         if !self.state.logs.contains_key(user) {
             self.state.logs.insert(user.to_string(), Vec::new());
         }
         let log = self.state.logs.get_mut(user).expect("inserted");
-        let seq = log.last().map(|e| e.seq).unwrap_or(0) + 1;
         // The event is shared by the logs, the frame and the store op; one frame for all of
         // this user's sessions.
-        let le = LogEvent::new(SeqEvent { seq, event });
+        let le = LogEvent::logged_at(SeqEvent { seq, event }, self.now_ms);
+        if log.is_empty() {
+            self.trim_queue.push(std::cmp::Reverse((le.at(), user.to_string())));
+        }
         log.push(le.clone());
         if let Some(sessions) = self.online.get(user) {
             let mut frame = None;

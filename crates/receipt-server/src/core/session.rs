@@ -1,19 +1,18 @@
 //! Sessions: login (device limit, backlog replay after the device's cursor, sync end),
 //! disconnect, and retention pruning.
 
-use receipt_core::protocol::{ConversationState, SeqEvent, ServerEvent, ServerFrame};
+use receipt_core::protocol::ServerFrame;
 use receipt_core::{ChatError, ErrorCode, UserId};
 
 use super::{err, Effects, LoggedIn, ServerCore, SessionId, StoreOp};
 
-/// Largest number of events in one `Backlog` frame.
-pub const BACKLOG_BATCH: usize = 100;
-/// Rough byte budget of one `Backlog` frame (stays far below the 1 MiB frame limit).
-const BACKLOG_BYTES: usize = 256 * 1024;
+/// Longest time log events are kept past retention (see `prune`).
+pub const LOG_GRACE_MAX_MS: u64 = 3_600_000;
 
 impl ServerCore {
     /// The session's connection is gone.
     pub fn disconnect(&mut self, session: SessionId) {
+        self.syncing.remove(&session);
         if let Some(s) = self.sessions.remove(&session) {
             if let Some(list) = self.online.get_mut(&*s.user) {
                 list.retain(|x| *x != session);
@@ -24,8 +23,12 @@ impl ServerCore {
         }
     }
 
-    /// Drops messages past retention (oldest first; cheap when there is nothing to drop).
+    /// Drops messages past retention (oldest first; cheap when there is nothing to drop) with
+    /// their acks and index entries, and trims every log of the events past retention (the
+    /// `Message` events that held the messages among them): nothing past retention stays in
+    /// memory or in the store.
     pub fn prune(&mut self, now_ms: u64) -> Effects {
+        self.now_ms = now_ms;
         while let Some((&id, rec)) = self.state.messages.first_key_value() {
             if !self.expired(rec, now_ms) {
                 break;
@@ -39,6 +42,33 @@ impl ServerCore {
                 }
             }
             self.effects.ops.push(StoreOp::DeleteMessage(id));
+        }
+        // A log is in time order: its expired events are a prefix. Only the logs whose first
+        // event expired are looked at (the queue holds each non-empty log once, by that time).
+        // Events stay a grace period past retention (the retention again, at most an hour): a
+        // device whose ack was applied but whose answer was lost, reconnecting after the message
+        // expired, still gets the event that confirms its ack (its resend is refused with 506).
+        // A `Message` event of a pruned message is not replayed meanwhile (`replay`), and on
+        // disk it was only the message id.
+        let grace = self.cfg.retention_ms.min(LOG_GRACE_MAX_MS);
+        let cutoff = now_ms.saturating_sub(self.cfg.retention_ms.saturating_add(grace));
+        while self.trim_queue.peek().is_some_and(|std::cmp::Reverse((at, _))| *at < cutoff) {
+            let std::cmp::Reverse((_, user)) = self.trim_queue.pop().expect("peeked");
+            let Some(log) = self.state.logs.get_mut(&user) else { continue };
+            let n = log.partition_point(|e| e.at() < cutoff);
+            if n > 0 {
+                let up_to = log[n - 1].seq;
+                log.drain(..n);
+                let base = self.state.log_base.entry(user.clone()).or_default();
+                *base = (*base).max(up_to);
+                self.effects.ops.push(StoreOp::TrimLog { user: user.clone(), up_to });
+            }
+            match log.first() {
+                Some(e) => self.trim_queue.push(std::cmp::Reverse((e.at(), user))),
+                None => {
+                    self.state.logs.remove(&user);
+                }
+            }
         }
         self.take()
     }
@@ -55,9 +85,12 @@ impl ServerCore {
         self.replace_sessions_of(&user, &device);
         // Per-user device limit: distinct device ids online, not counting this one.
         let limit = self.cfg.max_devices_per_user.max(1);
-        if let Some(list) = self.online.get(&user) {
+        // Sessions still replaying count too (they are not online yet).
+        let replaying = self.syncing.keys().filter(|s| self.sessions.get(s).is_some_and(|l| *l.user == *user));
+        let sessions: Vec<SessionId> = self.online.get(&user).into_iter().flatten().chain(replaying).copied().collect();
+        if !sessions.is_empty() {
             let mut others: Vec<&str> =
-                list.iter().filter_map(|s| self.sessions.get(s)).map(|s| &*s.device).filter(|d| *d != device).collect();
+                sessions.iter().filter_map(|s| self.sessions.get(s)).map(|s| &*s.device).filter(|d| *d != device).collect();
             others.sort_unstable();
             others.dedup();
             if others.len() >= limit {
@@ -78,46 +111,8 @@ impl ServerCore {
             },
             true,
         );
-        let mut frames = Vec::new();
-        if let Some(log) = self.state.logs.get(&user) {
-            let start = log.partition_point(|e| e.seq <= since);
-            let mut batch = Vec::new();
-            let mut bytes = 0;
-            for e in &log[start..] {
-                let size = event_size(&e.event);
-                if !batch.is_empty() && (batch.len() >= BACKLOG_BATCH || bytes + size > BACKLOG_BYTES) {
-                    frames.push(ServerFrame::Backlog { events: std::mem::take(&mut batch) });
-                    bytes = 0;
-                }
-                bytes += size;
-                batch.push(SeqEvent::clone(e));
-            }
-            if !batch.is_empty() {
-                frames.push(ServerFrame::Backlog { events: batch });
-            }
-        }
-        for f in frames {
-            self.send(session, f, true);
-        }
-        let mut conversations: Vec<ConversationState> = self
-            .state
-            .convs
-            .get(&user)
-            .map(|m| m.iter().map(|(k, c)| ConversationState { chat_type: k.chat_type, id: k.id.clone(), unread: c.unread }).collect())
-            .unwrap_or_default();
-        conversations.sort_by(|a, b| (a.chat_type, &a.id).cmp(&(b.chat_type, &b.id)));
-        let head = self.state.head(&user);
-        self.send(session, ServerFrame::SyncDone { head, conversations }, true);
-        self.online.entry(user.clone()).or_default().push(session);
         self.sessions.insert(session, LoggedIn { user: user.into(), device: device.into() });
-    }
-}
-
-/// A cheap upper-ish estimate of an event's encoded size.
-fn event_size(e: &ServerEvent) -> usize {
-    256 + match e {
-        ServerEvent::Message { msg } => msg.content.len() * 2,
-        ServerEvent::GroupRead { ack, .. } => ack.content.as_ref().map_or(0, |c| c.len() * 2),
-        _ => 0,
+        // Online once the replay (streamed, see `replay`) reached the head.
+        self.start_replay(session, since);
     }
 }

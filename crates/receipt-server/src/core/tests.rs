@@ -339,6 +339,17 @@ fn prune_drops_expired_messages_and_read_acks_get_506() {
     let (new, _) = send(&mut c, T0 + 900, 1, "new", "bob", ChatType::Chat, false);
     let effects = c.prune(T0 + 1500);
     assert_eq!(effects.ops, vec![StoreOp::DeleteMessage(old)]);
+    // A replay skips the pruned message at once; the logs keep its event a grace period (the
+    // retention again) longer, with the receipts logged around it.
+    let frames = login(&mut c, 3, "bob", 0);
+    let replayed: Vec<u64> = frames
+        .iter()
+        .filter_map(|f| if let ServerFrame::Backlog { events } = f { Some(events) } else { None })
+        .flatten()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(replayed, vec![2], "only the retained message");
+    c.disconnect(3);
     let effects = c.handle(T0 + 1500, 2, ClientFrame::ReadAck { req: 1, msg_id: old });
     assert_eq!(result(&effects, 2).unwrap_err().code, ErrorCode::MessageExpired);
     let effects = c.handle(T0 + 1500, 2, ClientFrame::DeliveryAck { req: 1, msg_id: old });
@@ -346,4 +357,95 @@ fn prune_drops_expired_messages_and_read_acks_get_506() {
     let effects = c.handle(T0 + 1500, 2, ClientFrame::ReadAck { req: 1, msg_id: new });
     assert!(result(&effects, 2).is_ok());
     assert!(c.prune(T0 + 1500).ops.is_empty());
+    // Past the grace: both logs lose the old message's event (and with it the last reference
+    // to its content); the new message's events (sent at T0 + 900, read at T0 + 1500) stay.
+    let effects = c.prune(T0 + 2500);
+    let mut trims: Vec<_> = effects
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            StoreOp::TrimLog { user, up_to } => Some((user.clone(), *up_to)),
+            _ => None,
+        })
+        .collect();
+    trims.sort();
+    assert_eq!(trims, vec![("alice".to_string(), 1), ("bob".to_string(), 1)]);
+    assert_eq!(c.state.logs["bob"].len(), 2, "the new message's event and its read stay");
+    assert_eq!(c.state.head("bob"), 3);
+}
+
+#[test]
+fn a_long_replay_is_streamed_in_windows_and_the_session_goes_online_at_its_end() {
+    let mut c = core_with(|_| {});
+    login(&mut c, 1, "alice", 0);
+    // ~10 windows of backlog for bob (each event is estimated at >= 256 bytes).
+    let n = 10 * REPLAY_WINDOW_BYTES / 256;
+    for i in 0..n {
+        send(&mut c, T0 + i as u64, 1, &format!("c{i}"), "bob", ChatType::Chat, false);
+    }
+    let first = login(&mut c, 2, "bob", 0);
+    assert!(!first.iter().any(|f| matches!(f, ServerFrame::SyncDone { .. })), "one window, not the whole backlog");
+    let seqs_of = |frames: &[ServerFrame]| -> Vec<u64> {
+        frames
+            .iter()
+            .filter_map(|f| if let ServerFrame::Backlog { events } = f { Some(events) } else { None })
+            .flatten()
+            .map(|e| e.seq)
+            .collect()
+    };
+    let mut seqs = seqs_of(&first);
+    assert!(seqs.len() < n / 5, "{} events in the first window", seqs.len());
+    // Meanwhile: a live message for bob (not sent live: the replay brings it) and a ping of
+    // bob's (its pong is held until SyncDone).
+    let (_, fx) = send(&mut c, T0 + n as u64, 1, "during", "bob", ChatType::Chat, false);
+    assert!(fx.out.iter().all(|o| o.session != 2), "nothing live to a replaying session");
+    let fx = c.handle(T0, 2, ClientFrame::Ping { nonce: 7 });
+    assert!(fx.out.is_empty(), "the pong waits for the end of the replay");
+    let mut windows = 1;
+    let last = loop {
+        assert!(windows < 100, "bounded");
+        c.replay_more(2);
+        let fx = c.take_effects();
+        assert!(fx.ops.is_empty());
+        windows += 1;
+        let frames: Vec<ServerFrame> = fx.out.iter().map(|o| (*o.frame).clone()).collect();
+        seqs.extend(seqs_of(&frames));
+        if frames.iter().any(|f| matches!(f, ServerFrame::SyncDone { .. })) {
+            break frames;
+        }
+    };
+    assert_eq!(seqs, (1..=n as u64 + 1).collect::<Vec<_>>(), "every event once, in order, the live one included");
+    assert!(windows >= 5, "{windows} windows");
+    let done = last.iter().position(|f| matches!(f, ServerFrame::SyncDone { .. })).unwrap();
+    assert_eq!(last[done + 1..], [ServerFrame::Pong { nonce: 7 }]);
+    assert_eq!(c.sessions_of("bob"), &[2]);
+    // Online now: live events flow.
+    let (_, fx) = send(&mut c, T0 + n as u64 + 1, 1, "after", "bob", ChatType::Chat, false);
+    assert!(fx.out.iter().any(|o| o.session == 2));
+}
+
+#[test]
+fn the_retention_pass_trims_loaded_logs_and_only_the_logs_that_expired() {
+    let mut c = core_with(|cfg| cfg.retention_ms = 1000);
+    login(&mut c, 1, "alice", 0);
+    send(&mut c, T0, 1, "old", "bob", ChatType::Chat, false);
+    send(&mut c, T0 + 900, 1, "young", "carol", ChatType::Chat, false);
+    // As after a restart: a core built on the state loaded from the store.
+    let mut c = ServerCore::new(c.cfg.clone(), c.state.clone());
+    let trimmed = |fx: &Effects| -> Vec<String> {
+        let mut v: Vec<String> =
+            fx.ops.iter().filter_map(|op| if let StoreOp::TrimLog { user, .. } = op { Some(user.clone()) } else { None }).collect();
+        v.sort();
+        v
+    };
+    // Retention 1 s, and the logs keep events the retention again past it.
+    let fx = c.prune(T0 + 2500);
+    assert_eq!(trimmed(&fx), vec!["alice".to_string(), "bob".to_string()], "carol's log is young");
+    assert!(!c.state.logs.contains_key("bob"));
+    assert_eq!(c.state.logs["alice"].len(), 1, "alice's echo of the young message stays");
+    assert_eq!(c.state.head("bob"), 1, "the head survives an emptied log");
+    let fx = c.prune(T0 + 3500);
+    assert_eq!(trimmed(&fx), vec!["alice".to_string(), "carol".to_string()]);
+    assert!(c.state.logs.is_empty());
+    assert!(trimmed(&c.prune(T0 + 9000)).is_empty());
 }

@@ -39,10 +39,11 @@ fn store_err(e: impl std::fmt::Display) -> StoreError {
 ///   conversations, counters and groups are whole-record upserts; `AppendEvent` adds
 ///   `(user, seq)` (seqs of a user only grow); `AddRead` / `TrimReads` add one read row and
 ///   drop the rows up to a watermark; `DeleteMessage` drops a message with its flags and group
-///   acks.
+///   acks; `TrimLog` drops a user's events up to a seq (and remembers that seq: the log's base).
 /// - **Load.** `load` returns exactly what the committed operations describe: every message
 ///   with its flags and group acks, every user's log in seq order, conversations with their
-///   read rows (`ConvState::read.singles`, only ids above `read.up_to`), groups and the counters;
+///   read rows (`ConvState::read.singles`, only ids above `read.up_to`), groups (with their
+///   members' join marks), each log's base (`State::log_base`) and the counters;
 ///   then [`State::rebuild_indexes`] has been run.
 pub trait ServerStore: Send {
     /// Everything stored, as the core's state.
@@ -50,7 +51,17 @@ pub trait ServerStore: Send {
     /// Applies the operations of `parts` (one slice per applied batch) in order, atomically, in
     /// one transaction, and makes them durable before returning.
     fn commit(&mut self, parts: &[&[StoreOp]]) -> Result<(), StoreError>;
+    /// Gives the space of deleted records back (redb: compaction), so that nothing deleted
+    /// (past retention) lingers in free pages of the file. Called by the store thread between
+    /// commits after deletions, at most every [`COMPACT_EVERY`], and at shutdown; slow (it
+    /// rewrites the file's tail), never on the request path of a batch.
+    fn compact(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
+
+/// Shortest time between two compactions while the server runs.
+pub const COMPACT_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Stores nothing: a restart starts empty.
 #[derive(Debug, Default)]

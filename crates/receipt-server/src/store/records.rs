@@ -79,12 +79,47 @@ pub(super) fn decode_conv(bytes: &[u8]) -> Result<ConvState, StoreError> {
 #[derive(serde::Serialize, serde::Deserialize)]
 enum Ev<S, M, A> {
     Message(M),
-    Delivered { msg_id: MsgId, from: S, to: S, by: S, timestamp: u64 },
-    Read { msg_id: MsgId, from: S, to: S, by: S, timestamp: u64 },
-    ConversationRead { chat_type: ChatType, from: S, to: S, up_to: MsgId, timestamp: u64, device: S },
-    GroupRead { group: S, sender: S, ack: A },
-    ReadState { chat_type: ChatType, conversation: S, msg_id: Option<MsgId>, up_to: MsgId },
-    Membership { group: S, role: Option<GroupRole>, chat_room: bool },
+    Delivered {
+        msg_id: MsgId,
+        from: S,
+        to: S,
+        by: S,
+        timestamp: u64,
+    },
+    Read {
+        msg_id: MsgId,
+        from: S,
+        to: S,
+        by: S,
+        timestamp: u64,
+    },
+    ConversationRead {
+        chat_type: ChatType,
+        from: S,
+        to: S,
+        up_to: MsgId,
+        timestamp: u64,
+        device: S,
+    },
+    GroupRead {
+        group: S,
+        sender: S,
+        ack: A,
+    },
+    ReadState {
+        chat_type: ChatType,
+        conversation: S,
+        msg_id: Option<MsgId>,
+        up_to: MsgId,
+    },
+    Membership {
+        group: S,
+        role: Option<GroupRole>,
+        chat_room: bool,
+    },
+    /// A `Message` event since format 2: the message id only; the message itself is stored once,
+    /// in `MESSAGES` (resolved at load; dropped with the message at retention).
+    MessageRef(MsgId),
 }
 
 type EvRef<'a> = Ev<&'a str, &'a WireMessage, &'a GroupReadAck>;
@@ -93,7 +128,8 @@ type EvOwned = Ev<String, WireMessage, GroupReadAck>;
 fn ev_ref(e: &ServerEvent) -> EvRef<'_> {
     use ServerEvent as E;
     match e {
-        E::Message { msg } => Ev::Message(msg),
+        // A log holds a pointer to the message, never a copy (docs/server-data-model.md).
+        E::Message { msg } => Ev::MessageRef(msg.id),
         E::Delivered { msg_id, from, to, by, timestamp } => Ev::Delivered { msg_id: *msg_id, from, to, by, timestamp: *timestamp },
         E::Read { msg_id, from, to, by, timestamp } => Ev::Read { msg_id: *msg_id, from, to, by, timestamp: *timestamp },
         E::ConversationRead { chat_type, from, to, up_to, timestamp, device } => {
@@ -107,9 +143,12 @@ fn ev_ref(e: &ServerEvent) -> EvRef<'_> {
     }
 }
 
-fn ev_owned(e: EvOwned) -> ServerEvent {
+/// The event of a stored row; `None` for a reference to a message no longer stored (past
+/// retention: the event went with it).
+fn ev_owned(e: EvOwned, messages: &BTreeMap<MsgId, MessageRecord>) -> Option<ServerEvent> {
     use ServerEvent as E;
-    match e {
+    Some(match e {
+        Ev::MessageRef(id) => E::Message { msg: messages.get(&id)?.msg.clone() },
         Ev::Message(msg) => E::Message { msg: Arc::new(msg) },
         Ev::Delivered { msg_id, from, to, by, timestamp } => E::Delivered { msg_id, from, to, by, timestamp },
         Ev::Read { msg_id, from, to, by, timestamp } => E::Read { msg_id, from, to, by, timestamp },
@@ -119,10 +158,11 @@ fn ev_owned(e: EvOwned) -> ServerEvent {
         Ev::GroupRead { group, sender, ack } => E::GroupRead { group, sender, ack },
         Ev::ReadState { chat_type, conversation, msg_id, up_to } => E::ReadState { chat_type, conversation, msg_id, up_to },
         Ev::Membership { group, role, chat_room } => E::Membership { group, role, chat_room },
-    }
+    })
 }
 
-/// An `EVENTS` row: key (user, seq of its first event). Binary rows hold all of one user's
+/// An `EVENTS` row: key (user, seq of its first event). Returns the row's last seq (also when
+/// its events were dropped: references to messages past retention). Binary rows hold all of one user's
 /// events of one commit (consecutive seqs) as `[(seq, event)]`; an older JSON row is one event.
 pub(super) fn decode_events(
     user: &str,
@@ -131,7 +171,7 @@ pub(super) fn decode_events(
     messages: &BTreeMap<MsgId, MessageRecord>,
     loaded: &mut HashMap<(u8, u64, u64), Arc<ServerEvent>>,
     log: &mut Vec<LogEvent>,
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
     // Shared as when they were first logged: an event stored in several users' logs is one
     // allocation again, and a `Message` event holds the loaded message record's copy.
     let mut shared = |event: ServerEvent| -> Arc<ServerEvent> {
@@ -156,11 +196,29 @@ pub(super) fn decode_events(
         Some(&BIN_V1) => {
             let evs: Vec<(u64, EvOwned)> =
                 postcard::from_bytes(&bytes[1..]).map_err(|e| StoreError(format!("corrupt events of {user} at {seq}: {e}")))?;
-            log.extend(evs.into_iter().map(|(seq, e)| LogEvent::new(SeqEvent { seq, event: shared(ev_owned(e)) })));
+            let last = evs.last().map_or(seq, |(s, _)| *s);
+            log.extend(
+                evs.into_iter().filter_map(|(seq, e)| ev_owned(e, messages).map(|e| LogEvent::new(SeqEvent { seq, event: shared(e) }))),
+            );
+            Ok(last)
         }
-        _ => log.push(LogEvent::new(SeqEvent { seq, event: shared(json("event", bytes)?) })),
+        _ => {
+            log.push(LogEvent::new(SeqEvent { seq, event: shared(json("event", bytes)?) }));
+            Ok(seq)
+        }
     }
-    Ok(())
+}
+
+/// The seq of the last event of an `EVENTS` row (key seq `seq`: its first).
+pub(super) fn last_seq(user: &str, seq: u64, bytes: &[u8]) -> Result<u64, StoreError> {
+    match bytes.first() {
+        Some(&BIN_V1) => {
+            let evs: Vec<(u64, EvOwned)> =
+                postcard::from_bytes(&bytes[1..]).map_err(|e| StoreError(format!("corrupt events of {user} at {seq}: {e}")))?;
+            Ok(evs.last().map_or(seq, |(s, _)| *s))
+        }
+        _ => Ok(seq),
+    }
 }
 
 /// A cheap summary under which loading looks for an equal event already loaded (the event
@@ -195,4 +253,53 @@ pub(super) fn encode_events<'b>(evs: &[&SeqEvent], buf: &'b mut Vec<u8>) -> &'b 
 
 pub(super) fn chat_type_code(t: ChatType) -> u8 {
     t as u32 as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(id: MsgId) -> WireMessage {
+        WireMessage {
+            id,
+            client_id: format!("c{id}"),
+            from: "alice".into(),
+            to: "bob".into(),
+            chat_type: ChatType::Chat,
+            content: "the content".into(),
+            timestamp: 7,
+            require_delivery_ack: false,
+            need_group_ack: false,
+        }
+    }
+
+    #[test]
+    fn a_format_1_row_with_the_message_inside_still_loads_and_new_rows_hold_only_the_id() {
+        // What the previous version wrote: the whole message in the event.
+        let m1 = msg(1);
+        let old: Vec<(u64, EvRef<'_>)> = vec![(1, Ev::Message(&m1))];
+        let mut buf = Vec::new();
+        let row = encode_record(&old, &mut buf).to_vec();
+        let (mut log, mut loaded) = (Vec::new(), HashMap::default());
+        decode_events("bob", 1, &row, &BTreeMap::new(), &mut loaded, &mut log).unwrap();
+        assert!(matches!(&*log[0].event, ServerEvent::Message { msg: m } if **m == msg(1)));
+        // This version's row: the id only, resolved from the stored messages; gone with them.
+        let ev = SeqEvent { seq: 2, event: ServerEvent::Message { msg: msg(2).into() }.into() };
+        let row = encode_events(&[&ev], &mut buf).to_vec();
+        assert!(!row.windows(b"the content".len()).any(|w| w == b"the content"), "no copy of the content");
+        let messages: BTreeMap<MsgId, MessageRecord> = [(2, MessageRecord::new(msg(2).into()))].into();
+        let mut log = Vec::new();
+        decode_events("bob", 2, &row, &messages, &mut loaded, &mut log).unwrap();
+        assert!(Arc::ptr_eq(
+            match &*log[0].event {
+                ServerEvent::Message { msg } => msg,
+                e => panic!("{e:?}"),
+            },
+            &messages[&2].msg
+        ));
+        let mut log = Vec::new();
+        decode_events("bob", 2, &row, &BTreeMap::new(), &mut loaded, &mut log).unwrap();
+        assert!(log.is_empty(), "a reference to a message past retention is dropped");
+        assert_eq!(last_seq("bob", 2, &row).unwrap(), 2);
+    }
 }

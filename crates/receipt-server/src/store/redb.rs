@@ -7,7 +7,7 @@ use ::redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use receipt_core::protocol::SeqEvent;
 use receipt_core::{ChatType, ConversationKey, GroupReadAck, WireMessage};
 
-use super::records::{chat_type_code, conv_record, decode, decode_conv, decode_events, encode_events, encode_record};
+use super::records::{chat_type_code, conv_record, decode, decode_conv, decode_events, encode_events, encode_record, last_seq};
 use super::{store_err, ServerStore, StoreError};
 use crate::core::StoreOp;
 use crate::state::{Counters, Group, HashMap, MessageRecord, State};
@@ -25,6 +25,11 @@ const CONVS: TableDefinition<(&str, u8, &str), &[u8]> = TableDefinition::new("co
 const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
 /// (user, chat type, conversation id, msg id): messages above the read watermark read one by one.
 const READS: TableDefinition<(&str, u8, &str, u64), ()> = TableDefinition::new("conversation_reads");
+/// group id -> members added after its creation, with the newest message id when each joined
+/// (`Group::joined_after`); no row: every member is a member since the creation.
+const MEMBER_SINCE: TableDefinition<&str, &[u8]> = TableDefinition::new("member_since");
+/// user -> seq of the last event trimmed from the user's log (past retention).
+const LOG_BASE: TableDefinition<&str, u64> = TableDefinition::new("log_base");
 
 /// The database file inside a data directory.
 pub const DB_FILE: &str = "receipts.redb";
@@ -58,6 +63,8 @@ impl RedbServerStore {
             txn.open_table(CONVS).map_err(store_err)?;
             txn.open_table(GROUPS).map_err(store_err)?;
             txn.open_table(READS).map_err(store_err)?;
+            txn.open_table(MEMBER_SINCE).map_err(store_err)?;
+            txn.open_table(LOG_BASE).map_err(store_err)?;
         }
         txn.commit().map_err(store_err)?;
         Ok(RedbServerStore { db, path })
@@ -66,9 +73,28 @@ impl RedbServerStore {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Bytes of keys and values stored in every table (redb's `stored_bytes`: without page
+    /// overhead and free space): what the data model costs, independent of file growth steps.
+    pub fn stored_bytes(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_write().map_err(store_err)?;
+        let stats = txn.stats().map_err(store_err)?;
+        txn.abort().map_err(store_err)?;
+        Ok(stats.stored_bytes())
+    }
 }
 
 impl ServerStore for RedbServerStore {
+    fn compact(&mut self) -> Result<(), StoreError> {
+        // Bounded: each round moves pages towards the start; it reports when nothing moved.
+        for _ in 0..16 {
+            if !self.db.compact().map_err(store_err)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     fn load(&mut self) -> Result<State, StoreError> {
         let txn = self.db.begin_read().map_err(store_err)?;
         let mut state = State::default();
@@ -96,12 +122,45 @@ impl ServerStore for RedbServerStore {
                 rec.add_ack(ack);
             }
         }
+        for item in txn.open_table(LOG_BASE).map_err(store_err)?.iter().map_err(store_err)? {
+            let (k, v) = item.map_err(store_err)?;
+            state.log_base.insert(k.value().to_string(), v.value());
+        }
+        // Each log's last stored seq: its head, even when its last events were dropped at load.
+        let mut stored_heads: HashMap<String, u64> = HashMap::default();
         // The first event loaded under each summary, for the loading only (see `decode_events`).
         let mut loaded = HashMap::default();
         for item in txn.open_table(EVENTS).map_err(store_err)?.iter().map_err(store_err)? {
             let (k, v) = item.map_err(store_err)?;
             let (user, seq) = k.value();
-            decode_events(user, seq, v.value(), &state.messages, &mut loaded, state.logs.entry(user.to_string()).or_default())?;
+            let last = decode_events(user, seq, v.value(), &state.messages, &mut loaded, state.logs.entry(user.to_string()).or_default())?;
+            stored_heads.insert(user.to_string(), last);
+        }
+        let loaded_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        for (user, log) in state.logs.iter_mut() {
+            // A row that straddled a trim still holds trimmed events.
+            if let Some(&base) = state.log_base.get(user) {
+                log.retain(|e| e.seq > base);
+            }
+            // Log times: an event without a time of its own (a membership change, a read state)
+            // takes that of the next event that has one, or now: it is kept at least as long as
+            // what follows it. Then the times are made to never go back along the log.
+            let mut next = loaded_at;
+            for e in log.iter_mut().rev() {
+                e.unknown_time_is(next);
+                next = next.min(e.at());
+            }
+            let mut at = 0;
+            for e in log.iter_mut() {
+                e.not_before(at);
+                at = e.at();
+            }
+        }
+        state.logs.retain(|_, log| !log.is_empty());
+        // Seqs never go back: the head is at least the last seq ever stored.
+        for (user, head) in stored_heads {
+            let base = state.log_base.entry(user).or_default();
+            *base = (*base).max(head);
         }
         for item in txn.open_table(CONVS).map_err(store_err)?.iter().map_err(store_err)? {
             let (k, v) = item.map_err(store_err)?;
@@ -125,6 +184,12 @@ impl ServerStore for RedbServerStore {
             let (_, v) = item.map_err(store_err)?;
             let g: Group = decode("group", v.value())?;
             state.groups.insert(g.id.clone(), g);
+        }
+        for item in txn.open_table(MEMBER_SINCE).map_err(store_err)?.iter().map_err(store_err)? {
+            let (k, v) = item.map_err(store_err)?;
+            if let Some(g) = state.groups.get_mut(k.value()) {
+                g.joined_after = decode("group members' join marks", v.value())?;
+            }
         }
         drop(txn);
         if !legacy.is_empty() {
@@ -179,6 +244,8 @@ impl ServerStore for RedbServerStore {
             let mut convs = txn.open_table(CONVS).map_err(store_err)?;
             let mut groups = txn.open_table(GROUPS).map_err(store_err)?;
             let mut reads = txn.open_table(READS).map_err(store_err)?;
+            let mut member_since = txn.open_table(MEMBER_SINCE).map_err(store_err)?;
+            let mut log_base = txn.open_table(LOG_BASE).map_err(store_err)?;
             let mut buf = Vec::with_capacity(256);
             for (user, evs) in &user_events {
                 events.insert((*user, evs[0].seq), encode_events(evs, &mut buf)).map_err(store_err)?;
@@ -218,8 +285,32 @@ impl ServerStore for RedbServerStore {
                         let (u, t, c) = (user.as_str(), chat_type_code(key.chat_type), key.id.as_str());
                         reads.retain_in((u, t, c, 0)..=(u, t, c, *up_to), |_, _| false).map_err(store_err)?;
                     }
+                    StoreOp::TrimLog { user, up_to } => {
+                        log_base.insert(user.as_str(), *up_to).map_err(store_err)?;
+                        // Rows are keyed by their first seq: every row before the last one that
+                        // starts at or below `up_to` holds only trimmed events; that last one
+                        // goes too unless it reaches past `up_to` (then loading drops its
+                        // trimmed part).
+                        let u = user.as_str();
+                        let last = match events.range((u, 0)..=(u, *up_to)).map_err(store_err)?.next_back() {
+                            Some(row) => {
+                                let (k, v) = row.map_err(store_err)?;
+                                Some((k.value().1, last_seq(u, k.value().1, v.value())?))
+                            }
+                            None => None,
+                        };
+                        if let Some((first, last)) = last {
+                            let end = if last <= *up_to { first + 1 } else { first };
+                            events.retain_in((u, 0)..(u, end), |_, _| false).map_err(store_err)?;
+                        }
+                    }
                     StoreOp::PutGroup(g) => {
                         groups.insert(g.id.as_str(), encode_record(g, &mut buf)).map_err(store_err)?;
+                        if g.joined_after.is_empty() {
+                            member_since.remove(g.id.as_str()).map_err(store_err)?;
+                        } else {
+                            member_since.insert(g.id.as_str(), encode_record(&g.joined_after, &mut buf)).map_err(store_err)?;
+                        }
                     }
                 }
             }
@@ -272,7 +363,13 @@ mod tests {
             ServerEvent::Membership { group: "g".into(), role: Some(GroupRole::Admin), chat_room: true },
         ];
         let key = ConversationKey::new(ChatType::Chat, "bob");
-        let group = Group { id: "g".into(), name: "n".into(), chat_room: false, members: [("alice".to_string(), GroupRole::Owner)].into() };
+        let group = Group {
+            id: "g".into(),
+            name: "n".into(),
+            chat_room: false,
+            members: [("alice".to_string(), GroupRole::Owner), ("bob".to_string(), GroupRole::Member)].into(),
+            joined_after: [("bob".to_string(), 1)].into(),
+        };
         let counters = Counters { last_msg_id: 2, last_ack_id: 4, last_group_id: 1, last_ts: 9 };
         let state_before;
         {
@@ -335,7 +432,14 @@ mod tests {
         let alice = &state.logs["alice"];
         assert_eq!(alice.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=8).collect::<Vec<_>>());
         assert_eq!(*alice[7].event, evs[6]);
-        assert_eq!(state_before.unwrap().logs, state.logs);
+        // The same events (an event's log time may differ: one without a time of its own at the
+        // end of a log takes the loading time).
+        let events = |s: &State| -> Vec<(String, Vec<SeqEvent>)> {
+            let mut v: Vec<_> = s.logs.iter().map(|(u, l)| (u.clone(), l.iter().map(|e| SeqEvent::clone(e)).collect())).collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        assert_eq!(events(&state_before.unwrap()), events(&state));
         let c = &state.convs["carol"][&ConversationKey::new(ChatType::Chat, "alice")];
         assert_eq!((c.unread, c.read.up_to, c.receipt_up_to, c.newest, c.newest_received), (1, 2, 1, 6, 6));
         assert_eq!(c.read.singles.iter().copied().collect::<Vec<_>>(), vec![5]);
@@ -382,5 +486,35 @@ mod tests {
         let state = RedbServerStore::open(dir.path()).unwrap().load().unwrap();
         let c = &state.convs["bob"][&key];
         assert_eq!((c.unread, c.read.up_to, c.read.singles.iter().copied().collect::<Vec<_>>()), (1, 5, vec![7]));
+    }
+}
+
+#[cfg(test)]
+mod head_tests {
+    use super::*;
+    use receipt_core::protocol::ServerEvent;
+
+    #[test]
+    fn a_log_whose_last_events_went_with_their_messages_keeps_its_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let msg = WireMessage {
+            id: 1,
+            client_id: "c1".into(),
+            from: "alice".into(),
+            to: "bob".into(),
+            chat_type: ChatType::Chat,
+            content: "x".into(),
+            timestamp: 7,
+            require_delivery_ack: false,
+            need_group_ack: false,
+        };
+        let ev = SeqEvent { seq: 5, event: ServerEvent::Message { msg: msg.clone().into() }.into() };
+        let mut s = RedbServerStore::open(dir.path()).unwrap();
+        s.commit(&[&[StoreOp::PutMessage(msg.into()), StoreOp::AppendEvent { user: "bob".into(), event: ev.into() }]]).unwrap();
+        // The message leaves (retention) before its log event is trimmed.
+        s.commit(&[&[StoreOp::DeleteMessage(1)]]).unwrap();
+        let state = s.load().unwrap();
+        assert!(state.logs.get("bob").is_none_or(Vec::is_empty), "the reference to a gone message is dropped");
+        assert_eq!(state.head("bob"), 5, "seqs never go back");
     }
 }

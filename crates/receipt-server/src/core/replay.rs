@@ -1,0 +1,158 @@
+//! A login's replay, streamed: the core sends the backlog after the device's cursor one window
+//! of at most [`REPLAY_WINDOW_BYTES`] (estimated encoded bytes) at a time, and the next window
+//! only when the connection has written the last one ([`ServerCore::replay_more`], asked by the
+//! connection's writer). A device that does not read holds one window on the server, however long
+//! its backlog (docs/server-data-model.md, "Sync").
+//!
+//! While it replays, a session is not online: live events of its user are not sent to it, they
+//! are in the log and the replay reaches them. When the replay reaches the log's head, in the same
+//! step, the session gets the unread counts (`SyncConversations` pages, `SyncDone`) and goes
+//! online; frames for it in the meantime (answers, pongs) are held and sent after `SyncDone`, in
+//! order, as before streaming.
+
+use std::sync::Arc;
+
+use receipt_core::protocol::{ConversationState, SeqEvent, ServerEvent, ServerFrame};
+
+use super::{Outgoing, ServerCore, SessionId};
+
+/// Largest number of events in one `Backlog` frame.
+pub const BACKLOG_BATCH: usize = 100;
+/// Rough byte budget of one `Backlog` frame (stays far below the 1 MiB frame limit).
+const BACKLOG_BYTES: usize = 256 * 1024;
+/// Most conversations in one `SyncConversations` (or `SyncDone`) frame: with ids of at most 128
+/// bytes a page stays under ~200 KiB, far below the 1 MiB frame limit.
+pub const SYNC_PAGE: usize = 1000;
+/// Estimated encoded bytes of backlog the core hands a connection at once.
+pub const REPLAY_WINDOW_BYTES: usize = 1024 * 1024;
+/// Frames held for a replaying session before they are sent anyway (then the connection's
+/// slow-reader bound applies to them).
+const HELD_MAX: usize = 4096;
+
+/// A session replaying its backlog.
+#[derive(Debug)]
+pub(super) struct Replay {
+    /// The first seq not sent yet.
+    next: u64,
+    /// Frames for the session held until its `SyncDone`.
+    held: Vec<Arc<ServerFrame>>,
+}
+
+impl ServerCore {
+    /// Starts the replay of a logged-in session (registered in `sessions`) after `since`: the
+    /// first window, and the end of the sync if that is all.
+    pub(super) fn start_replay(&mut self, session: SessionId, since: u64) {
+        self.syncing.insert(session, Replay { next: since.saturating_add(1), held: Vec::new() });
+        self.replay_window(session);
+    }
+
+    /// The session's connection wrote the last window: the next one (nothing if the session is
+    /// not replaying). The effects accumulate like [`apply`](Self::apply)'s.
+    pub fn replay_more(&mut self, session: SessionId) {
+        if self.syncing.contains_key(&session) {
+            self.replay_window(session);
+        }
+    }
+
+    /// Whether a frame for `session` that is not part of the replay waits for its `SyncDone`;
+    /// if so it is held.
+    pub(super) fn hold_while_replaying(&mut self, session: SessionId, frame: &Arc<ServerFrame>) -> bool {
+        match self.syncing.get_mut(&session) {
+            Some(r) if r.held.len() < HELD_MAX => {
+                r.held.push(frame.clone());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn replay_window(&mut self, session: SessionId) {
+        let Some(user) = self.sessions.get(&session).map(|s| s.user.clone()) else {
+            self.syncing.remove(&session);
+            return;
+        };
+        let next = self.syncing.get(&session).map_or(1, |r| r.next);
+        let mut frames = Vec::new();
+        let mut sent_up_to = None;
+        let mut done = true;
+        if let Some(log) = self.state.logs.get(&*user) {
+            let start = log.partition_point(|e| e.seq < next);
+            let (mut batch, mut bytes, mut window) = (Vec::new(), 0, 0);
+            for e in &log[start..] {
+                // A message past retention is not replayed (its event leaves the log a grace
+                // period later, with the receipts logged around it).
+                if let ServerEvent::Message { msg } = &*e.event {
+                    if !self.state.messages.contains_key(&msg.id) {
+                        sent_up_to = Some(e.seq);
+                        continue;
+                    }
+                }
+                let size = event_size(&e.event);
+                if !batch.is_empty() && (batch.len() >= BACKLOG_BATCH || bytes + size > BACKLOG_BYTES) {
+                    frames.push(ServerFrame::Backlog { events: std::mem::take(&mut batch) });
+                    bytes = 0;
+                    if window >= REPLAY_WINDOW_BYTES {
+                        done = false;
+                        break;
+                    }
+                }
+                bytes += size;
+                window += size;
+                sent_up_to = Some(e.seq);
+                batch.push(SeqEvent::clone(e));
+            }
+            if !batch.is_empty() {
+                frames.push(ServerFrame::Backlog { events: batch });
+            }
+        }
+        for f in frames {
+            self.send(session, f, true);
+        }
+        if let (Some(seq), Some(r)) = (sent_up_to, self.syncing.get_mut(&session)) {
+            r.next = seq + 1;
+        }
+        if done {
+            self.finish_sync(session, &user);
+        }
+    }
+
+    /// The replay reached the head: unread counts in pages, `SyncDone`, the held frames; the
+    /// session is online from here on.
+    fn finish_sync(&mut self, session: SessionId, user: &Arc<str>) {
+        let held = self.syncing.remove(&session).map(|r| r.held).unwrap_or_default();
+        let mut conversations: Vec<ConversationState> = self
+            .state
+            .convs
+            .get(&**user)
+            .map(|m| m.iter().map(|(k, c)| ConversationState { chat_type: k.chat_type, id: k.id.clone(), unread: c.unread }).collect())
+            .unwrap_or_default();
+        conversations.sort_by(|a, b| (a.chat_type, &a.id).cmp(&(b.chat_type, &b.id)));
+        let head = self.state.head(user);
+        // Paged: no frame grows with the number of conversations (a user added to 22,000 groups
+        // must still log in under the frame limit).
+        let last = conversations.len().saturating_sub(1) / SYNC_PAGE * SYNC_PAGE;
+        let rest = conversations.split_off(last);
+        let mut it = conversations.into_iter();
+        loop {
+            let page: Vec<ConversationState> = it.by_ref().take(SYNC_PAGE).collect();
+            if page.is_empty() {
+                break;
+            }
+            self.send(session, ServerFrame::SyncConversations { conversations: page }, true);
+        }
+        self.send(session, ServerFrame::SyncDone { head, conversations: rest }, true);
+        for frame in held {
+            self.effects.out.push(Outgoing { session, frame, replay: false });
+        }
+        self.online.entry(user.to_string()).or_default().push(session);
+    }
+}
+
+/// A cheap upper-ish estimate of an event's encoded size.
+fn event_size(e: &ServerEvent) -> usize {
+    256 + match e {
+        ServerEvent::Message { msg } => msg.content.len() * 2,
+        ServerEvent::GroupRead { ack, .. } => ack.content.as_ref().map_or(0, |c| c.len() * 2),
+        _ => 0,
+    }
+}
