@@ -87,6 +87,14 @@ enum rcpt_result
    */
   RCPT_EXCEED_SERVICE_LIMIT = 4,
   /**
+   * The token is missing or malformed.
+   */
+  RCPT_INVALID_TOKEN = 104,
+  /**
+   * The token's signature is good but it has expired.
+   */
+  RCPT_TOKEN_EXPIRED = 108,
+  /**
    * A parameter is out of range, empty or malformed.
    */
   RCPT_INVALID_PARAM = 110,
@@ -99,7 +107,7 @@ enum rcpt_result
    */
   RCPT_USER_NOT_LOGIN = 201,
   /**
-   * The server refused the token.
+   * The server refused the token's signature (another user, another secret, forged).
    */
   RCPT_USER_AUTHENTICATION_FAILED = 202,
   /**
@@ -190,8 +198,9 @@ enum rcpt_event_type
    */
   RCPT_EVENT_DISCONNECTED = 2,
   /**
-   * The login failed for good: `rcpt_event_error_code` is `RCPT_USER_AUTHENTICATION_FAILED`
-   * (bad token) or `RCPT_SERVER_NOT_REACHABLE` (first connection attempt failed).
+   * The login failed for good: `rcpt_event_error_code` is `RCPT_INVALID_TOKEN` (malformed),
+   * `RCPT_TOKEN_EXPIRED` (after `RCPT_EVENT_TOKEN_EXPIRED`), `RCPT_USER_AUTHENTICATION_FAILED`
+   * (bad signature) or `RCPT_SERVER_NOT_REACHABLE` (first connection attempt failed).
    */
   RCPT_EVENT_LOGIN_FAILED = 3,
   /**
@@ -441,7 +450,8 @@ void rcpt_client_free(rcpt_client *client);
 
 /**
  * Logs `user` in with `token` (both copied). Returns at once; the outcome arrives as
- * `RCPT_EVENT_CONNECTED` or `RCPT_EVENT_LOGIN_FAILED` (202 bad token, 300 server unreachable).
+ * `RCPT_EVENT_CONNECTED` or `RCPT_EVENT_LOGIN_FAILED` (104 malformed token, 108 expired, 202
+ * bad signature, 300 server unreachable).
  * `RCPT_USER_ALREADY_LOGIN` if a user is logged in.
  */
 rcpt_result rcpt_client_login(rcpt_client *client,
@@ -630,8 +640,8 @@ bool rcpt_client_is_database_opened(const rcpt_client *client);
 /**
  * Replaces the login token (copied) without dropping the session: later reconnects use it and
  * the token-expiry events restart from its expiry. Connected: the server checks it for this
- * user, `*out_req` gets the request id and its `RCPT_EVENT_REQUEST_COMPLETED` says `RCPT_OK` or
- * 202. Offline: `*out_req` is 0 and the token waits for the next connection.
+ * user, `*out_req` gets the request id and its `RCPT_EVENT_REQUEST_COMPLETED` says `RCPT_OK`, 104,
+ * 108 or 202 (as at login). Offline: `*out_req` is 0 and the token waits for the next connection.
  * `RCPT_USER_NOT_LOGIN` if nobody is logged in, 110 for an empty token.
  */
 rcpt_result rcpt_client_renew_token(rcpt_client *client,

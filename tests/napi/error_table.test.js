@@ -15,7 +15,7 @@ const read = (rel) => fs.readFileSync(path.join(repo, rel), 'utf8');
 // The SDK's codes and names (easemob-doc docs/document/harmonyos/error.md, ChatError), for every
 // code we produce and for the codes whose meaning we must not borrow (501, 301).
 const SDK = new Map([
-  [1, 'GENERAL_ERROR'], [4, 'EXCEED_SERVICE_LIMIT'], [110, 'INVALID_PARAM'], [200, 'USER_ALREADY_LOGIN'], [201, 'USER_NOT_LOGIN'],
+  [1, 'GENERAL_ERROR'], [4, 'EXCEED_SERVICE_LIMIT'], [104, 'INVALID_TOKEN'], [108, 'TOKEN_EXPIRED'], [110, 'INVALID_PARAM'], [200, 'USER_ALREADY_LOGIN'], [201, 'USER_NOT_LOGIN'],
   [202, 'USER_AUTHENTICATION_FAILED'], [206, 'USER_LOGIN_ANOTHER_DEVICE'], [214, 'USER_LOGIN_TOO_MANY_DEVICES'],
   [300, 'SERVER_NOT_REACHABLE'], [301, 'SERVER_TIMEOUT'], [302, 'SERVER_BUSY'], [500, 'MESSAGE_INVALID'],
   [501, 'MESSAGE_INCLUDE_ILLEGAL_CONTENT'], [502, 'MESSAGE_SEND_TRAFFIC_LIMIT'], [505, 'SERVICE_NOT_ENABLED'], [506, 'MESSAGE_EXPIRED'],

@@ -89,10 +89,33 @@ test('token: onTokenWillExpire, renewToken on the live session, onTokenExpired w
     const refused = await bob.run(`try { await ctx.client.renewToken(${JSON.stringify(server.token('alice'))}); return 0; } catch (e) { return e.errorCode; }`);
     assert.strictEqual(refused, 202);
 
+    // Renewing with an expired token (ttl 0: its expiry is now) is 108, a malformed one 104.
+    const renewCodes = await bob.run(`
+      const codes = [];
+      for (const t of [${JSON.stringify(server.token('bob', 0))}, 'not-a-token']) {
+        try { await ctx.client.renewToken(t); codes.push(0); } catch (e) { codes.push(e.errorCode); }
+      }
+      return codes;`);
+    assert.deepStrictEqual(renewCodes, [108, 104]);
+
     const carol = await Device.start(server, 'carol', { token: server.token('carol', 2) });
     devices.push(carol);
     await carol.waitFor(isCb('connection', 'onTokenExpired'), 'onTokenExpired', 10000);
     assert.strictEqual(carol.calls('connection', 'onTokenWillExpire').length, 1);
+  }));
+
+test('loginWithToken with an expired token: rejected with 108 TOKEN_EXPIRED, onTokenExpired once, nobody logged in',
+  { skip, timeout: TEST_TIMEOUT }, () => withServer({}, async (server, devices) => {
+    const dave = await Device.start(server, 'dave', { login: false });
+    devices.push(dave);
+    const code = await dave.run(`try { await ctx.client.loginWithToken('dave', ${JSON.stringify(server.token('dave', 0))}); return 0; } catch (e) { return e.errorCode; }`, 15000);
+    assert.strictEqual(code, 108);
+    await dave.waitFor(isCb('connection', 'onTokenExpired'), 'onTokenExpired', 10000);
+    assert.strictEqual(await dave.run('return ctx.client.getCurrentUser();'), '');
+    // A fresh token logs in; the expired one told the app once.
+    await dave.run(`await ctx.client.loginWithToken('dave', ${JSON.stringify(server.token('dave'))});`, 15000);
+    assert.strictEqual(await dave.run('return ctx.client.getCurrentUser();'), 'dave');
+    assert.strictEqual(dave.calls('connection', 'onTokenExpired').length, 1);
   }));
 
 /** A TCP proxy on loopback whose links can be cut (and refused) at will. */

@@ -277,15 +277,15 @@ test('unread counts: getConversation(id).getUnreadMsgCount() and markAllMessages
     assert.deepStrictEqual(await heidi.run(`return [${sent.map((m) => `ctx.msg(${JSON.stringify(m.msgId)}).isReceiverRead()`).join(',')}];`), [false, false, false]);
   }));
 
-test('errors arrive as ChatError with the SDK codes: 201 before login, 202 bad token, 500 own message, 110 bad arguments',
+test('errors arrive as ChatError with the SDK codes: 201 before login, 104 malformed and 202 bad token, 500 own message, 110 bad arguments',
   { skip, timeout: TEST_TIMEOUT }, () => scenario(async ({ server, start }) => {
     const judy = await start('judy', { login: false });
     assert.strictEqual(await judy.run('return ctx.client.getCurrentUser();'), '');
     await expectChatError(judy, 201, "await ctx.cm().ackMessageRead('123');");
     await expectChatError(judy, 201, "await ctx.cm().ackConversationRead('kim');");
     await expectChatError(judy, 201, "await ctx.cm().sendMessage(ctx.R.ChatMessage.createTextSendMessage('kim', 'x'));");
-    // A refused token: 202, and nobody is logged in after it.
-    await expectChatError(judy, 202, "await ctx.client.login('judy', 'not-a-token');");
+    // A refused token: 104 when malformed, 202 when signed for someone else; nobody is logged in after it.
+    await expectChatError(judy, 104, "await ctx.client.login('judy', 'not-a-token');");
     assert.strictEqual(await judy.run('return ctx.client.getCurrentUser();'), '');
     await expectChatError(judy, 202, `await ctx.client.login('judy', ${JSON.stringify(server.token('mallory'))});`);
     assert.strictEqual(await judy.run('return ctx.client.getCurrentUser();'), '');

@@ -171,6 +171,14 @@ impl Shared {
         }
         let mut any = false;
         while let Some(event) = engine.poll_event() {
+            if event == ClientEvent::TokenExpired {
+                // The engine's (a LoginFailed 108): once per token, with the clock's.
+                let mut clock = self.token.lock();
+                if clock.expired_told {
+                    continue;
+                }
+                clock.expired_told = true;
+            }
             any = true;
             let _ = self.events.send(event);
         }
@@ -349,7 +357,8 @@ impl Client {
 
     /// Logs in: opens the user's store (raising [`ClientEvent::DatabaseOpened`] at once) and
     /// starts the connection thread. Returns at once; the outcome arrives as
-    /// [`ClientEvent::Connected`] or [`ClientEvent::LoginFailed`] (202 for a refused token, 300
+    /// [`ClientEvent::Connected`] or [`ClientEvent::LoginFailed`] (104 for a malformed token, 108
+    /// for an expired one, after [`ClientEvent::TokenExpired`], 202 for a bad signature, 300
     /// when the server cannot be reached on the first attempt).
     ///
     /// Offline start: once the server has accepted this user on this client, later logins no

@@ -18,13 +18,17 @@ pub enum ErrorCode {
     /// (`max_groups_per_user`), or the rate of requests other than sends (`request_rate`). The SDK's
     /// EXCEED_SERVICE_LIMIT (a service quota, including a call frequency limit).
     ExceedServiceLimit = 4,
+    /// The token is missing or malformed (not `<expiry>.<hex mac>`). The SDK's INVALID_TOKEN.
+    InvalidToken = 104,
+    /// The token's signature is good but its expiry has passed. The SDK's TOKEN_EXPIRED.
+    TokenExpired = 108,
     /// A parameter is out of range, empty or malformed.
     InvalidParam = 110,
     /// A user is already logged in on this client.
     UserAlreadyLogin = 200,
     /// The operation needs a logged-in user.
     UserNotLogin = 201,
-    /// The token was refused: bad signature, expired, for another user, or missing.
+    /// The token was refused: bad signature (for another user, another secret, or forged).
     UserAuthenticationFailed = 202,
     /// The same user logged in again on the same device id: the older session is over (the
     /// server sends this to it and closes its connection; the client does not reconnect).
@@ -56,9 +60,11 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::GeneralError,
         ErrorCode::ExceedServiceLimit,
+        ErrorCode::InvalidToken,
+        ErrorCode::TokenExpired,
         ErrorCode::InvalidParam,
         ErrorCode::UserAlreadyLogin,
         ErrorCode::UserNotLogin,

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use receipt_core::engine::{ClientEngine, EngineConfig};
+use receipt_core::engine::{ClientEngine, ClientEvent, EngineConfig};
 use receipt_core::protocol::{ClientFrame, ConversationState, SeqEvent, ServerEvent, ServerFrame, PROTOCOL_VERSION};
 use receipt_core::store::{ClientStore, RedbStore};
 use receipt_core::*;
@@ -94,7 +94,6 @@ fn corrupt_record_is_an_error_not_a_panic() {
 /// ones leave the store.
 #[test]
 fn offline_queue_survives_restarts_and_a_refused_login_then_flushes_once() {
-    use receipt_core::engine::ClientEvent;
     use receipt_core::protocol::Response;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("alice.redb");
@@ -115,11 +114,17 @@ fn offline_queue_survives_restarts_and_a_refused_login_then_flushes_once() {
         assert_eq!(alice.outbox().count(), 1);
         alice.ack_message_read(5, 2).unwrap().expect("queued");
         alice.handle_connected(6, "expired");
-        alice.handle_frame(7, ServerFrame::LoginFailed { error: ChatError::new(ErrorCode::UserAuthenticationFailed, "token expired") });
+        alice.handle_frame(7, ServerFrame::LoginFailed { error: ChatError::new(ErrorCode::TokenExpired, "token expired") });
         assert!(alice.is_login_refused());
-        assert_eq!(alice.login_refusal().map(|e| e.code), Some(ErrorCode::UserAuthenticationFailed));
+        assert_eq!(alice.login_refusal().map(|e| e.code), Some(ErrorCode::TokenExpired));
         let events: Vec<ClientEvent> = std::iter::from_fn(|| alice.poll_event()).collect();
-        assert!(events.iter().any(|e| matches!(e, ClientEvent::LoginFailed(_))), "{events:?}");
+        // 108: onTokenExpired, then the refusal.
+        let tail: Vec<&ClientEvent> =
+            events.iter().filter(|e| matches!(e, ClientEvent::TokenExpired | ClientEvent::LoginFailed(_))).collect();
+        assert!(
+            matches!(tail.as_slice(), [ClientEvent::TokenExpired, ClientEvent::LoginFailed(e)] if e.code == ErrorCode::TokenExpired),
+            "{events:?}"
+        );
         assert_eq!(alice.outbox().count(), 2, "a refused login keeps the queue");
     }
     // Restart 2, a good login: Login, then each queued ack once.
@@ -136,4 +141,22 @@ fn offline_queue_survives_restarts_and_a_refused_login_then_flushes_once() {
     assert_eq!(alice.outbox().count(), 0);
     drop(alice);
     assert_eq!(open().outbox().count(), 0, "confirmed acks are gone from the store too");
+}
+
+#[test]
+fn only_a_108_refusal_raises_token_expired() {
+    for code in [ErrorCode::InvalidToken, ErrorCode::UserAuthenticationFailed, ErrorCode::TokenExpired] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut alice = ClientEngine::open(
+            EngineConfig::new("alice", "a1", ChatOptions::default()),
+            RedbStore::open(dir.path().join("a.redb")).unwrap(),
+        )
+        .unwrap();
+        alice.handle_connected(1, "t");
+        alice.handle_frame(2, ServerFrame::LoginFailed { error: ChatError::new(code, "refused") });
+        let events: Vec<ClientEvent> = std::iter::from_fn(|| alice.poll_event()).collect();
+        let expired = events.iter().filter(|e| **e == ClientEvent::TokenExpired).count();
+        assert_eq!(expired, usize::from(code == ErrorCode::TokenExpired), "{code:?}: {events:?}");
+        assert!(events.iter().any(|e| matches!(e, ClientEvent::LoginFailed(err) if err.code == code)), "{events:?}");
+    }
 }

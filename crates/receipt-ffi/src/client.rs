@@ -196,7 +196,8 @@ pub extern "C" fn rcpt_client_free(client: *mut rcpt_client) {
 }
 
 /// Logs `user` in with `token` (both copied). Returns at once; the outcome arrives as
-/// `RCPT_EVENT_CONNECTED` or `RCPT_EVENT_LOGIN_FAILED` (202 bad token, 300 server unreachable).
+/// `RCPT_EVENT_CONNECTED` or `RCPT_EVENT_LOGIN_FAILED` (104 malformed token, 108 expired, 202
+/// bad signature, 300 server unreachable).
 /// `RCPT_USER_ALREADY_LOGIN` if a user is logged in.
 #[no_mangle]
 pub extern "C" fn rcpt_client_login(client: *mut rcpt_client, user: *const c_char, token: *const c_char) -> rcpt_result {

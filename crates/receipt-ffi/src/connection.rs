@@ -30,8 +30,8 @@ pub extern "C" fn rcpt_client_is_database_opened(client: *const rcpt_client) -> 
 
 /// Replaces the login token (copied) without dropping the session: later reconnects use it and
 /// the token-expiry events restart from its expiry. Connected: the server checks it for this
-/// user, `*out_req` gets the request id and its `RCPT_EVENT_REQUEST_COMPLETED` says `RCPT_OK` or
-/// 202. Offline: `*out_req` is 0 and the token waits for the next connection.
+/// user, `*out_req` gets the request id and its `RCPT_EVENT_REQUEST_COMPLETED` says `RCPT_OK`, 104,
+/// 108 or 202 (as at login). Offline: `*out_req` is 0 and the token waits for the next connection.
 /// `RCPT_USER_NOT_LOGIN` if nobody is logged in, 110 for an empty token.
 #[no_mangle]
 pub extern "C" fn rcpt_client_renew_token(client: *mut rcpt_client, token: *const c_char, out_req: *mut u64) -> rcpt_result {

@@ -24,8 +24,9 @@ pub enum rcpt_event_type {
     RCPT_EVENT_CONNECTED = 1,
     /// The connection is gone; the client reconnects with backoff and acks wait in its outbox.
     RCPT_EVENT_DISCONNECTED = 2,
-    /// The login failed for good: `rcpt_event_error_code` is `RCPT_USER_AUTHENTICATION_FAILED`
-    /// (bad token) or `RCPT_SERVER_NOT_REACHABLE` (first connection attempt failed).
+    /// The login failed for good: `rcpt_event_error_code` is `RCPT_INVALID_TOKEN` (malformed),
+    /// `RCPT_TOKEN_EXPIRED` (after `RCPT_EVENT_TOKEN_EXPIRED`), `RCPT_USER_AUTHENTICATION_FAILED`
+    /// (bad signature) or `RCPT_SERVER_NOT_REACHABLE` (first connection attempt failed).
     RCPT_EVENT_LOGIN_FAILED = 3,
     /// onMessageReceived: `rcpt_event_message_count` / `rcpt_event_message_at`.
     RCPT_EVENT_MESSAGES_RECEIVED = 4,

@@ -16,13 +16,17 @@ pub enum rcpt_result {
     RCPT_GENERAL_ERROR = 1,
     /// A per-user quota of the server is used up (groups per user, or the request rate).
     RCPT_EXCEED_SERVICE_LIMIT = 4,
+    /// The token is missing or malformed.
+    RCPT_INVALID_TOKEN = 104,
+    /// The token's signature is good but it has expired.
+    RCPT_TOKEN_EXPIRED = 108,
     /// A parameter is out of range, empty or malformed.
     RCPT_INVALID_PARAM = 110,
     /// A user is already logged in on this client.
     RCPT_USER_ALREADY_LOGIN = 200,
     /// The call needs a logged-in user.
     RCPT_USER_NOT_LOGIN = 201,
-    /// The server refused the token.
+    /// The server refused the token's signature (another user, another secret, forged).
     RCPT_USER_AUTHENTICATION_FAILED = 202,
     /// The same user logged in again on the same device: this session is over (no reconnect).
     RCPT_USER_LOGIN_ANOTHER_DEVICE = 206,
@@ -65,6 +69,8 @@ impl From<ErrorCode> for rcpt_result {
             ErrorCode::ExceedServiceLimit => RCPT_EXCEED_SERVICE_LIMIT,
             ErrorCode::UserLoginAnotherDevice => RCPT_USER_LOGIN_ANOTHER_DEVICE,
             ErrorCode::MessageSendTrafficLimit => RCPT_MESSAGE_SEND_TRAFFIC_LIMIT,
+            ErrorCode::InvalidToken => RCPT_INVALID_TOKEN,
+            ErrorCode::TokenExpired => RCPT_TOKEN_EXPIRED,
             ErrorCode::InvalidParam => RCPT_INVALID_PARAM,
             ErrorCode::UserAlreadyLogin => RCPT_USER_ALREADY_LOGIN,
             ErrorCode::UserNotLogin => RCPT_USER_NOT_LOGIN,

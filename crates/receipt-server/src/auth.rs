@@ -7,7 +7,7 @@ use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Why a token was refused. All of them become `LoginFailed` with code 202.
+/// Why a token was refused. Missing and Malformed become code 104, Expired 108, BadSignature 202.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
     #[error("missing token")]

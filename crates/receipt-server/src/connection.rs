@@ -302,8 +302,14 @@ async fn login(
     Step::Continue
 }
 
-/// A refused token as the client hears it: 202 USER_AUTHENTICATION_FAILED, whatever the
-/// reason (the client knows its token's expiry and tells an expired one apart itself).
+/// A refused token as the client hears it, with the SDK's codes: missing or malformed -> 104
+/// INVALID_TOKEN; a good signature past its expiry -> 108 TOKEN_EXPIRED; a bad signature -> 202
+/// USER_AUTHENTICATION_FAILED (checked before the expiry, so a forged token learns nothing).
 fn token_error(e: auth::TokenError) -> ChatError {
-    ChatError::new(ErrorCode::UserAuthenticationFailed, e.to_string())
+    let code = match e {
+        auth::TokenError::Missing | auth::TokenError::Malformed => ErrorCode::InvalidToken,
+        auth::TokenError::Expired => ErrorCode::TokenExpired,
+        auth::TokenError::BadSignature => ErrorCode::UserAuthenticationFailed,
+    };
+    ChatError::new(code, e.to_string())
 }

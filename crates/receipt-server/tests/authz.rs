@@ -127,8 +127,8 @@ fn row5_fetching_another_senders_ack_list_is_603() {
     assert!(settle(&mut w.alice).is_empty());
 }
 
-/// A login refused with `LoginFailed` 202, its pipelined requests never applied.
-fn login_refused(a: SocketAddr, user: &str, token: String) {
+/// A login refused with `LoginFailed` `code`, its pipelined requests never applied.
+fn login_refused(a: SocketAddr, user: &str, token: String, code: ErrorCode) {
     let mut c = RawClient::connect(a);
     // One write: the requests are pipelined behind the refused login, and a second write could
     // race with the server closing the connection.
@@ -138,7 +138,7 @@ fn login_refused(a: SocketAddr, user: &str, token: String) {
     encode_into(&plain_send(2, "evil", "carol", ChatType::Chat, "as someone else"), &mut bytes);
     c.send_raw(&bytes);
     match c.until_closed().as_slice() {
-        [ServerFrame::LoginFailed { error }] => assert_eq!(error.code, ErrorCode::UserAuthenticationFailed, "{error}"),
+        [ServerFrame::LoginFailed { error }] => assert_eq!(error.code, code, "{error}"),
         f => panic!("expected only LoginFailed, got {f:?}"),
     }
 }
@@ -153,17 +153,18 @@ fn assert_nothing_happened(w: &mut World) {
 #[test]
 fn row6_login_with_another_users_token_is_202() {
     let mut w = world(|_| {});
-    login_refused(w.a, "bob", token("mallory"));
+    login_refused(w.a, "bob", token("mallory"), ErrorCode::UserAuthenticationFailed);
     assert_nothing_happened(&mut w);
 }
 
 #[test]
-fn row7_login_with_an_expired_token_is_202() {
+fn row7_login_with_an_expired_token_is_108() {
     let mut w = world(|_| {});
     login_refused(
         w.a,
         "bob",
         auth::make_token(SECRET, "bob", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() - 1),
+        ErrorCode::TokenExpired,
     );
     assert_nothing_happened(&mut w);
 }
@@ -171,7 +172,7 @@ fn row7_login_with_an_expired_token_is_202() {
 #[test]
 fn row8_login_with_a_token_signed_with_another_secret_is_202() {
     let mut w = world(|_| {});
-    login_refused(w.a, "bob", auth::token_for("not-the-server-secret", "bob", 3600));
+    login_refused(w.a, "bob", auth::token_for("not-the-server-secret", "bob", 3600), ErrorCode::UserAuthenticationFailed);
     assert_nothing_happened(&mut w);
 }
 

@@ -38,9 +38,17 @@ fn auth_refusals_close_the_connection_and_process_nothing() {
     let bad_sig = auth::token_for("other-secret", "alice", 3600);
     let expired = auth::make_token(SECRET, "alice", 1000);
     let bobs = token("bob");
-    for tok in [bad_sig, expired, bobs, String::new(), "garbage".into()] {
-        let e = refused(a, login_frame("alice", tok, PROTOCOL_VERSION));
-        assert_eq!(e.code, ErrorCode::UserAuthenticationFailed);
+    // The SDK's codes: a bad signature 202, expired 108, missing or malformed 104.
+    let cases = [
+        (bad_sig, ErrorCode::UserAuthenticationFailed),
+        (expired, ErrorCode::TokenExpired),
+        (bobs, ErrorCode::UserAuthenticationFailed),
+        (String::new(), ErrorCode::InvalidToken),
+        ("garbage".into(), ErrorCode::InvalidToken),
+    ];
+    for (tok, code) in cases {
+        let e = refused(a, login_frame("alice", tok.clone(), PROTOCOL_VERSION));
+        assert_eq!(e.code, code, "token {tok:?}: {e}");
     }
     let e = refused(a, login_frame("alice", token("alice"), PROTOCOL_VERSION + 1));
     assert_eq!(e.code, ErrorCode::InvalidParam);
@@ -699,4 +707,33 @@ fn a_slow_reader_is_dropped_and_loses_nothing() {
     assert!(closed, "slow connection still open");
     let bob = RawClient::login(a, "bob", "slow");
     assert_eq!(bob.backlog.len(), n);
+}
+
+#[test]
+fn token_refusals_carry_the_sdk_codes_at_login_and_at_renew() {
+    let s = TestServer::start(|_| {});
+    let a = s.addr();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let expired = auth::make_token(SECRET, "alice", now - 1);
+    // The expired token's mac with a later expiry: the signature no longer matches, so the
+    // answer is 202 and says nothing about the expiry.
+    let forged = format!("{}.{}", now + 3600, expired.split_once('.').unwrap().1);
+    let cases = [
+        ("1234.zz".to_string(), ErrorCode::InvalidToken),
+        ("no-dot".to_string(), ErrorCode::InvalidToken),
+        (String::new(), ErrorCode::InvalidToken),
+        (expired.clone(), ErrorCode::TokenExpired),
+        (forged.clone(), ErrorCode::UserAuthenticationFailed),
+        (auth::make_token("other-secret", "alice", now - 1), ErrorCode::UserAuthenticationFailed),
+    ];
+    for (tok, code) in &cases {
+        let e = refused(a, login_frame("alice", tok.clone(), PROTOCOL_VERSION));
+        assert_eq!(e.code, *code, "login with {tok:?}: {e}");
+    }
+    // The same codes at RenewToken, on a live session that goes on after each refusal.
+    let mut alice = RawClient::login(a, "alice", "d1");
+    for (tok, code) in &cases {
+        alice.expect_err(*code, |req| ClientFrame::RenewToken { req, token: tok.clone() });
+    }
+    alice.expect_ok(|req| ClientFrame::RenewToken { req, token: token("alice") });
 }

@@ -106,8 +106,8 @@ fn offline_start_reads_the_store_queues_acks_and_flushes_when_online() {
     alice.hears_nothing("the receipt twice", |e| matches!(e, ClientEvent::MessagesRead(_)));
 }
 
-/// An offline start whose token the server refuses once it is back: LoginFailed, then
-/// TokenExpired and LoggedOut; the queued ack stays in the store and goes with the next good login.
+/// An offline start whose token the server refuses once it is back: TokenExpired (once),
+/// LoginFailed 108 and LoggedOut 108; the queued ack stays in the store and goes with the next good login.
 #[test]
 fn offline_start_with_an_expired_token_logs_out_and_keeps_the_queued_ack() {
     let mut srv = TestServer::start(|_| {});
@@ -128,18 +128,49 @@ fn offline_start_with_an_expired_token_logs_out_and_keeps_the_queued_ack() {
         ClientEvent::LoginFailed(err) => Some(err.clone()),
         _ => None,
     });
-    assert_eq!(refused.code, ErrorCode::UserAuthenticationFailed);
+    assert_eq!(refused.code, ErrorCode::TokenExpired);
     let err = bob.wait("LoggedOut", |e| match e {
         ClientEvent::LoggedOut(err) => Some(err.clone()),
         _ => None,
     });
-    assert_eq!(err.code, ErrorCode::UserAuthenticationFailed);
+    assert_eq!(err.code, ErrorCode::TokenExpired);
     assert!(!bob.client.is_logged_in());
+    // The clock told first; the server's 108 does not tell again.
+    bob.hears_nothing("TokenExpired twice", |e| matches!(e, ClientEvent::TokenExpired));
     alice.hears_nothing("a receipt from a refused session", |e| matches!(e, ClientEvent::MessagesRead(_)));
 
     bob.client.logout().unwrap();
     bob.login();
     assert_eq!(alice.read(1)[0].id, m.id);
+}
+
+/// A login with an expired token: the server answers 108 TOKEN_EXPIRED, the app hears
+/// TokenExpired once and LoginFailed 108; a malformed token is 104, another user's 202, neither
+/// with TokenExpired.
+#[test]
+fn login_refusals_carry_104_108_202_and_only_108_raises_token_expired() {
+    let srv = TestServer::start(|_| {});
+    let p = srv.port();
+    let cases = [
+        (short_token("bob", 0), ErrorCode::TokenExpired),
+        ("not-a-token".to_string(), ErrorCode::InvalidToken),
+        (short_token("mallory", 3600), ErrorCode::UserAuthenticationFailed),
+    ];
+    for (token, code) in cases {
+        let bob = Device::new("bob/phone", ChatOptions::default(), p);
+        bob.client.login("bob", &token).unwrap();
+        let refused = bob.wait("LoginFailed", |e| match e {
+            ClientEvent::LoginFailed(err) => Some(err.clone()),
+            _ => None,
+        });
+        assert_eq!(refused.code, code, "{token}");
+        // `wait` leaves the other events queued: exactly one TokenExpired for 108, none otherwise.
+        if code == ErrorCode::TokenExpired {
+            bob.wait("TokenExpired", |e| matches!(e, ClientEvent::TokenExpired).then_some(()));
+        }
+        bob.hears_nothing("TokenExpired (again)", |e| matches!(e, ClientEvent::TokenExpired));
+        assert!(!bob.client.is_logged_in());
+    }
 }
 
 /// A short-lived token: TokenWillExpire at about 80% of its life; renewToken on the live

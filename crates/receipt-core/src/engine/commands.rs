@@ -175,7 +175,7 @@ impl<S: ClientStore> ClientEngine<S> {
 
     /// Replaces the token (renewToken): the next login uses it, and a live session hands it to
     /// the server, which checks it for this user without dropping the connection; the answer
-    /// is `RequestCompleted` (`Done`, or 202). Offline: `Ok(None)`, the token waits for the
+    /// is `RequestCompleted` (`Done`, or 104/108/202). Offline: `Ok(None)`, the token waits for the
     /// next login.
     pub fn renew_token(&mut self, now: u64, token: &str) -> ChatResult<Option<ReqId>> {
         if token.is_empty() {

@@ -84,6 +84,11 @@ impl<S: ClientStore> ClientEngine<S> {
                 self.login_refused = true;
                 self.login_refusal = Some(error.clone());
                 self.transmit.clear();
+                // 108: the server says the token (good signature) has expired: onTokenExpired,
+                // then the refusal. The outbox stays for the next login with a fresh token.
+                if error.code == crate::ErrorCode::TokenExpired {
+                    self.events.push_back(ClientEvent::TokenExpired);
+                }
                 self.events.push_back(ClientEvent::LoginFailed(error));
             }
             ServerFrame::Backlog { events } => {

@@ -115,7 +115,7 @@ pub enum ClientEvent {
     LoginFailed(ChatError),
     /// The server ended the session (onLogout(code, info)): 206 USER_LOGIN_ANOTHER_DEVICE when
     /// the same user logged in again on the same device id; raised by the runtime too when a
-    /// session the app took as logged in (an offline start) is refused (202). Like
+    /// session the app took as logged in (an offline start) is refused (104, 108, 202). Like
     /// `LoginFailed`, the runtime must not reconnect. Queued acks stay for the next good login.
     LoggedOut(ChatError),
     /// The server closed the connection for a protocol error.
@@ -193,8 +193,9 @@ pub enum ClientEvent {
     OfflineSyncFinished,
     /// About 80% of the token's lifetime has passed: renew it (onTokenWillExpire).
     TokenWillExpire,
-    /// The token's expiry has passed (onTokenExpired); the next login with it is refused with
-    /// 108 until the app renews it.
+    /// The token's expiry has passed (onTokenExpired): raised by the runtime's clock, and by the
+    /// engine just before a `LoginFailed` 108 TOKEN_EXPIRED. Logins with it are refused with 108
+    /// until the app renews it.
     TokenExpired,
 }
 
