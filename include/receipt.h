@@ -357,7 +357,7 @@ typedef struct rcpt_client rcpt_client;
 typedef struct rcpt_event rcpt_event;
 
 /**
- * One member's read ack of a group message (SPEC section 2's GroupReadAck).
+ * One member's read ack of a group message (the SDK's GroupReadAck).
  *
  * Ownership: always borrowed from the event it was read from (`rcpt_event_ack_at`); it lives
  * as long as the event and is never freed on its own. Its strings live as long as it.
@@ -365,7 +365,7 @@ typedef struct rcpt_event rcpt_event;
 typedef struct rcpt_group_read_ack rcpt_group_read_ack;
 
 /**
- * A message as this client sees it, with its receipt flags (SPEC section 3), as a snapshot
+ * A message as this client sees it, with its receipt flags (docs/product.md), as a snapshot
  * taken when it was handed out: it does not change afterwards.
  *
  * Ownership: owned by the caller when returned by `rcpt_client_get_message` or
@@ -386,7 +386,7 @@ typedef struct rcpt_message rcpt_message;
 typedef struct rcpt_message_list rcpt_message_list;
 
 /**
- * Client settings (SPEC section 2's ChatOptions plus where the client keeps its files).
+ * Client settings (the SDK's ChatOptions plus where the client keeps its files).
  * Created by `rcpt_options_new`, owned by the caller, freed with `rcpt_options_free`.
  * `rcpt_client_new` copies what it needs: the options may be freed right after it.
  * Not synchronized: use one options object from one thread at a time.
