@@ -362,7 +362,7 @@ impl Harness {
             let msgs = self.engine.conversation_messages(&c.key);
             let unread = msgs.iter().filter(|m| m.unread).count() as u32;
             assert_eq!(c.local_unread, unread, "local unread count of {:?} vs messages flagged unread: {c:?} {msgs:?}", c.key);
-            assert!(msgs.iter().all(|m| m.conversation() == c.key));
+            assert!(msgs.iter().all(|m| m.conversation() == c.key), "{:?} holds {msgs:?}", c.key);
             let count = self.engine.unread_count(&c.key);
             assert_eq!(count, c.unread());
             let told = self.reported.get(&c.key).copied().unwrap_or(0);

@@ -117,3 +117,38 @@ fn message_with_id_0_is_ignored() {
     assert!(!transmitted(&mut e).iter().any(|f| matches!(f, ClientFrame::DeliveryAck { .. })), "no delivery ack for message 0");
     assert!(!events(&mut e).iter().any(|ev| matches!(ev, ClientEvent::MessagesReceived(_))));
 }
+
+/// engine_frames, fuzz/regressions/engine_frames-message-id-in-two-conversations: a server sends
+/// message 2 in group g1 and then a message with the same id 2 from carol. Server ids are global,
+/// but the engine (since it stopped holding all messages in memory) only looked the id up when it
+/// was not above the newest id of the message's own conversation, so the second copy was taken
+/// as new: g1's index listed id 2 while the held message 2 was carol's, and counts and flags
+/// disagreed. A repeated id is now found whatever conversation it names, and ignored.
+#[test]
+fn a_message_id_seen_in_another_conversation_is_ignored() {
+    let mut e = engine();
+    let msg = |id: MsgId, from: &str, to: &str, chat_type: ChatType| WireMessage {
+        id,
+        client_id: format!("{from}-{id}"),
+        from: from.into(),
+        to: to.into(),
+        chat_type,
+        content: "m".into(),
+        timestamp: 5,
+        require_delivery_ack: false,
+        need_group_ack: false,
+    };
+    let event =
+        |seq: Seq, m: WireMessage| ServerFrame::Event { event: SeqEvent { seq, event: ServerEvent::Message { msg: m.into() }.into() } };
+    e.handle_frame(NOW, sync_done(vec![]));
+    e.handle_frame(NOW, event(1, msg(2, "bob", "g1", ChatType::GroupChat)));
+    e.handle_frame(NOW, event(2, msg(2, "carol", "alice", ChatType::Chat)));
+    assert_counts_match_flags(&e);
+    for c in e.conversations() {
+        assert!(e.conversation_messages(&c.key).iter().all(|m| m.conversation() == c.key), "{c:?}");
+    }
+    let carol = ConversationKey::new(ChatType::Chat, "carol");
+    assert!(e.conversation_messages(&carol).is_empty(), "the repeated id is not taken");
+    assert_eq!(e.unread_count(&ConversationKey::new(ChatType::GroupChat, "g1")), 1);
+    assert_eq!(e.cursor(), 2, "the event is still consumed");
+}

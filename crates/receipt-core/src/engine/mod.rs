@@ -231,6 +231,10 @@ pub struct ClientEngine<S: ClientStore> {
     touch_clock: u64,
     pending: HashMap<String, ChatMessage>,
     conversations: ConvMap<Conversation>,
+    /// The newest message id held in any conversation: an arriving message above it is new
+    /// without a store read. Server ids are global, so the check cannot be per conversation (a
+    /// repeated id in another conversation must still be found).
+    newest_held: MsgId,
     /// Cached message ids per conversation, ascending: merged with the store's range reads
     /// (the cache holds this input's changes before they are written).
     conv_ids: ConvMap<BTreeSet<MsgId>>,
@@ -435,6 +439,7 @@ impl<S: ClientStore> ClientEngine<S> {
         let unread = self.is_unread(&m);
         self.server_clock = self.server_clock.max(m.timestamp);
         let key = m.conversation_ref();
+        self.newest_held = self.newest_held.max(id);
         let c = self.conv_mut(key);
         c.note_held(&m);
         if unread {

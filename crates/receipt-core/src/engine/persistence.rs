@@ -12,7 +12,7 @@
 //! - **Read by key**: an input that names a message (an ack, a read, a server event about it)
 //!   first [`fetch`](ClientEngine::fetch)es it into the cache, so the rules get their facts (is
 //!   it mine, unread, already acked) from one lookup, never a scan. A new message is known new
-//!   without a read when its id is above its conversation's newest.
+//!   without a read when its id is above every id held (server ids are global and grow).
 //! - **Read by range**: a watermark that stops short of the newest message counts what stays
 //!   unread above it by reading that conversation's id range above the mark (store range merged
 //!   with the cache, whose copies are newer). Cost: what lies in the range, never the whole
@@ -58,6 +58,7 @@ impl<S: ClientStore> ClientEngine<S> {
             touch_clock: 0,
             retention_queue: VecDeque::new(),
             server_clock: 0,
+            newest_held: 0,
             retention_due: None,
             pending: HashMap::default(),
             conversations: ConvMap::default(),
@@ -96,6 +97,7 @@ impl<S: ClientStore> ClientEngine<S> {
             engine.retention_due = Some(0); // a first sweep soon after the connection is up
         }
         for c in snapshot.conversations {
+            engine.newest_held = engine.newest_held.max(c.newest);
             engine.conversations.insert(c.key.clone(), c);
         }
         for m in snapshot.pending {
