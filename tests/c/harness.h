@@ -98,21 +98,33 @@ typedef struct {
     size_t n;
 } peer;
 
-/* A client with its own data dir $RCPT_TEST_DIR/<label>, talking to the test server. */
-static inline void peer_init(peer *p, const char *label, bool require_delivery_ack) {
+/* Options for a client with its own data dir $RCPT_TEST_DIR/<label>, talking to the test server;
+ * the caller adds its own settings, then hands them to peer_start. */
+static inline rcpt_options *peer_options(const char *label) {
     char dir[1024];
-    memset(p, 0, sizeof *p);
-    p->name = label;
     snprintf(dir, sizeof dir, "%s/%s", env_or_die("RCPT_TEST_DIR"), label);
     rcpt_options *o = rcpt_options_new();
     REQUIRE(o != NULL);
     CHECK_RC(rcpt_options_set_data_dir(o, dir), RCPT_OK);
     CHECK_RC(rcpt_options_set_device_id(o, label), RCPT_OK);
     CHECK_RC(rcpt_options_set_server(o, env_or_die("RCPT_TEST_HOST"), (uint16_t)atoi(env_or_die("RCPT_TEST_PORT"))), RCPT_OK);
-    CHECK_RC(rcpt_options_set_require_delivery_ack(o, require_delivery_ack), RCPT_OK);
+    return o;
+}
+
+/* Makes p's client from `o` (freed here); p->name is `label`. */
+static inline void peer_start(peer *p, const char *label, rcpt_options *o) {
+    memset(p, 0, sizeof *p);
+    p->name = label;
     CHECK_RC(rcpt_client_new(o, &p->c), RCPT_OK);
     rcpt_options_free(o);
     REQUIRE(p->c != NULL);
+}
+
+/* A client with its own data dir $RCPT_TEST_DIR/<label>, talking to the test server. */
+static inline void peer_init(peer *p, const char *label, bool require_delivery_ack) {
+    rcpt_options *o = peer_options(label);
+    CHECK_RC(rcpt_options_set_require_delivery_ack(o, require_delivery_ack), RCPT_OK);
+    peer_start(p, label, o);
 }
 
 static inline void peer_free(peer *p) {

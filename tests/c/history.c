@@ -20,20 +20,12 @@ int main(void) {
      * needs a client made with these options, so bob's is made again. */
     rcpt_client_free(bob.c);
     {
-        char dir[1024];
-        snprintf(dir, sizeof dir, "%s/bob1", env_or_die("RCPT_TEST_DIR"));
-        rcpt_options *o = rcpt_options_new();
-        REQUIRE(o != NULL);
-        CHECK_RC(rcpt_options_set_data_dir(o, dir), RCPT_OK);
-        CHECK_RC(rcpt_options_set_device_id(o, "bob1"), RCPT_OK);
-        CHECK_RC(rcpt_options_set_server(o, env_or_die("RCPT_TEST_HOST"), (uint16_t)atoi(env_or_die("RCPT_TEST_PORT"))), RCPT_OK);
+        rcpt_options *o = peer_options("bob1");
         CHECK_RC(rcpt_options_set_message_cache(o, 0), RCPT_INVALID_PARAM);
         CHECK_RC(rcpt_options_set_message_cache(o, 4), RCPT_OK);
         CHECK_RC(rcpt_options_set_retention(o, 0, 0), RCPT_OK);
         CHECK_RC(rcpt_options_set_message_cache(NULL, 4), RCPT_NULL_ARGUMENT);
-        CHECK_RC(rcpt_client_new(o, &bob.c), RCPT_OK);
-        rcpt_options_free(o);
-        REQUIRE(bob.c != NULL);
+        peer_start(&bob, "bob1", o);
     }
     peer_login(&alice, "alice");
     for (int i = 0; i < N; i++) {

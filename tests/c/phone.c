@@ -33,19 +33,9 @@ static char *read_file(const char *path) {
 
 /* A client that trusts the CA in `ca_pem`, talking TLS to the test server. */
 static void tls_peer_init(peer *p, const char *label, const char *ca_pem) {
-    char dir[1024];
-    memset(p, 0, sizeof *p);
-    p->name = label;
-    snprintf(dir, sizeof dir, "%s/%s", env_or_die("RCPT_TEST_DIR"), label);
-    rcpt_options *o = rcpt_options_new();
-    REQUIRE(o != NULL);
-    CHECK_RC(rcpt_options_set_data_dir(o, dir), RCPT_OK);
-    CHECK_RC(rcpt_options_set_device_id(o, label), RCPT_OK);
-    CHECK_RC(rcpt_options_set_server(o, env_or_die("RCPT_TEST_HOST"), (uint16_t)atoi(env_or_die("RCPT_TEST_PORT"))), RCPT_OK);
+    rcpt_options *o = peer_options(label);
     CHECK_RC(rcpt_options_set_tls_ca_pem(o, ca_pem), RCPT_OK);
-    CHECK_RC(rcpt_client_new(o, &p->c), RCPT_OK);
-    rcpt_options_free(o);
-    REQUIRE(p->c != NULL);
+    peer_start(p, label, o);
 }
 
 static void expect_event(peer *p, rcpt_event_type kind) {
