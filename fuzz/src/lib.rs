@@ -575,7 +575,7 @@ impl Harness {
                         unread: u.int_in_range(0..=5)?,
                     });
                 }
-                ServerFrame::SyncDone { head: self.engine.cursor(), conversations }
+                ServerFrame::SyncDone { head: self.engine.cursor(), conversations, resync: false }
             }
             4..=9 => ServerFrame::Event { event: self.seq_event(u)? },
             10..=12 => {

@@ -52,7 +52,7 @@ fn sync(e: &mut ClientEngine<impl ClientStore>, n: u64) {
         .iter()
         .map(|p| ConversationState { chat_type: ChatType::Chat, id: p.to_string(), unread: e.unread_count(&chat(p)) })
         .collect();
-    e.handle_frame(3, ServerFrame::SyncDone { head: n, conversations });
+    e.handle_frame(3, ServerFrame::SyncDone { head: n, conversations, resync: false });
     while e.poll_transmit(3).is_some() {}
     while e.poll_event().is_some() {}
 }

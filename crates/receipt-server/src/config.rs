@@ -10,6 +10,8 @@
 //!
 //! max_groups_per_user = 1000
 //! max_to_unseen_per_user = 10000
+//! max_remembered_devices = 32
+//! device_horizon_secs = 2592000
 //! outbound_bytes = 8388608
 //! max_result_bytes = 262144
 //!
@@ -159,6 +161,12 @@ pub struct ServerConfig {
     /// EXCEED_SERVICE_LIMIT. They stop counting when the recipient logs in or the messages pass
     /// retention. 0: no limit. Default 10,000.
     pub max_to_unseen_per_user: usize,
+    /// Most devices of one user whose log cursor the server remembers; the user's log is trimmed
+    /// below the lowest of them. Beyond it the least recently seen offline device is forgotten
+    /// (a full state resync at its next login). Default 32.
+    pub max_remembered_devices: usize,
+    /// A device not seen (login or cursor report) for this long is forgotten. Default 30 days.
+    pub device_horizon_secs: u64,
     /// Most requests the core applies (and commits in one transaction) at a time.
     pub max_batch: usize,
     /// Largest group (members including the owner); beyond it create/add fail with 604.
@@ -195,6 +203,8 @@ impl Default for ServerConfig {
             send_rate: RateLimit { per_sec: 100, burst: 500 },
             request_rate: RateLimit { per_sec: 1000, burst: 10_000 },
             max_to_unseen_per_user: 10_000,
+            max_remembered_devices: 32,
+            device_horizon_secs: 30 * 24 * 3600,
             max_batch: 512,
             max_group_size: 5000,
             group_ack: GroupAckPolicy::default(),

@@ -92,7 +92,7 @@ async fn writer_task<S: AsyncWrite>(mut wr: WriteHalf<S>, mut rx: mpsc::Unbounde
                     for f in &frames {
                         encode_into(&**f, &mut buf);
                         match **f {
-                            ServerFrame::Backlog { .. } => wrote_backlog = true,
+                            ServerFrame::Backlog { .. } | ServerFrame::Resync { .. } => wrote_backlog = true,
                             ServerFrame::SyncDone { .. } => synced = true,
                             _ => {}
                         }

@@ -69,7 +69,7 @@ impl RawClient {
             match self.recv_required() {
                 ServerFrame::Backlog { events } => self.backlog.extend(events),
                 ServerFrame::SyncConversations { conversations } => pages.extend(conversations),
-                ServerFrame::SyncDone { head, conversations } => {
+                ServerFrame::SyncDone { head, conversations, .. } => {
                     self.head = head;
                     pages.extend(conversations);
                     self.conversations = pages;

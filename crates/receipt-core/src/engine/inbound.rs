@@ -13,6 +13,9 @@ impl<S: ClientStore> ClientEngine<S> {
         self.held_delivery_acks.clear();
         self.sync_conversations.clear();
         self.last_rx = now;
+        // The server knows nothing of this connection's reports yet: the login's `since` is one.
+        self.cursor_reported = self.meta.cursor;
+        self.cursor_reported_at = now;
         self.transmit.push_back(ClientFrame::Login {
             v: PROTOCOL_VERSION,
             user: self.cfg.user.clone(),
@@ -61,7 +64,26 @@ impl<S: ClientStore> ClientEngine<S> {
             self.ping_nonce += 1;
             self.transmit.push_back(ClientFrame::Ping { nonce: self.ping_nonce });
         }
+        if self.link == Link::Up && now.saturating_sub(self.cursor_reported_at) >= CURSOR_REPORT_MS {
+            self.report_cursor(now);
+        }
         true
+    }
+
+    /// Tells the server the cursor, once what it covers is on disk: a durable commit of the
+    /// state first (the server may trim the log below it; a crash must not lose what it covers).
+    /// Nothing when it has not moved since the last report.
+    fn report_cursor(&mut self, now: u64) {
+        if self.meta.cursor <= self.cursor_reported {
+            return;
+        }
+        // The cursor's own write makes the batch non-empty, so the commit is a durable flush of
+        // everything written before it too.
+        self.dirty_meta = true;
+        self.finish(now, true);
+        self.cursor_reported = self.meta.cursor;
+        self.cursor_reported_at = now;
+        self.transmit.push_back(ClientFrame::SyncCursor { seq: self.meta.cursor });
     }
 
     /// Decodes a frame body and handles it (the runtime's path from the socket).
@@ -96,18 +118,41 @@ impl<S: ClientStore> ClientEngine<S> {
                     self.apply_seq_event(e);
                 }
             }
+            ServerFrame::Resync { messages } => {
+                // Only while syncing: a resync page outside a sync is not the server's truth.
+                if self.link == Link::Syncing {
+                    for m in messages {
+                        self.apply_retained(m);
+                    }
+                }
+            }
             ServerFrame::SyncConversations { mut conversations } => {
                 // Only while syncing: a page outside a sync has nothing to complete.
                 if self.link == Link::Syncing {
                     self.sync_conversations.append(&mut conversations);
                 }
             }
-            ServerFrame::SyncDone { mut conversations, .. } => {
+            ServerFrame::SyncDone { mut conversations, head, resync } => {
                 let mut all = std::mem::take(&mut self.sync_conversations);
                 all.append(&mut conversations);
-                self.sync_done(all)
+                // A full state resync: the events before `head` that this device missed are gone
+                // from the server's log; the state they would have built came in `Resync` pages.
+                if resync && self.link == Link::Syncing && head > self.meta.cursor {
+                    self.meta.cursor = head;
+                    self.dirty_meta = true;
+                }
+                let was_syncing = self.link == Link::Syncing;
+                self.sync_done(all);
+                if was_syncing {
+                    self.report_cursor(now);
+                }
             }
-            ServerFrame::Event { event } => self.apply_seq_event(event),
+            ServerFrame::Event { event } => {
+                self.apply_seq_event(event);
+                if self.link == Link::Up && self.meta.cursor >= self.cursor_reported.saturating_add(CURSOR_REPORT_EVENTS) {
+                    self.report_cursor(now);
+                }
+            }
             ServerFrame::Result { req, ok, err } => self.handle_result(req, ok, err),
             // A newer login of this user on this device replaced the session: it is over, as
             // after a refused login (the runtime must not reconnect with it).
@@ -257,6 +302,33 @@ impl<S: ClientStore> ClientEngine<S> {
             group_ack_count: 0,
             group_ack_sent: false,
         })
+    }
+
+    /// One retained message of a full state resync. A message this device holds is updated to the
+    /// server's flags with no receipt callback (`MessagesDelivered`, `MessagesRead`,
+    /// `GroupMessageRead` are not replayed; the changed flags are in `MessagesUpdated`); one it
+    /// does not hold is stored as if it had arrived (`MessagesReceived` for a received one, its
+    /// delivery ack unless the server says another device sent it), then given its flags.
+    fn apply_retained(&mut self, r: RetainedMessage) {
+        let id = r.msg.id;
+        if id == 0 {
+            return;
+        }
+        if !self.fetch(id) {
+            self.on_message(Arc::unwrap_or_clone(r.msg));
+            if !self.fetch(id) {
+                return;
+            }
+        }
+        self.update_message(id, |m| {
+            m.delivered |= r.delivered;
+            m.receiver_read |= r.read_acked;
+            m.group_ack_sent |= r.group_ack_sent;
+            m.group_ack_count = m.group_ack_count.max(r.group_ack_count);
+        });
+        if r.read {
+            self.mark_read_local(id);
+        }
     }
 
     fn apply_seq_event(&mut self, seq_event: SeqEvent) {

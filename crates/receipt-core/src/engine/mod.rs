@@ -74,6 +74,13 @@ pub struct Retention {
     pub max_per_conversation: Option<u32>,
 }
 
+/// A live connection reports its cursor after at most this many events applied since the last
+/// report ([`ClientFrame::SyncCursor`]); see [`CURSOR_REPORT_MS`].
+pub const CURSOR_REPORT_EVENTS: u64 = 256;
+/// ... or, when fewer arrived, at most this long (ms) after the last report. Bounded chatter: at
+/// most one `SyncCursor` per 256 events or per 5 s, whichever comes first (and one per sync).
+pub const CURSOR_REPORT_MS: u64 = 5_000;
+
 /// Default of [`EngineConfig::message_cache`].
 pub const DEFAULT_MESSAGE_CACHE: usize = 2048;
 
@@ -258,6 +265,9 @@ pub struct ClientEngine<S: ClientStore> {
     /// The server's unread counts received in `SyncConversations` pages of this sync, applied
     /// with the last page at `SyncDone`.
     sync_conversations: Vec<ConversationState>,
+    /// The last cursor reported to the server (`SyncCursor`) on this connection, and when.
+    cursor_reported: Seq,
+    cursor_reported_at: u64,
     transmit: VecDeque<ClientFrame>,
     events: VecDeque<ClientEvent>,
     last_rx: u64,
@@ -412,7 +422,10 @@ impl<S: ClientStore> ClientEngine<S> {
 
     /// When to call `handle_timeout` next (ms, same clock as `now`), if connected.
     pub fn poll_timeout(&self) -> Option<u64> {
-        let keepalive = (self.last_tx + self.cfg.keepalive_ms).min(self.last_rx + self.cfg.idle_timeout_ms);
+        let mut keepalive = (self.last_tx + self.cfg.keepalive_ms).min(self.last_rx + self.cfg.idle_timeout_ms);
+        if self.link == Link::Up && self.meta.cursor > self.cursor_reported {
+            keepalive = keepalive.min(self.cursor_reported_at + CURSOR_REPORT_MS);
+        }
         (self.link != Link::Down).then(|| self.retention_due.map_or(keepalive, |due| due.min(keepalive)))
     }
 

@@ -71,6 +71,8 @@ impl<S: ClientStore> ClientEngine<S> {
             token: None,
             held_delivery_acks: Vec::new(),
             sync_conversations: Vec::new(),
+            cursor_reported: 0,
+            cursor_reported_at: 0,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             last_rx: 0,

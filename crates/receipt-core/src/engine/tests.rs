@@ -14,7 +14,7 @@ const NOW: u64 = 1_700_000_000_000;
 fn alice() -> ClientEngine<MemStore> {
     let mut e = ClientEngine::open(EngineConfig::new("alice", "a1", ChatOptions::default()), MemStore::default()).unwrap();
     e.handle_connected(NOW, "token");
-    e.handle_frame(NOW, ServerFrame::SyncDone { head: 0, conversations: Vec::new() });
+    e.handle_frame(NOW, ServerFrame::SyncDone { head: 0, conversations: Vec::new(), resync: false });
     drain(&mut e);
     e
 }
@@ -352,7 +352,7 @@ fn unread_counts_paged_over_sync_conversations_are_applied_at_sync_done() {
     e.handle_frame(NOW, ServerFrame::SyncConversations { conversations: vec![conv(ChatType::Chat, "bob", 2)] });
     // Nothing applied before the sync ends.
     assert_eq!(e.unread_count(&ConversationKey::new(ChatType::GroupChat, "g1")), 0);
-    e.handle_frame(NOW, ServerFrame::SyncDone { head: 0, conversations: vec![conv(ChatType::Chat, "carol", 1)] });
+    e.handle_frame(NOW, ServerFrame::SyncDone { head: 0, conversations: vec![conv(ChatType::Chat, "carol", 1)], resync: false });
     drain(&mut e);
     assert_eq!(e.unread_count(&ConversationKey::new(ChatType::GroupChat, "g1")), 3);
     assert_eq!(e.unread_count(&ConversationKey::new(ChatType::Chat, "bob")), 2);
@@ -363,7 +363,7 @@ fn unread_counts_paged_over_sync_conversations_are_applied_at_sync_done() {
     e.handle_frame(NOW, ServerFrame::SyncConversations { conversations: vec![conv(ChatType::Chat, "dave", 9)] });
     e.handle_disconnected(NOW);
     e.handle_connected(NOW, "token");
-    e.handle_frame(NOW, ServerFrame::SyncDone { head: 0, conversations: Vec::new() });
+    e.handle_frame(NOW, ServerFrame::SyncDone { head: 0, conversations: Vec::new(), resync: false });
     drain(&mut e);
     assert_eq!(e.unread_count(&ConversationKey::new(ChatType::Chat, "dave")), 0);
     assert_eq!(e.unread_count(&ConversationKey::new(ChatType::Chat, "bob")), 0, "the server said nothing unread");

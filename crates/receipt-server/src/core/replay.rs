@@ -18,8 +18,8 @@ use super::{Outgoing, ServerCore, SessionId};
 
 /// Largest number of events in one `Backlog` frame.
 pub const BACKLOG_BATCH: usize = 100;
-/// Rough byte budget of one `Backlog` frame (stays far below the 1 MiB frame limit).
-const BACKLOG_BYTES: usize = 256 * 1024;
+/// Rough byte budget of one `Backlog` (or `Resync`) frame (stays far below the 1 MiB frame limit).
+pub(super) const BACKLOG_BYTES: usize = 256 * 1024;
 /// Most conversations in one `SyncConversations` (or `SyncDone`) frame: with ids of at most 128
 /// bytes a page stays under ~200 KiB, far below the 1 MiB frame limit.
 pub const SYNC_PAGE: usize = 1000;
@@ -36,13 +36,30 @@ pub(super) struct Replay {
     next: u64,
     /// Frames for the session held until its `SyncDone`.
     held: Vec<Arc<ServerFrame>>,
+    /// A full state resync still walking the user's conversations (`resync`); the backlog after
+    /// `next` follows it.
+    pub(super) resync: Option<super::resync::Walk>,
+    /// This sync is a resync (`SyncDone { resync: true }`).
+    resynced: bool,
 }
 
 impl ServerCore {
     /// Starts the replay of a logged-in session (registered in `sessions`) after `since`: the
-    /// first window, and the end of the sync if that is all.
-    pub(super) fn start_replay(&mut self, session: SessionId, since: u64) {
-        self.syncing.insert(session, Replay { next: since.saturating_add(1), held: Vec::new() });
+    /// first window, and the end of the sync if that is all. With `since` below the trimmed
+    /// prefix of the log and `resync_ok` (the client knows the frames), a full state resync
+    /// instead: the retained messages with their flags, then the events from the head on.
+    pub(super) fn start_replay(&mut self, session: SessionId, since: u64, resync_ok: bool) {
+        let Some(s) = self.sessions.get(&session) else { return };
+        let (user, device) = (s.user.clone(), s.device.clone());
+        let replay = if resync_ok && since < self.state.trimmed_up_to(&user) {
+            let head = self.state.head(&user);
+            self.resync_started(self.now_ms, &user, &device, head);
+            let walk = super::resync::Walk::new(self.state.conversations_of(&user));
+            Replay { next: head + 1, held: Vec::new(), resync: Some(walk), resynced: true }
+        } else {
+            Replay { next: since.saturating_add(1), held: Vec::new(), resync: None, resynced: false }
+        };
+        self.syncing.insert(session, replay);
         self.replay_window(session);
     }
 
@@ -71,13 +88,19 @@ impl ServerCore {
             self.syncing.remove(&session);
             return;
         };
+        let (mut frames, window, walked) = self.resync_pages(session, &user, REPLAY_WINDOW_BYTES);
+        if !walked {
+            for f in frames {
+                self.send(session, f, true);
+            }
+            return;
+        }
         let next = self.syncing.get(&session).map_or(1, |r| r.next);
-        let mut frames = Vec::new();
         let mut sent_up_to = None;
         let mut done = true;
         if let Some(log) = self.state.logs.get(&*user) {
             let start = log.partition_point(|e| e.seq < next);
-            let (mut batch, mut bytes, mut window) = (Vec::new(), 0, 0);
+            let (mut batch, mut bytes, mut window) = (Vec::new(), 0, window);
             for e in &log[start..] {
                 // A message past retention is not replayed (its event leaves the log a grace
                 // period later, with the receipts logged around it).
@@ -119,7 +142,7 @@ impl ServerCore {
     /// The replay reached the head: unread counts in pages, `SyncDone`, the held frames; the
     /// session is online from here on.
     fn finish_sync(&mut self, session: SessionId, user: &Arc<str>) {
-        let held = self.syncing.remove(&session).map(|r| r.held).unwrap_or_default();
+        let (held, resync) = self.syncing.remove(&session).map(|r| (r.held, r.resynced)).unwrap_or_default();
         let mut conversations: Vec<ConversationState> = self
             .state
             .convs
@@ -140,7 +163,7 @@ impl ServerCore {
             }
             self.send(session, ServerFrame::SyncConversations { conversations: page }, true);
         }
-        self.send(session, ServerFrame::SyncDone { head, conversations: rest }, true);
+        self.send(session, ServerFrame::SyncDone { head, conversations: rest, resync }, true);
         for frame in held {
             self.effects.out.push(Outgoing { session, frame, replay: false });
         }

@@ -2,12 +2,15 @@
 //! disconnect, and retention pruning.
 
 use receipt_core::protocol::ServerFrame;
-use receipt_core::{ChatError, ErrorCode, UserId};
+use receipt_core::{ChatError, ChatType, ErrorCode, UserId};
 
 use super::{err, Effects, LoggedIn, ServerCore, SessionId, StoreOp};
 
 /// Longest time log events are kept past retention (see `prune`).
 pub const LOG_GRACE_MAX_MS: u64 = 3_600_000;
+/// Work one retention pass does at most (messages dropped plus group members whose unread
+/// count it fixed); the rest is dropped at the next tick.
+pub const PRUNE_STEPS: usize = 50_000;
 
 impl ServerCore {
     /// The session's connection is gone.
@@ -29,18 +32,15 @@ impl ServerCore {
     /// memory or in the store.
     pub fn prune(&mut self, now_ms: u64) -> Effects {
         self.now_ms = now_ms;
+        // Bounded work per tick: a group message's unread fix-up is O(members) (see
+        // `drop_expired_message`); what is left waits for the next tick.
+        let mut budget = PRUNE_STEPS;
         while let Some((&id, rec)) = self.state.messages.first_key_value() {
-            if !self.expired(rec, now_ms) {
+            if budget == 0 || !self.expired(rec, now_ms) {
                 break;
             }
             let rec = self.state.messages.remove(&id).expect("present");
-            self.limits.dropped(&rec.msg);
-            if let Some(ids) = self.state.client_ids.get_mut(&rec.msg.from) {
-                ids.remove(&rec.msg.client_id);
-                if ids.is_empty() {
-                    self.state.client_ids.remove(&rec.msg.from);
-                }
-            }
+            budget = budget.saturating_sub(self.drop_expired_message(&rec));
             self.effects.ops.push(StoreOp::DeleteMessage(id));
         }
         // A log is in time order: its expired events are a prefix. Only the logs whose first
@@ -54,26 +54,71 @@ impl ServerCore {
         let cutoff = now_ms.saturating_sub(self.cfg.retention_ms.saturating_add(grace));
         while self.trim_queue.peek().is_some_and(|std::cmp::Reverse((at, _))| *at < cutoff) {
             let std::cmp::Reverse((_, user)) = self.trim_queue.pop().expect("peeked");
-            let Some(log) = self.state.logs.get_mut(&user) else { continue };
+            let Some(log) = self.state.logs.get_mut(&user) else {
+                // Emptied by the device cursors meanwhile.
+                self.queued.remove(&user);
+                continue;
+            };
             let n = log.partition_point(|e| e.at() < cutoff);
             if n > 0 {
                 let up_to = log[n - 1].seq;
                 log.drain(..n);
-                let base = self.state.log_base.entry(user.clone()).or_default();
-                *base = (*base).max(up_to);
+                self.state.note_trim(&user, up_to);
                 self.effects.ops.push(StoreOp::TrimLog { user: user.clone(), up_to });
             }
+            let log = self.state.logs.get(&user).expect("present");
             match log.first() {
                 Some(e) => self.trim_queue.push(std::cmp::Reverse((e.at(), user))),
                 None => {
                     self.state.logs.remove(&user);
+                    self.queued.remove(&user);
                 }
             }
         }
+        self.forget_unseen_devices(now_ms);
         self.take()
     }
 
-    pub(super) fn login(&mut self, now_ms: u64, session: SessionId, user: UserId, device: String, since: u64) {
+    /// A message left at retention: its index entries go, and each recipient who had not read
+    /// it counts one unread message less (1:1: the recipient; group: each member at send time
+    /// whose read mark does not cover it). Returns the steps it took (1 + members looked at).
+    fn drop_expired_message(&mut self, rec: &crate::state::MessageRecord) -> usize {
+        let msg = &rec.msg;
+        self.limits.dropped(msg);
+        if let Some(ids) = self.state.client_ids.get_mut(&msg.from) {
+            ids.remove(&msg.client_id);
+            if ids.is_empty() {
+                self.state.client_ids.remove(&msg.from);
+            }
+        }
+        self.state.unindex_message(msg);
+        let recipients: Vec<UserId> = match msg.chat_type {
+            ChatType::Chat => vec![msg.to.clone()],
+            _ => match self.state.groups.get(&msg.to) {
+                // Members at send time: those who joined before it (the ones removed since are
+                // not known any more; their record keeps the count until they next read).
+                Some(g) => g
+                    .members
+                    .keys()
+                    .filter(|m| **m != msg.from && g.joined_after.get(*m).is_none_or(|after| msg.id > *after))
+                    .cloned()
+                    .collect(),
+                None => Vec::new(),
+            },
+        };
+        let steps = 1 + recipients.len();
+        for user in recipients {
+            let key = msg.conversation_for(&user);
+            let unread = self.conv(&user, &key).is_some_and(|c| c.unread > 0 && !c.read.covers(msg.id) && msg.id <= c.newest_received);
+            if unread {
+                self.conv_mut(&user, &key).unread -= 1;
+                self.put_conv(&user, &key);
+            }
+        }
+        steps
+    }
+
+    pub(super) fn login(&mut self, now_ms: u64, session: SessionId, user: UserId, device: String, since: u64, v: u32) {
         if self.sessions.contains_key(&session) {
             self.send(session, ServerFrame::Error { error: ChatError::invalid_param("already logged in") }, false);
             return;
@@ -111,8 +156,11 @@ impl ServerCore {
             },
             true,
         );
+        self.note_device(now_ms, &user, &device, since);
         self.sessions.insert(session, LoggedIn { user: user.into(), device: device.into() });
-        // Online once the replay (streamed, see `replay`) reached the head.
-        self.start_replay(session, since);
+        // Online once the replay (streamed, see `replay`) reached the head. A device below the
+        // log's trimmed prefix gets the full state instead of the events it missed (`resync`);
+        // a version-1 client does not know those frames and gets what the log retains.
+        self.start_replay(session, since, v >= 2);
     }
 }

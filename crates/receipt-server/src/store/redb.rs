@@ -10,7 +10,7 @@ use receipt_core::{ChatType, ConversationKey, GroupReadAck, WireMessage};
 use super::records::{chat_type_code, conv_record, decode, decode_conv, decode_events, encode_events, encode_record, last_seq};
 use super::{store_err, ServerStore, StoreError};
 use crate::core::StoreOp;
-use crate::state::{Counters, Group, HashMap, MessageRecord, State};
+use crate::state::{ConvId, Counters, DeviceCursor, Group, HashMap, MessageRecord, State};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
@@ -30,6 +30,14 @@ const READS: TableDefinition<(&str, u8, &str, u64), ()> = TableDefinition::new("
 const MEMBER_SINCE: TableDefinition<&str, &[u8]> = TableDefinition::new("member_since");
 /// user -> seq of the last event trimmed from the user's log (past retention).
 const LOG_BASE: TableDefinition<&str, u64> = TableDefinition::new("log_base");
+
+/// (user, device) -> (cursor seq, last seen ms): the devices the server remembers per user; the
+/// user's log is trimmed below the lowest cursor.
+const CURSORS: TableDefinition<(&str, &str), (u64, u64)> = TableDefinition::new("device_cursors");
+/// (kind, id, id, msg id): the retained messages of each conversation (kind 0: a 1:1 pair, the
+/// two user ids in order; 1: a group or room, its id and ""). Written with the message, dropped
+/// with it: what a full state resync walks (`ConvId`).
+const CONV_MESSAGES: TableDefinition<(u8, &str, &str, u64), ()> = TableDefinition::new("conv_messages");
 
 /// The database file inside a data directory.
 pub const DB_FILE: &str = "receipts.redb";
@@ -65,6 +73,8 @@ impl RedbServerStore {
             txn.open_table(READS).map_err(store_err)?;
             txn.open_table(MEMBER_SINCE).map_err(store_err)?;
             txn.open_table(LOG_BASE).map_err(store_err)?;
+            txn.open_table(CURSORS).map_err(store_err)?;
+            txn.open_table(CONV_MESSAGES).map_err(store_err)?;
         }
         txn.commit().map_err(store_err)?;
         Ok(RedbServerStore { db, path })
@@ -125,6 +135,12 @@ impl ServerStore for RedbServerStore {
         for item in txn.open_table(LOG_BASE).map_err(store_err)?.iter().map_err(store_err)? {
             let (k, v) = item.map_err(store_err)?;
             state.log_base.insert(k.value().to_string(), v.value());
+            state.trimmed.insert(k.value().to_string(), v.value());
+        }
+        for item in txn.open_table(CURSORS).map_err(store_err)?.iter().map_err(store_err)? {
+            let (k, v) = item.map_err(store_err)?;
+            let ((user, device), (seq, seen)) = (k.value(), v.value());
+            state.cursors.entry(user.to_string()).or_default().insert(device.to_string(), DeviceCursor { seq, seen });
         }
         // Each log's last stored seq: its head, even when its last events were dropped at load.
         let mut stored_heads: HashMap<String, u64> = HashMap::default();
@@ -246,6 +262,8 @@ impl ServerStore for RedbServerStore {
             let mut reads = txn.open_table(READS).map_err(store_err)?;
             let mut member_since = txn.open_table(MEMBER_SINCE).map_err(store_err)?;
             let mut log_base = txn.open_table(LOG_BASE).map_err(store_err)?;
+            let mut cursors = txn.open_table(CURSORS).map_err(store_err)?;
+            let mut conv_messages = txn.open_table(CONV_MESSAGES).map_err(store_err)?;
             let mut buf = Vec::with_capacity(256);
             for (user, evs) in &user_events {
                 events.insert((*user, evs[0].seq), encode_events(evs, &mut buf)).map_err(store_err)?;
@@ -260,13 +278,23 @@ impl ServerStore for RedbServerStore {
                     }
                     StoreOp::PutMessage(m) => {
                         messages.insert(m.id, encode_record(m, &mut buf)).map_err(store_err)?;
+                        let conv = ConvId::of(m);
+                        let (kind, a, b) = conv.key_parts();
+                        conv_messages.insert((kind, a, b, m.id), ()).map_err(store_err)?;
                     }
                     StoreOp::PutMessageFlags { id, delivered, read_acked } => {
                         let v = u8::from(*delivered) | (u8::from(*read_acked) << 1);
                         flags.insert(*id, v).map_err(store_err)?;
                     }
                     StoreOp::DeleteMessage(id) => {
-                        messages.remove(*id).map_err(store_err)?;
+                        // The row names its conversation: its index entry goes with it.
+                        let gone = messages.remove(*id).map_err(store_err)?.map(|v| decode::<WireMessage>("message", v.value()));
+                        if let Some(msg) = gone {
+                            let msg = msg?;
+                            let conv = ConvId::of(&msg);
+                            let (kind, a, b) = conv.key_parts();
+                            conv_messages.remove((kind, a, b, msg.id)).map_err(store_err)?;
+                        }
                         flags.remove(*id).map_err(store_err)?;
                         acks.retain_in((*id, 0)..=(*id, u64::MAX), |_, _| false).map_err(store_err)?;
                     }
@@ -303,6 +331,12 @@ impl ServerStore for RedbServerStore {
                             let end = if last <= *up_to { first + 1 } else { first };
                             events.retain_in((u, 0)..(u, end), |_, _| false).map_err(store_err)?;
                         }
+                    }
+                    StoreOp::PutCursor { user, device, cursor } => {
+                        cursors.insert((user.as_str(), device.as_str()), (cursor.seq, cursor.seen)).map_err(store_err)?;
+                    }
+                    StoreOp::DeleteCursor { user, device } => {
+                        cursors.remove((user.as_str(), device.as_str())).map_err(store_err)?;
                     }
                     StoreOp::PutGroup(g) => {
                         groups.insert(g.id.as_str(), encode_record(g, &mut buf)).map_err(store_err)?;
@@ -516,5 +550,59 @@ mod head_tests {
         let state = s.load().unwrap();
         assert!(state.logs.get("bob").is_none_or(Vec::is_empty), "the reference to a gone message is dropped");
         assert_eq!(state.head("bob"), 5, "seqs never go back");
+    }
+}
+
+#[cfg(test)]
+mod cursor_tests {
+    use super::*;
+
+    #[test]
+    fn device_cursors_and_the_conversation_index_are_stored_and_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let msg = |id, to: &str, chat_type| WireMessage {
+            id,
+            client_id: format!("c{id}"),
+            from: "alice".into(),
+            to: to.into(),
+            chat_type,
+            content: "x".into(),
+            timestamp: 7,
+            require_delivery_ack: false,
+            need_group_ack: false,
+        };
+        let mut s = RedbServerStore::open(dir.path()).unwrap();
+        let cursor = DeviceCursor { seq: 5, seen: 99 };
+        s.commit(&[&[
+            StoreOp::PutMessage(msg(1, "bob", ChatType::Chat).into()),
+            StoreOp::PutMessage(msg(2, "g", ChatType::GroupChat).into()),
+            StoreOp::PutCursor { user: "bob".into(), device: "phone".into(), cursor },
+            StoreOp::PutCursor { user: "bob".into(), device: "old".into(), cursor },
+            StoreOp::DeleteCursor { user: "bob".into(), device: "old".into() },
+        ]])
+        .unwrap();
+        let rows = |s: &RedbServerStore| -> Vec<(u8, String, String, u64)> {
+            let r = s.db.begin_read().unwrap();
+            let t = r.open_table(CONV_MESSAGES).unwrap();
+            t.iter()
+                .unwrap()
+                .map(|x| {
+                    let (k, _) = x.unwrap();
+                    let (kind, a, b, id) = k.value();
+                    (kind, a.to_string(), b.to_string(), id)
+                })
+                .collect()
+        };
+        assert_eq!(rows(&s), vec![(0, "alice".into(), "bob".into(), 1), (1, "g".into(), String::new(), 2)]);
+        let state = s.load().unwrap();
+        assert_eq!(state.cursors["bob"].iter().collect::<Vec<_>>(), vec![(&"phone".to_string(), &cursor)]);
+        assert_eq!(state.conv_messages[&ConvId::Group("g".into())].iter().copied().collect::<Vec<_>>(), vec![2]);
+        // Retention drops the index row with the message.
+        s.commit(&[&[StoreOp::DeleteMessage(1)]]).unwrap();
+        assert_eq!(rows(&s), vec![(1, "g".into(), String::new(), 2)]);
+        drop(s);
+        let state = RedbServerStore::open(dir.path()).unwrap().load().unwrap();
+        assert!(!state.conv_messages.contains_key(&ConvId::of(&msg(1, "bob", ChatType::Chat))));
+        assert_eq!(state.cursors["bob"]["phone"], cursor);
     }
 }
