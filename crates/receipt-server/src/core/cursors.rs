@@ -25,6 +25,9 @@ impl ServerCore {
             log::warn!("{user}/{device}: cursor {seq} ignored: ahead of the log's head {head}");
             return;
         }
+        // Everything after the last event sent to this session was its own echo (its device
+        // applied those itself): a cursor that reached the last one sent covers the head.
+        let seq = if self.last_sent.get(&session).is_some_and(|&last| seq >= last) { head } else { seq };
         let known = self.state.cursors.get(&*user).and_then(|ds| ds.get(&*device)).copied();
         if let Some(c) = known {
             if seq < c.seq {

@@ -203,6 +203,10 @@ pub struct ServerCore {
     now_ms: u64,
     /// Remembered devices by the time they were last seen: the horizon pass forgets the oldest.
     seen_order: std::collections::BTreeSet<(u64, UserId, DeviceId)>,
+    /// Per online session, the seq of the last event sent to it (replayed or live). Every later
+    /// event of its user was its own echo, not sent to it (`echo`): a cursor at or above this
+    /// covers the head (see `sync_cursor`).
+    last_sent: HashMap<SessionId, u64>,
     /// Users whose log has an entry in `trim_queue` (one each: a trim by cursors moves a log's
     /// first event without touching the queue).
     queued: crate::state::HashSet<UserId>,
@@ -225,6 +229,7 @@ impl ServerCore {
         ServerCore {
             seen_order,
             queued,
+            last_sent: HashMap::default(),
             trim_queue,
             ack_policy: cfg.group_ack.rules(),
             limits: limits::Limits::new(&state),
@@ -409,6 +414,9 @@ impl ServerCore {
                 if Some(s) != skip {
                     let frame = frame.get_or_insert_with(|| le.frame()).clone();
                     self.effects.out.push(Outgoing { session: s, frame, replay: false });
+                    if let Some(last) = self.last_sent.get_mut(&s) {
+                        *last = seq;
+                    }
                 }
             }
         }

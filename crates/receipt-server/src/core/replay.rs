@@ -167,6 +167,7 @@ impl ServerCore {
         for frame in held {
             self.effects.out.push(Outgoing { session, frame, replay: false });
         }
+        self.last_sent.insert(session, head);
         self.online.entry(user.to_string()).or_default().push(session);
     }
 }

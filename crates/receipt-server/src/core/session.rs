@@ -16,6 +16,7 @@ impl ServerCore {
     /// The session's connection is gone.
     pub fn disconnect(&mut self, session: SessionId) {
         self.syncing.remove(&session);
+        self.last_sent.remove(&session);
         if let Some(s) = self.sessions.remove(&session) {
             if let Some(list) = self.online.get_mut(&*s.user) {
                 list.retain(|x| *x != session);
