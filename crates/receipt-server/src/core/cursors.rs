@@ -41,11 +41,15 @@ impl ServerCore {
 
     /// A device logs in with cursor `since`: remembered (or refreshed) at that cursor, which may
     /// go back (a reinstalled device knows less than it reported before). Over the cap, the
-    /// least recently seen device without a session is forgotten.
+    /// least recently seen device without a session is forgotten (and the log trimmed below the
+    /// others).
     pub(super) fn note_device(&mut self, now: u64, user: &str, device: &str, since: Seq) {
         let seq = since.min(self.state.head(user));
         self.put_cursor(user, device, DeviceCursor { seq, seen: now });
+        // No trim here: a login's `since` is a claim the device has not confirmed by a report
+        // (a client that never reports, e.g. a version-1 one, must not trim its user's log).
         let cap = self.cfg.max_remembered_devices.max(1);
+        let mut forgot = false;
         let mut guard = 0;
         while self.state.cursors.get(user).is_some_and(|ds| ds.len() > cap) && guard < cap + 1 {
             guard += 1;
@@ -55,11 +59,16 @@ impl ServerCore {
                 .min_by_key(|(_, c)| c.seen)
                 .map(|(d, _)| d.clone());
             match oldest {
-                Some(d) => self.forget_device(user, &d),
+                Some(d) => {
+                    self.forget_device(user, &d);
+                    forgot = true;
+                }
                 None => break,
             }
         }
-        self.trim_below_cursors(user);
+        if forgot {
+            self.trim_below_cursors(user);
+        }
     }
 
     /// A resync brings the device to `seq` (the head when it started): it needs no event up to
