@@ -196,3 +196,36 @@ fn a_new_device_after_trimming_gets_every_retained_message_once_with_the_counts(
     // Nothing outstanding: every delivery ack was already sent by b1 (the server said so).
     assert_eq!(w.dev("b3").engine.outbox().count(), 0);
 }
+
+/// Events held in the logs of the users (memory; the `events` rows hold the same events).
+fn logged_events(w: &Cluster) -> usize {
+    w.server.state().logs.values().map(Vec::len).sum()
+}
+
+#[test]
+fn logs_stay_bounded_by_the_cursors_while_every_device_reads() {
+    const MESSAGES: usize = 2_000;
+    let (mut w, _) = world();
+    let mut peak = 0;
+    for i in 0..MESSAGES {
+        let now = w.now;
+        w.dev("a1").engine.send_message(now, "bob", ChatType::Chat, "hi", false).unwrap();
+        w.pump();
+        if i % 50 == 49 {
+            report_cursors(&mut w);
+        }
+        peak = peak.max(logged_events(&w));
+    }
+    // Without trimming below the cursors a log keeps one retention period (7 days here): every
+    // event of the run.
+    let st = w.server.state();
+    let logged: u64 = ["alice", "bob", "carol"].iter().map(|u| st.head(u)).sum();
+    println!(
+        "logs: {MESSAGES} messages with their delivery receipts, every device online and reading: \
+         events held at most {peak}, at the end {}; retention-only trimming would hold all {logged}",
+        logged_events(&w)
+    );
+    // Every device reads: the logs hold what arrived since the last reports (every 5 s or 256
+    // events), not the whole run.
+    assert!(peak < 1_200 && (peak as u64) < logged / 5, "{peak} events held of {logged}");
+}
