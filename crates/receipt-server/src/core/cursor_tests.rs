@@ -137,9 +137,11 @@ fn a_cursor_ahead_of_the_head_or_going_back_is_ignored() {
     assert_eq!(c.state.cursors["bob"]["phone"].seq, 0);
     let fx = c.handle(T0, 2, ClientFrame::SyncCursor { seq: 4 });
     assert_eq!(trims(&fx), vec![("bob".to_string(), 4)]);
-    // Going back on a live session: ignored.
+    // Going back on a live session: ignored; the same cursor again: no write.
     let fx = c.handle(T0, 2, ClientFrame::SyncCursor { seq: 2 });
     assert!(fx.ops.is_empty());
+    let fx = c.handle(T0 + 1, 2, ClientFrame::SyncCursor { seq: 4 });
+    assert!(fx.ops.is_empty(), "{fx:?}");
     assert_eq!(c.state.cursors["bob"]["phone"].seq, 4);
     // Not logged in: nothing.
     assert!(c.handle(T0, 99, ClientFrame::SyncCursor { seq: 1 }).ops.is_empty());

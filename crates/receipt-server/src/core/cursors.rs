@@ -34,6 +34,11 @@ impl ServerCore {
                 log::warn!("{user}/{device}: cursor {seq} ignored: behind the device's cursor {}", c.seq);
                 return;
             }
+            // Not moved: nothing to store (a client repeating its report costs no write; an
+            // online device is never forgotten, so its last-seen time needs no refresh).
+            if seq == c.seq {
+                return;
+            }
         }
         self.put_cursor(&user, &device, DeviceCursor { seq, seen: now });
         self.trim_below_cursors(&user);
