@@ -28,8 +28,7 @@ fn ev(seq: Seq, event: ServerEvent) -> ServerFrame {
 }
 
 fn login(events: Vec<ServerEvent>, conversations: Vec<(ChatType, &str, u32)>) -> Vec<ServerFrame> {
-    let events: Vec<SeqEvent> =
-        events.into_iter().enumerate().map(|(i, event)| SeqEvent { seq: i as Seq + 1, event: event.into() }).collect();
+    let events: Vec<SeqEvent> = events.into_iter().enumerate().map(|(i, event)| SeqEvent { seq: i as Seq + 1, event: event.into() }).collect();
     let head = events.len() as Seq;
     vec![
         ServerFrame::LoginOk { v: PROTOCOL_VERSION, user: "alice".into(), device: "a1".into(), server_time: 1 },
