@@ -353,3 +353,53 @@ fn a_login_storm_that_never_reads_holds_one_replay_window_per_socket() {
     assert!(bob.backlog.windows(2).all(|w| w[0].seq < w[1].seq), "in order");
     bob.sync_ping();
 }
+
+#[test]
+fn logs_stay_bounded_by_device_cursors_under_load_and_a_forgotten_device_resyncs() {
+    const MESSAGES: usize = 2_000;
+    // Devices unseen for 2 s are forgotten (the retention tick's clock: wall time).
+    let mut server = TestServer::start(|c| {
+        c.device_horizon_secs = 2;
+        c.send_rate = receipt_server::RateLimit::OFF;
+    });
+    let opts = ChatOptions { require_delivery_ack: false, ..Default::default() };
+    let key = ConversationKey::new(ChatType::Chat, "alice");
+    let phone = Device::online("bob/phone", opts.clone(), server.port());
+    let old = Device::online("bob/old", opts.clone(), server.port());
+    let mut alice = RawClient::login(server.addr(), "alice", "a");
+    let (first, _) = alice.send_msg_opts("bob", ChatType::Chat, "first", false, false).expect("sent");
+    assert_eq!(old.received(1)[0].id, first);
+    old.wait_unread(&key, 1);
+    // The old device goes away (the app killed, its data kept); the phone reads all along.
+    let old = old.reopen(server.port());
+    let t = Instant::now();
+    pipelined(&mut alice, MESSAGES, |req, i| plain_send(req, format!("load{i}"), "bob", ChatType::Chat, format!("m{i}")));
+    phone.wait_unread(&key, MESSAGES as u32 + 1);
+    let load = t.elapsed();
+    // Past the horizon (the old device is forgotten) and the phone's 5 s cursor report: bounded.
+    std::thread::sleep(Duration::from_millis(receipt_core::engine::CURSOR_REPORT_MS + 1_500));
+    drop(alice);
+    drop(phone);
+    let state = server.stop_and_load();
+    let (held, head) = (state.logs.get("bob").map_or(0, Vec::len), state.head("bob"));
+    let remembered: Vec<&String> = state.cursors["bob"].keys().collect();
+    loud(&format!(
+        "cursors: {} messages to bob in {load:?} with his phone reading: bob's stored log holds {held} events of {head} \
+         logged (retention-only trimming keeps all {head}); remembered devices {remembered:?}",
+        MESSAGES + 1
+    ));
+    assert_eq!(remembered, vec!["bob-phone"], "the old device is forgotten");
+    assert!(held < 256, "{held} events stored of {head}");
+    // The old device comes back below the trimmed log: a full state resync, nothing lost, the
+    // one message it held not received again, the count the server's.
+    server.start_again();
+    old.login();
+    let got = old.received(MESSAGES);
+    assert!(got.iter().all(|m| m.id != first), "the held message is not received again");
+    let mut ids: Vec<MsgId> = got.iter().map(|m| m.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), MESSAGES, "each message once");
+    old.wait_unread(&key, MESSAGES as u32 + 1);
+    old.hears_nothing("a second copy", |e| matches!(e, receipt_core::engine::ClientEvent::MessagesReceived(_)));
+}
