@@ -10,8 +10,9 @@ use receipt_core::Seq;
 use super::{ServerCore, SessionId, StoreOp};
 use crate::state::DeviceCursor;
 
-/// Devices the horizon pass forgets at most per tick (the rest at the next ones).
-const FORGET_STEPS: usize = 1000;
+/// Devices the horizon pass looks at most per tick (the rest at the next ones): each costs a
+/// look at the sessions replaying, so a login storm does not make a tick long.
+const FORGET_STEPS: usize = 100;
 
 impl ServerCore {
     /// A logged-in device says it applied every event up to `seq`. Ignored (with the reason in

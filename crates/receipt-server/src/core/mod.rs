@@ -7,9 +7,10 @@
 //!
 //! This module holds the core itself, request dispatch and the helpers every command shares
 //! (emitting events, conversation read state, lookups); the commands live by family in
-//! `session` (login, backlog replay, disconnect, pruning), `one_to_one` (sending, 1:1 receipts,
-//! read state), `group_receipts` (group read acks and their pages) and `groups` (group
-//! administration).
+//! `session` (login, disconnect, pruning), `replay` (the streamed backlog), `cursors` (device
+//! cursors, trimming the logs below them), `resync` (the full state for a device below the
+//! trimmed log), `one_to_one` (sending, 1:1 receipts, read state), `group_receipts` (group read
+//! acks and their pages) and `groups` (group administration).
 
 use std::sync::Arc;
 
