@@ -58,10 +58,11 @@ pub async fn start(config: ServerConfig) -> io::Result<Server> {
 
 /// Starts a server with a given store (any [`ServerStore`] backend).
 pub async fn start_with_store(config: ServerConfig, mut store: Box<dyn ServerStore>) -> io::Result<Server> {
-    if config.secret == DEFAULT_SECRET {
+    if config.secret == DEFAULT_SECRET && config.tokens.public_keys.is_empty() {
         warn!("running with the default secret; set one for any real use");
     }
     let tls = crate::tls::acceptor(&config)?;
+    let tokens = crate::auth::Verifier::from_config(&config).map_err(io::Error::other)?;
     let listener = bind_listener(config.addr)?;
     let local_addr = listener.local_addr()?;
     let state = store.load().map_err(io::Error::other)?;
@@ -75,7 +76,7 @@ pub async fn start_with_store(config: ServerConfig, mut store: Box<dyn ServerSto
     })?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let cfg = Arc::new(ConnCfg {
-        secret: config.secret.clone(),
+        tokens,
         idle: Duration::from_secs(config.idle_timeout_secs.max(1)),
         login_timeout: Duration::from_secs(config.login_timeout_secs.max(1)),
         max_frame: config.max_frame,

@@ -40,7 +40,7 @@ pub mod state;
 pub mod store;
 pub mod tls;
 
-pub use crate::config::{ConfigError, GroupAckPolicy, RateLimit, ServerConfig, Visibility, WhoMayRequest};
+pub use crate::config::{ConfigError, GroupAckPolicy, RateLimit, ServerConfig, TokenConfig, Visibility, WhoMayRequest};
 pub use crate::core::{CoreConfig, Effects, Outgoing, ServerCore, SessionId, StoreOp};
 pub use crate::handle::{open_store, start, start_with_store, Server, ServerHandle};
 pub use crate::router::Router;

@@ -65,7 +65,8 @@ impl ChildServer {
 
     /// Starts `bin` on a free loopback port. The TOML file holds the address, `data_dir`
     /// (`None`: an in-memory store), [`SECRET`], then `extra` (top-level keys first, tables
-    /// after), then group read acks enabled unless `extra` has a `[group_ack]` table.
+    /// after), then group read acks enabled unless `extra` has a `[group_ack]` table and no token
+    /// leeway (as [`crate::server_config`]) unless it has a `[tokens]` table.
     pub fn try_start(bin: &Path, data_dir: Option<&Path>, extra: &str) -> Result<ChildServer, String> {
         let conf_dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
         let conf = conf_dir.path().join("server.toml");
@@ -76,6 +77,9 @@ impl ChildServer {
         text += extra;
         if !extra.contains("[group_ack]") {
             text += "\n[group_ack]\nenabled = true\n";
+        }
+        if !extra.contains("[tokens]") {
+            text += "\n[tokens]\nleeway_secs = 0\n";
         }
         std::fs::write(&conf, text).map_err(|e| format!("writing {}: {e}", conf.display()))?;
         let mut s = ChildServer {

@@ -10,11 +10,14 @@ use receipt_server::{ServerConfig, ServerHandle, State};
 
 use crate::SECRET;
 
-/// The config every kit server starts from: a free port on 127.0.0.1 (`:0`), [`SECRET`], group
-/// read acks enabled (the guide's flows use them; a test about the feature being off says so),
-/// the store in `data_dir` (`None`: in memory), everything else the server's defaults.
+/// The config every kit server starts from: a free port on 127.0.0.1 (`:0`), [`SECRET`] (HS256
+/// tokens), no token leeway (tests mint tokens that expire at a given second and expect the
+/// server to refuse them from that second on), group read acks enabled (the guide's flows use
+/// them; a test about the feature being off says so), the store in `data_dir` (`None`: in
+/// memory), everything else the server's defaults.
 pub fn server_config(data_dir: Option<PathBuf>) -> ServerConfig {
     let mut config = ServerConfig { addr: "127.0.0.1:0".parse().unwrap(), data_dir, secret: SECRET.into(), ..ServerConfig::default() };
+    config.tokens.leeway_secs = 0;
     config.group_ack.enabled = true;
     config
 }
