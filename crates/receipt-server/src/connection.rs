@@ -68,6 +68,8 @@ pub(crate) struct ConnCfg {
     /// A valid Login must arrive within this long after the accept (slowloris bound).
     pub(crate) login_timeout: Duration,
     pub(crate) max_frame: usize,
+    /// Counts refused logins and renewals (`None`: no metrics listener, nothing counted).
+    pub(crate) metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 async fn writer_task<S: AsyncWrite>(mut wr: WriteHalf<S>, mut rx: mpsc::UnboundedReceiver<OutItem>, shared: Arc<OutShared>) {
@@ -177,7 +179,13 @@ pub(crate) async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
                     // Checked here, where the keys are; the session goes on either way.
                     let answer = match cfg.tokens.verify(&login_user, &token, auth::unix_secs()) {
                         Ok(()) => ServerFrame::ok(req, Response::Done),
-                        Err(e) => ServerFrame::err(req, token_error(e)),
+                        Err(e) => {
+                            let e = token_error(e);
+                            if let Some(m) = &cfg.metrics {
+                                m.refused("renew_token", e.code.as_u32());
+                            }
+                            ServerFrame::err(req, e)
+                        }
                     };
                     queue.push(answer);
                 }
@@ -262,7 +270,10 @@ pub(crate) async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
     }
 }
 
-fn login_failed(queue: &ConnQueue, code: ErrorCode, d: impl Into<String>) -> Step {
+fn login_failed(queue: &ConnQueue, cfg: &ConnCfg, code: ErrorCode, d: impl Into<String>) -> Step {
+    if let Some(m) = &cfg.metrics {
+        m.refused("login", code.as_u32());
+    }
     queue.push(ServerFrame::LoginFailed { error: ChatError::new(code, d) });
     Step::Stop
 }
@@ -284,17 +295,18 @@ async fn login(
     if *v != PROTOCOL_VERSION {
         return login_failed(
             queue,
+            cfg,
             ErrorCode::InvalidParam,
             format!("protocol version {v} not supported (server speaks {PROTOCOL_VERSION})"),
         );
     }
     if let Err(e) = validate_id("user", user).and_then(|_| validate_id("device", device)) {
-        return login_failed(queue, ErrorCode::InvalidParam, e.description);
+        return login_failed(queue, cfg, ErrorCode::InvalidParam, e.description);
     }
     if let Err(e) = cfg.tokens.verify(user, token, auth::unix_secs()) {
         debug!("session {session}: login of {user} refused: {e}");
         let e = token_error(e);
-        return login_failed(queue, e.code, e.description);
+        return login_failed(queue, cfg, e.code, e.description);
     }
     *logged_in = true;
     if core_tx.send(CoreMsg::Login { session, frame, queue: queue.clone() }).await.is_err() {

@@ -1,7 +1,8 @@
 //! `receipt-server`: run the server, mint tokens, manage groups offline.
 //!
 //! - `receipt-server serve [--config FILE] [--addr A] [--data-dir D] [--secret S] ...` prints
-//!   `listening on <addr>` as its first stdout line, then serves until SIGINT/SIGTERM.
+//!   `listening on <addr>` as its first stdout line (then `metrics on <addr>` with
+//!   `--metrics-addr`), then serves until SIGINT/SIGTERM.
 //! - `receipt-server token --user U (--secret S | --private-key PEM) [--ttl SECS]` prints a login
 //!   token (a JWT: HS256 with the secret, EdDSA or ES256 with the private key).
 //! - `receipt-server group create|add|remove|role --data-dir D ...` edits groups in a data
@@ -94,9 +95,9 @@ struct ServeArgs {
     /// Clock skew allowed on a token's expiry, in seconds (default 60).
     #[arg(long)]
     token_leeway_secs: Option<u64>,
-    /// Serve /metrics, /livez and /readyz on this address (off by default; keep it on loopback
-    /// or a private network).
-    #[arg(long)]
+    /// Serve /metrics, /livez and /readyz on this address (off by default). A bare port binds
+    /// loopback (`9464` is 127.0.0.1:9464); keep it on loopback or a private network.
+    #[arg(long, value_parser = parse_metrics_addr)]
     metrics_addr: Option<std::net::SocketAddr>,
     /// Message retention in seconds.
     #[arg(long)]
@@ -218,6 +219,14 @@ fn main() {
     }
 }
 
+/// `HOST:PORT`, or a bare port on 127.0.0.1.
+fn parse_metrics_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    match s.parse::<u16>() {
+        Ok(port) => Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port))),
+        Err(_) => s.parse().map_err(|e| format!("{s:?}: {e} (HOST:PORT or a port)")),
+    }
+}
+
 fn token(t: TokenArgs) -> Result<(), Box<dyn std::error::Error>> {
     use receipt_server::auth::SigningKey;
     let key = match (&t.secret, &t.private_key) {
@@ -325,6 +334,9 @@ fn serve(a: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         {
             let mut out = std::io::stdout().lock();
             writeln!(out, "listening on {}", server.local_addr())?;
+            if let Some(m) = server.metrics_addr() {
+                writeln!(out, "metrics on {m}")?;
+            }
             out.flush()?;
         }
         wait_for_signal().await;
