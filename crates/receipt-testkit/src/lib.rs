@@ -7,6 +7,7 @@
 //!   file (its RSS and fds can be read, it can be SIGKILLed and restarted on the same data dir).
 //! - [`token`]: the one way to mint a login token, an HS256 JWT ([`SECRET`] is every kit
 //!   server's secret).
+//! - [`ops`]: GET on a server's metrics listener, and reading Prometheus samples.
 //! - [`raw::RawClient`]: a raw protocol client on a blocking socket, for the server's rule tests.
 //! - [`Device`]: a real `receipt-client` runtime with an event-waiting API (wait for an event a
 //!   predicate accepts, with a time bound; collect; hears nothing...).
@@ -43,6 +44,7 @@
 
 pub mod child;
 pub mod device;
+pub mod ops;
 pub mod raw;
 pub mod rng;
 pub mod server;

@@ -58,6 +58,16 @@ impl TestServer {
         self.addr.port()
     }
 
+    /// The metrics listener's address while running, when the config set `metrics_addr`.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.handle.as_ref().and_then(|h| h.metrics_addr())
+    }
+
+    /// The running server's metrics, when the config set `metrics_addr`.
+    pub fn metrics(&self) -> Option<std::sync::Arc<receipt_server::Metrics>> {
+        self.handle.as_ref().and_then(|h| h.metrics().cloned())
+    }
+
     /// The temp dir that holds the store (`server/`); a place for the clients' dirs too.
     pub fn root(&self) -> &Path {
         self.root.path()
