@@ -230,28 +230,32 @@ fn jwts_minted_by_node_crypto_log_devices_in_and_the_secret_mints_nothing() {
 #[test]
 fn the_token_subcommand_mints_with_a_private_key() {
     let keys = tempfile::tempdir().unwrap();
-    let key = keys.path().join("k1.key");
-    let public = keys.path().join("k1.pem");
-    // The pair from Node's crypto, written as PKCS#8 / SPKI PEM.
+    // Ed25519 and P-256 pairs from Node's crypto, written as PKCS#8 / SPKI PEM.
     let script = r#"
-const crypto = require('node:crypto'); const fs = require('node:fs');
-const k = crypto.generateKeyPairSync('ed25519');
-fs.writeFileSync(process.argv[1], k.privateKey.export({ type: 'pkcs8', format: 'pem' }));
-fs.writeFileSync(process.argv[2], k.publicKey.export({ type: 'spki', format: 'pem' }));
+const crypto = require('node:crypto'); const fs = require('node:fs'); const path = require('node:path');
+for (const [name, type, opts] of [['k1', 'ed25519', {}], ['k2', 'ec', { namedCurve: 'P-256' }]]) {
+  const k = crypto.generateKeyPairSync(type, opts);
+  fs.writeFileSync(path.join(process.argv[1], name + '.key'), k.privateKey.export({ type: 'pkcs8', format: 'pem' }));
+  fs.writeFileSync(path.join(process.argv[1], name + '.pem'), k.publicKey.export({ type: 'spki', format: 'pem' }));
+}
 "#;
-    let st = Command::new("node").arg("-e").arg(script).arg(&key).arg(&public).status().expect("node runs");
+    let st = Command::new("node").arg("-e").arg(script).arg(keys.path()).status().expect("node runs");
     assert!(st.success());
-    let out = Command::new(server_binary().unwrap())
-        .args(["token", "--user", "dora", "--kid", "k1", "--ttl", "600", "--private-key"])
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let tok = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let srv = TestServer::start(|c| c.tokens.public_keys = vec![public.clone()]);
-    RawClient::login_with(srv.addr(), "dora", "d", &tok, 0);
+    let mint = |user: &str, kid: &str| {
+        let out = Command::new(server_binary().unwrap())
+            .args(["token", "--user", user, "--kid", kid, "--ttl", "600", "--private-key"])
+            .arg(keys.path().join(format!("{kid}.key")))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let (ed, es) = (mint("dora", "k1"), mint("erin", "k2"));
+    let srv = TestServer::start(|c| c.tokens.public_keys = vec![keys.path().join("k1.pem"), keys.path().join("k2.pem")]);
+    RawClient::login_with(srv.addr(), "dora", "d", &ed, 0);
+    RawClient::login_with(srv.addr(), "erin", "d", &es, 0);
     // The client reads the expiry the subcommand wrote.
-    let exp = receipt_client::token_expiry_unix_secs(&tok).expect("a JWT with exp");
+    let exp = receipt_client::token_expiry_unix_secs(&ed).expect("a JWT with exp");
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     assert!((now + 590..=now + 610).contains(&exp), "exp {exp}, now {now}");
 }
