@@ -259,3 +259,20 @@ for (const [name, type, opts] of [['k1', 'ed25519', {}], ['k2', 'ec', { namedCur
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     assert!((now + 590..=now + 610).contains(&exp), "exp {exp}, now {now}");
 }
+
+#[test]
+fn an_hs256_jwt_minted_by_node_crypto_logs_in_with_the_shared_secret() {
+    // HS256 over the kit server's secret with Node's HMAC, no JWT library.
+    let script = r#"
+const crypto = require('node:crypto');
+const b64 = (x) => Buffer.from(JSON.stringify(x)).toString('base64url');
+const input = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub: 'frank', exp: Math.floor(Date.now() / 1000) + 600, iat: 0 })}`;
+console.log(`${input}.${crypto.createHmac('sha256', process.argv[1]).update(input).digest('base64url')}`);
+"#;
+    let out = Command::new("node").arg("-e").arg(script).arg(SECRET).output().expect("node runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let tok = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let srv = TestServer::start(|_| {});
+    let mut frank = RawClient::login_with(srv.addr(), "frank", "d", &tok, 0);
+    frank.sync_ping();
+}
