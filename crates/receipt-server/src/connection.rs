@@ -177,6 +177,9 @@ pub(crate) async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
             match decoder.next_frame::<ClientFrame>() {
                 Ok(Some(ClientFrame::RenewToken { req, token })) if logged_in => {
                     // Checked here, where the keys are; the session goes on either way.
+                    if let Some(m) = &cfg.metrics {
+                        m.renewal();
+                    }
                     let answer = match cfg.tokens.verify(&login_user, &token, auth::unix_secs()) {
                         Ok(()) => ServerFrame::ok(req, Response::Done),
                         Err(e) => {

@@ -46,6 +46,9 @@ pub const REQUEST_KINDS: [&str; 16] = [
     "renew_token",
 ];
 
+/// `renew_token` in [`REQUEST_KINDS`].
+const KIND_RENEW_TOKEN: u8 = 15;
+
 /// The index of a request's kind in [`REQUEST_KINDS`].
 pub fn request_kind(f: &ClientFrame) -> u8 {
     use ClientFrame::*;
@@ -65,7 +68,7 @@ pub fn request_kind(f: &ClientFrame) -> u8 {
         LeaveGroup { .. } => 12,
         SyncCursor { .. } => 13,
         Ping { .. } => 14,
-        RenewToken { .. } => 15,
+        RenewToken { .. } => KIND_RENEW_TOKEN,
     }
 }
 
@@ -116,7 +119,7 @@ impl Metrics {
         let sessions = Gauge::default();
         r.register("sessions", "Logged-in sessions receiving frames", sessions.clone());
         let by_kind = Family::<KindLabel, Counter>::default();
-        r.register("requests", "Requests applied by the core, by kind (logins included)", by_kind.clone());
+        r.register("requests", "Requests handled, by kind (authenticated logins included)", by_kind.clone());
         let requests = REQUEST_KINDS.iter().map(|&kind| by_kind.get_or_create(&KindLabel { kind }).clone()).collect();
         let refusals = Family::<RefusalLabels, Counter>::default();
         r.register("refusals", "Refused logins and requests, by kind and SDK error code (docs/errors.md)", refusals.clone());
@@ -197,6 +200,11 @@ impl Metrics {
     pub fn set_cache_bytes(&self, used: u64, budget: u64) {
         self.cache_bytes.set(used.min(i64::MAX as u64) as i64);
         self.cache_budget.set(budget.min(i64::MAX as u64) as i64);
+    }
+
+    /// A `RenewToken`, checked by the connection (it never reaches the core).
+    pub(crate) fn renewal(&self) {
+        self.requests[KIND_RENEW_TOKEN as usize].inc();
     }
 
     /// A refusal outside the core (the connection's token and login checks).
@@ -399,6 +407,15 @@ mod tests {
         m.set_cache_bytes(5, 10);
         let text = m.encode();
         assert!(text.contains("receipt_cache_bytes 5\n") && text.contains("receipt_cache_budget_bytes 10\n"), "{text}");
+    }
+
+    #[test]
+    fn every_kind_index_names_its_kind() {
+        let renew = ClientFrame::RenewToken { req: 1, token: String::new() };
+        assert_eq!(REQUEST_KINDS[request_kind(&renew) as usize], "renew_token");
+        assert_eq!(REQUEST_KINDS[request_kind(&ClientFrame::Ping { nonce: 0 }) as usize], "ping");
+        assert_eq!(REQUEST_KINDS[request_kind(&ClientFrame::SyncCursor { seq: 0 }) as usize], "sync_cursor");
+        assert_eq!(REQUEST_KINDS[request_kind(&ClientFrame::ReadAck { req: 1, msg_id: 1 }) as usize], "read_ack");
     }
 
     #[test]

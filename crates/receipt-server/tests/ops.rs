@@ -80,6 +80,14 @@ fn metrics_count_a_workload_and_the_health_endpoints_answer() {
     let text = scrape(m);
     assert_eq!((metric(&text, "receipt_cache_bytes"), metric(&text, "receipt_cache_budget_bytes")), (1234.0, 4096.0));
 
+    // A renewal is counted, and its refusal by code.
+    bob.expect_ok(|req| ClientFrame::RenewToken { req, token: token("bob") });
+    bob.expect_err(ErrorCode::InvalidToken, |req| ClientFrame::RenewToken { req, token: "not-a-jwt".into() });
+    let text = scrape(m);
+    assert_eq!(metric(&text, r#"receipt_requests_total{kind="renew_token"}"#), 2.0);
+    let renew_refused = format!(r#"receipt_refusals_total{{kind="renew_token",code="{}"}}"#, ErrorCode::InvalidToken.as_u32());
+    assert_eq!(metric(&text, &renew_refused), 1.0);
+
     // A logout: the gauges come down.
     drop(bob);
     let text = wait_metric(m, "receipt_sessions", 1.0);
