@@ -403,3 +403,31 @@ fn logs_stay_bounded_by_device_cursors_under_load_and_a_forgotten_device_resyncs
     old.wait_unread(&key, MESSAGES as u32 + 1);
     old.hears_nothing("a second copy", |e| matches!(e, receipt_core::engine::ClientEvent::MessagesReceived(_)));
 }
+
+#[test]
+fn unread_counts_drop_when_unread_messages_pass_retention() {
+    let server = TestServer::start(|c| c.retention_secs = 2);
+    let key = ConversationKey::new(ChatType::Chat, "alice");
+    let mut alice = RawClient::login(server.addr(), "alice", "a");
+    let old: Vec<MsgId> = (0..3).map(|i| alice.send_msg("bob", ChatType::Chat, &format!("old{i}"))).collect();
+    let mut bob = RawClient::login(server.addr(), "bob", "b");
+    assert_eq!(bob.unread(ChatType::Chat, "alice"), 3);
+    bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: old[0] });
+    drop(bob);
+    // Past retention (2 s) and a retention tick (1 s): the two unread ones stop counting. Bounded.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let unread = loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let n = RawClient::login(server.addr(), "bob", "b").unread(ChatType::Chat, "alice");
+        if n == 0 || Instant::now() > deadline {
+            break n;
+        }
+    };
+    assert_eq!(unread, 0, "expired unread messages still counted");
+    // A young one counts; a device that never held the old ones (the real client) says 1 too.
+    alice.send_msg("bob", ChatType::Chat, "young");
+    assert_eq!(RawClient::login(server.addr(), "bob", "b").unread(ChatType::Chat, "alice"), 1);
+    let phone = Device::online("bob/phone", ChatOptions::default(), server.port());
+    phone.wait_unread(&key, 1);
+    loud("retention: 2 unread 1:1 messages past a 2 s retention: the server's count 2 -> 0, a young one counts 1 on a new device");
+}
