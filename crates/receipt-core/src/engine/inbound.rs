@@ -307,15 +307,24 @@ impl<S: ClientStore> ClientEngine<S> {
     /// One retained message of a full state resync. A message this device holds is updated to the
     /// server's flags with no receipt callback (`MessagesDelivered`, `MessagesRead`,
     /// `GroupMessageRead` are not replayed; the changed flags are in `MessagesUpdated`); one it
-    /// does not hold is stored as if it had arrived (`MessagesReceived` for a received one, its
-    /// delivery ack unless the server says another device sent it), then given its flags.
+    /// never had is stored as if it had arrived (`MessagesReceived` for a received one, its
+    /// delivery ack unless the server says another device sent it), then given its flags; one it
+    /// had and dropped (local retention) is stored again quietly.
     fn apply_retained(&mut self, r: RetainedMessage) {
         let id = r.msg.id;
         if id == 0 {
             return;
         }
         if !self.fetch(id) {
-            self.on_message(Arc::unwrap_or_clone(r.msg));
+            // Not held. Read (or sent by this user) and not above the newest message this device
+            // had in its conversation: most likely one it had and dropped (local retention drops
+            // only read and sent messages), else one a race kept from it that was read
+            // elsewhere. Stored again, without a callback: nothing lost, nothing heard twice.
+            // Unread on the server: this device never had it (an unread one is never dropped).
+            let unread = r.msg.from != self.cfg.user && !r.read;
+            let newest = self.conversations.get(&r.msg.conversation_for(&self.cfg.user)).map_or(0, |c| c.newest);
+            let notify = unread || id > newest;
+            self.store_message(Arc::unwrap_or_clone(r.msg), notify);
             if !self.fetch(id) {
                 return;
             }
@@ -428,6 +437,12 @@ impl<S: ClientStore> ClientEngine<S> {
     }
 
     fn on_message(&mut self, msg: WireMessage) {
+        self.store_message(msg, true);
+    }
+
+    /// A message from the server: stored if new. `notify`: it is news to this device
+    /// (`MessagesReceived`, its delivery ack); false: history it had (a resync), stored quietly.
+    fn store_message(&mut self, msg: WireMessage, notify: bool) {
         if msg.id == 0 {
             // Server ids start at 1; 0 means "no server id yet" here (a pending message), so
             // such a message could be neither acked nor counted consistently.
@@ -447,7 +462,7 @@ impl<S: ClientStore> ClientEngine<S> {
                 return;
             }
         }
-        let wants_delivery_ack = !mine && msg.chat_type == ChatType::Chat && msg.require_delivery_ack;
+        let wants_delivery_ack = notify && !mine && msg.chat_type == ChatType::Chat && msg.require_delivery_ack;
         let id = msg.id;
         let m = ChatMessage {
             id,
@@ -468,7 +483,7 @@ impl<S: ClientStore> ClientEngine<S> {
             group_ack_sent: false,
         };
         self.insert_message(m);
-        if !mine {
+        if !mine && notify {
             self.received.push(id);
         }
         if wants_delivery_ack {
