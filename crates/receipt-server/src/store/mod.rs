@@ -39,11 +39,14 @@ fn store_err(e: impl std::fmt::Display) -> StoreError {
 ///   conversations, counters and groups are whole-record upserts; `AppendEvent` adds
 ///   `(user, seq)` (seqs of a user only grow); `AddRead` / `TrimReads` add one read row and
 ///   drop the rows up to a watermark; `DeleteMessage` drops a message with its flags and group
-///   acks; `TrimLog` drops a user's events up to a seq (and remembers that seq: the log's base).
+///   acks (and the message's `conv_messages` index entry, which `PutMessage` writes);
+///   `TrimLog` drops a user's events up to a seq (and remembers that seq: the log's base);
+///   `PutCursor` / `DeleteCursor` upsert or drop a device's cursor.
 /// - **Load.** `load` returns exactly what the committed operations describe: every message
 ///   with its flags and group acks, every user's log in seq order, conversations with their
 ///   read rows (`ConvState::read.singles`, only ids above `read.up_to`), groups (with their
-///   members' join marks), each log's base (`State::log_base`) and the counters;
+///   members' join marks), each log's base (`State::log_base` and `State::trimmed`), the device
+///   cursors (`State::cursors`) and the counters;
 ///   then [`State::rebuild_indexes`] has been run.
 pub trait ServerStore: Send {
     /// Everything stored, as the core's state.
