@@ -172,6 +172,12 @@ pub trait ClientStore {
         limit: usize,
         newest_first: bool,
     ) -> Result<Vec<ChatMessage>, StoreError>;
+    /// Makes the stored state cheap to reopen after the process is killed, if a durable commit
+    /// since the last checkpoint left it expensive (see [`RedbStore::checkpoint`]). The engine
+    /// calls it once the app has been idle for a while. Default: nothing to do.
+    fn checkpoint(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// False for a store that keeps nothing ([`NullStore`]): the engine then does not build
     /// batches (no copies of changed records), never calls `commit`, and keeps every message it
     /// holds in memory (nothing could be read back).
@@ -215,6 +221,8 @@ pub struct MemStore {
     outbox: BTreeMap<ReqId, ClientFrame>,
     /// Number of commits, for tests.
     pub commits: u64,
+    /// Number of checkpoints, for tests.
+    pub checkpoints: u64,
 }
 
 impl MemStore {
@@ -266,6 +274,11 @@ impl ClientStore for MemStore {
         Ok(())
     }
 
+    fn checkpoint(&mut self) -> Result<(), StoreError> {
+        self.checkpoints += 1;
+        Ok(())
+    }
+
     fn message(&self, id: MsgId) -> Result<Option<ChatMessage>, StoreError> {
         Ok(self.message_conv.get(&id).and_then(|k| self.messages.get(&(k.clone(), id))).cloned())
     }
@@ -307,8 +320,24 @@ const CONVERSATIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("conve
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 
 /// The on-disk store: one redb file.
+///
+/// Crash safety and the cost of a commit: redb reopens a file whose last durable commit
+/// recorded its allocator state ("quick repair") at once; any other file that was not closed
+/// cleanly is walked whole to rebuild that state (O(file): ~120 ms at 100,000 messages, over a
+/// second at 1,000,000). Recording it costs every commit a write that grows with the file and a
+/// second fsync. So a durable [`commit`](ClientStore::commit) records nothing (one fsync, flat),
+/// and [`checkpoint`](ClientStore::checkpoint) records the state in an empty commit, which the
+/// engine makes when the app goes idle ([`crate::engine::CHECKPOINT_IDLE_MS`]); closing the file
+/// (drop) records it too. A kill while idle (the usual kill: a phone kills apps in the
+/// background) reopens at once; a kill within a burst of acks walks the file once.
 pub struct RedbStore {
     db: Database,
+    /// A durable commit since the last checkpoint recorded no allocator state: a kill now would
+    /// make the next open walk the file.
+    unchecked: bool,
+    /// The open found the file not closed cleanly and walked it (a kill between a durable
+    /// commit and the next checkpoint).
+    repaired: bool,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -335,12 +364,24 @@ impl RedbStore {
     /// Opens (or creates) the store file at `path`. A format-1 file is migrated in one
     /// transaction (one pass over its messages); a file of a newer format is refused.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let db = Database::create(path)?;
-        if Self::is_current(&db)? {
-            // The usual open: nothing to create or migrate, so no write (and no fsync).
-            return Ok(RedbStore { db });
+        let walked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = walked.clone();
+        let db = Database::builder().set_repair_callback(move |_| flag.store(true, std::sync::atomic::Ordering::Relaxed)).create(path)?;
+        let repaired = walked.load(std::sync::atomic::Ordering::Relaxed);
+        if repaired {
+            log::warn!("client store was not closed cleanly since its last durable commit: the open walked the file");
         }
-        let tx = db.begin_write()?;
+        if Self::is_current(&db)? {
+            // The usual open: nothing to create or migrate, so no write (and no fsync). After a
+            // walk, a checkpoint records what it rebuilt (the walk leaves none on disk): a
+            // second kill does not walk again.
+            let mut store = RedbStore { db, unchecked: repaired, repaired };
+            store.checkpoint()?;
+            return Ok(store);
+        }
+        let mut tx = db.begin_write()?;
+        // A one-off commit (create or migrate): leave the file quick to reopen.
+        tx.set_quick_repair(true);
         {
             let mut meta = tx.open_table(META)?;
             let format = match meta.get("format")? {
@@ -366,7 +407,18 @@ impl RedbStore {
             migrate_from_format_1(&tx)?;
         }
         tx.commit()?;
-        Ok(RedbStore { db })
+        Ok(RedbStore { db, unchecked: false, repaired })
+    }
+
+    /// The open walked the whole file (it was not closed cleanly after a durable commit that
+    /// no checkpoint followed): for tests and figures.
+    pub fn repaired_at_open(&self) -> bool {
+        self.repaired
+    }
+
+    /// A durable commit since the last checkpoint leaves the file slow to reopen after a kill.
+    pub fn needs_checkpoint(&self) -> bool {
+        self.unchecked
     }
 }
 
@@ -448,10 +500,9 @@ impl ClientStore for RedbStore {
         }
         let mut tx = self.db.begin_write()?;
         tx.set_durability(if b.durable { Durability::Immediate } else { Durability::None })?;
-        // A durable commit also records the allocator state, so the open after the app was
-        // killed (a phone does that) needs no walk of the whole file (O(history) otherwise:
-        // ~120 ms at 100,000 messages, measured in docs/benchmarks.md).
-        tx.set_quick_repair(b.durable);
+        // No allocator state recorded here (see the type's doc): `checkpoint` does it once the
+        // burst is over. A lazy commit does not change what a reopen finds (it is not on disk).
+        tx.set_quick_repair(false);
         {
             if let Some(m) = &b.meta {
                 tx.open_table(META)?.insert("meta", to_json(m).as_slice())?;
@@ -487,6 +538,22 @@ impl ClientStore for RedbStore {
             }
         }
         tx.commit()?;
+        self.unchecked |= b.durable;
+        Ok(())
+    }
+
+    /// Records redb's allocator state in an empty durable commit (two fsyncs), so that the open
+    /// after a kill loads it instead of walking the file. Nothing to do when no durable commit
+    /// came since the last one. Lazy commits made since become durable too.
+    fn checkpoint(&mut self) -> Result<(), StoreError> {
+        if !self.unchecked {
+            return Ok(());
+        }
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::Immediate)?;
+        tx.set_quick_repair(true);
+        tx.commit()?;
+        self.unchecked = false;
         Ok(())
     }
 

@@ -51,6 +51,7 @@ impl<S: ClientStore> ClientEngine<S> {
     pub fn handle_timeout(&mut self, now: u64) -> bool {
         // Local retention rides on the timer: one bounded step when due (see poll_timeout).
         self.retention_tick(now);
+        self.store_tick(now);
         if self.link == Link::Down {
             return true;
         }
