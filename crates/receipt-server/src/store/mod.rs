@@ -6,7 +6,7 @@
 mod records;
 mod redb;
 
-pub use self::redb::{RedbServerStore, DB_FILE};
+pub use self::redb::{RedbServerStore, DB_FILE, STORE_FORMAT};
 
 use crate::core::StoreOp;
 use crate::state::State;

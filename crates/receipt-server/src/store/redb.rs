@@ -34,6 +34,15 @@ const LOG_BASE: TableDefinition<&str, u64> = TableDefinition::new("log_base");
 /// The database file inside a data directory.
 pub const DB_FILE: &str = "receipts.redb";
 
+/// The store format this server writes and the newest it reads, kept in `meta` under
+/// [`FORMAT_KEY`] (4 bytes, little-endian). Bump it when a change writes rows an older server
+/// would misread; an older server that knows this key then refuses the store by name instead of
+/// failing on a row it cannot decode. 2: `Message` events hold the message id (format 1 rows,
+/// which hold the whole message, still load). Stores written before the key existed have none:
+/// they are format 1 or 2 and are stamped at open.
+pub const STORE_FORMAT: u32 = 2;
+const FORMAT_KEY: &str = "format";
+
 /// The default store: one redb file in a data directory. Every commit is fsynced.
 pub struct RedbServerStore {
     db: Database,
@@ -65,6 +74,22 @@ impl RedbServerStore {
             txn.open_table(READS).map_err(store_err)?;
             txn.open_table(MEMBER_SINCE).map_err(store_err)?;
             txn.open_table(LOG_BASE).map_err(store_err)?;
+            let mut meta = txn.open_table(META).map_err(store_err)?;
+            let stored = meta.get(FORMAT_KEY).map_err(store_err)?.map(|v| format_of(v.value()));
+            match stored {
+                Some(Ok(f)) if f > STORE_FORMAT => {
+                    return Err(StoreError(format!(
+                        "{} was written by a newer server (store format {f}; this server reads formats up to {STORE_FORMAT}): run that server's version or newer, or restore a backup",
+                        path.display()
+                    )))
+                }
+                Some(Ok(f)) if f == STORE_FORMAT => {}
+                Some(Err(e)) => return Err(StoreError(format!("{}: {e}", path.display()))),
+                // Older (or unstamped) stores load as they are; from now on they are this format.
+                Some(Ok(_)) | None => {
+                    meta.insert(FORMAT_KEY, STORE_FORMAT.to_le_bytes().as_slice()).map_err(store_err)?;
+                }
+            }
         }
         txn.commit().map_err(store_err)?;
         Ok(RedbServerStore { db, path })
@@ -82,6 +107,12 @@ impl RedbServerStore {
         txn.abort().map_err(store_err)?;
         Ok(stats.stored_bytes())
     }
+}
+
+/// The store format recorded in `meta`.
+fn format_of(v: &[u8]) -> Result<u32, String> {
+    let b: [u8; 4] = v.try_into().map_err(|_| format!("store format marker of {} bytes, expected 4", v.len()))?;
+    Ok(u32::from_le_bytes(b))
 }
 
 impl ServerStore for RedbServerStore {
@@ -486,6 +517,51 @@ mod tests {
         let state = RedbServerStore::open(dir.path()).unwrap().load().unwrap();
         let c = &state.convs["bob"][&key];
         assert_eq!((c.unread, c.read.up_to, c.read.singles.iter().copied().collect::<Vec<_>>()), (1, 5, vec![7]));
+    }
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+
+    fn stamp(dir: &Path, format: u32) {
+        let db = Database::create(dir.join(DB_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META).unwrap().insert(FORMAT_KEY, format.to_le_bytes().as_slice()).unwrap();
+        txn.commit().unwrap();
+    }
+
+    fn stored_format(dir: &Path) -> Option<u32> {
+        let db = Database::create(dir.join(DB_FILE)).unwrap();
+        let txn = db.begin_read().unwrap();
+        let meta = txn.open_table(META).unwrap();
+        let v = meta.get(FORMAT_KEY).unwrap();
+        v.map(|v| format_of(v.value()).unwrap())
+    }
+
+    #[test]
+    fn a_new_store_is_stamped_with_the_current_format() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(RedbServerStore::open(dir.path()).unwrap());
+        assert_eq!(stored_format(dir.path()), Some(STORE_FORMAT));
+    }
+
+    #[test]
+    fn an_older_or_unstamped_store_opens_and_is_stamped() {
+        let dir = tempfile::tempdir().unwrap();
+        stamp(dir.path(), 1);
+        drop(RedbServerStore::open(dir.path()).unwrap());
+        assert_eq!(stored_format(dir.path()), Some(STORE_FORMAT));
+    }
+
+    #[test]
+    fn a_store_of_a_newer_format_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        stamp(dir.path(), STORE_FORMAT + 1);
+        let e = RedbServerStore::open(dir.path()).unwrap_err().to_string();
+        assert!(e.contains(&format!("store format {}", STORE_FORMAT + 1)) && e.contains("newer server"), "{e}");
+        // Refused without writing: the marker is still the newer one.
+        assert_eq!(stored_format(dir.path()), Some(STORE_FORMAT + 1));
     }
 }
 
