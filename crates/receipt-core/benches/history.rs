@@ -161,7 +161,8 @@ fn measure(path: &std::path::Path, n: u64, convs: u64) {
 
 /// The app is killed while the store is open (no clean close): opens it, makes one durable
 /// ack, and exits without running any destructor: right after the ack ("burst": the kill comes
-/// before the checkpoint) or once the engine's timer made its checkpoint ("idle").
+/// before the checkpoint, the ack is in the journal) or once the engine's timer made its
+/// checkpoint ("idle").
 fn killed(path: &std::path::Path, n: u64, convs: u64, idle: bool) {
     let store = RedbStore::open(path).unwrap();
     let mut e = ClientEngine::open(EngineConfig::new("alice", "a1", ChatOptions::default()), store).unwrap();
@@ -176,14 +177,15 @@ fn killed(path: &std::path::Path, n: u64, convs: u64, idle: bool) {
 }
 
 /// The open after a kill: redb walks the file first unless its last durable commit recorded
-/// the allocator state (a checkpoint).
+/// the allocator state (a checkpoint); the store replays its journal.
 fn reopen(path: &std::path::Path, what: &str) {
     let t = Instant::now();
     let store = RedbStore::open(path).unwrap();
     let walked = store.repaired_at_open();
+    let replayed = store.replayed_at_open();
     let e = ClientEngine::open(EngineConfig::new("alice", "a1", ChatOptions::default()), store).unwrap();
     println!(
-        "    open after a kill ({what}): {:.1} ms ({} conversations; {})",
+        "    open after a kill ({what}): {:.1} ms ({} conversations; {}; {replayed} journal entries replayed)",
         t.elapsed().as_secs_f64() * 1e3,
         e.conversations().count(),
         if walked { "walked the file" } else { "no walk" }

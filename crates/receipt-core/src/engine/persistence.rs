@@ -25,14 +25,17 @@
 //!   (id -> conversation) for lookups by id; `conversations`, `pending`, `outbox`, `meta` (with
 //!   a `format` marker). A format-1 file (one `messages` table keyed by id) is migrated at open
 //!   in one transaction; a newer format is refused with [`StoreError::NewerFormat`].
-//! - **Crash safety vs. commit cost**: a durable commit (an ack, a read: one fsync) records
-//!   nothing more; once the app has been quiet for [`CHECKPOINT_IDLE_MS`] after a durable
-//!   commit, the timer (`poll_timeout` / `handle_timeout`, with or without a connection) asks
-//!   the store for a checkpoint ([`ClientStore::checkpoint`]: redb's allocator state in an empty
-//!   commit, "quick repair"), and closing the file records it too. A kill while idle reopens at
-//!   once; a kill within a burst makes the next open walk the file once (O(file)). Recording the
-//!   allocator state on every commit instead made each ack's cost grow with the file
-//!   (docs/benchmarks.md, "History larger than memory").
+//! - **Crash safety vs. commit cost**: redb reopens a file that was not closed cleanly by
+//!   walking it whole (O(history)) unless its last durable commit recorded the allocator state
+//!   ("quick repair"), which costs a write that grows with the file and a second fsync. So
+//!   [`crate::store::RedbStore`] writes each batch to a small journal file (durable when the
+//!   batch is: one fsync) and to the big file lazily; the big file's only durable commits are
+//!   checkpoints with quick repair ([`ClientStore::checkpoint`]), which the engine asks for once
+//!   the app has been quiet for [`CHECKPOINT_IDLE_MS`] after a durable commit (the timer:
+//!   `poll_timeout` / `handle_timeout`, with or without a connection); the store also makes one
+//!   when the journal grows past [`crate::store::JOURNAL_MAX_BYTES`] and at close. The open
+//!   replays the journal. Every ack costs the same at any history size, and a kill at any moment
+//!   reopens without a walk of the history (docs/benchmarks.md, "History larger than memory").
 //! - **Retention**: [`ClientEngine::retention_step`] (called from `handle_timeout`, or by the
 //!   runtime) visits one conversation per step and drops at most [`RETENTION_STEP`] of its
 //!   oldest messages beyond the age / count cap. It never drops an unread received message
