@@ -442,8 +442,8 @@ impl RedbStore {
         Ok(())
     }
 
-    /// Applies every batch the journal holds to the big file, in order (lazily: the checkpoint
-    /// that follows makes it durable).
+    /// Applies every batch the journal holds to the big file, in order, lazily: the journal keeps
+    /// them until the next checkpoint makes the big file durable.
     fn replay_journal(&mut self) -> Result<(), StoreError> {
         let mut batches = Vec::new();
         {
