@@ -54,6 +54,7 @@ impl<S: ClientStore> ClientEngine<S> {
     pub fn handle_timeout(&mut self, now: u64) -> bool {
         // Local retention rides on the timer: one bounded step when due (see poll_timeout).
         self.retention_tick(now);
+        self.store_tick(now);
         if self.link == Link::Down {
             return true;
         }
@@ -81,6 +82,11 @@ impl<S: ClientStore> ClientEngine<S> {
         // everything written before it too.
         self.dirty_meta = true;
         self.finish(now, true);
+        if self.store_retry_due.is_some() {
+            // The write failed (it is retried): the cursor is not on disk, so not reported; the
+            // next timer tries again.
+            return;
+        }
         self.cursor_reported = self.meta.cursor;
         self.cursor_reported_at = now;
         self.transmit.push_back(ClientFrame::SyncCursor { seq: self.meta.cursor });
