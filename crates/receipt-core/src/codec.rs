@@ -226,6 +226,44 @@ mod tests {
     }
 
     #[test]
+    fn batch_and_unread_frames_round_trip() {
+        use crate::protocol::*;
+        use crate::types::*;
+        let client = vec![
+            ClientFrame::FetchGroupUnread { req: 1, msg_id: 9, page_size: 20, cursor: Some("bob".into()) },
+            ClientFrame::FetchGroupUnread { req: 2, msg_id: 9, page_size: 20, cursor: None },
+            ClientFrame::FetchGroupAckCounts { req: 3, msg_ids: vec![4, 5, 6] },
+            ClientFrame::ReadAcks { req: 4, conversation: "alice".into(), msg_ids: vec![7, 8] },
+        ];
+        for f in client {
+            assert_eq!(decode_body::<ClientFrame>(&encode(&f)[HEADER_LEN..]).unwrap(), f);
+        }
+        let err = crate::ChatError::new(crate::ErrorCode::GroupPermissionDenied, "not yours");
+        let server = vec![
+            ServerFrame::ok(
+                5,
+                Response::GroupUnread { msg_id: 9, page: CursorResult { data: vec!["carol".into()], cursor: "carol".into() } },
+            ),
+            ServerFrame::ok(
+                6,
+                Response::GroupAckCounts {
+                    items: vec![
+                        BatchItem { msg_id: 4, count: 2, err: None },
+                        BatchItem { msg_id: 5, count: 0, err: None },
+                        BatchItem { msg_id: 6, count: 0, err: Some(err.clone()) },
+                    ],
+                },
+            ),
+            ServerFrame::ok(7, Response::ReadAcks { items: vec![BatchItem { msg_id: 7, count: 0, err: None }] }),
+        ];
+        for f in server {
+            assert_eq!(decode_body::<ServerFrame>(&encode(&f)[HEADER_LEN..]).unwrap(), f);
+        }
+        // The id of a ClientFrame request is its `req`.
+        assert_eq!(ClientFrame::ReadAcks { req: 11, conversation: "a".into(), msg_ids: vec![1] }.req(), Some(11));
+    }
+
+    #[test]
     fn server_frames_round_trip() {
         use crate::protocol::*;
         use crate::types::*;

@@ -82,6 +82,29 @@ pub enum ClientFrame {
         #[serde(default)]
         start_ack_id: Option<AckId>,
     },
+    /// One page of the members at send time who have not read group message `msg_id` (and are
+    /// still in the group), by user id, after `cursor` (the last id of the previous page;
+    /// `None`: from the first).
+    FetchGroupUnread {
+        req: ReqId,
+        msg_id: MsgId,
+        page_size: u32,
+        #[serde(default)]
+        cursor: Option<UserId>,
+    },
+    /// The read-ack count of each of 1..=[`crate::rules::MAX_BATCH_IDS`] group messages, one
+    /// [`BatchItem`] per id in the order asked.
+    FetchGroupAckCounts {
+        req: ReqId,
+        msg_ids: Vec<MsgId>,
+    },
+    /// Read acks of 1..=[`crate::rules::MAX_BATCH_IDS`] received 1:1 messages of the conversation
+    /// with `conversation` (the peer) in one round trip; one [`BatchItem`] per id.
+    ReadAcks {
+        req: ReqId,
+        conversation: String,
+        msg_ids: Vec<MsgId>,
+    },
     /// Change only the user's own read state (no receipt to anybody): one message, or the
     /// whole conversation when `msg_id` is `None`.
     MarkRead {
@@ -148,6 +171,9 @@ impl ClientFrame {
             | ConversationAck { req, .. }
             | GroupAck { req, .. }
             | FetchGroupAcks { req, .. }
+            | FetchGroupUnread { req, .. }
+            | FetchGroupAckCounts { req, .. }
+            | ReadAcks { req, .. }
             | MarkRead { req, .. }
             | CreateGroup { req, .. }
             | AddMembers { req, .. }
@@ -200,6 +226,18 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+/// The outcome for one id of a batch request: `err` set (the same code the single request
+/// would give for that id), or done, with `count` the read-ack count for
+/// [`ClientFrame::FetchGroupAckCounts`] (0 and absent on the wire for [`ClientFrame::ReadAcks`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchItem {
+    pub msg_id: MsgId,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub count: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub err: Option<ChatError>,
+}
+
 /// The payload of a successful request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "k", rename_all = "snake_case", remote = "Self")]
@@ -219,6 +257,12 @@ pub enum Response {
     GroupAcks { msg_id: MsgId, page: CursorResult<GroupReadAck> },
     /// A group was created.
     GroupCreated { group: GroupId },
+    /// A page of the members who have not read `msg_id`; `cursor` empty: the last page.
+    GroupUnread { msg_id: MsgId, page: CursorResult<UserId> },
+    /// One item per id asked, in the order asked ([`ClientFrame::FetchGroupAckCounts`]).
+    GroupAckCounts { items: Vec<BatchItem> },
+    /// One item per id asked, in the order asked ([`ClientFrame::ReadAcks`]).
+    ReadAcks { items: Vec<BatchItem> },
 }
 
 /// Something that happened to a user, in their event log. Every device of the user gets it (a

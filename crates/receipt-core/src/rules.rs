@@ -58,6 +58,26 @@ pub fn check_page_size(page_size: u32) -> ChatResult<()> {
     Ok(())
 }
 
+/// Most message ids one batch request may name (the SDKs' batch calls allow 20).
+pub const MAX_BATCH_IDS: usize = 20;
+
+/// A batch request names 1..=[`MAX_BATCH_IDS`] message ids (110 otherwise).
+pub fn check_batch_ids(count: usize) -> ChatResult<()> {
+    if !(1..=MAX_BATCH_IDS).contains(&count) {
+        return Err(ChatError::invalid_param(format!("a batch names 1..={MAX_BATCH_IDS} message ids, not {count}")));
+    }
+    Ok(())
+}
+
+/// A message of a batch read ack must belong to the conversation the batch names: sent by
+/// that peer (500 otherwise, like a message sent to somebody else).
+pub fn check_in_conversation(msg: MessageFacts<'_>, peer: &str) -> ChatResult<()> {
+    if msg.chat_type == ChatType::Chat && msg.from != peer {
+        return Err(ChatError::invalid_message(format!("message {} is not from {peer}", msg.id)));
+    }
+    Ok(())
+}
+
 // ----- content -----
 
 /// A message's content must be 1..=[`MAX_CONTENT_BYTES`] bytes (110 otherwise): an empty
@@ -312,6 +332,13 @@ pub fn check_may_see_group_acks(policy: &GroupAckPolicy, msg: MessageFacts<'_>, 
         return Ok(());
     }
     Err(ChatError::new(ErrorCode::GroupPermissionDenied, "only the sender may see this message's read acks"))
+}
+
+/// Whether a current member was a member when message `msg_id` was sent: a member since the
+/// group was created (`joined_after` `None`), or one who joined when the newest message was
+/// `joined_after` < `msg_id`. Only such members may ack it and count as its unread readers.
+pub fn member_at_send(joined_after: Option<MsgId>, msg_id: MsgId) -> bool {
+    joined_after.is_none_or(|j| msg_id > j)
 }
 
 /// A group of `size` members (the owner included) must stay within `max_size` (604 otherwise).

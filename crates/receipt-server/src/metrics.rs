@@ -27,7 +27,7 @@ use receipt_core::types::ReqId;
 use crate::core::{Outgoing, SessionId};
 
 /// The request kinds, as the `kind` label spells them (index = [`request_kind`]).
-pub const REQUEST_KINDS: [&str; 16] = [
+pub const REQUEST_KINDS: [&str; 19] = [
     "login",
     "send",
     "delivery_ack",
@@ -44,6 +44,9 @@ pub const REQUEST_KINDS: [&str; 16] = [
     "sync_cursor",
     "ping",
     "renew_token",
+    "fetch_group_unread",
+    "fetch_group_ack_counts",
+    "read_acks",
 ];
 
 /// `renew_token` in [`REQUEST_KINDS`].
@@ -68,6 +71,9 @@ pub fn request_kind(f: &ClientFrame) -> u8 {
         LeaveGroup { .. } => 12,
         SyncCursor { .. } => 13,
         Ping { .. } => 14,
+        FetchGroupUnread { .. } => 16,
+        FetchGroupAckCounts { .. } => 17,
+        ReadAcks { .. } => 18,
         RenewToken { .. } => KIND_RENEW_TOKEN,
     }
 }

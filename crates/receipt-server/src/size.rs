@@ -32,6 +32,11 @@ pub(crate) fn ack_bytes_bound(a: &GroupReadAck) -> usize {
     OVERHEAD + json_str_bound(&a.from) + a.content.as_deref().map_or(0, json_str_bound)
 }
 
+/// The most bytes a member id of a page of unread members can take encoded.
+pub(crate) fn member_bytes(id: &str) -> usize {
+    1 + json_str_bound(id)
+}
+
 pub(crate) fn ack_bytes(a: &GroupReadAck) -> usize {
     OVERHEAD + json_str_len(&a.from) + a.content.as_deref().map_or(0, json_str_len)
 }
@@ -68,6 +73,9 @@ pub(crate) fn frame_bytes(f: &ServerFrame) -> usize {
         }
         ServerFrame::Result { ok: Some(Response::GroupAcks { page, .. }), .. } => {
             OVERHEAD + json_str_len(&page.cursor) + page.data.iter().map(ack_bytes).sum::<usize>()
+        }
+        ServerFrame::Result { ok: Some(Response::GroupUnread { page, .. }), .. } => {
+            OVERHEAD + json_str_len(&page.cursor) + page.data.iter().map(|u| 1 + json_str_len(u)).sum::<usize>()
         }
         ServerFrame::SyncDone { conversations, .. } => {
             OVERHEAD + conversations.iter().map(|c| OVERHEAD / 2 + json_str_len(&c.id)).sum::<usize>()

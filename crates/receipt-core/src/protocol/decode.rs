@@ -193,6 +193,11 @@ fast_tagged! {
         "fetch_group_acks" => FetchGroupAcks {
             req: ReqId, msg_id: MsgId, page_size: u32, #[serde(default)] start_ack_id: Option<AckId>,
         },
+        "fetch_group_unread" => FetchGroupUnread {
+            req: ReqId, msg_id: MsgId, page_size: u32, #[serde(default)] cursor: Option<UserId>,
+        },
+        "fetch_group_ack_counts" => FetchGroupAckCounts { req: ReqId, msg_ids: Vec<MsgId> },
+        "read_acks" => ReadAcks { req: ReqId, conversation: String, msg_ids: Vec<MsgId> },
         "mark_read" => MarkRead {
             req: ReqId, chat_type: ChatType, conversation: String, #[serde(default)] msg_id: Option<MsgId>,
         },
@@ -217,6 +222,9 @@ fast_tagged! {
         "sent" => Sent { client_id: String, msg_id: MsgId, timestamp: u64, #[serde(default)] need_group_ack: bool },
         "group_acks" => GroupAcks { msg_id: MsgId, page: CursorResult<GroupReadAck> },
         "group_created" => GroupCreated { group: GroupId },
+        "group_unread" => GroupUnread { msg_id: MsgId, page: CursorResult<UserId> },
+        "group_ack_counts" => GroupAckCounts { items: Vec<BatchItem> },
+        "read_acks" => ReadAcks { items: Vec<BatchItem> },
     }
     units { "done" => Done }
     special {}

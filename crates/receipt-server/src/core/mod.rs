@@ -28,6 +28,7 @@ pub type SessionId = u64;
 mod cursor_tests;
 mod cursors;
 mod group_receipts;
+mod group_unread;
 mod groups;
 mod limits;
 mod one_to_one;
@@ -520,6 +521,11 @@ impl ServerCore {
             ClientFrame::FetchGroupAcks { msg_id, page_size, start_ack_id, .. } => {
                 self.fetch_group_acks(now, user, msg_id, page_size, start_ack_id)
             }
+            ClientFrame::FetchGroupUnread { msg_id, page_size, cursor, .. } => {
+                self.fetch_group_unread(now, user, msg_id, page_size, cursor)
+            }
+            ClientFrame::FetchGroupAckCounts { msg_ids, .. } => self.fetch_group_ack_counts(now, user, msg_ids),
+            ClientFrame::ReadAcks { conversation, msg_ids, .. } => self.read_acks(now, user, conversation, msg_ids),
             ClientFrame::MarkRead { chat_type, conversation, msg_id, .. } => self.mark_read(now, user, chat_type, conversation, msg_id),
             ClientFrame::CreateGroup { name, members, chat_room, .. } => self.create_group(user, name, members, chat_room),
             ClientFrame::AddMembers { group, members, .. } => self.add_members(user, group, members),

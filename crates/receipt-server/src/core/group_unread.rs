@@ -1,0 +1,115 @@
+//! Who has not read a group message (paged), read counts for a screen of group messages, and
+//! 1:1 read acks in one trip. Acks are reached only through [`ServerCore::acked_by`] and
+//! [`ServerCore::ack_count`], so a change in how acks are held touches those two alone.
+
+use std::ops::Bound;
+
+use receipt_core::protocol::{BatchItem, Response};
+use receipt_core::rules::{self, MessageFacts};
+use receipt_core::types::validate_id;
+use receipt_core::{ChatError, ChatType, CursorResult, ErrorCode, MsgId, UserId};
+
+use crate::state::MessageRecord;
+
+use super::{err, Res, ServerCore};
+
+impl ServerCore {
+    /// Whether `user` sent a read ack of group message `rec`.
+    fn acked_by(&self, rec: &MessageRecord, user: &str) -> bool {
+        rec.ackers.contains(user)
+    }
+
+    /// How many read acks group message `rec` has.
+    fn ack_count(&self, rec: &MessageRecord) -> u32 {
+        rec.acks.len() as u32
+    }
+
+    /// A group message `user` may see the acks of (the visibility policy of the ack list).
+    fn visible_group_message(&self, now: u64, user: &str, msg_id: MsgId) -> Res<&MessageRecord> {
+        let rec = self.message(now, msg_id, ErrorCode::MessageInvalid)?;
+        if rec.msg.chat_type != ChatType::GroupChat {
+            return Err(ChatError::wrong_type("group read acks are for group messages only"));
+        }
+        let is_member = self.state.groups.get(&rec.msg.to).is_some_and(|g| g.members.contains_key(user));
+        rules::check_may_see_group_acks(&self.ack_policy, MessageFacts::from(&*rec.msg), user, is_member)?;
+        Ok(rec)
+    }
+
+    pub(super) fn fetch_group_unread(
+        &mut self,
+        now: u64,
+        user: &str,
+        msg_id: MsgId,
+        page_size: u32,
+        cursor: Option<UserId>,
+    ) -> Res<Response> {
+        rules::check_page_size(page_size)?;
+        if let Some(c) = cursor.as_deref().filter(|c| !c.is_empty()) {
+            validate_id("cursor", c)?;
+        }
+        let rec = self.visible_group_message(now, user, msg_id)?;
+        // Without the ask nobody can ack: every member would be listed as unread forever.
+        rules::check_group_ack_asked(MessageFacts::from(&*rec.msg))?;
+        let group =
+            self.state.groups.get(&rec.msg.to).ok_or_else(|| err(ErrorCode::GroupInvalidId, format!("unknown group {}", rec.msg.to)))?;
+        let after = match cursor.as_deref() {
+            Some(c) if !c.is_empty() => Bound::Excluded(c),
+            _ => Bound::Unbounded,
+        };
+        // Members in user-id order (a stable order: the cursor is the last id returned); the
+        // sender, members who joined later and those who acked are skipped; members who left
+        // are no longer in `members`. The page also ends before `max_result_bytes`.
+        let mut unread = group
+            .members
+            .range::<str, _>((after, Bound::Unbounded))
+            .map(|(u, _)| u)
+            .filter(|u| **u != rec.msg.from && rules::member_at_send(group.joined_after.get(*u).copied(), msg_id))
+            .filter(|u| !self.acked_by(rec, u))
+            .peekable();
+        let mut data: Vec<UserId> = Vec::new();
+        let mut bytes = 0;
+        while let Some(u) = unread.peek() {
+            let size = crate::size::member_bytes(u);
+            if data.len() == page_size as usize || (!data.is_empty() && bytes + size > self.cfg.max_result_bytes) {
+                break;
+            }
+            bytes += size;
+            data.push(u.to_string());
+            unread.next();
+        }
+        let cursor = if unread.peek().is_some() { data.last().cloned().unwrap_or_default() } else { String::new() };
+        self.result_bytes += bytes;
+        Ok(Response::GroupUnread { msg_id, page: CursorResult { data, cursor } })
+    }
+
+    /// One item per id: its read count, or the error a single fetch of its acks would give.
+    pub(super) fn fetch_group_ack_counts(&mut self, now: u64, user: &str, msg_ids: Vec<MsgId>) -> Res<Response> {
+        rules::check_batch_ids(msg_ids.len())?;
+        let items = msg_ids
+            .into_iter()
+            .map(|msg_id| match self.visible_group_message(now, user, msg_id) {
+                Ok(rec) => BatchItem { msg_id, count: self.ack_count(rec), err: None },
+                Err(e) => BatchItem { msg_id, count: 0, err: Some(e) },
+            })
+            .collect();
+        Ok(Response::GroupAckCounts { items })
+    }
+
+    /// One item per id: done, or the error a single read ack of it would give (500 also for a
+    /// message of another conversation). Each done ack has every effect of a single one.
+    pub(super) fn read_acks(&mut self, now: u64, user: &str, conversation: String, msg_ids: Vec<MsgId>) -> Res<Response> {
+        validate_id("conversation", &conversation)?;
+        rules::check_batch_ids(msg_ids.len())?;
+        let items = msg_ids
+            .into_iter()
+            .map(|msg_id| {
+                let res = self
+                    .message(now, msg_id, ErrorCode::MessageExpired)
+                    .and_then(|rec| rules::check_in_conversation(MessageFacts::from(&*rec.msg), &conversation))
+                    .and_then(|()| self.read_ack(now, user, msg_id));
+                BatchItem { msg_id, count: 0, err: res.err() }
+            })
+            .collect();
+        Ok(Response::ReadAcks { items })
+    }
+}
