@@ -232,7 +232,9 @@ enum rcpt_event_type
   /**
    * A request finished: `rcpt_event_request_id`, `rcpt_event_error_code` (`RCPT_OK` on
    * success) and the result: a sent message (`rcpt_event_message_at(ev, 0)`), a page of group
-   * acks (`rcpt_event_ack_at`, `rcpt_event_cursor`) or a created group (`rcpt_event_group_id`).
+   * acks (`rcpt_event_ack_at`, `rcpt_event_cursor`), a page of unread members
+   * (`rcpt_event_member_at`, `rcpt_event_cursor`), a batch's items (`rcpt_event_item_*`) or a
+   * created group (`rcpt_event_group_id`).
    */
   RCPT_EVENT_REQUEST_COMPLETED = 10,
   /**
@@ -430,6 +432,86 @@ typedef void (*rcpt_log_callback)(void *user_data,
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * Asks for one page (`page_size` 1..=100) of the members who have not read a group message:
+ * members when it was sent who are still in the group and have not acked it, by user id,
+ * after `cursor` (NULL or `""`: from the first; else a previous page's cursor, the last id it
+ * returned). The REQUEST_COMPLETED event of `*out_req` carries the page
+ * (`rcpt_event_member_count` / `rcpt_event_member_at`) and the next cursor (`rcpt_event_cursor`,
+ * `""` on the last page). Only the sender may ask unless the group's policy lets members see
+ * acks (603). Needs a live connection (300 otherwise).
+ */
+rcpt_result rcpt_client_fetch_group_unread_members(rcpt_client *client,
+                                                   const char *msg_id,
+                                                   uint32_t page_size,
+                                                   const char *cursor,
+                                                   uint64_t *out_req);
+
+/**
+ * Asks for the read count of each of `count` (1..=20) group messages `msg_ids` (decimal server
+ * ids). The REQUEST_COMPLETED event of `*out_req` has one item per id in the order asked
+ * (`rcpt_event_item_count`, `rcpt_event_item_msg_id`, `rcpt_event_item_read_count`,
+ * `rcpt_event_item_error_code`): an id the caller may not see (603), an unknown one or one
+ * that is not a group message (500) gets its error and a count of 0. Needs a live connection.
+ */
+rcpt_result rcpt_client_fetch_group_ack_counts(rcpt_client *client,
+                                               const char *const *msg_ids,
+                                               size_t count,
+                                               uint64_t *out_req);
+
+/**
+ * Sends the read acks of `count` (1..=20) received 1:1 messages of the conversation with
+ * `conversation_id` (the peer) in one round trip. The REQUEST_COMPLETED event of `*out_req` has
+ * one item per id (`rcpt_event_item_error_code`: `RCPT_OK`, or the code a single
+ * `rcpt_client_ack_message_read` would give; 500 also for a message of another conversation).
+ * Unlike a single ack it is not queued offline: 300 without a live connection.
+ */
+rcpt_result rcpt_client_ack_messages_read(rcpt_client *client,
+                                          const char *conversation_id,
+                                          const char *const *msg_ids,
+                                          size_t count,
+                                          uint64_t *out_req);
+
+/**
+ * A completed `rcpt_client_fetch_group_unread_members`: how many member ids its page holds. 0
+ * for other events and for NULL.
+ */
+size_t rcpt_event_member_count(const rcpt_event *ev);
+
+/**
+ * The `index`-th member id of the page (user-id order), borrowed from `ev`. NULL if `ev` is
+ * NULL or `index` is out of range.
+ */
+const char *rcpt_event_member_at(const rcpt_event *ev,
+                                 size_t index);
+
+/**
+ * A completed batch (`rcpt_client_fetch_group_ack_counts`, `rcpt_client_ack_messages_read`):
+ * how many items it holds, one per id asked. 0 for other events and for NULL.
+ */
+size_t rcpt_event_item_count(const rcpt_event *ev);
+
+/**
+ * The `index`-th item's message id (decimal), borrowed from `ev`. NULL if `ev` is NULL or
+ * `index` is out of range.
+ */
+const char *rcpt_event_item_msg_id(const rcpt_event *ev,
+                                   size_t index);
+
+/**
+ * The `index`-th item's read count (ack counts; 0 for read acks, for an item with an error,
+ * and out of range).
+ */
+uint32_t rcpt_event_item_read_count(const rcpt_event *ev,
+                                    size_t index);
+
+/**
+ * The `index`-th item's outcome: `RCPT_OK`, or the error for that id. `RCPT_NULL_ARGUMENT` if
+ * `ev` is NULL, `RCPT_INVALID_PARAM` if `index` is out of range.
+ */
+rcpt_result rcpt_event_item_error_code(const rcpt_event *ev,
+                                       size_t index);
 
 /**
  * Creates a client from `options` (which must have a data dir; the options are copied and
@@ -713,7 +795,8 @@ const rcpt_group_read_ack *rcpt_event_ack_at(const rcpt_event *ev,
                                              size_t index);
 
 /**
- * A completed fetch: the cursor to pass as `start_ack_id` for the next page, `""` at the end.
+ * A completed fetch: the cursor to pass as `start_ack_id` (group acks) or `cursor` (unread
+ * members) for the next page, `""` at the end.
  * Borrowed from `ev`. NULL if `ev` is NULL.
  */
 const char *rcpt_event_cursor(const rcpt_event *ev);

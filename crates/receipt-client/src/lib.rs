@@ -249,6 +249,23 @@ impl Client {
         self.with_engine(|engine, now| engine.fetch_group_read_acks(now, msg_id, page_size, start_ack_id))
     }
 
+    /// One page of the members who have not read a group message (`RequestCompleted` with
+    /// `Completion::GroupUnread`).
+    pub fn fetch_group_unread_members(&self, msg_id: MsgId, page_size: u32, cursor: Option<&str>) -> ChatResult<ReqId> {
+        self.with_engine(|engine, now| engine.fetch_group_unread_members(now, msg_id, page_size, cursor))
+    }
+
+    /// The read count of each of 1..=20 group messages (`Completion::GroupAckCounts`).
+    pub fn fetch_group_ack_counts(&self, msg_ids: &[MsgId]) -> ChatResult<ReqId> {
+        self.with_engine(|engine, now| engine.fetch_group_ack_counts(now, msg_ids))
+    }
+
+    /// Read acks of 1..=20 received 1:1 messages of one conversation in one trip
+    /// (`Completion::ReadAcks`, one item per id).
+    pub fn ack_messages_read(&self, conversation: &str, msg_ids: &[MsgId]) -> ChatResult<ReqId> {
+        self.with_engine(|engine, now| engine.ack_messages_read(now, conversation, msg_ids))
+    }
+
     pub fn mark_message_read(&self, msg_id: MsgId) -> ChatResult<Option<ReqId>> {
         self.with_engine(|engine, now| engine.mark_message_read(now, msg_id))
     }

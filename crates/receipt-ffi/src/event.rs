@@ -44,7 +44,9 @@ pub enum rcpt_event_type {
     RCPT_EVENT_UNREAD_COUNT_CHANGED = 9,
     /// A request finished: `rcpt_event_request_id`, `rcpt_event_error_code` (`RCPT_OK` on
     /// success) and the result: a sent message (`rcpt_event_message_at(ev, 0)`), a page of group
-    /// acks (`rcpt_event_ack_at`, `rcpt_event_cursor`) or a created group (`rcpt_event_group_id`).
+    /// acks (`rcpt_event_ack_at`, `rcpt_event_cursor`), a page of unread members
+    /// (`rcpt_event_member_at`, `rcpt_event_cursor`), a batch's items (`rcpt_event_item_*`) or a
+    /// created group (`rcpt_event_group_id`).
     RCPT_EVENT_REQUEST_COMPLETED = 10,
     /// This user joined or left a group or changed role in it: `rcpt_event_group_id`.
     RCPT_EVENT_MEMBERSHIP_CHANGED = 11,
@@ -100,6 +102,10 @@ pub struct rcpt_event {
     error_message: CString,
     messages: Vec<rcpt_message>,
     acks: Vec<rcpt_group_read_ack>,
+    /// A page of member ids (who has not read a group message).
+    pub(crate) members: Vec<CString>,
+    /// One per id of a batch answer.
+    pub(crate) items: Vec<crate::batch::Item>,
     cursor: CString,
     from: CString,
     to: CString,
@@ -122,6 +128,8 @@ impl rcpt_event {
             error_message: CString::default(),
             messages: Vec::new(),
             acks: Vec::new(),
+            members: Vec::new(),
+            items: Vec::new(),
             cursor: CString::default(),
             from: CString::default(),
             to: CString::default(),
@@ -214,6 +222,13 @@ impl rcpt_event {
                         ev.cursor = to_cstring(&page.cursor);
                     }
                     Ok(Completion::GroupCreated(g)) => ev.group_id = to_cstring(&g),
+                    Ok(Completion::GroupUnread(page)) => {
+                        ev.members = page.data.iter().map(|m| to_cstring(m)).collect();
+                        ev.cursor = to_cstring(&page.cursor);
+                    }
+                    Ok(Completion::GroupAckCounts(items) | Completion::ReadAcks(items)) => {
+                        ev.items = items.into_iter().map(crate::batch::Item::new).collect();
+                    }
                 }
                 ev
             }
@@ -232,7 +247,7 @@ impl rcpt_event {
     }
 }
 
-fn with_ev<T: PanicValue>(name: &'static str, ev: *const rcpt_event, f: impl FnOnce(&rcpt_event) -> T) -> T {
+pub(crate) fn with_ev<T: PanicValue>(name: &'static str, ev: *const rcpt_event, f: impl FnOnce(&rcpt_event) -> T) -> T {
     // SAFETY: NULL or a live event (owned, or borrowed inside the callback), per the contract.
     match unsafe { ev.as_ref() } {
         Some(ev) => f(ev),
@@ -332,7 +347,8 @@ pub extern "C" fn rcpt_event_ack_at(ev: *const rcpt_event, index: usize) -> *con
     })
 }
 
-/// A completed fetch: the cursor to pass as `start_ack_id` for the next page, `""` at the end.
+/// A completed fetch: the cursor to pass as `start_ack_id` (group acks) or `cursor` (unread
+/// members) for the next page, `""` at the end.
 /// Borrowed from `ev`. NULL if `ev` is NULL.
 #[no_mangle]
 pub extern "C" fn rcpt_event_cursor(ev: *const rcpt_event) -> *const c_char {

@@ -10,7 +10,7 @@
 //! with `panic = "unwind"` (the default) for that boundary to work.
 //!
 //! One module per C concept: [`result`], [`error`], [`string`], [`options`], [`client`],
-//! [`message`], [`group_ack`], [`event`], [`history`].
+//! [`message`], [`group_ack`], [`batch`], [`event`], [`history`].
 //!
 //! The exports are plain `extern "C" fn`s that take raw pointers: their contract (valid,
 //! properly aligned pointers the caller owns as documented, or NULL) is stated on each item for
@@ -20,6 +20,7 @@
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 #![deny(missing_docs)]
 
+pub mod batch;
 pub mod client;
 pub mod connection;
 pub mod error;

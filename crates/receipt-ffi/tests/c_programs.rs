@@ -187,6 +187,12 @@ fn c_misuse() {
     run_c_program("misuse");
 }
 
+/// Who has not read, read counts for a screen, read acks in one trip, and their bad input.
+#[test]
+fn c_batches() {
+    run_c_program("batches");
+}
+
 #[test]
 fn c_history() {
     run_c_program("history");

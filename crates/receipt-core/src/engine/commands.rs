@@ -173,6 +173,34 @@ impl<S: ClientStore> ClientEngine<S> {
         self.query(now, Query::FetchGroupAcks, |req| ClientFrame::FetchGroupAcks { req, msg_id, page_size, start_ack_id })
     }
 
+    /// Asks for one page of the members who have not read a group message, after `cursor` (the
+    /// last id of the previous page; empty or `None`: from the first). Needs a connection (300).
+    pub fn fetch_group_unread_members(&mut self, now: u64, msg_id: MsgId, page_size: u32, cursor: Option<&str>) -> ChatResult<ReqId> {
+        rules::check_page_size(page_size)?;
+        let cursor = cursor.filter(|c| !c.is_empty()).map(str::to_string);
+        self.query(now, Query::FetchGroupUnread, |req| ClientFrame::FetchGroupUnread { req, msg_id, page_size, cursor })
+    }
+
+    /// Asks for the read count of each of 1..=20 group messages (110 otherwise; 300 offline).
+    pub fn fetch_group_ack_counts(&mut self, now: u64, msg_ids: &[MsgId]) -> ChatResult<ReqId> {
+        rules::check_batch_ids(msg_ids.len())?;
+        let msg_ids = msg_ids.to_vec();
+        self.query(now, Query::FetchGroupAckCounts, |req| ClientFrame::FetchGroupAckCounts { req, msg_ids })
+    }
+
+    /// Sends the read acks of 1..=20 received 1:1 messages of the conversation with `conversation`
+    /// in one round trip (110 otherwise; 300 offline: unlike a single ack it is not queued). The
+    /// answer has one item per id; each acked message is marked read here then.
+    pub fn ack_messages_read(&mut self, now: u64, conversation: &str, msg_ids: &[MsgId]) -> ChatResult<ReqId> {
+        self.check_read_acks_enabled()?;
+        rules::check_batch_ids(msg_ids.len())?;
+        if conversation.is_empty() {
+            return Err(ChatError::invalid_param("conversation must not be empty"));
+        }
+        let (conversation, msg_ids) = (conversation.to_string(), msg_ids.to_vec());
+        self.query(now, Query::ReadAcks, |req| ClientFrame::ReadAcks { req, conversation, msg_ids })
+    }
+
     /// Replaces the token (renewToken): the next login uses it, and a live session hands it to
     /// the server, which checks it for this user without dropping the connection; the answer
     /// is `RequestCompleted` (`Done`, or 104/108/202). Offline: `Ok(None)`, the token waits for the

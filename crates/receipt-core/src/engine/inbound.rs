@@ -232,6 +232,19 @@ impl<S: ClientStore> ClientEngine<S> {
                 (_, Some(e), _) => Err(e),
                 (Some(Response::GroupAcks { page, .. }), None, Query::FetchGroupAcks) => Ok(Completion::GroupAcks(page)),
                 (Some(Response::GroupCreated { group }), None, Query::Group) => Ok(Completion::GroupCreated(group)),
+                (Some(Response::GroupUnread { page, .. }), None, Query::FetchGroupUnread) => Ok(Completion::GroupUnread(page)),
+                (Some(Response::GroupAckCounts { items }), None, Query::FetchGroupAckCounts) => Ok(Completion::GroupAckCounts(items)),
+                (Some(Response::ReadAcks { items }), None, Query::ReadAcks) => {
+                    // What a single ack does here at once, each acked message gets at the answer.
+                    for item in items.iter().filter(|i| i.err.is_none()) {
+                        self.fetch(item.msg_id);
+                        if self.messages.contains_key(&item.msg_id) {
+                            self.update_message(item.msg_id, |m| m.receiver_read = true);
+                            self.mark_read_local(item.msg_id);
+                        }
+                    }
+                    Ok(Completion::ReadAcks(items))
+                }
                 (Some(Response::Done), None, Query::Group | Query::RenewToken) => Ok(Completion::Done),
                 _ => Err(ChatError::general("unexpected answer from the server")),
             };

@@ -109,6 +109,12 @@ pub enum Completion {
     GroupAcks(CursorResult<GroupReadAck>),
     /// A group was created.
     GroupCreated(GroupId),
+    /// A page of the members who have not read a group message (`cursor` empty: the last).
+    GroupUnread(CursorResult<UserId>),
+    /// The read count of each group message asked, one item per id in the order asked.
+    GroupAckCounts(Vec<BatchItem>),
+    /// One item per id of a batch of 1:1 read acks, in the order asked.
+    ReadAcks(Vec<BatchItem>),
 }
 
 /// What the app hears. Lists are batched per inbound frame, in arrival order.
@@ -218,6 +224,9 @@ enum Link {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Query {
     FetchGroupAcks,
+    FetchGroupUnread,
+    FetchGroupAckCounts,
+    ReadAcks,
     Group,
     RenewToken,
 }
