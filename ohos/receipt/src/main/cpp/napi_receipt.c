@@ -51,6 +51,8 @@ typedef enum {
   PENDING_MESSAGE,    // sendMessage: resolves with the accepted NativeMessage
   PENDING_ACKS,       // fetchGroupReadAcks: resolves with a NativeCursorResult
   PENDING_GROUP_ID,   // createGroup: resolves with the group id
+  PENDING_MEMBERS,    // fetchGroupUnreadMembers: resolves with a NativeMemberPage
+  PENDING_ITEMS,      // fetchGroupAckCounts, ackMessagesRead: resolves with NativeBatchItem[]
 } pending_kind;
 
 typedef struct pending_req {
@@ -481,6 +483,34 @@ static void settle_request(env_state *s, const rcpt_event *ev, uint64_t session)
       }
       case PENDING_GROUP_ID: {
         napi_create_string_utf8(env, rcpt_event_group_id(ev), NAPI_AUTO_LENGTH, &v);
+        break;
+      }
+      case PENDING_MEMBERS: {
+        napi_value arr = NULL;
+        size_t n = rcpt_event_member_count(ev);
+        napi_create_object(env, &v);
+        napi_create_array_with_length(env, n, &arr);
+        for (size_t i = 0; i < n; i++) {
+          napi_value m = NULL;
+          napi_create_string_utf8(env, rcpt_event_member_at(ev, i), NAPI_AUTO_LENGTH, &m);
+          napi_set_element(env, arr, (uint32_t)i, m);
+        }
+        napi_set_named_property(env, v, "data", arr);
+        set_str(env, v, "cursor", rcpt_event_cursor(ev));
+        break;
+      }
+      case PENDING_ITEMS: {
+        size_t n = rcpt_event_item_count(ev);
+        napi_create_array_with_length(env, n, &v);
+        for (size_t i = 0; i < n; i++) {
+          napi_value o = NULL;
+          napi_create_object(env, &o);
+          set_str(env, o, "msgId", rcpt_event_item_msg_id(ev, i));
+          set_u32(env, o, "count", rcpt_event_item_read_count(ev, i));
+          rcpt_result code = rcpt_event_item_error_code(ev, i);
+          set_u32(env, o, "code", code == RCPT_OK ? 0u : (uint32_t)sdk_code(code));
+          napi_set_element(env, v, (uint32_t)i, o);
+        }
         break;
       }
       default:
@@ -1206,6 +1236,84 @@ static napi_value js_fetch_group_read_acks(napi_env env, napi_callback_info info
   return track_request(s, req, PENDING_ACKS);
 }
 
+// fetchGroupUnreadMembers(msgId, pageSize, cursor): Promise<NativeMemberPage>
+static napi_value js_fetch_group_unread_members(napi_env env, napi_callback_info info) {
+  ARGS(3);
+  if (s->client == NULL) {
+    return not_initialized_reject(env);
+  }
+  const char *why = NULL;
+  int64_t page_size = 0;
+  if (!get_int(env, argv[1], 0, 4294967295.0, &page_size)) {
+    return invalid_arg_reject(env, "pageSize", "must be a non-negative integer");
+  }
+  char *id = get_string(env, argv[0], false, &why);
+  if (id == NULL) {
+    return invalid_arg_reject(env, "msgId", why);
+  }
+  char *cursor = get_string(env, argv[2], true, &why);
+  if (cursor == NULL) {
+    free(id);
+    return invalid_arg_reject(env, "cursor", why);
+  }
+  uint64_t req = 0;
+  rcpt_result r = rcpt_client_fetch_group_unread_members(s->client, id, (uint32_t)page_size, cursor, &req);
+  free(id);
+  free(cursor);
+  if (r != RCPT_OK) {
+    return rejected_rcpt(env, r);
+  }
+  return track_request(s, req, PENDING_MEMBERS);
+}
+
+// fetchGroupAckCounts(msgIds): Promise<NativeBatchItem[]>
+static napi_value js_fetch_group_ack_counts(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  if (s->client == NULL) {
+    return not_initialized_reject(env);
+  }
+  const char *why = NULL;
+  size_t n = 0;
+  char **ids = get_string_array(env, argv[0], &n, &why);
+  if (ids == NULL) {
+    return invalid_arg_reject(env, "msgIds", why);
+  }
+  uint64_t req = 0;
+  rcpt_result r = rcpt_client_fetch_group_ack_counts(s->client, (const char *const *)ids, n, &req);
+  free_strings(ids, n);
+  if (r != RCPT_OK) {
+    return rejected_rcpt(env, r);
+  }
+  return track_request(s, req, PENDING_ITEMS);
+}
+
+// ackMessagesRead(conversationId, msgIds): Promise<NativeBatchItem[]>
+static napi_value js_ack_messages_read(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  if (s->client == NULL) {
+    return not_initialized_reject(env);
+  }
+  const char *why = NULL;
+  char *conversation = get_string(env, argv[0], false, &why);
+  if (conversation == NULL) {
+    return invalid_arg_reject(env, "conversationId", why);
+  }
+  size_t n = 0;
+  char **ids = get_string_array(env, argv[1], &n, &why);
+  if (ids == NULL) {
+    free(conversation);
+    return invalid_arg_reject(env, "msgIds", why);
+  }
+  uint64_t req = 0;
+  rcpt_result r = rcpt_client_ack_messages_read(s->client, conversation, (const char *const *)ids, n, &req);
+  free(conversation);
+  free_strings(ids, n);
+  if (r != RCPT_OK) {
+    return rejected_rcpt(env, r);
+  }
+  return track_request(s, req, PENDING_ITEMS);
+}
+
 // getMessage(msgId): NativeMessage | undefined
 static napi_value js_get_message(napi_env env, napi_callback_info info) {
   ARGS(1);
@@ -1544,6 +1652,9 @@ static napi_value module_init(napi_env env, napi_value exports) {
       {"ackConversationRead", js_ack_conversation_read},
       {"ackGroupMessageRead", js_ack_group_message_read},
       {"fetchGroupReadAcks", js_fetch_group_read_acks},
+      {"fetchGroupUnreadMembers", js_fetch_group_unread_members},
+      {"fetchGroupAckCounts", js_fetch_group_ack_counts},
+      {"ackMessagesRead", js_ack_messages_read},
       {"getMessage", js_get_message},
       {"markMessageAsRead", js_mark_message_as_read},
       {"markAllMessagesAsRead", js_mark_all_messages_as_read},

@@ -59,6 +59,19 @@ export interface NativeCursorResult {
   cursor: string;       // "" when there is no next page
 }
 
+// A page of the members who have not read a group message, in user-id order.
+export interface NativeMemberPage {
+  data: string[];
+  cursor: string;       // "" when there is no next page
+}
+
+// One id's outcome in a batch answer (fetchGroupAckCounts, ackMessagesRead), in the order asked.
+export interface NativeBatchItem {
+  msgId: string;
+  count: number;        // the read count (fetchGroupAckCounts); 0 with an error
+  code: number;         // 0: done; else the SDK error code for this id
+}
+
 // One event from the engine. `kind` says which fields are set.
 //  'received' | 'delivered' | 'read'   -> messages
 //  'groupRead'                          -> acks
@@ -101,6 +114,9 @@ export function ackMessageRead(msgId: string): Promise<void>;
 export function ackConversationRead(conversationId: string): Promise<void>;
 export function ackGroupMessageRead(msgId: string, ext: string): Promise<void>;
 export function fetchGroupReadAcks(msgId: string, pageSize: number, startAckId: string): Promise<NativeCursorResult>;
+export function fetchGroupUnreadMembers(msgId: string, pageSize: number, cursor: string): Promise<NativeMemberPage>;
+export function fetchGroupAckCounts(msgIds: string[]): Promise<NativeBatchItem[]>;
+export function ackMessagesRead(conversationId: string, msgIds: string[]): Promise<NativeBatchItem[]>;
 export function getMessage(msgId: string): NativeMessage | undefined;
 export function markMessageAsRead(msgId: string): Promise<void>;
 export function markAllMessagesAsRead(conversationId: string, chatType: number): Promise<void>;
