@@ -277,6 +277,62 @@ fn tour(color: bool, tls: bool) -> Result<(), String> {
     s.refused("mallory logs in with alice's token", &e);
 
     policy_refusals(&s)?;
+
+    // 7. Who has not read.
+    s.section(7, "Who has not read (fetchGroupUnreadMembers)");
+    let gm2 = carol.try_send(&group, ChatType::GroupChat, "Should I bring a jacket?", true)?;
+    s.say("carol/phone", &format!("sends \"{}\" asking for acks (msg {})", gm2.content, gm2.id));
+    received_id(&dave, gm2.id)?;
+    let req = dave.client.ack_group_message_read(gm2.id, None).map_err(|e| e.to_string())?.ok_or("no ack sent")?;
+    dave.try_completed(req)?.map_err(|e| e.to_string())?;
+    s.say("dave/phone", "reads it");
+    carol.try_wait("onGroupMessageRead", |e| matches!(e, ClientEvent::GroupMessageRead(_)).then_some(()))?;
+    let req = carol.client.fetch_group_unread_members(gm2.id, 20, None).map_err(|e| e.to_string())?;
+    let unread = match carol.try_completed(req)? {
+        Ok(Completion::GroupUnread(p)) => p,
+        other => return Err(format!("fetch answered {other:?}")),
+    };
+    s.say("carol/phone", &format!("fetchGroupUnreadMembers(pageSize 20): not read by {:?}, cursor \"{}\"", unread.data, unread.cursor));
+    let req = erin.client.fetch_group_unread_members(gm2.id, 20, None).map_err(|e| e.to_string())?;
+    s.refused("erin asks who has not read carol's message (sender only)", &erin.try_refused(req, ErrorCode::GroupPermissionDenied)?);
+
+    // 8. Counts for a screen, acks in one trip.
+    s.section(8, "Counts for a screen, acks in one trip (fetchGroupAckCounts, ackMessagesRead)");
+    let req = carol.client.fetch_group_ack_counts(&[gm.id, gm2.id]).map_err(|e| e.to_string())?;
+    let counts = match carol.try_completed(req)? {
+        Ok(Completion::GroupAckCounts(items)) => items,
+        other => return Err(format!("counts answered {other:?}")),
+    };
+    let shown: Vec<String> = counts.iter().map(|i| format!("msg {}: {} read", i.msg_id, i.count)).collect();
+    s.say("carol/phone", &format!("fetchGroupAckCounts([{}, {}]) in one trip: {}", gm.id, gm2.id, shown.join(", ")));
+    let mut batch = Vec::new();
+    for text in ["Picnic blanket?", "And a ball"] {
+        batch.push(alice.try_send("bob", ChatType::Chat, text, false)?.id);
+    }
+    for id in &batch {
+        received_id(&bob, *id)?;
+    }
+    s.say("alice/phone", &format!("sends bob two messages ({} and {})", batch[0], batch[1]));
+    let req = bob.client.ack_messages_read("alice", &batch).map_err(|e| e.to_string())?;
+    let items = match bob.try_completed(req)? {
+        Ok(Completion::ReadAcks(items)) => items,
+        other => return Err(format!("batch ack answered {other:?}")),
+    };
+    let ok = items.iter().filter(|i| i.err.is_none()).count();
+    s.say("bob/phone", &format!("ackMessagesRead(\"alice\", [{}, {}]): one round trip, {ok} of {} acked", batch[0], batch[1], items.len()));
+    let mut heard = Vec::new();
+    while heard.len() < batch.len() {
+        let ids = alice.try_wait("onMessageRead", |e| match e {
+            ClientEvent::MessagesRead(m) => Some(m.iter().map(|m| m.id).filter(|id| batch.contains(id)).collect::<Vec<_>>()),
+            _ => None,
+        })?;
+        heard.extend(ids);
+    }
+    heard.sort();
+    s.hear("alice/phone", "onMessageRead", &format!("msgs {heard:?} {}", s.tick(2)));
+    let many = vec![batch[0]; 21];
+    s.refused("ackMessagesRead with 21 ids", &try_expect_err(bob.client.ack_messages_read("alice", &many), ErrorCode::InvalidParam)?);
+
     println!("\n{}", s.paint("32", "All receipts behaved as the guide promises."));
     drop((alice, tablet, bob, carol, dave, erin, private, bad));
     srv.stop();

@@ -21,6 +21,12 @@ const TOUR: &[&str] = &[
     "refused 603",
     "refused 202",
     "refused 506",
+    "not read by [\"erin\"], cursor \"\"",
+    "erin asks who has not read carol's message (sender only): refused 603",
+    ": 2 read, ",
+    ": 1 read",
+    "one round trip, 2 of 2 acked",
+    "ackMessagesRead with 21 ids: refused 110",
     "All receipts behaved as the guide promises.",
 ];
 
