@@ -72,6 +72,12 @@ fn unread_members_are_the_members_at_send_time_still_in_the_group_who_have_not_a
     RawClient::login(a, "m4", "d").expect_ok(|req| ClientFrame::GroupAck { req, msg_id: id, ext: None });
     assert_eq!(unread_pages(&mut alice, id, 100), vec![vec!["m1".to_string(), "m2".into(), "m5".into()]]);
     assert_eq!(ack_count(&mut alice, id), 3);
+
+    // A reader who leaves drops out of the read count too: read + unread stays exact.
+    RawClient::login(a, "m0", "d").expect_ok(|req| ClientFrame::LeaveGroup { req, group: g.clone() });
+    assert_eq!(ack_count(&mut alice, id), 2);
+    let unread: usize = unread_pages(&mut alice, id, 100).iter().map(Vec::len).sum();
+    assert_eq!(ack_count(&mut alice, id) as usize + unread, 5);
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Who has not read a group message (paged), read counts for a screen of group messages, and
 //! 1:1 read acks in one trip. Acks are reached only through [`ServerCore::acked_by`] and
-//! [`ServerCore::ack_count`], so a change in how acks are held touches those two alone.
+//! [`ServerCore::ackers`], so a change in how acks are held touches those two alone.
 
 use std::ops::Bound;
 
@@ -19,9 +19,19 @@ impl ServerCore {
         rec.ackers.contains(user)
     }
 
-    /// How many read acks group message `rec` has.
-    fn ack_count(&self, rec: &MessageRecord) -> u32 {
-        rec.acks.len() as u32
+    /// Who acked group message `rec`.
+    fn ackers<'a>(&'a self, rec: &'a MessageRecord) -> impl Iterator<Item = &'a UserId> + 'a {
+        rec.ackers.iter()
+    }
+
+    /// How many of the members at send time still in the group acked `rec`: with the unread
+    /// members, exactly the members at send time still in the group (a reader who left, or left
+    /// and came back after the send, no longer counts).
+    fn read_count(&self, rec: &MessageRecord) -> u32 {
+        let Some(group) = self.state.groups.get(&rec.msg.to) else { return 0 };
+        self.ackers(rec)
+            .filter(|u| group.members.contains_key(*u) && rules::member_at_send(group.joined_after.get(*u).copied(), rec.msg.id))
+            .count() as u32
     }
 
     /// A group message `user` may see the acks of (the visibility policy of the ack list).
@@ -82,13 +92,14 @@ impl ServerCore {
         Ok(Response::GroupUnread { msg_id, page: CursorResult { data, cursor } })
     }
 
-    /// One item per id: its read count, or the error a single fetch of its acks would give.
+    /// One item per id: its read count (members at send time still in the group who acked), or
+    /// the error a single fetch of its acks would give.
     pub(super) fn fetch_group_ack_counts(&mut self, now: u64, user: &str, msg_ids: Vec<MsgId>) -> Res<Response> {
         rules::check_batch_ids(msg_ids.len())?;
         let items = msg_ids
             .into_iter()
             .map(|msg_id| match self.visible_group_message(now, user, msg_id) {
-                Ok(rec) => BatchItem { msg_id, count: self.ack_count(rec), err: None },
+                Ok(rec) => BatchItem { msg_id, count: self.read_count(rec), err: None },
                 Err(e) => BatchItem { msg_id, count: 0, err: Some(e) },
             })
             .collect();
