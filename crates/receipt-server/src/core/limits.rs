@@ -42,15 +42,22 @@ struct Buckets(HashMap<UserId, Bucket>, usize);
 impl Buckets {
     /// Takes one request from `user`'s bucket; false when it is empty.
     fn take(&mut self, limit: RateLimit, user: &str, now_ms: u64) -> bool {
+        self.take_n(limit, user, now_ms, 1)
+    }
+
+    /// Takes `n` requests (at most the burst, so any batch can pass a full bucket) from
+    /// `user`'s bucket, all or none; false when fewer are left.
+    fn take_n(&mut self, limit: RateLimit, user: &str, now_ms: u64, n: u32) -> bool {
         if limit.per_sec == 0 {
             return true;
         }
         let full = u64::from(limit.burst.max(1)) * 1000;
+        let cost = u64::from(n.clamp(1, limit.burst.max(1))) * 1000;
         let level = self.0.get(user).map_or(full, |b| b.level(limit, now_ms));
-        if level < 1000 {
+        if level < cost {
             return false;
         }
-        let b = Bucket { milli: level - 1000, at_ms: now_ms };
+        let b = Bucket { milli: level - cost, at_ms: now_ms };
         match self.0.get_mut(user) {
             Some(slot) => *slot = b,
             None => {
@@ -175,7 +182,7 @@ impl Limits {
                     format!("{user} sends faster than {} messages/s (send_rate)", send.per_sec),
                 ));
             }
-        } else if !self.requests.take(request, user, now_ms) {
+        } else if !self.requests.take_n(request, user, now_ms, batch_cost(frame)) {
             return Err(err(
                 ErrorCode::ExceedServiceLimit,
                 format!("{user} makes more than {} requests/s (request_rate)", request.per_sec),
@@ -247,6 +254,15 @@ impl ServerCore {
     }
 }
 
+/// What a request costs in `request_rate`: a batch one per id it names (it does the work of that
+/// many single requests in one trip), any other request 1.
+fn batch_cost(frame: &ClientFrame) -> u32 {
+    match frame {
+        ClientFrame::FetchGroupAckCounts { msg_ids, .. } | ClientFrame::ReadAcks { msg_ids, .. } => msg_ids.len().max(1) as u32,
+        _ => 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,5 +289,21 @@ mod tests {
             assert!(b.take(limit, &format!("user{i}"), 20_000 + i * 1000));
         }
         assert!(b.0.len() <= 2048, "{} buckets kept", b.0.len());
+    }
+
+    #[test]
+    fn a_batch_costs_one_request_per_id_all_or_none() {
+        let limit = RateLimit { per_sec: 10, burst: 25 };
+        let mut b = Buckets::default();
+        assert!(b.take_n(limit, "u", 1_000, 20));
+        assert!(!b.take_n(limit, "u", 1_000, 20), "5 left: a batch of 20 waits");
+        assert_eq!((0..10).filter(|_| b.take(limit, "u", 1_000)).count(), 5, "the refused batch took nothing");
+        // A batch larger than the burst costs the burst: it passes a full bucket.
+        let small = RateLimit { per_sec: 10, burst: 3 };
+        assert!(b.take_n(small, "v", 1_000, 20));
+        assert!(!b.take(small, "v", 1_000));
+        let batch = ClientFrame::ReadAcks { req: 1, conversation: "a".into(), msg_ids: vec![1; 20] };
+        assert_eq!(batch_cost(&batch), 20);
+        assert_eq!(batch_cost(&ClientFrame::ReadAck { req: 1, msg_id: 1 }), 1);
     }
 }
