@@ -1,6 +1,6 @@
 //! Who has not read a group message (paged), read counts for a screen of group messages, and
-//! 1:1 read acks in one trip. Acks are reached only through [`ServerCore::acked_by`] and
-//! [`ServerCore::ackers`], so a change in how acks are held touches those two alone.
+//! 1:1 read acks in one trip. Who acked is read only through [`ServerCore::ackers_of`], so a
+//! change in how acks are held touches it alone.
 
 use std::ops::Bound;
 
@@ -9,29 +9,26 @@ use receipt_core::rules::{self, MessageFacts};
 use receipt_core::types::validate_id;
 use receipt_core::{ChatError, ChatType, CursorResult, ErrorCode, MsgId, UserId};
 
-use crate::state::MessageRecord;
+use crate::state::{HashSet, MessageRecord};
 
 use super::{err, Res, ServerCore};
 
 impl ServerCore {
-    /// Whether `user` sent a read ack of group message `rec`.
-    fn acked_by(&self, rec: &MessageRecord, user: &str) -> bool {
-        rec.ackers.contains(user)
-    }
-
-    /// Who acked group message `rec`.
-    fn ackers<'a>(&'a self, rec: &'a MessageRecord) -> impl Iterator<Item = &'a UserId> + 'a {
-        rec.ackers.iter()
+    /// Everyone who acked group message `msg_id` (one read, bounded by the group's member cap).
+    fn ackers_of(&self, msg_id: MsgId) -> Res<HashSet<UserId>> {
+        Ok(self.state.messages.get(&msg_id).map(|rec| rec.ackers.clone()).unwrap_or_default())
     }
 
     /// How many of the members at send time still in the group acked `rec`: with the unread
     /// members, exactly the members at send time still in the group (a reader who left, or left
     /// and came back after the send, no longer counts).
-    fn read_count(&self, rec: &MessageRecord) -> u32 {
-        let Some(group) = self.state.groups.get(&rec.msg.to) else { return 0 };
-        self.ackers(rec)
-            .filter(|u| group.members.contains_key(*u) && rules::member_at_send(group.joined_after.get(*u).copied(), rec.msg.id))
-            .count() as u32
+    fn read_count(&self, rec: &MessageRecord) -> Res<u32> {
+        let Some(group) = self.state.groups.get(&rec.msg.to) else { return Ok(0) };
+        let ackers = self.ackers_of(rec.msg.id)?;
+        let counted = ackers
+            .iter()
+            .filter(|u| group.members.contains_key(*u) && rules::member_at_send(group.joined_after.get(*u).copied(), rec.msg.id));
+        Ok(counted.count() as u32)
     }
 
     /// A group message `user` may see the acks of (the visibility policy of the ack list).
@@ -69,12 +66,13 @@ impl ServerCore {
         // Members in user-id order (a stable order: the cursor is the last id returned); the
         // sender, members who joined later and those who acked are skipped; members who left
         // are no longer in `members`. The page also ends before `max_result_bytes`.
+        let ackers = self.ackers_of(msg_id)?;
         let mut unread = group
             .members
             .range::<str, _>((after, Bound::Unbounded))
             .map(|(u, _)| u)
             .filter(|u| **u != rec.msg.from && rules::member_at_send(group.joined_after.get(*u).copied(), msg_id))
-            .filter(|u| !self.acked_by(rec, u))
+            .filter(|u| !ackers.contains(*u))
             .peekable();
         let mut data: Vec<UserId> = Vec::new();
         let mut bytes = 0;
@@ -98,8 +96,8 @@ impl ServerCore {
         rules::check_batch_ids(msg_ids.len())?;
         let items = msg_ids
             .into_iter()
-            .map(|msg_id| match self.visible_group_message(now, user, msg_id) {
-                Ok(rec) => BatchItem { msg_id, count: self.read_count(rec), err: None },
+            .map(|msg_id| match self.visible_group_message(now, user, msg_id).and_then(|rec| self.read_count(rec)) {
+                Ok(count) => BatchItem { msg_id, count, err: None },
                 Err(e) => BatchItem { msg_id, count: 0, err: Some(e) },
             })
             .collect();
