@@ -514,6 +514,13 @@ rcpt_result rcpt_event_item_error_code(const rcpt_event *ev,
                                        size_t index);
 
 /**
+ * The `index`-th item's error description, `""` when it succeeded. Borrowed from `ev`. NULL if
+ * `ev` is NULL or `index` is out of range.
+ */
+const char *rcpt_event_item_error_message(const rcpt_event *ev,
+                                          size_t index);
+
+/**
  * Creates a client from `options` (which must have a data dir; the options are copied and
  * may be freed afterwards) and writes it to `*out`. No connection until `rcpt_client_login`.
  * The caller owns `*out` and frees it with `rcpt_client_free`. On failure `*out` is NULL.

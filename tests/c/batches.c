@@ -66,6 +66,8 @@ int main(void) {
     CHECK(rcpt_event_item_error_code(ev, 0) == RCPT_OK);
     CHECK(strcmp(rcpt_event_item_msg_id(ev, 1), "999999") == 0);
     CHECK(rcpt_event_item_error_code(ev, 1) == RCPT_MESSAGE_INVALID && rcpt_event_item_read_count(ev, 1) == 0);
+    CHECK(strstr(rcpt_event_item_error_message(ev, 1), "999999") != NULL);
+    CHECK(strcmp(rcpt_event_item_error_message(ev, 0), "") == 0);
     CHECK(rcpt_event_item_read_count(ev, 2) == 1);
     CHECK(rcpt_event_item_error_code(ev, 3) == RCPT_INVALID_PARAM && rcpt_event_item_msg_id(ev, 3) == NULL);
     rcpt_event_free(ev);
@@ -123,6 +125,7 @@ int main(void) {
     CHECK(req == 0);
     CHECK(rcpt_event_member_count(NULL) == 0 && rcpt_event_item_count(NULL) == 0);
     CHECK(rcpt_event_member_at(NULL, 0) == NULL && rcpt_event_item_msg_id(NULL, 0) == NULL);
+    CHECK(rcpt_event_item_error_message(NULL, 0) == NULL);
     CHECK(rcpt_event_item_error_code(NULL, 0) == RCPT_NULL_ARGUMENT && rcpt_event_item_read_count(NULL, 0) == 0);
 
     peer_free(&alice);

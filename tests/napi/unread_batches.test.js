@@ -126,6 +126,10 @@ test('ackMessagesRead acks several 1:1 messages in one trip with one result per 
       const r = await ctx.cm().ackMessagesRead('ivan', [${JSON.stringify(m1.msgId)}, ${JSON.stringify(fromMallory.msgId)}, '999999', ${JSON.stringify(m2.msgId)}]);
       return [...r.entries()].map(([id, e]) => [id, e === null ? 0 : (e instanceof ctx.R.ChatError ? e.code : -1)]);`);
     assert.deepStrictEqual(results, [[m1.msgId, 0], [fromMallory.msgId, 500], ['999999', 500], [m2.msgId, 0]]);
+    const why = await judy.run(`
+      const r = await ctx.cm().ackMessagesRead('ivan', [${JSON.stringify(fromMallory.msgId)}]);
+      return r.get(${JSON.stringify(fromMallory.msgId)}).description;`);
+    assert.strictEqual(why, `message ${fromMallory.msgId} is not from ivan`);
     // Ivan hears both reads; judy's copies are read.
     for (const m of [m1, m2]) {
       await ivan.waitFor(isCb('probe', 'onMessageRead', hasMsg(m.msgId)), `ivan told ${m.msgId} was read`);

@@ -21,11 +21,17 @@ pub(crate) struct Item {
     msg_id: CString,
     count: u32,
     code: rcpt_result,
+    message: CString,
 }
 
 impl Item {
     pub(crate) fn new(i: BatchItem) -> Self {
-        Item { msg_id: to_cstring(&i.msg_id.to_string()), count: i.count, code: i.err.map_or(rcpt_result::RCPT_OK, |e| e.code.into()) }
+        Item {
+            msg_id: to_cstring(&i.msg_id.to_string()),
+            count: i.count,
+            code: i.err.as_ref().map_or(rcpt_result::RCPT_OK, |e| e.code.into()),
+            message: to_cstring(i.err.as_ref().map_or("", |e| e.description.as_str())),
+        }
     }
 }
 
@@ -186,4 +192,11 @@ pub extern "C" fn rcpt_event_item_error_code(ev: *const rcpt_event, index: usize
             }
         })
     })
+}
+
+/// The `index`-th item's error description, `""` when it succeeded. Borrowed from `ev`. NULL if
+/// `ev` is NULL or `index` is out of range.
+#[no_mangle]
+pub extern "C" fn rcpt_event_item_error_message(ev: *const rcpt_event, index: usize) -> *const c_char {
+    ffi_boundary("rcpt_event_item_error_message", || with_item("rcpt_event_item_error_message", ev, index, |i| i.message.as_ptr()))
 }

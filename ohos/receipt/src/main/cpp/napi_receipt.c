@@ -509,6 +509,7 @@ static void settle_request(env_state *s, const rcpt_event *ev, uint64_t session)
           set_u32(env, o, "count", rcpt_event_item_read_count(ev, i));
           rcpt_result code = rcpt_event_item_error_code(ev, i);
           set_u32(env, o, "code", code == RCPT_OK ? 0u : (uint32_t)sdk_code(code));
+          set_str(env, o, "description", rcpt_event_item_error_message(ev, i));
           napi_set_element(env, v, (uint32_t)i, o);
         }
         break;

@@ -70,6 +70,7 @@ export interface NativeBatchItem {
   msgId: string;
   count: number;        // the read count (fetchGroupAckCounts); 0 with an error
   code: number;         // 0: done; else the SDK error code for this id
+  description: string;  // why, "" when done
 }
 
 // One event from the engine. `kind` says which fields are set.
