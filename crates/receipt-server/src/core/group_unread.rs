@@ -1,6 +1,6 @@
 //! Who has not read a group message (paged), read counts for a screen of group messages, and
-//! 1:1 read acks in one trip. Who acked is read only through [`ServerCore::ackers_of`], so a
-//! change in how acks are held touches it alone.
+//! 1:1 read acks in one trip. Who acked is read only through [`ServerCore::acked`], so a change
+//! in how acks are held touches it alone.
 
 use std::ops::Bound;
 
@@ -9,26 +9,34 @@ use receipt_core::rules::{self, MessageFacts};
 use receipt_core::types::validate_id;
 use receipt_core::{ChatError, ChatType, CursorResult, ErrorCode, MsgId, UserId};
 
-use crate::state::{HashSet, MessageRecord};
+use crate::state::MessageRecord;
 
 use super::{err, Res, ServerCore};
 
 impl ServerCore {
-    /// Everyone who acked group message `msg_id` (one read, bounded by the group's member cap).
-    fn ackers_of(&self, msg_id: MsgId) -> Res<HashSet<UserId>> {
-        Ok(self.state.messages.get(&msg_id).map(|rec| rec.ackers.clone()).unwrap_or_default())
+    /// Whether `user` acked group message `rec` (a point lookup: no ext is read).
+    fn acked(&self, rec: &MessageRecord, user: &str) -> Res<bool> {
+        Ok(rec.ackers.contains(user))
+    }
+
+    /// The group's members at send time of `rec` still in it, the sender aside, in user-id order
+    /// after `after`: who may have read it.
+    fn readers_at_send<'a>(&'a self, rec: &'a MessageRecord, after: Bound<&'a str>) -> impl Iterator<Item = &'a UserId> + 'a {
+        let group = self.state.groups.get(&rec.msg.to);
+        group.into_iter().flat_map(move |g| g.members.range::<str, _>((after, Bound::Unbounded)).map(|(u, _)| u)).filter(move |u| {
+            **u != rec.msg.from && group.is_some_and(|g| rules::member_at_send(g.joined_after.get(*u).copied(), rec.msg.id))
+        })
     }
 
     /// How many of the members at send time still in the group acked `rec`: with the unread
-    /// members, exactly the members at send time still in the group (a reader who left, or left
-    /// and came back after the send, no longer counts).
+    /// members, exactly those members (a reader who left, or left and came back after the send,
+    /// no longer counts). One lookup per such member, bounded by the group's size.
     fn read_count(&self, rec: &MessageRecord) -> Res<u32> {
-        let Some(group) = self.state.groups.get(&rec.msg.to) else { return Ok(0) };
-        let ackers = self.ackers_of(rec.msg.id)?;
-        let counted = ackers
-            .iter()
-            .filter(|u| group.members.contains_key(*u) && rules::member_at_send(group.joined_after.get(*u).copied(), rec.msg.id));
-        Ok(counted.count() as u32)
+        let mut count = 0;
+        for u in self.readers_at_send(rec, Bound::Unbounded) {
+            count += u32::from(self.acked(rec, u)?);
+        }
+        Ok(count)
     }
 
     /// A group message `user` may see the acks of (the visibility policy of the ack list).
@@ -57,35 +65,33 @@ impl ServerCore {
         let rec = self.visible_group_message(now, user, msg_id)?;
         // Without the ask nobody can ack: every member would be listed as unread forever.
         rules::check_group_ack_asked(MessageFacts::from(&*rec.msg))?;
-        let group =
-            self.state.groups.get(&rec.msg.to).ok_or_else(|| err(ErrorCode::GroupInvalidId, format!("unknown group {}", rec.msg.to)))?;
+        if !self.state.groups.contains_key(&rec.msg.to) {
+            return Err(err(ErrorCode::GroupInvalidId, format!("unknown group {}", rec.msg.to)));
+        }
         let after = match cursor.as_deref() {
             Some(c) if !c.is_empty() => Bound::Excluded(c),
             _ => Bound::Unbounded,
         };
         // Members in user-id order (a stable order: the cursor is the last id returned); the
         // sender, members who joined later and those who acked are skipped; members who left
-        // are no longer in `members`. The page also ends before `max_result_bytes`.
-        let ackers = self.ackers_of(msg_id)?;
-        let mut unread = group
-            .members
-            .range::<str, _>((after, Bound::Unbounded))
-            .map(|(u, _)| u)
-            .filter(|u| **u != rec.msg.from && rules::member_at_send(group.joined_after.get(*u).copied(), msg_id))
-            .filter(|u| !ackers.contains(*u))
-            .peekable();
+        // are no longer members. The page also ends before `max_result_bytes`; one unread
+        // member past it says whether there is a next page.
         let mut data: Vec<UserId> = Vec::new();
         let mut bytes = 0;
-        while let Some(u) = unread.peek() {
+        let mut more = false;
+        for u in self.readers_at_send(rec, after) {
+            if self.acked(rec, u)? {
+                continue;
+            }
             let size = crate::size::member_bytes(u);
             if data.len() == page_size as usize || (!data.is_empty() && bytes + size > self.cfg.max_result_bytes) {
+                more = true;
                 break;
             }
             bytes += size;
             data.push(u.to_string());
-            unread.next();
         }
-        let cursor = if unread.peek().is_some() { data.last().cloned().unwrap_or_default() } else { String::new() };
+        let cursor = if more { data.last().cloned().unwrap_or_default() } else { String::new() };
         self.result_bytes += bytes;
         Ok(Response::GroupUnread { msg_id, page: CursorResult { data, cursor } })
     }
