@@ -12,6 +12,7 @@
 //! max_to_unseen_per_user = 10000
 //! outbound_bytes = 8388608
 //! max_result_bytes = 262144
+//! cache_bytes = 268435456                # hot-state cache budget (256 MiB)
 //!
 //! [send_rate]                            # per user; 502 beyond it
 //! per_sec = 100
@@ -159,6 +160,12 @@ pub struct ServerConfig {
     /// EXCEED_SERVICE_LIMIT. They stop counting when the recipient logs in or the messages pass
     /// retention. 0: no limit. Default 10,000.
     pub max_to_unseen_per_user: usize,
+    /// Byte budget of the core's hot-state cache (messages with their flags and recent acks,
+    /// conversations): clean entries are evicted least recently used first beyond it and read
+    /// back from the store when needed (docs/server-data-model.md, "Hot state and start-up").
+    /// An estimate of the entries' heap bytes, not the process's RSS. Default 256 MiB. Without
+    /// a data directory (in-memory store) everything stays resident and this is not used.
+    pub cache_bytes: usize,
     /// Most requests the core applies (and commits in one transaction) at a time.
     pub max_batch: usize,
     /// Largest group (members including the owner); beyond it create/add fail with 604.
@@ -195,6 +202,7 @@ impl Default for ServerConfig {
             send_rate: RateLimit { per_sec: 100, burst: 500 },
             request_rate: RateLimit { per_sec: 1000, burst: 10_000 },
             max_to_unseen_per_user: 10_000,
+            cache_bytes: 256 << 20,
             max_batch: 512,
             max_group_size: 5000,
             group_ack: GroupAckPolicy::default(),

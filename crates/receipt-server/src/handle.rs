@@ -64,8 +64,13 @@ pub async fn start_with_store(config: ServerConfig, mut store: Box<dyn ServerSto
     let tls = crate::tls::acceptor(&config)?;
     let listener = bind_listener(config.addr)?;
     let local_addr = listener.local_addr()?;
-    let state = store.load().map_err(io::Error::other)?;
-    let core = ServerCore::new(CoreConfig::from(&config), state);
+    // With a reader (redb) only the hot state is loaded and the rest is read on demand; the
+    // in-memory store keeps everything resident.
+    let state = store.load_hot().map_err(io::Error::other)?;
+    let core = match store.reader() {
+        Some(reader) => ServerCore::with_store(CoreConfig::from(&config), state, reader, config.cache_bytes),
+        None => ServerCore::new(CoreConfig::from(&config), state),
+    };
     let (core_tx, core_rx) = mpsc::channel(8192);
     let (done_tx, core_done) = oneshot::channel();
     let (cap, max_batch) = ((config.outbound_queue.max(1), config.outbound_bytes.max(1)), config.max_batch);

@@ -127,6 +127,9 @@ struct ServeArgs {
     /// 0: no limit; beyond: 4 EXCEED_SERVICE_LIMIT).
     #[arg(long)]
     max_to_unseen_per_user: Option<usize>,
+    /// Byte budget of the hot-state cache (default 256 MiB; with a data directory only).
+    #[arg(long)]
+    cache_bytes: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -247,6 +250,7 @@ fn serve(a: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         (a.outbound_bytes, &mut c.outbound_bytes),
         (a.max_result_bytes, &mut c.max_result_bytes),
         (a.max_to_unseen_per_user, &mut c.max_to_unseen_per_user),
+        (a.cache_bytes, &mut c.cache_bytes),
     ];
     for (flag, field) in overrides {
         if let Some(v) = flag {

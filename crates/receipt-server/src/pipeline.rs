@@ -48,6 +48,9 @@ pub(crate) fn now_ms() -> u64 {
 /// One applied batch on its way to the store thread: sessions that logged in, what to commit,
 /// what to send once it is committed, sessions that closed.
 struct Applied {
+    /// The core's number of the batch ([`Effects::batch`]): handed back once committed, it
+    /// unpins what the batch changed in the core's cache.
+    batch: u64,
     logins: Vec<(SessionId, ConnQueue)>,
     ops: Vec<StoreOp>,
     out: Vec<Outgoing>,
@@ -119,7 +122,7 @@ pub(crate) fn core_loop(
         // Effects accumulate inside the core (in order) and are taken once per batch.
         let mut effects = Effects::default();
         let mut stop = false;
-        let mut applied = Applied { logins: Vec::new(), ops: Vec::new(), out: Vec::new(), closed: Vec::new() };
+        let mut applied = Applied { batch: 0, logins: Vec::new(), ops: Vec::new(), out: Vec::new(), closed: Vec::new() };
         let mut msgs = batch.drain(..);
         while let Some(m) = msgs.next() {
             match m {
@@ -171,6 +174,7 @@ pub(crate) fn core_loop(
         }
         applied.ops = effects.ops;
         applied.out = effects.out;
+        applied.batch = effects.batch;
         if commit_tx.send(applied).is_err() {
             // The store thread stopped after a failed commit.
             break;
@@ -236,7 +240,7 @@ fn store_loop(
             for s in a.closed {
                 router.detach(s);
             }
-            let _ = done.send(Effects { ops: a.ops, out: a.out });
+            let _ = done.send(Effects { ops: a.ops, out: a.out, batch: a.batch });
         }
         // Between commits, once this batch's frames are routed; the core thread hands over at
         // most COMMITS_IN_FLIGHT batches meanwhile: a compaction delays them, it loses none.

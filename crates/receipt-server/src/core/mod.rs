@@ -23,6 +23,7 @@ use crate::state::{ConvState, Counters, Group, HashMap, LogEvent, MessageRecord,
 /// Identifies one connection (one logged-in device) to the core.
 pub type SessionId = u64;
 
+mod cache;
 mod group_receipts;
 mod groups;
 mod limits;
@@ -94,12 +95,17 @@ pub struct Outgoing {
 pub struct Effects {
     pub ops: Vec<StoreOp>,
     pub out: Vec<Outgoing>,
+    /// The number of the batch that produced them (effects appended together: the last). Once
+    /// they are committed, the caller tells the core ([`ServerCore::committed`] or
+    /// [`ServerCore::recycle`]): what they changed may then leave the cache.
+    pub batch: u64,
 }
 
 impl Effects {
     pub fn append(&mut self, mut other: Effects) {
         self.ops.append(&mut other.ops);
         self.out.append(&mut other.out);
+        self.batch = self.batch.max(other.batch);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -177,6 +183,12 @@ pub struct ServerCore {
     origin: Option<SessionId>,
     /// The time of the input being applied (what a logged event is stamped with).
     now_ms: u64,
+    /// Messages, conversations and client ids held in memory when a store reader is given
+    /// ([`ServerCore::with_store`]); everything else is read from the store on a miss.
+    cache: cache::Cache,
+    /// With the cache: the first message id retention has not dropped yet (the dropped ones are
+    /// a prefix of the ids: they expire oldest first).
+    prune_next: MsgId,
 }
 
 type Res<T> = Result<T, ChatError>;
@@ -189,7 +201,27 @@ fn err(code: ErrorCode, d: impl Into<String>) -> ChatError {
 }
 
 impl ServerCore {
+    /// A core that keeps everything resident: `state` is everything stored
+    /// ([`crate::store::ServerStore::load`]) and nothing is read from a store.
     pub fn new(cfg: CoreConfig, state: State) -> Self {
+        Self::build(cfg, state, cache::Cache::new(None, usize::MAX))
+    }
+
+    /// A core with the hot-state cache: `state` is the hot part
+    /// ([`crate::store::ServerStore::load_hot`]), the rest is read through `reader` when needed,
+    /// and clean messages and conversations are evicted beyond `cache_bytes` (estimated). The
+    /// caller reports each batch's commit ([`committed`](Self::committed) or
+    /// [`recycle`](Self::recycle)): until then what the batch changed stays in memory.
+    pub fn with_store(cfg: CoreConfig, state: State, reader: Box<dyn crate::store::StoreRead>, cache_bytes: usize) -> Self {
+        let mut core = Self::build(cfg, state, cache::Cache::new(Some(reader), cache_bytes));
+        // What `load_hot` returned is not accounted (messages and conversations are not in it).
+        core.state.messages.clear();
+        core.state.client_ids.clear();
+        core.state.convs.clear();
+        core
+    }
+
+    fn build(cfg: CoreConfig, state: State, cache: cache::Cache) -> Self {
         let trim_queue = state.logs.iter().filter_map(|(u, l)| l.first().map(|e| std::cmp::Reverse((e.at(), u.clone())))).collect();
         ServerCore {
             trim_queue,
@@ -206,10 +238,28 @@ impl ServerCore {
             counters_dirty: false,
             origin: None,
             now_ms: 0,
+            cache,
+            prune_next: 0,
         }
     }
 
-    /// The whole state (for tests and tools).
+    /// Estimated bytes of the messages and conversations held in the hot-state cache (0 when
+    /// everything is resident: no store reader).
+    pub fn cache_bytes_used(&self) -> usize {
+        self.cache.used_bytes()
+    }
+
+    /// The store committed the effects of every batch up to `batch` ([`Effects::batch`]): what
+    /// they changed may leave the cache.
+    pub fn committed(&mut self, batch: u64) {
+        self.cache.committed(batch);
+        if self.cache.on() {
+            self.cache.evict(&mut self.state);
+        }
+    }
+
+    /// The state in memory: everything without a store reader, the hot part with one (for
+    /// tests and tools).
     pub fn state(&self) -> &State {
         &self.state
     }
@@ -271,7 +321,7 @@ impl ServerCore {
     /// stores nothing, and an outbox replayed after a reconnect must not be refused for it.
     fn charge(&mut self, now_ms: u64, user: &str, frame: &ClientFrame) -> Res<()> {
         if let ClientFrame::Send { client_id, .. } = frame {
-            if self.state.client_ids.get(user).is_some_and(|ids| ids.contains_key(client_id)) {
+            if self.load_client_id(user, client_id)?.is_some() {
                 return Ok(());
             }
         }
@@ -306,7 +356,12 @@ impl ServerCore {
         // Size the next accumulation like this one: no regrowth (and copying) while applying.
         let (ops, out) = (self.effects.ops.len(), self.effects.out.len());
         let next = self.spare.pop().unwrap_or_default();
-        let effects = std::mem::replace(&mut self.effects, next);
+        let mut effects = std::mem::replace(&mut self.effects, next);
+        effects.batch = self.cache.batch;
+        self.cache.batch += 1;
+        if self.cache.on() {
+            self.cache.evict(&mut self.state);
+        }
         self.effects.ops.reserve(ops.min(1 << 16));
         self.effects.out.reserve(out.min(1 << 16));
         effects
@@ -316,6 +371,7 @@ impl ServerCore {
     /// is left in them is dropped here (on the thread that allocated it) and their capacity is
     /// reused by later batches.
     pub fn recycle(&mut self, mut effects: Effects) {
+        self.committed(effects.batch);
         effects.ops.clear();
         effects.out.clear();
         if self.spare.len() < SPARE_EFFECTS {
@@ -333,7 +389,77 @@ impl ServerCore {
     }
 
     fn expired(&self, rec: &MessageRecord, now_ms: u64) -> bool {
-        now_ms.saturating_sub(rec.msg.timestamp) > self.cfg.retention_ms
+        self.expired_at(rec.msg.timestamp, now_ms)
+    }
+
+    fn expired_at(&self, timestamp: u64, now_ms: u64) -> bool {
+        now_ms.saturating_sub(timestamp) > self.cfg.retention_ms
+    }
+
+    /// Whether message `id` was dropped by retention (a log's `Message` event of it is not
+    /// replayed).
+    fn message_gone(&self, id: MsgId) -> bool {
+        if self.cache.on() {
+            id < self.prune_next
+        } else {
+            !self.state.messages.contains_key(&id)
+        }
+    }
+
+    // ----- the hot-state cache: reads on a miss, accounting of changes -----
+
+    /// Makes message `id` resident if it is stored (a miss reads the store).
+    fn load_message(&mut self, id: MsgId) -> Res<()> {
+        if self.state.messages.contains_key(&id) {
+            self.cache.used_msg(id);
+            return Ok(());
+        }
+        let Some(reader) = &self.cache.reader else { return Ok(()) };
+        if id < self.prune_next {
+            return Ok(()); // dropped by retention (maybe not committed yet)
+        }
+        if let Some(rec) = reader.message(id).map_err(read_failed)? {
+            self.state.client_ids.entry(rec.msg.from.clone()).or_default().insert(rec.msg.client_id.clone(), id);
+            self.cache.read_msg(id, cache::msg_bytes(&rec));
+            self.state.messages.insert(id, rec);
+        }
+        Ok(())
+    }
+
+    /// The message `user` sent with `client_id`, made resident; `None`: none stored.
+    fn load_client_id(&mut self, user: &str, client_id: &str) -> Res<Option<MsgId>> {
+        if let Some(&id) = self.state.client_ids.get(user).and_then(|ids| ids.get(client_id)) {
+            return Ok(Some(id));
+        }
+        let Some(reader) = &self.cache.reader else { return Ok(None) };
+        let Some(id) = reader.client_id(user, client_id).map_err(read_failed)? else { return Ok(None) };
+        self.load_message(id)?;
+        Ok(self.state.messages.contains_key(&id).then_some(id))
+    }
+
+    /// Message `id` was made or changed: pinned in the cache until committed.
+    fn changed_msg(&mut self, id: MsgId) {
+        if self.cache.on() {
+            if let Some(rec) = self.state.messages.get(&id) {
+                let bytes = cache::msg_bytes(rec);
+                self.cache.changed_msg(id, bytes);
+            }
+        }
+    }
+
+    /// Makes `user`'s conversation `key` resident if it is stored (a miss reads the store).
+    /// Called before a request changes anything, so a failed read changes nothing.
+    fn load_conv(&mut self, user: &str, key: &ConversationKey) -> Res<()> {
+        if self.state.convs.get(user).is_some_and(|m| m.contains_key(key)) {
+            self.cache.used_conv(user, key);
+            return Ok(());
+        }
+        let Some(reader) = &self.cache.reader else { return Ok(()) };
+        if let Some(c) = reader.conversation(user, key).map_err(read_failed)? {
+            self.cache.read_conv(user, key, cache::conv_bytes(user, key, &c));
+            self.state.convs.entry(user.to_string()).or_default().insert(key.clone(), c);
+        }
+        Ok(())
     }
 
     // ----- events and state helpers -----
@@ -383,6 +509,13 @@ impl ServerCore {
 
     fn conv_mut(&mut self, user: &str, key: &ConversationKey) -> &mut ConvState {
         // Look up first: the entry API would allocate both keys on every call.
+        // Requests load what they change first (`load_conv`), so this read is not reached; if
+        // it were and failed, a default record would overwrite the stored one: stop instead.
+        if self.cache.on() && !self.state.convs.get(user).is_some_and(|m| m.contains_key(key)) {
+            if let Err(e) = self.load_conv(user, key) {
+                panic!("a conversation could not be read from the store: {e}");
+            }
+        }
         if !self.state.convs.get(user).is_some_and(|m| m.contains_key(key)) {
             self.state.convs.entry(user.to_string()).or_default().insert(key.clone(), ConvState::default());
         }
@@ -394,7 +527,12 @@ impl ServerCore {
     }
 
     fn put_conv(&mut self, user: &str, key: &ConversationKey) {
-        let state = self.conv_mut(user, key).without_read_set();
+        let c = self.conv_mut(user, key);
+        let state = c.without_read_set();
+        if self.cache.on() {
+            let bytes = cache::conv_bytes(user, key, self.conv(user, key).expect("made above"));
+            self.cache.changed_conv(user, key, bytes);
+        }
         self.effects.ops.push(StoreOp::PutConversation { user: user.to_string(), key: key.clone(), state });
     }
 
@@ -491,6 +629,12 @@ impl ServerCore {
         debug_assert!(res.is_ok() || self.effects.ops.len() == ops_before, "a refused request changed state");
         res
     }
+}
+
+/// A failed store read: the request is refused (302 SERVER_BUSY) before it changed anything.
+fn read_failed(e: crate::store::StoreError) -> ChatError {
+    log::error!("{e}");
+    err(ErrorCode::ServerBusy, "the server could not read its store")
 }
 
 fn check_kind(g: &Group, chat_type: ChatType) -> Res<()> {

@@ -26,7 +26,7 @@ impl ServerCore {
         need_group_ack: bool,
     ) -> Res<Response> {
         validate_id("client_id", &client_id)?;
-        if let Some(&id) = self.state.client_ids.get(user).and_then(|ids| ids.get(&client_id)) {
+        if let Some(id) = self.load_client_id(user, &client_id)? {
             if let Some(rec) = self.state.messages.get(&id) {
                 return Ok(Response::Sent { client_id, msg_id: id, timestamp: rec.msg.timestamp, need_group_ack: rec.msg.need_group_ack });
             }
@@ -52,6 +52,17 @@ impl ServerCore {
                 (r, false, group_ack)
             }
         };
+        // The conversations this message changes, read before anything changes.
+        let key_of = |r: &str| match chat_type {
+            ChatType::Chat => ConversationKey::new(ChatType::Chat, if r == user { to.as_str() } else { user }),
+            _ => ConversationKey::new(chat_type, to.as_str()),
+        };
+        if self.cache.on() {
+            for r in recipients.iter().map(String::as_str).chain(std::iter::once(user)) {
+                let key = key_of(r);
+                self.load_conv(r, &key)?;
+            }
+        }
         let c = &mut self.state.counters;
         c.last_msg_id += 1;
         c.last_ts = c.last_ts.max(now);
@@ -79,6 +90,7 @@ impl ServerCore {
             }
         }
         self.state.messages.insert(id, MessageRecord::new(msg.clone()));
+        self.changed_msg(id);
         self.limits.stored(&msg);
         self.effects.ops.push(StoreOp::PutMessage(msg.clone()));
         let ev = Arc::new(ServerEvent::Message { msg: msg.clone() });
@@ -99,6 +111,7 @@ impl ServerCore {
     }
 
     pub(super) fn delivery_ack(&mut self, now: u64, user: &str, msg_id: MsgId) -> Res<Response> {
+        self.load_message(msg_id)?;
         let rec = self.message(now, msg_id, ErrorCode::MessageInvalid)?;
         rules::check_one_to_one_ack(MessageFacts::from(&*rec.msg), user, "delivery")?;
         if rec.delivered {
@@ -107,6 +120,7 @@ impl ServerCore {
         let rec = self.state.messages.get_mut(&msg_id).expect("checked");
         rec.delivered = true;
         let (from, to, read_acked) = (rec.msg.from.clone(), rec.msg.to.clone(), rec.read_acked);
+        self.changed_msg(msg_id);
         self.effects.ops.push(StoreOp::PutMessageFlags { id: msg_id, delivered: true, read_acked });
         let ev = Arc::new(ServerEvent::Delivered { msg_id, from: from.clone(), to, by: user.to_string(), timestamp: now });
         self.emit(&from, ev.clone());
@@ -115,9 +129,12 @@ impl ServerCore {
     }
 
     pub(super) fn read_ack(&mut self, now: u64, user: &str, msg_id: MsgId) -> Res<Response> {
+        self.load_message(msg_id)?;
         let rec = self.message(now, msg_id, ErrorCode::MessageExpired)?;
         rules::check_read_ack(MessageFacts::from(&*rec.msg), user)?;
         let key = ConversationKey::new(ChatType::Chat, rec.msg.from.clone());
+        self.load_conv(user, &key)?;
+        let rec = self.state.messages.get(&msg_id).expect("checked");
         let receipt_up_to = self.conv(user, &key).map_or(0, |c| c.receipt_up_to);
         if rules::read_ack_covered(rec.read_acked, receipt_up_to, msg_id) {
             return Ok(Response::Done);
@@ -125,6 +142,7 @@ impl ServerCore {
         let rec = self.state.messages.get_mut(&msg_id).expect("checked");
         rec.read_acked = true;
         let (from, to, delivered) = (rec.msg.from.clone(), rec.msg.to.clone(), rec.delivered);
+        self.changed_msg(msg_id);
         self.effects.ops.push(StoreOp::PutMessageFlags { id: msg_id, delivered, read_acked: true });
         self.mark_one(user, &key, msg_id);
         let ev = Arc::new(ServerEvent::Read { msg_id, from: from.clone(), to, by: user.to_string(), timestamp: now });
@@ -143,6 +161,7 @@ impl ServerCore {
     ) -> Res<Response> {
         validate_id("conversation", &conversation)?;
         let key = ConversationKey::new(chat_type, conversation.clone());
+        self.load_conv(user, &key)?;
         match chat_type {
             ChatType::Chat => {
                 if conversation == user {
@@ -206,8 +225,10 @@ impl ServerCore {
             check_kind(g, chat_type)?;
             self.role_in(g, user)?;
         }
+        self.load_conv(user, &key)?;
         match msg_id {
             Some(id) => {
+                self.load_message(id)?;
                 let rec = self.message(now, id, ErrorCode::MessageInvalid)?;
                 let received =
                     rec.msg.from != user && rec.msg.conversation_for(user) == key && (chat_type != ChatType::Chat || rec.msg.to == user);

@@ -13,6 +13,7 @@
 use std::sync::Arc;
 
 use receipt_core::protocol::{ConversationState, SeqEvent, ServerEvent, ServerFrame};
+use receipt_core::ConversationKey;
 
 use super::{Outgoing, ServerCore, SessionId};
 
@@ -82,7 +83,7 @@ impl ServerCore {
                 // A message past retention is not replayed (its event leaves the log a grace
                 // period later, with the receipts logged around it).
                 if let ServerEvent::Message { msg } = &*e.event {
-                    if !self.state.messages.contains_key(&msg.id) {
+                    if self.message_gone(msg.id) {
                         sent_up_to = Some(e.seq);
                         continue;
                     }
@@ -120,12 +121,7 @@ impl ServerCore {
     /// session is online from here on.
     fn finish_sync(&mut self, session: SessionId, user: &Arc<str>) {
         let held = self.syncing.remove(&session).map(|r| r.held).unwrap_or_default();
-        let mut conversations: Vec<ConversationState> = self
-            .state
-            .convs
-            .get(&**user)
-            .map(|m| m.iter().map(|(k, c)| ConversationState { chat_type: k.chat_type, id: k.id.clone(), unread: c.unread }).collect())
-            .unwrap_or_default();
+        let mut conversations: Vec<ConversationState> = self.conversations_of(user);
         conversations.sort_by(|a, b| (a.chat_type, &a.id).cmp(&(b.chat_type, &b.id)));
         let head = self.state.head(user);
         // Paged: no frame grows with the number of conversations (a user added to 22,000 groups
@@ -147,6 +143,30 @@ impl ServerCore {
         self.online.entry(user.to_string()).or_default().push(session);
     }
 }
+
+impl ServerCore {
+    /// `user`'s unread count of every conversation. With the cache: the stored ones, overridden
+    /// by those in memory (which include every change not committed yet).
+    fn conversations_of(&self, user: &str) -> Vec<ConversationState> {
+        let cached = self.state.convs.get(user);
+        let state = |k: &ConversationKey, unread: u32| ConversationState { chat_type: k.chat_type, id: k.id.clone(), unread };
+        let mut out: Vec<ConversationState> = cached.into_iter().flatten().map(|(k, c)| state(k, c.unread)).collect();
+        if let Some(reader) = &self.cache.reader {
+            match reader.conversations_of(user, CONVERSATIONS_MAX) {
+                Ok(stored) => {
+                    out.extend(stored.iter().filter(|(k, _)| !cached.is_some_and(|m| m.contains_key(k))).map(|(k, c)| state(k, c.unread)))
+                }
+                // The sync ends with what memory holds; the next login reads them again.
+                Err(e) => log::error!("conversations of {user}: {e}"),
+            }
+        }
+        out
+    }
+}
+
+/// Most conversations read for one user's sync (a bound on the read, far above
+/// `max_groups_per_user` plus the 1:1 conversations of any real user).
+const CONVERSATIONS_MAX: usize = 1 << 20;
 
 /// A cheap upper-ish estimate of an event's encoded size.
 fn event_size(e: &ServerEvent) -> usize {

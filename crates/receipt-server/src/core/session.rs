@@ -9,6 +9,10 @@ use super::{err, Effects, LoggedIn, ServerCore, SessionId, StoreOp};
 /// Longest time log events are kept past retention (see `prune`).
 pub const LOG_GRACE_MAX_MS: u64 = 3_600_000;
 
+/// Messages read per step of retention with the cache, and steps per pass (tick).
+const PRUNE_STEP: usize = 4096;
+const PRUNE_STEPS: usize = 16;
+
 impl ServerCore {
     /// The session's connection is gone.
     pub fn disconnect(&mut self, session: SessionId) {
@@ -29,7 +33,10 @@ impl ServerCore {
     /// memory or in the store.
     pub fn prune(&mut self, now_ms: u64) -> Effects {
         self.now_ms = now_ms;
-        while let Some((&id, rec)) = self.state.messages.first_key_value() {
+        if self.cache.on() {
+            self.prune_stored(now_ms);
+        }
+        while let Some((&id, rec)) = self.state.messages.first_key_value().filter(|_| !self.cache.on()) {
             if !self.expired(rec, now_ms) {
                 break;
             }
@@ -71,6 +78,44 @@ impl ServerCore {
             }
         }
         self.take()
+    }
+
+    /// Retention with the cache: the expired messages are a prefix of the stored ones (ids grow
+    /// with time), read from the store in bounded steps from where the last pass stopped. What
+    /// is left past `PRUNE_STEPS` steps goes at the next tick.
+    fn prune_stored(&mut self, now_ms: u64) {
+        for _ in 0..PRUNE_STEPS {
+            let Some(reader) = &self.cache.reader else { return };
+            let batch = match reader.messages_from(self.prune_next, PRUNE_STEP) {
+                Ok(b) => b,
+                Err(e) => {
+                    log::error!("retention: {e}");
+                    return;
+                }
+            };
+            let full = batch.len() == PRUNE_STEP;
+            for msg in batch {
+                if !self.expired_at(msg.timestamp, now_ms) {
+                    return;
+                }
+                self.prune_next = msg.id + 1;
+                self.state.messages.remove(&msg.id);
+                self.cache.forget_msg(msg.id);
+                if let Some(ids) = self.state.client_ids.get_mut(&msg.from) {
+                    if ids.get(&msg.client_id) == Some(&msg.id) {
+                        ids.remove(&msg.client_id);
+                    }
+                    if ids.is_empty() {
+                        self.state.client_ids.remove(&msg.from);
+                    }
+                }
+                self.limits.dropped(&msg);
+                self.effects.ops.push(StoreOp::DeleteMessage(msg.id));
+            }
+            if !full {
+                return;
+            }
+        }
     }
 
     pub(super) fn login(&mut self, now_ms: u64, session: SessionId, user: UserId, device: String, since: u64) {

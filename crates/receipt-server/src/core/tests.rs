@@ -449,3 +449,261 @@ fn the_retention_pass_trims_loaded_logs_and_only_the_logs_that_expired() {
     assert!(c.state.logs.is_empty());
     assert!(trimmed(&c.prune(T0 + 9000)).is_empty());
 }
+
+// ----- the hot-state cache: a core reading misses from a real redb store -----
+
+/// A core with the hot-state cache over a redb store in a temp dir; `handle` commits each
+/// batch and reports it committed, as the pipeline does.
+struct Cached {
+    core: ServerCore,
+    store: crate::store::RedbServerStore,
+    _dir: tempfile::TempDir,
+    budget: usize,
+}
+
+impl Cached {
+    fn new(budget: usize, f: impl FnOnce(&mut CoreConfig)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = crate::store::RedbServerStore::open(dir.path()).unwrap();
+        let core = Self::core_on(&mut store, budget, f);
+        Cached { core, store, _dir: dir, budget }
+    }
+
+    fn core_on(store: &mut crate::store::RedbServerStore, budget: usize, f: impl FnOnce(&mut CoreConfig)) -> ServerCore {
+        use crate::store::ServerStore;
+        let mut cfg = core_with(|_| {}).cfg;
+        cfg.group_ack.enabled = true;
+        f(&mut cfg);
+        let state = store.load_hot().unwrap();
+        ServerCore::with_store(cfg, state, store.reader().unwrap(), budget)
+    }
+
+    /// Applies without committing (the store lags, as while the store thread commits).
+    fn apply(&mut self, now: u64, s: SessionId, frame: ClientFrame) -> Effects {
+        self.core.handle(now, s, frame)
+    }
+
+    fn commit(&mut self, fx: &Effects) {
+        use crate::store::ServerStore;
+        self.store.commit(&[&fx.ops]).unwrap();
+        self.core.committed(fx.batch);
+    }
+
+    /// Applies and commits: with nothing in flight, what is cached is under the budget.
+    fn handle(&mut self, now: u64, s: SessionId, frame: ClientFrame) -> Effects {
+        let fx = self.apply(now, s, frame);
+        self.commit(&fx);
+        assert!(
+            self.core.cache_bytes_used() <= self.budget,
+            "{} bytes cached over a budget of {}",
+            self.core.cache_bytes_used(),
+            self.budget
+        );
+        fx
+    }
+
+    fn login(&mut self, s: SessionId, user: &str, since: u64) -> Vec<ServerFrame> {
+        let frame = ClientFrame::Login { v: PROTOCOL_VERSION, user: user.into(), device: format!("d{s}"), token: String::new(), since };
+        self.handle(T0, s, frame).out.into_iter().map(|o| (*o.frame).clone()).collect()
+    }
+
+    fn send(&mut self, now: u64, s: SessionId, cid: &str, to: &str, t: ChatType) -> Result<Response, ChatError> {
+        let frame = ClientFrame::Send {
+            req: 1,
+            client_id: cid.into(),
+            to: to.into(),
+            chat_type: t,
+            content: format!("content of {cid}"),
+            require_delivery_ack: true,
+            need_group_ack: t == ChatType::GroupChat,
+        };
+        result(&self.handle(now, s, frame), s)
+    }
+
+    fn req(&mut self, now: u64, s: SessionId, frame: ClientFrame) -> Result<Response, ChatError> {
+        result(&self.handle(now, s, frame), s)
+    }
+
+    /// The process restarts on the same store: a new core from the hot state.
+    fn restart(&mut self) {
+        self.core = Self::core_on(&mut self.store, self.budget, |_| {});
+    }
+}
+
+fn sent_id(r: Result<Response, ChatError>) -> MsgId {
+    match r {
+        Ok(Response::Sent { msg_id, .. }) => msg_id,
+        r => panic!("{r:?}"),
+    }
+}
+
+fn sync_unread(frames: &[ServerFrame], t: ChatType, id: &str) -> Option<u32> {
+    frames
+        .iter()
+        .flat_map(|f| match f {
+            ServerFrame::SyncConversations { conversations } | ServerFrame::SyncDone { conversations, .. } => conversations.clone(),
+            _ => Vec::new(),
+        })
+        .find(|c| c.chat_type == t && c.id == id)
+        .map(|c| c.unread)
+}
+
+#[test]
+fn with_a_one_byte_cache_every_answer_is_read_back_from_the_store() {
+    // Constant eviction: after every committed batch nothing is left in the cache.
+    let mut c = Cached::new(1, |_| {});
+    c.login(1, "alice", u64::MAX);
+    c.login(2, "bob", u64::MAX);
+    c.login(3, "carol", u64::MAX);
+    let g = match c.req(
+        T0,
+        1,
+        ClientFrame::CreateGroup { req: 1, name: "g".into(), members: vec!["bob".into(), "carol".into()], chat_room: false },
+    ) {
+        Ok(Response::GroupCreated { group }) => group,
+        r => panic!("{r:?}"),
+    };
+    let ids: Vec<MsgId> = (0..10).map(|i| sent_id(c.send(T0 + i, 1, &format!("m{i}"), "bob", ChatType::Chat))).collect();
+    assert_eq!(c.core.cache_bytes_used(), 0, "nothing cached past the budget once committed");
+    assert!(c.core.state.messages.is_empty() && c.core.state.convs.is_empty());
+    // An idempotent resend of an evicted message: the same id, nothing stored again.
+    let again = ClientFrame::Send {
+        req: 1,
+        client_id: "m3".into(),
+        to: "bob".into(),
+        chat_type: ChatType::Chat,
+        content: "content of m3".into(),
+        require_delivery_ack: true,
+        need_group_ack: false,
+    };
+    let fx = c.handle(T0 + 20, 1, again);
+    assert_eq!(sent_id(result(&fx, 1)), ids[3]);
+    assert!(!fx.ops.iter().any(|op| matches!(op, StoreOp::PutMessage(_))));
+    // Receipts on evicted messages: flags read back, a second ack is a no-op.
+    c.req(T0 + 30, 2, ClientFrame::DeliveryAck { req: 1, msg_id: ids[0] }).unwrap();
+    let fx = c.handle(T0 + 31, 2, ClientFrame::DeliveryAck { req: 1, msg_id: ids[0] });
+    assert!(fx.ops.is_empty(), "delivered flag read back from the store: {:?}", fx.ops);
+    c.req(T0 + 32, 2, ClientFrame::ReadAck { req: 1, msg_id: ids[1] }).unwrap();
+    let fx = c.handle(T0 + 33, 2, ClientFrame::ReadAck { req: 1, msg_id: ids[1] });
+    assert!(fx.ops.is_empty(), "read flag and read single read back: {:?}", fx.ops);
+    // bob's unread count: 10 - 1, from the stored conversation, at a new login.
+    let frames = c.login(4, "bob", u64::MAX);
+    assert_eq!(sync_unread(&frames, ChatType::Chat, "alice"), Some(9));
+    // Group acks: the already-acked check and the pages read the store.
+    let gm = sent_id(c.send(T0 + 40, 1, "gm", &g, ChatType::GroupChat));
+    c.req(T0 + 41, 2, ClientFrame::GroupAck { req: 1, msg_id: gm, ext: None }).unwrap();
+    let fx = c.handle(T0 + 42, 2, ClientFrame::GroupAck { req: 1, msg_id: gm, ext: None });
+    assert!(fx.ops.is_empty(), "acked once: {:?}", fx.ops);
+    c.req(T0 + 43, 3, ClientFrame::GroupAck { req: 1, msg_id: gm, ext: Some("x".into()) }).unwrap();
+    let page = |c: &mut Cached, start| match c.req(
+        T0 + 44,
+        1,
+        ClientFrame::FetchGroupAcks { req: 1, msg_id: gm, page_size: 1, start_ack_id: start },
+    ) {
+        Ok(Response::GroupAcks { page, .. }) => page,
+        r => panic!("{r:?}"),
+    };
+    let first = page(&mut c, None);
+    assert_eq!((first.data[0].from.as_str(), first.data[0].count), ("carol", 2), "the count continues the stored acks");
+    let second = page(&mut c, Some(first.cursor.parse().unwrap()));
+    assert_eq!((second.data[0].from.as_str(), second.cursor.as_str()), ("bob", ""));
+    // Conversation ack on an evicted conversation: bob reads everything.
+    c.req(T0 + 50, 2, ClientFrame::ConversationAck { req: 1, chat_type: ChatType::Chat, conversation: "alice".into() }).unwrap();
+    let frames = c.login(5, "bob", u64::MAX);
+    assert_eq!(sync_unread(&frames, ChatType::Chat, "alice"), Some(0));
+    // The same after a restart (nothing of the hot state but groups, counters and logs).
+    c.restart();
+    let frames = c.login(6, "bob", u64::MAX);
+    assert_eq!(sync_unread(&frames, ChatType::Chat, "alice"), Some(0));
+    assert_eq!(sync_unread(&frames, ChatType::GroupChat, &g), Some(0));
+    assert_eq!(sync_unread(&frames, ChatType::GroupChat, &g), Some(0));
+    c.login(7, "alice", u64::MAX);
+    let fx = c.handle(
+        T0 + 60,
+        7,
+        ClientFrame::Send {
+            req: 1,
+            client_id: "m9".into(),
+            to: "bob".into(),
+            chat_type: ChatType::Chat,
+            content: "x".into(),
+            require_delivery_ack: true,
+            need_group_ack: false,
+        },
+    );
+    assert_eq!(sent_id(result(&fx, 7)), ids[9], "client ids survive the restart");
+    assert_eq!(c.core.cache_bytes_used(), 0);
+}
+
+#[test]
+fn what_a_batch_changed_stays_in_memory_until_the_batch_is_committed() {
+    let mut c = Cached::new(1, |_| {});
+    c.login(1, "alice", u64::MAX);
+    c.login(2, "bob", u64::MAX);
+    // Applied, not committed: the store does not have the message yet.
+    let fx1 = c.apply(
+        T0,
+        1,
+        ClientFrame::Send {
+            req: 1,
+            client_id: "a".into(),
+            to: "bob".into(),
+            chat_type: ChatType::Chat,
+            content: "hi".into(),
+            require_delivery_ack: true,
+            need_group_ack: false,
+        },
+    );
+    let id = sent_id(result(&fx1, 1));
+    assert!(c.core.cache_bytes_used() > 1, "pinned over the budget");
+    assert!(c.core.state.messages.contains_key(&id));
+    // The next batch still finds it (from memory) while the first is being committed.
+    let fx2 = c.apply(T0 + 1, 2, ClientFrame::DeliveryAck { req: 1, msg_id: id });
+    result(&fx2, 2).unwrap();
+    c.commit(&fx1);
+    assert!(c.core.state.messages.contains_key(&id), "changed again by batch 2, not committed yet");
+    c.commit(&fx2);
+    assert!(!c.core.state.messages.contains_key(&id));
+    // Read back: delivered.
+    let fx = c.handle(T0 + 2, 2, ClientFrame::DeliveryAck { req: 1, msg_id: id });
+    assert!(fx.ops.is_empty());
+}
+
+#[test]
+fn the_cache_stays_under_its_budget_and_keeps_the_recently_used() {
+    let budget = 16 * 1024;
+    let mut c = Cached::new(budget, |_| {});
+    c.login(1, "alice", u64::MAX);
+    let mut peak = 0;
+    for i in 0..300u64 {
+        // 300 messages to 30 users: ~300 message and 60 conversation entries, over 16 KiB.
+        sent_id(c.send(T0 + i, 1, &format!("m{i}"), &format!("u{}", i % 30), ChatType::Chat));
+        peak = peak.max(c.core.cache_bytes_used());
+    }
+    assert!(peak <= budget && peak > budget / 2, "peak {peak}");
+    assert!(c.core.state.messages.len() < 300, "some were evicted");
+    assert!(c.core.state.messages.contains_key(&300), "the newest stays");
+    // Every user's unread count is right whatever was evicted.
+    for u in 0..30 {
+        let frames = c.login(100 + u, &format!("u{u}"), u64::MAX);
+        assert_eq!(sync_unread(&frames, ChatType::Chat, "alice"), Some(10), "u{u}");
+    }
+}
+
+#[test]
+fn retention_with_the_cache_drops_stored_messages_oldest_first_in_bounded_steps() {
+    let mut c = Cached::new(1, |cfg| cfg.retention_ms = 1000);
+    c.login(1, "alice", u64::MAX);
+    let ids: Vec<MsgId> = (0..5).map(|i| sent_id(c.send(T0 + i * 100, 1, &format!("m{i}"), "bob", ChatType::Chat))).collect();
+    let fx = c.core.prune(T0 + 1250);
+    let deleted: Vec<MsgId> = fx.ops.iter().filter_map(|op| if let StoreOp::DeleteMessage(id) = op { Some(*id) } else { None }).collect();
+    assert_eq!(deleted, ids[..3].to_vec(), "expired: sent at +0, +100, +200");
+    // Not committed yet: the store still has them, the core does not answer from it.
+    assert_eq!(c.req(T0 + 1260, 1, ClientFrame::ReadAck { req: 1, msg_id: ids[0] }).unwrap_err().code, ErrorCode::MessageExpired);
+    c.commit(&fx);
+    let fx = c.core.prune(T0 + 1260);
+    assert!(fx.ops.is_empty(), "nothing new expired: {:?}", fx.ops);
+    // A resend of a pruned message's client id is a new message.
+    let again = sent_id(c.send(T0 + 1300, 1, "m0", "bob", ChatType::Chat));
+    assert!(again > ids[4]);
+}

@@ -1,15 +1,21 @@
-//! Storage behind a narrow trait: load everything at start, commit a batch of operations
-//! atomically and durably. [`RedbServerStore`] (one redb file in a data directory, in `redb`) is the
-//! default; [`MemServerStore`] keeps nothing (tests, demos). Another backend (e.g. PostgreSQL)
-//! implements [`ServerStore`] the same way; its contract is on the trait.
+//! Storage behind a narrow trait: load the hot state at start, commit a batch of operations
+//! atomically and durably, and read the rest by key when the core needs it ([`StoreRead`]).
+//! [`RedbServerStore`] (one redb file in a data directory, in `redb`) is the default;
+//! [`MemServerStore`] keeps nothing (tests, demos: the core keeps everything resident with it).
+//! Another backend (e.g. PostgreSQL) implements [`ServerStore`] and [`StoreRead`] the same way;
+//! their contracts are on the traits.
 
 mod records;
 mod redb;
 
 pub use self::redb::{RedbServerStore, DB_FILE};
 
+use std::sync::Arc;
+
+use receipt_core::{ConversationKey, GroupReadAck, MsgId, WireMessage};
+
 use crate::core::StoreOp;
-use crate::state::State;
+use crate::state::{ConvState, MessageRecord, State};
 
 /// A storage failure. The server stops rather than answer `ok` for something not stored.
 #[derive(Debug, thiserror::Error)]
@@ -46,8 +52,19 @@ fn store_err(e: impl std::fmt::Display) -> StoreError {
 ///   members' join marks), each log's base (`State::log_base`) and the counters;
 ///   then [`State::rebuild_indexes`] has been run.
 pub trait ServerStore: Send {
-    /// Everything stored, as the core's state.
+    /// Everything stored, as the core's state (tools and tests; the server loads [`load_hot`](Self::load_hot)).
     fn load(&mut self) -> Result<State, StoreError>;
+    /// What the core keeps resident from the start when it reads the rest through
+    /// [`reader`](Self::reader): counters, groups, event logs and their bases; no messages, no
+    /// conversations (read on demand). A backend without a reader returns everything.
+    fn load_hot(&mut self) -> Result<State, StoreError> {
+        self.load()
+    }
+    /// Reads of the last committed state for the core thread, or `None`: the core then keeps
+    /// everything resident (what [`load`](Self::load) returned plus what it applied).
+    fn reader(&self) -> Option<Box<dyn StoreRead>> {
+        None
+    }
     /// Applies the operations of `parts` (one slice per applied batch) in order, atomically, in
     /// one transaction, and makes them durable before returning.
     fn commit(&mut self, parts: &[&[StoreOp]]) -> Result<(), StoreError>;
@@ -60,10 +77,35 @@ pub trait ServerStore: Send {
     }
 }
 
+/// Point and range reads of the last committed state, on the core thread (the core's cache
+/// misses). Each read sees one committed snapshot; the core keeps what it changed and is not
+/// committed yet in memory (pinned), so a read is only made for keys the store is up to date on.
+///
+/// Every read is bounded: a point read, or a range with a `limit`.
+pub trait StoreRead: Send {
+    /// A message with its 1:1 flags and its number of group acks (`ack_count`); its `acks` and
+    /// `ackers` are empty (read with [`acks_desc`](Self::acks_desc) / [`acked_by`](Self::acked_by)).
+    fn message(&self, id: MsgId) -> Result<Option<MessageRecord>, StoreError>;
+    /// The message `user` sent with `client_id` (idempotent sends), if still stored.
+    fn client_id(&self, user: &str, client_id: &str) -> Result<Option<MsgId>, StoreError>;
+    /// Whether `user` acked group message `id`.
+    fn acked_by(&self, id: MsgId, user: &str) -> Result<bool, StoreError>;
+    /// The acks of message `id` with ack id at most `start`, newest first, at most `limit`.
+    fn acks_desc(&self, id: MsgId, start: u64, limit: usize) -> Result<Vec<GroupReadAck>, StoreError>;
+    /// Stored messages from id `first` on, oldest first, at most `limit` (retention).
+    fn messages_from(&self, first: MsgId, limit: usize) -> Result<Vec<Arc<WireMessage>>, StoreError>;
+    /// One conversation of `user`, with its read singles.
+    fn conversation(&self, user: &str, key: &ConversationKey) -> Result<Option<ConvState>, StoreError>;
+    /// Every conversation of `user`, without read singles (unread counts at sync), at most
+    /// `limit`.
+    fn conversations_of(&self, user: &str, limit: usize) -> Result<Vec<(ConversationKey, ConvState)>, StoreError>;
+}
+
 /// Shortest time between two compactions while the server runs.
 pub const COMPACT_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// Stores nothing: a restart starts empty.
+/// Stores nothing: a restart starts empty. It has no reader, so the core keeps everything
+/// resident with it (tests, demos).
 #[derive(Debug, Default)]
 pub struct MemServerStore {
     /// How many commits were made (for tests).

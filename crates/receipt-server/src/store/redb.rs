@@ -1,16 +1,16 @@
 //! The default store: one redb file in a data directory, every commit fsynced.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
-use ::redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use ::redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
 use receipt_core::protocol::SeqEvent;
-use receipt_core::{ChatType, ConversationKey, GroupReadAck, WireMessage};
+use receipt_core::{ChatType, ConversationKey, GroupReadAck, MsgId, WireMessage};
 
 use super::records::{chat_type_code, conv_record, decode, decode_conv, decode_events, encode_events, encode_record, last_seq};
-use super::{store_err, ServerStore, StoreError};
+use super::{store_err, ServerStore, StoreError, StoreRead};
 use crate::core::StoreOp;
-use crate::state::{Counters, Group, HashMap, MessageRecord, State};
+use crate::state::{ConvState, Counters, Group, HashMap, MessageRecord, State};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
@@ -18,6 +18,12 @@ const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
 const FLAGS: TableDefinition<u64, u8> = TableDefinition::new("message_flags");
 /// (msg id, ack id) -> ack: an ordered index, so a page of acks is a range scan.
 const ACKS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("group_acks");
+/// (msg id, acker) -> (): who acked a group message, by key (the "already acked" check of a
+/// message not in the core's cache). Dropped with the message.
+const ACKERS: TableDefinition<(u64, &str), ()> = TableDefinition::new("group_ackers");
+/// (sender, client id) -> msg id: idempotent sends of a message not in the core's cache.
+/// Dropped with the message.
+const CLIENT_IDS: TableDefinition<(&str, &str), u64> = TableDefinition::new("client_ids");
 /// (user, seq) -> event.
 const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events");
 /// (user, chat type, conversation id) -> read state.
@@ -31,12 +37,20 @@ const MEMBER_SINCE: TableDefinition<&str, &[u8]> = TableDefinition::new("member_
 /// user -> seq of the last event trimmed from the user's log (past retention).
 const LOG_BASE: TableDefinition<&str, u64> = TableDefinition::new("log_base");
 
+/// `META` key present once `ACKERS` and `CLIENT_IDS` hold every stored message's entries and
+/// legacy read sets moved to `READS` (derived once from a store written by an older version).
+const INDEXES_KEY: &str = "indexes_v1";
+
 /// The database file inside a data directory.
 pub const DB_FILE: &str = "receipts.redb";
 
 /// The default store: one redb file in a data directory. Every commit is fsynced.
+///
+/// The database is shared with the core thread's reader ([`ServerStore::reader`]): redb takes
+/// readers beside the one writer. Compaction needs it alone (the write lock); everything else
+/// takes the read lock.
 pub struct RedbServerStore {
-    db: Database,
+    db: Arc<RwLock<Database>>,
     path: PathBuf,
 }
 
@@ -46,8 +60,16 @@ impl std::fmt::Debug for RedbServerStore {
     }
 }
 
+fn db_of(db: &RwLock<Database>) -> std::sync::RwLockReadGuard<'_, Database> {
+    // A panic while holding the lock leaves the database itself consistent (redb is transactional).
+    db.read().unwrap_or_else(|e| e.into_inner())
+}
+
 impl RedbServerStore {
     /// Opens (or creates) the store in `data_dir`. Fails if another process has it open.
+    ///
+    /// A store written by an older version gets its key indexes (`group_ackers`, `client_ids`)
+    /// derived from its messages and acks once, here (one pass over both tables).
     pub fn open(data_dir: impl AsRef<Path>) -> Result<Self, StoreError> {
         let dir = data_dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
@@ -55,19 +77,42 @@ impl RedbServerStore {
         let db = Database::create(&path).map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
         let txn = db.begin_write().map_err(store_err)?;
         {
-            txn.open_table(META).map_err(store_err)?;
-            txn.open_table(MESSAGES).map_err(store_err)?;
+            let mut meta = txn.open_table(META).map_err(store_err)?;
+            let messages = txn.open_table(MESSAGES).map_err(store_err)?;
             txn.open_table(FLAGS).map_err(store_err)?;
-            txn.open_table(ACKS).map_err(store_err)?;
+            let acks = txn.open_table(ACKS).map_err(store_err)?;
+            let mut ackers = txn.open_table(ACKERS).map_err(store_err)?;
+            let mut client_ids = txn.open_table(CLIENT_IDS).map_err(store_err)?;
             txn.open_table(EVENTS).map_err(store_err)?;
-            txn.open_table(CONVS).map_err(store_err)?;
+            let convs = txn.open_table(CONVS).map_err(store_err)?;
             txn.open_table(GROUPS).map_err(store_err)?;
-            txn.open_table(READS).map_err(store_err)?;
+            let mut reads = txn.open_table(READS).map_err(store_err)?;
             txn.open_table(MEMBER_SINCE).map_err(store_err)?;
             txn.open_table(LOG_BASE).map_err(store_err)?;
+            if meta.get(INDEXES_KEY).map_err(store_err)?.is_none() {
+                for item in messages.iter().map_err(store_err)? {
+                    let (k, v) = item.map_err(store_err)?;
+                    let msg: WireMessage = decode("message", v.value())?;
+                    client_ids.insert((msg.from.as_str(), msg.client_id.as_str()), k.value()).map_err(store_err)?;
+                }
+                for item in acks.iter().map_err(store_err)? {
+                    let (k, v) = item.map_err(store_err)?;
+                    let ack: GroupReadAck = decode("group ack", v.value())?;
+                    ackers.insert((k.value().0, ack.from.as_str()), ()).map_err(store_err)?;
+                }
+                // Read sets kept inside conversation records by older versions: to READS.
+                for item in convs.iter().map_err(store_err)? {
+                    let (k, v) = item.map_err(store_err)?;
+                    let (user, t, id) = k.value();
+                    for m in decode_conv(v.value())?.read.singles {
+                        reads.insert((user, t, id, m), ()).map_err(store_err)?;
+                    }
+                }
+                meta.insert(INDEXES_KEY, [1u8].as_slice()).map_err(store_err)?;
+            }
         }
         txn.commit().map_err(store_err)?;
-        Ok(RedbServerStore { db, path })
+        Ok(RedbServerStore { db: Arc::new(RwLock::new(db)), path })
     }
 
     pub fn path(&self) -> &Path {
@@ -77,50 +122,22 @@ impl RedbServerStore {
     /// Bytes of keys and values stored in every table (redb's `stored_bytes`: without page
     /// overhead and free space): what the data model costs, independent of file growth steps.
     pub fn stored_bytes(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_write().map_err(store_err)?;
+        let db = db_of(&self.db);
+        let txn = db.begin_write().map_err(store_err)?;
         let stats = txn.stats().map_err(store_err)?;
         txn.abort().map_err(store_err)?;
         Ok(stats.stored_bytes())
     }
-}
 
-impl ServerStore for RedbServerStore {
-    fn compact(&mut self) -> Result<(), StoreError> {
-        // Bounded: each round moves pages towards the start; it reports when nothing moved.
-        for _ in 0..16 {
-            if !self.db.compact().map_err(store_err)? {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    fn load(&mut self) -> Result<State, StoreError> {
-        let txn = self.db.begin_read().map_err(store_err)?;
-        let mut state = State::default();
-        // Read sets kept inside conversation records by older versions: moved to READS below.
-        let mut legacy = Vec::new();
+    /// Counters, groups (with join marks), log bases and every log, resolving a log's message
+    /// references with `resolve`.
+    fn load_common(
+        txn: &ReadTransaction,
+        state: &mut State,
+        resolve: &mut dyn FnMut(MsgId) -> Option<Arc<WireMessage>>,
+    ) -> Result<(), StoreError> {
         if let Some(v) = txn.open_table(META).map_err(store_err)?.get("counters").map_err(store_err)? {
             state.counters = decode::<Counters>("counters", v.value())?;
-        }
-        for item in txn.open_table(MESSAGES).map_err(store_err)?.iter().map_err(store_err)? {
-            let (k, v) = item.map_err(store_err)?;
-            let msg: WireMessage = decode("message", v.value())?;
-            state.messages.insert(k.value(), MessageRecord::new(Arc::new(msg)));
-        }
-        for item in txn.open_table(FLAGS).map_err(store_err)?.iter().map_err(store_err)? {
-            let (k, v) = item.map_err(store_err)?;
-            if let Some(rec) = state.messages.get_mut(&k.value()) {
-                rec.delivered = v.value() & 1 != 0;
-                rec.read_acked = v.value() & 2 != 0;
-            }
-        }
-        for item in txn.open_table(ACKS).map_err(store_err)?.iter().map_err(store_err)? {
-            let (k, v) = item.map_err(store_err)?;
-            let ack: GroupReadAck = decode("group ack", v.value())?;
-            if let Some(rec) = state.messages.get_mut(&k.value().0) {
-                rec.add_ack(ack);
-            }
         }
         for item in txn.open_table(LOG_BASE).map_err(store_err)?.iter().map_err(store_err)? {
             let (k, v) = item.map_err(store_err)?;
@@ -133,7 +150,7 @@ impl ServerStore for RedbServerStore {
         for item in txn.open_table(EVENTS).map_err(store_err)?.iter().map_err(store_err)? {
             let (k, v) = item.map_err(store_err)?;
             let (user, seq) = k.value();
-            let last = decode_events(user, seq, v.value(), &state.messages, &mut loaded, state.logs.entry(user.to_string()).or_default())?;
+            let last = decode_events(user, seq, v.value(), resolve, &mut loaded, state.logs.entry(user.to_string()).or_default())?;
             stored_heads.insert(user.to_string(), last);
         }
         let loaded_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
@@ -162,24 +179,6 @@ impl ServerStore for RedbServerStore {
             let base = state.log_base.entry(user).or_default();
             *base = (*base).max(head);
         }
-        for item in txn.open_table(CONVS).map_err(store_err)?.iter().map_err(store_err)? {
-            let (k, v) = item.map_err(store_err)?;
-            let (user, t, id) = k.value();
-            let chat_type = ChatType::from_u32(t as u32).ok_or_else(|| StoreError(format!("corrupt chat type {t}")))?;
-            let conv = decode_conv(v.value())?;
-            if !conv.read.singles.is_empty() {
-                legacy.push((user.to_string(), t, id.to_string(), conv.read.singles.clone()));
-            }
-            state.convs.entry(user.to_string()).or_default().insert(ConversationKey::new(chat_type, id), conv);
-        }
-        for item in txn.open_table(READS).map_err(store_err)?.iter().map_err(store_err)? {
-            let (k, _) = item.map_err(store_err)?;
-            let (user, t, id, msg_id) = k.value();
-            let chat_type = ChatType::from_u32(t as u32).ok_or_else(|| StoreError(format!("corrupt chat type {t}")))?;
-            let conv = state.convs.entry(user.to_string()).or_default().entry(ConversationKey::new(chat_type, id)).or_default();
-            // Rows at or below the watermark are left over from a trim: not read singles.
-            conv.read.mark_one(msg_id);
-        }
         for item in txn.open_table(GROUPS).map_err(store_err)?.iter().map_err(store_err)? {
             let (_, v) = item.map_err(store_err)?;
             let g: Group = decode("group", v.value())?;
@@ -191,24 +190,118 @@ impl ServerStore for RedbServerStore {
                 g.joined_after = decode("group members' join marks", v.value())?;
             }
         }
-        drop(txn);
-        if !legacy.is_empty() {
-            let w = self.db.begin_write().map_err(store_err)?;
-            {
-                let mut reads = w.open_table(READS).map_err(store_err)?;
-                for (user, t, id, set) in &legacy {
-                    for m in set {
-                        reads.insert((user.as_str(), *t, id.as_str(), *m), ()).map_err(store_err)?;
-                    }
-                }
+        Ok(())
+    }
+}
+
+impl ServerStore for RedbServerStore {
+    fn compact(&mut self) -> Result<(), StoreError> {
+        // Alone with the database: the core thread's reads wait meanwhile (so do commits).
+        let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
+        // Bounded: each round moves pages towards the start; it reports when nothing moved.
+        for _ in 0..16 {
+            if !db.compact().map_err(store_err)? {
+                break;
             }
-            w.commit().map_err(store_err)?;
         }
-        state.rebuild_indexes();
+        Ok(())
+    }
+
+    fn reader(&self) -> Option<Box<dyn StoreRead>> {
+        Some(Box::new(RedbReader { db: self.db.clone() }))
+    }
+
+    fn load_hot(&mut self) -> Result<State, StoreError> {
+        let db = db_of(&self.db);
+        let txn = db.begin_read().map_err(store_err)?;
+        let mut state = State::default();
+        let messages = txn.open_table(MESSAGES).map_err(store_err)?;
+        // A message referenced by several logs is read once and shared.
+        let mut read: HashMap<MsgId, Option<Arc<WireMessage>>> = HashMap::default();
+        let mut failed = None;
+        let mut resolve = |id: MsgId| -> Option<Arc<WireMessage>> {
+            read.entry(id)
+                .or_insert_with(|| match messages.get(id) {
+                    Ok(Some(v)) => match decode::<WireMessage>("message", v.value()) {
+                        Ok(m) => Some(Arc::new(m)),
+                        Err(e) => {
+                            failed = Some(e);
+                            None
+                        }
+                    },
+                    Ok(None) => None,
+                    Err(e) => {
+                        failed = Some(store_err(e));
+                        None
+                    }
+                })
+                .clone()
+        };
+        Self::load_common(&txn, &mut state, &mut resolve)?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
         Ok(state)
     }
 
+    fn load(&mut self) -> Result<State, StoreError> {
+        self.load_all()
+    }
+
     fn commit(&mut self, parts: &[&[StoreOp]]) -> Result<(), StoreError> {
+        self.commit_parts(parts)
+    }
+}
+
+impl RedbServerStore {
+    /// Everything stored ([`ServerStore::load`]), without exclusive access: tests and tools may
+    /// look while a core reads the same store.
+    pub fn load_all(&self) -> Result<State, StoreError> {
+        let db = db_of(&self.db);
+        let txn = db.begin_read().map_err(store_err)?;
+        let mut state = State::default();
+        for item in txn.open_table(MESSAGES).map_err(store_err)?.iter().map_err(store_err)? {
+            let (k, v) = item.map_err(store_err)?;
+            let msg: WireMessage = decode("message", v.value())?;
+            state.messages.insert(k.value(), MessageRecord::new(Arc::new(msg)));
+        }
+        for item in txn.open_table(FLAGS).map_err(store_err)?.iter().map_err(store_err)? {
+            let (k, v) = item.map_err(store_err)?;
+            if let Some(rec) = state.messages.get_mut(&k.value()) {
+                rec.delivered = v.value() & 1 != 0;
+                rec.read_acked = v.value() & 2 != 0;
+            }
+        }
+        for item in txn.open_table(ACKS).map_err(store_err)?.iter().map_err(store_err)? {
+            let (k, v) = item.map_err(store_err)?;
+            let ack: GroupReadAck = decode("group ack", v.value())?;
+            if let Some(rec) = state.messages.get_mut(&k.value().0) {
+                rec.add_ack(ack);
+            }
+        }
+        let messages = std::mem::take(&mut state.messages);
+        Self::load_common(&txn, &mut state, &mut |id| messages.get(&id).map(|r| r.msg.clone()))?;
+        state.messages = messages;
+        for item in txn.open_table(CONVS).map_err(store_err)?.iter().map_err(store_err)? {
+            let (k, v) = item.map_err(store_err)?;
+            let (user, t, id) = k.value();
+            let chat_type = ChatType::from_u32(t as u32).ok_or_else(|| StoreError(format!("corrupt chat type {t}")))?;
+            let conv = decode_conv(v.value())?;
+            state.convs.entry(user.to_string()).or_default().insert(ConversationKey::new(chat_type, id), conv);
+        }
+        for item in txn.open_table(READS).map_err(store_err)?.iter().map_err(store_err)? {
+            let (k, _) = item.map_err(store_err)?;
+            let (user, t, id, msg_id) = k.value();
+            let chat_type = ChatType::from_u32(t as u32).ok_or_else(|| StoreError(format!("corrupt chat type {t}")))?;
+            let conv = state.convs.entry(user.to_string()).or_default().entry(ConversationKey::new(chat_type, id)).or_default();
+            // Rows at or below the watermark are left over from a trim: not read singles.
+            conv.read.mark_one(msg_id);
+        }
+        drop(txn);
+        state.rebuild_indexes();
+        Ok(state)
+    }
+    fn commit_parts(&mut self, parts: &[&[StoreOp]]) -> Result<(), StoreError> {
         if parts.iter().all(|p| p.is_empty()) {
             return Ok(());
         }
@@ -234,12 +327,15 @@ impl ServerStore for RedbServerStore {
                 _ => {}
             }
         }
-        let txn = self.db.begin_write().map_err(store_err)?;
+        let db = db_of(&self.db);
+        let txn = db.begin_write().map_err(store_err)?;
         {
             let mut meta = txn.open_table(META).map_err(store_err)?;
             let mut messages = txn.open_table(MESSAGES).map_err(store_err)?;
             let mut flags = txn.open_table(FLAGS).map_err(store_err)?;
             let mut acks = txn.open_table(ACKS).map_err(store_err)?;
+            let mut ackers = txn.open_table(ACKERS).map_err(store_err)?;
+            let mut client_ids = txn.open_table(CLIENT_IDS).map_err(store_err)?;
             let mut events = txn.open_table(EVENTS).map_err(store_err)?;
             let mut convs = txn.open_table(CONVS).map_err(store_err)?;
             let mut groups = txn.open_table(GROUPS).map_err(store_err)?;
@@ -260,18 +356,28 @@ impl ServerStore for RedbServerStore {
                     }
                     StoreOp::PutMessage(m) => {
                         messages.insert(m.id, encode_record(m, &mut buf)).map_err(store_err)?;
+                        client_ids.insert((m.from.as_str(), m.client_id.as_str()), m.id).map_err(store_err)?;
                     }
                     StoreOp::PutMessageFlags { id, delivered, read_acked } => {
                         let v = u8::from(*delivered) | (u8::from(*read_acked) << 1);
                         flags.insert(*id, v).map_err(store_err)?;
                     }
                     StoreOp::DeleteMessage(id) => {
-                        messages.remove(*id).map_err(store_err)?;
+                        let gone = messages.remove(*id).map_err(store_err)?.map(|v| decode::<WireMessage>("message", v.value()));
+                        if let Some(m) = gone.transpose()? {
+                            let k = (m.from.as_str(), m.client_id.as_str());
+                            // The client id may name a later message since (a resend after retention).
+                            if client_ids.get(k).map_err(store_err)?.is_some_and(|v| v.value() == *id) {
+                                client_ids.remove(k).map_err(store_err)?;
+                            }
+                        }
+                        ackers.retain_in((*id, "")..(*id + 1, ""), |_, _| false).map_err(store_err)?;
                         flags.remove(*id).map_err(store_err)?;
                         acks.retain_in((*id, 0)..=(*id, u64::MAX), |_, _| false).map_err(store_err)?;
                     }
                     StoreOp::PutGroupAck(a) => {
                         acks.insert((a.msg_id, a.ack_id), encode_record(a, &mut buf)).map_err(store_err)?;
+                        ackers.insert((a.msg_id, a.from.as_str()), ()).map_err(store_err)?;
                     }
                     StoreOp::AppendEvent { .. } => {} // written above, one row per user
                     StoreOp::PutConversation { user, key, state } => {
@@ -317,6 +423,105 @@ impl ServerStore for RedbServerStore {
         }
         txn.commit().map_err(store_err)?;
         Ok(())
+    }
+}
+
+/// The core thread's reads ([`StoreRead`]): each one a read transaction on the last commit.
+struct RedbReader {
+    db: Arc<RwLock<Database>>,
+}
+
+fn flags_of(v: u8) -> (bool, bool) {
+    (v & 1 != 0, v & 2 != 0)
+}
+
+impl RedbReader {
+    fn txn(&self) -> Result<ReadTransaction, StoreError> {
+        db_of(&self.db).begin_read().map_err(store_err)
+    }
+}
+
+impl StoreRead for RedbReader {
+    fn message(&self, id: MsgId) -> Result<Option<MessageRecord>, StoreError> {
+        let txn = self.txn()?;
+        let Some(v) = txn.open_table(MESSAGES).map_err(store_err)?.get(id).map_err(store_err)? else {
+            return Ok(None);
+        };
+        let mut rec = MessageRecord::new(Arc::new(decode::<WireMessage>("message", v.value())?));
+        if let Some(f) = txn.open_table(FLAGS).map_err(store_err)?.get(id).map_err(store_err)? {
+            (rec.delivered, rec.read_acked) = flags_of(f.value());
+        }
+        if rec.msg.chat_type == ChatType::GroupChat {
+            // An ack's count is the number of acks when it was made: the last one's is the total.
+            if let Some(last) = txn.open_table(ACKS).map_err(store_err)?.range((id, 0)..=(id, u64::MAX)).map_err(store_err)?.next_back() {
+                let (_, v) = last.map_err(store_err)?;
+                rec.ack_count = decode::<GroupReadAck>("group ack", v.value())?.count;
+            }
+        }
+        Ok(Some(rec))
+    }
+
+    fn client_id(&self, user: &str, client_id: &str) -> Result<Option<MsgId>, StoreError> {
+        let txn = self.txn()?;
+        let v = txn.open_table(CLIENT_IDS).map_err(store_err)?.get((user, client_id)).map_err(store_err)?;
+        Ok(v.map(|v| v.value()))
+    }
+
+    fn acked_by(&self, id: MsgId, user: &str) -> Result<bool, StoreError> {
+        let txn = self.txn()?;
+        Ok(txn.open_table(ACKERS).map_err(store_err)?.get((id, user)).map_err(store_err)?.is_some())
+    }
+
+    fn acks_desc(&self, id: MsgId, start: u64, limit: usize) -> Result<Vec<GroupReadAck>, StoreError> {
+        let txn = self.txn()?;
+        let table = txn.open_table(ACKS).map_err(store_err)?;
+        let mut out = Vec::new();
+        for item in table.range((id, 0)..=(id, start)).map_err(store_err)?.rev().take(limit) {
+            let (_, v) = item.map_err(store_err)?;
+            out.push(decode("group ack", v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn messages_from(&self, first: MsgId, limit: usize) -> Result<Vec<Arc<WireMessage>>, StoreError> {
+        let txn = self.txn()?;
+        let table = txn.open_table(MESSAGES).map_err(store_err)?;
+        let mut out = Vec::new();
+        for item in table.range(first..).map_err(store_err)?.take(limit) {
+            let (_, v) = item.map_err(store_err)?;
+            out.push(Arc::new(decode("message", v.value())?));
+        }
+        Ok(out)
+    }
+
+    fn conversation(&self, user: &str, key: &ConversationKey) -> Result<Option<ConvState>, StoreError> {
+        let txn = self.txn()?;
+        let (t, id) = (chat_type_code(key.chat_type), key.id.as_str());
+        let Some(v) = txn.open_table(CONVS).map_err(store_err)?.get((user, t, id)).map_err(store_err)? else {
+            return Ok(None);
+        };
+        let mut conv = decode_conv(v.value())?;
+        let reads = txn.open_table(READS).map_err(store_err)?;
+        for item in reads.range((user, t, id, conv.read.up_to.saturating_add(1))..=(user, t, id, u64::MAX)).map_err(store_err)? {
+            let (k, _) = item.map_err(store_err)?;
+            conv.read.mark_one(k.value().3);
+        }
+        Ok(Some(conv))
+    }
+
+    fn conversations_of(&self, user: &str, limit: usize) -> Result<Vec<(ConversationKey, ConvState)>, StoreError> {
+        let txn = self.txn()?;
+        let table = txn.open_table(CONVS).map_err(store_err)?;
+        let mut out = Vec::new();
+        // Every chat type of `user`: (user, 0, "") up to, not including, (user, 255, "") and
+        // then the rows of type 255 (none: chat types are 0..=2).
+        for item in table.range((user, 0u8, "")..(user, u8::MAX, "")).map_err(store_err)?.take(limit) {
+            let (k, v) = item.map_err(store_err)?;
+            let (_, t, id) = k.value();
+            let chat_type = ChatType::from_u32(t as u32).ok_or_else(|| StoreError(format!("corrupt chat type {t}")))?;
+            out.push((ConversationKey::new(chat_type, id), decode_conv(v.value())?.without_read_set()));
+        }
+        Ok(out)
     }
 }
 
@@ -374,18 +579,22 @@ mod tests {
         let state_before;
         {
             let mut s = RedbServerStore::open(dir.path()).unwrap();
-            // An older version's JSON rows.
-            let w = s.db.begin_write().unwrap();
+            // An older version's JSON rows (and no derived indexes: an older version's store).
             {
-                w.open_table(MESSAGES).unwrap().insert(2, serde_json::to_vec(&msg(2)).unwrap().as_slice()).unwrap();
-                let ev = ServerEvent::Delivered { msg_id: 9, from: "x".into(), to: "alice".into(), by: "alice".into(), timestamp: 1 };
-                w.open_table(EVENTS).unwrap().insert(("alice", 1), serde_json::to_vec(&ev).unwrap().as_slice()).unwrap();
-                // A conversation under the old field names, its read singles inside the record.
-                let conv = r#"{"unread":1,"read_wm":2,"ack_wm":1,"newest":6,"newest_in":6,"read_set":[5]}"#;
-                let k = ("carol", chat_type_code(ChatType::Chat), "alice");
-                w.open_table(CONVS).unwrap().insert(k, conv.as_bytes()).unwrap();
+                let db = s.db.read().unwrap();
+                let w = db.begin_write().unwrap();
+                {
+                    w.open_table(META).unwrap().remove(INDEXES_KEY).unwrap();
+                    w.open_table(MESSAGES).unwrap().insert(2, serde_json::to_vec(&msg(2)).unwrap().as_slice()).unwrap();
+                    let ev = ServerEvent::Delivered { msg_id: 9, from: "x".into(), to: "alice".into(), by: "alice".into(), timestamp: 1 };
+                    w.open_table(EVENTS).unwrap().insert(("alice", 1), serde_json::to_vec(&ev).unwrap().as_slice()).unwrap();
+                    // A conversation under the old field names, its read singles inside the record.
+                    let conv = r#"{"unread":1,"read_wm":2,"ack_wm":1,"newest":6,"newest_in":6,"read_set":[5]}"#;
+                    let k = ("carol", chat_type_code(ChatType::Chat), "alice");
+                    w.open_table(CONVS).unwrap().insert(k, conv.as_bytes()).unwrap();
+                }
+                w.commit().unwrap();
             }
-            w.commit().unwrap();
             let mut ops = vec![
                 StoreOp::PutCounters(counters),
                 StoreOp::PutMessage(msg(1).into()),
@@ -445,7 +654,8 @@ mod tests {
         assert_eq!(c.read.singles.iter().copied().collect::<Vec<_>>(), vec![5]);
         {
             let s = RedbServerStore::open(dir.path()).unwrap();
-            let r = s.db.begin_read().unwrap();
+            let db = s.db.read().unwrap();
+            let r = db.begin_read().unwrap();
             let row = r.open_table(READS).unwrap().get(("carol", chat_type_code(ChatType::Chat), "alice", 5)).unwrap();
             assert!(row.is_some(), "the legacy read single moved to its own row");
         }
