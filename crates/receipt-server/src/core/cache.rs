@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 
 use receipt_core::{ConversationKey, MsgId, UserId};
 
-use crate::state::{ConvState, HashMap, MessageRecord, State};
+use crate::state::{ConvState, HashMap, LogEvent, MessageRecord, State};
 use crate::store::StoreRead;
 
 /// A cached entry.
@@ -24,6 +24,8 @@ use crate::store::StoreRead;
 enum Key {
     Msg(MsgId),
     Conv(UserId, ConversationKey),
+    /// The head (last seq) of a user's log, in `State::log_base`.
+    Head(UserId),
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -47,6 +49,11 @@ pub(crate) struct Cache {
     committed: u64,
     msgs: HashMap<MsgId, Meta>,
     convs: HashMap<UserId, HashMap<ConversationKey, Meta>>,
+    heads: HashMap<UserId, Meta>,
+    /// Each user's log events not committed yet, with their batch (a replay reads the stored
+    /// log, then these); and which users got events in which batch, to drop them once committed.
+    tails: HashMap<UserId, VecDeque<(u64, LogEvent)>>,
+    tail_marks: VecDeque<(u64, UserId)>,
     /// Clean entries in the order they became clean or were read (front: evicted first).
     queue: VecDeque<Key>,
     /// Entries changed by batches not committed yet, by batch.
@@ -60,6 +67,11 @@ pub(super) fn msg_bytes(rec: &MessageRecord) -> usize {
     let acks: usize = rec.acks.values().map(|a| 160 + a.from.len() * 2 + a.content.as_ref().map_or(0, String::len)).sum();
     // record + Arc'd message + map node, and the client-id entry (key strings + map slot)
     200 + m.content.len() + m.client_id.len() * 2 + m.from.len() + m.to.len() + 64 + acks
+}
+
+/// Estimated heap bytes of a cached log head.
+fn head_bytes(user: &str) -> usize {
+    96 + user.len() * 2
 }
 
 /// Estimated heap bytes of a cached conversation.
@@ -77,6 +89,9 @@ impl Cache {
             committed: 0,
             msgs: HashMap::default(),
             convs: HashMap::default(),
+            heads: HashMap::default(),
+            tails: HashMap::default(),
+            tail_marks: VecDeque::new(),
             queue: VecDeque::new(),
             pinned: VecDeque::new(),
         }
@@ -95,6 +110,7 @@ impl Cache {
         match key {
             Key::Msg(id) => self.msgs.get_mut(id),
             Key::Conv(u, k) => self.convs.get_mut(u).and_then(|m| m.get_mut(k)),
+            Key::Head(u) => self.heads.get_mut(u),
         }
     }
 
@@ -114,6 +130,7 @@ impl Cache {
                     None => m.entry(k.clone()).or_default(),
                 }
             }
+            Key::Head(u) => self.heads.entry(u.clone()).or_default(),
         };
         self.used_bytes = self.used_bytes + bytes - m.bytes;
         m.bytes = bytes;
@@ -175,9 +192,54 @@ impl Cache {
         }
     }
 
+    /// `user`'s log head was read from the store.
+    pub(super) fn read_head(&mut self, user: &str) {
+        self.account(Key::Head(user.to_string()), head_bytes(user), false);
+    }
+
+    pub(super) fn used_head(&mut self, user: &str) {
+        if let Some(m) = self.heads.get_mut(user) {
+            m.used = true;
+        }
+    }
+
+    /// An event was appended to `user`'s log by the batch being applied: the head is pinned and
+    /// the event kept (for replays) until the batch is committed.
+    pub(super) fn appended(&mut self, user: &str, event: LogEvent) {
+        let batch = self.batch;
+        let tail = match self.tails.get_mut(user) {
+            Some(t) => t,
+            None => self.tails.entry(user.to_string()).or_default(),
+        };
+        if tail.back().is_none_or(|(b, _)| *b != batch) {
+            self.tail_marks.push_back((batch, user.to_string()));
+        }
+        tail.push_back((batch, event));
+        let pinned = self.heads.get(user).is_some_and(|m| m.changed_in == batch);
+        if !pinned {
+            self.account(Key::Head(user.to_string()), head_bytes(user), true);
+        }
+    }
+
+    /// `user`'s log events not committed yet, in seq order.
+    pub(super) fn tail(&self, user: &str) -> impl Iterator<Item = &LogEvent> {
+        self.tails.get(user).into_iter().flatten().map(|(_, e)| e)
+    }
+
     /// The store committed every batch up to `batch`: their entries are clean and may go.
     pub(super) fn committed(&mut self, batch: u64) {
         self.committed = self.committed.max(batch);
+        while self.tail_marks.front().is_some_and(|(b, _)| *b <= self.committed) {
+            let (_, user) = self.tail_marks.pop_front().expect("peeked");
+            if let Some(t) = self.tails.get_mut(&user) {
+                while t.front().is_some_and(|(b, _)| *b <= self.committed) {
+                    t.pop_front();
+                }
+                if t.is_empty() {
+                    self.tails.remove(&user);
+                }
+            }
+        }
         while self.pinned.front().is_some_and(|(b, _)| *b <= self.committed) {
             let (_, key) = self.pinned.pop_front().expect("peeked");
             let committed = self.committed;
@@ -223,6 +285,10 @@ impl Cache {
                             }
                         }
                     }
+                }
+                Key::Head(user) => {
+                    self.heads.remove(&user);
+                    state.log_base.remove(&user);
                 }
                 Key::Conv(user, k) => {
                     if let Some(m) = self.convs.get_mut(&user) {

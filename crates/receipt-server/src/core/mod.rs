@@ -189,6 +189,8 @@ pub struct ServerCore {
     /// With the cache: the first message id retention has not dropped yet (the dropped ones are
     /// a prefix of the ids: they expire oldest first).
     prune_next: MsgId,
+    /// With the cache: the last user whose log the retention sweep looked at.
+    sweep_after: Option<UserId>,
 }
 
 type Res<T> = Result<T, ChatError>;
@@ -214,10 +216,13 @@ impl ServerCore {
     /// [`recycle`](Self::recycle)): until then what the batch changed stays in memory.
     pub fn with_store(cfg: CoreConfig, state: State, reader: Box<dyn crate::store::StoreRead>, cache_bytes: usize) -> Self {
         let mut core = Self::build(cfg, state, cache::Cache::new(Some(reader), cache_bytes));
-        // What `load_hot` returned is not accounted (messages and conversations are not in it).
+        // Only counters and groups stay resident from the start; the rest is cached.
         core.state.messages.clear();
         core.state.client_ids.clear();
         core.state.convs.clear();
+        core.state.logs.clear();
+        core.state.log_base.clear();
+        core.trim_queue.clear();
         core
     }
 
@@ -240,6 +245,7 @@ impl ServerCore {
             now_ms: 0,
             cache,
             prune_next: 0,
+            sweep_after: None,
         }
     }
 
@@ -483,6 +489,16 @@ impl ServerCore {
 
     fn emit_to(&mut self, user: &str, event: impl Into<Arc<ServerEvent>>, skip: Option<SessionId>) {
         let event = event.into();
+        if self.cache.on() {
+            // The log stays in the store; memory holds its head and the events not committed.
+            let seq = self.head_of(user) + 1;
+            *self.state.log_base.get_mut(user).expect("read by head_of") = seq;
+            let le = LogEvent::logged_at(SeqEvent { seq, event }, self.now_ms);
+            self.cache.appended(user, le.clone());
+            self.route_event(user, &le, skip);
+            self.effects.ops.push(StoreOp::AppendEvent { user: user.to_string(), event: le });
+            return;
+        }
         let seq = self.state.head(user) + 1;
         if !self.state.logs.contains_key(user) {
             self.state.logs.insert(user.to_string(), Vec::new());
@@ -495,6 +511,12 @@ impl ServerCore {
             self.trim_queue.push(std::cmp::Reverse((le.at(), user.to_string())));
         }
         log.push(le.clone());
+        self.route_event(user, &le, skip);
+        self.effects.ops.push(StoreOp::AppendEvent { user: user.to_string(), event: le });
+    }
+
+    /// Sends a logged event to the user's online sessions but `skip`: one frame for all.
+    fn route_event(&mut self, user: &str, le: &LogEvent, skip: Option<SessionId>) {
         if let Some(sessions) = self.online.get(user) {
             let mut frame = None;
             for &s in sessions {
@@ -504,7 +526,20 @@ impl ServerCore {
                 }
             }
         }
-        self.effects.ops.push(StoreOp::AppendEvent { user: user.to_string(), event: le });
+    }
+
+    /// The head (last seq) of `user`'s log. With the cache, a miss reads the store; that read
+    /// failing stops the core (an event appended under a wrong seq would be lost).
+    fn head_of(&mut self, user: &str) -> u64 {
+        let Some(reader) = &self.cache.reader else { return self.state.head(user) };
+        if let Some(&h) = self.state.log_base.get(user) {
+            self.cache.used_head(user);
+            return h;
+        }
+        let h = reader.log_head(user).unwrap_or_else(|e| panic!("the log head of {user} could not be read from the store: {e}"));
+        self.state.log_base.insert(user.to_string(), h);
+        self.cache.read_head(user);
+        h
     }
 
     fn conv_mut(&mut self, user: &str, key: &ConversationKey) -> &mut ConvState {

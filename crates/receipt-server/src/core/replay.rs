@@ -73,39 +73,20 @@ impl ServerCore {
             return;
         };
         let next = self.syncing.get(&session).map_or(1, |r| r.next);
-        let mut frames = Vec::new();
-        let mut sent_up_to = None;
+        let mut w = Window::default();
         let mut done = true;
-        if let Some(log) = self.state.logs.get(&*user) {
+        if self.cache.on() {
+            done = self.window_from_store(&user, next, &mut w);
+        } else if let Some(log) = self.state.logs.get(&*user) {
             let start = log.partition_point(|e| e.seq < next);
-            let (mut batch, mut bytes, mut window) = (Vec::new(), 0, 0);
             for e in &log[start..] {
-                // A message past retention is not replayed (its event leaves the log a grace
-                // period later, with the receipts logged around it).
-                if let ServerEvent::Message { msg } = &*e.event {
-                    if self.message_gone(msg.id) {
-                        sent_up_to = Some(e.seq);
-                        continue;
-                    }
+                if !w.push(e, self.message_gone_event(e)) {
+                    done = false;
+                    break;
                 }
-                let size = event_size(&e.event);
-                if !batch.is_empty() && (batch.len() >= BACKLOG_BATCH || bytes + size > BACKLOG_BYTES) {
-                    frames.push(ServerFrame::Backlog { events: std::mem::take(&mut batch) });
-                    bytes = 0;
-                    if window >= REPLAY_WINDOW_BYTES {
-                        done = false;
-                        break;
-                    }
-                }
-                bytes += size;
-                window += size;
-                sent_up_to = Some(e.seq);
-                batch.push(SeqEvent::clone(e));
-            }
-            if !batch.is_empty() {
-                frames.push(ServerFrame::Backlog { events: batch });
             }
         }
+        let (frames, sent_up_to) = w.finish();
         for f in frames {
             self.send(session, f, true);
         }
@@ -123,7 +104,7 @@ impl ServerCore {
         let held = self.syncing.remove(&session).map(|r| r.held).unwrap_or_default();
         let mut conversations: Vec<ConversationState> = self.conversations_of(user);
         conversations.sort_by(|a, b| (a.chat_type, &a.id).cmp(&(b.chat_type, &b.id)));
-        let head = self.state.head(user);
+        let head = self.head_of(user);
         // Paged: no frame grows with the number of conversations (a user added to 22,000 groups
         // must still log in under the frame limit).
         let last = conversations.len().saturating_sub(1) / SYNC_PAGE * SYNC_PAGE;
@@ -144,7 +125,93 @@ impl ServerCore {
     }
 }
 
+/// One window of a replay being built: `Backlog` frames of at most [`BACKLOG_BATCH`] events
+/// and ~[`BACKLOG_BYTES`], up to [`REPLAY_WINDOW_BYTES`] in all.
+#[derive(Default)]
+struct Window {
+    frames: Vec<ServerFrame>,
+    batch: Vec<SeqEvent>,
+    bytes: usize,
+    window: usize,
+    sent_up_to: Option<u64>,
+}
+
+impl Window {
+    /// Adds an event (`gone`: a message past retention, skipped); false when the window is
+    /// full and the event was not taken.
+    fn push(&mut self, e: &SeqEvent, gone: bool) -> bool {
+        if gone {
+            self.sent_up_to = Some(e.seq);
+            return true;
+        }
+        let size = event_size(&e.event);
+        if !self.batch.is_empty() && (self.batch.len() >= BACKLOG_BATCH || self.bytes + size > BACKLOG_BYTES) {
+            self.frames.push(ServerFrame::Backlog { events: std::mem::take(&mut self.batch) });
+            self.bytes = 0;
+            if self.window >= REPLAY_WINDOW_BYTES {
+                return false;
+            }
+        }
+        self.bytes += size;
+        self.window += size;
+        self.sent_up_to = Some(e.seq);
+        self.batch.push(e.clone());
+        true
+    }
+
+    fn finish(mut self) -> (Vec<ServerFrame>, Option<u64>) {
+        if !self.batch.is_empty() {
+            self.frames.push(ServerFrame::Backlog { events: self.batch });
+        }
+        (self.frames, self.sent_up_to)
+    }
+}
+
+/// Stored log rows read at a time by a replay.
+const LOG_READ_ROWS: usize = 256;
+/// Most reads for one window (a bound; a window fills long before on any real log).
+const LOG_READS_PER_WINDOW: usize = 1 << 16;
+
 impl ServerCore {
+    /// A message past retention is not replayed (its event leaves the log a grace period
+    /// later, with the receipts logged around it).
+    fn message_gone_event(&self, e: &SeqEvent) -> bool {
+        matches!(&*e.event, ServerEvent::Message { msg } if self.message_gone(msg.id))
+    }
+
+    /// With the cache: a window of `user`'s log from seq `next`, read from the store, then the
+    /// events not committed yet. True when it reached the head.
+    fn window_from_store(&mut self, user: &str, next: u64, w: &mut Window) -> bool {
+        let Some(reader) = &self.cache.reader else { return true };
+        let mut from = next;
+        for _ in 0..LOG_READS_PER_WINDOW {
+            let read = match reader.log_events(user, from, LOG_READ_ROWS) {
+                Ok(r) => r,
+                Err(e) => {
+                    // Ends the sync with what was sent; the device asks again at its next login.
+                    log::error!("replay of {user}: {e}");
+                    return true;
+                }
+            };
+            for e in &read.events {
+                if !w.push(e, self.message_gone_event(e)) {
+                    return false;
+                }
+            }
+            from = from.max(read.next);
+            if !read.more {
+                break;
+            }
+        }
+        // Committed while this window was read, events are both stored and still here: once.
+        for e in self.cache.tail(user).filter(|e| e.seq >= from) {
+            if !w.push(e, self.message_gone_event(e)) {
+                return false;
+            }
+        }
+        true
+    }
+
     /// `user`'s unread count of every conversation. With the cache: the stored ones, overridden
     /// by those in memory (which include every change not committed yet).
     fn conversations_of(&self, user: &str) -> Vec<ConversationState> {

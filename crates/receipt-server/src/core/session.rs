@@ -12,6 +12,9 @@ pub const LOG_GRACE_MAX_MS: u64 = 3_600_000;
 /// Messages read per step of retention with the cache, and steps per pass (tick).
 const PRUNE_STEP: usize = 4096;
 const PRUNE_STEPS: usize = 16;
+/// Logs looked at per retention pass with the cache, and rows read of each.
+const SWEEP_USERS: usize = 256;
+const SWEEP_ROWS: usize = 64;
 
 impl ServerCore {
     /// The session's connection is gone.
@@ -35,6 +38,8 @@ impl ServerCore {
         self.now_ms = now_ms;
         if self.cache.on() {
             self.prune_stored(now_ms);
+            self.sweep_logs(now_ms);
+            return self.take();
         }
         while let Some((&id, rec)) = self.state.messages.first_key_value().filter(|_| !self.cache.on()) {
             if !self.expired(rec, now_ms) {
@@ -115,6 +120,26 @@ impl ServerCore {
             if !full {
                 return;
             }
+        }
+    }
+
+    /// Log retention with the cache: the logs are not in memory, so a bounded sweep looks at
+    /// [`SWEEP_USERS`] users' logs per pass (tick), in key order, from where the last pass
+    /// stopped, and trims each of the events logged before the cutoff (as `prune` does with
+    /// resident logs). A log is trimmed within one sweep of the whole user set after its
+    /// events pass retention and the grace (docs/server-data-model.md).
+    fn sweep_logs(&mut self, now_ms: u64) {
+        let Some(reader) = &self.cache.reader else { return };
+        let grace = self.cfg.retention_ms.min(LOG_GRACE_MAX_MS);
+        let cutoff = now_ms.saturating_sub(self.cfg.retention_ms.saturating_add(grace));
+        match reader.log_sweep(self.sweep_after.as_deref(), SWEEP_USERS, SWEEP_ROWS, cutoff) {
+            Ok(sweep) => {
+                self.sweep_after = sweep.last;
+                for (user, up_to) in sweep.trims {
+                    self.effects.ops.push(StoreOp::TrimLog { user, up_to });
+                }
+            }
+            Err(e) => log::error!("log retention: {e}"),
         }
     }
 

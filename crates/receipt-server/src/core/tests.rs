@@ -702,8 +702,102 @@ fn retention_with_the_cache_drops_stored_messages_oldest_first_in_bounded_steps(
     assert_eq!(c.req(T0 + 1260, 1, ClientFrame::ReadAck { req: 1, msg_id: ids[0] }).unwrap_err().code, ErrorCode::MessageExpired);
     c.commit(&fx);
     let fx = c.core.prune(T0 + 1260);
-    assert!(fx.ops.is_empty(), "nothing new expired: {:?}", fx.ops);
+    assert!(!fx.ops.iter().any(|op| matches!(op, StoreOp::DeleteMessage(_))), "nothing new expired: {:?}", fx.ops);
+    c.commit(&fx);
     // A resend of a pruned message's client id is a new message.
     let again = sent_id(c.send(T0 + 1300, 1, "m0", "bob", ChatType::Chat));
     assert!(again > ids[4]);
+}
+
+fn backlog_seqs(frames: &[ServerFrame]) -> Vec<u64> {
+    frames
+        .iter()
+        .flat_map(|f| match f {
+            ServerFrame::Backlog { events } => events.iter().map(|e| e.seq).collect(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+#[test]
+fn a_replay_reads_the_stored_log_then_what_is_not_committed_yet() {
+    let mut c = Cached::new(1, |_| {});
+    c.login(1, "alice", u64::MAX);
+    // 20 KiB messages: the 120 of them take three windows of ~1 MiB.
+    let big = "x".repeat(20 * 1024);
+    for i in 0..120u64 {
+        let frame = ClientFrame::Send {
+            req: 1,
+            client_id: format!("m{i}"),
+            to: "bob".into(),
+            chat_type: ChatType::Chat,
+            content: big.clone(),
+            require_delivery_ack: false,
+            need_group_ack: false,
+        };
+        sent_id(result(&c.handle(T0 + i, 1, frame), 1));
+    }
+    // One more, applied but not committed (the store thread is still at it).
+    let pending = c.apply(
+        T0 + 200,
+        1,
+        ClientFrame::Send {
+            req: 1,
+            client_id: "pending".into(),
+            to: "bob".into(),
+            chat_type: ChatType::Chat,
+            content: "last".into(),
+            require_delivery_ack: false,
+            need_group_ack: false,
+        },
+    );
+    assert!(c.core.state.logs.is_empty(), "no log is resident");
+    let frame = ClientFrame::Login { v: PROTOCOL_VERSION, user: "bob".into(), device: "d2".into(), token: String::new(), since: 0 };
+    let mut frames: Vec<ServerFrame> = c.core.handle(T0 + 201, 2, frame).out.into_iter().map(|o| (*o.frame).clone()).collect();
+    let mut windows = 1;
+    while !frames.iter().any(|f| matches!(f, ServerFrame::SyncDone { .. })) {
+        assert!(windows < 10, "the replay ends");
+        c.core.replay_more(2);
+        frames.extend(c.core.take_effects().out.into_iter().map(|o| (*o.frame).clone()));
+        windows += 1;
+    }
+    assert!(windows >= 3, "streamed in windows: {windows}");
+    assert_eq!(backlog_seqs(&frames), (1..=121).collect::<Vec<u64>>(), "every event once, in order, the pending one last");
+    let done_head = frames.iter().find_map(|f| if let ServerFrame::SyncDone { head, .. } = f { Some(*head) } else { None });
+    assert_eq!(done_head, Some(121));
+    c.commit(&pending);
+    // After a restart the head is read back: the next event is 122.
+    c.restart();
+    c.login(3, "alice", u64::MAX);
+    c.send(T0 + 300, 3, "after", "bob", ChatType::Chat).unwrap();
+    let frames = c.login(4, "bob", 121);
+    assert_eq!(backlog_seqs(&frames), vec![122]);
+}
+
+#[test]
+fn the_log_sweep_trims_stored_logs_past_retention_and_its_grace() {
+    let mut c = Cached::new(1, |cfg| cfg.retention_ms = 1000);
+    c.login(1, "alice", u64::MAX);
+    c.send(T0, 1, "old", "bob", ChatType::Chat).unwrap();
+    c.send(T0 + 900, 1, "young", "carol", ChatType::Chat).unwrap();
+    let trims = |fx: &Effects| -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = fx
+            .ops
+            .iter()
+            .filter_map(|op| if let StoreOp::TrimLog { user, up_to } = op { Some((user.clone(), *up_to)) } else { None })
+            .collect();
+        v.sort();
+        v
+    };
+    // Retention 1 s and a grace of 1 s: at +2500 the old message's events go, not the young one's.
+    let fx = c.core.prune(T0 + 2500);
+    c.commit(&fx);
+    assert_eq!(trims(&fx), vec![("alice".to_string(), 1), ("bob".to_string(), 1)]);
+    let fx = c.core.prune(T0 + 3500);
+    c.commit(&fx);
+    assert_eq!(trims(&fx), vec![("alice".to_string(), 2), ("carol".to_string(), 1)]);
+    assert!(trims(&c.core.prune(T0 + 9000)).is_empty(), "trimmed logs are not trimmed again");
+    let state = c.store.load_all().unwrap();
+    assert!(state.logs.is_empty(), "{:?}", state.logs);
+    assert_eq!(state.head("bob"), 1, "the head survives an emptied log");
 }

@@ -55,8 +55,9 @@ pub trait ServerStore: Send {
     /// Everything stored, as the core's state (tools and tests; the server loads [`load_hot`](Self::load_hot)).
     fn load(&mut self) -> Result<State, StoreError>;
     /// What the core keeps resident from the start when it reads the rest through
-    /// [`reader`](Self::reader): counters, groups, event logs and their bases; no messages, no
-    /// conversations (read on demand). A backend without a reader returns everything.
+    /// [`reader`](Self::reader): counters and groups (with their join marks); no messages,
+    /// conversations or logs (read on demand). Its cost does not grow with history. A backend
+    /// without a reader returns everything.
     fn load_hot(&mut self) -> Result<State, StoreError> {
         self.load()
     }
@@ -99,6 +100,32 @@ pub trait StoreRead: Send {
     /// Every conversation of `user`, without read singles (unread counts at sync), at most
     /// `limit`.
     fn conversations_of(&self, user: &str, limit: usize) -> Result<Vec<(ConversationKey, ConvState)>, StoreError>;
+    /// The head of `user`'s log: the last seq stored (or trimmed), 0 for none.
+    fn log_head(&self, user: &str) -> Result<u64, StoreError>;
+    /// `user`'s retained events from seq `from` on, in seq order, reading at most `rows`
+    /// stored rows; a `Message` event of a message no longer stored is left out. Also returns
+    /// the seq to read from next (after the rows read) and whether rows are left.
+    fn log_events(&self, user: &str, from: u64, rows: usize) -> Result<LogRead, StoreError>;
+    /// Retention of the logs without holding them: looks at the logs of at most `users` users
+    /// after `after` (in key order; `None`: from the first), reading at most `rows` rows of each,
+    /// and returns for each log whose oldest events were logged before `cutoff` (ms) the seq up
+    /// to which they may be trimmed, and the last user looked at (`None`: the end was reached).
+    fn log_sweep(&self, after: Option<&str>, users: usize, rows: usize, cutoff: u64) -> Result<LogSweep, StoreError>;
+}
+
+/// What [`StoreRead::log_events`] read.
+#[derive(Debug, Default)]
+pub struct LogRead {
+    pub events: Vec<receipt_core::protocol::SeqEvent>,
+    pub next: u64,
+    pub more: bool,
+}
+
+/// What [`StoreRead::log_sweep`] found: (user, trim up to seq), and where to go on.
+#[derive(Debug, Default)]
+pub struct LogSweep {
+    pub trims: Vec<(receipt_core::UserId, u64)>,
+    pub last: Option<receipt_core::UserId>,
 }
 
 /// Shortest time between two compactions while the server runs.

@@ -8,7 +8,7 @@ use receipt_core::protocol::SeqEvent;
 use receipt_core::{ChatType, ConversationKey, GroupReadAck, MsgId, WireMessage};
 
 use super::records::{chat_type_code, conv_record, decode, decode_conv, decode_events, encode_events, encode_record, last_seq};
-use super::{store_err, ServerStore, StoreError, StoreRead};
+use super::{store_err, LogRead, LogSweep, ServerStore, StoreError, StoreRead};
 use crate::core::StoreOp;
 use crate::state::{ConvState, Counters, Group, HashMap, MessageRecord, State};
 
@@ -179,6 +179,11 @@ impl RedbServerStore {
             let base = state.log_base.entry(user).or_default();
             *base = (*base).max(head);
         }
+        Self::load_groups(txn, state)
+    }
+
+    /// Groups with their members' join marks.
+    fn load_groups(txn: &ReadTransaction, state: &mut State) -> Result<(), StoreError> {
         for item in txn.open_table(GROUPS).map_err(store_err)?.iter().map_err(store_err)? {
             let (_, v) = item.map_err(store_err)?;
             let g: Group = decode("group", v.value())?;
@@ -215,32 +220,10 @@ impl ServerStore for RedbServerStore {
         let db = db_of(&self.db);
         let txn = db.begin_read().map_err(store_err)?;
         let mut state = State::default();
-        let messages = txn.open_table(MESSAGES).map_err(store_err)?;
-        // A message referenced by several logs is read once and shared.
-        let mut read: HashMap<MsgId, Option<Arc<WireMessage>>> = HashMap::default();
-        let mut failed = None;
-        let mut resolve = |id: MsgId| -> Option<Arc<WireMessage>> {
-            read.entry(id)
-                .or_insert_with(|| match messages.get(id) {
-                    Ok(Some(v)) => match decode::<WireMessage>("message", v.value()) {
-                        Ok(m) => Some(Arc::new(m)),
-                        Err(e) => {
-                            failed = Some(e);
-                            None
-                        }
-                    },
-                    Ok(None) => None,
-                    Err(e) => {
-                        failed = Some(store_err(e));
-                        None
-                    }
-                })
-                .clone()
-        };
-        Self::load_common(&txn, &mut state, &mut resolve)?;
-        if let Some(e) = failed {
-            return Err(e);
+        if let Some(v) = txn.open_table(META).map_err(store_err)?.get("counters").map_err(store_err)? {
+            state.counters = decode::<Counters>("counters", v.value())?;
         }
+        Self::load_groups(&txn, &mut state)?;
         Ok(state)
     }
 
@@ -523,6 +506,145 @@ impl StoreRead for RedbReader {
         }
         Ok(out)
     }
+
+    fn log_head(&self, user: &str) -> Result<u64, StoreError> {
+        let txn = self.txn()?;
+        let base = txn.open_table(LOG_BASE).map_err(store_err)?.get(user).map_err(store_err)?.map_or(0, |v| v.value());
+        let events = txn.open_table(EVENTS).map_err(store_err)?;
+        let last = match events.range((user, 0)..=(user, u64::MAX)).map_err(store_err)?.next_back() {
+            Some(row) => {
+                let (k, v) = row.map_err(store_err)?;
+                last_seq(user, k.value().1, v.value())?
+            }
+            None => 0,
+        };
+        Ok(base.max(last))
+    }
+
+    fn log_events(&self, user: &str, from: u64, rows: usize) -> Result<LogRead, StoreError> {
+        let txn = self.txn()?;
+        let base = txn.open_table(LOG_BASE).map_err(store_err)?.get(user).map_err(store_err)?.map_or(0, |v| v.value());
+        let from = from.max(base.saturating_add(1));
+        let events = txn.open_table(EVENTS).map_err(store_err)?;
+        let messages = txn.open_table(MESSAGES).map_err(store_err)?;
+        let mut resolve = message_resolver(&messages);
+        // The row holding `from` starts at or before it: the last row keyed at or below it.
+        let start = match events.range((user, 0)..=(user, from)).map_err(store_err)?.next_back() {
+            Some(row) => row.map_err(store_err)?.0.value().1,
+            None => from,
+        };
+        let mut read = LogRead { events: Vec::new(), next: from, more: false };
+        let (mut loaded, mut log) = (HashMap::default(), Vec::new());
+        for (i, row) in events.range((user, start)..=(user, u64::MAX)).map_err(store_err)?.enumerate() {
+            if i == rows {
+                read.more = true;
+                break;
+            }
+            let (k, v) = row.map_err(store_err)?;
+            let last = decode_events(user, k.value().1, v.value(), &mut resolve.0, &mut loaded, &mut log)?;
+            read.next = read.next.max(last + 1);
+        }
+        resolve.error()?;
+        read.events = log.into_iter().filter(|e| e.seq >= from).map(|e| SeqEvent::clone(&e)).collect();
+        Ok(read)
+    }
+
+    fn log_sweep(&self, after: Option<&str>, users: usize, rows: usize, cutoff: u64) -> Result<LogSweep, StoreError> {
+        let txn = self.txn()?;
+        let bases = txn.open_table(LOG_BASE).map_err(store_err)?;
+        let events = txn.open_table(EVENTS).map_err(store_err)?;
+        let messages = txn.open_table(MESSAGES).map_err(store_err)?;
+        let mut resolve = message_resolver(&messages);
+        let mut sweep = LogSweep::default();
+        // The first user after `after`: keys sort by user, then seq; "\0" is the least suffix.
+        let mut next_user: Option<String> = after.map(|a| format!("{a}\0"));
+        for _ in 0..users {
+            let first = {
+                let lo = next_user.as_deref().unwrap_or("");
+                let mut it = events.range((lo, 0)..).map_err(store_err)?;
+                match it.next() {
+                    Some(row) => row.map_err(store_err)?.0.value().0.to_string(),
+                    None => {
+                        sweep.last = None;
+                        resolve.error()?;
+                        return Ok(sweep);
+                    }
+                }
+            };
+            let user = first.as_str();
+            let base = bases.get(user).map_err(store_err)?.map_or(0, |v| v.value());
+            // The trimmable prefix: events logged before `cutoff`; one without a time of its own
+            // goes with the next one that has one (as at load). A reference to a message no
+            // longer stored (left out by the decoder: a gap in the seqs) is past retention and
+            // never replayed: it counts as logged before the cutoff.
+            let mut up_to = None::<u64>;
+            let (mut loaded, mut log) = (HashMap::default(), Vec::new());
+            'rows: for row in events.range((user, 0)..=(user, u64::MAX)).map_err(store_err)?.take(rows) {
+                let (k, v) = row.map_err(store_err)?;
+                log.clear();
+                let last = decode_events(user, k.value().1, v.value(), &mut resolve.0, &mut loaded, &mut log)?;
+                let mut expected = k.value().1.max(base + 1);
+                for e in log.iter().filter(|e| e.seq > base) {
+                    if e.seq > expected {
+                        up_to = Some(e.seq - 1);
+                    }
+                    expected = e.seq + 1;
+                    // Untimed: the prefix reaches past it only with a later event.
+                    if e.at() != 0 {
+                        if e.at() >= cutoff {
+                            break 'rows;
+                        }
+                        up_to = Some(e.seq);
+                    }
+                }
+                if last >= expected {
+                    up_to = Some(last);
+                }
+            }
+            if let Some(up_to) = up_to.filter(|&u| u > base) {
+                sweep.trims.push((user.to_string(), up_to));
+            }
+            sweep.last = Some(first.clone());
+            next_user = Some(format!("{first}\0"));
+        }
+        resolve.error()?;
+        Ok(sweep)
+    }
+}
+
+/// Resolves a log's message references by point reads of `MESSAGES` (each message read once
+/// per resolver); remembers the first failure, reported by [`Resolver::error`].
+struct Resolver<F>(F, std::rc::Rc<std::cell::RefCell<Option<StoreError>>>);
+
+impl<F> Resolver<F> {
+    fn error(&mut self) -> Result<(), StoreError> {
+        match self.1.borrow_mut().take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+fn message_resolver<'t>(
+    messages: &'t ::redb::ReadOnlyTable<u64, &'static [u8]>,
+) -> Resolver<impl FnMut(MsgId) -> Option<Arc<WireMessage>> + 't> {
+    let failed = std::rc::Rc::new(std::cell::RefCell::new(None));
+    let f = failed.clone();
+    let mut read: HashMap<MsgId, Option<Arc<WireMessage>>> = HashMap::default();
+    let resolve = move |id: MsgId| -> Option<Arc<WireMessage>> {
+        read.entry(id)
+            .or_insert_with(|| {
+                match messages.get(id).map_err(store_err).and_then(|v| v.map(|v| decode::<WireMessage>("message", v.value())).transpose()) {
+                    Ok(m) => m.map(Arc::new),
+                    Err(e) => {
+                        f.borrow_mut().get_or_insert(e);
+                        None
+                    }
+                }
+            })
+            .clone()
+    };
+    Resolver(resolve, failed)
 }
 
 #[cfg(test)]
