@@ -8,7 +8,7 @@
 mod records;
 mod redb;
 
-pub use self::redb::{RedbServerStore, DB_FILE};
+pub use self::redb::{RedbServerStore, DB_FILE, STORE_FORMAT};
 
 use std::sync::Arc;
 

@@ -37,12 +37,20 @@ const MEMBER_SINCE: TableDefinition<&str, &[u8]> = TableDefinition::new("member_
 /// user -> seq of the last event trimmed from the user's log (past retention).
 const LOG_BASE: TableDefinition<&str, u64> = TableDefinition::new("log_base");
 
-/// `META` key present once `ACKERS` and `CLIENT_IDS` hold every stored message's entries and
-/// legacy read sets moved to `READS` (derived once from a store written by an older version).
-const INDEXES_KEY: &str = "indexes_v1";
-
 /// The database file inside a data directory.
 pub const DB_FILE: &str = "receipts.redb";
+
+/// The store format this server writes and the newest it reads, kept in `meta` under
+/// [`FORMAT_KEY`] (4 bytes, little-endian). Bump it when a change writes rows an older server
+/// would misread; an older server that knows this key then refuses the store by name instead of
+/// failing on a row it cannot decode. 2: `Message` events hold the message id (format 1 rows,
+/// which hold the whole message, still load). Stores written before the key existed have none:
+/// they are format 1 or 2 and are stamped at open.
+/// 3: the key indexes `group_ackers` and `client_ids` are kept with every commit (the hot-state
+/// cache reads them on a miss; derived once at open from a format 2 store): an older server
+/// writing to the store would leave them stale.
+pub const STORE_FORMAT: u32 = 3;
+const FORMAT_KEY: &str = "format";
 
 /// The default store: one redb file in a data directory. Every commit is fsynced.
 ///
@@ -89,7 +97,20 @@ impl RedbServerStore {
             let mut reads = txn.open_table(READS).map_err(store_err)?;
             txn.open_table(MEMBER_SINCE).map_err(store_err)?;
             txn.open_table(LOG_BASE).map_err(store_err)?;
-            if meta.get(INDEXES_KEY).map_err(store_err)?.is_none() {
+            let stored = meta.get(FORMAT_KEY).map_err(store_err)?.map(|v| format_of(v.value()));
+            let stored = match stored {
+                Some(Ok(f)) if f > STORE_FORMAT => {
+                    return Err(StoreError(format!(
+                        "{} was written by a newer server (store format {f}; this server reads formats up to {STORE_FORMAT}): run that server's version or newer, or restore a backup",
+                        path.display()
+                    )))
+                }
+                Some(Err(e)) => return Err(StoreError(format!("{}: {e}", path.display()))),
+                Some(Ok(f)) => Some(f),
+                None => None,
+            };
+            if stored.is_none_or(|f| f < 3) {
+                // Format 3: the key indexes, derived once from an older store's messages and acks.
                 for item in messages.iter().map_err(store_err)? {
                     let (k, v) = item.map_err(store_err)?;
                     let msg: WireMessage = decode("message", v.value())?;
@@ -108,7 +129,10 @@ impl RedbServerStore {
                         reads.insert((user, t, id, m), ()).map_err(store_err)?;
                     }
                 }
-                meta.insert(INDEXES_KEY, [1u8].as_slice()).map_err(store_err)?;
+            }
+            // Older (or unstamped) stores load as they are; from now on they are this format.
+            if stored != Some(STORE_FORMAT) {
+                meta.insert(FORMAT_KEY, STORE_FORMAT.to_le_bytes().as_slice()).map_err(store_err)?;
             }
         }
         txn.commit().map_err(store_err)?;
@@ -197,6 +221,12 @@ impl RedbServerStore {
         }
         Ok(())
     }
+}
+
+/// The store format recorded in `meta`.
+fn format_of(v: &[u8]) -> Result<u32, String> {
+    let b: [u8; 4] = v.try_into().map_err(|_| format!("store format marker of {} bytes, expected 4", v.len()))?;
+    Ok(u32::from_le_bytes(b))
 }
 
 impl ServerStore for RedbServerStore {
@@ -706,7 +736,7 @@ mod tests {
                 let db = s.db.read().unwrap();
                 let w = db.begin_write().unwrap();
                 {
-                    w.open_table(META).unwrap().remove(INDEXES_KEY).unwrap();
+                    w.open_table(META).unwrap().insert(FORMAT_KEY, 2u32.to_le_bytes().as_slice()).unwrap();
                     w.open_table(MESSAGES).unwrap().insert(2, serde_json::to_vec(&msg(2)).unwrap().as_slice()).unwrap();
                     let ev = ServerEvent::Delivered { msg_id: 9, from: "x".into(), to: "alice".into(), by: "alice".into(), timestamp: 1 };
                     w.open_table(EVENTS).unwrap().insert(("alice", 1), serde_json::to_vec(&ev).unwrap().as_slice()).unwrap();
@@ -822,6 +852,51 @@ mod tests {
 }
 
 #[cfg(test)]
+mod format_tests {
+    use super::*;
+
+    fn stamp(dir: &Path, format: u32) {
+        let db = Database::create(dir.join(DB_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META).unwrap().insert(FORMAT_KEY, format.to_le_bytes().as_slice()).unwrap();
+        txn.commit().unwrap();
+    }
+
+    fn stored_format(dir: &Path) -> Option<u32> {
+        let db = Database::create(dir.join(DB_FILE)).unwrap();
+        let txn = db.begin_read().unwrap();
+        let meta = txn.open_table(META).unwrap();
+        let v = meta.get(FORMAT_KEY).unwrap();
+        v.map(|v| format_of(v.value()).unwrap())
+    }
+
+    #[test]
+    fn a_new_store_is_stamped_with_the_current_format() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(RedbServerStore::open(dir.path()).unwrap());
+        assert_eq!(stored_format(dir.path()), Some(STORE_FORMAT));
+    }
+
+    #[test]
+    fn an_older_or_unstamped_store_opens_and_is_stamped() {
+        let dir = tempfile::tempdir().unwrap();
+        stamp(dir.path(), 1);
+        drop(RedbServerStore::open(dir.path()).unwrap());
+        assert_eq!(stored_format(dir.path()), Some(STORE_FORMAT));
+    }
+
+    #[test]
+    fn a_store_of_a_newer_format_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        stamp(dir.path(), STORE_FORMAT + 1);
+        let e = RedbServerStore::open(dir.path()).unwrap_err().to_string();
+        assert!(e.contains(&format!("store format {}", STORE_FORMAT + 1)) && e.contains("newer server"), "{e}");
+        // Refused without writing: the marker is still the newer one.
+        assert_eq!(stored_format(dir.path()), Some(STORE_FORMAT + 1));
+    }
+}
+
+#[cfg(test)]
 mod head_tests {
     use super::*;
     use receipt_core::protocol::ServerEvent;
@@ -848,5 +923,48 @@ mod head_tests {
         let state = s.load().unwrap();
         assert!(state.logs.get("bob").is_none_or(Vec::is_empty), "the reference to a gone message is dropped");
         assert_eq!(state.head("bob"), 5, "seqs never go back");
+    }
+}
+
+#[cfg(test)]
+mod index_tests {
+    use super::*;
+
+    #[test]
+    fn a_format_2_store_gets_its_key_indexes_derived_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let msg = WireMessage {
+            id: 7,
+            client_id: "c7".into(),
+            from: "alice".into(),
+            to: "g1".into(),
+            chat_type: ChatType::GroupChat,
+            content: "x".into(),
+            timestamp: 7,
+            require_delivery_ack: false,
+            need_group_ack: true,
+        };
+        let ack = GroupReadAck { ack_id: 1, msg_id: 7, from: "bob".into(), content: None, count: 1, timestamp: 8 };
+        {
+            let mut s = RedbServerStore::open(dir.path()).unwrap();
+            s.commit(&[&[StoreOp::PutMessage(msg.into()), StoreOp::PutGroupAck(ack)]]).unwrap();
+            // As a format 2 server left it: no index rows.
+            let db = s.db.read().unwrap();
+            let w = db.begin_write().unwrap();
+            w.open_table(CLIENT_IDS).unwrap().retain(|_, _| false).unwrap();
+            w.open_table(ACKERS).unwrap().retain(|_, _| false).unwrap();
+            w.open_table(META).unwrap().insert(FORMAT_KEY, 2u32.to_le_bytes().as_slice()).unwrap();
+            w.commit().unwrap();
+        }
+        let s = RedbServerStore::open(dir.path()).unwrap();
+        let r = s.reader().unwrap();
+        assert_eq!(r.client_id("alice", "c7").unwrap(), Some(7));
+        assert!(r.acked_by(7, "bob").unwrap() && !r.acked_by(7, "carol").unwrap());
+        assert_eq!(r.message(7).unwrap().unwrap().ack_count, 1);
+        // Deleting the message drops its index rows.
+        let mut s = s;
+        s.commit(&[&[StoreOp::DeleteMessage(7)]]).unwrap();
+        assert_eq!(r.client_id("alice", "c7").unwrap(), None);
+        assert!(!r.acked_by(7, "bob").unwrap());
     }
 }
