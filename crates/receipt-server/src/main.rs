@@ -308,8 +308,11 @@ async fn wait_for_signal() {
 fn group(data_dir: PathBuf, op: GroupOp) -> Result<(), Box<dyn std::error::Error>> {
     let mut store =
         RedbServerStore::open(&data_dir).map_err(|e| format!("{e} (is the server running on this data directory? stop it first)"))?;
-    let state = store.load()?;
-    let mut core = ServerCore::new(CoreConfig::from(&ServerConfig::default()), state);
+    // Groups are resident; nothing else is loaded (the hot-state cache reads what it needs).
+    let state = store.load_hot()?;
+    let reader = store.reader().ok_or("the redb store has a reader")?;
+    let config = ServerConfig::default();
+    let mut core = ServerCore::with_store(CoreConfig::from(&config), state, reader, config.cache_bytes);
     let owner_of = |core: &ServerCore, g: &str| -> Result<String, String> {
         let grp = core.state().groups.get(g).ok_or_else(|| format!("unknown group {g}"))?;
         grp.members.iter().find(|(_, r)| **r == GroupRole::Owner).map(|(u, _)| u.clone()).ok_or_else(|| format!("group {g} has no owner"))
