@@ -117,11 +117,21 @@ pub struct MessageRecord {
     pub ackers: HashSet<UserId>,
     /// Group: how many acks the message has in all (stored and in `acks`).
     pub ack_count: u32,
+    /// Its state in the core's hot-state cache (unused when everything is resident).
+    pub(crate) cached: crate::core::CacheMeta,
 }
 
 impl MessageRecord {
     pub fn new(msg: Arc<WireMessage>) -> Self {
-        MessageRecord { msg, delivered: false, read_acked: false, acks: BTreeMap::new(), ackers: HashSet::default(), ack_count: 0 }
+        MessageRecord {
+            msg,
+            delivered: false,
+            read_acked: false,
+            acks: BTreeMap::new(),
+            ackers: HashSet::default(),
+            ack_count: 0,
+            cached: Default::default(),
+        }
     }
 
     pub fn add_ack(&mut self, ack: GroupReadAck) {

@@ -1,7 +1,7 @@
-//! The hot-state cache's bookkeeping: which messages and conversations the core holds, their
-//! estimated bytes against a budget, which are pinned (changed by a batch not committed yet) and
-//! which are clean and may be evicted, least recently used first (second chance: an entry used
-//! since it was queued goes round once more).
+//! The hot-state cache's bookkeeping: which messages, conversations and log heads the core holds,
+//! their estimated bytes against a budget, which are pinned (changed by a batch not committed
+//! yet) and which are clean and may be evicted, least recently used first (a clock: every entry
+//! is queued once; one used since it last came round, or pinned, goes round again).
 //!
 //! The entries themselves live in [`State`] (`messages`, `client_ids`, `convs`); this module
 //! only keeps their metadata and evicts from those maps. Without a reader (the in-memory store)
@@ -28,15 +28,15 @@ enum Key {
     Head(UserId),
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct Meta {
-    bytes: usize,
+/// An entry's cache state. A message's is kept in its record (`MessageRecord::cached`: one
+/// lookup on the hot path instead of two); conversations' and heads' in maps here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Meta {
+    pub(super) bytes: usize,
     /// The last batch that changed it; it may be evicted once that batch is committed.
-    changed_in: u64,
-    /// In the eviction queue (clean entries are; pinned ones join it when committed).
-    queued: bool,
-    /// Used since it was queued: one more round before eviction.
-    used: bool,
+    pub(super) changed_in: u64,
+    /// Used since it last came round the queue: one more round before eviction.
+    pub(super) used: bool,
 }
 
 /// The cache of the core's hot state. See the module docs.
@@ -47,18 +47,18 @@ pub(crate) struct Cache {
     /// The batch being applied (from 1: batch 0 is "nothing", committed from the start).
     pub(super) batch: u64,
     committed: u64,
-    msgs: HashMap<MsgId, Meta>,
     convs: HashMap<UserId, HashMap<ConversationKey, Meta>>,
     heads: HashMap<UserId, Meta>,
     /// Each user's log events not committed yet, with their batch (a replay reads the stored
-    /// log, then these); and which users got events in which batch, to drop them once committed.
+    /// log, then these). Emptied entries stay (no allocation per user per batch) up to
+    /// [`TAILS_KEPT`] users.
     tails: HashMap<UserId, VecDeque<(u64, LogEvent)>>,
-    tail_marks: VecDeque<(u64, UserId)>,
-    /// Clean entries in the order they became clean or were read (front: evicted first).
+    /// Every entry once, in the order it came in (front: looked at first for eviction).
     queue: VecDeque<Key>,
-    /// Entries changed by batches not committed yet, by batch.
-    pinned: VecDeque<(u64, Key)>,
 }
+
+/// Users whose emptied tail entries are kept for reuse.
+const TAILS_KEPT: usize = 4096;
 
 /// Estimated heap bytes of a cached message (its record, its client-id index entry and the
 /// acks it holds).
@@ -87,13 +87,10 @@ impl Cache {
             used_bytes: 0,
             batch: 1,
             committed: 0,
-            msgs: HashMap::default(),
             convs: HashMap::default(),
             heads: HashMap::default(),
             tails: HashMap::default(),
-            tail_marks: VecDeque::new(),
             queue: VecDeque::new(),
-            pinned: VecDeque::new(),
         }
     }
 
@@ -106,68 +103,69 @@ impl Cache {
         self.used_bytes
     }
 
-    fn meta_mut(&mut self, key: &Key) -> Option<&mut Meta> {
+    fn meta_mut<'a>(&'a mut self, key: &Key, state: &'a mut State) -> Option<&'a mut Meta> {
         match key {
-            Key::Msg(id) => self.msgs.get_mut(id),
+            Key::Msg(id) => state.messages.get_mut(id).map(|r| &mut r.cached),
             Key::Conv(u, k) => self.convs.get_mut(u).and_then(|m| m.get_mut(k)),
             Key::Head(u) => self.heads.get_mut(u),
         }
     }
 
-    /// Sets an entry's bytes; a new entry is read from the store (clean, queued) or, with
-    /// `changed`, made by the batch being applied (pinned).
+    /// Sets an entry's bytes and marks it used; a new entry is queued. With `changed`, it was
+    /// made or changed by the batch being applied: pinned until that batch is committed.
     fn account(&mut self, key: Key, bytes: usize, changed: bool) {
         let batch = self.batch;
-        let m = match &key {
-            Key::Msg(id) => self.msgs.entry(*id).or_default(),
+        let (m, new) = match &key {
+            Key::Msg(_) => unreachable!("messages are accounted in their records"),
             Key::Conv(u, k) => {
                 let m = match self.convs.get_mut(u.as_str()) {
                     Some(m) => m,
                     None => self.convs.entry(u.clone()).or_default(),
                 };
                 match m.get_mut(k) {
-                    Some(meta) => meta,
-                    None => m.entry(k.clone()).or_default(),
+                    Some(meta) => (meta, false),
+                    None => (m.entry(k.clone()).or_default(), true),
                 }
             }
-            Key::Head(u) => self.heads.entry(u.clone()).or_default(),
+            Key::Head(u) => match self.heads.get_mut(u.as_str()) {
+                Some(m) => (m, false),
+                None => (self.heads.entry(u.clone()).or_default(), true),
+            },
         };
         self.used_bytes = self.used_bytes + bytes - m.bytes;
         m.bytes = bytes;
         m.used = true;
         if changed {
-            if m.changed_in != batch {
-                m.changed_in = batch;
-                self.pinned.push_back((batch, key));
-            }
-        } else if !m.queued && m.changed_in <= self.committed {
-            m.queued = true;
+            m.changed_in = batch;
+        }
+        if new {
             self.queue.push_back(key);
         }
     }
 
-    /// Message `id` (of `bytes`) was read from the store.
-    pub(super) fn read_msg(&mut self, id: MsgId, bytes: usize) {
-        self.account(Key::Msg(id), bytes, false);
+    /// Message `id` was read from the store into `rec`.
+    pub(super) fn read_msg(&mut self, id: MsgId, rec: &mut MessageRecord) {
+        let bytes = msg_bytes(rec);
+        self.used_bytes += bytes;
+        rec.cached = Meta { bytes, changed_in: 0, used: true };
+        self.queue.push_back(Key::Msg(id));
     }
 
     /// Message `id` was made or changed by the batch being applied: pinned until committed.
-    pub(super) fn changed_msg(&mut self, id: MsgId, bytes: usize) {
-        self.account(Key::Msg(id), bytes, true);
+    pub(super) fn changed_msg(&mut self, id: MsgId, rec: &mut MessageRecord) {
+        let bytes = msg_bytes(rec);
+        let m = &mut rec.cached;
+        if m.bytes == 0 {
+            // Not accounted yet: a new message.
+            self.queue.push_back(Key::Msg(id));
+        }
+        self.used_bytes = self.used_bytes + bytes - m.bytes;
+        *m = Meta { bytes, changed_in: self.batch, used: true };
     }
 
-    /// Message `id` was used (hit).
-    pub(super) fn used_msg(&mut self, id: MsgId) {
-        if let Some(m) = self.msgs.get_mut(&id) {
-            m.used = true;
-        }
-    }
-
-    /// Message `id` left the state (retention).
-    pub(super) fn forget_msg(&mut self, id: MsgId) {
-        if let Some(m) = self.msgs.remove(&id) {
-            self.used_bytes -= m.bytes;
-        }
+    /// A message left the state (retention).
+    pub(super) fn forget_msg(&mut self, rec: &MessageRecord) {
+        self.used_bytes -= rec.cached.bytes;
     }
 
     pub(super) fn read_conv(&mut self, user: &str, key: &ConversationKey, bytes: usize) {
@@ -175,12 +173,11 @@ impl Cache {
     }
 
     pub(super) fn changed_conv(&mut self, user: &str, key: &ConversationKey, bytes: usize) {
-        // The common case, a conversation already pinned by this batch: no key allocated.
+        // The common case, a conversation already cached: no key allocated.
         let batch = self.batch;
-        if let Some(m) = self.convs.get_mut(user).and_then(|m| m.get_mut(key)).filter(|m| m.changed_in == batch) {
+        if let Some(m) = self.convs.get_mut(user).and_then(|m| m.get_mut(key)) {
             self.used_bytes = self.used_bytes + bytes - m.bytes;
-            m.bytes = bytes;
-            m.used = true;
+            (m.bytes, m.used, m.changed_in) = (bytes, true, batch);
             return;
         }
         self.account(Key::Conv(user.to_string(), key.clone()), bytes, true);
@@ -207,17 +204,15 @@ impl Cache {
     /// the event kept (for replays) until the batch is committed.
     pub(super) fn appended(&mut self, user: &str, event: LogEvent) {
         let batch = self.batch;
-        let tail = match self.tails.get_mut(user) {
-            Some(t) => t,
-            None => self.tails.entry(user.to_string()).or_default(),
-        };
-        if tail.back().is_none_or(|(b, _)| *b != batch) {
-            self.tail_marks.push_back((batch, user.to_string()));
+        match self.tails.get_mut(user) {
+            Some(t) => t.push_back((batch, event)),
+            None => {
+                self.tails.entry(user.to_string()).or_default().push_back((batch, event));
+            }
         }
-        tail.push_back((batch, event));
-        let pinned = self.heads.get(user).is_some_and(|m| m.changed_in == batch);
-        if !pinned {
-            self.account(Key::Head(user.to_string()), head_bytes(user), true);
+        match self.heads.get_mut(user) {
+            Some(m) => (m.used, m.changed_in) = (true, batch),
+            None => self.account(Key::Head(user.to_string()), head_bytes(user), true),
         }
     }
 
@@ -226,30 +221,18 @@ impl Cache {
         self.tails.get(user).into_iter().flatten().map(|(_, e)| e)
     }
 
-    /// The store committed every batch up to `batch`: their entries are clean and may go.
+    /// The store committed every batch up to `batch`: their entries are clean and may go, their
+    /// log events are in the store.
     pub(super) fn committed(&mut self, batch: u64) {
         self.committed = self.committed.max(batch);
-        while self.tail_marks.front().is_some_and(|(b, _)| *b <= self.committed) {
-            let (_, user) = self.tail_marks.pop_front().expect("peeked");
-            if let Some(t) = self.tails.get_mut(&user) {
-                while t.front().is_some_and(|(b, _)| *b <= self.committed) {
-                    t.pop_front();
-                }
-                if t.is_empty() {
-                    self.tails.remove(&user);
-                }
+        let committed = self.committed;
+        let keep_empty = self.tails.len() <= TAILS_KEPT;
+        self.tails.retain(|_, t| {
+            while t.front().is_some_and(|(b, _)| *b <= committed) {
+                t.pop_front();
             }
-        }
-        while self.pinned.front().is_some_and(|(b, _)| *b <= self.committed) {
-            let (_, key) = self.pinned.pop_front().expect("peeked");
-            let committed = self.committed;
-            if let Some(m) = self.meta_mut(&key) {
-                if m.changed_in <= committed && !m.queued {
-                    m.queued = true;
-                    self.queue.push_back(key);
-                }
-            }
-        }
+            keep_empty || !t.is_empty()
+        });
     }
 
     /// Evicts clean entries, least recently used first, until under the budget (or nothing
@@ -261,10 +244,10 @@ impl Cache {
             rounds -= 1;
             let Some(key) = self.queue.pop_front() else { break };
             let committed = self.committed;
-            let Some(m) = self.meta_mut(&key) else { continue }; // gone (retention)
+            let Some(m) = self.meta_mut(&key, state) else { continue }; // gone (retention)
             if m.changed_in > committed {
-                // Pinned again since it was queued: it is queued again when committed.
-                m.queued = false;
+                // Pinned: round again (the batches in flight are few).
+                self.queue.push_back(key);
                 continue;
             }
             if m.used {
@@ -276,7 +259,6 @@ impl Cache {
             self.used_bytes -= bytes;
             match key {
                 Key::Msg(id) => {
-                    self.msgs.remove(&id);
                     if let Some(rec) = state.messages.remove(&id) {
                         if let Some(ids) = state.client_ids.get_mut(&rec.msg.from) {
                             ids.remove(&rec.msg.client_id);

@@ -33,6 +33,7 @@ mod session;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use cache::Meta as CacheMeta;
 pub use groups::MAX_GROUP_NAME_BYTES;
 pub use replay::{BACKLOG_BATCH, REPLAY_WINDOW_BYTES, SYNC_PAGE};
 
@@ -191,6 +192,9 @@ pub struct ServerCore {
     prune_next: MsgId,
     /// With the cache: the last user whose log the retention sweep looked at.
     sweep_after: Option<UserId>,
+    /// The `Send` being applied was checked in `charge`: its client id is not stored (saves the
+    /// second store read of a new message's client id).
+    send_is_new: bool,
 }
 
 type Res<T> = Result<T, ChatError>;
@@ -246,6 +250,7 @@ impl ServerCore {
             cache,
             prune_next: 0,
             sweep_after: None,
+            send_is_new: false,
         }
     }
 
@@ -259,7 +264,8 @@ impl ServerCore {
     /// they changed may leave the cache.
     pub fn committed(&mut self, batch: u64) {
         self.cache.committed(batch);
-        if self.cache.on() {
+        if let Some(reader) = &self.cache.reader {
+            reader.release();
             self.cache.evict(&mut self.state);
         }
     }
@@ -305,6 +311,7 @@ impl ServerCore {
                             Ok(()) => self.request(now_ms, &user, &device, other),
                             Err(e) => Err(e),
                         };
+                        self.send_is_new = false;
                         self.origin = None;
                         // The answer goes before the events it caused, so the requesting device
                         // knows e.g. the message id before the echo of its own message.
@@ -330,6 +337,7 @@ impl ServerCore {
             if self.load_client_id(user, client_id)?.is_some() {
                 return Ok(());
             }
+            self.send_is_new = true;
         }
         self.limits.charge(self.cfg.send_rate, self.cfg.request_rate, user, frame, now_ms)
     }
@@ -365,7 +373,8 @@ impl ServerCore {
         let mut effects = std::mem::replace(&mut self.effects, next);
         effects.batch = self.cache.batch;
         self.cache.batch += 1;
-        if self.cache.on() {
+        if let Some(reader) = &self.cache.reader {
+            reader.release();
             self.cache.evict(&mut self.state);
         }
         self.effects.ops.reserve(ops.min(1 << 16));
@@ -416,17 +425,17 @@ impl ServerCore {
 
     /// Makes message `id` resident if it is stored (a miss reads the store).
     fn load_message(&mut self, id: MsgId) -> Res<()> {
-        if self.state.messages.contains_key(&id) {
-            self.cache.used_msg(id);
+        if let Some(rec) = self.state.messages.get_mut(&id) {
+            rec.cached.used = true;
             return Ok(());
         }
         let Some(reader) = &self.cache.reader else { return Ok(()) };
         if id < self.prune_next {
             return Ok(()); // dropped by retention (maybe not committed yet)
         }
-        if let Some(rec) = reader.message(id).map_err(read_failed)? {
+        if let Some(mut rec) = reader.message(id).map_err(read_failed)? {
             self.state.client_ids.entry(rec.msg.from.clone()).or_default().insert(rec.msg.client_id.clone(), id);
-            self.cache.read_msg(id, cache::msg_bytes(&rec));
+            self.cache.read_msg(id, &mut rec);
             self.state.messages.insert(id, rec);
         }
         Ok(())
@@ -446,9 +455,8 @@ impl ServerCore {
     /// Message `id` was made or changed: pinned in the cache until committed.
     fn changed_msg(&mut self, id: MsgId) {
         if self.cache.on() {
-            if let Some(rec) = self.state.messages.get(&id) {
-                let bytes = cache::msg_bytes(rec);
-                self.cache.changed_msg(id, bytes);
+            if let Some(rec) = self.state.messages.get_mut(&id) {
+                self.cache.changed_msg(id, rec);
             }
         }
     }
@@ -544,15 +552,17 @@ impl ServerCore {
 
     fn conv_mut(&mut self, user: &str, key: &ConversationKey) -> &mut ConvState {
         // Look up first: the entry API would allocate both keys on every call.
-        // Requests load what they change first (`load_conv`), so this read is not reached; if
-        // it were and failed, a default record would overwrite the stored one: stop instead.
-        if self.cache.on() && !self.state.convs.get(user).is_some_and(|m| m.contains_key(key)) {
-            if let Err(e) = self.load_conv(user, key) {
-                panic!("a conversation could not be read from the store: {e}");
-            }
-        }
         if !self.state.convs.get(user).is_some_and(|m| m.contains_key(key)) {
-            self.state.convs.entry(user.to_string()).or_default().insert(key.clone(), ConvState::default());
+            // Requests load what they change first (`load_conv`), so this read is not reached;
+            // if it were and failed, a default record would overwrite the stored one: stop.
+            if self.cache.on() {
+                if let Err(e) = self.load_conv(user, key) {
+                    panic!("a conversation could not be read from the store: {e}");
+                }
+            }
+            if !self.state.convs.get(user).is_some_and(|m| m.contains_key(key)) {
+                self.state.convs.entry(user.to_string()).or_default().insert(key.clone(), ConvState::default());
+            }
         }
         self.state.convs.get_mut(user).and_then(|m| m.get_mut(key)).expect("inserted")
     }

@@ -26,7 +26,8 @@ impl ServerCore {
         need_group_ack: bool,
     ) -> Res<Response> {
         validate_id("client_id", &client_id)?;
-        if let Some(id) = self.load_client_id(user, &client_id)? {
+        let known = if std::mem::take(&mut self.send_is_new) { None } else { self.load_client_id(user, &client_id)? };
+        if let Some(id) = known {
             if let Some(rec) = self.state.messages.get(&id) {
                 return Ok(Response::Sent { client_id, msg_id: id, timestamp: rec.msg.timestamp, need_group_ack: rec.msg.need_group_ack });
             }

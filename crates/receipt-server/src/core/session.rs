@@ -104,8 +104,9 @@ impl ServerCore {
                     return;
                 }
                 self.prune_next = msg.id + 1;
-                self.state.messages.remove(&msg.id);
-                self.cache.forget_msg(msg.id);
+                if let Some(rec) = self.state.messages.remove(&msg.id) {
+                    self.cache.forget_msg(&rec);
+                }
                 if let Some(ids) = self.state.client_ids.get_mut(&msg.from) {
                     if ids.get(&msg.client_id) == Some(&msg.id) {
                         ids.remove(&msg.client_id);

@@ -84,6 +84,9 @@ pub trait ServerStore: Send {
 ///
 /// Every read is bounded: a point read, or a range with a `limit`.
 pub trait StoreRead: Send {
+    /// The core applied a batch (or learnt of a commit): a backend that keeps a read snapshot
+    /// for a batch's reads lets it go, so the next read sees the last commit.
+    fn release(&self) {}
     /// A message with its 1:1 flags and its number of group acks (`ack_count`); its `acks` and
     /// `ackers` are empty (read with [`acks_desc`](Self::acks_desc) / [`acked_by`](Self::acked_by)).
     fn message(&self, id: MsgId) -> Result<Option<MessageRecord>, StoreError>;

@@ -233,17 +233,25 @@ impl ServerStore for RedbServerStore {
     fn compact(&mut self) -> Result<(), StoreError> {
         // Alone with the database: the core thread's reads wait meanwhile (so do commits).
         let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
-        // Bounded: each round moves pages towards the start; it reports when nothing moved.
-        for _ in 0..16 {
-            if !db.compact().map_err(store_err)? {
-                break;
+        // Bounded: each round moves pages towards the start; it reports when nothing moved. The
+        // core's reader holds a read transaction while it applies a batch (a few ms): wait.
+        let (mut rounds, mut waits) = (0, 0);
+        while rounds < 16 {
+            match db.compact() {
+                Ok(true) => rounds += 1,
+                Ok(false) => break,
+                Err(::redb::CompactionError::TransactionInProgress) if waits < 1000 => {
+                    waits += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                Err(e) => return Err(store_err(e)),
             }
         }
         Ok(())
     }
 
     fn reader(&self) -> Option<Box<dyn StoreRead>> {
-        Some(Box::new(RedbReader { db: self.db.clone() }))
+        Some(Box::new(RedbReader { db: self.db.clone(), txn: Default::default(), client_ids: Default::default() }))
     }
 
     fn load_hot(&mut self) -> Result<State, StoreError> {
@@ -439,9 +447,14 @@ impl RedbServerStore {
     }
 }
 
-/// The core thread's reads ([`StoreRead`]): each one a read transaction on the last commit.
+/// The core thread's reads ([`StoreRead`]): one read transaction on the last commit, shared by
+/// the reads of one batch and released at its end ([`StoreRead::release`]), so a batch's misses
+/// do not each open one, and the idle core holds none (compaction needs none live).
 struct RedbReader {
     db: Arc<RwLock<Database>>,
+    txn: std::cell::RefCell<Option<ReadTransaction>>,
+    /// `client_ids` opened in `txn`: read at every new message (its client id is not stored).
+    client_ids: std::cell::RefCell<Option<::redb::ReadOnlyTable<(&'static str, &'static str), u64>>>,
 }
 
 fn flags_of(v: u8) -> (bool, bool) {
@@ -449,12 +462,21 @@ fn flags_of(v: u8) -> (bool, bool) {
 }
 
 impl RedbReader {
-    fn txn(&self) -> Result<ReadTransaction, StoreError> {
-        db_of(&self.db).begin_read().map_err(store_err)
+    fn txn(&self) -> Result<std::cell::RefMut<'_, ReadTransaction>, StoreError> {
+        let mut cell = self.txn.borrow_mut();
+        if cell.is_none() {
+            *cell = Some(db_of(&self.db).begin_read().map_err(store_err)?);
+        }
+        Ok(std::cell::RefMut::map(cell, |t| t.as_mut().expect("opened above")))
     }
 }
 
 impl StoreRead for RedbReader {
+    fn release(&self) {
+        self.client_ids.borrow_mut().take();
+        self.txn.borrow_mut().take();
+    }
+
     fn message(&self, id: MsgId) -> Result<Option<MessageRecord>, StoreError> {
         let txn = self.txn()?;
         let Some(v) = txn.open_table(MESSAGES).map_err(store_err)?.get(id).map_err(store_err)? else {
@@ -475,8 +497,11 @@ impl StoreRead for RedbReader {
     }
 
     fn client_id(&self, user: &str, client_id: &str) -> Result<Option<MsgId>, StoreError> {
-        let txn = self.txn()?;
-        let v = txn.open_table(CLIENT_IDS).map_err(store_err)?.get((user, client_id)).map_err(store_err)?;
+        let mut table = self.client_ids.borrow_mut();
+        if table.is_none() {
+            *table = Some(self.txn()?.open_table(CLIENT_IDS).map_err(store_err)?);
+        }
+        let v = table.as_ref().expect("opened above").get((user, client_id)).map_err(store_err)?;
         Ok(v.map(|v| v.value()))
     }
 
@@ -964,6 +989,7 @@ mod index_tests {
         // Deleting the message drops its index rows.
         let mut s = s;
         s.commit(&[&[StoreOp::DeleteMessage(7)]]).unwrap();
+        r.release(); // the reads of a batch share a snapshot: the next batch sees the commit
         assert_eq!(r.client_id("alice", "c7").unwrap(), None);
         assert!(!r.acked_by(7, "bob").unwrap());
     }
