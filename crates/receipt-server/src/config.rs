@@ -13,6 +13,7 @@
 //! outbound_bytes = 8388608
 //! max_result_bytes = 262144
 //! cache_bytes = 268435456                # hot-state cache budget (256 MiB)
+//! store_cache_bytes = 134217728          # redb's page cache (128 MiB)
 //!
 //! [send_rate]                            # per user; 502 beyond it
 //! per_sec = 100
@@ -166,6 +167,10 @@ pub struct ServerConfig {
     /// An estimate of the entries' heap bytes, not the process's RSS. Default 256 MiB. Without
     /// a data directory (in-memory store) everything stays resident and this is not used.
     pub cache_bytes: usize,
+    /// redb's page cache (read cache and write buffer) in bytes: with `cache_bytes`, what bounds
+    /// the server's memory besides its connections. Default 128 MiB (redb's own default, 1 GiB,
+    /// filled up to its size with a large store).
+    pub store_cache_bytes: usize,
     /// Most requests the core applies (and commits in one transaction) at a time.
     pub max_batch: usize,
     /// Largest group (members including the owner); beyond it create/add fail with 604.
@@ -203,6 +208,7 @@ impl Default for ServerConfig {
             request_rate: RateLimit { per_sec: 1000, burst: 10_000 },
             max_to_unseen_per_user: 10_000,
             cache_bytes: 256 << 20,
+            store_cache_bytes: crate::store::DEFAULT_STORE_CACHE_BYTES,
             max_batch: 512,
             max_group_size: 5000,
             group_ack: GroupAckPolicy::default(),

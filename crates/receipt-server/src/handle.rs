@@ -45,7 +45,7 @@ impl Server {
 /// Opens the configured store (redb in `data_dir`, or in memory when it is `None`).
 pub fn open_store(config: &ServerConfig) -> io::Result<Box<dyn ServerStore>> {
     Ok(match &config.data_dir {
-        Some(dir) => Box::new(RedbServerStore::open(dir).map_err(io::Error::other)?),
+        Some(dir) => Box::new(RedbServerStore::open_with_cache(dir, config.store_cache_bytes).map_err(io::Error::other)?),
         None => Box::new(MemServerStore::default()),
     })
 }

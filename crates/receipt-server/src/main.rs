@@ -130,6 +130,9 @@ struct ServeArgs {
     /// Byte budget of the hot-state cache (default 256 MiB; with a data directory only).
     #[arg(long)]
     cache_bytes: Option<usize>,
+    /// redb's page cache in bytes (default 128 MiB).
+    #[arg(long)]
+    store_cache_bytes: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -251,6 +254,7 @@ fn serve(a: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         (a.max_result_bytes, &mut c.max_result_bytes),
         (a.max_to_unseen_per_user, &mut c.max_to_unseen_per_user),
         (a.cache_bytes, &mut c.cache_bytes),
+        (a.store_cache_bytes, &mut c.store_cache_bytes),
     ];
     for (flag, field) in overrides {
         if let Some(v) = flag {

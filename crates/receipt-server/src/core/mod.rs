@@ -499,8 +499,17 @@ impl ServerCore {
         let event = event.into();
         if self.cache.on() {
             // The log stays in the store; memory holds its head and the events not committed.
-            let seq = self.head_of(user) + 1;
-            *self.state.log_base.get_mut(user).expect("read by head_of") = seq;
+            let seq = match self.state.log_base.get_mut(user) {
+                Some(h) => {
+                    *h += 1;
+                    *h
+                }
+                None => {
+                    let seq = self.head_of(user) + 1;
+                    *self.state.log_base.get_mut(user).expect("read by head_of") = seq;
+                    seq
+                }
+            };
             let le = LogEvent::logged_at(SeqEvent { seq, event }, self.now_ms);
             self.cache.appended(user, le.clone());
             self.route_event(user, &le, skip);

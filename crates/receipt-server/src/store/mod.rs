@@ -8,7 +8,7 @@
 mod records;
 mod redb;
 
-pub use self::redb::{RedbServerStore, DB_FILE, STORE_FORMAT};
+pub use self::redb::{RedbServerStore, DB_FILE, DEFAULT_STORE_CACHE_BYTES, STORE_FORMAT};
 
 use std::sync::Arc;
 

@@ -37,6 +37,10 @@ const MEMBER_SINCE: TableDefinition<&str, &[u8]> = TableDefinition::new("member_
 /// user -> seq of the last event trimmed from the user's log (past retention).
 const LOG_BASE: TableDefinition<&str, u64> = TableDefinition::new("log_base");
 
+/// redb's page cache by default: its own default (1 GiB) is most of a server's memory once the
+/// file is larger than it (`ServerConfig::store_cache_bytes`).
+pub const DEFAULT_STORE_CACHE_BYTES: usize = 128 << 20;
+
 /// The database file inside a data directory.
 pub const DB_FILE: &str = "receipts.redb";
 
@@ -79,10 +83,19 @@ impl RedbServerStore {
     /// A store written by an older version gets its key indexes (`group_ackers`, `client_ids`)
     /// derived from its messages and acks once, here (one pass over both tables).
     pub fn open(data_dir: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with_cache(data_dir, DEFAULT_STORE_CACHE_BYTES)
+    }
+
+    /// [`open`](Self::open) with redb's page cache (read cache and write buffer) of
+    /// `cache_bytes` (`ServerConfig::store_cache_bytes`).
+    pub fn open_with_cache(data_dir: impl AsRef<Path>, cache_bytes: usize) -> Result<Self, StoreError> {
         let dir = data_dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join(DB_FILE);
-        let db = Database::create(&path).map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+        let db = ::redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .create(&path)
+            .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
         let txn = db.begin_write().map_err(store_err)?;
         {
             let mut meta = txn.open_table(META).map_err(store_err)?;
