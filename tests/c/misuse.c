@@ -335,12 +335,12 @@ int main(void) {
     CHECK_FAILS(rcpt_client_login(c, "", "t"), RCPT_INVALID_PARAM);
     CHECK_FAILS(rcpt_client_login(c, "mallory", ""), RCPT_INVALID_PARAM);
 
-    /* A refused token: LOGIN_FAILED with 202. */
+    /* A refused token (trent's, a good signature for another user): LOGIN_FAILED with 202. */
     peer p;
     memset(&p, 0, sizeof p);
     p.name = "mallory";
     p.c = c;
-    CHECK_RC(rcpt_client_login(c, "mallory", "4102444800.00"), RCPT_OK);
+    CHECK_RC(rcpt_client_login(c, "mallory", token_for("trent")), RCPT_OK);
     ev = WAIT_EVENT(&p, .kind = RCPT_EVENT_LOGIN_FAILED);
     CHECK(ev != NULL && rcpt_event_error_code(ev) == RCPT_USER_AUTHENTICATION_FAILED);
     CHECK(ev != NULL && rcpt_event_error_message(ev)[0] != '\0');

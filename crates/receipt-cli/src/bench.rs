@@ -82,6 +82,10 @@ pub struct BenchArgs {
     /// Every connection over TLS (embedded server requiring TLS, a throwaway CA).
     #[arg(long, conflicts_with_all = ["server", "spawn_server"])]
     tls: bool,
+    /// Turn on the embedded/spawned server's metrics listener (127.0.0.1, a free port, named
+    /// in the summary): what counting costs (docs/benchmarks.md, "Metrics overhead").
+    #[arg(long, conflicts_with = "server")]
+    metrics: bool,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -121,7 +125,8 @@ impl Server {
             };
             let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
             let data = (!a.in_memory).then(|| dir.path().join("server"));
-            let child = ChildServer::try_start(&bin, data.as_deref(), NO_RATE_LIMITS)?;
+            let metrics = if a.metrics { "metrics_addr = \"127.0.0.1:0\"\n" } else { "" };
+            let child = ChildServer::try_start(&bin, data.as_deref(), &format!("{metrics}{NO_RATE_LIMITS}"))?;
             return Ok(Server { addr: child.addr(), secret, target: Target::Child(child), _dir: Some(dir), tls: None });
         }
         let ca = if a.tls { Some(receipt_testkit::TestCa::try_new()?) } else { None };
@@ -131,6 +136,9 @@ impl Server {
             }
             c.send_rate = receipt_server::RateLimit::OFF;
             c.request_rate = receipt_server::RateLimit::OFF;
+            if a.metrics {
+                c.metrics_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+            }
             if let Some(ca) = &ca {
                 ca.configure(c, true);
             }
@@ -173,6 +181,15 @@ impl Server {
 
     fn describe(&self, in_memory: bool) -> String {
         let store = if in_memory { "in-memory store, no fsync" } else { "redb store, fsync per commit" };
+        let metrics = match &self.target {
+            Target::Embedded(s) => s.metrics_addr(),
+            Target::Child(c) => c.metrics_addr(),
+            Target::External(_) => None,
+        };
+        let store = match metrics {
+            Some(m) => format!("{store}, metrics on {m}"),
+            None => store.to_string(),
+        };
         match &self.target {
             Target::Embedded(_) => {
                 let tls = if self.tls.is_some() { ", TLS" } else { "" };
@@ -351,6 +368,7 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
         "durable": !a.in_memory && a.server.is_none(),
         "peak_rss_kib": rss,
         "peak_rss_includes_tool": embedded,
+        "metrics": a.metrics,
     });
     if a.json {
         println!("{}", serde_json::to_string_pretty(&j).expect("json"));

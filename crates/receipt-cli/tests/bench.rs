@@ -1,7 +1,11 @@
 //! `receipt-cli bench` runs a small workload of each kind against its embedded durable server
 //! and reports consistent figures.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use receipt_testkit::ops::{sample, scrape};
+use receipt_testkit::{ChildServer, SECRET};
 
 fn bench(args: &[&str]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_receipt-cli")).arg("bench").args(args).arg("--json").output().expect("run bench");
@@ -25,4 +29,62 @@ fn group_reaches_every_count_and_pages_every_ack() {
     let j = bench(&["--mode", "group", "--group-members", "12", "--group-messages", "3"]);
     assert_eq!(j["acks"], 33);
     assert_eq!(j["fetch_all_acks"]["acks_paged"], 33);
+}
+
+/// Issue 19's check: /metrics scraped while the bench runs against a child server shows the
+/// bench's own figures (connections, messages, receipts relayed).
+#[test]
+fn a_scrape_during_the_bench_shows_its_connections_and_receipts() {
+    let bin = receipt_testkit::child::build_server_binary();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = "metrics_addr = \"127.0.0.1:0\"\n[send_rate]\nper_sec = 0\nburst = 0\n\n[request_rate]\nper_sec = 0\nburst = 0\n";
+    let srv = ChildServer::try_start(&bin, Some(&dir.path().join("server")), conf).expect("child server");
+    let m = srv.metrics_addr().expect("metrics listener");
+    let series = |text: &str, s: &str| sample(text, s).unwrap_or_else(|| panic!("no {s} in:\n{text}"));
+    const PAIRS: u64 = 8;
+    let (pairs, addr) = (PAIRS.to_string(), srv.addr().to_string());
+    let mut bench = Command::new(env!("CARGO_BIN_EXE_receipt-cli"))
+        .args(["bench", "--server", &addr, "--secret", SECRET, "--pairs", &pairs, "--messages", "1500", "--window", "50", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run bench");
+    // Scrape while it runs (bounded: 120 s, every 20 ms).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (mut max_conns, mut mid_run_receipts) = (0.0f64, Vec::new());
+    while bench.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the bench did not finish in 120 s");
+        let text = scrape(m);
+        max_conns = max_conns.max(series(&text, "receipt_connections"));
+        mid_run_receipts.push(series(&text, r#"receipt_receipts_relayed_total{kind="delivered"}"#));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = bench.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json on stdout");
+    let text = scrape(m);
+    let (delivered, read) = (j["delivery_receipts"].as_f64().unwrap(), j["read_receipts"].as_f64().unwrap());
+    let close = |got: f64, want: f64, what: &str| {
+        assert!((got - want).abs() <= want * 0.02, "{what}: /metrics says {got}, the bench {want}");
+    };
+    close(series(&text, r#"receipt_receipts_relayed_total{kind="delivered"}"#), delivered, "delivery receipts");
+    close(series(&text, r#"receipt_receipts_relayed_total{kind="read"}"#), read, "read receipts");
+    close(series(&text, "receipt_messages_relayed_total"), j["messages_total"].as_f64().unwrap(), "messages");
+    close(series(&text, r#"receipt_requests_total{kind="login"}"#), (2 * PAIRS) as f64, "logins");
+    // Every sender and receiver was connected at once; the counters moved during the run.
+    assert_eq!(max_conns, (2 * PAIRS) as f64, "connections seen while the bench ran");
+    assert!(mid_run_receipts.iter().any(|&r| r > 0.0 && r < delivered), "no scrape saw the run in progress: {mid_run_receipts:?}");
+    eprintln!(
+        "bench: {delivered} delivery + {read} read receipts; /metrics: {} + {}; {} scrapes during the run",
+        series(&text, r#"receipt_receipts_relayed_total{kind="delivered"}"#),
+        series(&text, r#"receipt_receipts_relayed_total{kind="read"}"#),
+        mid_run_receipts.len()
+    );
+}
+
+#[test]
+fn with_metrics_the_embedded_server_names_its_listener() {
+    let j = bench(&["--pairs", "1", "--messages", "10", "--window", "5", "--metrics"]);
+    assert_eq!(j["server"]["metrics"], true);
+    assert!(j["server"]["target"].as_str().unwrap().contains("metrics on 127.0.0.1:"), "{}", j["server"]);
 }

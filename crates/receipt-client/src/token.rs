@@ -4,14 +4,20 @@ pub(crate) fn unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// The expiry a token carries: its `<unix secs>.<mac>` prefix (the server's token format,
-/// docs/protocol.md). `None` for a token of another shape: no expiry events then.
+/// The expiry a token carries: the `exp` claim (Unix seconds) of a JWT (docs/protocol.md,
+/// "Tokens"), read from its payload without verifying it (the client holds no key; the server
+/// verifies). `None` for a token of another shape or without a numeric `exp`: no expiry events.
 pub fn token_expiry_unix_secs(token: &str) -> Option<u64> {
-    let (secs, mac) = token.split_once('.')?;
-    if secs.is_empty() || secs.len() > 20 || !secs.bytes().all(|b| b.is_ascii_digit()) || mac.is_empty() {
+    use base64::Engine;
+    let mut parts = token.split('.');
+    let (_header, payload, _sig) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || payload.len() > 8192 {
         return None;
     }
-    secs.parse().ok()
+    // base64url without padding (RFC 7515); some minting libraries pad anyway.
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&json).ok()?;
+    claims.get("exp")?.as_u64()
 }
 
 /// The session's token and when to raise its expiry events (wall clock, Unix ms).
@@ -34,5 +40,25 @@ impl TokenClock {
 
     pub(crate) fn expired(&self) -> bool {
         self.expires_at.is_some_and(|e| unix_ms() >= e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_expiry_is_the_jwt_exp_claim() {
+        // {"alg":"HS256","typ":"JWT"} . {"sub":"alice","exp":1900000000} . (any signature)
+        let jwt = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSIsImV4cCI6MTkwMDAwMDAwMH0.c2ln";
+        assert_eq!(token_expiry_unix_secs(jwt), Some(1_900_000_000));
+        // Padded payload: the same.
+        let padded = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIiwiZXhwIjo1fQ==.c2ln";
+        assert_eq!(token_expiry_unix_secs(padded), Some(5));
+        // No exp, a non-numeric exp, not a JWT, the old format: no expiry.
+        assert_eq!(token_expiry_unix_secs("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln"), None);
+        assert_eq!(token_expiry_unix_secs("eyJhbGciOiJIUzI1NiJ9.eyJleHAiOiJzb29uIn0.c2ln"), None);
+        assert_eq!(token_expiry_unix_secs("opaque"), None);
+        assert_eq!(token_expiry_unix_secs("1900000000.abcdef"), None);
     }
 }

@@ -18,7 +18,7 @@ pub enum ErrorCode {
     /// (`max_groups_per_user`), or the rate of requests other than sends (`request_rate`). The SDK's
     /// EXCEED_SERVICE_LIMIT (a service quota, including a call frequency limit).
     ExceedServiceLimit = 4,
-    /// The token is missing or malformed (not `<expiry>.<hex mac>`). The SDK's INVALID_TOKEN.
+    /// The token is missing or malformed (not a JWT with `sub` and `exp`). The SDK's INVALID_TOKEN.
     InvalidToken = 104,
     /// The token's signature is good but its expiry has passed. The SDK's TOKEN_EXPIRED.
     TokenExpired = 108,

@@ -23,6 +23,13 @@
 //! per_sec = 1000
 //! burst = 10000
 //!
+//! metrics_addr = "127.0.0.1:9464"       # /metrics, /livez, /readyz (off when absent)
+//!
+//! [tokens]                               # JWT login tokens (docs/operations.md)
+//! public_keys = ["/etc/receipt/2026-12.pem"]  # Ed25519 or P-256; none: HS256 with `secret`
+//! audience = "chat.example.com"          # optional
+//! leeway_secs = 60
+//!
 //! [group_ack]
 //! enabled = true
 //! who_may_request = "owner_and_admins"   # or "all_members"
@@ -108,6 +115,27 @@ impl RateLimit {
     pub const OFF: RateLimit = RateLimit { per_sec: 0, burst: 0 };
 }
 
+/// How login tokens (JWTs, [`crate::auth`]) are verified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenConfig {
+    /// PEM public keys (Ed25519: EdDSA tokens; P-256: ES256 tokens), each named by its file stem
+    /// as a token's `kid`. Empty: HS256 tokens signed with [`ServerConfig::secret`]. Not empty:
+    /// only these keys verify tokens (the secret mints nothing).
+    pub public_keys: Vec<PathBuf>,
+    /// The `aud` a token must carry. `None`: a token's `aud` is not checked.
+    pub audience: Option<String>,
+    /// Clock skew allowed between the minting backend and the server: a token is expired once
+    /// `exp + leeway_secs <= now`. Default 60.
+    pub leeway_secs: u64,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        TokenConfig { public_keys: Vec::new(), audience: None, leeway_secs: 60 }
+    }
+}
+
 /// Everything the server can be told. `Default` is a usable development config (in-memory store,
 /// 127.0.0.1:7878, the [`DEFAULT_SECRET`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,8 +146,13 @@ pub struct ServerConfig {
     /// Directory holding the redb database file. `None`: an in-memory store (nothing survives a
     /// restart; for tests and demos). The `serve` command defaults to `./receipt-data`.
     pub data_dir: Option<PathBuf>,
-    /// Key of the login tokens' HMAC.
+    /// HS256 key of the login tokens when `tokens.public_keys` is empty.
     pub secret: String,
+    /// How login tokens are verified (keys, audience, clock skew).
+    pub tokens: TokenConfig,
+    /// Address of the operations HTTP listener (`/metrics`, `/livez`, `/readyz`). `None` (the
+    /// default): no listener and no counting. Keep it on loopback or a private network.
+    pub metrics_addr: Option<SocketAddr>,
     /// How long messages are kept (read acks on older ones: 506). Default 7 days.
     pub retention_secs: u64,
     /// Connections silent for this long are closed. Default 120 s.
@@ -194,6 +227,8 @@ impl Default for ServerConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 7878)),
             data_dir: None,
             secret: DEFAULT_SECRET.to_string(),
+            tokens: TokenConfig::default(),
+            metrics_addr: None,
             retention_secs: 7 * 24 * 3600,
             idle_timeout_secs: 120,
             login_timeout_secs: 10,
@@ -301,5 +336,10 @@ mod tests {
             (5, RateLimit { per_sec: 2, burst: 3 }, ServerConfig::default().request_rate)
         );
         assert!(ServerConfig::from_toml_str("[send_rate]\nper_sec = 2\n").is_err(), "a rate names its burst");
+        let c = ServerConfig::from_toml_str("metrics_addr = \"127.0.0.1:9464\"\n[tokens]\npublic_keys = [\"k.pem\"]\naudience = \"a\"\n")
+            .unwrap();
+        assert_eq!(c.metrics_addr, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(c.tokens, TokenConfig { public_keys: vec![PathBuf::from("k.pem")], audience: Some("a".into()), leeway_secs: 60 });
+        assert_eq!(ServerConfig::default().metrics_addr, None, "metrics are off by default");
     }
 }

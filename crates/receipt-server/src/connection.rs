@@ -62,11 +62,14 @@ impl ConnQueue {
 
 /// The connection settings every connection shares.
 pub(crate) struct ConnCfg {
-    pub(crate) secret: String,
+    /// Checks login and renewal tokens (JWTs, [`auth::Verifier`]).
+    pub(crate) tokens: auth::Verifier,
     pub(crate) idle: Duration,
     /// A valid Login must arrive within this long after the accept (slowloris bound).
     pub(crate) login_timeout: Duration,
     pub(crate) max_frame: usize,
+    /// Counts refused logins and renewals (`None`: no metrics listener, nothing counted).
+    pub(crate) metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 async fn writer_task<S: AsyncWrite>(mut wr: WriteHalf<S>, mut rx: mpsc::UnboundedReceiver<OutItem>, shared: Arc<OutShared>) {
@@ -173,10 +176,19 @@ pub(crate) async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
         loop {
             match decoder.next_frame::<ClientFrame>() {
                 Ok(Some(ClientFrame::RenewToken { req, token })) if logged_in => {
-                    // Checked here, where the secret is; the session goes on either way.
-                    let answer = match auth::verify_token(&cfg.secret, &login_user, &token, auth::unix_secs()) {
+                    // Checked here, where the keys are; the session goes on either way.
+                    if let Some(m) = &cfg.metrics {
+                        m.renewal();
+                    }
+                    let answer = match cfg.tokens.verify(&login_user, &token, auth::unix_secs()) {
                         Ok(()) => ServerFrame::ok(req, Response::Done),
-                        Err(e) => ServerFrame::err(req, token_error(e)),
+                        Err(e) => {
+                            let e = token_error(e);
+                            if let Some(m) = &cfg.metrics {
+                                m.refused("renew_token", e.code.as_u32());
+                            }
+                            ServerFrame::err(req, e)
+                        }
                     };
                     queue.push(answer);
                 }
@@ -261,7 +273,10 @@ pub(crate) async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
     }
 }
 
-fn login_failed(queue: &ConnQueue, code: ErrorCode, d: impl Into<String>) -> Step {
+fn login_failed(queue: &ConnQueue, cfg: &ConnCfg, code: ErrorCode, d: impl Into<String>) -> Step {
+    if let Some(m) = &cfg.metrics {
+        m.refused("login", code.as_u32());
+    }
     queue.push(ServerFrame::LoginFailed { error: ChatError::new(code, d) });
     Step::Stop
 }
@@ -283,17 +298,18 @@ async fn login(
     if *v != PROTOCOL_VERSION {
         return login_failed(
             queue,
+            cfg,
             ErrorCode::InvalidParam,
             format!("protocol version {v} not supported (server speaks {PROTOCOL_VERSION})"),
         );
     }
     if let Err(e) = validate_id("user", user).and_then(|_| validate_id("device", device)) {
-        return login_failed(queue, ErrorCode::InvalidParam, e.description);
+        return login_failed(queue, cfg, ErrorCode::InvalidParam, e.description);
     }
-    if let Err(e) = auth::verify_token(&cfg.secret, user, token, auth::unix_secs()) {
+    if let Err(e) = cfg.tokens.verify(user, token, auth::unix_secs()) {
         debug!("session {session}: login of {user} refused: {e}");
         let e = token_error(e);
-        return login_failed(queue, e.code, e.description);
+        return login_failed(queue, cfg, e.code, e.description);
     }
     *logged_in = true;
     if core_tx.send(CoreMsg::Login { session, frame, queue: queue.clone() }).await.is_err() {
@@ -304,7 +320,8 @@ async fn login(
 
 /// A refused token as the client hears it, with the SDK's codes: missing or malformed -> 104
 /// INVALID_TOKEN; a good signature past its expiry -> 108 TOKEN_EXPIRED; a bad signature -> 202
-/// USER_AUTHENTICATION_FAILED (checked before the expiry, so a forged token learns nothing).
+/// USER_AUTHENTICATION_FAILED, as are another user's token and another audience (the signature is
+/// checked before the expiry, so a forged token learns nothing).
 fn token_error(e: auth::TokenError) -> ChatError {
     let code = match e {
         auth::TokenError::Missing | auth::TokenError::Malformed => ErrorCode::InvalidToken,

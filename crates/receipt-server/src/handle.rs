@@ -13,6 +13,7 @@ use crate::config::{ServerConfig, DEFAULT_SECRET};
 use crate::connection::ConnCfg;
 use crate::core::{CoreConfig, ServerCore};
 use crate::listener::{bind_listener, spawn_accept_loop};
+use crate::metrics::{Health, Metrics, Phase};
 use crate::pipeline::{core_loop, CoreMsg};
 use crate::store::{MemServerStore, RedbServerStore, ServerStore};
 
@@ -24,6 +25,17 @@ pub struct Server {
     core_tx: mpsc::Sender<CoreMsg>,
     core_done: oneshot::Receiver<()>,
     accept: tokio::task::JoinHandle<()>,
+    ops: Ops,
+}
+
+/// The operations side of a running server: its metrics listener, metrics and health.
+#[derive(Clone)]
+struct Ops {
+    addr: Option<SocketAddr>,
+    metrics: Option<Arc<Metrics>>,
+    health: Arc<Health>,
+    /// Stops the metrics listener (after the rest, so `/readyz` says "shutting down" meanwhile).
+    stop: Arc<watch::Sender<bool>>,
 }
 
 impl Server {
@@ -32,13 +44,31 @@ impl Server {
         self.local_addr
     }
 
+    /// The metrics listener's bound address (`/metrics`, `/livez`, `/readyz`), if one is configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.ops.addr
+    }
+
+    /// The server's metrics (`None` when `metrics_addr` is unset): e.g. for
+    /// [`Metrics::set_cache_bytes`].
+    pub fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.ops.metrics.as_ref()
+    }
+
+    /// Liveness and readiness, as `/readyz` reports them.
+    pub fn health(&self) -> &Arc<Health> {
+        &self.ops.health
+    }
+
     /// Stops accepting, closes every connection, commits what is in flight and closes the store.
     /// When this returns the data directory can be opened again.
     pub async fn shutdown(self) {
+        self.ops.health.set_phase(Phase::ShuttingDown);
         let _ = self.shutdown_tx.send(true);
         let _ = self.core_tx.send(CoreMsg::Shutdown).await;
         let _ = self.accept.await;
         let _ = self.core_done.await;
+        let _ = self.ops.stop.send(true);
     }
 }
 
@@ -58,15 +88,40 @@ pub async fn start(config: ServerConfig) -> io::Result<Server> {
 
 /// Starts a server with a given store (any [`ServerStore`] backend).
 pub async fn start_with_store(config: ServerConfig, mut store: Box<dyn ServerStore>) -> io::Result<Server> {
-    if config.secret == DEFAULT_SECRET {
+    if config.secret == DEFAULT_SECRET && config.tokens.public_keys.is_empty() {
         warn!("running with the default secret; set one for any real use");
     }
     let tls = crate::tls::acceptor(&config)?;
+    let tokens = crate::auth::Verifier::from_config(&config).map_err(io::Error::other)?;
     let listener = bind_listener(config.addr)?;
     let local_addr = listener.local_addr()?;
+    // The metrics listener answers before the store is loaded: `/readyz` says "starting" meanwhile.
+    let health = Arc::new(Health::default());
+    let metrics = config.metrics_addr.map(|_| Arc::new(Metrics::new(config.data_dir.clone())));
+    let (ops_stop, ops_stop_rx) = watch::channel(false);
+    let ops_addr = match (config.metrics_addr, &metrics) {
+        (Some(addr), Some(m)) => {
+            let l = crate::http::bind(addr).await?;
+            let bound = l.local_addr()?;
+            if !bound.ip().is_loopback() {
+                warn!("metrics listener on {bound}, not loopback: keep it on a private network");
+            }
+            crate::http::spawn(l, m.clone(), health.clone(), ops_stop_rx);
+            info!("metrics on {bound}");
+            Some(bound)
+        }
+        _ => None,
+    };
+    let ops = Ops { addr: ops_addr, metrics: metrics.clone(), health: health.clone(), stop: Arc::new(ops_stop) };
     // With a reader (redb) only the hot state is loaded and the rest is read on demand; the
     // in-memory store keeps everything resident.
-    let state = store.load_hot().map_err(io::Error::other)?;
+    let state = match store.load_hot() {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = ops.stop.send(true);
+            return Err(io::Error::other(e));
+        }
+    };
     let core = match store.reader() {
         Some(reader) => ServerCore::with_store(CoreConfig::from(&config), state, reader, config.cache_bytes),
         None => ServerCore::new(CoreConfig::from(&config), state),
@@ -74,16 +129,18 @@ pub async fn start_with_store(config: ServerConfig, mut store: Box<dyn ServerSto
     let (core_tx, core_rx) = mpsc::channel(8192);
     let (done_tx, core_done) = oneshot::channel();
     let (cap, max_batch) = ((config.outbound_queue.max(1), config.outbound_bytes.max(1)), config.max_batch);
+    let (core_metrics, core_health) = (metrics.clone(), health.clone());
     std::thread::Builder::new().name("receipt-core".into()).spawn(move || {
-        core_loop(core, store, core_rx, cap, max_batch);
+        core_loop(core, store, core_rx, cap, max_batch, core_metrics, core_health);
         let _ = done_tx.send(());
     })?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let cfg = Arc::new(ConnCfg {
-        secret: config.secret.clone(),
+        tokens,
         idle: Duration::from_secs(config.idle_timeout_secs.max(1)),
         login_timeout: Duration::from_secs(config.login_timeout_secs.max(1)),
         max_frame: config.max_frame,
+        metrics,
     });
     // Ticks drive retention pruning.
     {
@@ -101,13 +158,15 @@ pub async fn start_with_store(config: ServerConfig, mut store: Box<dyn ServerSto
     }
     let accept = spawn_accept_loop(listener, core_tx.clone(), cfg, shutdown_rx, config.max_connections.max(1), tls, config.require_tls);
     info!("listening on {local_addr}");
-    Ok(Server { local_addr, shutdown_tx, core_tx, core_done, accept })
+    health.set_phase(Phase::Serving);
+    Ok(Server { local_addr, shutdown_tx, core_tx, core_done, accept, ops })
 }
 
 /// A server running on its own thread with its own tokio runtime: for embedding in blocking
 /// code and tests. Dropping the handle shuts the server down.
 pub struct ServerHandle {
     local_addr: SocketAddr,
+    ops: Ops,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -115,7 +174,7 @@ pub struct ServerHandle {
 impl ServerHandle {
     /// Starts the server and returns once it listens (or failed to start).
     pub fn spawn_in_thread(config: ServerConfig) -> io::Result<ServerHandle> {
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<SocketAddr>>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<(SocketAddr, Ops)>>();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new().name("receipt-server".into()).spawn(move || {
             let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("receipt-srv-io").enable_all().build()
@@ -129,7 +188,7 @@ impl ServerHandle {
             rt.block_on(async move {
                 match start(config).await {
                     Ok(server) => {
-                        let _ = ready_tx.send(Ok(server.local_addr()));
+                        let _ = ready_tx.send(Ok((server.local_addr(), server.ops.clone())));
                         let _ = stop_rx.await;
                         server.shutdown().await;
                     }
@@ -139,13 +198,28 @@ impl ServerHandle {
                 }
             });
         })?;
-        let local_addr = ready_rx.recv().map_err(|_| io::Error::other("server thread died"))??;
-        Ok(ServerHandle { local_addr, stop: Some(stop_tx), thread: Some(thread) })
+        let (local_addr, ops) = ready_rx.recv().map_err(|_| io::Error::other("server thread died"))??;
+        Ok(ServerHandle { local_addr, ops, stop: Some(stop_tx), thread: Some(thread) })
     }
 
     /// The bound address (with the real port when the config asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The metrics listener's bound address, if one is configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.ops.addr
+    }
+
+    /// The server's metrics (`None` when `metrics_addr` is unset).
+    pub fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.ops.metrics.as_ref()
+    }
+
+    /// Liveness and readiness, as `/readyz` reports them.
+    pub fn health(&self) -> &Arc<Health> {
+        &self.ops.health
     }
 
     /// Stops the server and waits until its store is closed.

@@ -7,7 +7,9 @@
 //! - `pipeline`: the single core thread and the store thread (group commit, then routing).
 //! - [`router`]: [`Router`], the seam between committed frames and sessions.
 //! - [`handle`]: [`start`], [`Server`], [`ServerHandle`], [`open_store`].
-//! - [`auth`]: login tokens (`<expiry>.<hex hmac-sha256>`).
+//! - [`auth`]: login tokens (JWTs: EdDSA/ES256 with public keys, or HS256 with the secret).
+//! - [`metrics`]: [`Metrics`] and [`Health`], served by `http` on `metrics_addr` (`/metrics`,
+//!   `/livez`, `/readyz`; docs/operations.md).
 //! - [`config`]: [`ServerConfig`], defaults and TOML.
 //!
 //! Embedding, blocking:
@@ -32,7 +34,9 @@ pub mod config;
 mod connection;
 pub mod core;
 pub mod handle;
+mod http;
 mod listener;
+pub mod metrics;
 mod pipeline;
 pub mod router;
 mod size;
@@ -40,9 +44,10 @@ pub mod state;
 pub mod store;
 pub mod tls;
 
-pub use crate::config::{ConfigError, GroupAckPolicy, RateLimit, ServerConfig, Visibility, WhoMayRequest};
+pub use crate::config::{ConfigError, GroupAckPolicy, RateLimit, ServerConfig, TokenConfig, Visibility, WhoMayRequest};
 pub use crate::core::{CoreConfig, Effects, Outgoing, ServerCore, SessionId, StoreOp};
 pub use crate::handle::{open_store, start, start_with_store, Server, ServerHandle};
+pub use crate::metrics::{Health, Metrics};
 pub use crate::router::Router;
 pub use crate::state::State;
 pub use crate::store::{MemServerStore, RedbServerStore, ServerStore, StoreError};

@@ -51,6 +51,9 @@ pub(crate) fn spawn_accept_loop(
                         if open.load(Ordering::Acquire) >= max_conns {
                             // Over the cap: say why (best effort, never waiting) and close.
                             warn!("refusing {peer}: {max_conns} connections open (max_connections)");
+                            if let Some(m) = &cfg.metrics {
+                                m.refused("connect", ErrorCode::ServerBusy.as_u32());
+                            }
                             let e = ChatError::new(ErrorCode::ServerBusy, format!("server busy: {max_conns} connections open"));
                             let _ = sock.try_write(&receipt_core::codec::encode(&ServerFrame::Error { error: e }));
                             drop(sock);
@@ -62,9 +65,16 @@ pub(crate) fn spawn_accept_loop(
                         let _ = sock.set_nodelay(true);
                         let (session, core_tx, cfg, shutdown_rx) = (next, core_tx.clone(), cfg.clone(), shutdown_rx.clone());
                         let tls = tls.clone();
+                        let gauge = cfg.metrics.as_ref().map(|m| m.connections.clone());
+                        if let Some(g) = &gauge {
+                            g.inc();
+                        }
                         tokio::spawn(async move {
                             serve_socket(sock, session, core_tx, cfg, shutdown_rx, tls, require_tls).await;
                             open.fetch_sub(1, Ordering::AcqRel);
+                            if let Some(g) = gauge {
+                                g.dec();
+                            }
                         });
                         next += 1;
                     }

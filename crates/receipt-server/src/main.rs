@@ -1,8 +1,10 @@
 //! `receipt-server`: run the server, mint tokens, manage groups offline.
 //!
 //! - `receipt-server serve [--config FILE] [--addr A] [--data-dir D] [--secret S] ...` prints
-//!   `listening on <addr>` as its first stdout line, then serves until SIGINT/SIGTERM.
-//! - `receipt-server token --user U --secret S --ttl SECS` prints a login token.
+//!   `listening on <addr>` as its first stdout line (then `metrics on <addr>` with
+//!   `--metrics-addr`), then serves until SIGINT/SIGTERM.
+//! - `receipt-server token --user U (--secret S | --private-key PEM) [--ttl SECS]` prints a login
+//!   token (a JWT: HS256 with the secret, EdDSA or ES256 with the private key).
 //! - `receipt-server group create|add|remove|role --data-dir D ...` edits groups in a data
 //!   directory. The server must be stopped: the database is locked while it runs, and the
 //!   command then fails with an error instead of touching it.
@@ -33,16 +35,8 @@ enum Cmd {
     /// Run the server.
     // Boxed: the serve flags are much larger than the other commands.
     Serve(Box<ServeArgs>),
-    /// Print a login token for a user.
-    Token {
-        #[arg(long)]
-        user: String,
-        #[arg(long)]
-        secret: String,
-        /// Validity in seconds.
-        #[arg(long, default_value_t = 86400)]
-        ttl: u64,
-    },
+    /// Print a login token (a JWT) for a user.
+    Token(TokenArgs),
     /// Manage groups in a data directory while the server is stopped.
     Group {
         /// The server's data directory.
@@ -51,6 +45,28 @@ enum Cmd {
         #[command(subcommand)]
         op: GroupOp,
     },
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// The user id (the token's `sub`).
+    #[arg(long)]
+    user: String,
+    /// Sign with HS256 and this shared secret (the server's `secret`).
+    #[arg(long, required_unless_present = "private_key", conflicts_with = "private_key")]
+    secret: Option<String>,
+    /// Sign with this PKCS#8 PEM private key: Ed25519 (EdDSA) or P-256 (ES256).
+    #[arg(long)]
+    private_key: Option<PathBuf>,
+    /// The `kid` header (the stem of the public key's file name on the server).
+    #[arg(long)]
+    kid: Option<String>,
+    /// The `aud` claim.
+    #[arg(long)]
+    audience: Option<String>,
+    /// Validity in seconds.
+    #[arg(long, default_value_t = 86400)]
+    ttl: u64,
 }
 
 #[derive(Args)]
@@ -66,8 +82,23 @@ struct ServeArgs {
     /// Keep nothing on disk (tests, demos).
     #[arg(long, conflicts_with = "data_dir")]
     in_memory: bool,
+    /// HS256 secret of the login tokens (when no --token-public-key is given).
     #[arg(long, env = "RECEIPT_SERVER_SECRET")]
     secret: Option<String>,
+    /// PEM public key verifying login tokens (Ed25519: EdDSA, P-256: ES256); repeat for several
+    /// (key rotation; a token's `kid` is the file's stem). Replaces the config's list.
+    #[arg(long = "token-public-key")]
+    token_public_keys: Vec<PathBuf>,
+    /// The `aud` a login token must carry.
+    #[arg(long)]
+    token_audience: Option<String>,
+    /// Clock skew allowed on a token's expiry, in seconds (default 60).
+    #[arg(long)]
+    token_leeway_secs: Option<u64>,
+    /// Serve /metrics, /livez and /readyz on this address (off by default). A bare port binds
+    /// loopback (`9464` is 127.0.0.1:9464); keep it on loopback or a private network.
+    #[arg(long, value_parser = parse_metrics_addr)]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// Message retention in seconds.
     #[arg(long)]
     retention_secs: Option<u64>,
@@ -185,16 +216,37 @@ fn main() {
     let cli = Cli::parse();
     let res = match cli.cmd {
         Cmd::Serve(a) => serve(*a),
-        Cmd::Token { user, secret, ttl } => {
-            println!("{}", receipt_server::auth::token_for(&secret, &user, ttl));
-            Ok(())
-        }
+        Cmd::Token(t) => token(t),
         Cmd::Group { data_dir, op } => group(data_dir, op),
     };
     if let Err(e) = res {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
+}
+
+/// `HOST:PORT`, or a bare port on 127.0.0.1.
+fn parse_metrics_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    match s.parse::<u16>() {
+        Ok(port) => Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port))),
+        Err(_) => s.parse().map_err(|e| format!("{s:?}: {e} (HOST:PORT or a port)")),
+    }
+}
+
+fn token(t: TokenArgs) -> Result<(), Box<dyn std::error::Error>> {
+    use receipt_server::auth::SigningKey;
+    let key = match (&t.secret, &t.private_key) {
+        (_, Some(p)) => SigningKey::from_pem(&std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?)?,
+        (Some(s), None) => SigningKey::secret(s),
+        (None, None) => return Err("--secret or --private-key".into()),
+    };
+    let key = match t.kid {
+        Some(k) => key.with_kid(k),
+        None => key,
+    };
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs().saturating_add(t.ttl);
+    println!("{}", key.token(&t.user, exp, t.audience.as_deref()));
+    Ok(())
 }
 
 fn serve(a: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -215,6 +267,18 @@ fn serve(a: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(v) = a.secret {
         c.secret = v;
+    }
+    if !a.token_public_keys.is_empty() {
+        c.tokens.public_keys = a.token_public_keys;
+    }
+    if let Some(v) = a.token_audience {
+        c.tokens.audience = Some(v);
+    }
+    if let Some(v) = a.token_leeway_secs {
+        c.tokens.leeway_secs = v;
+    }
+    if let Some(v) = a.metrics_addr {
+        c.metrics_addr = Some(v);
     }
     if let Some(v) = a.retention_secs {
         c.retention_secs = v;
@@ -278,6 +342,9 @@ fn serve(a: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         {
             let mut out = std::io::stdout().lock();
             writeln!(out, "listening on {}", server.local_addr())?;
+            if let Some(m) = server.metrics_addr() {
+                writeln!(out, "metrics on {m}")?;
+            }
             out.flush()?;
         }
         wait_for_signal().await;

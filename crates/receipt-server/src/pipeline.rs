@@ -9,12 +9,17 @@
 //! a commit fails, the store thread stops at once: neither that batch nor any later one is
 //! answered, and the core thread stops when it next hands a batch over.
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use log::{debug, error};
 use receipt_core::protocol::ClientFrame;
+use receipt_core::types::ReqId;
 use tokio::sync::mpsc;
 
 use crate::connection::ConnQueue;
 use crate::core::{Effects, Outgoing, ServerCore, SessionId, StoreOp};
+use crate::metrics::{request_kind, Health, Metrics};
 use crate::router::{Router, SessionRouter};
 use crate::store::{ServerStore, COMPACT_EVERY};
 
@@ -55,6 +60,8 @@ struct Applied {
     ops: Vec<StoreOp>,
     out: Vec<Outgoing>,
     closed: Vec<SessionId>,
+    /// With metrics on: the batch's requests (session, req id, kind), counted once committed.
+    requests: Vec<(SessionId, ReqId, u8)>,
 }
 
 /// Batches the core thread may hand over before it waits for the store thread.
@@ -67,27 +74,34 @@ const BATCH_RESULT_BYTES: usize = 4 << 20;
 
 /// The core thread: batches and applies; the store thread commits and routes (see the module
 /// docs). `cap` bounds each connection's queue of live frames (count, estimated bytes); a
-/// batch ends after `max_batch` requests.
+/// batch ends after `max_batch` requests. `metrics`: counted on the store thread, per batch.
 pub(crate) fn core_loop(
     mut core: ServerCore,
     store: Box<dyn ServerStore>,
     mut rx: mpsc::Receiver<CoreMsg>,
     cap: (usize, usize),
     max_batch: usize,
+    metrics: Option<Arc<Metrics>>,
+    health: Arc<Health>,
 ) {
+    let counting = metrics.is_some();
+    // The hot-state cache's bytes, reported after each batch (two atomic stores).
+    let cache_gauge = metrics.clone().zip(core.cache_budget());
     let (commit_tx, commit_rx) = std::sync::mpsc::sync_channel::<Applied>(COMMITS_IN_FLIGHT);
     // A batch's effects come back once committed and routed: the operations are dropped here,
     // on the thread that allocated them (mimalloc frees thread-locally much faster than across
     // threads), and the emptied vectors are reused for later batches.
     let (done_tx, done_rx) = std::sync::mpsc::channel::<Effects>();
-    let store_thread =
-        match std::thread::Builder::new().name("receipt-core-store".into()).spawn(move || store_loop(store, commit_rx, done_tx, cap)) {
-            Ok(t) => t,
-            Err(e) => {
-                error!("cannot start the store thread: {e}");
-                return;
-            }
-        };
+    let store_thread = match std::thread::Builder::new()
+        .name("receipt-core-store".into())
+        .spawn(move || store_loop(store, commit_rx, done_tx, cap, metrics, health))
+    {
+        Ok(t) => t,
+        Err(e) => {
+            error!("cannot start the store thread: {e}");
+            return;
+        }
+    };
     let mut batch = Vec::with_capacity(max_batch);
     // What a batch left for the next one (it ended at BATCH_RESULT_BYTES), in order.
     let mut carry: std::collections::VecDeque<CoreMsg> = std::collections::VecDeque::new();
@@ -101,6 +115,9 @@ pub(crate) fn core_loop(
         };
         while let Ok(done) = done_rx.try_recv() {
             core.recycle(done);
+        }
+        if let Some((m, budget)) = &cache_gauge {
+            m.set_cache_bytes(core.cache_bytes_used() as u64, *budget as u64);
         }
         // A batch ends after `max_batch` requests (or when nothing more is queued).
         let weight = |m: &CoreMsg| match m {
@@ -122,11 +139,18 @@ pub(crate) fn core_loop(
         // Effects accumulate inside the core (in order) and are taken once per batch.
         let mut effects = Effects::default();
         let mut stop = false;
-        let mut applied = Applied { batch: 0, logins: Vec::new(), ops: Vec::new(), out: Vec::new(), closed: Vec::new() };
+        let mut applied =
+            Applied { batch: 0, logins: Vec::new(), ops: Vec::new(), out: Vec::new(), closed: Vec::new(), requests: Vec::new() };
+        if counting {
+            applied.requests.reserve(requests);
+        }
         let mut msgs = batch.drain(..);
         while let Some(m) = msgs.next() {
             match m {
                 CoreMsg::Login { session, frame, queue } => {
+                    if counting {
+                        applied.requests.push((session, 0, request_kind(&frame)));
+                    }
                     queues.insert(session, queue.shared.clone());
                     applied.logins.push((session, queue));
                     core.apply(now, session, frame);
@@ -137,6 +161,9 @@ pub(crate) fn core_loop(
                     }
                     let mut frames = frames.into_iter();
                     while let Some(frame) = frames.next() {
+                        if counting {
+                            applied.requests.push((session, frame.req().unwrap_or(0), request_kind(&frame)));
+                        }
                         core.apply(now, session, frame);
                         // Large results (pages of group read acks) end the batch early, so the
                         // batches in flight hold a bounded number of bytes.
@@ -198,6 +225,9 @@ fn compact(store: &mut dyn ServerStore, deleted: &mut bool, at: &mut std::time::
     *at = std::time::Instant::now();
 }
 
+/// How often the store thread samples the router for the metrics (sessions, bytes queued).
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
 /// The store thread: commits applied batches in order (several queued batches share one
 /// transaction and one fsync), then sends their frames.
 fn store_loop(
@@ -205,8 +235,11 @@ fn store_loop(
     rx: std::sync::mpsc::Receiver<Applied>,
     done: std::sync::mpsc::Sender<Effects>,
     (cap, byte_cap): (usize, usize),
+    metrics: Option<Arc<Metrics>>,
+    health: Arc<Health>,
 ) {
     let mut router = SessionRouter::new(cap, byte_cap);
+    let mut sampled = Instant::now();
     let mut queued: Vec<Applied> = Vec::with_capacity(COMMITS_IN_FLIGHT + 1);
     // Deletions (retention) committed since the last compaction, and when that was.
     let mut deleted = false;
@@ -223,16 +256,30 @@ fn store_loop(
             if parts.is_empty() {
                 None
             } else {
-                store.commit(&parts).err()
+                let t = Instant::now();
+                let r = store.commit(&parts).err();
+                if let (None, Some(m)) = (&r, &metrics) {
+                    // The group-commit batch: every core input of the batches this transaction holds.
+                    let inputs = queued.iter().map(|a| a.requests.len() + a.closed.len()).sum();
+                    m.committed(inputs, t.elapsed().as_secs_f64());
+                }
+                r
             }
         };
         if let Some(e) = failed {
             // Memory is now ahead of the disk: answer nothing, stop. A restart reloads the
             // last committed state and clients resend from their outboxes.
             error!("commit failed, stopping the server: {e}");
+            health.set_check("store", Err(format!("commit failed: {e}")));
+            if let Some(m) = &metrics {
+                m.commit_failed();
+            }
             break 'run;
         }
         for mut a in queued.drain(..) {
+            if let Some(m) = &metrics {
+                m.count_batch(&a.requests, &a.out);
+            }
             for (session, queue) in a.logins {
                 router.attach(session, queue);
             }
@@ -241,6 +288,12 @@ fn store_loop(
                 router.detach(s);
             }
             let _ = done.send(Effects { ops: a.ops, out: a.out, batch: a.batch });
+        }
+        if let Some(m) = &metrics {
+            if sampled.elapsed() >= SAMPLE_EVERY {
+                sampled = Instant::now();
+                m.sample_router(router.len(), router.queued_bytes(), router.take_dropped());
+            }
         }
         // Between commits, once this batch's frames are routed; the core thread hands over at
         // most COMMITS_IN_FLIGHT batches meanwhile: a compaction delays them, it loses none.

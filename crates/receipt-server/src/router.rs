@@ -62,13 +62,15 @@ pub(crate) struct SessionRouter {
     /// Frames of the batch being routed, per session in order (see [`SessionRouter::stage`]).
     staged: Vec<Staged>,
     staged_at: HashMap<SessionId, usize>,
+    /// Connections dropped as too slow, since [`SessionRouter::take_dropped`] last read it.
+    dropped: u64,
 }
 
 impl SessionRouter {
     /// A router that drops a connection once more than `cap` live frames, or more than
     /// `byte_cap` estimated bytes of them, wait in its queue.
     pub(crate) fn new(cap: usize, byte_cap: usize) -> Self {
-        SessionRouter { cap, byte_cap, conns: HashMap::default(), staged: Vec::new(), staged_at: HashMap::default() }
+        SessionRouter { cap, byte_cap, conns: HashMap::default(), staged: Vec::new(), staged_at: HashMap::default(), dropped: 0 }
     }
 
     /// A logged-in session's connection: frames for `session` go to `queue` from now on.
@@ -79,6 +81,21 @@ impl SessionRouter {
     /// The session's connection is gone: its frames are dropped from now on.
     pub(crate) fn detach(&mut self, session: SessionId) {
         self.conns.remove(&session);
+    }
+
+    /// Sessions routed to.
+    pub(crate) fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Estimated bytes of live frames queued for every connection and not yet written.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.conns.values().map(|q| q.shared.pending_bytes.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Connections dropped as too slow since the last call.
+    pub(crate) fn take_dropped(&mut self) -> u64 {
+        std::mem::take(&mut self.dropped)
     }
 
     /// Closes every connection (shutdown).
@@ -122,6 +139,7 @@ impl SessionRouter {
                     queue.shared.closed.notify_one();
                     queue.close();
                     self.conns.remove(&session);
+                    self.dropped += 1;
                     continue;
                 }
                 queue.shared.pending.fetch_add(live, Ordering::AcqRel);

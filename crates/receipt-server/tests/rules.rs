@@ -715,11 +715,15 @@ fn token_refusals_carry_the_sdk_codes_at_login_and_at_renew() {
     let a = s.addr();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let expired = auth::make_token(SECRET, "alice", now - 1);
-    // The expired token's mac with a later expiry: the signature no longer matches, so the
-    // answer is 202 and says nothing about the expiry.
-    let forged = format!("{}.{}", now + 3600, expired.split_once('.').unwrap().1);
+    // The expired token's signature on a payload with a later expiry: the signature no longer
+    // matches, so the answer is 202 and says nothing about the expiry.
+    let later = auth::make_token(SECRET, "alice", now + 3600);
+    let parts: Vec<&str> = expired.split('.').collect();
+    let forged = format!("{}.{}.{}", parts[0], later.split('.').nth(1).unwrap(), parts[2]);
     let cases = [
         ("1234.zz".to_string(), ErrorCode::InvalidToken),
+        // The old `<expiry>.<hex mac>` format is no token any more.
+        (format!("{}.{}", now + 3600, "ab".repeat(32)), ErrorCode::InvalidToken),
         ("no-dot".to_string(), ErrorCode::InvalidToken),
         (String::new(), ErrorCode::InvalidToken),
         (expired.clone(), ErrorCode::TokenExpired),

@@ -44,6 +44,9 @@ pub fn build_server_binary() -> PathBuf {
     dir.join(format!("receipt-server{}", std::env::consts::EXE_SUFFIX))
 }
 
+/// A hook applied to a child server's command before each launch.
+pub type ConfigureCommand = Box<dyn Fn(&mut Command) + Send>;
+
 /// A `receipt-server serve --config <toml>` child process. Dropping it SIGKILLs it.
 pub struct ChildServer {
     child: Option<Child>,
@@ -51,6 +54,11 @@ pub struct ChildServer {
     conf: PathBuf,
     in_memory: bool,
     addr: SocketAddr,
+    /// The config sets `metrics_addr`: the child prints `metrics on <addr>` as its second line.
+    metrics: bool,
+    metrics_addr: Option<SocketAddr>,
+    /// Applied to every launch's command (e.g. a `pre_exec` hook setting a resource limit).
+    configure: Option<ConfigureCommand>,
     /// Holds the TOML file.
     _conf_dir: tempfile::TempDir,
 }
@@ -65,8 +73,20 @@ impl ChildServer {
 
     /// Starts `bin` on a free loopback port. The TOML file holds the address, `data_dir`
     /// (`None`: an in-memory store), [`SECRET`], then `extra` (top-level keys first, tables
-    /// after), then group read acks enabled unless `extra` has a `[group_ack]` table.
+    /// after), then group read acks enabled unless `extra` has a `[group_ack]` table and no token
+    /// leeway (as [`crate::server_config`]) unless it has a `[tokens]` table.
     pub fn try_start(bin: &Path, data_dir: Option<&Path>, extra: &str) -> Result<ChildServer, String> {
+        ChildServer::try_start_with(bin, data_dir, extra, None)
+    }
+
+    /// [`ChildServer::try_start`], with `configure` applied to the command of every launch
+    /// (start and start again) before it is spawned.
+    pub fn try_start_with(
+        bin: &Path,
+        data_dir: Option<&Path>,
+        extra: &str,
+        configure: Option<ConfigureCommand>,
+    ) -> Result<ChildServer, String> {
         let conf_dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
         let conf = conf_dir.path().join("server.toml");
         let mut text = format!("addr = \"127.0.0.1:0\"\nsecret = \"{SECRET}\"\n");
@@ -77,6 +97,9 @@ impl ChildServer {
         if !extra.contains("[group_ack]") {
             text += "\n[group_ack]\nenabled = true\n";
         }
+        if !extra.contains("[tokens]") {
+            text += "\n[tokens]\nleeway_secs = 0\n";
+        }
         std::fs::write(&conf, text).map_err(|e| format!("writing {}: {e}", conf.display()))?;
         let mut s = ChildServer {
             child: None,
@@ -84,6 +107,9 @@ impl ChildServer {
             conf,
             in_memory: data_dir.is_none(),
             addr: "127.0.0.1:0".parse().unwrap(),
+            metrics: extra.lines().any(|l| l.trim_start().starts_with("metrics_addr")),
+            metrics_addr: None,
+            configure,
             _conf_dir: conf_dir,
         };
         s.launch(s.addr)?;
@@ -91,7 +117,8 @@ impl ChildServer {
     }
 
     /// Starts the child on `addr` (port 0: a free one), reading its first line ("listening on
-    /// <addr>") for the address; retries while the address is busy.
+    /// <addr>") for the address, and with metrics on the second ("metrics on <addr>"); retries
+    /// while the address is busy.
     fn launch(&mut self, addr: SocketAddr) -> Result<(), String> {
         let busy_until = Instant::now() + BUSY_LIMIT;
         loop {
@@ -100,15 +127,25 @@ impl ChildServer {
             if self.in_memory {
                 cmd.arg("--in-memory");
             }
+            if let Some(f) = &self.configure {
+                f(&mut cmd);
+            }
             let mut child = cmd
                 .env("RUST_LOG", "error")
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
                 .spawn()
                 .map_err(|e| format!("starting {}: {e}", self.bin.display()))?;
-            let line = first_line(&mut child);
+            let lines = stdout_lines(&mut child);
+            let line = lines.as_ref().and_then(|rx| rx.recv_timeout(START_LIMIT).ok());
             if let Some(a) = line.as_deref().and_then(|l| l.trim().strip_prefix("listening on ")) {
                 self.addr = a.parse().map_err(|e| format!("server address {a:?}: {e}"))?;
+                if self.metrics {
+                    let second = lines.as_ref().and_then(|rx| rx.recv_timeout(START_LIMIT).ok());
+                    let m = second.as_deref().and_then(|l| l.trim().strip_prefix("metrics on "));
+                    let m = m.ok_or_else(|| format!("no \"metrics on\" line (got {second:?})"))?;
+                    self.metrics_addr = Some(m.parse().map_err(|e| format!("metrics address {m:?}: {e}"))?);
+                }
                 self.child = Some(child);
                 return Ok(());
             }
@@ -134,6 +171,11 @@ impl ChildServer {
 
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// The metrics listener's address, when the config set `metrics_addr`.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     pub fn pid(&self) -> u32 {
@@ -183,17 +225,21 @@ impl Drop for ChildServer {
     }
 }
 
-/// The child's first stdout line, or `None` if it printed none within [`START_LIMIT`]
-/// (then the caller kills it, which ends the reading thread too).
-fn first_line(child: &mut Child) -> Option<String> {
+/// The child's stdout lines, read on a thread until it closes (the child exits; a caller that
+/// gives up on a child kills it, which ends the thread too). Draining it keeps the child from
+/// blocking on a full pipe.
+fn stdout_lines(child: &mut Child) -> Option<mpsc::Receiver<String>> {
     let stdout = child.stdout.take()?;
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
     });
-    rx.recv_timeout(START_LIMIT).ok()
+    Some(rx)
 }
 
 /// A `key:  <n> kB` figure of a `/proc/<pid>/status` file, in KiB (panics if absent).

@@ -5,7 +5,9 @@
 //!   store in a temp dir; stop, start again on the same data dir, stop and load its [`State`].
 //! - [`ChildServer`]: the real `receipt-server` binary as a child process, configured by a TOML
 //!   file (its RSS and fds can be read, it can be SIGKILLed and restarted on the same data dir).
-//! - [`token`]: the one way to mint a login token ([`SECRET`] is every kit server's secret).
+//! - [`token`]: the one way to mint a login token, an HS256 JWT ([`SECRET`] is every kit
+//!   server's secret).
+//! - [`ops`]: GET on a server's metrics listener, and reading Prometheus samples.
 //! - [`raw::RawClient`]: a raw protocol client on a blocking socket, for the server's rule tests.
 //! - [`Device`]: a real `receipt-client` runtime with an event-waiting API (wait for an event a
 //!   predicate accepts, with a time bound; collect; hears nothing...).
@@ -42,6 +44,7 @@
 
 pub mod child;
 pub mod device;
+pub mod ops;
 pub mod raw;
 pub mod rng;
 pub mod server;
@@ -65,7 +68,7 @@ pub const WAIT: Duration = Duration::from_secs(5);
 /// How long "nobody hears anything" is watched.
 pub const QUIET: Duration = Duration::from_millis(300);
 
-/// A login token for `user` on a kit server, valid for an hour.
+/// A login token (an HS256 JWT) for `user` on a kit server, valid for an hour.
 pub fn token(user: &str) -> String {
     receipt_server::auth::token_for(SECRET, user, 3600)
 }

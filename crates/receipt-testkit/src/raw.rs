@@ -51,9 +51,14 @@ impl RawClient {
     }
 
     pub fn login_since(addr: SocketAddr, user: &str, device: &str, since: Seq) -> RawClient {
+        Self::login_with(addr, user, device, &token(user), since)
+    }
+
+    /// Logs in with `token` (which the server must accept) and reads up to `SyncDone`.
+    pub fn login_with(addr: SocketAddr, user: &str, device: &str, token: &str, since: Seq) -> RawClient {
         let mut c = RawClient::connect(addr);
         c.user = user.into();
-        c.send(&ClientFrame::Login { v: PROTOCOL_VERSION, user: user.into(), device: device.into(), token: token(user), since });
+        c.send(&ClientFrame::Login { v: PROTOCOL_VERSION, user: user.into(), device: device.into(), token: token.into(), since });
         match c.recv_required() {
             ServerFrame::LoginOk { user: u, .. } => assert_eq!(u, user),
             f => panic!("expected LoginOk, got {f:?}"),

@@ -10,11 +10,14 @@ use receipt_server::{ServerConfig, ServerHandle, State};
 
 use crate::SECRET;
 
-/// The config every kit server starts from: a free port on 127.0.0.1 (`:0`), [`SECRET`], group
-/// read acks enabled (the guide's flows use them; a test about the feature being off says so),
-/// the store in `data_dir` (`None`: in memory), everything else the server's defaults.
+/// The config every kit server starts from: a free port on 127.0.0.1 (`:0`), [`SECRET`] (HS256
+/// tokens), no token leeway (tests mint tokens that expire at a given second and expect the
+/// server to refuse them from that second on), group read acks enabled (the guide's flows use
+/// them; a test about the feature being off says so), the store in `data_dir` (`None`: in
+/// memory), everything else the server's defaults.
 pub fn server_config(data_dir: Option<PathBuf>) -> ServerConfig {
     let mut config = ServerConfig { addr: "127.0.0.1:0".parse().unwrap(), data_dir, secret: SECRET.into(), ..ServerConfig::default() };
+    config.tokens.leeway_secs = 0;
     config.group_ack.enabled = true;
     config
 }
@@ -53,6 +56,16 @@ impl TestServer {
 
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// The metrics listener's address while running, when the config set `metrics_addr`.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.handle.as_ref().and_then(|h| h.metrics_addr())
+    }
+
+    /// The running server's metrics, when the config set `metrics_addr`.
+    pub fn metrics(&self) -> Option<std::sync::Arc<receipt_server::Metrics>> {
+        self.handle.as_ref().and_then(|h| h.metrics().cloned())
     }
 
     /// The temp dir that holds the store (`server/`); a place for the clients' dirs too.

@@ -1,5 +1,6 @@
 // Test helper: a real receipt-server on 127.0.0.1:<ephemeral port> with a temporary data
-// directory and group read acks enabled; tokens minted with `receipt-server token`.
+// directory and group read acks enabled; tokens (HS256 JWTs) minted with `receipt-server token`.
+// No token leeway: a test's token expires at the second it names.
 'use strict';
 const { spawn, spawnSync, execFileSync } = require('node:child_process');
 const fs = require('node:fs');
@@ -69,7 +70,8 @@ async function startServer({ timeoutMs = 20000, extraArgs = [], configToml } = {
 }
 
 function spawnServer(bin, addr, dataDir, secret, extraArgs, timeoutMs) {
-  const args = ['serve', '--addr', addr, '--data-dir', dataDir, '--secret', secret, '--group-ack-enabled', 'true', ...extraArgs];
+  const args = ['serve', '--addr', addr, '--data-dir', dataDir, '--secret', secret, '--group-ack-enabled', 'true',
+    '--token-leeway-secs', '0', ...extraArgs];
   const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' } });
   let stderr = '';
   child.stderr.on('data', (d) => {

@@ -105,6 +105,10 @@ impl Cache {
         self.used_bytes
     }
 
+    pub(super) fn budget(&self) -> usize {
+        self.budget
+    }
+
     fn meta_mut<'a>(&'a mut self, key: &Key, state: &'a mut State) -> Option<&'a mut Meta> {
         match key {
             Key::Msg(id) => state.messages.get_mut(id).map(|r| &mut r.cached),

@@ -260,6 +260,11 @@ impl ServerCore {
         self.cache.used_bytes()
     }
 
+    /// The hot-state cache's budget (`cache_bytes`); `None` when everything is resident.
+    pub fn cache_budget(&self) -> Option<usize> {
+        self.cache.on().then(|| self.cache.budget())
+    }
+
     /// The store committed the effects of every batch up to `batch` ([`Effects::batch`]): what
     /// they changed may leave the cache.
     pub fn committed(&mut self, batch: u64) {
