@@ -78,3 +78,34 @@ fn answers_stay_right_with_a_cache_far_smaller_than_the_store_and_after_a_restar
     let bob = RawClient::login_since(server.addr(), "bob", "b2", head);
     assert_eq!(bob.backlog.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![head + 1]);
 }
+
+/// The sample of the series whose name ends with `suffix` (the registry's prefix aside).
+fn gauge(text: &str, suffix: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        name.ends_with(suffix).then(|| value.parse().ok()).flatten()
+    })
+}
+
+#[test]
+fn the_metrics_report_the_cache_bytes_under_the_budget() {
+    let server = TestServer::start(|c| {
+        c.cache_bytes = 16 << 10;
+        c.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
+    });
+    let m = server.metrics_addr().expect("metrics listener");
+    let mut alice = RawClient::login(server.addr(), "alice", "a");
+    for i in 0..200 {
+        send_cid(&mut alice, &format!("m{i}"), &format!("u{}", i % 20), ChatType::Chat);
+    }
+    // Reported after each batch: one more request makes sure the last one is counted.
+    alice.sync_ping();
+    send_cid(&mut alice, "last", "bob", ChatType::Chat);
+    let text = ops::scrape(m);
+    assert_eq!(gauge(&text, "cache_budget_bytes"), Some((16 << 10) as f64), "{text}");
+    let used = gauge(&text, "cache_bytes").expect("cache gauge");
+    assert!(
+        used > 0.0 && used <= (16 << 10) as f64 + 4096.0,
+        "cache bytes {used} (budget 16 KiB; a batch in flight may be pinned over it)"
+    );
+}
