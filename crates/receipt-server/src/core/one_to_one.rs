@@ -39,6 +39,15 @@ impl ServerCore {
                 if to == user {
                     return Err(ChatError::invalid_param("cannot send a 1:1 message to yourself"));
                 }
+                if self.cfg.max_to_unseen_per_user > 0 && !self.limits.is_seen(&to) {
+                    // With the cache nothing was loaded at start: a recipient who sent a message
+                    // still stored counts as seen, as when the messages were loaded.
+                    if let Some(reader) = &self.cache.reader {
+                        if reader.has_sent(&to).map_err(super::read_failed)? {
+                            self.limits.seen(&to);
+                        }
+                    }
+                }
                 self.limits.check_send_to(self.cfg.max_to_unseen_per_user, user, &to)?;
                 (vec![to.clone()], require_delivery_ack, false)
             }

@@ -801,3 +801,18 @@ fn the_log_sweep_trims_stored_logs_past_retention_and_its_grace() {
     assert!(state.logs.is_empty(), "{:?}", state.logs);
     assert_eq!(state.head("bob"), 1, "the head survives an emptied log");
 }
+
+#[test]
+fn after_a_restart_a_recipient_who_sent_a_stored_message_still_counts_as_seen() {
+    let mut c = Cached::new(1, |cfg| cfg.max_to_unseen_per_user = 1);
+    c.login(1, "carol", u64::MAX);
+    c.send(T0, 1, "c1", "dave", ChatType::Chat).unwrap();
+    c.core = Cached::core_on(&mut c.store, 1, |cfg| cfg.max_to_unseen_per_user = 1);
+    c.login(2, "dave", u64::MAX);
+    // carol sent a message still stored: seen, so dave's messages to her do not count.
+    c.send(T0 + 1, 2, "d1", "carol", ChatType::Chat).unwrap();
+    c.send(T0 + 2, 2, "d2", "carol", ChatType::Chat).unwrap();
+    // A user never seen: the limit holds (1).
+    c.send(T0 + 3, 2, "d3", "ghost", ChatType::Chat).unwrap();
+    assert_eq!(c.send(T0 + 4, 2, "d4", "ghost", ChatType::Chat).unwrap_err().code, ErrorCode::ExceedServiceLimit);
+}

@@ -92,6 +92,8 @@ pub trait StoreRead: Send {
     fn message(&self, id: MsgId) -> Result<Option<MessageRecord>, StoreError>;
     /// The message `user` sent with `client_id` (idempotent sends), if still stored.
     fn client_id(&self, user: &str, client_id: &str) -> Result<Option<MsgId>, StoreError>;
+    /// Whether `user` sent a message that is still stored.
+    fn has_sent(&self, user: &str) -> Result<bool, StoreError>;
     /// Whether `user` acked group message `id`.
     fn acked_by(&self, id: MsgId, user: &str) -> Result<bool, StoreError>;
     /// The acks of message `id` with ack id at most `start`, newest first, at most `limit`.

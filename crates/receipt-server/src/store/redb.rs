@@ -518,6 +518,17 @@ impl StoreRead for RedbReader {
         Ok(v.map(|v| v.value()))
     }
 
+    fn has_sent(&self, user: &str) -> Result<bool, StoreError> {
+        // `client_ids` is keyed by sender first: any row of `user` is a message it sent.
+        let txn = self.txn()?;
+        let table = txn.open_table(CLIENT_IDS).map_err(store_err)?;
+        let first = table.range((user, "")..).map_err(store_err)?.next();
+        Ok(match first {
+            Some(row) => row.map_err(store_err)?.0.value().0 == user,
+            None => false,
+        })
+    }
+
     fn acked_by(&self, id: MsgId, user: &str) -> Result<bool, StoreError> {
         let txn = self.txn()?;
         Ok(txn.open_table(ACKERS).map_err(store_err)?.get((id, user)).map_err(store_err)?.is_some())
