@@ -576,6 +576,10 @@ impl ServerCore {
             }
             if !self.state.convs.get(user).is_some_and(|m| m.contains_key(key)) {
                 self.state.convs.entry(user.to_string()).or_default().insert(key.clone(), ConvState::default());
+                // Accounted (and evictable) even if the request leaves it unchanged.
+                if self.cache.on() {
+                    self.cache.read_conv(user, key, cache::conv_bytes(user, key, &ConvState::default()));
+                }
             }
         }
         self.state.convs.get_mut(user).and_then(|m| m.get_mut(key)).expect("inserted")
