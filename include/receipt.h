@@ -825,6 +825,14 @@ rcpt_result rcpt_client_load_messages(const rcpt_client *client,
                                       rcpt_message_list **out);
 
 /**
+ * Writes how many messages the client holds in memory now (its message cache, at most the
+ * `rcpt_options_set_message_cache` size plus any whose store write failed) to `*out`: a
+ * diagnostic, for tests and figures.
+ */
+rcpt_result rcpt_client_cached_message_count(const rcpt_client *client,
+                                             uint32_t *out);
+
+/**
  * How many messages the client keeps in memory (`n` >= 1; default 2048). Older ones stay in
  * the local store and are read from it by key when an ack or a page needs them.
  */

@@ -39,6 +39,7 @@ fn login(events: Vec<ServerEvent>, conversations: Vec<(ChatType, &str, u32)>) ->
                 .into_iter()
                 .map(|(chat_type, id, unread)| ConversationState { chat_type, id: id.into(), unread })
                 .collect(),
+            resync: false,
         },
     ]
 }

@@ -478,26 +478,27 @@ impl Harness {
         })
     }
 
+    /// A message with fields from small ranges.
+    fn message(&self, u: &mut Unstructured) -> Result<std::sync::Arc<WireMessage>> {
+        let from = Self::user(u)?;
+        let t = chat_type(u)?;
+        let to = if t == ChatType::Chat { Self::user(u)? } else { pick(u, &GROUPS)?.to_string() };
+        Ok(std::sync::Arc::new(WireMessage {
+            id: msg_id(u)?,
+            client_id: self.client_id(u)?,
+            from,
+            to,
+            chat_type: t,
+            content: "m".into(),
+            timestamp: u.int_in_range(0..=10)?,
+            require_delivery_ack: u.arbitrary()?,
+            need_group_ack: u.arbitrary()?,
+        }))
+    }
+
     fn event(&self, u: &mut Unstructured) -> Result<ServerEvent> {
         Ok(match u.int_in_range(0..=9u8)? {
-            0..=2 => {
-                let from = Self::user(u)?;
-                let t = chat_type(u)?;
-                let to = if t == ChatType::Chat { Self::user(u)? } else { pick(u, &GROUPS)?.to_string() };
-                ServerEvent::Message {
-                    msg: std::sync::Arc::new(WireMessage {
-                        id: msg_id(u)?,
-                        client_id: self.client_id(u)?,
-                        from,
-                        to,
-                        chat_type: t,
-                        content: "m".into(),
-                        timestamp: u.int_in_range(0..=10)?,
-                        require_delivery_ack: u.arbitrary()?,
-                        need_group_ack: u.arbitrary()?,
-                    }),
-                }
-            }
+            0..=2 => ServerEvent::Message { msg: self.message(u)? },
             3 => ServerEvent::Delivered { msg_id: msg_id(u)?, from: Self::user(u)?, to: Self::user(u)?, by: Self::user(u)?, timestamp: 1 },
             4 => ServerEvent::Read { msg_id: msg_id(u)?, from: Self::user(u)?, to: Self::user(u)?, by: Self::user(u)?, timestamp: 1 },
             5 => ServerEvent::ConversationRead {
@@ -575,7 +576,7 @@ impl Harness {
                         unread: u.int_in_range(0..=5)?,
                     });
                 }
-                ServerFrame::SyncDone { head: self.engine.cursor(), conversations }
+                ServerFrame::SyncDone { head: self.engine.cursor(), conversations, resync: false }
             }
             4..=9 => ServerFrame::Event { event: self.seq_event(u)? },
             10..=12 => {
@@ -588,13 +589,28 @@ impl Harness {
             }
             13 => ServerFrame::Pong { nonce: 1 },
             14 => ServerFrame::Error { error: Self::error(u)? },
-            _ => {
-                if u.ratio(1, 4)? {
-                    ServerFrame::LoginFailed { error: Self::error(u)? }
-                } else {
-                    ServerFrame::Pong { nonce: 2 }
+            _ => match u.int_in_range(0..=7u8)? {
+                0 | 1 => ServerFrame::LoginFailed { error: Self::error(u)? },
+                // A full state resync: pages of retained messages with arbitrary flags, ended by
+                // a `SyncDone { resync: true }` (case 2 | 3 or here).
+                2..=4 => {
+                    let n = u.int_in_range(0..=3)?;
+                    let mut messages = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        messages.push(RetainedMessage {
+                            msg: self.message(u)?,
+                            delivered: u.arbitrary()?,
+                            read_acked: u.arbitrary()?,
+                            read: u.arbitrary()?,
+                            group_ack_sent: u.arbitrary()?,
+                            group_ack_count: u.int_in_range(0..=3)?,
+                        });
+                    }
+                    ServerFrame::Resync { messages }
                 }
-            }
+                5 => ServerFrame::SyncDone { head: self.engine.cursor() + u.int_in_range(0..=3)?, conversations: Vec::new(), resync: true },
+                _ => ServerFrame::Pong { nonce: 2 },
+            },
         })
     }
 }

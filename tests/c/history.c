@@ -87,6 +87,15 @@ int main(void) {
     rcpt_message_free(owned);
     CHECK(wait_unread(&bob, "alice", RCPT_CHAT_TYPE_CHAT, N - 1) == N - 1);
 
+    /* The cache of 4 is the one in use: alice's client (default cache) holds all N it sent. */
+    uint32_t cached = 99;
+    CHECK_RC(rcpt_client_cached_message_count(bob.c, &cached), RCPT_OK);
+    CHECK(cached <= 4);
+    CHECK_RC(rcpt_client_cached_message_count(alice.c, &cached), RCPT_OK);
+    CHECK(cached == N);
+    CHECK_RC(rcpt_client_cached_message_count(bob.c, NULL), RCPT_NULL_ARGUMENT);
+    CHECK_RC(rcpt_client_cached_message_count(NULL, &cached), RCPT_NULL_ARGUMENT);
+
     /* An unknown conversation is an empty page. */
     CHECK_RC(rcpt_client_load_messages(bob.c, "nobody", RCPT_CHAT_TYPE_CHAT, "", 20, &page), RCPT_OK);
     CHECK(page != NULL && rcpt_message_list_count(page) == 0);

@@ -43,6 +43,7 @@ pub(crate) fn connection_loop(cfg: ClientConfig, tls: Option<TlsClient>, shared:
         shared.check_token();
         if !shared.network.load(Ordering::SeqCst) {
             let _ = shared.sleep(Duration::from_millis(200));
+            shared.engine_timer();
             continue;
         }
         let attempt = connect(&addr, cfg.connect_timeout).and_then(|stream| {

@@ -114,6 +114,17 @@ impl Shared {
         }
     }
 
+    /// Runs the engine's timer while there is no connection: the store's checkpoint after
+    /// offline acks, and the retry of a failed store write, ride on it.
+    pub(crate) fn engine_timer(&self) {
+        let mut engine = self.engine.lock();
+        let now = self.now();
+        if engine.poll_timeout().is_some_and(|t| t <= now) {
+            engine.handle_timeout(now);
+            self.pump(&mut engine);
+        }
+    }
+
     pub(crate) fn note_logged_in(&self) {
         if !self.marker.exists() {
             if let Err(e) = std::fs::write(&self.marker, b"1") {
@@ -132,6 +143,7 @@ impl Shared {
             }
             let woken = self.sleep(left.min(Duration::from_millis(250)));
             self.check_token();
+            self.engine_timer();
             if woken {
                 // Logout or the network coming back: act now.
                 break;

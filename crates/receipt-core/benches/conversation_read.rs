@@ -16,7 +16,7 @@ const RUNS: usize = 5;
 fn engine_with_unread(n: u64) -> ClientEngine<MemStore> {
     let mut e = ClientEngine::open(EngineConfig::new("alice", "a1", ChatOptions::default()), MemStore::default()).unwrap();
     e.handle_connected(0, "t");
-    e.handle_frame(0, ServerFrame::SyncDone { head: 0, conversations: vec![] });
+    e.handle_frame(0, ServerFrame::SyncDone { head: 0, conversations: vec![], resync: false });
     let mut seq = 0;
     let mut id = 0;
     while id < n {

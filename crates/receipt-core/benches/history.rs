@@ -4,6 +4,9 @@
 //! messages, and the store's bytes on disk per message. Figures: docs/benchmarks.md.
 //!
 //! `cargo bench -p receipt-core --bench history` (all sizes), or with `-- quick` (10k/100k).
+//! One store at a time, to compare builds on the same file: `history fill PATH N CONVS`, then
+//! `history measure PATH N CONVS`, `history killed PATH N CONVS idle|burst` and
+//! `history reopen PATH` on copies of it (the binary is in target/release/deps/).
 
 use std::time::{Duration, Instant};
 
@@ -136,8 +139,15 @@ fn measure(path: &std::path::Path, n: u64, convs: u64) {
         .collect();
     while e.poll_event().is_some() {}
     let rss_after = rss_kib().saturating_sub(rss_before);
+    // The checkpoint the engine's timer makes once the app is quiet (redb's allocator state in
+    // an empty durable commit): paid once per burst, not per ack.
+    let due = e.poll_timeout().expect("a checkpoint is due after durable commits");
+    let t = Instant::now();
+    e.handle_timeout(due);
+    let checkpoint = t.elapsed();
+    assert!(!e.store().needs_checkpoint(), "the timer checkpointed");
     println!(
-        "| {n:>9} | {convs:>5} | {:>8.1} | {:>8.1} | {:>8.1} | {:>8} | {:>8} | {:>8} | {:>6} |",
+        "| {n:>9} | {convs:>5} | {:>8.1} | {:>8.1} | {:>8.1} | {:>8} | {:>8} | {:>8} | {:>6} | {:>8} |",
         open.as_secs_f64() * 1e3,
         rss_open as f64 / 1024.0,
         rss_after as f64 / 1024.0,
@@ -145,26 +155,41 @@ fn measure(path: &std::path::Path, n: u64, convs: u64) {
         us(median(reads)),
         us(median(pages)),
         bytes / n,
+        us(checkpoint),
     );
 }
 
 /// The app is killed while the store is open (no clean close): opens it, makes one durable
-/// ack, and exits without running any destructor.
-fn killed(path: &std::path::Path, n: u64, convs: u64) {
+/// ack, and exits without running any destructor: right after the ack ("burst": the kill comes
+/// before the checkpoint, the ack is in the journal) or once the engine's timer made its
+/// checkpoint ("idle").
+fn killed(path: &std::path::Path, n: u64, convs: u64, idle: bool) {
     let store = RedbStore::open(path).unwrap();
     let mut e = ClientEngine::open(EngineConfig::new("alice", "a1", ChatOptions::default()), store).unwrap();
     let c = convs - 1;
     let newest = c + 1 + (n - 1 - c) / convs * convs;
     e.ack_message_read(1, newest).unwrap();
+    if idle {
+        let due = e.poll_timeout().expect("a checkpoint is due");
+        e.handle_timeout(due);
+    }
     std::process::exit(0);
 }
 
-/// The open after a kill: redb checks and repairs the file first.
-fn reopen(path: &std::path::Path) {
+/// The open after a kill: redb walks the file first unless its last durable commit recorded
+/// the allocator state (a checkpoint); the store replays its journal.
+fn reopen(path: &std::path::Path, what: &str) {
     let t = Instant::now();
     let store = RedbStore::open(path).unwrap();
+    let walked = store.repaired_at_open();
+    let replayed = store.replayed_at_open();
     let e = ClientEngine::open(EngineConfig::new("alice", "a1", ChatOptions::default()), store).unwrap();
-    println!("    open after a kill: {:.1} ms ({} conversations)", t.elapsed().as_secs_f64() * 1e3, e.conversations().count());
+    println!(
+        "    open after a kill ({what}): {:.1} ms ({} conversations; {}; {replayed} journal entries replayed)",
+        t.elapsed().as_secs_f64() * 1e3,
+        e.conversations().count(),
+        if walked { "walked the file" } else { "no walk" }
+    );
 }
 
 fn child(args: &[&str]) {
@@ -175,10 +200,15 @@ fn child(args: &[&str]) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(pos) = args.iter().position(|a| a == "killed") {
-        killed(std::path::Path::new(&args[pos + 1]), args[pos + 2].parse().unwrap(), args[pos + 3].parse().unwrap());
+        let idle = args.get(pos + 4).is_some_and(|m| m == "idle");
+        killed(std::path::Path::new(&args[pos + 1]), args[pos + 2].parse().unwrap(), args[pos + 3].parse().unwrap(), idle);
     }
     if let Some(pos) = args.iter().position(|a| a == "reopen") {
-        reopen(std::path::Path::new(&args[pos + 1]));
+        reopen(std::path::Path::new(&args[pos + 1]), args.get(pos + 2).map_or("", String::as_str));
+        return;
+    }
+    if let Some(pos) = args.iter().position(|a| a == "fill") {
+        fill(std::path::Path::new(&args[pos + 1]), args[pos + 2].parse().unwrap(), args[pos + 3].parse().unwrap());
         return;
     }
     if let Some(pos) = args.iter().position(|a| a == "measure") {
@@ -199,8 +229,8 @@ fn main() {
         (&[10_000, 100_000, 1_000_000], &[50, 5_000])
     };
     let dir = tempfile::tempdir().unwrap();
-    println!("| messages  | convs | open ms  | RSS MiB  | RSS+ops  | ack µs   | conv read µs | page µs | B/msg |");
-    println!("|----------:|------:|---------:|---------:|---------:|---------:|---------:|---------:|-------:|");
+    println!("| messages  | convs | open ms  | RSS MiB  | RSS+ops  | ack µs   | conv read µs | page µs | B/msg | checkpoint µs |");
+    println!("|----------:|------:|---------:|---------:|---------:|---------:|---------:|---------:|-------:|---------:|");
     for &convs in conv_counts {
         for &n in sizes {
             let path = dir.path().join(format!("h{n}-{convs}.redb"));
@@ -209,8 +239,10 @@ fn main() {
             eprintln!("filled {n} messages over {convs} conversations in {:.1} s", t.elapsed().as_secs_f64());
             let (p, n, c) = (path.to_str().unwrap(), n.to_string(), convs.to_string());
             child(&["measure", p, &n, &c]);
-            child(&["killed", p, &n, &c]);
-            child(&["reopen", p]);
+            child(&["killed", p, &n, &c, "idle"]);
+            child(&["reopen", p, "killed while idle"]);
+            child(&["killed", p, &n, &c, "burst"]);
+            child(&["reopen", p, "killed within a burst"]);
             std::fs::remove_file(&path).unwrap();
         }
     }

@@ -16,7 +16,7 @@ const MESSAGES: u64 = 1_000;
 fn sender<S: ClientStore>(store: S) -> ClientEngine<S> {
     let mut e = ClientEngine::open(EngineConfig::new("alice", "a1", ChatOptions::default()), store).unwrap();
     e.handle_connected(0, "t");
-    e.handle_frame(0, ServerFrame::SyncDone { head: 0, conversations: vec![] });
+    e.handle_frame(0, ServerFrame::SyncDone { head: 0, conversations: vec![], resync: false });
     let events: Vec<SeqEvent> = (1..=MESSAGES)
         .map(|id| SeqEvent {
             seq: id,

@@ -207,6 +207,25 @@ mod tests {
     }
 
     #[test]
+    fn resync_fields_are_optional_on_the_wire() {
+        use crate::protocol::*;
+        // A version-1 server's SyncDone (no `resync`) is not a resync; a false flag is not written.
+        let old: ServerFrame = decode_body(br#"{"t":"sync_done","head":3,"conversations":[]}"#).unwrap();
+        assert_eq!(old, ServerFrame::SyncDone { head: 3, conversations: vec![], resync: false });
+        let bytes = encode(&old);
+        assert!(!String::from_utf8_lossy(&bytes[HEADER_LEN..]).contains("resync"));
+        // A retained message with only its message: every flag false.
+        let page: ServerFrame = decode_body(
+            br#"{"t":"resync","messages":[{"msg":{"id":1,"client_id":"c","from":"a","to":"b","chat_type":"Chat","content":"x","timestamp":1}}]}"#,
+        )
+        .unwrap();
+        let ServerFrame::Resync { messages } = page else { panic!("{page:?}") };
+        assert_eq!((messages[0].msg.id, messages[0].delivered, messages[0].read, messages[0].group_ack_count), (1, false, false, 0));
+        let cursor = ClientFrame::SyncCursor { seq: 41 };
+        assert_eq!(decode_body::<ClientFrame>(&encode(&cursor)[HEADER_LEN..]).unwrap(), cursor);
+    }
+
+    #[test]
     fn server_frames_round_trip() {
         use crate::protocol::*;
         use crate::types::*;
@@ -222,6 +241,50 @@ mod tests {
             ServerFrame::SyncDone {
                 head: 9,
                 conversations: vec![ConversationState { chat_type: ChatType::Chat, id: "b".into(), unread: 2 }],
+                resync: false,
+            },
+            ServerFrame::SyncDone { head: 12, conversations: vec![], resync: true },
+            ServerFrame::Resync {
+                messages: vec![
+                    RetainedMessage {
+                        msg: WireMessage {
+                            id: 7,
+                            client_id: "c7".into(),
+                            from: "a".into(),
+                            to: "g".into(),
+                            chat_type: ChatType::GroupChat,
+                            content: "hi \"there\"".into(),
+                            timestamp: 3,
+                            require_delivery_ack: false,
+                            need_group_ack: true,
+                        }
+                        .into(),
+                        delivered: false,
+                        read_acked: false,
+                        read: true,
+                        group_ack_sent: true,
+                        group_ack_count: 4,
+                    },
+                    RetainedMessage {
+                        msg: WireMessage {
+                            id: 8,
+                            client_id: "c8".into(),
+                            from: "b".into(),
+                            to: "a".into(),
+                            chat_type: ChatType::Chat,
+                            content: String::new(),
+                            timestamp: 4,
+                            require_delivery_ack: true,
+                            need_group_ack: false,
+                        }
+                        .into(),
+                        delivered: true,
+                        read_acked: true,
+                        read: false,
+                        group_ack_sent: false,
+                        group_ack_count: 0,
+                    },
+                ],
             },
         ];
         for f in frames {

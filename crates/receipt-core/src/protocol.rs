@@ -17,8 +17,14 @@ use crate::types::*;
 /// The hand-written decoders of the tagged frames (a fast path for tag-first objects).
 mod decode;
 
-/// Version of this protocol, sent in `Login` and `LoginOk`.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version of this protocol, sent in `Login` and `LoginOk`. 2: the client applies a full state
+/// resync ([`ServerFrame::Resync`], `SyncDone { resync: true }`) and reports its cursor
+/// ([`ClientFrame::SyncCursor`]).
+pub const PROTOCOL_VERSION: u32 = 2;
+/// Oldest version a server still accepts. A version-1 client is never sent `Resync` frames: a
+/// login of it below the log's base is replayed what the log retains, as before resyncs existed
+/// (docs/protocol.md, "Resync").
+pub const MIN_PROTOCOL_VERSION: u32 = 1;
 
 /// Frames a client sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,7 +120,9 @@ pub enum ClientFrame {
         req: ReqId,
         group: GroupId,
     },
-    /// This device applied every event up to `seq` (lets the server trim per-device state).
+    /// This device durably applied every event up to `seq`: the server remembers it per
+    /// (user, device) and trims the prefix of the log every remembered device has applied. A
+    /// cursor ahead of the log's head or behind the device's last one is ignored (no answer).
     SyncCursor {
         seq: Seq,
     },
@@ -159,6 +167,37 @@ pub struct ConversationState {
     pub id: String,
     /// The server's unread count for this user.
     pub unread: u32,
+}
+
+/// One retained message of a full state resync, with its flags as the server holds them.
+/// Flags absent on the wire are false / 0 (old producers, or not applicable).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetainedMessage {
+    pub msg: Arc<WireMessage>,
+    /// 1:1 sent by this user: the recipient's delivery ack arrived.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub delivered: bool,
+    /// 1:1 sent by this user: the recipient read it (read ack, or a conversation ack covering it).
+    /// 1:1 received: this user sent its read receipt (read ack or conversation ack).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub read_acked: bool,
+    /// Received by this user: read (on any device, by a read ack, a conversation ack or a mark-read).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub read: bool,
+    /// Group, received: this user sent its group read ack.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub group_ack_sent: bool,
+    /// Group: the number of members' read acks so far.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub group_ack_count: u32,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The payload of a successful request.
@@ -249,11 +288,22 @@ pub enum ServerFrame {
     SyncConversations {
         conversations: Vec<ConversationState>,
     },
+    /// A page of a full state resync (a device whose `since` is below the log's base: the events
+    /// it missed are gone): retained messages of the user's conversations with their flags, in
+    /// conversation order, then id order. More may follow; `Backlog` frames of what happened
+    /// during the resync, `SyncConversations` pages and `SyncDone { resync: true }` end it.
+    /// Sent only to clients of protocol version 2 or later.
+    Resync {
+        messages: Vec<RetainedMessage>,
+    },
     /// The replay is complete: from here on events are live. Carries the server's unread counts
-    /// (the last page of them, after any `SyncConversations` pages).
+    /// (the last page of them, after any `SyncConversations` pages). `resync`: this sync was a
+    /// full state resync; the client's cursor becomes `head` and the counts replace its own.
     SyncDone {
         head: Seq,
         conversations: Vec<ConversationState>,
+        #[serde(default, skip_serializing_if = "is_false")]
+        resync: bool,
     },
     /// A live event.
     Event {

@@ -99,8 +99,9 @@ pub struct Snapshot {
     pub outbox: Vec<ClientFrame>,
 }
 
-/// The changes of one handled input, written in one transaction.
-#[derive(Debug, Clone, Default)]
+/// The changes of one handled input, written in one transaction. (Serialized as JSON in
+/// [`RedbStore`]'s journal.)
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StoreBatch {
     pub meta: Option<Meta>,
     /// Accepted messages (id > 0) added or changed.
@@ -172,6 +173,12 @@ pub trait ClientStore {
         limit: usize,
         newest_first: bool,
     ) -> Result<Vec<ChatMessage>, StoreError>;
+    /// Makes the stored state cheap to reopen after the process is killed, if a durable commit
+    /// since the last checkpoint left it expensive (see [`RedbStore::checkpoint`]). The engine
+    /// calls it once the app has been idle for a while. Default: nothing to do.
+    fn checkpoint(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// False for a store that keeps nothing ([`NullStore`]): the engine then does not build
     /// batches (no copies of changed records), never calls `commit`, and keeps every message it
     /// holds in memory (nothing could be read back).
@@ -215,6 +222,8 @@ pub struct MemStore {
     outbox: BTreeMap<ReqId, ClientFrame>,
     /// Number of commits, for tests.
     pub commits: u64,
+    /// Number of checkpoints, for tests.
+    pub checkpoints: u64,
 }
 
 impl MemStore {
@@ -266,6 +275,11 @@ impl ClientStore for MemStore {
         Ok(())
     }
 
+    fn checkpoint(&mut self) -> Result<(), StoreError> {
+        self.checkpoints += 1;
+        Ok(())
+    }
+
     fn message(&self, id: MsgId) -> Result<Option<ChatMessage>, StoreError> {
         Ok(self.message_conv.get(&id).and_then(|k| self.messages.get(&(k.clone(), id))).cloned())
     }
@@ -306,10 +320,47 @@ const PENDING: TableDefinition<&str, &[u8]> = TableDefinition::new("pending");
 const CONVERSATIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("conversations");
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 
-/// The on-disk store: one redb file.
+/// The on-disk store: a redb file, and a small redb journal beside it (`<path>.journal`).
+///
+/// Crash safety and the cost of a commit: redb reopens a file whose last durable commit
+/// recorded its allocator state ("quick repair") at once; any other file that was not closed
+/// cleanly is walked whole to rebuild that state (O(file): ~120 ms at 100,000 messages, seconds
+/// at 1,000,000). Recording that state costs a commit a write that grows with the file, and a
+/// second fsync. So the big file never takes a durable commit but a checkpoint:
+///
+/// - [`commit`](ClientStore::commit) appends the batch to the journal (durable when the batch
+///   is: one fsync of a file that holds only what came since the last checkpoint, so its cost
+///   and the walk after a kill stay small), then applies it to the big file lazily (no fsync);
+/// - [`checkpoint`](ClientStore::checkpoint) (the engine's timer, once the app is quiet:
+///   [`crate::engine::CHECKPOINT_IDLE_MS`]; also after [`JOURNAL_MAX_BYTES`] of batches, and on
+///   drop) makes the big file durable with its allocator state, then empties the journal;
+/// - [`open`](RedbStore::open) replays what the journal holds into the big file, lazily (batches
+///   are whole records: replaying one already applied changes nothing, so the journal can stay
+///   until the next checkpoint).
+///
+/// A kill at any moment thus reopens without walking the big file.
 pub struct RedbStore {
     db: Database,
+    journal: Database,
+    /// Key of the next journal entry (entries are replayed in key order).
+    journal_next: u64,
+    /// Bytes appended to the journal since the last checkpoint.
+    journal_bytes: usize,
+    /// The journal holds batches the big file has only lazily: a checkpoint has work to do.
+    unchecked: bool,
+    /// The open walked the big file (it was not closed cleanly after a durable commit that no
+    /// checkpoint followed: a file written by the previous SDK, or redb's own repair).
+    repaired: bool,
+    /// Journal entries the open replayed (the last session was killed before its checkpoint).
+    replayed: usize,
 }
+
+/// The journal: sequence number -> a [`StoreBatch`] as JSON.
+const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("journal");
+/// A checkpoint comes after this many bytes of journal, whatever the engine's timer says: the
+/// journal (and the walk of it after a kill) stays small, and a batch larger than this (a
+/// backlog) goes to the big file directly, as a checkpoint.
+pub const JOURNAL_MAX_BYTES: usize = 1 << 20;
 
 impl std::fmt::Debug for RedbStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -335,12 +386,34 @@ impl RedbStore {
     /// Opens (or creates) the store file at `path`. A format-1 file is migrated in one
     /// transaction (one pass over its messages); a file of a newer format is refused.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let db = Database::create(path)?;
-        if Self::is_current(&db)? {
-            // The usual open: nothing to create or migrate, so no write (and no fsync).
-            return Ok(RedbStore { db });
+        let path = path.as_ref();
+        let (db, repaired) = open_walk_noted(path)?;
+        if repaired {
+            log::warn!("client store was not closed cleanly after a durable commit: the open walked the file");
         }
-        let tx = db.begin_write()?;
+        if !Self::is_current(&db)? {
+            Self::create_or_migrate(&db)?;
+        }
+        let mut journal_path = path.as_os_str().to_owned();
+        journal_path.push(".journal");
+        let (journal, _) = open_walk_noted(Path::new(&journal_path))?;
+        let mut store = RedbStore { db, journal, journal_next: 0, journal_bytes: 0, unchecked: repaired, repaired, replayed: 0 };
+        store.replay_journal()?;
+        if repaired {
+            // Record what the walk rebuilt (it leaves nothing on disk): a second kill finds it.
+            // A replayed journal needs no checkpoint now: it stays until the next one, and
+            // replaying it again after another kill changes nothing.
+            store.checkpoint()?;
+        }
+        Ok(store)
+    }
+
+    /// Creates the tables (a new file) or migrates a format-1 file, in one transaction; refuses a
+    /// newer format.
+    fn create_or_migrate(db: &Database) -> Result<(), StoreError> {
+        let mut tx = db.begin_write()?;
+        // A one-off commit: leave the file quick to reopen.
+        tx.set_quick_repair(true);
         {
             let mut meta = tx.open_table(META)?;
             let format = match meta.get("format")? {
@@ -366,7 +439,117 @@ impl RedbStore {
             migrate_from_format_1(&tx)?;
         }
         tx.commit()?;
-        Ok(RedbStore { db })
+        Ok(())
+    }
+
+    /// Applies every batch the journal holds to the big file, in order, lazily: the journal keeps
+    /// them until the next checkpoint makes the big file durable.
+    fn replay_journal(&mut self) -> Result<(), StoreError> {
+        let mut batches = Vec::new();
+        {
+            let tx = self.journal.begin_read()?;
+            match tx.open_table(JOURNAL) {
+                Ok(t) => {
+                    for row in t.iter()? {
+                        let (k, v) = row?;
+                        self.journal_next = k.value() + 1;
+                        self.journal_bytes += v.value().len();
+                        batches.push(from_json::<StoreBatch>("journal entry", v.value())?);
+                    }
+                }
+                Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if batches.is_empty() {
+            return Ok(());
+        }
+        log::warn!("client store: replaying {} journal entries (the last session was killed before its checkpoint)", batches.len());
+        for b in &batches {
+            apply_batch(&self.db, b, Durability::None)?;
+        }
+        self.replayed = batches.len();
+        self.unchecked = true;
+        Ok(())
+    }
+
+    /// Journal entries the open replayed into the file (the previous session was killed between
+    /// a write and its checkpoint): for tests and figures.
+    pub fn replayed_at_open(&self) -> usize {
+        self.replayed
+    }
+
+    /// The open walked the whole big file (it was not closed cleanly after a durable commit
+    /// that no checkpoint followed): for tests and figures.
+    pub fn repaired_at_open(&self) -> bool {
+        self.repaired
+    }
+
+    /// The journal holds batches the big file has only lazily (a checkpoint has work to do).
+    pub fn needs_checkpoint(&self) -> bool {
+        self.unchecked
+    }
+}
+
+/// Opens (or creates) a redb file; true when the open had to walk it (not closed cleanly after
+/// a durable commit without quick repair).
+fn open_walk_noted(path: &Path) -> Result<(Database, bool), StoreError> {
+    let walked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = walked.clone();
+    let db = Database::builder().set_repair_callback(move |_| flag.store(true, std::sync::atomic::Ordering::Relaxed)).create(path)?;
+    let repaired = walked.load(std::sync::atomic::Ordering::Relaxed);
+    Ok((db, repaired))
+}
+
+/// Writes one batch to the big file in one transaction, without allocator state.
+fn apply_batch(db: &Database, b: &StoreBatch, durability: Durability) -> Result<(), StoreError> {
+    let mut tx = db.begin_write()?;
+    tx.set_durability(durability)?;
+    tx.set_quick_repair(false);
+    {
+        if let Some(m) = &b.meta {
+            tx.open_table(META)?.insert("meta", to_json(m).as_slice())?;
+        }
+        let mut by_conv = tx.open_table(CONV_MESSAGES)?;
+        let mut index = tx.open_table(MESSAGE_CONV)?;
+        for m in &b.messages {
+            let ck = conv_key(&m.conversation());
+            by_conv.insert((ck.as_str(), m.id), to_json(m).as_slice())?;
+            index.insert(m.id, ck.as_str())?;
+        }
+        for (key, id) in &b.messages_delete {
+            by_conv.remove((conv_key(key).as_str(), *id))?;
+            index.remove(*id)?;
+        }
+        let mut t = tx.open_table(PENDING)?;
+        for m in &b.pending_put {
+            t.insert(m.client_id.as_str(), to_json(m).as_slice())?;
+        }
+        for k in &b.pending_delete {
+            t.remove(k.as_str())?;
+        }
+        let mut t = tx.open_table(CONVERSATIONS)?;
+        for c in &b.conversations {
+            t.insert(to_json(&c.key).as_slice(), to_json(c).as_slice())?;
+        }
+        let mut t = tx.open_table(OUTBOX)?;
+        for f in &b.outbox_put {
+            t.insert(f.req().expect("outbox frames carry a req"), to_json(f).as_slice())?;
+        }
+        for r in &b.outbox_delete {
+            t.remove(*r)?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+impl Drop for RedbStore {
+    /// A clean close leaves the journal empty (redb records both files' allocator state too).
+    fn drop(&mut self) {
+        if let Err(e) = self.checkpoint() {
+            log::error!("client store checkpoint at close failed: {e}");
+        }
     }
 }
 
@@ -446,47 +629,52 @@ impl ClientStore for RedbStore {
         if b.is_empty() {
             return Ok(());
         }
-        let mut tx = self.db.begin_write()?;
-        tx.set_durability(if b.durable { Durability::Immediate } else { Durability::None })?;
-        // A durable commit also records the allocator state, so the open after the app was
-        // killed (a phone does that) needs no walk of the whole file (O(history) otherwise:
-        // ~120 ms at 100,000 messages, measured in docs/benchmarks.md).
-        tx.set_quick_repair(b.durable);
-        {
-            if let Some(m) = &b.meta {
-                tx.open_table(META)?.insert("meta", to_json(m).as_slice())?;
-            }
-            let mut by_conv = tx.open_table(CONV_MESSAGES)?;
-            let mut index = tx.open_table(MESSAGE_CONV)?;
-            for m in &b.messages {
-                let ck = conv_key(&m.conversation());
-                by_conv.insert((ck.as_str(), m.id), to_json(m).as_slice())?;
-                index.insert(m.id, ck.as_str())?;
-            }
-            for (key, id) in &b.messages_delete {
-                by_conv.remove((conv_key(key).as_str(), *id))?;
-                index.remove(*id)?;
-            }
-            let mut t = tx.open_table(PENDING)?;
-            for m in &b.pending_put {
-                t.insert(m.client_id.as_str(), to_json(m).as_slice())?;
-            }
-            for k in &b.pending_delete {
-                t.remove(k.as_str())?;
-            }
-            let mut t = tx.open_table(CONVERSATIONS)?;
-            for c in &b.conversations {
-                t.insert(to_json(&c.key).as_slice(), to_json(c).as_slice())?;
-            }
-            let mut t = tx.open_table(OUTBOX)?;
-            for f in &b.outbox_put {
-                t.insert(f.req().expect("outbox frames carry a req"), to_json(f).as_slice())?;
-            }
-            for r in &b.outbox_delete {
-                t.remove(*r)?;
-            }
+        let entry = to_json(b);
+        if entry.len() >= JOURNAL_MAX_BYTES {
+            // A large batch (a backlog) goes to the big file directly, as a checkpoint.
+            apply_batch(&self.db, b, Durability::None)?;
+            self.unchecked = true;
+            return self.checkpoint();
         }
+        // The journal first: once it is on disk (a durable batch), the batch survives a kill.
+        let mut tx = self.journal.begin_write()?;
+        tx.set_durability(if b.durable { Durability::Immediate } else { Durability::None })?;
+        tx.set_quick_repair(false);
+        tx.open_table(JOURNAL)?.insert(self.journal_next, entry.as_slice())?;
         tx.commit()?;
+        self.journal_next += 1;
+        self.journal_bytes += entry.len();
+        self.unchecked = true;
+        // Then the big file, lazily: no fsync, no allocator state.
+        apply_batch(&self.db, b, Durability::None)?;
+        if self.journal_bytes >= JOURNAL_MAX_BYTES {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Makes the big file durable with its allocator state (an empty commit with quick repair:
+    /// two fsyncs; the lazy commits since the last one become durable with it), then empties the
+    /// journal (one more fsync). Nothing to do when nothing was written since the last one.
+    fn checkpoint(&mut self) -> Result<(), StoreError> {
+        if !self.unchecked {
+            return Ok(());
+        }
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::Immediate)?;
+        tx.set_quick_repair(true);
+        tx.commit()?;
+        // Emptied durably, so that the journal's pages are free again (redb reuses a page a lazy
+        // commit freed only after a durable one), with its allocator state: after a kill while
+        // idle, neither file is walked. Entries a kill leaves before this are in the big file
+        // already, and replaying them changes nothing.
+        let mut tx = self.journal.begin_write()?;
+        tx.set_durability(Durability::Immediate)?;
+        tx.set_quick_repair(true);
+        tx.open_table(JOURNAL)?.retain(|_, _| false)?;
+        tx.commit()?;
+        self.journal_bytes = 0;
+        self.unchecked = false;
         Ok(())
     }
 

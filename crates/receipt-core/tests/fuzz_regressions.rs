@@ -48,6 +48,7 @@ fn sync_done(conversations: Vec<(ChatType, &str, u32)>) -> ServerFrame {
             .into_iter()
             .map(|(chat_type, id, unread)| ConversationState { chat_type, id: id.into(), unread })
             .collect(),
+        resync: false,
     }
 }
 

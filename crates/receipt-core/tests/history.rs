@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use receipt_core::engine::{ClientEngine, ClientEvent, EngineConfig, Retention};
+use receipt_core::engine::{ClientEngine, ClientEvent, EngineConfig, Retention, CHECKPOINT_IDLE_MS};
 use receipt_core::protocol::{ConversationState, SeqEvent, ServerEvent, ServerFrame, PROTOCOL_VERSION};
 use receipt_core::store::{ClientStore, RedbStore, StoreError, STORE_FORMAT};
 use receipt_core::*;
@@ -52,7 +52,7 @@ fn sync(e: &mut ClientEngine<impl ClientStore>, n: u64) {
         .iter()
         .map(|p| ConversationState { chat_type: ChatType::Chat, id: p.to_string(), unread: e.unread_count(&chat(p)) })
         .collect();
-    e.handle_frame(3, ServerFrame::SyncDone { head: n, conversations });
+    e.handle_frame(3, ServerFrame::SyncDone { head: n, conversations, resync: false });
     while e.poll_transmit(3).is_some() {}
     while e.poll_event().is_some() {}
 }
@@ -236,4 +236,72 @@ fn retention_runs_by_itself_on_the_timer_while_connected() {
     assert!(bob.iter().all(|m| m.timestamp >= NOW + 500));
     assert_eq!(alice.conversation(&chat("carol")).unwrap().held, 500);
     assert_eq!(alice.unread_count(&chat("carol")), 500);
+}
+
+/// The helper process of the kill test (run by it with `--ignored`): opens the store named by
+/// `KILL_STORE`, syncs and acks message 3 (a durable commit), lets the engine's timer run
+/// `KILL_IDLE_MS` later (0: not at all), and dies without closing anything, as a phone kills an
+/// app.
+#[test]
+#[ignore = "a child process of a_kill_at_any_moment_reopens_without_walking_the_file_and_loses_no_durable_write"]
+fn killed_app() {
+    let Ok(path) = std::env::var("KILL_STORE") else { return };
+    let idle: u64 = std::env::var("KILL_IDLE_MS").unwrap().parse().unwrap();
+    let mut alice = ClientEngine::open(cfg(), RedbStore::open(&path).unwrap()).unwrap();
+    if std::env::var("KILL_ACK").is_ok() {
+        sync(&mut alice, 30);
+        alice.ack_message_read(10, 3).unwrap().expect("an ack is sent");
+        if idle > 0 {
+            alice.handle_timeout(10 + idle);
+        }
+    }
+    std::process::exit(0); // no destructor: redb's clean close never runs
+}
+
+/// Runs `killed_app` in a child process over `path`.
+fn run_killed_app(path: &std::path::Path, ack: bool, idle_ms: u64) {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "killed_app", "--ignored", "--nocapture", "--test-threads=1"]);
+    cmd.env("KILL_STORE", path).env("KILL_IDLE_MS", idle_ms.to_string());
+    if ack {
+        cmd.env("KILL_ACK", "1");
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "child: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_kill_at_any_moment_reopens_without_walking_the_file_and_loses_no_durable_write() {
+    let dir = tempfile::tempdir().unwrap();
+    // Killed once the app had been quiet: the checkpoint emptied the journal.
+    let idle = dir.path().join("idle.redb");
+    run_killed_app(&idle, true, CHECKPOINT_IDLE_MS);
+    let store = RedbStore::open(&idle).unwrap();
+    assert!(!store.repaired_at_open(), "a kill after the checkpoint does not walk the file");
+    assert_eq!(store.replayed_at_open(), 0, "nothing left in the journal");
+    let alice = ClientEngine::open(cfg(), store).unwrap();
+    assert!(alice.message_by_id(3).unwrap().receiver_read, "the ack survived the kill");
+    drop(alice);
+
+    // Killed right after the ack (within a burst, before the checkpoint): the journal holds the
+    // batches since the last checkpoint (the synced messages, lazily, then the ack, durably);
+    // the open replays them, and walks nothing.
+    let burst = dir.path().join("burst.redb");
+    run_killed_app(&burst, true, 0);
+    // Killed again right after its reopen (which replayed the journal and kept it until the next
+    // checkpoint): replaying it a second time changes nothing.
+    run_killed_app(&burst, false, 0);
+    let store = RedbStore::open(&burst).unwrap();
+    assert!(!store.repaired_at_open(), "no walk of the file after a kill within a burst either");
+    assert!(store.replayed_at_open() > 0, "the journal was replayed");
+    let alice = ClientEngine::open(cfg(), store).unwrap();
+    let m = alice.message_by_id(3).unwrap();
+    assert!(m.receiver_read && !m.unread, "the ack survived the kill: {m:?}");
+    assert_eq!(alice.cursor(), 30, "what came before the durable ack is on disk with it");
+    assert_eq!(PEERS.map(|p| alice.conversation_messages(&chat(p)).len()), [10, 10, 10]);
+    assert_eq!(alice.unread_count(&chat("bob")), 9);
+    drop(alice); // a clean close checkpoints: the journal is empty
+    run_killed_app(&burst, false, 0); // opened and killed again, nothing written
+    let store = RedbStore::open(&burst).unwrap();
+    assert_eq!((store.repaired_at_open(), store.replayed_at_open()), (false, 0));
 }

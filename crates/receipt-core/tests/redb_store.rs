@@ -32,6 +32,7 @@ fn login_answer() -> Vec<ServerFrame> {
         ServerFrame::SyncDone {
             head: 5,
             conversations: vec![ConversationState { chat_type: ChatType::Chat, id: "bob".into(), unread: 5 }],
+            resync: false,
         },
     ]
 }

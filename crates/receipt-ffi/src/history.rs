@@ -61,6 +61,20 @@ pub extern "C" fn rcpt_client_load_messages(
     })
 }
 
+/// Writes how many messages the client holds in memory now (its message cache, at most the
+/// `rcpt_options_set_message_cache` size plus any whose store write failed) to `*out`: a
+/// diagnostic, for tests and figures.
+#[no_mangle]
+pub extern "C" fn rcpt_client_cached_message_count(client: *const rcpt_client, out: *mut u32) -> rcpt_result {
+    ffi_result("rcpt_client_cached_message_count", || {
+        let out = out_param(out, "out", 0)?;
+        let c = client_ref(client)?;
+        let n = c.client.with_engine(|e, _| Ok(e.cached_message_count()))?;
+        *out = u32::try_from(n).unwrap_or(u32::MAX);
+        Ok(())
+    })
+}
+
 /// How many messages the client keeps in memory (`n` >= 1; default 2048). Older ones stay in
 /// the local store and are read from it by key when an ack or a page needs them.
 #[no_mangle]

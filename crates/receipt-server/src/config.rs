@@ -10,6 +10,8 @@
 //!
 //! max_groups_per_user = 1000
 //! max_to_unseen_per_user = 10000
+//! max_remembered_devices = 32
+//! device_horizon_secs = 2592000
 //! outbound_bytes = 8388608
 //! max_result_bytes = 262144
 //! cache_bytes = 268435456                # hot-state cache budget (256 MiB)
@@ -204,6 +206,12 @@ pub struct ServerConfig {
     /// the server's memory besides its connections. Default 128 MiB (redb's own default, 1 GiB,
     /// filled up to its size with a large store).
     pub store_cache_bytes: usize,
+    /// Most devices of one user whose log cursor the server remembers; the user's log is trimmed
+    /// below the lowest of them. Beyond it the least recently seen offline device is forgotten
+    /// (a full state resync at its next login). Default 32.
+    pub max_remembered_devices: usize,
+    /// A device not seen (login or cursor report) for this long is forgotten. Default 30 days.
+    pub device_horizon_secs: u64,
     /// Most requests the core applies (and commits in one transaction) at a time.
     pub max_batch: usize,
     /// Largest group (members including the owner); beyond it create/add fail with 604.
@@ -244,6 +252,8 @@ impl Default for ServerConfig {
             max_to_unseen_per_user: 10_000,
             cache_bytes: 256 << 20,
             store_cache_bytes: crate::store::DEFAULT_STORE_CACHE_BYTES,
+            max_remembered_devices: 32,
+            device_horizon_secs: 30 * 24 * 3600,
             max_batch: 512,
             max_group_size: 5000,
             group_ack: GroupAckPolicy::default(),

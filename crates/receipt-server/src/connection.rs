@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use log::debug;
 use receipt_core::codec::{encode_into, FrameDecoder};
-use receipt_core::protocol::{ClientFrame, Response, ServerFrame, PROTOCOL_VERSION};
+use receipt_core::protocol::{ClientFrame, Response, ServerFrame, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use receipt_core::types::validate_id;
 use receipt_core::{ChatError, ErrorCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
@@ -95,7 +95,7 @@ async fn writer_task<S: AsyncWrite>(mut wr: WriteHalf<S>, mut rx: mpsc::Unbounde
                     for f in &frames {
                         encode_into(&**f, &mut buf);
                         match **f {
-                            ServerFrame::Backlog { .. } => wrote_backlog = true,
+                            ServerFrame::Backlog { .. } | ServerFrame::Resync { .. } => wrote_backlog = true,
                             ServerFrame::SyncDone { .. } => synced = true,
                             _ => {}
                         }
@@ -295,7 +295,8 @@ async fn login(
         queue.push(ServerFrame::Error { error: ChatError::not_logged_in() });
         return Step::Stop;
     };
-    if *v != PROTOCOL_VERSION {
+    // Version 1 clients still log in: they are never sent the frames they do not know (Resync).
+    if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(v) {
         return login_failed(
             queue,
             cfg,

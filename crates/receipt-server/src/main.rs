@@ -164,6 +164,12 @@ struct ServeArgs {
     /// redb's page cache in bytes (default 128 MiB).
     #[arg(long)]
     store_cache_bytes: Option<usize>,
+    /// Most devices per user whose log cursor is remembered (default 32).
+    #[arg(long)]
+    max_remembered_devices: Option<usize>,
+    /// Forget a device not seen for this long, in seconds (default 30 days).
+    #[arg(long)]
+    device_horizon_secs: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -319,11 +325,15 @@ fn serve(a: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         (a.max_to_unseen_per_user, &mut c.max_to_unseen_per_user),
         (a.cache_bytes, &mut c.cache_bytes),
         (a.store_cache_bytes, &mut c.store_cache_bytes),
+        (a.max_remembered_devices, &mut c.max_remembered_devices),
     ];
     for (flag, field) in overrides {
         if let Some(v) = flag {
             *field = v;
         }
+    }
+    if let Some(v) = a.device_horizon_secs {
+        c.device_horizon_secs = v;
     }
     let rates = [
         (a.send_rate_per_sec, &mut c.send_rate.per_sec),

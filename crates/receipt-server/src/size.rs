@@ -53,6 +53,19 @@ pub(crate) fn frame_bytes(f: &ServerFrame) -> usize {
     match f {
         ServerFrame::Event { event } => event_bytes(&event.event),
         ServerFrame::Backlog { events } => OVERHEAD + events.iter().map(|e| event_bytes(&e.event)).sum::<usize>(),
+        ServerFrame::Resync { messages } => {
+            OVERHEAD
+                + messages
+                    .iter()
+                    .map(|m| {
+                        OVERHEAD
+                            + json_str_len(&m.msg.content)
+                            + json_str_len(&m.msg.client_id)
+                            + json_str_len(&m.msg.from)
+                            + json_str_len(&m.msg.to)
+                    })
+                    .sum::<usize>()
+        }
         ServerFrame::Result { ok: Some(Response::GroupAcks { page, .. }), .. } => {
             OVERHEAD + json_str_len(&page.cursor) + page.data.iter().map(ack_bytes).sum::<usize>()
         }

@@ -11,7 +11,7 @@ pub type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 use receipt_core::protocol::{SeqEvent, ServerFrame};
 use receipt_core::rules::{ConversationMarks, ReadMark};
-use receipt_core::{AckId, ConversationKey, GroupId, GroupReadAck, GroupRole, MsgId, UserId, WireMessage};
+use receipt_core::{AckId, ChatType, ConversationKey, DeviceId, GroupId, GroupReadAck, GroupRole, MsgId, UserId, WireMessage};
 use serde::{Deserialize, Serialize};
 
 /// The last ids handed out and the last message timestamp (message timestamps never go back).
@@ -217,9 +217,59 @@ impl From<SeqEvent> for LogEvent {
     }
 }
 
+/// A conversation as both sides see it, the key of the `conv_messages` index: a 1:1 pair (the
+/// two user ids in order) or a group / chat room.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ConvId {
+    Pair(UserId, UserId),
+    Group(GroupId),
+}
+
+impl ConvId {
+    /// The conversation `msg` belongs to.
+    pub fn of(msg: &WireMessage) -> Self {
+        match msg.chat_type {
+            ChatType::Chat => ConvId::pair(&msg.from, &msg.to),
+            _ => ConvId::Group(msg.to.clone()),
+        }
+    }
+
+    /// `user`'s conversation `key`.
+    pub fn for_user(user: &str, key: &ConversationKey) -> Self {
+        match key.chat_type {
+            ChatType::Chat => ConvId::pair(user, &key.id),
+            _ => ConvId::Group(key.id.clone()),
+        }
+    }
+
+    fn pair(a: &str, b: &str) -> Self {
+        if a <= b {
+            ConvId::Pair(a.to_string(), b.to_string())
+        } else {
+            ConvId::Pair(b.to_string(), a.to_string())
+        }
+    }
+
+    /// The store's key parts: (kind, first id, second id); 0 = pair, 1 = group ("" second).
+    pub fn key_parts(&self) -> (u8, &str, &str) {
+        match self {
+            ConvId::Pair(a, b) => (0, a, b),
+            ConvId::Group(g) => (1, g, ""),
+        }
+    }
+}
+
+/// What the server remembers of one device of a user: the last event seq it applied (its
+/// `SyncCursor`, or its login's `since`) and when it was last seen (login or cursor, ms).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceCursor {
+    pub seq: u64,
+    pub seen: u64,
+}
+
 /// Everything the server knows ([`crate::store::ServerStore::load`]), or its hot part: with the
 /// hot-state cache `messages`, `client_ids` and `convs` hold only the cached entries (see
-/// `core::cache`).
+/// `core::cache`), and `conv_messages`, `logs` stay empty (read from the store).
 #[derive(Debug, Clone, Default)]
 pub struct State {
     pub counters: Counters,
@@ -234,15 +284,73 @@ pub struct State {
     /// (after a load) the last seq stored, whose event may have been dropped with its message.
     /// Seqs never go back.
     pub log_base: HashMap<UserId, u64>,
+    /// Per user, the seq of the last event trimmed from the log (the `log_base` table): unlike
+    /// `log_base`, not raised to the last stored seq at load.
+    pub trimmed: HashMap<UserId, u64>,
     pub convs: HashMap<UserId, HashMap<ConversationKey, ConvState>>,
+    /// Per user, the cursor of each remembered device (`device_cursors`): the log is trimmed
+    /// below the lowest (docs/server-data-model.md, "Event logs and device cursors").
+    pub cursors: HashMap<UserId, BTreeMap<DeviceId, DeviceCursor>>,
+    /// The retained messages of each conversation, by id (`conv_messages`): what a full state
+    /// resync walks. Derived from `messages` at load; kept with them.
+    pub conv_messages: HashMap<ConvId, BTreeSet<MsgId>>,
 }
 
 impl State {
     /// Rebuilds the derived indexes after loading.
     pub fn rebuild_indexes(&mut self) {
         self.client_ids = HashMap::default();
+        self.conv_messages = HashMap::default();
         for r in self.messages.values() {
             self.client_ids.entry(r.msg.from.clone()).or_default().insert(r.msg.client_id.clone(), r.msg.id);
+            self.conv_messages.entry(ConvId::of(&r.msg)).or_default().insert(r.msg.id);
+        }
+    }
+
+    /// Adds a new message to the `conv_messages` index.
+    pub fn index_message(&mut self, msg: &WireMessage) {
+        self.conv_messages.entry(ConvId::of(msg)).or_default().insert(msg.id);
+    }
+
+    /// Drops a message from the `conv_messages` index (it left at retention).
+    pub fn unindex_message(&mut self, msg: &WireMessage) {
+        let conv = ConvId::of(msg);
+        if let Some(ids) = self.conv_messages.get_mut(&conv) {
+            ids.remove(&msg.id);
+            if ids.is_empty() {
+                self.conv_messages.remove(&conv);
+            }
+        }
+    }
+
+    /// The retained messages of `conv` with ids above `after`, ascending, at most `limit`.
+    pub fn conv_messages_after(&self, conv: &ConvId, after: MsgId, limit: usize) -> Vec<&MessageRecord> {
+        let Some(ids) = self.conv_messages.get(conv) else { return Vec::new() };
+        ids.range(after.saturating_add(1)..).take(limit).filter_map(|id| self.messages.get(id)).collect()
+    }
+
+    /// The conversations `user` has a record of, in key order.
+    pub fn conversations_of(&self, user: &str) -> Vec<ConversationKey> {
+        let mut keys: Vec<ConversationKey> = self.convs.get(user).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        keys.sort_by(|a, b| (a.chat_type, &a.id).cmp(&(b.chat_type, &b.id)));
+        keys
+    }
+
+    /// The seq of the last event trimmed from `user`'s log (0: none): a device whose cursor is
+    /// below it missed events that are gone.
+    pub fn trimmed_up_to(&self, user: &str) -> u64 {
+        self.trimmed.get(user).copied().unwrap_or(0)
+    }
+
+    /// Records that `user`'s log was trimmed up to `up_to` (seqs never go back).
+    pub fn note_trim(&mut self, user: &str, up_to: u64) {
+        for map in [&mut self.log_base, &mut self.trimmed] {
+            match map.get_mut(user) {
+                Some(b) => *b = (*b).max(up_to),
+                None => {
+                    map.insert(user.to_string(), up_to);
+                }
+            }
         }
     }
 

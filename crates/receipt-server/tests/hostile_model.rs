@@ -296,8 +296,11 @@ fn retention_leaves_no_trace_in_memory_replay_or_the_data_directory() {
     let (id, _) = alice.send_msg_opts("bob", ChatType::Chat, "after", false, false).expect("sent");
     assert!(id > ids.last().unwrap().0);
     let bob = RawClient::login(server.addr(), "bob", "b3");
-    assert_eq!(bob.backlog.len(), 1);
-    assert!(bob.backlog[0].seq > 300, "seq {} went back", bob.backlog[0].seq);
+    // A new device below the log's trimmed prefix (retention): a full state resync, which
+    // holds the one retained message.
+    assert!(bob.resynced && bob.backlog.is_empty());
+    assert_eq!(bob.resync.iter().map(|m| m.msg.id).collect::<Vec<_>>(), vec![id]);
+    assert!(bob.head > 300, "head {} went back", bob.head);
 }
 
 #[test]
@@ -349,4 +352,82 @@ fn a_login_storm_that_never_reads_holds_one_replay_window_per_socket() {
     assert_eq!(got, MESSAGES);
     assert!(bob.backlog.windows(2).all(|w| w[0].seq < w[1].seq), "in order");
     bob.sync_ping();
+}
+
+#[test]
+fn logs_stay_bounded_by_device_cursors_under_load_and_a_forgotten_device_resyncs() {
+    const MESSAGES: usize = 2_000;
+    // Devices unseen for 2 s are forgotten (the retention tick's clock: wall time).
+    let mut server = TestServer::start(|c| {
+        c.device_horizon_secs = 2;
+        c.send_rate = receipt_server::RateLimit::OFF;
+    });
+    let opts = ChatOptions { require_delivery_ack: false, ..Default::default() };
+    let key = ConversationKey::new(ChatType::Chat, "alice");
+    let phone = Device::online("bob/phone", opts.clone(), server.port());
+    let old = Device::online("bob/old", opts.clone(), server.port());
+    let mut alice = RawClient::login(server.addr(), "alice", "a");
+    let (first, _) = alice.send_msg_opts("bob", ChatType::Chat, "first", false, false).expect("sent");
+    assert_eq!(old.received(1)[0].id, first);
+    old.wait_unread(&key, 1);
+    // The old device goes away (the app killed, its data kept); the phone reads all along.
+    let old = old.reopen(server.port());
+    let t = Instant::now();
+    pipelined(&mut alice, MESSAGES, |req, i| plain_send(req, format!("load{i}"), "bob", ChatType::Chat, format!("m{i}")));
+    phone.wait_unread(&key, MESSAGES as u32 + 1);
+    let load = t.elapsed();
+    // Past the horizon (the old device is forgotten) and the phone's 5 s cursor report: bounded.
+    std::thread::sleep(Duration::from_millis(receipt_core::engine::CURSOR_REPORT_MS + 1_500));
+    drop(alice);
+    drop(phone);
+    let state = server.stop_and_load();
+    let (held, head) = (state.logs.get("bob").map_or(0, Vec::len), state.head("bob"));
+    let remembered: Vec<&String> = state.cursors["bob"].keys().collect();
+    loud(&format!(
+        "cursors: {} messages to bob in {load:?} with his phone reading: bob's stored log holds {held} events of {head} \
+         logged (retention-only trimming keeps all {head}); remembered devices {remembered:?}",
+        MESSAGES + 1
+    ));
+    assert_eq!(remembered, vec!["bob-phone"], "the old device is forgotten");
+    assert!(held < 256, "{held} events stored of {head}");
+    // The old device comes back below the trimmed log: a full state resync, nothing lost, the
+    // one message it held not received again, the count the server's.
+    server.start_again();
+    old.login();
+    let got = old.received(MESSAGES);
+    assert!(got.iter().all(|m| m.id != first), "the held message is not received again");
+    let mut ids: Vec<MsgId> = got.iter().map(|m| m.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), MESSAGES, "each message once");
+    old.wait_unread(&key, MESSAGES as u32 + 1);
+    old.hears_nothing("a second copy", |e| matches!(e, receipt_core::engine::ClientEvent::MessagesReceived(_)));
+}
+
+#[test]
+fn unread_counts_drop_when_unread_messages_pass_retention() {
+    let server = TestServer::start(|c| c.retention_secs = 2);
+    let key = ConversationKey::new(ChatType::Chat, "alice");
+    let mut alice = RawClient::login(server.addr(), "alice", "a");
+    let old: Vec<MsgId> = (0..3).map(|i| alice.send_msg("bob", ChatType::Chat, &format!("old{i}"))).collect();
+    let mut bob = RawClient::login(server.addr(), "bob", "b");
+    assert_eq!(bob.unread(ChatType::Chat, "alice"), 3);
+    bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: old[0] });
+    drop(bob);
+    // Past retention (2 s) and a retention tick (1 s): the two unread ones stop counting. Bounded.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let unread = loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let n = RawClient::login(server.addr(), "bob", "b").unread(ChatType::Chat, "alice");
+        if n == 0 || Instant::now() > deadline {
+            break n;
+        }
+    };
+    assert_eq!(unread, 0, "expired unread messages still counted");
+    // A young one counts; a device that never held the old ones (the real client) says 1 too.
+    alice.send_msg("bob", ChatType::Chat, "young");
+    assert_eq!(RawClient::login(server.addr(), "bob", "b").unread(ChatType::Chat, "alice"), 1);
+    let phone = Device::online("bob/phone", ChatOptions::default(), server.port());
+    phone.wait_unread(&key, 1);
+    loud("retention: 2 unread 1:1 messages past a 2 s retention: the server's count 2 -> 0, a young one counts 1 on a new device");
 }

@@ -23,6 +23,10 @@ pub struct RawClient {
     /// Live events received while waiting for something else.
     pub events: VecDeque<SeqEvent>,
     pub backlog: Vec<SeqEvent>,
+    /// The retained messages of a full state resync (a login below the log's trimmed prefix).
+    pub resync: Vec<RetainedMessage>,
+    /// The last sync was a full state resync.
+    pub resynced: bool,
     pub head: Seq,
     pub conversations: Vec<ConversationState>,
     pub closed: bool,
@@ -39,6 +43,8 @@ impl RawClient {
             user: String::new(),
             events: VecDeque::new(),
             backlog: Vec::new(),
+            resync: Vec::new(),
+            resynced: false,
             head: 0,
             conversations: Vec::new(),
             closed: false,
@@ -73,9 +79,11 @@ impl RawClient {
         loop {
             match self.recv_required() {
                 ServerFrame::Backlog { events } => self.backlog.extend(events),
+                ServerFrame::Resync { messages } => self.resync.extend(messages),
                 ServerFrame::SyncConversations { conversations } => pages.extend(conversations),
-                ServerFrame::SyncDone { head, conversations } => {
+                ServerFrame::SyncDone { head, conversations, resync } => {
                     self.head = head;
+                    self.resynced = resync;
                     pages.extend(conversations);
                     self.conversations = pages;
                     return;

@@ -324,3 +324,28 @@ fn replayed_read_ack_after_retention_is_quiet_and_stays_read() {
     }
     panic!("in 20 attempts the answer always arrived before the network cut");
 }
+
+/// An ack made offline is on disk when the call returns; once the app is quiet, the runtime's
+/// timer checkpoints the store (redb's allocator state) with the network still off, so a kill
+/// from then on reopens without walking the file (crates/receipt-core/src/store.rs).
+#[test]
+fn an_offline_ack_is_checkpointed_by_the_timer_while_disconnected() {
+    let srv = TestServer::start(|_| {});
+    let p = srv.port();
+    let alice = Device::online("alice/phone", ChatOptions::default(), p);
+    let bob = Device::online("bob/phone", ChatOptions::default(), p);
+    let m = alice.send_chat("bob", "read me offline");
+    bob.received(1);
+    bob.client.set_network_enabled(false);
+    bob.wait_disconnected();
+
+    let needs_checkpoint = |d: &Device| d.client.with_engine(|e, _| Ok(e.store().needs_checkpoint())).unwrap();
+    let t = Instant::now();
+    bob.client.ack_message_read(m.id).unwrap().expect("queued");
+    let checked_at = t.elapsed();
+    // The checkpoint waits for 250 ms of quiet: right after the ack it is still to come.
+    assert!(needs_checkpoint(&bob) || checked_at >= Duration::from_millis(250), "checked {checked_at:?} after the ack");
+    bob.wait_until("the store checkpointed while offline", |d| !needs_checkpoint(d));
+    assert!(!bob.client.is_connected());
+    assert_eq!(bob.outbox(), 1, "the ack still waits for the network");
+}

@@ -126,6 +126,9 @@ options.setImPort(workerData.port);
 if (workerData.requireDeliveryAck !== undefined) options.setRequireDeliveryAck(workerData.requireDeliveryAck);
 if (workerData.requireReadAck !== undefined) options.setRequireReadAck(workerData.requireReadAck);
 if (workerData.tlsCaPem !== undefined) options.setTlsCaPem(workerData.tlsCaPem);
+if (workerData.messageCacheSize !== undefined) options.setMessageCacheSize(workerData.messageCacheSize);
+if (workerData.messageRetentionAge !== undefined) options.setMessageRetentionAge(workerData.messageRetentionAge);
+if (workerData.messageRetentionCount !== undefined) options.setMessageRetentionCount(workerData.messageRetentionCount);
 
 const seed = SeedSnippets ? new SeedSnippets() : undefined;
 const sdk = SdkDocsCompat ? new SdkDocsCompat() : undefined;

@@ -46,7 +46,8 @@ class Device {
   /**
    * Starts a worker that inits the API against `server` and (unless login: false) logs in as `user`.
    * opts: { login, token, requireDeliveryAck, requireReadAck, name, filesDir (reuse a device's
-   * store: an app restart), tlsCaPem, port (e.g. a proxy's) }
+   * store: an app restart), tlsCaPem, port (e.g. a proxy's), messageCacheSize, messageRetentionAge,
+   * messageRetentionCount (the ChatOptions history settings) }
    */
   static async start(server, user, opts = {}) {
     const filesDir = opts.filesDir || fs.mkdtempSync(path.join(os.tmpdir(), `receipt-dev-${user}-`));
@@ -57,6 +58,8 @@ class Device {
         napiDir, seedJs: fixtureJs('SeedSnippets'), sdkJs: fixtureJs('SdkDocsCompat'), filesDir, host: server.host, port: opts.port || server.port, tlsCaPem: opts.tlsCaPem,
         user: login ? user : undefined, token: login ? (opts.token ?? server.token(user)) : undefined,
         requireDeliveryAck: opts.requireDeliveryAck, requireReadAck: opts.requireReadAck,
+        messageCacheSize: opts.messageCacheSize, messageRetentionAge: opts.messageRetentionAge,
+        messageRetentionCount: opts.messageRetentionCount,
       },
     });
     d.attach();

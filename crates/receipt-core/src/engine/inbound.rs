@@ -13,6 +13,9 @@ impl<S: ClientStore> ClientEngine<S> {
         self.held_delivery_acks.clear();
         self.sync_conversations.clear();
         self.last_rx = now;
+        // The server knows nothing of this connection's reports yet: the login's `since` is one.
+        self.cursor_reported = self.meta.cursor;
+        self.cursor_reported_at = now;
         self.transmit.push_back(ClientFrame::Login {
             v: PROTOCOL_VERSION,
             user: self.cfg.user.clone(),
@@ -51,6 +54,7 @@ impl<S: ClientStore> ClientEngine<S> {
     pub fn handle_timeout(&mut self, now: u64) -> bool {
         // Local retention rides on the timer: one bounded step when due (see poll_timeout).
         self.retention_tick(now);
+        self.store_tick(now);
         if self.link == Link::Down {
             return true;
         }
@@ -61,7 +65,31 @@ impl<S: ClientStore> ClientEngine<S> {
             self.ping_nonce += 1;
             self.transmit.push_back(ClientFrame::Ping { nonce: self.ping_nonce });
         }
+        if self.link == Link::Up && now.saturating_sub(self.cursor_reported_at) >= CURSOR_REPORT_MS {
+            self.report_cursor(now);
+        }
         true
+    }
+
+    /// Tells the server the cursor, once what it covers is on disk: a durable commit of the
+    /// state first (the server may trim the log below it; a crash must not lose what it covers).
+    /// Nothing when it has not moved since the last report.
+    fn report_cursor(&mut self, now: u64) {
+        if self.meta.cursor <= self.cursor_reported {
+            return;
+        }
+        // The cursor's own write makes the batch non-empty, so the commit is a durable flush of
+        // everything written before it too.
+        self.dirty_meta = true;
+        self.finish(now, true);
+        if self.store_retry_due.is_some() {
+            // The write failed (it is retried): the cursor is not on disk, so not reported; the
+            // next timer tries again.
+            return;
+        }
+        self.cursor_reported = self.meta.cursor;
+        self.cursor_reported_at = now;
+        self.transmit.push_back(ClientFrame::SyncCursor { seq: self.meta.cursor });
     }
 
     /// Decodes a frame body and handles it (the runtime's path from the socket).
@@ -96,18 +124,41 @@ impl<S: ClientStore> ClientEngine<S> {
                     self.apply_seq_event(e);
                 }
             }
+            ServerFrame::Resync { messages } => {
+                // Only while syncing: a resync page outside a sync is not the server's truth.
+                if self.link == Link::Syncing {
+                    for m in messages {
+                        self.apply_retained(m);
+                    }
+                }
+            }
             ServerFrame::SyncConversations { mut conversations } => {
                 // Only while syncing: a page outside a sync has nothing to complete.
                 if self.link == Link::Syncing {
                     self.sync_conversations.append(&mut conversations);
                 }
             }
-            ServerFrame::SyncDone { mut conversations, .. } => {
+            ServerFrame::SyncDone { mut conversations, head, resync } => {
                 let mut all = std::mem::take(&mut self.sync_conversations);
                 all.append(&mut conversations);
-                self.sync_done(all)
+                // A full state resync: the events before `head` that this device missed are gone
+                // from the server's log; the state they would have built came in `Resync` pages.
+                if resync && self.link == Link::Syncing && head > self.meta.cursor {
+                    self.meta.cursor = head;
+                    self.dirty_meta = true;
+                }
+                let was_syncing = self.link == Link::Syncing;
+                self.sync_done(all);
+                if was_syncing {
+                    self.report_cursor(now);
+                }
             }
-            ServerFrame::Event { event } => self.apply_seq_event(event),
+            ServerFrame::Event { event } => {
+                self.apply_seq_event(event);
+                if self.link == Link::Up && self.meta.cursor >= self.cursor_reported.saturating_add(CURSOR_REPORT_EVENTS) {
+                    self.report_cursor(now);
+                }
+            }
             ServerFrame::Result { req, ok, err } => self.handle_result(req, ok, err),
             // A newer login of this user on this device replaced the session: it is over, as
             // after a refused login (the runtime must not reconnect with it).
@@ -259,6 +310,42 @@ impl<S: ClientStore> ClientEngine<S> {
         })
     }
 
+    /// One retained message of a full state resync. A message this device holds is updated to the
+    /// server's flags with no receipt callback (`MessagesDelivered`, `MessagesRead`,
+    /// `GroupMessageRead` are not replayed; the changed flags are in `MessagesUpdated`); one it
+    /// never had is stored as if it had arrived (`MessagesReceived` for a received one, its
+    /// delivery ack unless the server says another device sent it), then given its flags; one it
+    /// had and dropped (local retention) is stored again quietly.
+    fn apply_retained(&mut self, r: RetainedMessage) {
+        let id = r.msg.id;
+        if id == 0 {
+            return;
+        }
+        if !self.fetch(id) {
+            // Not held. Read (or sent by this user) and not above the newest message this device
+            // had in its conversation: most likely one it had and dropped (local retention drops
+            // only read and sent messages), else one a race kept from it that was read
+            // elsewhere. Stored again, without a callback: nothing lost, nothing heard twice.
+            // Unread on the server: this device never had it (an unread one is never dropped).
+            let unread = r.msg.from != self.cfg.user && !r.read;
+            let newest = self.conversations.get(&r.msg.conversation_for(&self.cfg.user)).map_or(0, |c| c.newest);
+            let notify = unread || id > newest;
+            self.store_message(Arc::unwrap_or_clone(r.msg), notify);
+            if !self.fetch(id) {
+                return;
+            }
+        }
+        self.update_message(id, |m| {
+            m.delivered |= r.delivered;
+            m.receiver_read |= r.read_acked;
+            m.group_ack_sent |= r.group_ack_sent;
+            m.group_ack_count = m.group_ack_count.max(r.group_ack_count);
+        });
+        if r.read {
+            self.mark_read_local(id);
+        }
+    }
+
     fn apply_seq_event(&mut self, seq_event: SeqEvent) {
         if seq_event.seq <= self.meta.cursor {
             return; // already applied (replay overlap)
@@ -356,6 +443,12 @@ impl<S: ClientStore> ClientEngine<S> {
     }
 
     fn on_message(&mut self, msg: WireMessage) {
+        self.store_message(msg, true);
+    }
+
+    /// A message from the server: stored if new. `notify`: it is news to this device
+    /// (`MessagesReceived`, its delivery ack); false: history it had (a resync), stored quietly.
+    fn store_message(&mut self, msg: WireMessage, notify: bool) {
         if msg.id == 0 {
             // Server ids start at 1; 0 means "no server id yet" here (a pending message), so
             // such a message could be neither acked nor counted consistently.
@@ -375,7 +468,7 @@ impl<S: ClientStore> ClientEngine<S> {
                 return;
             }
         }
-        let wants_delivery_ack = !mine && msg.chat_type == ChatType::Chat && msg.require_delivery_ack;
+        let wants_delivery_ack = notify && !mine && msg.chat_type == ChatType::Chat && msg.require_delivery_ack;
         let id = msg.id;
         let m = ChatMessage {
             id,
@@ -396,7 +489,7 @@ impl<S: ClientStore> ClientEngine<S> {
             group_ack_sent: false,
         };
         self.insert_message(m);
-        if !mine {
+        if !mine && notify {
             self.received.push(id);
         }
         if wants_delivery_ack {

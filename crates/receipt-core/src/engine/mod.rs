@@ -41,7 +41,7 @@ mod inbound;
 mod persistence;
 
 use events::{resolve_flags, Marks, OwnFlags};
-pub use persistence::{RETENTION_STEP, RETENTION_STEP_INTERVAL_MS, RETENTION_SWEEP_INTERVAL_MS};
+pub use persistence::{CHECKPOINT_IDLE_MS, RETENTION_STEP, RETENTION_STEP_INTERVAL_MS, RETENTION_SWEEP_INTERVAL_MS, STORE_RETRY_MS};
 
 /// Largest page of group acks one fetch may ask for: the rule's bound, [`rules::MAX_PAGE_SIZE`].
 pub const MAX_GROUP_ACK_PAGE: u32 = rules::MAX_PAGE_SIZE;
@@ -73,6 +73,13 @@ pub struct Retention {
     /// Keep at most this many messages per conversation (the newest).
     pub max_per_conversation: Option<u32>,
 }
+
+/// A live connection reports its cursor after at most this many events applied since the last
+/// report ([`ClientFrame::SyncCursor`]); see [`CURSOR_REPORT_MS`].
+pub const CURSOR_REPORT_EVENTS: u64 = 256;
+/// ... or, when fewer arrived, at most this long (ms) after the last report. Bounded chatter: at
+/// most one `SyncCursor` per 256 events or per 5 s, whichever comes first (and one per sync).
+pub const CURSOR_REPORT_MS: u64 = 5_000;
 
 /// Default of [`EngineConfig::message_cache`].
 pub const DEFAULT_MESSAGE_CACHE: usize = 2048;
@@ -244,6 +251,12 @@ pub struct ClientEngine<S: ClientStore> {
     server_clock: u64,
     /// When `handle_timeout` runs the next retention step (`None`: no retention configured).
     retention_due: Option<u64>,
+    /// When to ask the store for a checkpoint (a durable commit was made; see `persistence`).
+    checkpoint_due: Option<u64>,
+    /// A store write failed: its changes are still dirty; retried by the next input or then.
+    store_retry_due: Option<u64>,
+    /// The failed write was durable: its retry must be too.
+    unstored_durable: bool,
     outbox: VecDeque<ClientFrame>,
     queries: HashMap<ReqId, Query>,
     link: Link,
@@ -258,6 +271,9 @@ pub struct ClientEngine<S: ClientStore> {
     /// The server's unread counts received in `SyncConversations` pages of this sync, applied
     /// with the last page at `SyncDone`.
     sync_conversations: Vec<ConversationState>,
+    /// The last cursor reported to the server (`SyncCursor`) on this connection, and when.
+    cursor_reported: Seq,
+    cursor_reported_at: u64,
     transmit: VecDeque<ClientFrame>,
     events: VecDeque<ClientEvent>,
     last_rx: u64,
@@ -410,10 +426,15 @@ impl<S: ClientStore> ClientEngine<S> {
             && self.conversations.get(&m.conversation_ref()).is_none_or(|c| m.id > c.read_up_to)
     }
 
-    /// When to call `handle_timeout` next (ms, same clock as `now`), if connected.
+    /// When to call `handle_timeout` next (ms, same clock as `now`): keep-alive and retention
+    /// while connected; the store's checkpoint and write retry with or without a connection.
     pub fn poll_timeout(&self) -> Option<u64> {
-        let keepalive = (self.last_tx + self.cfg.keepalive_ms).min(self.last_rx + self.cfg.idle_timeout_ms);
-        (self.link != Link::Down).then(|| self.retention_due.map_or(keepalive, |due| due.min(keepalive)))
+        let mut keepalive = (self.last_tx + self.cfg.keepalive_ms).min(self.last_rx + self.cfg.idle_timeout_ms);
+        if self.link == Link::Up && self.meta.cursor > self.cursor_reported {
+            keepalive = keepalive.min(self.cursor_reported_at + CURSOR_REPORT_MS);
+        }
+        let connected = (self.link != Link::Down).then(|| self.retention_due.map_or(keepalive, |due| due.min(keepalive)));
+        [connected, self.store_timeout()].into_iter().flatten().min()
     }
 
     /// Next frame to send, in order.
@@ -447,6 +468,10 @@ impl<S: ClientStore> ClientEngine<S> {
             // The server counted this one while we did not hold it yet.
             c.remote_unread = c.remote_unread.saturating_sub(1);
             self.unread_changed.push(key.to_key());
+        }
+        if !self.deleted_messages.is_empty() {
+            // Held again after a drop not written yet (a failed write): the put must win.
+            self.deleted_messages.retain(|(_, d)| *d != id);
         }
         self.cache(m);
         self.dirty_messages.insert(id);

@@ -8,7 +8,9 @@
 //!   message id, the newest received id, how many messages are held); messages waiting for the
 //!   server and the outbox; and a cache of accepted messages, least recently touched evicted
 //!   first down to [`EngineConfig::message_cache`] at the end of every input (after the input's
-//!   batch is written, so nothing evicted is unwritten).
+//!   batch is written, so nothing evicted is unwritten). When a write fails, its changes stay
+//!   dirty and their messages pinned (never evicted) until a later write succeeds (the next
+//!   input, or the timer after [`STORE_RETRY_MS`]): memory stays the truth the engine reports.
 //! - **Read by key**: an input that names a message (an ack, a read, a server event about it)
 //!   first [`fetch`](ClientEngine::fetch)es it into the cache, so the rules get their facts (is
 //!   it mine, unread, already acked) from one lookup, never a scan. A new message is known new
@@ -22,9 +24,18 @@
 //!   (conversation, id) so a conversation's history is one ordered key range; `message_conv`
 //!   (id -> conversation) for lookups by id; `conversations`, `pending`, `outbox`, `meta` (with
 //!   a `format` marker). A format-1 file (one `messages` table keyed by id) is migrated at open
-//!   in one transaction; a newer format is refused with [`StoreError::NewerFormat`]. Durable
-//!   commits record redb's allocator state (quick repair), so the open after the app was killed
-//!   does not walk the whole file.
+//!   in one transaction; a newer format is refused with [`StoreError::NewerFormat`].
+//! - **Crash safety vs. commit cost**: redb reopens a file that was not closed cleanly by
+//!   walking it whole (O(history)) unless its last durable commit recorded the allocator state
+//!   ("quick repair"), which costs a write that grows with the file and a second fsync. So
+//!   [`crate::store::RedbStore`] writes each batch to a small journal file (durable when the
+//!   batch is: one fsync) and to the big file lazily; the big file's only durable commits are
+//!   checkpoints with quick repair ([`ClientStore::checkpoint`]), which the engine asks for once
+//!   the app has been quiet for [`CHECKPOINT_IDLE_MS`] after a durable commit (the timer:
+//!   `poll_timeout` / `handle_timeout`, with or without a connection); the store also makes one
+//!   when the journal grows past [`crate::store::JOURNAL_MAX_BYTES`] and at close. The open
+//!   replays the journal. Every ack costs the same at any history size, and a kill at any moment
+//!   reopens without a walk of the history (docs/benchmarks.md, "History larger than memory").
 //! - **Retention**: [`ClientEngine::retention_step`] (called from `handle_timeout`, or by the
 //!   runtime) visits one conversation per step and drops at most [`RETENTION_STEP`] of its
 //!   oldest messages beyond the age / count cap. It never drops an unread received message
@@ -42,6 +53,12 @@ pub const RETENTION_STEP: usize = 256;
 pub const RETENTION_STEP_INTERVAL_MS: u64 = 50;
 /// Pause between two sweeps (ms).
 pub const RETENTION_SWEEP_INTERVAL_MS: u64 = 10 * 60 * 1000;
+/// Quiet time after the last durable commit before the engine asks the store for a
+/// checkpoint ([`ClientStore::checkpoint`]): a burst of acks pays one checkpoint at its end,
+/// not one per ack.
+pub const CHECKPOINT_IDLE_MS: u64 = 250;
+/// Pause before retrying a store write that failed (the next input retries too).
+pub const STORE_RETRY_MS: u64 = 1000;
 
 impl<S: ClientStore> ClientEngine<S> {
     /// Loads the state of `cfg.user` on this device from `store`.
@@ -60,6 +77,9 @@ impl<S: ClientStore> ClientEngine<S> {
             server_clock: 0,
             newest_held: 0,
             retention_due: None,
+            checkpoint_due: None,
+            store_retry_due: None,
+            unstored_durable: false,
             pending: HashMap::default(),
             conversations: ConvMap::default(),
             conv_ids: ConvMap::default(),
@@ -71,6 +91,8 @@ impl<S: ClientStore> ClientEngine<S> {
             token: None,
             held_delivery_acks: Vec::new(),
             sync_conversations: Vec::new(),
+            cursor_reported: 0,
+            cursor_reported_at: 0,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             last_rx: 0,
@@ -107,10 +129,41 @@ impl<S: ClientStore> ClientEngine<S> {
     }
 
     /// Ends an input: emits its batched events, then writes its changes in one transaction.
-    pub(super) fn finish(&mut self, _now: u64, durable: bool) {
+    pub(super) fn finish(&mut self, now: u64, durable: bool) {
         self.emit_input_events();
-        self.commit_input(durable);
+        self.commit_input(now, durable);
         self.evict();
+        self.checkpoint_tick(now);
+    }
+
+    /// The timer's store work (from `handle_timeout`): retries a failed write when due, and
+    /// asks for a checkpoint once the app has been quiet for [`CHECKPOINT_IDLE_MS`].
+    pub(super) fn store_tick(&mut self, now: u64) {
+        if self.store_retry_due.is_some_and(|due| due <= now) {
+            self.finish(now, false); // carries the failed batch again (durable if it was)
+        }
+        self.checkpoint_tick(now);
+    }
+
+    /// Checkpoints the store when due: the last durable commit is [`CHECKPOINT_IDLE_MS`] old
+    /// and every change is written (a checkpoint records the file as it is on disk).
+    fn checkpoint_tick(&mut self, now: u64) {
+        if self.checkpoint_due.is_none_or(|due| due > now) || self.store_retry_due.is_some() {
+            return;
+        }
+        match self.store.checkpoint() {
+            Ok(()) => self.checkpoint_due = None,
+            Err(e) => {
+                log::error!("client store checkpoint failed: {e}");
+                self.events.push_back(ClientEvent::StoreFailed(e.to_string()));
+                self.checkpoint_due = Some(now + STORE_RETRY_MS);
+            }
+        }
+    }
+
+    /// The earliest of the store's timers (a retry, a checkpoint), for `poll_timeout`.
+    pub(super) fn store_timeout(&self) -> Option<u64> {
+        [self.store_retry_due, self.checkpoint_due].into_iter().flatten().min()
     }
 
     /// Puts an accepted message in the cache (or replaces its copy), as just touched.
@@ -227,15 +280,20 @@ impl<S: ClientStore> ClientEngine<S> {
     }
 
     /// Drops the least recently touched messages from memory down to the configured size.
-    /// Runs after the input's batch is written: what it drops is in the store. A store that
-    /// keeps nothing keeps everything here.
+    /// Runs after the input's batch is written: what it drops is in the store. A message whose
+    /// change is not written yet (the write failed: it is still in `dirty_messages`) stays
+    /// pinned until a write succeeds, so memory stays the truth the engine reports. A store
+    /// that keeps nothing keeps everything here.
     pub(super) fn evict(&mut self) {
         if !self.store.persists() {
             return;
         }
-        while self.messages.len() > self.cfg.message_cache {
-            let Some((_, id)) = self.touch_order.pop_first() else { break };
-            self.touched.remove(&id);
+        let excess = self.messages.len().saturating_sub(self.cfg.message_cache);
+        if excess == 0 {
+            return;
+        }
+        let victims: Vec<MsgId> = self.touch_order.values().filter(|id| !self.dirty_messages.contains(id)).take(excess).copied().collect();
+        for id in victims {
             self.uncache(id);
         }
     }
@@ -326,7 +384,7 @@ impl<S: ClientStore> ClientEngine<S> {
 
     /// Writes the changes of this input in one store batch (`durable`: flushed to disk before
     /// returning, for a command whose effect must survive a crash).
-    fn commit_input(&mut self, durable: bool) {
+    fn commit_input(&mut self, now: u64, durable: bool) {
         if !self.store.persists() {
             self.dirty_meta = false;
             self.dirty_messages.clear();
@@ -338,6 +396,9 @@ impl<S: ClientStore> ClientEngine<S> {
             self.outbox_delete.clear();
             return;
         }
+        // A failed write's changes are still in the dirty sets (see below): they ride along,
+        // with the durability they asked for.
+        let durable = durable || self.unstored_durable;
         let batch = StoreBatch {
             meta: std::mem::take(&mut self.dirty_meta).then_some(self.meta),
             messages: self.dirty_messages.drain().filter_map(|id| self.messages.get(&id).cloned()).collect(),
@@ -349,10 +410,32 @@ impl<S: ClientStore> ClientEngine<S> {
             outbox_delete: std::mem::take(&mut self.outbox_delete),
             durable,
         };
-        if !batch.is_empty() {
-            if let Err(e) = self.store.commit(&batch) {
+        if batch.is_empty() {
+            return;
+        }
+        match self.store.commit(&batch) {
+            Ok(()) => {
+                self.unstored_durable = false;
+                self.store_retry_due = None;
+                if durable {
+                    self.checkpoint_due = Some(now + CHECKPOINT_IDLE_MS);
+                }
+            }
+            Err(e) => {
+                // Every change goes back to the dirty sets (its messages stay pinned in the
+                // cache: `evict`), to be written with the next input or on the timer.
                 log::error!("client store commit failed: {e}");
                 self.events.push_back(ClientEvent::StoreFailed(e.to_string()));
+                self.dirty_meta = batch.meta.is_some();
+                self.dirty_messages.extend(batch.messages.iter().map(|m| m.id));
+                self.deleted_messages = batch.messages_delete;
+                self.dirty_pending.extend(batch.pending_put.into_iter().map(|m| m.client_id));
+                self.deleted_pending = batch.pending_delete;
+                self.dirty_convs.extend(batch.conversations.into_iter().map(|c| c.key));
+                self.outbox_put = batch.outbox_put;
+                self.outbox_delete = batch.outbox_delete;
+                self.unstored_durable = durable;
+                self.store_retry_due = Some(now + STORE_RETRY_MS);
             }
         }
     }

@@ -14,7 +14,7 @@ const NOW: u64 = 1_700_000_000_000;
 fn alice() -> ClientEngine<MemStore> {
     let mut e = ClientEngine::open(EngineConfig::new("alice", "a1", ChatOptions::default()), MemStore::default()).unwrap();
     e.handle_connected(NOW, "token");
-    e.handle_frame(NOW, ServerFrame::SyncDone { head: 0, conversations: Vec::new() });
+    e.handle_frame(NOW, ServerFrame::SyncDone { head: 0, conversations: Vec::new(), resync: false });
     drain(&mut e);
     e
 }
@@ -352,7 +352,7 @@ fn unread_counts_paged_over_sync_conversations_are_applied_at_sync_done() {
     e.handle_frame(NOW, ServerFrame::SyncConversations { conversations: vec![conv(ChatType::Chat, "bob", 2)] });
     // Nothing applied before the sync ends.
     assert_eq!(e.unread_count(&ConversationKey::new(ChatType::GroupChat, "g1")), 0);
-    e.handle_frame(NOW, ServerFrame::SyncDone { head: 0, conversations: vec![conv(ChatType::Chat, "carol", 1)] });
+    e.handle_frame(NOW, ServerFrame::SyncDone { head: 0, conversations: vec![conv(ChatType::Chat, "carol", 1)], resync: false });
     drain(&mut e);
     assert_eq!(e.unread_count(&ConversationKey::new(ChatType::GroupChat, "g1")), 3);
     assert_eq!(e.unread_count(&ConversationKey::new(ChatType::Chat, "bob")), 2);
@@ -363,8 +363,118 @@ fn unread_counts_paged_over_sync_conversations_are_applied_at_sync_done() {
     e.handle_frame(NOW, ServerFrame::SyncConversations { conversations: vec![conv(ChatType::Chat, "dave", 9)] });
     e.handle_disconnected(NOW);
     e.handle_connected(NOW, "token");
-    e.handle_frame(NOW, ServerFrame::SyncDone { head: 0, conversations: Vec::new() });
+    e.handle_frame(NOW, ServerFrame::SyncDone { head: 0, conversations: Vec::new(), resync: false });
     drain(&mut e);
     assert_eq!(e.unread_count(&ConversationKey::new(ChatType::Chat, "dave")), 0);
     assert_eq!(e.unread_count(&ConversationKey::new(ChatType::Chat, "bob")), 0, "the server said nothing unread");
+}
+
+#[test]
+fn a_durable_commit_is_checkpointed_once_the_app_is_quiet_not_during_a_burst() {
+    let mut e = alice();
+    for id in 1..=3 {
+        event(&mut e, message(id, "bob", "alice", ChatType::Chat, false));
+    }
+    e.handle_disconnected(NOW); // offline: the store's timer runs without a connection too
+    drain(&mut e);
+    assert_eq!(e.poll_timeout(), None, "nothing durable written yet: no timer while offline");
+    // A burst of acks, 100 ms apart: each durable commit pushes the checkpoint back.
+    for (i, id) in (1..=3).enumerate() {
+        let now = NOW + 100 * i as u64;
+        e.ack_message_read(now, id).unwrap().unwrap();
+        assert_eq!(e.poll_timeout(), Some(now + CHECKPOINT_IDLE_MS));
+        assert!(e.handle_timeout(now + 99));
+    }
+    assert_eq!(e.store().checkpoints, 0, "no checkpoint within the burst");
+    let quiet = NOW + 200 + CHECKPOINT_IDLE_MS;
+    assert_eq!(e.poll_timeout(), Some(quiet));
+    assert!(e.handle_timeout(quiet));
+    assert_eq!(e.store().checkpoints, 1, "one checkpoint for the burst, once quiet");
+    assert_eq!(e.poll_timeout(), None, "and none again until the next durable commit");
+    assert!(e.handle_timeout(quiet + 10_000));
+    assert_eq!(e.store().checkpoints, 1);
+}
+
+/// A test-only wrapper around the real in-memory store whose writes fail while `failing` is set
+/// (a full disk, say): it stands for the store's own failure, the engine is the real one.
+struct FailingStore {
+    inner: MemStore,
+    failing: std::rc::Rc<std::cell::Cell<bool>>,
+    /// Durability of each batch written, in order.
+    written_durable: Vec<bool>,
+}
+
+impl ClientStore for FailingStore {
+    fn load(&mut self) -> Result<crate::store::Snapshot, StoreError> {
+        self.inner.load()
+    }
+    fn commit(&mut self, batch: &StoreBatch) -> Result<(), StoreError> {
+        if self.failing.get() {
+            return Err(StoreError::Backend("disk full".into()));
+        }
+        self.written_durable.push(batch.durable);
+        self.inner.commit(batch)
+    }
+    fn message(&self, id: MsgId) -> Result<Option<ChatMessage>, StoreError> {
+        self.inner.message(id)
+    }
+    fn conversation_messages(
+        &self,
+        key: &ConversationKey,
+        ids: std::ops::Range<MsgId>,
+        limit: usize,
+        newest_first: bool,
+    ) -> Result<Vec<ChatMessage>, StoreError> {
+        self.inner.conversation_messages(key, ids, limit, newest_first)
+    }
+}
+
+#[test]
+fn a_change_whose_write_failed_stays_in_memory_until_a_write_succeeds() {
+    const CACHE: usize = 2;
+    let failing = std::rc::Rc::new(std::cell::Cell::new(false));
+    let store = FailingStore { inner: MemStore::default(), failing: failing.clone(), written_durable: Vec::new() };
+    let mut cfg = EngineConfig::new("alice", "a1", ChatOptions::default());
+    cfg.message_cache = CACHE;
+    let mut e = ClientEngine::open(cfg, store).unwrap();
+    e.handle_connected(NOW, "token");
+    e.handle_frame(NOW, ServerFrame::SyncDone { head: 0, conversations: Vec::new(), resync: false });
+    let feed = |e: &mut ClientEngine<FailingStore>, id: MsgId| {
+        let seq = e.cursor() + 1;
+        let ev = message(id, "bob", "alice", ChatType::Chat, false);
+        e.handle_frame(NOW, ServerFrame::Event { event: SeqEvent { seq, event: Arc::new(ev) } });
+    };
+    for id in 1..=5 {
+        feed(&mut e, id);
+    }
+    while e.poll_event().is_some() {}
+    assert!(e.cached_message_count() <= CACHE, "message 1 was evicted: its ack reads it from the store");
+
+    failing.set(true);
+    e.ack_message_read(NOW, 1).unwrap().expect("the ack goes out");
+    let failed = std::iter::from_fn(|| e.poll_event()).filter(|ev| matches!(ev, ClientEvent::StoreFailed(_))).count();
+    assert_eq!(failed, 1, "the failed write is reported");
+    // More input pushes message 1 far past the cache's size (their writes fail too).
+    for id in 6..=12 {
+        feed(&mut e, id);
+    }
+    let acked = e.message_by_id(1).unwrap();
+    assert!(!acked.unread && acked.receiver_read, "memory keeps the change the store lost: {acked:?}");
+    assert_eq!(e.ack_message_read(NOW, 1).unwrap(), None, "not acked twice");
+    assert_eq!(e.unread_count(&ConversationKey::new(ChatType::Chat, "bob")), 11);
+    assert!(e.cached_message_count() > CACHE, "unwritten messages are pinned above the cache's size");
+    assert_eq!(e.store().inner.message_count(), 5, "nothing written while the disk fails");
+
+    // The disk recovers: the timer retries (no new input needed), durably (the ack was).
+    failing.set(false);
+    while e.poll_transmit(NOW).is_some() {}
+    assert_eq!(e.poll_timeout(), Some(NOW + STORE_RETRY_MS), "a retry is scheduled");
+    assert!(e.handle_timeout(NOW + STORE_RETRY_MS));
+    assert_eq!(e.store().written_durable.last(), Some(&true), "the retried batch is durable: {:?}", e.store().written_durable);
+    let stored = e.store().inner.message(1).unwrap().unwrap();
+    assert!(!stored.unread && stored.receiver_read, "the ack is stored: {stored:?}");
+    assert_eq!(e.store().inner.message_count(), 12);
+    assert_eq!(e.store().inner.clone().load().unwrap().conversations[0].local_unread, 11);
+    assert!(e.cached_message_count() <= CACHE, "written: evictable again");
+    assert!(!e.message_by_id(1).unwrap().unread);
 }

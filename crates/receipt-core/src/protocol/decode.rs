@@ -247,7 +247,8 @@ fast_tagged! {
         "login_failed" => LoginFailed { error: ChatError },
         "backlog" => Backlog { events: Vec<SeqEvent> },
         "sync_conversations" => SyncConversations { conversations: Vec<ConversationState> },
-        "sync_done" => SyncDone { head: Seq, conversations: Vec<ConversationState> },
+        "resync" => Resync { messages: Vec<RetainedMessage> },
+        "sync_done" => SyncDone { head: Seq, conversations: Vec<ConversationState>, #[serde(default)] resync: bool },
         "result" => Result {
             req: ReqId,
             #[serde(default)] ok: Option<Response>,

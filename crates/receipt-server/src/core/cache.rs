@@ -55,6 +55,12 @@ pub(crate) struct Cache {
     tails: HashMap<UserId, VecDeque<(u64, LogEvent)>>,
     /// Every entry once, in the order it came in (front: looked at first for eviction).
     queue: VecDeque<Key>,
+    /// Log trims (`TrimLog`) not committed yet, by user: (batch, trimmed up to). The reader
+    /// does not see them yet; a login must (a device below gets a resync).
+    trims: HashMap<UserId, (u64, u64)>,
+    /// Messages made by batches not committed yet, with their batch, in id order: the store's
+    /// `conv_messages` index does not have them yet; a resync walk finds them here.
+    new_msgs: VecDeque<(u64, MsgId)>,
 }
 
 /// Users whose emptied tail entries are kept for reuse.
@@ -93,6 +99,8 @@ impl Cache {
             heads: HashMap::default(),
             tails: HashMap::default(),
             queue: VecDeque::new(),
+            trims: HashMap::default(),
+            new_msgs: VecDeque::new(),
         }
     }
 
@@ -169,6 +177,32 @@ impl Cache {
         *m = Meta { bytes, changed_in: self.batch, used: true };
     }
 
+    /// Message `id` was made by the batch being applied (see `new_msgs`).
+    pub(super) fn new_msg(&mut self, id: MsgId) {
+        self.new_msgs.push_back((self.batch, id));
+    }
+
+    /// The messages made by batches not committed yet (few: the batches in flight).
+    pub(super) fn uncommitted_msgs(&self) -> impl Iterator<Item = MsgId> + '_ {
+        self.new_msgs.iter().map(|(_, id)| *id)
+    }
+
+    /// `user`'s log is trimmed up to `up_to` by the batch being applied.
+    pub(super) fn trimmed(&mut self, user: &str, up_to: u64) {
+        let batch = self.batch;
+        match self.trims.get_mut(user) {
+            Some(t) => *t = (batch, t.1.max(up_to)),
+            None => {
+                self.trims.insert(user.to_string(), (batch, up_to));
+            }
+        }
+    }
+
+    /// The trim of `user`'s log not committed yet, if any (0: none).
+    pub(super) fn pending_trim(&self, user: &str) -> u64 {
+        self.trims.get(user).map_or(0, |t| t.1)
+    }
+
     /// A message left the state (retention).
     pub(super) fn forget_msg(&mut self, rec: &MessageRecord) {
         self.used_bytes -= rec.cached.bytes;
@@ -232,6 +266,10 @@ impl Cache {
     pub(super) fn committed(&mut self, batch: u64) {
         self.committed = self.committed.max(batch);
         let committed = self.committed;
+        self.trims.retain(|_, (b, _)| *b > committed);
+        while self.new_msgs.front().is_some_and(|(b, _)| *b <= committed) {
+            self.new_msgs.pop_front();
+        }
         let keep_empty = self.tails.len() <= TAILS_KEPT;
         self.tails.retain(|_, t| {
             while t.front().is_some_and(|(b, _)| *b <= committed) {

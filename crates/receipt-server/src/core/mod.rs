@@ -7,28 +7,33 @@
 //!
 //! This module holds the core itself, request dispatch and the helpers every command shares
 //! (emitting events, conversation read state, lookups); the commands live by family in
-//! `session` (login, backlog replay, disconnect, pruning), `one_to_one` (sending, 1:1 receipts,
-//! read state), `group_receipts` (group read acks and their pages) and `groups` (group
-//! administration).
+//! `session` (login, disconnect, pruning), `replay` (the streamed backlog), `cursors` (device
+//! cursors, trimming the logs below them), `resync` (the full state for a device below the
+//! trimmed log), `one_to_one` (sending, 1:1 receipts, read state), `group_receipts` (group read
+//! acks and their pages) and `groups` (group administration).
 
 use std::sync::Arc;
 
 use receipt_core::protocol::{ClientFrame, Response, SeqEvent, ServerEvent, ServerFrame};
 use receipt_core::rules;
-use receipt_core::{ChatError, ChatType, ConversationKey, ErrorCode, GroupReadAck, GroupRole, MsgId, UserId, WireMessage};
+use receipt_core::{ChatError, ChatType, ConversationKey, DeviceId, ErrorCode, GroupReadAck, GroupRole, MsgId, UserId, WireMessage};
 
 use crate::config::{GroupAckPolicy, RateLimit, ServerConfig};
-use crate::state::{ConvState, Counters, Group, HashMap, LogEvent, MessageRecord, State};
+use crate::state::{ConvState, Counters, DeviceCursor, Group, HashMap, LogEvent, MessageRecord, State};
 
 /// Identifies one connection (one logged-in device) to the core.
 pub type SessionId = u64;
 
 mod cache;
+#[cfg(test)]
+mod cursor_tests;
+mod cursors;
 mod group_receipts;
 mod groups;
 mod limits;
 mod one_to_one;
 mod replay;
+mod resync;
 mod session;
 #[cfg(test)]
 mod tests;
@@ -36,6 +41,7 @@ mod tests;
 pub(crate) use cache::Meta as CacheMeta;
 pub use groups::MAX_GROUP_NAME_BYTES;
 pub use replay::{BACKLOG_BATCH, REPLAY_WINDOW_BYTES, SYNC_PAGE};
+pub use resync::RESYNC_PAGE;
 
 /// One change to persist. The store applies a batch of them in one transaction.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,10 +81,22 @@ pub enum StoreOp {
         up_to: MsgId,
     },
     PutGroup(Group),
-    /// Trim `user`'s log: every event up to seq `up_to` is past retention.
+    /// Trim `user`'s log: every event up to seq `up_to` is past retention, or applied by every
+    /// remembered device of the user.
     TrimLog {
         user: UserId,
         up_to: u64,
+    },
+    /// A device's cursor and when it was last seen (`device_cursors`).
+    PutCursor {
+        user: UserId,
+        device: DeviceId,
+        cursor: DeviceCursor,
+    },
+    /// The device is forgotten (unseen past the horizon, or over the per-user cap).
+    DeleteCursor {
+        user: UserId,
+        device: DeviceId,
     },
 }
 
@@ -131,6 +149,11 @@ pub struct CoreConfig {
     pub max_result_bytes: usize,
     /// Most 1:1 messages one user keeps stored for users never seen (beyond: 4; 0: no limit).
     pub max_to_unseen_per_user: usize,
+    /// Most devices of one user whose cursor the server remembers (the least recently seen
+    /// offline one is forgotten beyond it).
+    pub max_remembered_devices: usize,
+    /// A device not seen (login or cursor) for this long is forgotten (ms).
+    pub device_horizon_ms: u64,
 }
 
 impl From<&ServerConfig> for CoreConfig {
@@ -145,6 +168,8 @@ impl From<&ServerConfig> for CoreConfig {
             request_rate: c.request_rate,
             max_result_bytes: c.max_result_bytes,
             max_to_unseen_per_user: c.max_to_unseen_per_user,
+            max_remembered_devices: c.max_remembered_devices,
+            device_horizon_ms: c.device_horizon_secs.saturating_mul(1000),
         }
     }
 }
@@ -195,6 +220,15 @@ pub struct ServerCore {
     /// The `Send` being applied was checked in `charge`: its client id is not stored (saves the
     /// second store read of a new message's client id).
     send_is_new: bool,
+    /// Remembered devices by the time they were last seen: the horizon pass forgets the oldest.
+    seen_order: std::collections::BTreeSet<(u64, UserId, DeviceId)>,
+    /// Per online session, the seq of the last event sent to it (replayed or live). Every later
+    /// event of its user was its own echo, not sent to it (`echo`): a cursor at or above this
+    /// covers the head (see `sync_cursor`).
+    last_sent: HashMap<SessionId, u64>,
+    /// Users whose log has an entry in `trim_queue` (one each: a trim by cursors moves a log's
+    /// first event without touching the queue).
+    queued: crate::state::HashSet<UserId>,
 }
 
 type Res<T> = Result<T, ChatError>;
@@ -220,19 +254,27 @@ impl ServerCore {
     /// [`recycle`](Self::recycle)): until then what the batch changed stays in memory.
     pub fn with_store(cfg: CoreConfig, state: State, reader: Box<dyn crate::store::StoreRead>, cache_bytes: usize) -> Self {
         let mut core = Self::build(cfg, state, cache::Cache::new(Some(reader), cache_bytes));
-        // Only counters and groups stay resident from the start; the rest is cached.
+        // Only counters, groups and device cursors stay resident from the start; the rest is
+        // cached or read on demand (log bases, `conv_messages`).
         core.state.messages.clear();
         core.state.client_ids.clear();
         core.state.convs.clear();
         core.state.logs.clear();
         core.state.log_base.clear();
+        core.state.trimmed.clear();
+        core.state.conv_messages.clear();
         core.trim_queue.clear();
         core
     }
 
     fn build(cfg: CoreConfig, state: State, cache: cache::Cache) -> Self {
         let trim_queue = state.logs.iter().filter_map(|(u, l)| l.first().map(|e| std::cmp::Reverse((e.at(), u.clone())))).collect();
+        let queued = state.logs.iter().filter(|(_, l)| !l.is_empty()).map(|(u, _)| u.clone()).collect();
+        let seen_order = state.cursors.iter().flat_map(|(u, ds)| ds.iter().map(move |(d, c)| (c.seen, u.clone(), d.clone()))).collect();
         ServerCore {
+            seen_order,
+            queued,
+            last_sent: HashMap::default(),
             trim_queue,
             ack_policy: cfg.group_ack.rules(),
             limits: limits::Limits::new(&state),
@@ -302,9 +344,9 @@ impl ServerCore {
     pub fn apply(&mut self, now_ms: u64, session: SessionId, frame: ClientFrame) {
         self.now_ms = now_ms;
         match frame {
-            ClientFrame::Login { user, device, since, .. } => self.login(now_ms, session, user, device, since),
+            ClientFrame::Login { v, user, device, since, .. } => self.login(now_ms, session, user, device, since, v),
             ClientFrame::Ping { nonce } => self.send(session, ServerFrame::Pong { nonce }, false),
-            ClientFrame::SyncCursor { .. } => {}
+            ClientFrame::SyncCursor { seq } => self.sync_cursor(now_ms, session, seq),
             other => {
                 let req = other.req().unwrap_or(0);
                 let res = match self.sessions.get(&session) {
@@ -529,7 +571,8 @@ impl ServerCore {
         // The event is shared by the logs, the frame and the store op; one frame for all of
         // this user's sessions.
         let le = LogEvent::logged_at(SeqEvent { seq, event }, self.now_ms);
-        if log.is_empty() {
+        if !self.queued.contains(user) {
+            self.queued.insert(user.to_string());
             self.trim_queue.push(std::cmp::Reverse((le.at(), user.to_string())));
         }
         log.push(le.clone());
@@ -545,6 +588,9 @@ impl ServerCore {
                 if Some(s) != skip {
                     let frame = frame.get_or_insert_with(|| le.frame()).clone();
                     self.effects.out.push(Outgoing { session: s, frame, replay: false });
+                    if let Some(last) = self.last_sent.get_mut(&s) {
+                        *last = le.seq;
+                    }
                 }
             }
         }

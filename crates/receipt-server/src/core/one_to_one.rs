@@ -101,6 +101,7 @@ impl ServerCore {
         }
         self.state.messages.insert(id, MessageRecord::new(msg.clone()));
         self.changed_msg(id);
+        self.index_message(&msg);
         self.limits.stored(&msg);
         self.effects.ops.push(StoreOp::PutMessage(msg.clone()));
         let ev = Arc::new(ServerEvent::Message { msg: msg.clone() });

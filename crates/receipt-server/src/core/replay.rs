@@ -19,8 +19,8 @@ use super::{Outgoing, ServerCore, SessionId};
 
 /// Largest number of events in one `Backlog` frame.
 pub const BACKLOG_BATCH: usize = 100;
-/// Rough byte budget of one `Backlog` frame (stays far below the 1 MiB frame limit).
-const BACKLOG_BYTES: usize = 256 * 1024;
+/// Rough byte budget of one `Backlog` (or `Resync`) frame (stays far below the 1 MiB frame limit).
+pub(super) const BACKLOG_BYTES: usize = 256 * 1024;
 /// Most conversations in one `SyncConversations` (or `SyncDone`) frame: with ids of at most 128
 /// bytes a page stays under ~200 KiB, far below the 1 MiB frame limit.
 pub const SYNC_PAGE: usize = 1000;
@@ -37,13 +37,30 @@ pub(super) struct Replay {
     next: u64,
     /// Frames for the session held until its `SyncDone`.
     held: Vec<Arc<ServerFrame>>,
+    /// A full state resync still walking the user's conversations (`resync`); the backlog after
+    /// `next` follows it.
+    pub(super) resync: Option<super::resync::Walk>,
+    /// This sync is a resync (`SyncDone { resync: true }`).
+    resynced: bool,
 }
 
 impl ServerCore {
     /// Starts the replay of a logged-in session (registered in `sessions`) after `since`: the
-    /// first window, and the end of the sync if that is all.
-    pub(super) fn start_replay(&mut self, session: SessionId, since: u64) {
-        self.syncing.insert(session, Replay { next: since.saturating_add(1), held: Vec::new() });
+    /// first window, and the end of the sync if that is all. With `since` below the trimmed
+    /// prefix of the log and `resync_ok` (the client knows the frames), a full state resync
+    /// instead: the retained messages with their flags, then the events from the head on.
+    pub(super) fn start_replay(&mut self, session: SessionId, since: u64, resync_ok: bool) {
+        let Some(s) = self.sessions.get(&session) else { return };
+        let (user, device) = (s.user.clone(), s.device.clone());
+        let replay = if resync_ok && since < self.trimmed_up_to(&user) {
+            let head = self.head_of(&user);
+            self.resync_started(self.now_ms, &user, &device, head);
+            let walk = super::resync::Walk::new(self.conversation_keys(&user));
+            Replay { next: head + 1, held: Vec::new(), resync: Some(walk), resynced: true }
+        } else {
+            Replay { next: since.saturating_add(1), held: Vec::new(), resync: None, resynced: false }
+        };
+        self.syncing.insert(session, replay);
         self.replay_window(session);
     }
 
@@ -72,13 +89,22 @@ impl ServerCore {
             self.syncing.remove(&session);
             return;
         };
+        let (frames, window, walked) = self.resync_pages(session, &user, REPLAY_WINDOW_BYTES);
+        for f in frames {
+            self.send(session, f, true);
+        }
+        if !walked {
+            return;
+        }
         let next = self.syncing.get(&session).map_or(1, |r| r.next);
-        let mut w = Window::default();
+        // The resync's pages count in the same window as the backlog after them.
+        let mut w = Window { window, ..Window::default() };
         let mut done = true;
         if self.cache.on() {
             done = self.window_from_store(&user, next, &mut w);
         } else if let Some(log) = self.state.logs.get(&*user) {
             let start = log.partition_point(|e| e.seq < next);
+
             for e in &log[start..] {
                 if !w.push(e, self.message_gone_event(e)) {
                     done = false;
@@ -101,8 +127,8 @@ impl ServerCore {
     /// The replay reached the head: unread counts in pages, `SyncDone`, the held frames; the
     /// session is online from here on.
     fn finish_sync(&mut self, session: SessionId, user: &Arc<str>) {
-        let held = self.syncing.remove(&session).map(|r| r.held).unwrap_or_default();
-        let mut conversations: Vec<ConversationState> = self.conversations_of(user);
+        let (held, resync) = self.syncing.remove(&session).map(|r| (r.held, r.resynced)).unwrap_or_default();
+        let mut conversations: Vec<ConversationState> = self.conversation_states(user);
         conversations.sort_by(|a, b| (a.chat_type, &a.id).cmp(&(b.chat_type, &b.id)));
         let head = self.head_of(user);
         // Paged: no frame grows with the number of conversations (a user added to 22,000 groups
@@ -117,10 +143,11 @@ impl ServerCore {
             }
             self.send(session, ServerFrame::SyncConversations { conversations: page }, true);
         }
-        self.send(session, ServerFrame::SyncDone { head, conversations: rest }, true);
+        self.send(session, ServerFrame::SyncDone { head, conversations: rest, resync }, true);
         for frame in held {
             self.effects.out.push(Outgoing { session, frame, replay: false });
         }
+        self.last_sent.insert(session, head);
         self.online.entry(user.to_string()).or_default().push(session);
     }
 }
@@ -212,9 +239,21 @@ impl ServerCore {
         true
     }
 
+    /// The conversations `user` has a record of, in key order (`State::conversations_of`; with
+    /// the cache, the stored ones and those in memory).
+    pub(super) fn conversation_keys(&self, user: &str) -> Vec<ConversationKey> {
+        if !self.cache.on() {
+            return self.state.conversations_of(user);
+        }
+        let mut keys: Vec<ConversationKey> =
+            self.conversation_states(user).into_iter().map(|c| ConversationKey::new(c.chat_type, c.id)).collect();
+        keys.sort_by(|a, b| (a.chat_type, &a.id).cmp(&(b.chat_type, &b.id)));
+        keys
+    }
+
     /// `user`'s unread count of every conversation. With the cache: the stored ones, overridden
     /// by those in memory (which include every change not committed yet).
-    fn conversations_of(&self, user: &str) -> Vec<ConversationState> {
+    fn conversation_states(&self, user: &str) -> Vec<ConversationState> {
         let cached = self.state.convs.get(user);
         let state = |k: &ConversationKey, unread: u32| ConversationState { chat_type: k.chat_type, id: k.id.clone(), unread };
         let mut out: Vec<ConversationState> = cached.into_iter().flatten().map(|(k, c)| state(k, c.unread)).collect();

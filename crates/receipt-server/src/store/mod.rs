@@ -15,7 +15,7 @@ use std::sync::Arc;
 use receipt_core::{ConversationKey, GroupReadAck, MsgId, WireMessage};
 
 use crate::core::StoreOp;
-use crate::state::{ConvState, MessageRecord, State};
+use crate::state::{ConvId, ConvState, MessageRecord, State};
 
 /// A storage failure. The server stops rather than answer `ok` for something not stored.
 #[derive(Debug, thiserror::Error)]
@@ -45,18 +45,22 @@ fn store_err(e: impl std::fmt::Display) -> StoreError {
 ///   conversations, counters and groups are whole-record upserts; `AppendEvent` adds
 ///   `(user, seq)` (seqs of a user only grow); `AddRead` / `TrimReads` add one read row and
 ///   drop the rows up to a watermark; `DeleteMessage` drops a message with its flags and group
-///   acks; `TrimLog` drops a user's events up to a seq (and remembers that seq: the log's base).
+///   acks (and the message's `conv_messages` index entry, which `PutMessage` writes);
+///   `TrimLog` drops a user's events up to a seq (and remembers that seq: the log's base);
+///   `PutCursor` / `DeleteCursor` upsert or drop a device's cursor.
 /// - **Load.** `load` returns exactly what the committed operations describe: every message
 ///   with its flags and group acks, every user's log in seq order, conversations with their
 ///   read rows (`ConvState::read.singles`, only ids above `read.up_to`), groups (with their
-///   members' join marks), each log's base (`State::log_base`) and the counters;
+///   members' join marks), each log's base (`State::log_base` and `State::trimmed`), the device
+///   cursors (`State::cursors`) and the counters;
 ///   then [`State::rebuild_indexes`] has been run.
 pub trait ServerStore: Send {
     /// Everything stored, as the core's state (tools and tests; the server loads [`load_hot`](Self::load_hot)).
     fn load(&mut self) -> Result<State, StoreError>;
     /// What the core keeps resident from the start when it reads the rest through
-    /// [`reader`](Self::reader): counters and groups (with their join marks); no messages,
-    /// conversations or logs (read on demand). Its cost does not grow with history. A backend
+    /// [`reader`](Self::reader): counters, groups (with their join marks) and the device
+    /// cursors (at most `max_remembered_devices` per user); no messages, conversations, logs,
+    /// log bases or `conv_messages` (read on demand). Its cost does not grow with history. A backend
     /// without a reader returns everything.
     fn load_hot(&mut self) -> Result<State, StoreError> {
         self.load()
@@ -116,6 +120,12 @@ pub trait StoreRead: Send {
     /// and returns for each log whose oldest events were logged before `cutoff` (ms) the seq up
     /// to which they may be trimmed, and the last user looked at (`None`: the end was reached).
     fn log_sweep(&self, after: Option<&str>, users: usize, rows: usize, cutoff: u64) -> Result<LogSweep, StoreError>;
+    /// The seq up to which `user`'s log was trimmed (`TrimLog`; 0: never): a device whose
+    /// cursor is below it gets a full state resync.
+    fn log_trimmed(&self, user: &str) -> Result<u64, StoreError>;
+    /// The ids of the stored messages of conversation `conv` above `after`, ascending, at most
+    /// `limit` (the `conv_messages` index: what a resync walks).
+    fn conv_messages_after(&self, conv: &ConvId, after: MsgId, limit: usize) -> Result<Vec<MsgId>, StoreError>;
 }
 
 /// What [`StoreRead::log_events`] read.

@@ -10,7 +10,7 @@ use receipt_core::{ChatType, ConversationKey, GroupReadAck, MsgId, WireMessage};
 use super::records::{chat_type_code, conv_record, decode, decode_conv, decode_events, encode_events, encode_record, last_seq};
 use super::{store_err, LogRead, LogSweep, ServerStore, StoreError, StoreRead};
 use crate::core::StoreOp;
-use crate::state::{ConvState, Counters, Group, HashMap, MessageRecord, State};
+use crate::state::{ConvId, ConvState, Counters, DeviceCursor, Group, HashMap, MessageRecord, State};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
@@ -40,6 +40,13 @@ const LOG_BASE: TableDefinition<&str, u64> = TableDefinition::new("log_base");
 /// redb's page cache by default: its own default (1 GiB) is most of a server's memory once the
 /// file is larger than it (`ServerConfig::store_cache_bytes`).
 pub const DEFAULT_STORE_CACHE_BYTES: usize = 128 << 20;
+/// (user, device) -> (cursor seq, last seen ms): the devices the server remembers per user; the
+/// user's log is trimmed below the lowest cursor.
+const CURSORS: TableDefinition<(&str, &str), (u64, u64)> = TableDefinition::new("device_cursors");
+/// (kind, id, id, msg id): the retained messages of each conversation (kind 0: a 1:1 pair, the
+/// two user ids in order; 1: a group or room, its id and ""). Written with the message, dropped
+/// with it: what a full state resync walks (`ConvId`).
+const CONV_MESSAGES: TableDefinition<(u8, &str, &str, u64), ()> = TableDefinition::new("conv_messages");
 
 /// The database file inside a data directory.
 pub const DB_FILE: &str = "receipts.redb";
@@ -50,8 +57,9 @@ pub const DB_FILE: &str = "receipts.redb";
 /// failing on a row it cannot decode. 2: `Message` events hold the message id (format 1 rows,
 /// which hold the whole message, still load). Stores written before the key existed have none:
 /// they are format 1 or 2 and are stamped at open.
-/// 3: the key indexes `group_ackers` and `client_ids` are kept with every commit (the hot-state
-/// cache reads them on a miss; derived once at open from a format 2 store): an older server
+/// 3: the key indexes `group_ackers`, `client_ids` and `conv_messages` are kept with every
+/// commit (the hot-state cache reads them on a miss, a resync walks `conv_messages`; derived
+/// once at open from a format 1 or 2 store, O(messages)), and `device_cursors`: an older server
 /// writing to the store would leave them stale.
 pub const STORE_FORMAT: u32 = 3;
 const FORMAT_KEY: &str = "format";
@@ -110,6 +118,8 @@ impl RedbServerStore {
             let mut reads = txn.open_table(READS).map_err(store_err)?;
             txn.open_table(MEMBER_SINCE).map_err(store_err)?;
             txn.open_table(LOG_BASE).map_err(store_err)?;
+            txn.open_table(CURSORS).map_err(store_err)?;
+            let mut conv_messages = txn.open_table(CONV_MESSAGES).map_err(store_err)?;
             let stored = meta.get(FORMAT_KEY).map_err(store_err)?.map(|v| format_of(v.value()));
             let stored = match stored {
                 Some(Ok(f)) if f > STORE_FORMAT => {
@@ -128,6 +138,9 @@ impl RedbServerStore {
                     let (k, v) = item.map_err(store_err)?;
                     let msg: WireMessage = decode("message", v.value())?;
                     client_ids.insert((msg.from.as_str(), msg.client_id.as_str()), k.value()).map_err(store_err)?;
+                    let conv = ConvId::of(&msg);
+                    let (kind, a, b) = conv.key_parts();
+                    conv_messages.insert((kind, a, b, msg.id), ()).map_err(store_err)?;
                 }
                 for item in acks.iter().map_err(store_err)? {
                     let (k, v) = item.map_err(store_err)?;
@@ -179,7 +192,9 @@ impl RedbServerStore {
         for item in txn.open_table(LOG_BASE).map_err(store_err)?.iter().map_err(store_err)? {
             let (k, v) = item.map_err(store_err)?;
             state.log_base.insert(k.value().to_string(), v.value());
+            state.trimmed.insert(k.value().to_string(), v.value());
         }
+        Self::load_cursors(txn, state)?;
         // Each log's last stored seq: its head, even when its last events were dropped at load.
         let mut stored_heads: HashMap<String, u64> = HashMap::default();
         // The first event loaded under each summary, for the loading only (see `decode_events`).
@@ -217,6 +232,16 @@ impl RedbServerStore {
             *base = (*base).max(head);
         }
         Self::load_groups(txn, state)
+    }
+
+    /// The remembered devices' cursors.
+    fn load_cursors(txn: &ReadTransaction, state: &mut State) -> Result<(), StoreError> {
+        for item in txn.open_table(CURSORS).map_err(store_err)?.iter().map_err(store_err)? {
+            let (k, v) = item.map_err(store_err)?;
+            let ((user, device), (seq, seen)) = (k.value(), v.value());
+            state.cursors.entry(user.to_string()).or_default().insert(device.to_string(), DeviceCursor { seq, seen });
+        }
+        Ok(())
     }
 
     /// Groups with their members' join marks.
@@ -275,6 +300,9 @@ impl ServerStore for RedbServerStore {
             state.counters = decode::<Counters>("counters", v.value())?;
         }
         Self::load_groups(&txn, &mut state)?;
+        // Resident: bounded by `max_remembered_devices` per user (the trim below them needs
+        // the lowest at every report).
+        Self::load_cursors(&txn, &mut state)?;
         Ok(state)
     }
 
@@ -376,6 +404,8 @@ impl RedbServerStore {
             let mut reads = txn.open_table(READS).map_err(store_err)?;
             let mut member_since = txn.open_table(MEMBER_SINCE).map_err(store_err)?;
             let mut log_base = txn.open_table(LOG_BASE).map_err(store_err)?;
+            let mut cursors = txn.open_table(CURSORS).map_err(store_err)?;
+            let mut conv_messages = txn.open_table(CONV_MESSAGES).map_err(store_err)?;
             let mut buf = Vec::with_capacity(256);
             for (user, evs) in &user_events {
                 events.insert((*user, evs[0].seq), encode_events(evs, &mut buf)).map_err(store_err)?;
@@ -391,12 +421,16 @@ impl RedbServerStore {
                     StoreOp::PutMessage(m) => {
                         messages.insert(m.id, encode_record(m, &mut buf)).map_err(store_err)?;
                         client_ids.insert((m.from.as_str(), m.client_id.as_str()), m.id).map_err(store_err)?;
+                        let conv = ConvId::of(m);
+                        let (kind, a, b) = conv.key_parts();
+                        conv_messages.insert((kind, a, b, m.id), ()).map_err(store_err)?;
                     }
                     StoreOp::PutMessageFlags { id, delivered, read_acked } => {
                         let v = u8::from(*delivered) | (u8::from(*read_acked) << 1);
                         flags.insert(*id, v).map_err(store_err)?;
                     }
                     StoreOp::DeleteMessage(id) => {
+                        // The row names its client id and conversation: their index entries go with it.
                         let gone = messages.remove(*id).map_err(store_err)?.map(|v| decode::<WireMessage>("message", v.value()));
                         if let Some(m) = gone.transpose()? {
                             let k = (m.from.as_str(), m.client_id.as_str());
@@ -404,6 +438,9 @@ impl RedbServerStore {
                             if client_ids.get(k).map_err(store_err)?.is_some_and(|v| v.value() == *id) {
                                 client_ids.remove(k).map_err(store_err)?;
                             }
+                            let conv = ConvId::of(&m);
+                            let (kind, a, b) = conv.key_parts();
+                            conv_messages.remove((kind, a, b, m.id)).map_err(store_err)?;
                         }
                         ackers.retain_in((*id, "")..(*id + 1, ""), |_, _| false).map_err(store_err)?;
                         flags.remove(*id).map_err(store_err)?;
@@ -443,6 +480,12 @@ impl RedbServerStore {
                             let end = if last <= *up_to { first + 1 } else { first };
                             events.retain_in((u, 0)..(u, end), |_, _| false).map_err(store_err)?;
                         }
+                    }
+                    StoreOp::PutCursor { user, device, cursor } => {
+                        cursors.insert((user.as_str(), device.as_str()), (cursor.seq, cursor.seen)).map_err(store_err)?;
+                    }
+                    StoreOp::DeleteCursor { user, device } => {
+                        cursors.remove((user.as_str(), device.as_str())).map_err(store_err)?;
                     }
                     StoreOp::PutGroup(g) => {
                         groups.insert(g.id.as_str(), encode_record(g, &mut buf)).map_err(store_err)?;
@@ -626,6 +669,23 @@ impl StoreRead for RedbReader {
         resolve.error()?;
         read.events = log.into_iter().filter(|e| e.seq >= from).map(|e| SeqEvent::clone(&e)).collect();
         Ok(read)
+    }
+
+    fn log_trimmed(&self, user: &str) -> Result<u64, StoreError> {
+        let txn = self.txn()?;
+        Ok(txn.open_table(LOG_BASE).map_err(store_err)?.get(user).map_err(store_err)?.map_or(0, |v| v.value()))
+    }
+
+    fn conv_messages_after(&self, conv: &ConvId, after: MsgId, limit: usize) -> Result<Vec<MsgId>, StoreError> {
+        let txn = self.txn()?;
+        let table = txn.open_table(CONV_MESSAGES).map_err(store_err)?;
+        let (kind, a, b) = conv.key_parts();
+        let Some(first) = after.checked_add(1) else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        for item in table.range((kind, a, b, first)..=(kind, a, b, u64::MAX)).map_err(store_err)?.take(limit) {
+            out.push(item.map_err(store_err)?.0.value().3);
+        }
+        Ok(out)
     }
 
     fn log_sweep(&self, after: Option<&str>, users: usize, rows: usize, cutoff: u64) -> Result<LogSweep, StoreError> {
@@ -935,6 +995,35 @@ mod format_tests {
     }
 
     #[test]
+    fn a_format_2_store_gets_its_conversation_index_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        stamp(dir.path(), 2);
+        let msg = WireMessage {
+            id: 4,
+            client_id: "c4".into(),
+            from: "bob".into(),
+            to: "alice".into(),
+            chat_type: ChatType::Chat,
+            content: "x".into(),
+            timestamp: 7,
+            require_delivery_ack: false,
+            need_group_ack: false,
+        };
+        {
+            let db = Database::create(dir.path().join(DB_FILE)).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(MESSAGES).unwrap().insert(4, serde_json::to_vec(&msg).unwrap().as_slice()).unwrap();
+            txn.commit().unwrap();
+        }
+        drop(RedbServerStore::open(dir.path()).unwrap());
+        assert_eq!(stored_format(dir.path()), Some(STORE_FORMAT));
+        let db = Database::create(dir.path().join(DB_FILE)).unwrap();
+        let txn = db.begin_read().unwrap();
+        let row = txn.open_table(CONV_MESSAGES).unwrap().get((0, "alice", "bob", 4)).unwrap();
+        assert!(row.is_some(), "the message written before the index has its row");
+    }
+
+    #[test]
     fn a_store_of_a_newer_format_is_refused_by_name() {
         let dir = tempfile::tempdir().unwrap();
         stamp(dir.path(), STORE_FORMAT + 1);
@@ -1016,5 +1105,60 @@ mod index_tests {
         r.release(); // the reads of a batch share a snapshot: the next batch sees the commit
         assert_eq!(r.client_id("alice", "c7").unwrap(), None);
         assert!(!r.acked_by(7, "bob").unwrap());
+    }
+}
+
+#[cfg(test)]
+mod cursor_tests {
+    use super::*;
+
+    #[test]
+    fn device_cursors_and_the_conversation_index_are_stored_and_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let msg = |id, to: &str, chat_type| WireMessage {
+            id,
+            client_id: format!("c{id}"),
+            from: "alice".into(),
+            to: to.into(),
+            chat_type,
+            content: "x".into(),
+            timestamp: 7,
+            require_delivery_ack: false,
+            need_group_ack: false,
+        };
+        let mut s = RedbServerStore::open(dir.path()).unwrap();
+        let cursor = DeviceCursor { seq: 5, seen: 99 };
+        s.commit(&[&[
+            StoreOp::PutMessage(msg(1, "bob", ChatType::Chat).into()),
+            StoreOp::PutMessage(msg(2, "g", ChatType::GroupChat).into()),
+            StoreOp::PutCursor { user: "bob".into(), device: "phone".into(), cursor },
+            StoreOp::PutCursor { user: "bob".into(), device: "old".into(), cursor },
+            StoreOp::DeleteCursor { user: "bob".into(), device: "old".into() },
+        ]])
+        .unwrap();
+        let rows = |s: &RedbServerStore| -> Vec<(u8, String, String, u64)> {
+            let db = s.db.read().unwrap();
+            let r = db.begin_read().unwrap();
+            let t = r.open_table(CONV_MESSAGES).unwrap();
+            t.iter()
+                .unwrap()
+                .map(|x| {
+                    let (k, _) = x.unwrap();
+                    let (kind, a, b, id) = k.value();
+                    (kind, a.to_string(), b.to_string(), id)
+                })
+                .collect()
+        };
+        assert_eq!(rows(&s), vec![(0, "alice".into(), "bob".into(), 1), (1, "g".into(), String::new(), 2)]);
+        let state = s.load().unwrap();
+        assert_eq!(state.cursors["bob"].iter().collect::<Vec<_>>(), vec![(&"phone".to_string(), &cursor)]);
+        assert_eq!(state.conv_messages[&ConvId::Group("g".into())].iter().copied().collect::<Vec<_>>(), vec![2]);
+        // Retention drops the index row with the message.
+        s.commit(&[&[StoreOp::DeleteMessage(1)]]).unwrap();
+        assert_eq!(rows(&s), vec![(1, "g".into(), String::new(), 2)]);
+        drop(s);
+        let state = RedbServerStore::open(dir.path()).unwrap().load().unwrap();
+        assert!(!state.conv_messages.contains_key(&ConvId::of(&msg(1, "bob", ChatType::Chat))));
+        assert_eq!(state.cursors["bob"]["phone"], cursor);
     }
 }

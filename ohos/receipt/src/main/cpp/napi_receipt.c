@@ -825,6 +825,48 @@ static napi_value not_initialized_reject(napi_env env) {
   return rejected(env, ERR_GENERAL_ERROR, "init() was not called");
 }
 
+// The optional history settings of init()'s options: messageCacheSize (1..2^32-1),
+// retentionMaxAgeMs (0: none, up to 2^53-1) and retentionMaxPerConversation (0: none, up to
+// 2^32-1). Absent (undefined or null): the C ABI's defaults.
+typedef struct {
+  int64_t value[3];
+  bool set[3];
+} history_settings;
+
+static const char *history_fields[] = {"options.messageCacheSize", "options.retentionMaxAgeMs",
+                                       "options.retentionMaxPerConversation"};
+
+// Reads them from `options`; NULL, or the name of the field that is not an integer in range.
+static const char *read_history_options(napi_env env, napi_value options, history_settings *h) {
+  static const char *props[] = {"messageCacheSize", "retentionMaxAgeMs", "retentionMaxPerConversation"};
+  static const double lo[] = {1, 0, 0};
+  static const double hi[] = {4294967295.0, 9007199254740991.0, 4294967295.0};
+  for (size_t i = 0; i < 3; i++) {
+    napi_value v = NULL;
+    napi_valuetype t = napi_undefined;
+    h->value[i] = 0;
+    h->set[i] = false;
+    if (napi_get_named_property(env, options, props[i], &v) != napi_ok || napi_typeof(env, v, &t) != napi_ok ||
+        t == napi_undefined || t == napi_null) {
+      continue;
+    }
+    if (!get_int(env, v, lo[i], hi[i], &h->value[i])) {
+      return history_fields[i];
+    }
+    h->set[i] = true;
+  }
+  return NULL;
+}
+
+static rcpt_result apply_history_options(rcpt_options *o, const history_settings *h) {
+  rcpt_result r = RCPT_OK;
+  if (h->set[0]) r = rcpt_options_set_message_cache(o, (uint32_t)h->value[0]);
+  if (r == RCPT_OK && (h->set[1] || h->set[2])) {
+    r = rcpt_options_set_retention(o, (uint64_t)h->value[1], (uint32_t)h->value[2]);
+  }
+  return r;
+}
+
 // init(options: NativeOptions): void
 static rcpt_result tls_options(napi_env env, napi_value options, rcpt_options *o, const char **field);
 
@@ -874,6 +916,14 @@ static napi_value js_init(napi_env env, napi_callback_info info) {
     return invalid_arg_throw(env, "options.dataDir", why);
   }
 
+  history_settings history;
+  const char *bad_history = read_history_options(env, argv[0], &history);
+  if (bad_history != NULL) {
+    free(server);
+    free(data_dir);
+    return invalid_arg_throw(env, bad_history, "must be an integer in range (see NativeOptions)");
+  }
+
   rcpt_options *o = rcpt_options_new();
   if (o == NULL) {
     free(server);
@@ -886,6 +936,7 @@ static napi_value js_init(napi_env env, napi_callback_info info) {
   if (r == RCPT_OK) r = rcpt_options_set_data_dir(o, data_dir);
   const char *tls_field = NULL;
   if (r == RCPT_OK) r = tls_options(env, argv[0], o, &tls_field);
+  if (r == RCPT_OK) r = apply_history_options(o, &history);
   rcpt_client *c = NULL;
   if (r == RCPT_OK) r = rcpt_client_new(o, &c);
   char buf[512];
@@ -1435,6 +1486,23 @@ static rcpt_result tls_options(napi_env env, napi_value options, rcpt_options *o
   return RCPT_OK;
 }
 
+// cachedMessageCount(): number (a diagnostic: messages the client holds in memory now)
+static napi_value js_cached_message_count(napi_env env, napi_callback_info info) {
+  ARGS(0);
+  (void)argv;
+  if (s->client == NULL) {
+    return throw_error(env, ERR_GENERAL_ERROR, "init() was not called");
+  }
+  uint32_t n = 0;
+  rcpt_result r = rcpt_client_cached_message_count(s->client, &n);
+  if (r != RCPT_OK) {
+    return throw_rcpt(env, r);
+  }
+  napi_value v = NULL;
+  napi_create_uint32(env, n, &v);
+  return v;
+}
+
 // A function for the threadsafe function to hold on to (its call_js does the work).
 static napi_value js_noop(napi_env env, napi_callback_info info) {
   (void)info;
@@ -1480,6 +1548,7 @@ static napi_value module_init(napi_env env, napi_value exports) {
       {"markMessageAsRead", js_mark_message_as_read},
       {"markAllMessagesAsRead", js_mark_all_messages_as_read},
       {"getUnreadCount", js_get_unread_count},
+      {"cachedMessageCount", js_cached_message_count},
       {"createGroup", js_create_group},
       {"addGroupMembers", js_add_group_members},
       {"removeGroupMembers", js_remove_group_members},

@@ -16,6 +16,13 @@ export interface NativeOptions {
   tlsPinnedCertPem?: string;
   useTls?: boolean;
   allowPlaintext?: boolean;
+  // History (optional): messages kept in memory (>= 1; default 2048), and local retention: drop
+  // messages older than retentionMaxAgeMs (server time) / beyond the newest
+  // retentionMaxPerConversation of each conversation (0 or absent: no cap). Integers, else init
+  // throws 110 INVALID_PARAM.
+  messageCacheSize?: number;
+  retentionMaxAgeMs?: number;
+  retentionMaxPerConversation?: number;
 }
 
 export interface NativeMessage {
@@ -98,6 +105,8 @@ export function getMessage(msgId: string): NativeMessage | undefined;
 export function markMessageAsRead(msgId: string): Promise<void>;
 export function markAllMessagesAsRead(conversationId: string, chatType: number): Promise<void>;
 export function getUnreadCount(conversationId: string, chatType: number): number;
+// Diagnostic: how many messages the client holds in memory now (its message cache).
+export function cachedMessageCount(): number;
 export function createGroup(name: string, members: string[]): Promise<string>;
 export function addGroupMembers(groupId: string, members: string[]): Promise<void>;
 export function removeGroupMembers(groupId: string, members: string[]): Promise<void>;
