@@ -822,3 +822,93 @@ fn after_a_restart_a_recipient_who_sent_a_stored_message_still_counts_as_seen() 
     c.send(T0 + 3, 2, "d3", "ghost", ChatType::Chat).unwrap();
     assert_eq!(c.send(T0 + 4, 2, "d4", "ghost", ChatType::Chat).unwrap_err().code, ErrorCode::ExceedServiceLimit);
 }
+
+// ----- the hot-state cache with device cursors and resync (the two designs together) -----
+
+fn frames_of(fx: &Effects, s: SessionId) -> Vec<ServerFrame> {
+    fx.out.iter().filter(|o| o.session == s).map(|o| (*o.frame).clone()).collect()
+}
+
+fn resynced(frames: &[ServerFrame]) -> Vec<receipt_core::protocol::RetainedMessage> {
+    frames.iter().flat_map(|f| if let ServerFrame::Resync { messages } = f { messages.clone() } else { Vec::new() }).collect()
+}
+
+#[test]
+fn a_resync_with_the_cache_reads_retained_messages_from_the_store() {
+    // A 1-byte budget: every message and conversation the resync needs is read back from the
+    // store (conv_messages by range, then each message and conversation).
+    let mut c = Cached::new(1, |_| {});
+    c.login(1, "alice", u64::MAX);
+    c.login(2, "bob", u64::MAX);
+    let g = match c.req(T0, 1, ClientFrame::CreateGroup { req: 1, name: "g".into(), members: vec!["bob".into()], chat_room: false }) {
+        Ok(Response::GroupCreated { group }) => group,
+        r => panic!("{r:?}"),
+    };
+    let m: Vec<MsgId> = (0..3).map(|i| sent_id(c.send(T0 + i, 1, &format!("m{i}"), "bob", ChatType::Chat))).collect();
+    let gm = sent_id(c.send(T0 + 5, 1, "gm", &g, ChatType::GroupChat));
+    c.req(T0 + 6, 2, ClientFrame::ReadAck { req: 1, msg_id: m[0] }).unwrap();
+    c.req(T0 + 7, 2, ClientFrame::GroupAck { req: 1, msg_id: gm, ext: None }).unwrap();
+    // Not committed yet when the new device logs in: a message, and bob's cursor report (the
+    // trim) — the login must see both.
+    let late = c.apply(
+        T0 + 8,
+        1,
+        ClientFrame::Send {
+            req: 9,
+            client_id: "late".into(),
+            to: "bob".into(),
+            chat_type: ChatType::Chat,
+            content: "late".into(),
+            require_delivery_ack: true,
+            need_group_ack: false,
+        },
+    );
+    let late_id = sent_id(result(&late, 1));
+    let head = c.core.head_of("bob");
+    let report = c.apply(T0 + 9, 2, ClientFrame::SyncCursor { seq: head });
+    assert!(report.ops.iter().any(|op| matches!(op, StoreOp::TrimLog { user, up_to } if user == "bob" && *up_to == head)));
+    let login = c.apply(
+        T0 + 10,
+        3,
+        ClientFrame::Login { v: PROTOCOL_VERSION, user: "bob".into(), device: "new".into(), token: String::new(), since: 0 },
+    );
+    for fx in [&late, &report, &login] {
+        c.commit(fx);
+    }
+    let frames = frames_of(&login, 3);
+    let got = resynced(&frames);
+    let mut ids: Vec<MsgId> = got.iter().map(|r| r.msg.id).collect();
+    ids.sort_unstable();
+    let mut want = vec![m[0], m[1], m[2], gm, late_id];
+    want.sort_unstable();
+    assert_eq!(ids, want, "every retained message once, the one not committed yet included");
+    let by_id = |id| got.iter().find(|r| r.msg.id == id).unwrap();
+    assert!(by_id(m[0]).read && by_id(m[0]).read_acked && !by_id(m[1]).read);
+    assert!(by_id(gm).group_ack_sent, "bob's group ack, read from group_ackers");
+    assert!(matches!(frames.last(), Some(ServerFrame::SyncDone { resync: true, .. })), "{:?}", frames.last());
+    assert_eq!(c.core.state.cursors["bob"]["new"].seq, head, "the resync brought the device to the head");
+    // After the commits a restart starts from the hot state and still knows the trim.
+    c.restart();
+    let frames = c.login(4, "bob", 0);
+    assert_eq!(resynced(&frames).len(), 5);
+}
+
+#[test]
+fn retention_with_the_cache_drops_unread_counts_of_messages_read_back_from_the_store() {
+    let mut c = Cached::new(1, |cfg| cfg.retention_ms = 1_000);
+    c.login(1, "alice", u64::MAX);
+    c.login(2, "bob", u64::MAX);
+    let m: Vec<MsgId> = (0..3).map(|i| sent_id(c.send(T0 + i, 1, &format!("m{i}"), "bob", ChatType::Chat))).collect();
+    c.req(T0 + 5, 2, ClientFrame::ReadAck { req: 1, msg_id: m[1] }).unwrap();
+    let young = sent_id(c.send(T0 + 800, 1, "young", "bob", ChatType::Chat));
+    assert_eq!(sync_unread(&c.login(3, "bob", u64::MAX), ChatType::Chat, "alice"), Some(3));
+    assert!(c.core.state.convs.is_empty(), "nothing cached: retention reads the conversations");
+    let fx = c.core.prune(T0 + 1_500);
+    c.commit(&fx);
+    assert_eq!(fx.ops.iter().filter(|op| matches!(op, StoreOp::DeleteMessage(_))).count(), 3);
+    assert_eq!(sync_unread(&c.login(4, "bob", u64::MAX), ChatType::Chat, "alice"), Some(1), "the two unread ones stopped counting");
+    let fx = c.core.prune(T0 + 2_000);
+    c.commit(&fx);
+    assert!(fx.ops.iter().any(|op| matches!(op, StoreOp::DeleteMessage(id) if *id == young)));
+    assert_eq!(sync_unread(&c.login(5, "bob", u64::MAX), ChatType::Chat, "alice"), Some(0));
+}
