@@ -132,21 +132,39 @@ impl RedbServerStore {
                 Some(Ok(f)) => Some(f),
                 None => None,
             };
-            if stored.is_none_or(|f| f < 3) {
-                // Format 3: the key indexes, derived once from an older store's messages and acks.
+            let older = stored.is_none_or(|f| f < 3);
+            // Format 3: the key indexes, derived once from an older store's messages and acks.
+            // An index that is empty while what it indexes is not (a format 3 store written by
+            // a build that kept only some of them: the cache's and the cursors' branches were
+            // built apart) is derived too: each message has its `client_ids` and
+            // `conv_messages` rows and each ack its `group_ackers` row, so that cannot be a
+            // store this build wrote. O(1) to check.
+            let has_messages = messages.first().map_err(store_err)?.is_some();
+            let derive_client_ids = older || (has_messages && client_ids.first().map_err(store_err)?.is_none());
+            let derive_conv_messages = older || (has_messages && conv_messages.first().map_err(store_err)?.is_none());
+            let derive_ackers = older || (acks.first().map_err(store_err)?.is_some() && ackers.first().map_err(store_err)?.is_none());
+            if derive_client_ids || derive_conv_messages {
                 for item in messages.iter().map_err(store_err)? {
                     let (k, v) = item.map_err(store_err)?;
                     let msg: WireMessage = decode("message", v.value())?;
-                    client_ids.insert((msg.from.as_str(), msg.client_id.as_str()), k.value()).map_err(store_err)?;
-                    let conv = ConvId::of(&msg);
-                    let (kind, a, b) = conv.key_parts();
-                    conv_messages.insert((kind, a, b, msg.id), ()).map_err(store_err)?;
+                    if derive_client_ids {
+                        client_ids.insert((msg.from.as_str(), msg.client_id.as_str()), k.value()).map_err(store_err)?;
+                    }
+                    if derive_conv_messages {
+                        let conv = ConvId::of(&msg);
+                        let (kind, a, b) = conv.key_parts();
+                        conv_messages.insert((kind, a, b, msg.id), ()).map_err(store_err)?;
+                    }
                 }
+            }
+            if derive_ackers {
                 for item in acks.iter().map_err(store_err)? {
                     let (k, v) = item.map_err(store_err)?;
                     let ack: GroupReadAck = decode("group ack", v.value())?;
                     ackers.insert((k.value().0, ack.from.as_str()), ()).map_err(store_err)?;
                 }
+            }
+            if older {
                 // Read sets kept inside conversation records by older versions: to READS.
                 for item in convs.iter().map_err(store_err)? {
                     let (k, v) = item.map_err(store_err)?;
@@ -1105,6 +1123,53 @@ mod index_tests {
         r.release(); // the reads of a batch share a snapshot: the next batch sees the commit
         assert_eq!(r.client_id("alice", "c7").unwrap(), None);
         assert!(!r.acked_by(7, "bob").unwrap());
+    }
+}
+
+#[cfg(test)]
+mod half_indexed_tests {
+    use super::*;
+
+    #[test]
+    fn a_format_3_store_with_only_one_branchs_indexes_gets_the_others_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let msg = WireMessage {
+            id: 3,
+            client_id: "c3".into(),
+            from: "alice".into(),
+            to: "g".into(),
+            chat_type: ChatType::GroupChat,
+            content: "x".into(),
+            timestamp: 3,
+            require_delivery_ack: false,
+            need_group_ack: true,
+        };
+        let ack = GroupReadAck { ack_id: 1, msg_id: 3, from: "bob".into(), content: None, count: 1, timestamp: 4 };
+        {
+            let mut s = RedbServerStore::open(dir.path()).unwrap();
+            s.commit(&[&[StoreOp::PutMessage(msg.into()), StoreOp::PutGroupAck(ack)]]).unwrap();
+            // As the cursors' branch left it at format 3: no client_ids nor group_ackers rows.
+            let db = s.db.read().unwrap();
+            let w = db.begin_write().unwrap();
+            w.open_table(CLIENT_IDS).unwrap().retain(|_, _| false).unwrap();
+            w.open_table(ACKERS).unwrap().retain(|_, _| false).unwrap();
+            w.commit().unwrap();
+        }
+        let s = RedbServerStore::open(dir.path()).unwrap();
+        let r = s.reader().unwrap();
+        assert_eq!(r.client_id("alice", "c3").unwrap(), Some(3));
+        assert!(r.acked_by(3, "bob").unwrap());
+        drop(r);
+        // And the cache's branch's: no conv_messages rows.
+        {
+            let db = s.db.read().unwrap();
+            let w = db.begin_write().unwrap();
+            w.open_table(CONV_MESSAGES).unwrap().retain(|_, _| false).unwrap();
+            w.commit().unwrap();
+        }
+        drop(s);
+        let s = RedbServerStore::open(dir.path()).unwrap();
+        assert_eq!(s.reader().unwrap().conv_messages_after(&ConvId::Group("g".into()), 0, 10).unwrap(), vec![3]);
     }
 }
 
