@@ -14,6 +14,8 @@
 //! device_horizon_secs = 2592000
 //! outbound_bytes = 8388608
 //! max_result_bytes = 262144
+//! cache_bytes = 268435456                # hot-state cache budget (256 MiB)
+//! store_cache_bytes = 134217728          # redb's page cache (128 MiB)
 //!
 //! [send_rate]                            # per user; 502 beyond it
 //! per_sec = 100
@@ -194,6 +196,16 @@ pub struct ServerConfig {
     /// EXCEED_SERVICE_LIMIT. They stop counting when the recipient logs in or the messages pass
     /// retention. 0: no limit. Default 10,000.
     pub max_to_unseen_per_user: usize,
+    /// Byte budget of the core's hot-state cache (messages with their flags and recent acks,
+    /// conversations): clean entries are evicted least recently used first beyond it and read
+    /// back from the store when needed (docs/server-data-model.md, "Hot state and start-up").
+    /// An estimate of the entries' heap bytes, not the process's RSS. Default 256 MiB. Without
+    /// a data directory (in-memory store) everything stays resident and this is not used.
+    pub cache_bytes: usize,
+    /// redb's page cache (read cache and write buffer) in bytes: with `cache_bytes`, what bounds
+    /// the server's memory besides its connections. Default 128 MiB (redb's own default, 1 GiB,
+    /// filled up to its size with a large store).
+    pub store_cache_bytes: usize,
     /// Most devices of one user whose log cursor the server remembers; the user's log is trimmed
     /// below the lowest of them. Beyond it the least recently seen offline device is forgotten
     /// (a full state resync at its next login). Default 32.
@@ -238,6 +250,8 @@ impl Default for ServerConfig {
             send_rate: RateLimit { per_sec: 100, burst: 500 },
             request_rate: RateLimit { per_sec: 1000, burst: 10_000 },
             max_to_unseen_per_user: 10_000,
+            cache_bytes: 256 << 20,
+            store_cache_bytes: crate::store::DEFAULT_STORE_CACHE_BYTES,
             max_remembered_devices: 32,
             device_horizon_secs: 30 * 24 * 3600,
             max_batch: 512,

@@ -75,7 +75,7 @@ impl Server {
 /// Opens the configured store (redb in `data_dir`, or in memory when it is `None`).
 pub fn open_store(config: &ServerConfig) -> io::Result<Box<dyn ServerStore>> {
     Ok(match &config.data_dir {
-        Some(dir) => Box::new(RedbServerStore::open(dir).map_err(io::Error::other)?),
+        Some(dir) => Box::new(RedbServerStore::open_with_cache(dir, config.store_cache_bytes).map_err(io::Error::other)?),
         None => Box::new(MemServerStore::default()),
     })
 }
@@ -113,14 +113,19 @@ pub async fn start_with_store(config: ServerConfig, mut store: Box<dyn ServerSto
         _ => None,
     };
     let ops = Ops { addr: ops_addr, metrics: metrics.clone(), health: health.clone(), stop: Arc::new(ops_stop) };
-    let state = match store.load() {
+    // With a reader (redb) only the hot state is loaded and the rest is read on demand; the
+    // in-memory store keeps everything resident.
+    let state = match store.load_hot() {
         Ok(s) => s,
         Err(e) => {
             let _ = ops.stop.send(true);
             return Err(io::Error::other(e));
         }
     };
-    let core = ServerCore::new(CoreConfig::from(&config), state);
+    let core = match store.reader() {
+        Some(reader) => ServerCore::with_store(CoreConfig::from(&config), state, reader, config.cache_bytes),
+        None => ServerCore::new(CoreConfig::from(&config), state),
+    };
     let (core_tx, core_rx) = mpsc::channel(8192);
     let (done_tx, core_done) = oneshot::channel();
     let (cap, max_batch) = ((config.outbound_queue.max(1), config.outbound_bytes.max(1)), config.max_batch);

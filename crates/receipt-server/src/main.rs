@@ -158,6 +158,12 @@ struct ServeArgs {
     /// 0: no limit; beyond: 4 EXCEED_SERVICE_LIMIT).
     #[arg(long)]
     max_to_unseen_per_user: Option<usize>,
+    /// Byte budget of the hot-state cache (default 256 MiB; with a data directory only).
+    #[arg(long)]
+    cache_bytes: Option<usize>,
+    /// redb's page cache in bytes (default 128 MiB).
+    #[arg(long)]
+    store_cache_bytes: Option<usize>,
     /// Most devices per user whose log cursor is remembered (default 32).
     #[arg(long)]
     max_remembered_devices: Option<usize>,
@@ -317,6 +323,8 @@ fn serve(a: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         (a.outbound_bytes, &mut c.outbound_bytes),
         (a.max_result_bytes, &mut c.max_result_bytes),
         (a.max_to_unseen_per_user, &mut c.max_to_unseen_per_user),
+        (a.cache_bytes, &mut c.cache_bytes),
+        (a.store_cache_bytes, &mut c.store_cache_bytes),
         (a.max_remembered_devices, &mut c.max_remembered_devices),
     ];
     for (flag, field) in overrides {
@@ -381,8 +389,11 @@ async fn wait_for_signal() {
 fn group(data_dir: PathBuf, op: GroupOp) -> Result<(), Box<dyn std::error::Error>> {
     let mut store =
         RedbServerStore::open(&data_dir).map_err(|e| format!("{e} (is the server running on this data directory? stop it first)"))?;
-    let state = store.load()?;
-    let mut core = ServerCore::new(CoreConfig::from(&ServerConfig::default()), state);
+    // Groups are resident; nothing else is loaded (the hot-state cache reads what it needs).
+    let state = store.load_hot()?;
+    let reader = store.reader().ok_or("the redb store has a reader")?;
+    let config = ServerConfig::default();
+    let mut core = ServerCore::with_store(CoreConfig::from(&config), state, reader, config.cache_bytes);
     let owner_of = |core: &ServerCore, g: &str| -> Result<String, String> {
         let grp = core.state().groups.get(g).ok_or_else(|| format!("unknown group {g}"))?;
         grp.members.iter().find(|(_, r)| **r == GroupRole::Owner).map(|(u, _)| u.clone()).ok_or_else(|| format!("group {g} has no owner"))

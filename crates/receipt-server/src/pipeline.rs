@@ -53,6 +53,9 @@ pub(crate) fn now_ms() -> u64 {
 /// One applied batch on its way to the store thread: sessions that logged in, what to commit,
 /// what to send once it is committed, sessions that closed.
 struct Applied {
+    /// The core's number of the batch ([`Effects::batch`]): handed back once committed, it
+    /// unpins what the batch changed in the core's cache.
+    batch: u64,
     logins: Vec<(SessionId, ConnQueue)>,
     ops: Vec<StoreOp>,
     out: Vec<Outgoing>,
@@ -82,6 +85,8 @@ pub(crate) fn core_loop(
     health: Arc<Health>,
 ) {
     let counting = metrics.is_some();
+    // The hot-state cache's bytes, reported after each batch (two atomic stores).
+    let cache_gauge = metrics.clone().zip(core.cache_budget());
     let (commit_tx, commit_rx) = std::sync::mpsc::sync_channel::<Applied>(COMMITS_IN_FLIGHT);
     // A batch's effects come back once committed and routed: the operations are dropped here,
     // on the thread that allocated them (mimalloc frees thread-locally much faster than across
@@ -111,6 +116,9 @@ pub(crate) fn core_loop(
         while let Ok(done) = done_rx.try_recv() {
             core.recycle(done);
         }
+        if let Some((m, budget)) = &cache_gauge {
+            m.set_cache_bytes(core.cache_bytes_used() as u64, *budget as u64);
+        }
         // A batch ends after `max_batch` requests (or when nothing more is queued).
         let weight = |m: &CoreMsg| match m {
             CoreMsg::Frames { frames, .. } => frames.len(),
@@ -131,7 +139,8 @@ pub(crate) fn core_loop(
         // Effects accumulate inside the core (in order) and are taken once per batch.
         let mut effects = Effects::default();
         let mut stop = false;
-        let mut applied = Applied { logins: Vec::new(), ops: Vec::new(), out: Vec::new(), closed: Vec::new(), requests: Vec::new() };
+        let mut applied =
+            Applied { batch: 0, logins: Vec::new(), ops: Vec::new(), out: Vec::new(), closed: Vec::new(), requests: Vec::new() };
         if counting {
             applied.requests.reserve(requests);
         }
@@ -192,6 +201,7 @@ pub(crate) fn core_loop(
         }
         applied.ops = effects.ops;
         applied.out = effects.out;
+        applied.batch = effects.batch;
         if commit_tx.send(applied).is_err() {
             // The store thread stopped after a failed commit.
             break;
@@ -277,7 +287,7 @@ fn store_loop(
             for s in a.closed {
                 router.detach(s);
             }
-            let _ = done.send(Effects { ops: a.ops, out: a.out });
+            let _ = done.send(Effects { ops: a.ops, out: a.out, batch: a.batch });
         }
         if let Some(m) = &metrics {
             if sampled.elapsed() >= SAMPLE_EVERY {

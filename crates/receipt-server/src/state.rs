@@ -109,20 +109,36 @@ pub struct MessageRecord {
     pub delivered: bool,
     /// 1:1: the recipient's read ack arrived.
     pub read_acked: bool,
-    /// Group: read acks by ack id (ordered index: a page is a range scan).
+    /// Group: read acks by ack id (ordered index: a page is a range scan). Every ack when the
+    /// core keeps everything resident; with the hot-state cache, only those made since the
+    /// record was read from the store (the others are read from it: `StoreRead::acks_desc`).
     pub acks: BTreeMap<AckId, GroupReadAck>,
-    /// Group: who acked.
+    /// Group: who acked (the same part as `acks`).
     pub ackers: HashSet<UserId>,
+    /// Group: how many acks the message has in all (stored and in `acks`).
+    pub ack_count: u32,
+    /// Its state in the core's hot-state cache (unused when everything is resident).
+    pub(crate) cached: crate::core::CacheMeta,
 }
 
 impl MessageRecord {
     pub fn new(msg: Arc<WireMessage>) -> Self {
-        MessageRecord { msg, delivered: false, read_acked: false, acks: BTreeMap::new(), ackers: HashSet::default() }
+        MessageRecord {
+            msg,
+            delivered: false,
+            read_acked: false,
+            acks: BTreeMap::new(),
+            ackers: HashSet::default(),
+            ack_count: 0,
+            cached: Default::default(),
+        }
     }
 
     pub fn add_ack(&mut self, ack: GroupReadAck) {
         self.ackers.insert(ack.from.clone());
-        self.acks.insert(ack.ack_id, ack);
+        if self.acks.insert(ack.ack_id, ack).is_none() {
+            self.ack_count += 1;
+        }
     }
 }
 
@@ -251,7 +267,9 @@ pub struct DeviceCursor {
     pub seen: u64,
 }
 
-/// Everything the server knows. [`crate::store::ServerStore::load`] returns it.
+/// Everything the server knows ([`crate::store::ServerStore::load`]), or its hot part: with the
+/// hot-state cache `messages`, `client_ids` and `convs` hold only the cached entries (see
+/// `core::cache`), and `conv_messages`, `logs` stay empty (read from the store).
 #[derive(Debug, Clone, Default)]
 pub struct State {
     pub counters: Counters,

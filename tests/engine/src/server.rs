@@ -10,6 +10,9 @@ use tempfile::TempDir;
 
 /// The rules the harness runs by default: the server's defaults with group read acks on (as a
 /// deployment that offers them configures it).
+/// The core's cache budget in the harness: a few entries (a message is ~300 bytes).
+pub const CACHE_BYTES: usize = 2048;
+
 pub fn default_config() -> CoreConfig {
     let mut cfg = CoreConfig::from(&ServerConfig::default());
     cfg.group_ack.enabled = true;
@@ -19,6 +22,11 @@ pub fn default_config() -> CoreConfig {
 /// [`ServerCore`] plus a [`RedbServerStore`] in a temp dir. Like the server's core thread, it commits
 /// the store operations of each batch of effects before any of its frames leaves; a restart
 /// reloads [`State`] from that store only, so what survives is exactly what was committed.
+///
+/// The core runs with the hot-state cache and a tiny budget ([`CACHE_BYTES`]): nearly every
+/// message and conversation is evicted after its batch and read back from the store, so every
+/// scenario also checks that the answers do not depend on what happens to be in memory.
+///
 pub struct SimServer {
     core: ServerCore,
     store: RedbServerStore,
@@ -34,13 +42,19 @@ impl SimServer {
     pub fn new(cfg: CoreConfig) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut store = RedbServerStore::open(dir.path()).expect("server store");
-        let state = store.load().expect("load");
-        SimServer { core: ServerCore::new(cfg.clone(), state), store, cfg, dir, commits: 0, restarts: 0 }
+        let core = Self::core_on(&cfg, &mut store);
+        SimServer { core, store, cfg, dir, commits: 0, restarts: 0 }
     }
 
-    /// The core's state (what it would answer from).
-    pub fn state(&self) -> &State {
-        self.core.state()
+    fn core_on(cfg: &CoreConfig, store: &mut RedbServerStore) -> ServerCore {
+        let state = store.load_hot().expect("load");
+        ServerCore::with_store(cfg.clone(), state, store.reader().expect("redb reads"), CACHE_BYTES)
+    }
+
+    /// Everything the server stored (what it answers from: memory holds only a cache of it,
+    /// and every batch is committed before its frames leave).
+    pub fn state(&self) -> State {
+        self.store.load_all().expect("load")
     }
 
     /// Online sessions of `user`, as the core sees them.
@@ -59,6 +73,8 @@ impl SimServer {
             self.store.commit(&[&fx.ops]).expect("server commit");
             self.commits += 1;
         }
+        self.core.committed(fx.batch);
+        assert!(self.core.cache_bytes_used() <= CACHE_BYTES, "the cache holds {} bytes", self.core.cache_bytes_used());
         fx
     }
 
@@ -72,8 +88,7 @@ impl SimServer {
         let placeholder = RedbServerStore::open(fresh.path()).expect("placeholder store");
         drop(std::mem::replace(&mut self.store, placeholder));
         self.store = RedbServerStore::open(self.dir.path()).expect("reopen server store");
-        let state = self.store.load().expect("reload");
-        self.core = ServerCore::new(self.cfg.clone(), state);
+        self.core = Self::core_on(&self.cfg, &mut self.store);
         self.restarts += 1;
     }
 
@@ -123,9 +138,10 @@ impl SimServer {
     /// The recipient's read receipt of 1:1 message `id` reached the server: acked one by one,
     /// or covered by a conversation ack (whose receipt the sender got instead).
     pub fn read_receipt_of(&self, id: MsgId) -> bool {
-        let Some(rec) = self.state().messages.get(&id) else { return false };
+        let state = self.state();
+        let Some(rec) = state.messages.get(&id) else { return false };
         let key = ConversationKey::new(rec.msg.chat_type, rec.msg.from.clone());
-        let covered = self.state().convs.get(&rec.msg.to).and_then(|m| m.get(&key)).is_some_and(|c| c.receipt_up_to >= id);
+        let covered = state.convs.get(&rec.msg.to).and_then(|m| m.get(&key)).is_some_and(|c| c.receipt_up_to >= id);
         rec.read_acked || covered
     }
 

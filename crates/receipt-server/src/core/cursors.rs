@@ -21,7 +21,7 @@ impl ServerCore {
     pub(super) fn sync_cursor(&mut self, now: u64, session: SessionId, seq: Seq) {
         let Some(s) = self.sessions.get(&session) else { return };
         let (user, device) = (s.user.clone(), s.device.clone());
-        let head = self.state.head(&user);
+        let head = self.head_of(&user);
         if seq > head {
             log::warn!("{user}/{device}: cursor {seq} ignored: ahead of the log's head {head}");
             return;
@@ -50,7 +50,7 @@ impl ServerCore {
     /// least recently seen device without a session is forgotten (and the log trimmed below the
     /// others).
     pub(super) fn note_device(&mut self, now: u64, user: &str, device: &str, since: Seq) {
-        let seq = since.min(self.state.head(user));
+        let seq = since.min(self.head_of(user));
         self.put_cursor(user, device, DeviceCursor { seq, seen: now });
         // No trim here: a login's `since` is a claim the device has not confirmed by a report
         // (a client that never reports, e.g. a version-1 one, must not trim its user's log).
@@ -136,9 +136,12 @@ impl ServerCore {
     /// log's base.
     fn trim_below_cursors(&mut self, user: &str) {
         let Some(low) = self.state.cursors.get(user).and_then(|ds| ds.values().map(|c| c.seq).min()) else { return };
-        if low <= self.state.trimmed_up_to(user) {
+        if low <= self.trimmed_up_to(user) {
             return;
         }
+        // With the cache the log is in the store: `TrimLog` trims it there, after the appends
+        // of the batches before (the events in memory not committed yet stay until their
+        // commit; no device needs them: the lowest cursor is at or above them).
         if let Some(log) = self.state.logs.get_mut(user) {
             let n = log.partition_point(|e| e.seq <= low);
             log.drain(..n);
@@ -147,7 +150,31 @@ impl ServerCore {
                 self.state.logs.remove(user);
             }
         }
-        self.state.note_trim(user, low);
+        self.note_trim(user, low);
         self.effects.ops.push(StoreOp::TrimLog { user: user.to_string(), up_to: low });
+    }
+
+    /// The seq of the last event trimmed from `user`'s log (`State::trimmed_up_to`). With the
+    /// cache, read from the store (with the trims not committed yet); a failed read answers
+    /// "everything": a version-2 device gets a resync (always correct) and no trim is made.
+    pub(super) fn trimmed_up_to(&self, user: &str) -> u64 {
+        let Some(reader) = &self.cache.reader else { return self.state.trimmed_up_to(user) };
+        match reader.log_trimmed(user) {
+            Ok(t) => t.max(self.cache.pending_trim(user)),
+            Err(e) => {
+                log::error!("trimmed part of the log of {user}: {e}");
+                u64::MAX
+            }
+        }
+    }
+
+    /// Records that `user`'s log is trimmed up to `up_to` (`State::note_trim`; with the cache,
+    /// until the trim is committed: the store has it then).
+    pub(super) fn note_trim(&mut self, user: &str, up_to: u64) {
+        if self.cache.on() {
+            self.cache.trimmed(user, up_to);
+        } else {
+            self.state.note_trim(user, up_to);
+        }
     }
 }

@@ -13,12 +13,23 @@ use super::{err, Res, ServerCore, StoreOp};
 impl ServerCore {
     pub(super) fn group_ack(&mut self, now: u64, user: &str, msg_id: MsgId, ext: Option<String>) -> Res<Response> {
         rules::check_ext(ext.as_deref())?;
+        self.load_message(msg_id)?;
         let rec = self.message(now, msg_id, ErrorCode::MessageExpired)?;
         let facts = MessageFacts::from(&*rec.msg);
         rules::check_group_ack_target(facts, user)?;
         if rec.ackers.contains(user) {
             return Ok(Response::Done);
         }
+        let key = ConversationKey::new(ChatType::GroupChat, rec.msg.to.clone());
+        // With the cache the record holds only the acks made since it was read.
+        if let Some(reader) = &self.cache.reader {
+            if reader.acked_by(msg_id, user).map_err(super::read_failed)? {
+                return Ok(Response::Done);
+            }
+        }
+        self.load_conv(user, &key)?;
+        let rec = self.state.messages.get(&msg_id).expect("loaded");
+        let facts = MessageFacts::from(&*rec.msg);
         let group = self.state.groups.get(&rec.msg.to);
         rules::check_group_ack(&self.ack_policy, facts, group.is_some_and(|g| g.members.contains_key(user)), now)?;
         // Only members at send time: a member who joined after the message was sent is not among
@@ -36,12 +47,13 @@ impl ServerCore {
         };
         let group_id = rec.msg.to.clone();
         let sender = rec.msg.from.clone();
-        let count = rec.acks.len() as u32 + 1;
+        let count = rec.ack_count + 1;
         self.state.counters.last_ack_id += 1;
         self.counters_dirty = true;
         let ack =
             GroupReadAck { ack_id: self.state.counters.last_ack_id, msg_id, from: user.to_string(), content: ext, count, timestamp: now };
         self.state.messages.get_mut(&msg_id).expect("checked").add_ack(ack.clone());
+        self.changed_msg(msg_id);
         self.effects.ops.push(StoreOp::PutGroupAck(ack.clone()));
         self.mark_one(user, &ConversationKey::new(ChatType::GroupChat, group_id.clone()), msg_id);
         let mut to: Vec<UserId> = vec![sender.clone(), user.to_string()];
@@ -62,13 +74,25 @@ impl ServerCore {
 
     pub(super) fn fetch_group_acks(&mut self, now: u64, user: &str, msg_id: MsgId, page_size: u32, start: Option<u64>) -> Res<Response> {
         rules::check_page_size(page_size)?;
+        self.load_message(msg_id)?;
         let rec = self.message(now, msg_id, ErrorCode::MessageInvalid)?;
         if rec.msg.chat_type != ChatType::GroupChat {
             return Err(ChatError::wrong_type("group read acks are for group messages only"));
         }
         let is_member = self.state.groups.get(&rec.msg.to).is_some_and(|g| g.members.contains_key(user));
         rules::check_may_see_group_acks(&self.ack_policy, MessageFacts::from(&*rec.msg), user, is_member)?;
-        let mut it = rec.acks.range(..=start.unwrap_or(u64::MAX)).rev().peekable();
+        // Newest first from `start`: one more than the page, whose id is the next cursor. With
+        // the cache, the stored acks and those made since the record was read (pinned ones
+        // among them), merged.
+        let (start, want) = (start.unwrap_or(u64::MAX), page_size as usize + 1);
+        let mut acks: Vec<GroupReadAck> = rec.acks.range(..=start).rev().take(want).map(|(_, a)| a.clone()).collect();
+        if let Some(reader) = &self.cache.reader {
+            acks.extend(reader.acks_desc(msg_id, start, want).map_err(super::read_failed)?);
+            acks.sort_unstable_by_key(|a| std::cmp::Reverse(a.ack_id));
+            acks.dedup_by_key(|a| a.ack_id);
+            acks.truncate(want);
+        }
+        let mut it = acks.into_iter().map(|a| (a.ack_id, a)).peekable();
         // The page also ends before its acks pass `max_result_bytes` (their exts can be 64 KiB
         // each), but holds at least one ack, so a cursor always moves on.
         let mut data: Vec<GroupReadAck> = Vec::new();
@@ -79,8 +103,7 @@ impl ServerCore {
                 break;
             }
             bytes += size;
-            data.push(GroupReadAck::clone(a));
-            it.next();
+            data.push(it.next().expect("peeked").1);
         }
         let cursor = it.next().map(|(id, _)| id.to_string()).unwrap_or_default();
         self.result_bytes += bytes;

@@ -109,6 +109,11 @@ impl Limits {
         limits
     }
 
+    /// Whether `user` logged in or sent a message (as far as this process knows).
+    pub(super) fn is_seen(&self, user: &str) -> bool {
+        self.seen.contains(user)
+    }
+
     /// `user` logged in: messages to it no longer count against their senders.
     pub(super) fn seen(&mut self, user: &str) {
         if self.seen.contains(user) {

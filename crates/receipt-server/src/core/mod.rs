@@ -24,6 +24,7 @@ use crate::state::{ConvState, Counters, DeviceCursor, Group, HashMap, LogEvent, 
 /// Identifies one connection (one logged-in device) to the core.
 pub type SessionId = u64;
 
+mod cache;
 #[cfg(test)]
 mod cursor_tests;
 mod cursors;
@@ -38,6 +39,7 @@ mod session;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use cache::Meta as CacheMeta;
 pub use groups::MAX_GROUP_NAME_BYTES;
 pub use replay::{BACKLOG_BATCH, REPLAY_WINDOW_BYTES, SYNC_PAGE};
 pub use resync::RESYNC_PAGE;
@@ -113,12 +115,17 @@ pub struct Outgoing {
 pub struct Effects {
     pub ops: Vec<StoreOp>,
     pub out: Vec<Outgoing>,
+    /// The number of the batch that produced them (effects appended together: the last). Once
+    /// they are committed, the caller tells the core ([`ServerCore::committed`] or
+    /// [`ServerCore::recycle`]): what they changed may then leave the cache.
+    pub batch: u64,
 }
 
 impl Effects {
     pub fn append(&mut self, mut other: Effects) {
         self.ops.append(&mut other.ops);
         self.out.append(&mut other.out);
+        self.batch = self.batch.max(other.batch);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -203,6 +210,17 @@ pub struct ServerCore {
     origin: Option<SessionId>,
     /// The time of the input being applied (what a logged event is stamped with).
     now_ms: u64,
+    /// Messages, conversations and client ids held in memory when a store reader is given
+    /// ([`ServerCore::with_store`]); everything else is read from the store on a miss.
+    cache: cache::Cache,
+    /// With the cache: the first message id retention has not dropped yet (the dropped ones are
+    /// a prefix of the ids: they expire oldest first).
+    prune_next: MsgId,
+    /// With the cache: the last user whose log the retention sweep looked at.
+    sweep_after: Option<UserId>,
+    /// The `Send` being applied was checked in `charge`: its client id is not stored (saves the
+    /// second store read of a new message's client id).
+    send_is_new: bool,
     /// Remembered devices by the time they were last seen: the horizon pass forgets the oldest.
     seen_order: std::collections::BTreeSet<(u64, UserId, DeviceId)>,
     /// Per online session, the seq of the last event sent to it (replayed or live). Every later
@@ -224,7 +242,33 @@ fn err(code: ErrorCode, d: impl Into<String>) -> ChatError {
 }
 
 impl ServerCore {
+    /// A core that keeps everything resident: `state` is everything stored
+    /// ([`crate::store::ServerStore::load`]) and nothing is read from a store.
     pub fn new(cfg: CoreConfig, state: State) -> Self {
+        Self::build(cfg, state, cache::Cache::new(None, usize::MAX))
+    }
+
+    /// A core with the hot-state cache: `state` is the hot part
+    /// ([`crate::store::ServerStore::load_hot`]), the rest is read through `reader` when needed,
+    /// and clean messages and conversations are evicted beyond `cache_bytes` (estimated). The
+    /// caller reports each batch's commit ([`committed`](Self::committed) or
+    /// [`recycle`](Self::recycle)): until then what the batch changed stays in memory.
+    pub fn with_store(cfg: CoreConfig, state: State, reader: Box<dyn crate::store::StoreRead>, cache_bytes: usize) -> Self {
+        let mut core = Self::build(cfg, state, cache::Cache::new(Some(reader), cache_bytes));
+        // Only counters, groups and device cursors stay resident from the start; the rest is
+        // cached or read on demand (log bases, `conv_messages`).
+        core.state.messages.clear();
+        core.state.client_ids.clear();
+        core.state.convs.clear();
+        core.state.logs.clear();
+        core.state.log_base.clear();
+        core.state.trimmed.clear();
+        core.state.conv_messages.clear();
+        core.trim_queue.clear();
+        core
+    }
+
+    fn build(cfg: CoreConfig, state: State, cache: cache::Cache) -> Self {
         let trim_queue = state.logs.iter().filter_map(|(u, l)| l.first().map(|e| std::cmp::Reverse((e.at(), u.clone())))).collect();
         let queued = state.logs.iter().filter(|(_, l)| !l.is_empty()).map(|(u, _)| u.clone()).collect();
         let seen_order = state.cursors.iter().flat_map(|(u, ds)| ds.iter().map(move |(d, c)| (c.seen, u.clone(), d.clone()))).collect();
@@ -246,10 +290,36 @@ impl ServerCore {
             counters_dirty: false,
             origin: None,
             now_ms: 0,
+            cache,
+            prune_next: 0,
+            sweep_after: None,
+            send_is_new: false,
         }
     }
 
-    /// The whole state (for tests and tools).
+    /// Estimated bytes of the messages and conversations held in the hot-state cache (0 when
+    /// everything is resident: no store reader).
+    pub fn cache_bytes_used(&self) -> usize {
+        self.cache.used_bytes()
+    }
+
+    /// The hot-state cache's budget (`cache_bytes`); `None` when everything is resident.
+    pub fn cache_budget(&self) -> Option<usize> {
+        self.cache.on().then(|| self.cache.budget())
+    }
+
+    /// The store committed the effects of every batch up to `batch` ([`Effects::batch`]): what
+    /// they changed may leave the cache.
+    pub fn committed(&mut self, batch: u64) {
+        self.cache.committed(batch);
+        if let Some(reader) = &self.cache.reader {
+            reader.release();
+            self.cache.evict(&mut self.state);
+        }
+    }
+
+    /// The state in memory: everything without a store reader, the hot part with one (for
+    /// tests and tools).
     pub fn state(&self) -> &State {
         &self.state
     }
@@ -289,6 +359,7 @@ impl ServerCore {
                             Ok(()) => self.request(now_ms, &user, &device, other),
                             Err(e) => Err(e),
                         };
+                        self.send_is_new = false;
                         self.origin = None;
                         // The answer goes before the events it caused, so the requesting device
                         // knows e.g. the message id before the echo of its own message.
@@ -311,9 +382,10 @@ impl ServerCore {
     /// stores nothing, and an outbox replayed after a reconnect must not be refused for it.
     fn charge(&mut self, now_ms: u64, user: &str, frame: &ClientFrame) -> Res<()> {
         if let ClientFrame::Send { client_id, .. } = frame {
-            if self.state.client_ids.get(user).is_some_and(|ids| ids.contains_key(client_id)) {
+            if self.load_client_id(user, client_id)?.is_some() {
                 return Ok(());
             }
+            self.send_is_new = true;
         }
         self.limits.charge(self.cfg.send_rate, self.cfg.request_rate, user, frame, now_ms)
     }
@@ -346,7 +418,13 @@ impl ServerCore {
         // Size the next accumulation like this one: no regrowth (and copying) while applying.
         let (ops, out) = (self.effects.ops.len(), self.effects.out.len());
         let next = self.spare.pop().unwrap_or_default();
-        let effects = std::mem::replace(&mut self.effects, next);
+        let mut effects = std::mem::replace(&mut self.effects, next);
+        effects.batch = self.cache.batch;
+        self.cache.batch += 1;
+        if let Some(reader) = &self.cache.reader {
+            reader.release();
+            self.cache.evict(&mut self.state);
+        }
         self.effects.ops.reserve(ops.min(1 << 16));
         self.effects.out.reserve(out.min(1 << 16));
         effects
@@ -356,6 +434,7 @@ impl ServerCore {
     /// is left in them is dropped here (on the thread that allocated it) and their capacity is
     /// reused by later batches.
     pub fn recycle(&mut self, mut effects: Effects) {
+        self.committed(effects.batch);
         effects.ops.clear();
         effects.out.clear();
         if self.spare.len() < SPARE_EFFECTS {
@@ -373,7 +452,76 @@ impl ServerCore {
     }
 
     fn expired(&self, rec: &MessageRecord, now_ms: u64) -> bool {
-        now_ms.saturating_sub(rec.msg.timestamp) > self.cfg.retention_ms
+        self.expired_at(rec.msg.timestamp, now_ms)
+    }
+
+    fn expired_at(&self, timestamp: u64, now_ms: u64) -> bool {
+        now_ms.saturating_sub(timestamp) > self.cfg.retention_ms
+    }
+
+    /// Whether message `id` was dropped by retention (a log's `Message` event of it is not
+    /// replayed).
+    fn message_gone(&self, id: MsgId) -> bool {
+        if self.cache.on() {
+            id < self.prune_next
+        } else {
+            !self.state.messages.contains_key(&id)
+        }
+    }
+
+    // ----- the hot-state cache: reads on a miss, accounting of changes -----
+
+    /// Makes message `id` resident if it is stored (a miss reads the store).
+    fn load_message(&mut self, id: MsgId) -> Res<()> {
+        if let Some(rec) = self.state.messages.get_mut(&id) {
+            rec.cached.used = true;
+            return Ok(());
+        }
+        let Some(reader) = &self.cache.reader else { return Ok(()) };
+        if id < self.prune_next {
+            return Ok(()); // dropped by retention (maybe not committed yet)
+        }
+        if let Some(mut rec) = reader.message(id).map_err(read_failed)? {
+            self.state.client_ids.entry(rec.msg.from.clone()).or_default().insert(rec.msg.client_id.clone(), id);
+            self.cache.read_msg(id, &mut rec);
+            self.state.messages.insert(id, rec);
+        }
+        Ok(())
+    }
+
+    /// The message `user` sent with `client_id`, made resident; `None`: none stored.
+    fn load_client_id(&mut self, user: &str, client_id: &str) -> Res<Option<MsgId>> {
+        if let Some(&id) = self.state.client_ids.get(user).and_then(|ids| ids.get(client_id)) {
+            return Ok(Some(id));
+        }
+        let Some(reader) = &self.cache.reader else { return Ok(None) };
+        let Some(id) = reader.client_id(user, client_id).map_err(read_failed)? else { return Ok(None) };
+        self.load_message(id)?;
+        Ok(self.state.messages.contains_key(&id).then_some(id))
+    }
+
+    /// Message `id` was made or changed: pinned in the cache until committed.
+    fn changed_msg(&mut self, id: MsgId) {
+        if self.cache.on() {
+            if let Some(rec) = self.state.messages.get_mut(&id) {
+                self.cache.changed_msg(id, rec);
+            }
+        }
+    }
+
+    /// Makes `user`'s conversation `key` resident if it is stored (a miss reads the store).
+    /// Called before a request changes anything, so a failed read changes nothing.
+    fn load_conv(&mut self, user: &str, key: &ConversationKey) -> Res<()> {
+        if self.state.convs.get(user).is_some_and(|m| m.contains_key(key)) {
+            self.cache.used_conv(user, key);
+            return Ok(());
+        }
+        let Some(reader) = &self.cache.reader else { return Ok(()) };
+        if let Some(c) = reader.conversation(user, key).map_err(read_failed)? {
+            self.cache.read_conv(user, key, cache::conv_bytes(user, key, &c));
+            self.state.convs.entry(user.to_string()).or_default().insert(key.clone(), c);
+        }
+        Ok(())
     }
 
     // ----- events and state helpers -----
@@ -397,6 +545,25 @@ impl ServerCore {
 
     fn emit_to(&mut self, user: &str, event: impl Into<Arc<ServerEvent>>, skip: Option<SessionId>) {
         let event = event.into();
+        if self.cache.on() {
+            // The log stays in the store; memory holds its head and the events not committed.
+            let seq = match self.state.log_base.get_mut(user) {
+                Some(h) => {
+                    *h += 1;
+                    *h
+                }
+                None => {
+                    let seq = self.head_of(user) + 1;
+                    *self.state.log_base.get_mut(user).expect("read by head_of") = seq;
+                    seq
+                }
+            };
+            let le = LogEvent::logged_at(SeqEvent { seq, event }, self.now_ms);
+            self.cache.appended(user, le.clone());
+            self.route_event(user, &le, skip);
+            self.effects.ops.push(StoreOp::AppendEvent { user: user.to_string(), event: le });
+            return;
+        }
         let seq = self.state.head(user) + 1;
         if !self.state.logs.contains_key(user) {
             self.state.logs.insert(user.to_string(), Vec::new());
@@ -410,6 +577,12 @@ impl ServerCore {
             self.trim_queue.push(std::cmp::Reverse((le.at(), user.to_string())));
         }
         log.push(le.clone());
+        self.route_event(user, &le, skip);
+        self.effects.ops.push(StoreOp::AppendEvent { user: user.to_string(), event: le });
+    }
+
+    /// Sends a logged event to the user's online sessions but `skip`: one frame for all.
+    fn route_event(&mut self, user: &str, le: &LogEvent, skip: Option<SessionId>) {
         if let Some(sessions) = self.online.get(user) {
             let mut frame = None;
             for &s in sessions {
@@ -417,18 +590,44 @@ impl ServerCore {
                     let frame = frame.get_or_insert_with(|| le.frame()).clone();
                     self.effects.out.push(Outgoing { session: s, frame, replay: false });
                     if let Some(last) = self.last_sent.get_mut(&s) {
-                        *last = seq;
+                        *last = le.seq;
                     }
                 }
             }
         }
-        self.effects.ops.push(StoreOp::AppendEvent { user: user.to_string(), event: le });
+    }
+
+    /// The head (last seq) of `user`'s log. With the cache, a miss reads the store; that read
+    /// failing stops the core (an event appended under a wrong seq would be lost).
+    fn head_of(&mut self, user: &str) -> u64 {
+        let Some(reader) = &self.cache.reader else { return self.state.head(user) };
+        if let Some(&h) = self.state.log_base.get(user) {
+            self.cache.used_head(user);
+            return h;
+        }
+        let h = reader.log_head(user).unwrap_or_else(|e| panic!("the log head of {user} could not be read from the store: {e}"));
+        self.state.log_base.insert(user.to_string(), h);
+        self.cache.read_head(user);
+        h
     }
 
     fn conv_mut(&mut self, user: &str, key: &ConversationKey) -> &mut ConvState {
         // Look up first: the entry API would allocate both keys on every call.
         if !self.state.convs.get(user).is_some_and(|m| m.contains_key(key)) {
-            self.state.convs.entry(user.to_string()).or_default().insert(key.clone(), ConvState::default());
+            // Requests load what they change first (`load_conv`), so this read is not reached;
+            // if it were and failed, a default record would overwrite the stored one: stop.
+            if self.cache.on() {
+                if let Err(e) = self.load_conv(user, key) {
+                    panic!("a conversation could not be read from the store: {e}");
+                }
+            }
+            if !self.state.convs.get(user).is_some_and(|m| m.contains_key(key)) {
+                self.state.convs.entry(user.to_string()).or_default().insert(key.clone(), ConvState::default());
+                // Accounted (and evictable) even if the request leaves it unchanged.
+                if self.cache.on() {
+                    self.cache.read_conv(user, key, cache::conv_bytes(user, key, &ConvState::default()));
+                }
+            }
         }
         self.state.convs.get_mut(user).and_then(|m| m.get_mut(key)).expect("inserted")
     }
@@ -438,7 +637,12 @@ impl ServerCore {
     }
 
     fn put_conv(&mut self, user: &str, key: &ConversationKey) {
-        let state = self.conv_mut(user, key).without_read_set();
+        let c = self.conv_mut(user, key);
+        let state = c.without_read_set();
+        if self.cache.on() {
+            let bytes = cache::conv_bytes(user, key, self.conv(user, key).expect("made above"));
+            self.cache.changed_conv(user, key, bytes);
+        }
         self.effects.ops.push(StoreOp::PutConversation { user: user.to_string(), key: key.clone(), state });
     }
 
@@ -540,6 +744,12 @@ impl ServerCore {
         debug_assert!(res.is_ok() || self.effects.ops.len() == ops_before, "a refused request changed state");
         res
     }
+}
+
+/// A failed store read: the request is refused (302 SERVER_BUSY) before it changed anything.
+fn read_failed(e: crate::store::StoreError) -> ChatError {
+    log::error!("{e}");
+    err(ErrorCode::ServerBusy, "the server could not read its store")
 }
 
 fn check_kind(g: &Group, chat_type: ChatType) -> Res<()> {

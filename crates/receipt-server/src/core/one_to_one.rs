@@ -26,7 +26,8 @@ impl ServerCore {
         need_group_ack: bool,
     ) -> Res<Response> {
         validate_id("client_id", &client_id)?;
-        if let Some(&id) = self.state.client_ids.get(user).and_then(|ids| ids.get(&client_id)) {
+        let known = if std::mem::take(&mut self.send_is_new) { None } else { self.load_client_id(user, &client_id)? };
+        if let Some(id) = known {
             if let Some(rec) = self.state.messages.get(&id) {
                 return Ok(Response::Sent { client_id, msg_id: id, timestamp: rec.msg.timestamp, need_group_ack: rec.msg.need_group_ack });
             }
@@ -37,6 +38,15 @@ impl ServerCore {
             ChatType::Chat => {
                 if to == user {
                     return Err(ChatError::invalid_param("cannot send a 1:1 message to yourself"));
+                }
+                if self.cfg.max_to_unseen_per_user > 0 && !self.limits.is_seen(&to) {
+                    // With the cache nothing was loaded at start: a recipient who sent a message
+                    // still stored counts as seen, as when the messages were loaded.
+                    if let Some(reader) = &self.cache.reader {
+                        if reader.has_sent(&to).map_err(super::read_failed)? {
+                            self.limits.seen(&to);
+                        }
+                    }
                 }
                 self.limits.check_send_to(self.cfg.max_to_unseen_per_user, user, &to)?;
                 (vec![to.clone()], require_delivery_ack, false)
@@ -52,6 +62,17 @@ impl ServerCore {
                 (r, false, group_ack)
             }
         };
+        // The conversations this message changes, read before anything changes.
+        let key_of = |r: &str| match chat_type {
+            ChatType::Chat => ConversationKey::new(ChatType::Chat, if r == user { to.as_str() } else { user }),
+            _ => ConversationKey::new(chat_type, to.as_str()),
+        };
+        if self.cache.on() {
+            for r in recipients.iter().map(String::as_str).chain(std::iter::once(user)) {
+                let key = key_of(r);
+                self.load_conv(r, &key)?;
+            }
+        }
         let c = &mut self.state.counters;
         c.last_msg_id += 1;
         c.last_ts = c.last_ts.max(now);
@@ -79,7 +100,8 @@ impl ServerCore {
             }
         }
         self.state.messages.insert(id, MessageRecord::new(msg.clone()));
-        self.state.index_message(&msg);
+        self.changed_msg(id);
+        self.index_message(&msg);
         self.limits.stored(&msg);
         self.effects.ops.push(StoreOp::PutMessage(msg.clone()));
         let ev = Arc::new(ServerEvent::Message { msg: msg.clone() });
@@ -100,6 +122,7 @@ impl ServerCore {
     }
 
     pub(super) fn delivery_ack(&mut self, now: u64, user: &str, msg_id: MsgId) -> Res<Response> {
+        self.load_message(msg_id)?;
         let rec = self.message(now, msg_id, ErrorCode::MessageInvalid)?;
         rules::check_one_to_one_ack(MessageFacts::from(&*rec.msg), user, "delivery")?;
         if rec.delivered {
@@ -108,6 +131,7 @@ impl ServerCore {
         let rec = self.state.messages.get_mut(&msg_id).expect("checked");
         rec.delivered = true;
         let (from, to, read_acked) = (rec.msg.from.clone(), rec.msg.to.clone(), rec.read_acked);
+        self.changed_msg(msg_id);
         self.effects.ops.push(StoreOp::PutMessageFlags { id: msg_id, delivered: true, read_acked });
         let ev = Arc::new(ServerEvent::Delivered { msg_id, from: from.clone(), to, by: user.to_string(), timestamp: now });
         self.emit(&from, ev.clone());
@@ -116,9 +140,12 @@ impl ServerCore {
     }
 
     pub(super) fn read_ack(&mut self, now: u64, user: &str, msg_id: MsgId) -> Res<Response> {
+        self.load_message(msg_id)?;
         let rec = self.message(now, msg_id, ErrorCode::MessageExpired)?;
         rules::check_read_ack(MessageFacts::from(&*rec.msg), user)?;
         let key = ConversationKey::new(ChatType::Chat, rec.msg.from.clone());
+        self.load_conv(user, &key)?;
+        let rec = self.state.messages.get(&msg_id).expect("checked");
         let receipt_up_to = self.conv(user, &key).map_or(0, |c| c.receipt_up_to);
         if rules::read_ack_covered(rec.read_acked, receipt_up_to, msg_id) {
             return Ok(Response::Done);
@@ -126,6 +153,7 @@ impl ServerCore {
         let rec = self.state.messages.get_mut(&msg_id).expect("checked");
         rec.read_acked = true;
         let (from, to, delivered) = (rec.msg.from.clone(), rec.msg.to.clone(), rec.delivered);
+        self.changed_msg(msg_id);
         self.effects.ops.push(StoreOp::PutMessageFlags { id: msg_id, delivered, read_acked: true });
         self.mark_one(user, &key, msg_id);
         let ev = Arc::new(ServerEvent::Read { msg_id, from: from.clone(), to, by: user.to_string(), timestamp: now });
@@ -144,6 +172,7 @@ impl ServerCore {
     ) -> Res<Response> {
         validate_id("conversation", &conversation)?;
         let key = ConversationKey::new(chat_type, conversation.clone());
+        self.load_conv(user, &key)?;
         match chat_type {
             ChatType::Chat => {
                 if conversation == user {
@@ -207,8 +236,10 @@ impl ServerCore {
             check_kind(g, chat_type)?;
             self.role_in(g, user)?;
         }
+        self.load_conv(user, &key)?;
         match msg_id {
             Some(id) => {
+                self.load_message(id)?;
                 let rec = self.message(now, id, ErrorCode::MessageInvalid)?;
                 let received =
                     rec.msg.from != user && rec.msg.conversation_for(user) == key && (chat_type != ChatType::Chat || rec.msg.to == user);

@@ -13,6 +13,7 @@
 use std::sync::Arc;
 
 use receipt_core::protocol::{ConversationState, SeqEvent, ServerEvent, ServerFrame};
+use receipt_core::ConversationKey;
 
 use super::{Outgoing, ServerCore, SessionId};
 
@@ -51,10 +52,10 @@ impl ServerCore {
     pub(super) fn start_replay(&mut self, session: SessionId, since: u64, resync_ok: bool) {
         let Some(s) = self.sessions.get(&session) else { return };
         let (user, device) = (s.user.clone(), s.device.clone());
-        let replay = if resync_ok && since < self.state.trimmed_up_to(&user) {
-            let head = self.state.head(&user);
+        let replay = if resync_ok && since < self.trimmed_up_to(&user) {
+            let head = self.head_of(&user);
             self.resync_started(self.now_ms, &user, &device, head);
-            let walk = super::resync::Walk::new(self.state.conversations_of(&user));
+            let walk = super::resync::Walk::new(self.conversation_keys(&user));
             Replay { next: head + 1, held: Vec::new(), resync: Some(walk), resynced: true }
         } else {
             Replay { next: since.saturating_add(1), held: Vec::new(), resync: None, resynced: false }
@@ -88,46 +89,30 @@ impl ServerCore {
             self.syncing.remove(&session);
             return;
         };
-        let (mut frames, window, walked) = self.resync_pages(session, &user, REPLAY_WINDOW_BYTES);
+        let (frames, window, walked) = self.resync_pages(session, &user, REPLAY_WINDOW_BYTES);
+        for f in frames {
+            self.send(session, f, true);
+        }
         if !walked {
-            for f in frames {
-                self.send(session, f, true);
-            }
             return;
         }
         let next = self.syncing.get(&session).map_or(1, |r| r.next);
-        let mut sent_up_to = None;
+        // The resync's pages count in the same window as the backlog after them.
+        let mut w = Window { window, ..Window::default() };
         let mut done = true;
-        if let Some(log) = self.state.logs.get(&*user) {
+        if self.cache.on() {
+            done = self.window_from_store(&user, next, &mut w);
+        } else if let Some(log) = self.state.logs.get(&*user) {
             let start = log.partition_point(|e| e.seq < next);
-            let (mut batch, mut bytes, mut window) = (Vec::new(), 0, window);
+
             for e in &log[start..] {
-                // A message past retention is not replayed (its event leaves the log a grace
-                // period later, with the receipts logged around it).
-                if let ServerEvent::Message { msg } = &*e.event {
-                    if !self.state.messages.contains_key(&msg.id) {
-                        sent_up_to = Some(e.seq);
-                        continue;
-                    }
+                if !w.push(e, self.message_gone_event(e)) {
+                    done = false;
+                    break;
                 }
-                let size = event_size(&e.event);
-                if !batch.is_empty() && (batch.len() >= BACKLOG_BATCH || bytes + size > BACKLOG_BYTES) {
-                    frames.push(ServerFrame::Backlog { events: std::mem::take(&mut batch) });
-                    bytes = 0;
-                    if window >= REPLAY_WINDOW_BYTES {
-                        done = false;
-                        break;
-                    }
-                }
-                bytes += size;
-                window += size;
-                sent_up_to = Some(e.seq);
-                batch.push(SeqEvent::clone(e));
-            }
-            if !batch.is_empty() {
-                frames.push(ServerFrame::Backlog { events: batch });
             }
         }
+        let (frames, sent_up_to) = w.finish();
         for f in frames {
             self.send(session, f, true);
         }
@@ -143,14 +128,9 @@ impl ServerCore {
     /// session is online from here on.
     fn finish_sync(&mut self, session: SessionId, user: &Arc<str>) {
         let (held, resync) = self.syncing.remove(&session).map(|r| (r.held, r.resynced)).unwrap_or_default();
-        let mut conversations: Vec<ConversationState> = self
-            .state
-            .convs
-            .get(&**user)
-            .map(|m| m.iter().map(|(k, c)| ConversationState { chat_type: k.chat_type, id: k.id.clone(), unread: c.unread }).collect())
-            .unwrap_or_default();
+        let mut conversations: Vec<ConversationState> = self.conversation_states(user);
         conversations.sort_by(|a, b| (a.chat_type, &a.id).cmp(&(b.chat_type, &b.id)));
-        let head = self.state.head(user);
+        let head = self.head_of(user);
         // Paged: no frame grows with the number of conversations (a user added to 22,000 groups
         // must still log in under the frame limit).
         let last = conversations.len().saturating_sub(1) / SYNC_PAGE * SYNC_PAGE;
@@ -171,6 +151,128 @@ impl ServerCore {
         self.online.entry(user.to_string()).or_default().push(session);
     }
 }
+
+/// One window of a replay being built: `Backlog` frames of at most [`BACKLOG_BATCH`] events
+/// and ~[`BACKLOG_BYTES`], up to [`REPLAY_WINDOW_BYTES`] in all.
+#[derive(Default)]
+struct Window {
+    frames: Vec<ServerFrame>,
+    batch: Vec<SeqEvent>,
+    bytes: usize,
+    window: usize,
+    sent_up_to: Option<u64>,
+}
+
+impl Window {
+    /// Adds an event (`gone`: a message past retention, skipped); false when the window is
+    /// full and the event was not taken.
+    fn push(&mut self, e: &SeqEvent, gone: bool) -> bool {
+        if gone {
+            self.sent_up_to = Some(e.seq);
+            return true;
+        }
+        let size = event_size(&e.event);
+        if !self.batch.is_empty() && (self.batch.len() >= BACKLOG_BATCH || self.bytes + size > BACKLOG_BYTES) {
+            self.frames.push(ServerFrame::Backlog { events: std::mem::take(&mut self.batch) });
+            self.bytes = 0;
+            if self.window >= REPLAY_WINDOW_BYTES {
+                return false;
+            }
+        }
+        self.bytes += size;
+        self.window += size;
+        self.sent_up_to = Some(e.seq);
+        self.batch.push(e.clone());
+        true
+    }
+
+    fn finish(mut self) -> (Vec<ServerFrame>, Option<u64>) {
+        if !self.batch.is_empty() {
+            self.frames.push(ServerFrame::Backlog { events: self.batch });
+        }
+        (self.frames, self.sent_up_to)
+    }
+}
+
+/// Stored log rows read at a time by a replay.
+const LOG_READ_ROWS: usize = 256;
+/// Most reads for one window (a bound; a window fills long before on any real log).
+const LOG_READS_PER_WINDOW: usize = 1 << 16;
+
+impl ServerCore {
+    /// A message past retention is not replayed (its event leaves the log a grace period
+    /// later, with the receipts logged around it).
+    fn message_gone_event(&self, e: &SeqEvent) -> bool {
+        matches!(&*e.event, ServerEvent::Message { msg } if self.message_gone(msg.id))
+    }
+
+    /// With the cache: a window of `user`'s log from seq `next`, read from the store, then the
+    /// events not committed yet. True when it reached the head.
+    fn window_from_store(&mut self, user: &str, next: u64, w: &mut Window) -> bool {
+        let Some(reader) = &self.cache.reader else { return true };
+        let mut from = next;
+        for _ in 0..LOG_READS_PER_WINDOW {
+            let read = match reader.log_events(user, from, LOG_READ_ROWS) {
+                Ok(r) => r,
+                Err(e) => {
+                    // Ends the sync with what was sent; the device asks again at its next login.
+                    log::error!("replay of {user}: {e}");
+                    return true;
+                }
+            };
+            for e in &read.events {
+                if !w.push(e, self.message_gone_event(e)) {
+                    return false;
+                }
+            }
+            from = from.max(read.next);
+            if !read.more {
+                break;
+            }
+        }
+        // Committed while this window was read, events are both stored and still here: once.
+        for e in self.cache.tail(user).filter(|e| e.seq >= from) {
+            if !w.push(e, self.message_gone_event(e)) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The conversations `user` has a record of, in key order (`State::conversations_of`; with
+    /// the cache, the stored ones and those in memory).
+    pub(super) fn conversation_keys(&self, user: &str) -> Vec<ConversationKey> {
+        if !self.cache.on() {
+            return self.state.conversations_of(user);
+        }
+        let mut keys: Vec<ConversationKey> =
+            self.conversation_states(user).into_iter().map(|c| ConversationKey::new(c.chat_type, c.id)).collect();
+        keys.sort_by(|a, b| (a.chat_type, &a.id).cmp(&(b.chat_type, &b.id)));
+        keys
+    }
+
+    /// `user`'s unread count of every conversation. With the cache: the stored ones, overridden
+    /// by those in memory (which include every change not committed yet).
+    fn conversation_states(&self, user: &str) -> Vec<ConversationState> {
+        let cached = self.state.convs.get(user);
+        let state = |k: &ConversationKey, unread: u32| ConversationState { chat_type: k.chat_type, id: k.id.clone(), unread };
+        let mut out: Vec<ConversationState> = cached.into_iter().flatten().map(|(k, c)| state(k, c.unread)).collect();
+        if let Some(reader) = &self.cache.reader {
+            match reader.conversations_of(user, CONVERSATIONS_MAX) {
+                Ok(stored) => {
+                    out.extend(stored.iter().filter(|(k, _)| !cached.is_some_and(|m| m.contains_key(k))).map(|(k, c)| state(k, c.unread)))
+                }
+                // The sync ends with what memory holds; the next login reads them again.
+                Err(e) => log::error!("conversations of {user}: {e}"),
+            }
+        }
+        out
+    }
+}
+
+/// Most conversations read for one user's sync (a bound on the read, far above
+/// `max_groups_per_user` plus the 1:1 conversations of any real user).
+const CONVERSATIONS_MAX: usize = 1 << 20;
 
 /// A cheap upper-ish estimate of an event's encoded size.
 fn event_size(e: &ServerEvent) -> usize {

@@ -2,7 +2,7 @@
 //! disconnect, and retention pruning.
 
 use receipt_core::protocol::ServerFrame;
-use receipt_core::{ChatError, ChatType, ErrorCode, UserId};
+use receipt_core::{ChatError, ChatType, ErrorCode, UserId, WireMessage};
 
 use super::{err, Effects, LoggedIn, ServerCore, SessionId, StoreOp};
 
@@ -11,6 +11,13 @@ pub const LOG_GRACE_MAX_MS: u64 = 3_600_000;
 /// Work one retention pass does at most (messages dropped plus group members whose unread
 /// count it fixed); the rest is dropped at the next tick.
 pub const PRUNE_STEPS: usize = 50_000;
+
+/// Messages read at a time by retention with the cache, and reads per pass (tick).
+const PRUNE_READ: usize = 4096;
+const PRUNE_READS: usize = 16;
+/// Logs looked at per retention pass with the cache, and rows read of each.
+const SWEEP_USERS: usize = 256;
+const SWEEP_ROWS: usize = 64;
 
 impl ServerCore {
     /// The session's connection is gone.
@@ -36,12 +43,19 @@ impl ServerCore {
         // Bounded work per tick: a group message's unread fix-up is O(members) (see
         // `drop_expired_message`); what is left waits for the next tick.
         let mut budget = PRUNE_STEPS;
+        if self.cache.on() {
+            self.prune_stored(now_ms, budget);
+            self.sweep_logs(now_ms);
+            self.forget_unseen_devices(now_ms);
+            return self.take();
+        }
         while let Some((&id, rec)) = self.state.messages.first_key_value() {
             if budget == 0 || !self.expired(rec, now_ms) {
                 break;
             }
             let rec = self.state.messages.remove(&id).expect("present");
-            budget = budget.saturating_sub(self.drop_expired_message(&rec));
+            let recipients = self.unread_recipients(&rec.msg);
+            budget = budget.saturating_sub(self.drop_expired_message(&rec.msg, recipients));
             self.effects.ops.push(StoreOp::DeleteMessage(id));
         }
         // A log is in time order: its expired events are a prefix. Only the logs whose first
@@ -64,7 +78,7 @@ impl ServerCore {
             if n > 0 {
                 let up_to = log[n - 1].seq;
                 log.drain(..n);
-                self.state.note_trim(&user, up_to);
+                self.note_trim(&user, up_to);
                 self.effects.ops.push(StoreOp::TrimLog { user: user.clone(), up_to });
             }
             let log = self.state.logs.get(&user).expect("present");
@@ -80,24 +94,76 @@ impl ServerCore {
         self.take()
     }
 
-    /// A message left at retention: its index entries go, and each recipient who had not read
-    /// it counts one unread message less (1:1: the recipient; group: each member at send time
-    /// whose read mark does not cover it). Returns the steps it took (1 + members looked at).
-    fn drop_expired_message(&mut self, rec: &crate::state::MessageRecord) -> usize {
-        let msg = &rec.msg;
-        self.limits.dropped(msg);
-        if let Some(ids) = self.state.client_ids.get_mut(&msg.from) {
-            ids.remove(&msg.client_id);
-            if ids.is_empty() {
-                self.state.client_ids.remove(&msg.from);
+    /// Retention with the cache: the expired messages are a prefix of the stored ones (ids grow
+    /// with time), read from the store [`PRUNE_READ`] at a time from where the last pass
+    /// stopped. A pass stops after `budget` steps (as `drop_expired_message` counts them) or
+    /// [`PRUNE_READS`] reads; what is left goes at the next tick.
+    fn prune_stored(&mut self, now_ms: u64, mut budget: usize) {
+        for _ in 0..PRUNE_READS {
+            let Some(reader) = &self.cache.reader else { return };
+            let batch = match reader.messages_from(self.prune_next, PRUNE_READ) {
+                Ok(b) => b,
+                Err(e) => {
+                    log::error!("retention: {e}");
+                    return;
+                }
+            };
+            let full = batch.len() == PRUNE_READ;
+            for msg in batch {
+                if budget == 0 || !self.expired_at(msg.timestamp, now_ms) {
+                    return;
+                }
+                // The recipients' conversations are read first: a failed read drops nothing (the
+                // message is looked at again at the next tick).
+                let recipients = self.unread_recipients(&msg);
+                for user in &recipients {
+                    if let Err(e) = self.load_conv(user, &msg.conversation_for(user)) {
+                        log::error!("retention of message {}: {}", msg.id, e.description);
+                        return;
+                    }
+                }
+                self.prune_next = msg.id + 1;
+                if let Some(rec) = self.state.messages.remove(&msg.id) {
+                    self.cache.forget_msg(&rec);
+                }
+                budget = budget.saturating_sub(self.drop_expired_message(&msg, recipients));
+                self.effects.ops.push(StoreOp::DeleteMessage(msg.id));
+            }
+            if !full {
+                return;
             }
         }
-        self.state.unindex_message(msg);
-        let recipients: Vec<UserId> = match msg.chat_type {
+    }
+
+    /// Log retention with the cache: the logs are not in memory, so a bounded sweep looks at
+    /// [`SWEEP_USERS`] users' logs per pass (tick), in key order, from where the last pass
+    /// stopped, and trims each of the events logged before the cutoff (as `prune` does with
+    /// resident logs). A log is trimmed within one sweep of the whole user set after its
+    /// events pass retention and the grace (docs/server-data-model.md).
+    fn sweep_logs(&mut self, now_ms: u64) {
+        let Some(reader) = &self.cache.reader else { return };
+        let grace = self.cfg.retention_ms.min(LOG_GRACE_MAX_MS);
+        let cutoff = now_ms.saturating_sub(self.cfg.retention_ms.saturating_add(grace));
+        match reader.log_sweep(self.sweep_after.as_deref(), SWEEP_USERS, SWEEP_ROWS, cutoff) {
+            Ok(sweep) => {
+                self.sweep_after = sweep.last;
+                for (user, up_to) in sweep.trims {
+                    // A device below it now gets a resync (`trimmed_up_to`).
+                    self.cache.trimmed(&user, up_to);
+                    self.effects.ops.push(StoreOp::TrimLog { user, up_to });
+                }
+            }
+            Err(e) => log::error!("log retention: {e}"),
+        }
+    }
+
+    /// Who may count message `msg` as unread: 1:1, the recipient; group, each member at send
+    /// time but the sender (those who joined before it; the ones removed since are not known
+    /// any more: their record keeps the count until they next read).
+    fn unread_recipients(&self, msg: &WireMessage) -> Vec<UserId> {
+        match msg.chat_type {
             ChatType::Chat => vec![msg.to.clone()],
             _ => match self.state.groups.get(&msg.to) {
-                // Members at send time: those who joined before it (the ones removed since are
-                // not known any more; their record keeps the count until they next read).
                 Some(g) => g
                     .members
                     .keys()
@@ -106,7 +172,25 @@ impl ServerCore {
                     .collect(),
                 None => Vec::new(),
             },
-        };
+        }
+    }
+
+    /// A message left at retention: its index entries go, and each of `recipients`
+    /// ([`unread_recipients`](Self::unread_recipients)) who had not read it counts one unread
+    /// message less. With the cache their conversations were read first (`prune_stored`).
+    /// Returns the steps it took (1 + members looked at).
+    fn drop_expired_message(&mut self, msg: &WireMessage, recipients: Vec<UserId>) -> usize {
+        self.limits.dropped(msg);
+        if let Some(ids) = self.state.client_ids.get_mut(&msg.from) {
+            // The client id may name a later message since (a resend after retention).
+            if ids.get(&msg.client_id) == Some(&msg.id) {
+                ids.remove(&msg.client_id);
+            }
+            if ids.is_empty() {
+                self.state.client_ids.remove(&msg.from);
+            }
+        }
+        self.state.unindex_message(msg);
         let steps = 1 + recipients.len();
         for user in recipients {
             let key = msg.conversation_for(&user);

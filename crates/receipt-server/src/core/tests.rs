@@ -455,3 +455,460 @@ fn the_retention_pass_trims_loaded_logs_and_only_the_logs_that_expired() {
     assert!(c.state.logs.is_empty());
     assert!(trimmed(&c.prune(T0 + 9000)).is_empty());
 }
+
+// ----- the hot-state cache: a core reading misses from a real redb store -----
+
+/// A core with the hot-state cache over a redb store in a temp dir; `handle` commits each
+/// batch and reports it committed, as the pipeline does.
+struct Cached {
+    core: ServerCore,
+    store: crate::store::RedbServerStore,
+    _dir: tempfile::TempDir,
+    budget: usize,
+}
+
+impl Cached {
+    fn new(budget: usize, f: impl FnOnce(&mut CoreConfig)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = crate::store::RedbServerStore::open(dir.path()).unwrap();
+        let core = Self::core_on(&mut store, budget, f);
+        Cached { core, store, _dir: dir, budget }
+    }
+
+    fn core_on(store: &mut crate::store::RedbServerStore, budget: usize, f: impl FnOnce(&mut CoreConfig)) -> ServerCore {
+        use crate::store::ServerStore;
+        let mut cfg = core_with(|_| {}).cfg;
+        cfg.group_ack.enabled = true;
+        f(&mut cfg);
+        let state = store.load_hot().unwrap();
+        ServerCore::with_store(cfg, state, store.reader().unwrap(), budget)
+    }
+
+    /// Applies without committing (the store lags, as while the store thread commits).
+    fn apply(&mut self, now: u64, s: SessionId, frame: ClientFrame) -> Effects {
+        self.core.handle(now, s, frame)
+    }
+
+    fn commit(&mut self, fx: &Effects) {
+        use crate::store::ServerStore;
+        self.store.commit(&[&fx.ops]).unwrap();
+        self.core.committed(fx.batch);
+    }
+
+    /// Applies and commits: with nothing in flight, what is cached is under the budget.
+    fn handle(&mut self, now: u64, s: SessionId, frame: ClientFrame) -> Effects {
+        let fx = self.apply(now, s, frame);
+        self.commit(&fx);
+        assert!(
+            self.core.cache_bytes_used() <= self.budget,
+            "{} bytes cached over a budget of {}",
+            self.core.cache_bytes_used(),
+            self.budget
+        );
+        fx
+    }
+
+    fn login(&mut self, s: SessionId, user: &str, since: u64) -> Vec<ServerFrame> {
+        let frame = ClientFrame::Login { v: PROTOCOL_VERSION, user: user.into(), device: format!("d{s}"), token: String::new(), since };
+        self.handle(T0, s, frame).out.into_iter().map(|o| (*o.frame).clone()).collect()
+    }
+
+    fn send(&mut self, now: u64, s: SessionId, cid: &str, to: &str, t: ChatType) -> Result<Response, ChatError> {
+        let frame = ClientFrame::Send {
+            req: 1,
+            client_id: cid.into(),
+            to: to.into(),
+            chat_type: t,
+            content: format!("content of {cid}"),
+            require_delivery_ack: true,
+            need_group_ack: t == ChatType::GroupChat,
+        };
+        result(&self.handle(now, s, frame), s)
+    }
+
+    fn req(&mut self, now: u64, s: SessionId, frame: ClientFrame) -> Result<Response, ChatError> {
+        result(&self.handle(now, s, frame), s)
+    }
+
+    /// The process restarts on the same store: a new core from the hot state.
+    fn restart(&mut self) {
+        self.core = Self::core_on(&mut self.store, self.budget, |_| {});
+    }
+}
+
+fn sent_id(r: Result<Response, ChatError>) -> MsgId {
+    match r {
+        Ok(Response::Sent { msg_id, .. }) => msg_id,
+        r => panic!("{r:?}"),
+    }
+}
+
+fn sync_unread(frames: &[ServerFrame], t: ChatType, id: &str) -> Option<u32> {
+    frames
+        .iter()
+        .flat_map(|f| match f {
+            ServerFrame::SyncConversations { conversations } | ServerFrame::SyncDone { conversations, .. } => conversations.clone(),
+            _ => Vec::new(),
+        })
+        .find(|c| c.chat_type == t && c.id == id)
+        .map(|c| c.unread)
+}
+
+#[test]
+fn with_a_one_byte_cache_every_answer_is_read_back_from_the_store() {
+    // Constant eviction: after every committed batch nothing is left in the cache.
+    let mut c = Cached::new(1, |_| {});
+    c.login(1, "alice", u64::MAX);
+    c.login(2, "bob", u64::MAX);
+    c.login(3, "carol", u64::MAX);
+    let g = match c.req(
+        T0,
+        1,
+        ClientFrame::CreateGroup { req: 1, name: "g".into(), members: vec!["bob".into(), "carol".into()], chat_room: false },
+    ) {
+        Ok(Response::GroupCreated { group }) => group,
+        r => panic!("{r:?}"),
+    };
+    let ids: Vec<MsgId> = (0..10).map(|i| sent_id(c.send(T0 + i, 1, &format!("m{i}"), "bob", ChatType::Chat))).collect();
+    assert_eq!(c.core.cache_bytes_used(), 0, "nothing cached past the budget once committed");
+    assert!(c.core.state.messages.is_empty() && c.core.state.convs.is_empty());
+    // An idempotent resend of an evicted message: the same id, nothing stored again.
+    let again = ClientFrame::Send {
+        req: 1,
+        client_id: "m3".into(),
+        to: "bob".into(),
+        chat_type: ChatType::Chat,
+        content: "content of m3".into(),
+        require_delivery_ack: true,
+        need_group_ack: false,
+    };
+    let fx = c.handle(T0 + 20, 1, again);
+    assert_eq!(sent_id(result(&fx, 1)), ids[3]);
+    assert!(!fx.ops.iter().any(|op| matches!(op, StoreOp::PutMessage(_))));
+    // Receipts on evicted messages: flags read back, a second ack is a no-op.
+    c.req(T0 + 30, 2, ClientFrame::DeliveryAck { req: 1, msg_id: ids[0] }).unwrap();
+    let fx = c.handle(T0 + 31, 2, ClientFrame::DeliveryAck { req: 1, msg_id: ids[0] });
+    assert!(fx.ops.is_empty(), "delivered flag read back from the store: {:?}", fx.ops);
+    c.req(T0 + 32, 2, ClientFrame::ReadAck { req: 1, msg_id: ids[1] }).unwrap();
+    let fx = c.handle(T0 + 33, 2, ClientFrame::ReadAck { req: 1, msg_id: ids[1] });
+    assert!(fx.ops.is_empty(), "read flag and read single read back: {:?}", fx.ops);
+    // bob's unread count: 10 - 1, from the stored conversation, at a new login.
+    let frames = c.login(4, "bob", u64::MAX);
+    assert_eq!(sync_unread(&frames, ChatType::Chat, "alice"), Some(9));
+    // Group acks: the already-acked check and the pages read the store.
+    let gm = sent_id(c.send(T0 + 40, 1, "gm", &g, ChatType::GroupChat));
+    c.req(T0 + 41, 2, ClientFrame::GroupAck { req: 1, msg_id: gm, ext: None }).unwrap();
+    let fx = c.handle(T0 + 42, 2, ClientFrame::GroupAck { req: 1, msg_id: gm, ext: None });
+    assert!(fx.ops.is_empty(), "acked once: {:?}", fx.ops);
+    c.req(T0 + 43, 3, ClientFrame::GroupAck { req: 1, msg_id: gm, ext: Some("x".into()) }).unwrap();
+    let page = |c: &mut Cached, start| match c.req(
+        T0 + 44,
+        1,
+        ClientFrame::FetchGroupAcks { req: 1, msg_id: gm, page_size: 1, start_ack_id: start },
+    ) {
+        Ok(Response::GroupAcks { page, .. }) => page,
+        r => panic!("{r:?}"),
+    };
+    let first = page(&mut c, None);
+    assert_eq!((first.data[0].from.as_str(), first.data[0].count), ("carol", 2), "the count continues the stored acks");
+    let second = page(&mut c, Some(first.cursor.parse().unwrap()));
+    assert_eq!((second.data[0].from.as_str(), second.cursor.as_str()), ("bob", ""));
+    // Conversation ack on an evicted conversation: bob reads everything.
+    c.req(T0 + 50, 2, ClientFrame::ConversationAck { req: 1, chat_type: ChatType::Chat, conversation: "alice".into() }).unwrap();
+    let frames = c.login(5, "bob", u64::MAX);
+    assert_eq!(sync_unread(&frames, ChatType::Chat, "alice"), Some(0));
+    // The same after a restart (nothing of the hot state but groups, counters and logs).
+    c.restart();
+    let frames = c.login(6, "bob", u64::MAX);
+    assert_eq!(sync_unread(&frames, ChatType::Chat, "alice"), Some(0));
+    assert_eq!(sync_unread(&frames, ChatType::GroupChat, &g), Some(0));
+    assert_eq!(sync_unread(&frames, ChatType::GroupChat, &g), Some(0));
+    c.login(7, "alice", u64::MAX);
+    let fx = c.handle(
+        T0 + 60,
+        7,
+        ClientFrame::Send {
+            req: 1,
+            client_id: "m9".into(),
+            to: "bob".into(),
+            chat_type: ChatType::Chat,
+            content: "x".into(),
+            require_delivery_ack: true,
+            need_group_ack: false,
+        },
+    );
+    assert_eq!(sent_id(result(&fx, 7)), ids[9], "client ids survive the restart");
+    assert_eq!(c.core.cache_bytes_used(), 0);
+}
+
+#[test]
+fn what_a_batch_changed_stays_in_memory_until_the_batch_is_committed() {
+    let mut c = Cached::new(1, |_| {});
+    c.login(1, "alice", u64::MAX);
+    c.login(2, "bob", u64::MAX);
+    // Applied, not committed: the store does not have the message yet.
+    let fx1 = c.apply(
+        T0,
+        1,
+        ClientFrame::Send {
+            req: 1,
+            client_id: "a".into(),
+            to: "bob".into(),
+            chat_type: ChatType::Chat,
+            content: "hi".into(),
+            require_delivery_ack: true,
+            need_group_ack: false,
+        },
+    );
+    let id = sent_id(result(&fx1, 1));
+    assert!(c.core.cache_bytes_used() > 1, "pinned over the budget");
+    assert!(c.core.state.messages.contains_key(&id));
+    // The next batch still finds it (from memory) while the first is being committed.
+    let fx2 = c.apply(T0 + 1, 2, ClientFrame::DeliveryAck { req: 1, msg_id: id });
+    result(&fx2, 2).unwrap();
+    c.commit(&fx1);
+    assert!(c.core.state.messages.contains_key(&id), "changed again by batch 2, not committed yet");
+    c.commit(&fx2);
+    assert!(!c.core.state.messages.contains_key(&id));
+    // Read back: delivered.
+    let fx = c.handle(T0 + 2, 2, ClientFrame::DeliveryAck { req: 1, msg_id: id });
+    assert!(fx.ops.is_empty());
+}
+
+#[test]
+fn the_cache_stays_under_its_budget_and_keeps_the_recently_used() {
+    let budget = 16 * 1024;
+    let mut c = Cached::new(budget, |_| {});
+    c.login(1, "alice", u64::MAX);
+    let mut peak = 0;
+    for i in 0..300u64 {
+        // 300 messages to 30 users: ~300 message and 60 conversation entries, over 16 KiB.
+        sent_id(c.send(T0 + i, 1, &format!("m{i}"), &format!("u{}", i % 30), ChatType::Chat));
+        peak = peak.max(c.core.cache_bytes_used());
+    }
+    assert!(peak <= budget && peak > budget / 2, "peak {peak}");
+    assert!(c.core.state.messages.len() < 300, "some were evicted");
+    assert!(c.core.state.messages.contains_key(&300), "the newest stays");
+    // Every user's unread count is right whatever was evicted.
+    for u in 0..30 {
+        let frames = c.login(100 + u, &format!("u{u}"), u64::MAX);
+        assert_eq!(sync_unread(&frames, ChatType::Chat, "alice"), Some(10), "u{u}");
+    }
+}
+
+#[test]
+fn retention_with_the_cache_drops_stored_messages_oldest_first_in_bounded_steps() {
+    let mut c = Cached::new(1, |cfg| cfg.retention_ms = 1000);
+    c.login(1, "alice", u64::MAX);
+    let ids: Vec<MsgId> = (0..5).map(|i| sent_id(c.send(T0 + i * 100, 1, &format!("m{i}"), "bob", ChatType::Chat))).collect();
+    let fx = c.core.prune(T0 + 1250);
+    let deleted: Vec<MsgId> = fx.ops.iter().filter_map(|op| if let StoreOp::DeleteMessage(id) = op { Some(*id) } else { None }).collect();
+    assert_eq!(deleted, ids[..3].to_vec(), "expired: sent at +0, +100, +200");
+    // Not committed yet: the store still has them, the core does not answer from it.
+    assert_eq!(c.req(T0 + 1260, 1, ClientFrame::ReadAck { req: 1, msg_id: ids[0] }).unwrap_err().code, ErrorCode::MessageExpired);
+    c.commit(&fx);
+    let fx = c.core.prune(T0 + 1260);
+    assert!(!fx.ops.iter().any(|op| matches!(op, StoreOp::DeleteMessage(_))), "nothing new expired: {:?}", fx.ops);
+    c.commit(&fx);
+    // A resend of a pruned message's client id is a new message.
+    let again = sent_id(c.send(T0 + 1300, 1, "m0", "bob", ChatType::Chat));
+    assert!(again > ids[4]);
+}
+
+fn backlog_seqs(frames: &[ServerFrame]) -> Vec<u64> {
+    frames
+        .iter()
+        .flat_map(|f| match f {
+            ServerFrame::Backlog { events } => events.iter().map(|e| e.seq).collect(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+#[test]
+fn a_replay_reads_the_stored_log_then_what_is_not_committed_yet() {
+    let mut c = Cached::new(1, |_| {});
+    c.login(1, "alice", u64::MAX);
+    // 20 KiB messages: the 120 of them take three windows of ~1 MiB.
+    let big = "x".repeat(20 * 1024);
+    for i in 0..120u64 {
+        let frame = ClientFrame::Send {
+            req: 1,
+            client_id: format!("m{i}"),
+            to: "bob".into(),
+            chat_type: ChatType::Chat,
+            content: big.clone(),
+            require_delivery_ack: false,
+            need_group_ack: false,
+        };
+        sent_id(result(&c.handle(T0 + i, 1, frame), 1));
+    }
+    // One more, applied but not committed (the store thread is still at it).
+    let pending = c.apply(
+        T0 + 200,
+        1,
+        ClientFrame::Send {
+            req: 1,
+            client_id: "pending".into(),
+            to: "bob".into(),
+            chat_type: ChatType::Chat,
+            content: "last".into(),
+            require_delivery_ack: false,
+            need_group_ack: false,
+        },
+    );
+    assert!(c.core.state.logs.is_empty(), "no log is resident");
+    let frame = ClientFrame::Login { v: PROTOCOL_VERSION, user: "bob".into(), device: "d2".into(), token: String::new(), since: 0 };
+    let mut frames: Vec<ServerFrame> = c.core.handle(T0 + 201, 2, frame).out.into_iter().map(|o| (*o.frame).clone()).collect();
+    let mut windows = 1;
+    while !frames.iter().any(|f| matches!(f, ServerFrame::SyncDone { .. })) {
+        assert!(windows < 10, "the replay ends");
+        c.core.replay_more(2);
+        frames.extend(c.core.take_effects().out.into_iter().map(|o| (*o.frame).clone()));
+        windows += 1;
+    }
+    assert!(windows >= 3, "streamed in windows: {windows}");
+    assert_eq!(backlog_seqs(&frames), (1..=121).collect::<Vec<u64>>(), "every event once, in order, the pending one last");
+    let done_head = frames.iter().find_map(|f| if let ServerFrame::SyncDone { head, .. } = f { Some(*head) } else { None });
+    assert_eq!(done_head, Some(121));
+    c.commit(&pending);
+    // After a restart the head is read back: the next event is 122.
+    c.restart();
+    c.login(3, "alice", u64::MAX);
+    c.send(T0 + 300, 3, "after", "bob", ChatType::Chat).unwrap();
+    let frames = c.login(4, "bob", 121);
+    assert_eq!(backlog_seqs(&frames), vec![122]);
+}
+
+#[test]
+fn the_log_sweep_trims_stored_logs_past_retention_and_its_grace() {
+    let mut c = Cached::new(1, |cfg| cfg.retention_ms = 1000);
+    c.login(1, "alice", u64::MAX);
+    c.send(T0, 1, "old", "bob", ChatType::Chat).unwrap();
+    c.send(T0 + 900, 1, "young", "carol", ChatType::Chat).unwrap();
+    let trims = |fx: &Effects| -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = fx
+            .ops
+            .iter()
+            .filter_map(|op| if let StoreOp::TrimLog { user, up_to } = op { Some((user.clone(), *up_to)) } else { None })
+            .collect();
+        v.sort();
+        v
+    };
+    // Retention 1 s and a grace of 1 s: at +2500 the old message's events go, not the young one's.
+    let fx = c.core.prune(T0 + 2500);
+    c.commit(&fx);
+    assert_eq!(trims(&fx), vec![("alice".to_string(), 1), ("bob".to_string(), 1)]);
+    let fx = c.core.prune(T0 + 3500);
+    c.commit(&fx);
+    assert_eq!(trims(&fx), vec![("alice".to_string(), 2), ("carol".to_string(), 1)]);
+    assert!(trims(&c.core.prune(T0 + 9000)).is_empty(), "trimmed logs are not trimmed again");
+    let state = c.store.load_all().unwrap();
+    assert!(state.logs.is_empty(), "{:?}", state.logs);
+    assert_eq!(state.head("bob"), 1, "the head survives an emptied log");
+}
+
+#[test]
+fn after_a_restart_a_recipient_who_sent_a_stored_message_still_counts_as_seen() {
+    let mut c = Cached::new(1, |cfg| cfg.max_to_unseen_per_user = 1);
+    c.login(1, "carol", u64::MAX);
+    c.send(T0, 1, "c1", "dave", ChatType::Chat).unwrap();
+    c.core = Cached::core_on(&mut c.store, 1, |cfg| cfg.max_to_unseen_per_user = 1);
+    c.login(2, "dave", u64::MAX);
+    // carol sent a message still stored: seen, so dave's messages to her do not count.
+    c.send(T0 + 1, 2, "d1", "carol", ChatType::Chat).unwrap();
+    c.send(T0 + 2, 2, "d2", "carol", ChatType::Chat).unwrap();
+    // A user never seen: the limit holds (1).
+    c.send(T0 + 3, 2, "d3", "ghost", ChatType::Chat).unwrap();
+    assert_eq!(c.send(T0 + 4, 2, "d4", "ghost", ChatType::Chat).unwrap_err().code, ErrorCode::ExceedServiceLimit);
+}
+
+// ----- the hot-state cache with device cursors and resync (the two designs together) -----
+
+fn frames_of(fx: &Effects, s: SessionId) -> Vec<ServerFrame> {
+    fx.out.iter().filter(|o| o.session == s).map(|o| (*o.frame).clone()).collect()
+}
+
+fn resynced(frames: &[ServerFrame]) -> Vec<receipt_core::protocol::RetainedMessage> {
+    frames.iter().flat_map(|f| if let ServerFrame::Resync { messages } = f { messages.clone() } else { Vec::new() }).collect()
+}
+
+#[test]
+fn a_resync_with_the_cache_reads_retained_messages_from_the_store() {
+    // A 1-byte budget: every message and conversation the resync needs is read back from the
+    // store (conv_messages by range, then each message and conversation).
+    let mut c = Cached::new(1, |_| {});
+    c.login(1, "alice", u64::MAX);
+    c.login(2, "bob", u64::MAX);
+    let g = match c.req(T0, 1, ClientFrame::CreateGroup { req: 1, name: "g".into(), members: vec!["bob".into()], chat_room: false }) {
+        Ok(Response::GroupCreated { group }) => group,
+        r => panic!("{r:?}"),
+    };
+    let m: Vec<MsgId> = (0..3).map(|i| sent_id(c.send(T0 + i, 1, &format!("m{i}"), "bob", ChatType::Chat))).collect();
+    let gm = sent_id(c.send(T0 + 5, 1, "gm", &g, ChatType::GroupChat));
+    c.req(T0 + 6, 2, ClientFrame::ReadAck { req: 1, msg_id: m[0] }).unwrap();
+    c.req(T0 + 7, 2, ClientFrame::GroupAck { req: 1, msg_id: gm, ext: None }).unwrap();
+    // Not committed yet when the new device logs in: a message, and bob's cursor report (the
+    // trim) — the login must see both.
+    let late = c.apply(
+        T0 + 8,
+        1,
+        ClientFrame::Send {
+            req: 9,
+            client_id: "late".into(),
+            to: "bob".into(),
+            chat_type: ChatType::Chat,
+            content: "late".into(),
+            require_delivery_ack: true,
+            need_group_ack: false,
+        },
+    );
+    let late_id = sent_id(result(&late, 1));
+    let head = c.core.head_of("bob");
+    let report = c.apply(T0 + 9, 2, ClientFrame::SyncCursor { seq: head });
+    assert!(report.ops.iter().any(|op| matches!(op, StoreOp::TrimLog { user, up_to } if user == "bob" && *up_to == head)));
+    let login = c.apply(
+        T0 + 10,
+        3,
+        ClientFrame::Login { v: PROTOCOL_VERSION, user: "bob".into(), device: "new".into(), token: String::new(), since: 0 },
+    );
+    for fx in [&late, &report, &login] {
+        c.commit(fx);
+    }
+    let frames = frames_of(&login, 3);
+    let got = resynced(&frames);
+    let mut ids: Vec<MsgId> = got.iter().map(|r| r.msg.id).collect();
+    ids.sort_unstable();
+    let mut want = vec![m[0], m[1], m[2], gm, late_id];
+    want.sort_unstable();
+    assert_eq!(ids, want, "every retained message once, the one not committed yet included");
+    let by_id = |id| got.iter().find(|r| r.msg.id == id).unwrap();
+    assert!(by_id(m[0]).read && by_id(m[0]).read_acked && !by_id(m[1]).read);
+    assert!(by_id(gm).group_ack_sent, "bob's group ack, read from group_ackers");
+    assert!(matches!(frames.last(), Some(ServerFrame::SyncDone { resync: true, .. })), "{:?}", frames.last());
+    assert_eq!(c.core.state.cursors["bob"]["new"].seq, head, "the resync brought the device to the head");
+    // After the commits a restart starts from the hot state and still knows the trim.
+    c.restart();
+    let frames = c.login(4, "bob", 0);
+    assert_eq!(resynced(&frames).len(), 5);
+}
+
+#[test]
+fn retention_with_the_cache_drops_unread_counts_of_messages_read_back_from_the_store() {
+    let mut c = Cached::new(1, |cfg| cfg.retention_ms = 1_000);
+    c.login(1, "alice", u64::MAX);
+    c.login(2, "bob", u64::MAX);
+    let m: Vec<MsgId> = (0..3).map(|i| sent_id(c.send(T0 + i, 1, &format!("m{i}"), "bob", ChatType::Chat))).collect();
+    c.req(T0 + 5, 2, ClientFrame::ReadAck { req: 1, msg_id: m[1] }).unwrap();
+    let young = sent_id(c.send(T0 + 800, 1, "young", "bob", ChatType::Chat));
+    assert_eq!(sync_unread(&c.login(3, "bob", u64::MAX), ChatType::Chat, "alice"), Some(3));
+    assert!(c.core.state.convs.is_empty(), "nothing cached: retention reads the conversations");
+    let fx = c.core.prune(T0 + 1_500);
+    c.commit(&fx);
+    assert_eq!(fx.ops.iter().filter(|op| matches!(op, StoreOp::DeleteMessage(_))).count(), 3);
+    assert_eq!(sync_unread(&c.login(4, "bob", u64::MAX), ChatType::Chat, "alice"), Some(1), "the two unread ones stopped counting");
+    let fx = c.core.prune(T0 + 2_000);
+    c.commit(&fx);
+    assert!(fx.ops.iter().any(|op| matches!(op, StoreOp::DeleteMessage(id) if *id == young)));
+    assert_eq!(sync_unread(&c.login(5, "bob", u64::MAX), ChatType::Chat, "alice"), Some(0));
+}

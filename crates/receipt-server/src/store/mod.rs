@@ -1,15 +1,21 @@
-//! Storage behind a narrow trait: load everything at start, commit a batch of operations
-//! atomically and durably. [`RedbServerStore`] (one redb file in a data directory, in `redb`) is the
-//! default; [`MemServerStore`] keeps nothing (tests, demos). Another backend (e.g. PostgreSQL)
-//! implements [`ServerStore`] the same way; its contract is on the trait.
+//! Storage behind a narrow trait: load the hot state at start, commit a batch of operations
+//! atomically and durably, and read the rest by key when the core needs it ([`StoreRead`]).
+//! [`RedbServerStore`] (one redb file in a data directory, in `redb`) is the default;
+//! [`MemServerStore`] keeps nothing (tests, demos: the core keeps everything resident with it).
+//! Another backend (e.g. PostgreSQL) implements [`ServerStore`] and [`StoreRead`] the same way;
+//! their contracts are on the traits.
 
 mod records;
 mod redb;
 
-pub use self::redb::{RedbServerStore, DB_FILE, STORE_FORMAT};
+pub use self::redb::{RedbServerStore, DB_FILE, DEFAULT_STORE_CACHE_BYTES, STORE_FORMAT};
+
+use std::sync::Arc;
+
+use receipt_core::{ConversationKey, GroupReadAck, MsgId, WireMessage};
 
 use crate::core::StoreOp;
-use crate::state::State;
+use crate::state::{ConvId, ConvState, MessageRecord, State};
 
 /// A storage failure. The server stops rather than answer `ok` for something not stored.
 #[derive(Debug, thiserror::Error)]
@@ -49,8 +55,21 @@ fn store_err(e: impl std::fmt::Display) -> StoreError {
 ///   cursors (`State::cursors`) and the counters;
 ///   then [`State::rebuild_indexes`] has been run.
 pub trait ServerStore: Send {
-    /// Everything stored, as the core's state.
+    /// Everything stored, as the core's state (tools and tests; the server loads [`load_hot`](Self::load_hot)).
     fn load(&mut self) -> Result<State, StoreError>;
+    /// What the core keeps resident from the start when it reads the rest through
+    /// [`reader`](Self::reader): counters, groups (with their join marks) and the device
+    /// cursors (at most `max_remembered_devices` per user); no messages, conversations, logs,
+    /// log bases or `conv_messages` (read on demand). Its cost does not grow with history. A backend
+    /// without a reader returns everything.
+    fn load_hot(&mut self) -> Result<State, StoreError> {
+        self.load()
+    }
+    /// Reads of the last committed state for the core thread, or `None`: the core then keeps
+    /// everything resident (what [`load`](Self::load) returned plus what it applied).
+    fn reader(&self) -> Option<Box<dyn StoreRead>> {
+        None
+    }
     /// Applies the operations of `parts` (one slice per applied batch) in order, atomically, in
     /// one transaction, and makes them durable before returning.
     fn commit(&mut self, parts: &[&[StoreOp]]) -> Result<(), StoreError>;
@@ -63,10 +82,72 @@ pub trait ServerStore: Send {
     }
 }
 
+/// Point and range reads of the last committed state, on the core thread (the core's cache
+/// misses). Each read sees one committed snapshot; the core keeps what it changed and is not
+/// committed yet in memory (pinned), so a read is only made for keys the store is up to date on.
+///
+/// Every read is bounded: a point read, or a range with a `limit`.
+pub trait StoreRead: Send {
+    /// The core applied a batch (or learnt of a commit): a backend that keeps a read snapshot
+    /// for a batch's reads lets it go, so the next read sees the last commit.
+    fn release(&self) {}
+    /// A message with its 1:1 flags and its number of group acks (`ack_count`); its `acks` and
+    /// `ackers` are empty (read with [`acks_desc`](Self::acks_desc) / [`acked_by`](Self::acked_by)).
+    fn message(&self, id: MsgId) -> Result<Option<MessageRecord>, StoreError>;
+    /// The message `user` sent with `client_id` (idempotent sends), if still stored.
+    fn client_id(&self, user: &str, client_id: &str) -> Result<Option<MsgId>, StoreError>;
+    /// Whether `user` sent a message that is still stored.
+    fn has_sent(&self, user: &str) -> Result<bool, StoreError>;
+    /// Whether `user` acked group message `id`.
+    fn acked_by(&self, id: MsgId, user: &str) -> Result<bool, StoreError>;
+    /// The acks of message `id` with ack id at most `start`, newest first, at most `limit`.
+    fn acks_desc(&self, id: MsgId, start: u64, limit: usize) -> Result<Vec<GroupReadAck>, StoreError>;
+    /// Stored messages from id `first` on, oldest first, at most `limit` (retention).
+    fn messages_from(&self, first: MsgId, limit: usize) -> Result<Vec<Arc<WireMessage>>, StoreError>;
+    /// One conversation of `user`, with its read singles.
+    fn conversation(&self, user: &str, key: &ConversationKey) -> Result<Option<ConvState>, StoreError>;
+    /// Every conversation of `user`, without read singles (unread counts at sync), at most
+    /// `limit`.
+    fn conversations_of(&self, user: &str, limit: usize) -> Result<Vec<(ConversationKey, ConvState)>, StoreError>;
+    /// The head of `user`'s log: the last seq stored (or trimmed), 0 for none.
+    fn log_head(&self, user: &str) -> Result<u64, StoreError>;
+    /// `user`'s retained events from seq `from` on, in seq order, reading at most `rows`
+    /// stored rows; a `Message` event of a message no longer stored is left out. Also returns
+    /// the seq to read from next (after the rows read) and whether rows are left.
+    fn log_events(&self, user: &str, from: u64, rows: usize) -> Result<LogRead, StoreError>;
+    /// Retention of the logs without holding them: looks at the logs of at most `users` users
+    /// after `after` (in key order; `None`: from the first), reading at most `rows` rows of each,
+    /// and returns for each log whose oldest events were logged before `cutoff` (ms) the seq up
+    /// to which they may be trimmed, and the last user looked at (`None`: the end was reached).
+    fn log_sweep(&self, after: Option<&str>, users: usize, rows: usize, cutoff: u64) -> Result<LogSweep, StoreError>;
+    /// The seq up to which `user`'s log was trimmed (`TrimLog`; 0: never): a device whose
+    /// cursor is below it gets a full state resync.
+    fn log_trimmed(&self, user: &str) -> Result<u64, StoreError>;
+    /// The ids of the stored messages of conversation `conv` above `after`, ascending, at most
+    /// `limit` (the `conv_messages` index: what a resync walks).
+    fn conv_messages_after(&self, conv: &ConvId, after: MsgId, limit: usize) -> Result<Vec<MsgId>, StoreError>;
+}
+
+/// What [`StoreRead::log_events`] read.
+#[derive(Debug, Default)]
+pub struct LogRead {
+    pub events: Vec<receipt_core::protocol::SeqEvent>,
+    pub next: u64,
+    pub more: bool,
+}
+
+/// What [`StoreRead::log_sweep`] found: (user, trim up to seq), and where to go on.
+#[derive(Debug, Default)]
+pub struct LogSweep {
+    pub trims: Vec<(receipt_core::UserId, u64)>,
+    pub last: Option<receipt_core::UserId>,
+}
+
 /// Shortest time between two compactions while the server runs.
 pub const COMPACT_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// Stores nothing: a restart starts empty.
+/// Stores nothing: a restart starts empty. It has no reader, so the core keeps everything
+/// resident with it (tests, demos).
 #[derive(Debug, Default)]
 pub struct MemServerStore {
     /// How many commits were made (for tests).

@@ -1,7 +1,7 @@
 //! Record encoding of the redb store: postcard after a one-byte format version; rows written
 //! by older versions are JSON and still load.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use receipt_core::protocol::{SeqEvent, ServerEvent};
@@ -9,7 +9,7 @@ use receipt_core::rules::ReadMark;
 use receipt_core::{ChatType, GroupReadAck, GroupRole, MsgId, WireMessage};
 
 use super::StoreError;
-use crate::state::{ConvState, HashMap, LogEvent, MessageRecord};
+use crate::state::{ConvState, HashMap, LogEvent};
 
 /// Format version byte of binary records.
 const BIN_V1: u8 = 1;
@@ -145,10 +145,10 @@ fn ev_ref(e: &ServerEvent) -> EvRef<'_> {
 
 /// The event of a stored row; `None` for a reference to a message no longer stored (past
 /// retention: the event went with it).
-fn ev_owned(e: EvOwned, messages: &BTreeMap<MsgId, MessageRecord>) -> Option<ServerEvent> {
+fn ev_owned(e: EvOwned, resolve: &mut dyn FnMut(MsgId) -> Option<Arc<WireMessage>>) -> Option<ServerEvent> {
     use ServerEvent as E;
     Some(match e {
-        Ev::MessageRef(id) => E::Message { msg: messages.get(&id)?.msg.clone() },
+        Ev::MessageRef(id) => E::Message { msg: resolve(id)? },
         Ev::Message(msg) => E::Message { msg: Arc::new(msg) },
         Ev::Delivered { msg_id, from, to, by, timestamp } => E::Delivered { msg_id, from, to, by, timestamp },
         Ev::Read { msg_id, from, to, by, timestamp } => E::Read { msg_id, from, to, by, timestamp },
@@ -164,24 +164,25 @@ fn ev_owned(e: EvOwned, messages: &BTreeMap<MsgId, MessageRecord>) -> Option<Ser
 /// An `EVENTS` row: key (user, seq of its first event). Returns the row's last seq (also when
 /// its events were dropped: references to messages past retention). Binary rows hold all of one user's
 /// events of one commit (consecutive seqs) as `[(seq, event)]`; an older JSON row is one event.
+/// `resolve` gives the stored message of an id (`None`: no longer stored).
 pub(super) fn decode_events(
     user: &str,
     seq: u64,
     bytes: &[u8],
-    messages: &BTreeMap<MsgId, MessageRecord>,
+    resolve: &mut dyn FnMut(MsgId) -> Option<Arc<WireMessage>>,
     loaded: &mut HashMap<(u8, u64, u64), Arc<ServerEvent>>,
     log: &mut Vec<LogEvent>,
 ) -> Result<u64, StoreError> {
     // Shared as when they were first logged: an event stored in several users' logs is one
     // allocation again, and a `Message` event holds the loaded message record's copy.
-    let mut shared = |event: ServerEvent| -> Arc<ServerEvent> {
+    let mut shared = |event: ServerEvent, resolve: &mut dyn FnMut(MsgId) -> Option<Arc<WireMessage>>| -> Arc<ServerEvent> {
         let key = share_key(&event);
         if let Some(e) = key.and_then(|k| loaded.get(&k)).filter(|e| ***e == event) {
             return e.clone();
         }
         let event = match event {
-            ServerEvent::Message { msg } => match messages.get(&msg.id) {
-                Some(rec) if rec.msg == msg => ServerEvent::Message { msg: rec.msg.clone() },
+            ServerEvent::Message { msg } => match resolve(msg.id) {
+                Some(stored) if stored == msg => ServerEvent::Message { msg: stored },
                 _ => ServerEvent::Message { msg },
             },
             e => e,
@@ -197,13 +198,15 @@ pub(super) fn decode_events(
             let evs: Vec<(u64, EvOwned)> =
                 postcard::from_bytes(&bytes[1..]).map_err(|e| StoreError(format!("corrupt events of {user} at {seq}: {e}")))?;
             let last = evs.last().map_or(seq, |(s, _)| *s);
-            log.extend(
-                evs.into_iter().filter_map(|(seq, e)| ev_owned(e, messages).map(|e| LogEvent::new(SeqEvent { seq, event: shared(e) }))),
-            );
+            for (seq, e) in evs {
+                if let Some(e) = ev_owned(e, resolve) {
+                    log.push(LogEvent::new(SeqEvent { seq, event: shared(e, resolve) }));
+                }
+            }
             Ok(last)
         }
         _ => {
-            log.push(LogEvent::new(SeqEvent { seq, event: shared(json("event", bytes)?) }));
+            log.push(LogEvent::new(SeqEvent { seq, event: shared(json("event", bytes)?, resolve) }));
             Ok(seq)
         }
     }
@@ -258,6 +261,8 @@ pub(super) fn chat_type_code(t: ChatType) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::MessageRecord;
+    use std::collections::BTreeMap;
 
     fn msg(id: MsgId) -> WireMessage {
         WireMessage {
@@ -281,7 +286,7 @@ mod tests {
         let mut buf = Vec::new();
         let row = encode_record(&old, &mut buf).to_vec();
         let (mut log, mut loaded) = (Vec::new(), HashMap::default());
-        decode_events("bob", 1, &row, &BTreeMap::new(), &mut loaded, &mut log).unwrap();
+        decode_events("bob", 1, &row, &mut |_| None, &mut loaded, &mut log).unwrap();
         assert!(matches!(&*log[0].event, ServerEvent::Message { msg: m } if **m == msg(1)));
         // This version's row: the id only, resolved from the stored messages; gone with them.
         let ev = SeqEvent { seq: 2, event: ServerEvent::Message { msg: msg(2).into() }.into() };
@@ -289,7 +294,7 @@ mod tests {
         assert!(!row.windows(b"the content".len()).any(|w| w == b"the content"), "no copy of the content");
         let messages: BTreeMap<MsgId, MessageRecord> = [(2, MessageRecord::new(msg(2).into()))].into();
         let mut log = Vec::new();
-        decode_events("bob", 2, &row, &messages, &mut loaded, &mut log).unwrap();
+        decode_events("bob", 2, &row, &mut |id| messages.get(&id).map(|r| r.msg.clone()), &mut loaded, &mut log).unwrap();
         assert!(Arc::ptr_eq(
             match &*log[0].event {
                 ServerEvent::Message { msg } => msg,
@@ -298,7 +303,7 @@ mod tests {
             &messages[&2].msg
         ));
         let mut log = Vec::new();
-        decode_events("bob", 2, &row, &BTreeMap::new(), &mut loaded, &mut log).unwrap();
+        decode_events("bob", 2, &row, &mut |_| None, &mut loaded, &mut log).unwrap();
         assert!(log.is_empty(), "a reference to a message past retention is dropped");
         assert_eq!(last_seq("bob", 2, &row).unwrap(), 2);
     }
