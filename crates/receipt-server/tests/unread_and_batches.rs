@@ -206,3 +206,50 @@ fn read_acks_ack_several_messages_in_one_trip_with_one_result_per_id() {
     bob.expect_err(ErrorCode::InvalidParam, |req| ClientFrame::ReadAcks { req, conversation: "alice".into(), msg_ids: vec![m1; 21] });
     bob.expect_err(ErrorCode::InvalidParam, |req| ClientFrame::ReadAcks { req, conversation: String::new(), msg_ids: vec![m1] });
 }
+
+/// With a hot-state cache far smaller than the store, and after a restart (every ack then comes
+/// from the store, none from a resident record), the unread list, the counts and batch read acks
+/// stay right.
+#[test]
+fn unread_counts_and_batch_acks_read_acks_from_the_store_through_a_tiny_cache_and_a_restart() {
+    let mut server = TestServer::start(|c| {
+        c.cache_bytes = 1;
+        c.group_ack.enabled = true;
+    });
+    let mut alice = RawClient::login(server.addr(), "alice", "a1");
+    let g = create_group(&mut alice, &["m0", "m1", "m2", "m3"]);
+    let id = alice.send_msg_opts(&g, ChatType::GroupChat, "who read?", false, true).unwrap().0;
+    // Enough traffic to push the message out of a 1-byte cache.
+    for i in 0..50 {
+        alice.send_msg("bob", ChatType::Chat, &format!("filler {i}"));
+    }
+    for m in ["m1", "m3"] {
+        RawClient::login(server.addr(), m, "d").expect_ok(|req| ClientFrame::GroupAck { req, msg_id: id, ext: None });
+    }
+    let one = alice.send_msg("bob", ChatType::Chat, "one");
+    let two = alice.send_msg("bob", ChatType::Chat, "two");
+    drop(alice);
+    for round in 0..2 {
+        let mut alice = RawClient::login(server.addr(), "alice", "a1");
+        assert_eq!(unread_pages(&mut alice, id, 1), vec![vec!["m0".to_string()], vec!["m2".into()]], "round {round}");
+        assert_eq!(ack_count(&mut alice, id), 2, "round {round}");
+        drop(alice);
+        server.restart();
+    }
+    let mut bob = RawClient::login(server.addr(), "bob", "b1");
+    let Response::ReadAcks { items } =
+        bob.expect_ok(|req| ClientFrame::ReadAcks { req, conversation: "alice".into(), msg_ids: vec![one, two] })
+    else {
+        panic!()
+    };
+    assert!(items.iter().all(|i| i.err.is_none()), "{items:?}");
+    server.restart();
+    // Acked before the restart: a second batch is done and tells alice nothing new.
+    let mut bob = RawClient::login(server.addr(), "bob", "b1");
+    let Response::ReadAcks { items } = bob.expect_ok(|req| ClientFrame::ReadAcks { req, conversation: "alice".into(), msg_ids: vec![one] })
+    else {
+        panic!()
+    };
+    assert_eq!(items[0].err, None);
+    assert_eq!(bob.unread(ChatType::Chat, "alice"), 50);
+}

@@ -14,9 +14,17 @@ use crate::state::MessageRecord;
 use super::{err, Res, ServerCore};
 
 impl ServerCore {
-    /// Whether `user` acked group message `rec` (a point lookup: no ext is read).
+    /// Whether `user` acked group message `rec` (a point lookup: no ext is read). With the
+    /// hot-state cache the record holds only the acks made since it was read; the rest are
+    /// asked of the store, as `group_ack` does.
     fn acked(&self, rec: &MessageRecord, user: &str) -> Res<bool> {
-        Ok(rec.ackers.contains(user))
+        if rec.ackers.contains(user) {
+            return Ok(true);
+        }
+        match &self.cache.reader {
+            Some(reader) => reader.acked_by(rec.msg.id, user).map_err(super::read_failed),
+            None => Ok(false),
+        }
     }
 
     /// The group's members at send time of `rec` still in it, the sender aside, in user-id order
@@ -39,7 +47,8 @@ impl ServerCore {
         Ok(count)
     }
 
-    /// A group message `user` may see the acks of (the visibility policy of the ack list).
+    /// A group message `user` may see the acks of (the visibility policy of the ack list). The
+    /// caller made it resident (`load_message`).
     fn visible_group_message(&self, now: u64, user: &str, msg_id: MsgId) -> Res<&MessageRecord> {
         let rec = self.message(now, msg_id, ErrorCode::MessageInvalid)?;
         if rec.msg.chat_type != ChatType::GroupChat {
@@ -62,6 +71,7 @@ impl ServerCore {
         if let Some(c) = cursor.as_deref().filter(|c| !c.is_empty()) {
             validate_id("cursor", c)?;
         }
+        self.load_message(msg_id)?;
         let rec = self.visible_group_message(now, user, msg_id)?;
         // Without the ask nobody can ack: every member would be listed as unread forever.
         rules::check_group_ack_asked(MessageFacts::from(&*rec.msg))?;
@@ -102,9 +112,15 @@ impl ServerCore {
         rules::check_batch_ids(msg_ids.len())?;
         let items = msg_ids
             .into_iter()
-            .map(|msg_id| match self.visible_group_message(now, user, msg_id).and_then(|rec| self.read_count(rec)) {
-                Ok(count) => BatchItem { msg_id, count, err: None },
-                Err(e) => BatchItem { msg_id, count: 0, err: Some(e) },
+            .map(|msg_id| {
+                match self
+                    .load_message(msg_id)
+                    .and_then(|()| self.visible_group_message(now, user, msg_id))
+                    .and_then(|rec| self.read_count(rec))
+                {
+                    Ok(count) => BatchItem { msg_id, count, err: None },
+                    Err(e) => BatchItem { msg_id, count: 0, err: Some(e) },
+                }
             })
             .collect();
         Ok(Response::GroupAckCounts { items })
@@ -119,7 +135,8 @@ impl ServerCore {
             .into_iter()
             .map(|msg_id| {
                 let res = self
-                    .message(now, msg_id, ErrorCode::MessageExpired)
+                    .load_message(msg_id)
+                    .and_then(|()| self.message(now, msg_id, ErrorCode::MessageExpired))
                     .and_then(|rec| rules::check_in_conversation(MessageFacts::from(&*rec.msg), &conversation))
                     .and_then(|()| self.read_ack(now, user, msg_id));
                 BatchItem { msg_id, count: 0, err: res.err() }
