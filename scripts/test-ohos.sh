@@ -195,9 +195,12 @@ check_ffi() {
     # libc is all a HarmonyOS app's process gives a native library for free; anything else
     # (libgcc_s, a libunwind.so, a path) would fail to load on a device.
     [ "$needed" = "libc.so " ] || { echo "test-ohos.sh: NEEDED '$needed', want only libc.so" >&2; return 1; }
-    local sym
+    local sym exports
+    # Read once, then search: `nm | grep -q` can fail under pipefail when grep stops reading
+    # early and nm dies of SIGPIPE (it did once the export list grew).
+    exports="$(nm -D --defined-only "$so")"
     for sym in rcpt_client_new rcpt_client_poll_event rcpt_last_error rcpt_version; do
-        nm -D --defined-only "$so" | grep -q " T $sym\$" || { echo "test-ohos.sh: $so does not export $sym" >&2; return 1; }
+        grep -q " T $sym\$" <<<"$exports" || { echo "test-ohos.sh: $so does not export $sym" >&2; return 1; }
     done
     # A C program built for the target loads the library through musl's loader and calls it.
     local smoke="$toolchain_dir/$t/ffi_smoke"
