@@ -381,8 +381,11 @@ fn logs_stay_bounded_by_device_cursors_under_load_and_a_forgotten_device_resyncs
     });
     let opts = ChatOptions { require_delivery_ack: false, ..Default::default() };
     let key = ConversationKey::new(ChatType::Chat, "alice");
-    let phone = Device::online("bob/phone", opts.clone(), server.port());
-    let old = Device::online("bob/old", opts.clone(), server.port());
+    // 2,001 messages through the real client runtime: minutes under qemu or a loaded musl build,
+    // not the default 5 s a wait may take (a time bound, not a behaviour).
+    let slow = Duration::from_secs(60);
+    let phone = Device::online("bob/phone", opts.clone(), server.port()).wait_limit(slow);
+    let old = Device::online("bob/old", opts.clone(), server.port()).wait_limit(slow);
     let mut alice = RawClient::login(server.addr(), "alice", "a");
     let (first, _) = alice.send_msg_opts("bob", ChatType::Chat, "first", false, false).expect("sent");
     assert_eq!(old.received(1)[0].id, first);
