@@ -5,6 +5,8 @@
 //! ```toml
 //! addr = "0.0.0.0:7878"
 //! data_dir = "/var/lib/receipt-server"
+//! # backend = "postgres"                 # instead of redb in data_dir (docs/deployment.md)
+//! # pg = "host=/run/postgresql dbname=receipts user=receipt"
 //! secret = "long random string"
 //! retention_secs = 604800
 //!
@@ -67,6 +69,18 @@ pub enum WhoMayRequest {
 pub enum Visibility {
     SenderOnly,
     AllMembers,
+}
+
+/// Where the server keeps its state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum Backend {
+    /// One redb file in `data_dir` (or in memory without one): no external service.
+    #[default]
+    Redb,
+    /// A PostgreSQL database named by `pg` (docs/deployment.md).
+    Postgres,
 }
 
 /// The group read-ack policy (docs/protocol.md, seed defaults).
@@ -145,6 +159,13 @@ impl Default for TokenConfig {
 pub struct ServerConfig {
     /// Address to listen on. Port 0 picks a free port (see `local_addr()` on the handles).
     pub addr: SocketAddr,
+    /// The store: redb in `data_dir` (the default) or PostgreSQL at `pg`.
+    pub backend: Backend,
+    /// PostgreSQL connection string (libpq key=value or URL) when `backend = "postgres"`.
+    /// No TLS: keep PostgreSQL on the same host or a private network.
+    pub pg: Option<String>,
+    /// This node's name (for the multi-node deployment of the next part; logged only for now).
+    pub node_id: Option<String>,
     /// Directory holding the redb database file. `None`: an in-memory store (nothing survives a
     /// restart; for tests and demos). The `serve` command defaults to `./receipt-data`.
     pub data_dir: Option<PathBuf>,
@@ -233,6 +254,9 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 7878)),
+            backend: Backend::Redb,
+            pg: None,
+            node_id: None,
             data_dir: None,
             secret: DEFAULT_SECRET.to_string(),
             tokens: TokenConfig::default(),
@@ -351,5 +375,9 @@ mod tests {
         assert_eq!(c.metrics_addr, Some("127.0.0.1:9464".parse().unwrap()));
         assert_eq!(c.tokens, TokenConfig { public_keys: vec![PathBuf::from("k.pem")], audience: Some("a".into()), leeway_secs: 60 });
         assert_eq!(ServerConfig::default().metrics_addr, None, "metrics are off by default");
+        let c = ServerConfig::from_toml_str("backend = \"postgres\"\npg = \"host=/tmp dbname=r\"\nnode_id = \"n1\"\n").unwrap();
+        assert_eq!((c.backend, c.pg.as_deref(), c.node_id.as_deref()), (Backend::Postgres, Some("host=/tmp dbname=r"), Some("n1")));
+        assert_eq!(ServerConfig::default().backend, Backend::Redb, "the embedded store stays the default");
+        assert!(ServerConfig::from_toml_str("backend = \"mysql\"").is_err());
     }
 }

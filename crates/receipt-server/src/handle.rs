@@ -9,13 +9,13 @@ use std::time::Duration;
 use log::{info, warn};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::config::{ServerConfig, DEFAULT_SECRET};
+use crate::config::{Backend, ServerConfig, DEFAULT_SECRET};
 use crate::connection::ConnCfg;
 use crate::core::{CoreConfig, ServerCore};
 use crate::listener::{bind_listener, spawn_accept_loop};
 use crate::metrics::{Health, Metrics, Phase};
 use crate::pipeline::{core_loop, CoreMsg};
-use crate::store::{MemServerStore, RedbServerStore, ServerStore};
+use crate::store::{MemServerStore, PgServerStore, RedbServerStore, ServerStore};
 
 /// A running server on the caller's tokio runtime. Dropping it does not stop it; call
 /// [`Server::shutdown`].
@@ -72,18 +72,28 @@ impl Server {
     }
 }
 
-/// Opens the configured store (redb in `data_dir`, or in memory when it is `None`).
+/// Opens the configured store: PostgreSQL at `pg` with `backend = "postgres"`, else redb in
+/// `data_dir`, or in memory when it is `None`.
 pub fn open_store(config: &ServerConfig) -> io::Result<Box<dyn ServerStore>> {
-    Ok(match &config.data_dir {
-        Some(dir) => Box::new(RedbServerStore::open_with_cache(dir, config.store_cache_bytes).map_err(io::Error::other)?),
-        None => Box::new(MemServerStore::default()),
+    Ok(match (config.backend, &config.data_dir) {
+        (Backend::Postgres, _) => {
+            let pg = config.pg.as_deref().ok_or_else(|| io::Error::other("backend = \"postgres\" needs `pg` (a connection string)"))?;
+            Box::new(PgServerStore::connect(pg).map_err(io::Error::other)?)
+        }
+        (Backend::Redb, Some(dir)) => Box::new(RedbServerStore::open_with_cache(dir, config.store_cache_bytes).map_err(io::Error::other)?),
+        (Backend::Redb, None) => Box::new(MemServerStore::default()),
     })
 }
 
 /// Starts a server on the current tokio runtime with the store named by the config.
 pub async fn start(config: ServerConfig) -> io::Result<Server> {
     let store = open_store(&config)?;
-    start_with_store(config, store).await
+    let pg = config.pg.clone().filter(|_| config.backend == Backend::Postgres);
+    let server = start_with_store(config, store).await?;
+    if let Some(pg) = pg {
+        crate::store::postgres::spawn_readiness_check(pg, Arc::downgrade(server.health()));
+    }
+    Ok(server)
 }
 
 /// Starts a server with a given store (any [`ServerStore`] backend).

@@ -1,7 +1,8 @@
 //! The receipt server: a tokio TCP server for the protocol in `docs/protocol.md`.
 //!
 //! - [`core`]: the rules, as a sans-IO state machine ([`ServerCore`]).
-//! - [`store`]: persistence behind [`ServerStore`]; [`RedbServerStore`] by default.
+//! - [`store`]: persistence behind [`ServerStore`]; [`RedbServerStore`] by default,
+//!   [`PgServerStore`] on PostgreSQL.
 //! - `listener`, `connection`: the accept loop; per connection a reader (with the login
 //!   handshake) and a writer.
 //! - `pipeline`: the single core thread and the store thread (group commit, then routing).
@@ -44,10 +45,10 @@ pub mod state;
 pub mod store;
 pub mod tls;
 
-pub use crate::config::{ConfigError, GroupAckPolicy, RateLimit, ServerConfig, TokenConfig, Visibility, WhoMayRequest};
+pub use crate::config::{Backend, ConfigError, GroupAckPolicy, RateLimit, ServerConfig, TokenConfig, Visibility, WhoMayRequest};
 pub use crate::core::{CoreConfig, Effects, Outgoing, ServerCore, SessionId, StoreOp};
 pub use crate::handle::{open_store, start, start_with_store, Server, ServerHandle};
 pub use crate::metrics::{Health, Metrics};
 pub use crate::router::Router;
 pub use crate::state::State;
-pub use crate::store::{MemServerStore, RedbServerStore, ServerStore, StoreError};
+pub use crate::store::{MemServerStore, PgServerStore, RedbServerStore, ServerStore, StoreError};

@@ -82,6 +82,15 @@ struct ServeArgs {
     /// Keep nothing on disk (tests, demos).
     #[arg(long, conflicts_with = "data_dir")]
     in_memory: bool,
+    /// Where to keep the state: redb in the data directory (default) or PostgreSQL (`--pg`).
+    #[arg(long, value_enum)]
+    backend: Option<receipt_server::Backend>,
+    /// PostgreSQL connection string for `--backend postgres` (libpq key=value or URL).
+    #[arg(long, env = "RECEIPT_SERVER_PG")]
+    pg: Option<String>,
+    /// This node's name (multi-node deployments, next part; logged only for now).
+    #[arg(long)]
+    node_id: Option<String>,
     /// HS256 secret of the login tokens (when no --token-public-key is given).
     #[arg(long, env = "RECEIPT_SERVER_SECRET")]
     secret: Option<String>,
@@ -266,9 +275,18 @@ fn serve(a: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(v) = a.data_dir {
         c.data_dir = Some(v);
     }
+    if let Some(v) = a.backend {
+        c.backend = v;
+    }
+    if let Some(v) = a.pg {
+        c.pg = Some(v);
+    }
+    if let Some(v) = a.node_id {
+        c.node_id = Some(v);
+    }
     if a.in_memory {
         c.data_dir = None;
-    } else if c.data_dir.is_none() {
+    } else if c.data_dir.is_none() && c.backend == receipt_server::Backend::Redb {
         c.data_dir = Some(PathBuf::from("receipt-data"));
     }
     if let Some(v) = a.secret {

@@ -7,6 +7,7 @@
 //!   file (its RSS and fds can be read, it can be SIGKILLed and restarted on the same data dir).
 //! - [`token`]: the one way to mint a login token, an HS256 JWT ([`SECRET`] is every kit
 //!   server's secret).
+//! - [`pg`]: a throwaway PostgreSQL cluster (one database per test) for the PostgreSQL store.
 //! - [`ops`]: GET on a server's metrics listener, and reading Prometheus samples.
 //! - [`raw::RawClient`]: a raw protocol client on a blocking socket, for the server's rule tests.
 //! - [`Device`]: a real `receipt-client` runtime with an event-waiting API (wait for an event a
@@ -45,6 +46,7 @@
 pub mod child;
 pub mod device;
 pub mod ops;
+pub mod pg;
 pub mod raw;
 pub mod rng;
 pub mod server;

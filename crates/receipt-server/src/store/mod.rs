@@ -2,12 +2,15 @@
 //! atomically and durably, and read the rest by key when the core needs it ([`StoreRead`]).
 //! [`RedbServerStore`] (one redb file in a data directory, in `redb`) is the default;
 //! [`MemServerStore`] keeps nothing (tests, demos: the core keeps everything resident with it).
-//! Another backend (e.g. PostgreSQL) implements [`ServerStore`] and [`StoreRead`] the same way;
-//! their contracts are on the traits.
+//! [`PgServerStore`] (in `postgres`) keeps the same data model in a PostgreSQL database
+//! (docs/deployment.md). Each backend implements [`ServerStore`] and [`StoreRead`]; their
+//! contracts are on the traits.
 
+pub mod postgres;
 mod records;
 mod redb;
 
+pub use self::postgres::PgServerStore;
 pub use self::redb::{RedbServerStore, DB_FILE, DEFAULT_STORE_CACHE_BYTES, STORE_FORMAT};
 
 use std::sync::Arc;

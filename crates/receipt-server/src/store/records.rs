@@ -1,7 +1,9 @@
 //! Record encoding of the redb store: postcard after a one-byte format version; rows written
 //! by older versions are JSON and still load.
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use receipt_core::protocol::{SeqEvent, ServerEvent};
@@ -9,7 +11,7 @@ use receipt_core::rules::ReadMark;
 use receipt_core::{ChatType, GroupReadAck, GroupRole, MsgId, WireMessage};
 
 use super::StoreError;
-use crate::state::{ConvState, HashMap, LogEvent};
+use crate::state::{ConvState, HashMap, LogEvent, State};
 
 /// Format version byte of binary records.
 const BIN_V1: u8 = 1;
@@ -256,6 +258,125 @@ pub(super) fn encode_events<'b>(evs: &[&SeqEvent], buf: &'b mut Vec<u8>) -> &'b 
 
 pub(super) fn chat_type_code(t: ChatType) -> u8 {
     t as u32 as u8
+}
+
+/// After a load read every log (`stored_heads`: each log's last stored seq): drops the events a
+/// trim left in a straddling row, gives events their log times, and makes each log's base at
+/// least its last stored seq (seqs never go back, even when its last events were dropped).
+pub(super) fn finish_logs(state: &mut State, stored_heads: HashMap<String, u64>) {
+    let loaded_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    for (user, log) in state.logs.iter_mut() {
+        // A row that straddled a trim still holds trimmed events.
+        if let Some(&base) = state.log_base.get(user) {
+            log.retain(|e| e.seq > base);
+        }
+        // Log times: an event without a time of its own (a membership change, a read state)
+        // takes that of the next event that has one, or now: it is kept at least as long as
+        // what follows it. Then the times are made to never go back along the log.
+        let mut next = loaded_at;
+        for e in log.iter_mut().rev() {
+            e.unknown_time_is(next);
+            next = next.min(e.at());
+        }
+        let mut at = 0;
+        for e in log.iter_mut() {
+            e.not_before(at);
+            at = e.at();
+        }
+    }
+    state.logs.retain(|_, log| !log.is_empty());
+    for (user, head) in stored_heads {
+        let base = state.log_base.entry(user).or_default();
+        *base = (*base).max(head);
+    }
+}
+
+/// Resolves a log's message references with `get` (each message read once per resolver);
+/// remembers the first failure, reported by [`Resolver::error`].
+pub(super) struct Resolver<F>(pub(super) F, Rc<RefCell<Option<StoreError>>>);
+
+impl<F> Resolver<F> {
+    pub(super) fn error(&mut self) -> Result<(), StoreError> {
+        match self.1.borrow_mut().take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A [`Resolver`] reading a message with `get`.
+pub(super) fn resolver<'a>(
+    mut get: impl FnMut(MsgId) -> Result<Option<WireMessage>, StoreError> + 'a,
+) -> Resolver<impl FnMut(MsgId) -> Option<Arc<WireMessage>> + 'a> {
+    let failed = Rc::new(RefCell::new(None));
+    let f = failed.clone();
+    let mut read: HashMap<MsgId, Option<Arc<WireMessage>>> = HashMap::default();
+    let resolve = move |id: MsgId| -> Option<Arc<WireMessage>> {
+        read.entry(id)
+            .or_insert_with(|| match get(id) {
+                Ok(m) => m.map(Arc::new),
+                Err(e) => {
+                    f.borrow_mut().get_or_insert(e);
+                    None
+                }
+            })
+            .clone()
+    };
+    Resolver(resolve, failed)
+}
+
+/// The trimmable prefix of one log ([`StoreRead::log_sweep`](super::StoreRead::log_sweep)), fed
+/// its rows in seq order: events logged before `cutoff`; one without a time of its own goes
+/// with the next one that has one (as at load). A reference to a message no longer stored
+/// (left out by the decoder: a gap in the seqs) is past retention and never replayed: it
+/// counts as logged before the cutoff.
+pub(super) struct TrimPrefix {
+    base: u64,
+    cutoff: u64,
+    up_to: Option<u64>,
+    loaded: HashMap<(u8, u64, u64), Arc<ServerEvent>>,
+    log: Vec<LogEvent>,
+}
+
+impl TrimPrefix {
+    pub(super) fn new(base: u64, cutoff: u64) -> Self {
+        TrimPrefix { base, cutoff, up_to: None, loaded: HashMap::default(), log: Vec::new() }
+    }
+
+    /// Takes the next row (key seq `first`); `false`: the prefix ended in it (read no more).
+    pub(super) fn row(
+        &mut self,
+        user: &str,
+        first: u64,
+        bytes: &[u8],
+        resolve: &mut dyn FnMut(MsgId) -> Option<Arc<WireMessage>>,
+    ) -> Result<bool, StoreError> {
+        self.log.clear();
+        let last = decode_events(user, first, bytes, resolve, &mut self.loaded, &mut self.log)?;
+        let mut expected = first.max(self.base + 1);
+        for e in self.log.iter().filter(|e| e.seq > self.base) {
+            if e.seq > expected {
+                self.up_to = Some(e.seq - 1);
+            }
+            expected = e.seq + 1;
+            // Untimed: the prefix reaches past it only with a later event.
+            if e.at() != 0 {
+                if e.at() >= self.cutoff {
+                    return Ok(false);
+                }
+                self.up_to = Some(e.seq);
+            }
+        }
+        if last >= expected {
+            self.up_to = Some(last);
+        }
+        Ok(true)
+    }
+
+    /// The seq the log may be trimmed up to, if above its base.
+    pub(super) fn up_to(&self) -> Option<u64> {
+        self.up_to.filter(|&u| u > self.base)
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,10 @@ use ::redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDe
 use receipt_core::protocol::SeqEvent;
 use receipt_core::{ChatType, ConversationKey, GroupReadAck, MsgId, WireMessage};
 
-use super::records::{chat_type_code, conv_record, decode, decode_conv, decode_events, encode_events, encode_record, last_seq};
+use super::records::{
+    chat_type_code, conv_record, decode, decode_conv, decode_events, encode_events, encode_record, finish_logs, last_seq, resolver, Resolver,
+    TrimPrefix,
+};
 use super::{store_err, LogRead, LogSweep, ServerStore, StoreError, StoreRead};
 use crate::core::StoreOp;
 use crate::state::{ConvId, ConvState, Counters, DeviceCursor, Group, HashMap, MessageRecord, State};
@@ -223,32 +226,7 @@ impl RedbServerStore {
             let last = decode_events(user, seq, v.value(), resolve, &mut loaded, state.logs.entry(user.to_string()).or_default())?;
             stored_heads.insert(user.to_string(), last);
         }
-        let loaded_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        for (user, log) in state.logs.iter_mut() {
-            // A row that straddled a trim still holds trimmed events.
-            if let Some(&base) = state.log_base.get(user) {
-                log.retain(|e| e.seq > base);
-            }
-            // Log times: an event without a time of its own (a membership change, a read state)
-            // takes that of the next event that has one, or now: it is kept at least as long as
-            // what follows it. Then the times are made to never go back along the log.
-            let mut next = loaded_at;
-            for e in log.iter_mut().rev() {
-                e.unknown_time_is(next);
-                next = next.min(e.at());
-            }
-            let mut at = 0;
-            for e in log.iter_mut() {
-                e.not_before(at);
-                at = e.at();
-            }
-        }
-        state.logs.retain(|_, log| !log.is_empty());
-        // Seqs never go back: the head is at least the last seq ever stored.
-        for (user, head) in stored_heads {
-            let base = state.log_base.entry(user).or_default();
-            *base = (*base).max(head);
-        }
+        finish_logs(state, stored_heads);
         Self::load_groups(txn, state)
     }
 
@@ -730,35 +708,14 @@ impl StoreRead for RedbReader {
             };
             let user = first.as_str();
             let base = bases.get(user).map_err(store_err)?.map_or(0, |v| v.value());
-            // The trimmable prefix: events logged before `cutoff`; one without a time of its own
-            // goes with the next one that has one (as at load). A reference to a message no
-            // longer stored (left out by the decoder: a gap in the seqs) is past retention and
-            // never replayed: it counts as logged before the cutoff.
-            let mut up_to = None::<u64>;
-            let (mut loaded, mut log) = (HashMap::default(), Vec::new());
-            'rows: for row in events.range((user, 0)..=(user, u64::MAX)).map_err(store_err)?.take(rows) {
+            let mut prefix = TrimPrefix::new(base, cutoff);
+            for row in events.range((user, 0)..=(user, u64::MAX)).map_err(store_err)?.take(rows) {
                 let (k, v) = row.map_err(store_err)?;
-                log.clear();
-                let last = decode_events(user, k.value().1, v.value(), &mut resolve.0, &mut loaded, &mut log)?;
-                let mut expected = k.value().1.max(base + 1);
-                for e in log.iter().filter(|e| e.seq > base) {
-                    if e.seq > expected {
-                        up_to = Some(e.seq - 1);
-                    }
-                    expected = e.seq + 1;
-                    // Untimed: the prefix reaches past it only with a later event.
-                    if e.at() != 0 {
-                        if e.at() >= cutoff {
-                            break 'rows;
-                        }
-                        up_to = Some(e.seq);
-                    }
-                }
-                if last >= expected {
-                    up_to = Some(last);
+                if !prefix.row(user, k.value().1, v.value(), &mut resolve.0)? {
+                    break;
                 }
             }
-            if let Some(up_to) = up_to.filter(|&u| u > base) {
+            if let Some(up_to) = prefix.up_to() {
                 sweep.trims.push((user.to_string(), up_to));
             }
             sweep.last = Some(first.clone());
@@ -769,39 +726,11 @@ impl StoreRead for RedbReader {
     }
 }
 
-/// Resolves a log's message references by point reads of `MESSAGES` (each message read once
-/// per resolver); remembers the first failure, reported by [`Resolver::error`].
-struct Resolver<F>(F, std::rc::Rc<std::cell::RefCell<Option<StoreError>>>);
-
-impl<F> Resolver<F> {
-    fn error(&mut self) -> Result<(), StoreError> {
-        match self.1.borrow_mut().take() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-}
-
+/// Resolves a log's message references by point reads of `MESSAGES` (see [`resolver`]).
 fn message_resolver<'t>(
     messages: &'t ::redb::ReadOnlyTable<u64, &'static [u8]>,
 ) -> Resolver<impl FnMut(MsgId) -> Option<Arc<WireMessage>> + 't> {
-    let failed = std::rc::Rc::new(std::cell::RefCell::new(None));
-    let f = failed.clone();
-    let mut read: HashMap<MsgId, Option<Arc<WireMessage>>> = HashMap::default();
-    let resolve = move |id: MsgId| -> Option<Arc<WireMessage>> {
-        read.entry(id)
-            .or_insert_with(|| {
-                match messages.get(id).map_err(store_err).and_then(|v| v.map(|v| decode::<WireMessage>("message", v.value())).transpose()) {
-                    Ok(m) => m.map(Arc::new),
-                    Err(e) => {
-                        f.borrow_mut().get_or_insert(e);
-                        None
-                    }
-                }
-            })
-            .clone()
-    };
-    Resolver(resolve, failed)
+    resolver(move |id| messages.get(id).map_err(store_err).and_then(|v| v.map(|v| decode::<WireMessage>("message", v.value())).transpose()))
 }
 
 #[cfg(test)]

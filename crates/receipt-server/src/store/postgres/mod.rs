@@ -1,0 +1,199 @@
+//! The PostgreSQL store: the same data model as the embedded redb store (tables, record
+//! encodings, what each operation means) in a PostgreSQL database, for operators who run
+//! PostgreSQL already (docs/deployment.md).
+//!
+//! - [`schema`]: the schema, created and migrated at start (`receipt_schema_version`).
+//! - `commit`: one transaction per [`ServerStore::commit`], set-based statements per kind of
+//!   operation (multi-row `UNNEST` arrays), synchronous commit on.
+//! - `read`: [`StoreRead`] on a connection of its own; the reads of one batch share one
+//!   REPEATABLE READ snapshot, opened at the first read and ended on `release()`.
+//!
+//! The client is the blocking `postgres` crate: the store thread and the core thread are plain
+//! threads, each with its own connection. The commit connection is where the next part's
+//! sequencer lease (a session advisory lock) will live.
+
+mod commit;
+mod read;
+pub mod schema;
+
+use std::sync::Arc;
+
+use postgres::{Client, NoTls};
+use receipt_core::{ChatType, ConversationKey, GroupReadAck, MsgId, WireMessage};
+
+use super::records::{decode, decode_conv, decode_events, finish_logs};
+use super::{store_err, ServerStore, StoreError, StoreRead};
+use crate::core::StoreOp;
+use crate::state::{Counters, DeviceCursor, Group, HashMap, MessageRecord, State};
+
+pub use self::schema::SCHEMA_VERSION;
+
+/// A u64 (id, seq, time) as a bigint column; bounds past `i64::MAX` are clamped (stored values
+/// stay far below it: ids and seqs count up from 1, times are ms since 1970).
+pub(super) fn big(v: u64) -> i64 {
+    v.min(i64::MAX as u64) as i64
+}
+
+/// A bigint column as the u64 it stores.
+pub(super) fn unbig(v: i64) -> u64 {
+    v.max(0) as u64
+}
+
+fn chat_type_of(t: i16) -> Result<ChatType, StoreError> {
+    u32::try_from(t).ok().and_then(ChatType::from_u32).ok_or_else(|| StoreError(format!("corrupt chat type {t}")))
+}
+
+/// Connects to `conninfo` (a libpq connection string or URL; no TLS: keep the server and
+/// PostgreSQL on one host or a private network) with synchronous commit on for the session.
+pub(super) fn connect(conninfo: &str) -> Result<Client, StoreError> {
+    let mut c = Client::connect(conninfo, NoTls).map_err(|e| StoreError(format!("cannot connect to PostgreSQL: {e}")))?;
+    // Durable before `commit` returns, whatever the database's or role's default says.
+    c.batch_execute("SET synchronous_commit = on").map_err(store_err)?;
+    Ok(c)
+}
+
+/// The PostgreSQL store. It holds the commit connection; the core thread's reader opens its own.
+pub struct PgServerStore {
+    conninfo: String,
+    client: Client,
+    stmts: commit::Statements,
+}
+
+impl std::fmt::Debug for PgServerStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The connection string may hold a password.
+        f.debug_struct("PgServerStore").finish_non_exhaustive()
+    }
+}
+
+impl PgServerStore {
+    /// Connects, creates or migrates the schema ([`schema::migrate`]) and prepares the commit
+    /// statements. Refuses a database whose schema is newer than this server knows.
+    pub fn connect(conninfo: &str) -> Result<Self, StoreError> {
+        let mut client = connect(conninfo)?;
+        schema::migrate(&mut client)?;
+        let stmts = commit::Statements::prepare(&mut client)?;
+        Ok(PgServerStore { conninfo: conninfo.to_string(), client, stmts })
+    }
+
+    fn load_counters_groups_cursors(tx: &mut postgres::Transaction<'_>, state: &mut State) -> Result<(), StoreError> {
+        if let Some(row) = tx.query_opt("SELECT value FROM receipt_meta WHERE key = 'counters'", &[]).map_err(store_err)? {
+            state.counters = decode::<Counters>("counters", row.get(0))?;
+        }
+        for row in tx.query("SELECT body, member_since FROM groups ORDER BY id", &[]).map_err(store_err)? {
+            let mut g: Group = decode("group", row.get(0))?;
+            if let Some(since) = row.get::<_, Option<&[u8]>>(1) {
+                g.joined_after = decode("group members' join marks", since)?;
+            }
+            state.groups.insert(g.id.clone(), g);
+        }
+        for row in tx.query("SELECT usr, device, seq, seen FROM device_cursors", &[]).map_err(store_err)? {
+            let cursor = DeviceCursor { seq: unbig(row.get(2)), seen: unbig(row.get(3)) };
+            state.cursors.entry(row.get::<_, String>(0)).or_default().insert(row.get(1), cursor);
+        }
+        Ok(())
+    }
+}
+
+/// How often the readiness check asks PostgreSQL.
+const CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Readiness: a thread of its own asks PostgreSQL `SELECT 1` every [`CHECK_EVERY`] on a
+/// connection of its own (reconnecting when it broke) and reports it as the `postgres` check of
+/// `/readyz`. It ends once the server's [`Health`](crate::Health) is gone.
+pub fn spawn_readiness_check(conninfo: String, health: std::sync::Weak<crate::Health>) {
+    let spawned = std::thread::Builder::new().name("receipt-pg-check".into()).spawn(move || {
+        let mut client: Option<Client> = None;
+        while let Some(h) = health.upgrade() {
+            let r = match client.as_mut() {
+                Some(c) => c.simple_query("SELECT 1").map(|_| ()).map_err(store_err),
+                None => connect(&conninfo).map(|c| client = Some(c)),
+            };
+            if r.is_err() {
+                client = None;
+            }
+            h.set_check("postgres", r.map_err(|e| e.to_string()));
+            drop(h);
+            std::thread::sleep(CHECK_EVERY);
+        }
+    });
+    if let Err(e) = spawned {
+        log::warn!("no PostgreSQL readiness check: {e}");
+    }
+}
+
+impl ServerStore for PgServerStore {
+    fn load(&mut self) -> Result<State, StoreError> {
+        let mut tx = self.client.build_transaction().isolation_level(postgres::IsolationLevel::RepeatableRead).read_only(true).start().map_err(store_err)?;
+        let mut state = State::default();
+        for row in tx.query("SELECT id, body FROM messages", &[]).map_err(store_err)? {
+            let msg: WireMessage = decode("message", row.get(1))?;
+            state.messages.insert(unbig(row.get(0)), MessageRecord::new(Arc::new(msg)));
+        }
+        for row in tx.query("SELECT id, flags FROM message_flags", &[]).map_err(store_err)? {
+            if let Some(rec) = state.messages.get_mut(&unbig(row.get(0))) {
+                let f: i16 = row.get(1);
+                (rec.delivered, rec.read_acked) = (f & 1 != 0, f & 2 != 0);
+            }
+        }
+        for row in tx.query("SELECT msg_id, body FROM group_acks ORDER BY msg_id, ack_id", &[]).map_err(store_err)? {
+            let ack: GroupReadAck = decode("group ack", row.get(1))?;
+            if let Some(rec) = state.messages.get_mut(&unbig(row.get(0))) {
+                rec.add_ack(ack);
+            }
+        }
+        Self::load_counters_groups_cursors(&mut tx, &mut state)?;
+        for row in tx.query("SELECT usr, up_to FROM log_base", &[]).map_err(store_err)? {
+            let (user, up_to): (String, i64) = (row.get(0), row.get(1));
+            state.log_base.insert(user.clone(), unbig(up_to));
+            state.trimmed.insert(user, unbig(up_to));
+        }
+        let mut stored_heads: HashMap<String, u64> = HashMap::default();
+        let mut loaded = HashMap::default();
+        let messages = std::mem::take(&mut state.messages);
+        let mut resolve = |id: MsgId| messages.get(&id).map(|r| r.msg.clone());
+        for row in tx.query("SELECT usr, first_seq, body FROM events ORDER BY usr, first_seq", &[]).map_err(store_err)? {
+            let user: &str = row.get(0);
+            let log = state.logs.entry(user.to_string()).or_default();
+            let last = decode_events(user, unbig(row.get(1)), row.get(2), &mut resolve, &mut loaded, log)?;
+            stored_heads.insert(user.to_string(), last);
+        }
+        finish_logs(&mut state, stored_heads);
+        state.messages = messages;
+        for row in tx.query("SELECT usr, chat_type, conv, body FROM conversations", &[]).map_err(store_err)? {
+            let key = ConversationKey::new(chat_type_of(row.get(1))?, row.get::<_, &str>(2));
+            state.convs.entry(row.get::<_, String>(0)).or_default().insert(key, decode_conv(row.get(3))?);
+        }
+        for row in tx.query("SELECT usr, chat_type, conv, msg_id FROM conversation_reads", &[]).map_err(store_err)? {
+            let key = ConversationKey::new(chat_type_of(row.get(1))?, row.get::<_, &str>(2));
+            let conv = state.convs.entry(row.get::<_, String>(0)).or_default().entry(key).or_default();
+            // Rows at or below the watermark are left over from a trim: not read singles.
+            conv.read.mark_one(unbig(row.get(3)));
+        }
+        tx.commit().map_err(store_err)?;
+        state.rebuild_indexes();
+        Ok(state)
+    }
+
+    fn load_hot(&mut self) -> Result<State, StoreError> {
+        let mut tx = self.client.build_transaction().isolation_level(postgres::IsolationLevel::RepeatableRead).read_only(true).start().map_err(store_err)?;
+        let mut state = State::default();
+        // Resident: bounded by `max_remembered_devices` per user, as with redb.
+        Self::load_counters_groups_cursors(&mut tx, &mut state)?;
+        tx.commit().map_err(store_err)?;
+        Ok(state)
+    }
+
+    fn reader(&self) -> Option<Box<dyn StoreRead>> {
+        Some(Box::new(read::PgReader::new(&self.conninfo)))
+    }
+
+    fn commit(&mut self, parts: &[&[StoreOp]]) -> Result<(), StoreError> {
+        commit::commit(&mut self.client, &self.stmts, parts)
+    }
+
+    /// Nothing to do: PostgreSQL's autovacuum gives the space of deleted rows back.
+    fn compact(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
