@@ -87,7 +87,10 @@ pub fn open_store(config: &ServerConfig) -> io::Result<Box<dyn ServerStore>> {
 
 /// Starts a server on the current tokio runtime with the store named by the config.
 pub async fn start(config: ServerConfig) -> io::Result<Server> {
-    let store = open_store(&config)?;
+    // Off the runtime's threads: opening is blocking I/O, and the PostgreSQL client runs a
+    // runtime of its own, which cannot be entered from within this one.
+    let cfg = config.clone();
+    let store = tokio::task::spawn_blocking(move || open_store(&cfg)).await.map_err(io::Error::other)??;
     let pg = config.pg.clone().filter(|_| config.backend == Backend::Postgres);
     let server = start_with_store(config, store).await?;
     if let Some(pg) = pg {
@@ -97,7 +100,7 @@ pub async fn start(config: ServerConfig) -> io::Result<Server> {
 }
 
 /// Starts a server with a given store (any [`ServerStore`] backend).
-pub async fn start_with_store(config: ServerConfig, mut store: Box<dyn ServerStore>) -> io::Result<Server> {
+pub async fn start_with_store(config: ServerConfig, store: Box<dyn ServerStore>) -> io::Result<Server> {
     if config.secret == DEFAULT_SECRET && config.tokens.public_keys.is_empty() {
         warn!("running with the default secret; set one for any real use");
     }
@@ -123,9 +126,23 @@ pub async fn start_with_store(config: ServerConfig, mut store: Box<dyn ServerSto
         _ => None,
     };
     let ops = Ops { addr: ops_addr, metrics: metrics.clone(), health: health.clone(), stop: Arc::new(ops_stop) };
-    // With a reader (redb) only the hot state is loaded and the rest is read on demand; the
-    // in-memory store keeps everything resident.
-    let state = match store.load_hot() {
+    // With a reader (redb, PostgreSQL) only the hot state is loaded and the rest is read on
+    // demand; the in-memory store keeps everything resident. Off the runtime's threads (see
+    // `start`).
+    let mut store = store;
+    let loaded = tokio::task::spawn_blocking(move || {
+        let state = store.load_hot();
+        (store, state)
+    })
+    .await;
+    let (store, state) = match loaded {
+        Ok((store, state)) => (store, state.map_err(io::Error::other)),
+        Err(e) => {
+            let _ = ops.stop.send(true);
+            return Err(io::Error::other(e));
+        }
+    };
+    let state = match state {
         Ok(s) => s,
         Err(e) => {
             let _ = ops.stop.send(true);

@@ -22,8 +22,29 @@ pub fn server_config(data_dir: Option<PathBuf>) -> ServerConfig {
     config
 }
 
+/// The environment variable that puts every [`TestServer`] with a store on PostgreSQL: with
+/// `RECEIPT_TEST_BACKEND=postgres`, a server whose config names a data dir gets a new database
+/// of the kit's throwaway cluster ([`crate::pg`]) instead (the rule and persistence suites run
+/// on both backends this way; scripts/test.sh).
+pub const BACKEND_ENV: &str = "RECEIPT_TEST_BACKEND";
+
+/// Puts `config` on a new PostgreSQL database when [`BACKEND_ENV`] says so and it has a store.
+fn choose_backend(config: &mut ServerConfig) {
+    match std::env::var(BACKEND_ENV).as_deref() {
+        Ok("postgres") if config.data_dir.is_some() => {
+            if let Some(db) = crate::pg::database() {
+                config.backend = receipt_server::Backend::Postgres;
+                config.pg = Some(db.conninfo);
+            }
+        }
+        Ok("postgres") | Ok("redb") | Err(_) => {}
+        Ok(other) => panic!("{BACKEND_ENV}={other:?}: expected \"redb\" or \"postgres\""),
+    }
+}
+
 /// The real server on its own tokio runtime in this process, with a redb store in a temp dir
-/// (removed on drop). Dropping it shuts the server down.
+/// (removed on drop), or a PostgreSQL database ([`BACKEND_ENV`]). Dropping it shuts the server
+/// down.
 pub struct TestServer {
     handle: Option<ServerHandle>,
     /// What it was started with (the port stays `0` until [`TestServer::start_again`] pins it).
@@ -44,6 +65,7 @@ impl TestServer {
         let root = tempfile::tempdir()?;
         let mut config = server_config(Some(root.path().join("server")));
         f(&mut config);
+        choose_backend(&mut config);
         let handle = ServerHandle::spawn_in_thread(config.clone())?;
         let addr = handle.local_addr();
         Ok(TestServer { handle: Some(handle), config, root, addr })
