@@ -44,6 +44,15 @@ pub fn build_server_binary() -> PathBuf {
     dir.join(format!("receipt-server{}", std::env::consts::EXE_SUFFIX))
 }
 
+/// Where a child server keeps its state.
+#[derive(Clone, Copy)]
+enum Store<'a> {
+    /// redb in this data dir.
+    Redb(&'a Path),
+    /// This PostgreSQL database (a connection string).
+    Postgres(&'a str),
+}
+
 /// A hook applied to a child server's command before each launch.
 pub type ConfigureCommand = Box<dyn Fn(&mut Command) + Send>;
 
@@ -87,11 +96,30 @@ impl ChildServer {
         extra: &str,
         configure: Option<ConfigureCommand>,
     ) -> Result<ChildServer, String> {
+        ChildServer::try_start_on(bin, data_dir.map(Store::Redb), extra, configure)
+    }
+
+    /// Starts [`server_binary`] with its store in the PostgreSQL database `conninfo`
+    /// (`backend = "postgres"`), as [`ChildServer::try_start`] otherwise. Panics if it cannot
+    /// start.
+    pub fn start_pg(conninfo: &str, extra: &str) -> ChildServer {
+        ChildServer::try_start_pg(conninfo, extra).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`ChildServer::start_pg`], returning the error instead.
+    pub fn try_start_pg(conninfo: &str, extra: &str) -> Result<ChildServer, String> {
+        let bin = server_binary()?;
+        ChildServer::try_start_on(&bin, Some(Store::Postgres(conninfo)), extra, None)
+    }
+
+    fn try_start_on(bin: &Path, store: Option<Store<'_>>, extra: &str, configure: Option<ConfigureCommand>) -> Result<ChildServer, String> {
         let conf_dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
         let conf = conf_dir.path().join("server.toml");
         let mut text = format!("addr = \"127.0.0.1:0\"\nsecret = \"{SECRET}\"\n");
-        if let Some(d) = data_dir {
-            text += &format!("data_dir = {:?}\n", d.display().to_string());
+        match store {
+            Some(Store::Redb(d)) => text += &format!("data_dir = {:?}\n", d.display().to_string()),
+            Some(Store::Postgres(pg)) => text += &format!("backend = \"postgres\"\npg = {pg:?}\n"),
+            None => {}
         }
         text += extra;
         if !extra.contains("[group_ack]") {
@@ -105,7 +133,7 @@ impl ChildServer {
             child: None,
             bin: bin.to_path_buf(),
             conf,
-            in_memory: data_dir.is_none(),
+            in_memory: store.is_none(),
             addr: "127.0.0.1:0".parse().unwrap(),
             metrics: extra.lines().any(|l| l.trim_start().starts_with("metrics_addr")),
             metrics_addr: None,

@@ -8,8 +8,8 @@ use receipt_core::protocol::SeqEvent;
 use receipt_core::{ChatType, ConversationKey, GroupReadAck, MsgId, WireMessage};
 
 use super::records::{
-    chat_type_code, conv_record, decode, decode_conv, decode_events, encode_events, encode_record, finish_logs, last_seq, resolver, Resolver,
-    TrimPrefix,
+    chat_type_code, conv_record, decode, decode_conv, decode_events, encode_events, encode_record, finish_logs, last_seq, resolver,
+    Resolver, TrimPrefix,
 };
 use super::{store_err, LogRead, LogSweep, ServerStore, StoreError, StoreRead};
 use crate::core::StoreOp;

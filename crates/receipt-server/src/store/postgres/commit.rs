@@ -161,17 +161,30 @@ impl<'a> Rows<'a> {
     }
 }
 
+/// Why a commit failed: `Begin`: before anything of it was sent (the transaction did not
+/// start), so it may be tried again on a new connection; `Applying`: during or after its
+/// statements (not applied, or, for a failed `COMMIT`, not known).
+pub(super) enum Failed {
+    Begin(StoreError),
+    Applying(StoreError),
+}
+
 /// Applies `parts` in one transaction (see the module doc), durable when it returns `Ok`.
-pub(super) fn commit(client: &mut Client, s: &Statements, parts: &[&[StoreOp]]) -> Result<(), StoreError> {
+pub(super) fn commit(client: &mut Client, s: &Statements, parts: &[&[StoreOp]]) -> Result<(), Failed> {
     if parts.iter().all(|p| p.is_empty()) {
         return Ok(());
     }
+    let mut tx = client.transaction().map_err(|e| Failed::Begin(store_err(e)))?;
+    apply(&mut tx, s, parts).map_err(Failed::Applying)?;
+    tx.commit().map_err(|e| Failed::Applying(store_err(e)))
+}
+
+fn apply(tx: &mut postgres::Transaction<'_>, s: &Statements, parts: &[&[StoreOp]]) -> Result<(), StoreError> {
     let mut rows = Rows::default();
     let mut buf = Vec::with_capacity(256);
     for op in parts.iter().flat_map(|p| p.iter()) {
         rows.add(op, &mut buf);
     }
-    let mut tx = client.transaction().map_err(store_err)?;
     if let Some(c) = &rows.counters {
         tx.execute(&s.counters, &[c]).map_err(store_err)?;
     }
@@ -180,12 +193,12 @@ pub(super) fn commit(client: &mut Client, s: &Statements, parts: &[&[StoreOp]]) 
         for (id, (kind, conv, body)) in &rows.messages {
             let (_, conv_a, conv_b) = conv.key_parts();
             {
-a.push(big(*id));
-b.push(*kind);
-c.push(conv_a);
-d.push(conv_b);
-e.push(body.as_slice());
-};
+                a.push(big(*id));
+                b.push(*kind);
+                c.push(conv_a);
+                d.push(conv_b);
+                e.push(body.as_slice());
+            };
         }
         tx.execute(&s.messages, &[&a, &b, &c, &d, &e]).map_err(store_err)?;
     }
@@ -193,10 +206,10 @@ e.push(body.as_slice());
         let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
         for ((sender, client_id), id) in &rows.client_ids {
             {
-a.push(*sender);
-b.push(*client_id);
-c.push(big(*id));
-};
+                a.push(*sender);
+                b.push(*client_id);
+                c.push(big(*id));
+            };
         }
         tx.execute(&s.client_ids, &[&a, &b, &c]).map_err(store_err)?;
     }
@@ -208,11 +221,11 @@ c.push(big(*id));
         let (mut a, mut b, mut c, mut d) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for ((msg_id, ack_id), (acker, body)) in &rows.acks {
             {
-a.push(big(*msg_id));
-b.push(big(*ack_id));
-c.push(*acker);
-d.push(body.as_slice());
-};
+                a.push(big(*msg_id));
+                b.push(big(*ack_id));
+                c.push(*acker);
+                d.push(body.as_slice());
+            };
         }
         tx.execute(&s.acks, &[&a, &b, &c, &d]).map_err(store_err)?;
     }
@@ -231,11 +244,11 @@ d.push(body.as_slice());
         let (mut a, mut b, mut c, mut d) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for ((user, t, conv), body) in &rows.convs {
             {
-a.push(*user);
-b.push(*t);
-c.push(*conv);
-d.push(body.as_slice());
-};
+                a.push(*user);
+                b.push(*t);
+                c.push(*conv);
+                d.push(body.as_slice());
+            };
         }
         tx.execute(&s.convs, &[&a, &b, &c, &d]).map_err(store_err)?;
     }
@@ -260,10 +273,10 @@ d.push(body.as_slice());
         let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
         for (id, (body, since)) in &rows.groups {
             {
-a.push(*id);
-b.push(body.as_slice());
-c.push(since.as_deref());
-};
+                a.push(*id);
+                b.push(body.as_slice());
+                c.push(since.as_deref());
+            };
         }
         tx.execute(&s.groups, &[&a, &b, &c]).map_err(store_err)?;
     }
@@ -298,5 +311,5 @@ c.push(since.as_deref());
         // reused, so a delete is the last operation on its message).
         tx.execute(&s.delete_messages, &[&rows.deleted]).map_err(store_err)?;
     }
-    tx.commit().map_err(store_err)
+    Ok(())
 }

@@ -124,7 +124,13 @@ pub fn spawn_readiness_check(conninfo: String, health: std::sync::Weak<crate::He
 
 impl ServerStore for PgServerStore {
     fn load(&mut self) -> Result<State, StoreError> {
-        let mut tx = self.client.build_transaction().isolation_level(postgres::IsolationLevel::RepeatableRead).read_only(true).start().map_err(store_err)?;
+        let mut tx = self
+            .client
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .map_err(store_err)?;
         let mut state = State::default();
         for row in tx.query("SELECT id, body FROM messages", &[]).map_err(store_err)? {
             let msg: WireMessage = decode("message", row.get(1))?;
@@ -176,7 +182,13 @@ impl ServerStore for PgServerStore {
     }
 
     fn load_hot(&mut self) -> Result<State, StoreError> {
-        let mut tx = self.client.build_transaction().isolation_level(postgres::IsolationLevel::RepeatableRead).read_only(true).start().map_err(store_err)?;
+        let mut tx = self
+            .client
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .map_err(store_err)?;
         let mut state = State::default();
         // Resident: bounded by `max_remembered_devices` per user, as with redb.
         Self::load_counters_groups_cursors(&mut tx, &mut state)?;
@@ -189,7 +201,19 @@ impl ServerStore for PgServerStore {
     }
 
     fn commit(&mut self, parts: &[&[StoreOp]]) -> Result<(), StoreError> {
-        commit::commit(&mut self.client, &self.stmts, parts)
+        match commit::commit(&mut self.client, &self.stmts, parts) {
+            Ok(()) => Ok(()),
+            Err(commit::Failed::Applying(e)) => Err(e),
+            // The connection broke while idle (PostgreSQL restarted): nothing of this call was
+            // sent, so it is tried once more on a new connection.
+            Err(commit::Failed::Begin(e)) if self.client.is_closed() => {
+                log::warn!("PostgreSQL connection lost ({e}): reconnecting");
+                self.client = connect(&self.conninfo)?;
+                self.stmts = commit::Statements::prepare(&mut self.client)?;
+                commit::commit(&mut self.client, &self.stmts, parts).map_err(|(commit::Failed::Begin(e) | commit::Failed::Applying(e))| e)
+            }
+            Err(commit::Failed::Begin(e)) => Err(e),
+        }
     }
 
     /// Nothing to do: PostgreSQL's autovacuum gives the space of deleted rows back.

@@ -36,32 +36,45 @@ impl PgReader {
     }
 
     /// Runs `f` inside the batch's snapshot (opening the connection and the snapshot first if
-    /// needed). A failure on a broken connection drops it: the next batch reconnects.
-    fn with<T>(&self, f: impl FnOnce(&mut Client, &mut HashMap<&'static str, Statement>) -> Result<T, postgres::Error>) -> Result<T, StoreError> {
+    /// needed). A connection that broke while idle (PostgreSQL restarted) is made again once,
+    /// when this read opened the snapshot (reads are idempotent; none of this batch's came
+    /// before). On a failure the snapshot is ended and a dead connection dropped: the next
+    /// read reconnects.
+    fn with<T>(
+        &self,
+        mut f: impl FnMut(&mut Client, &mut HashMap<&'static str, Statement>) -> Result<T, postgres::Error>,
+    ) -> Result<T, StoreError> {
         let mut cell = self.conn.borrow_mut();
-        if cell.is_none() {
-            *cell = Some(Conn { client: connect(&self.conninfo)?, open: false, stmts: HashMap::default() });
-        }
-        let Conn { client, open, stmts } = cell.as_mut().expect("connected above");
-        let r = (|| {
-            if !*open {
-                client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
-                *open = true;
+        let fresh = cell.as_ref().is_none_or(|c| !c.open);
+        for attempt in 0..2 {
+            if cell.is_none() {
+                *cell = Some(Conn { client: connect(&self.conninfo)?, open: false, stmts: HashMap::default() });
             }
-            f(client, stmts)
-        })();
-        match r {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                // A failed statement aborts the snapshot: end it (or drop a dead connection).
-                if client.is_closed() || client.batch_execute("ROLLBACK").is_err() {
-                    *cell = None;
-                } else {
-                    *open = false;
+            let Conn { client, open, stmts } = cell.as_mut().expect("connected above");
+            let r = (|| {
+                if !*open {
+                    client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+                    *open = true;
                 }
-                Err(store_err(e))
+                f(client, stmts)
+            })();
+            match r {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    let closed = client.is_closed();
+                    if closed || client.batch_execute("ROLLBACK").is_err() {
+                        *cell = None;
+                    } else {
+                        *open = false;
+                    }
+                    if !(closed && fresh && attempt == 0) {
+                        return Err(store_err(e));
+                    }
+                    log::warn!("PostgreSQL connection of the reader lost ({e}): reconnecting");
+                }
             }
         }
+        unreachable!("the second attempt returns")
     }
 
     fn query(&self, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
@@ -157,7 +170,8 @@ impl StoreRead for PgReader {
 
     fn conversation(&self, user: &str, key: &ConversationKey) -> Result<Option<ConvState>, StoreError> {
         let (t, id) = (i16::from(chat_type_code(key.chat_type)), key.id.as_str());
-        let Some(row) = self.query_opt("SELECT body FROM conversations WHERE usr = $1 AND chat_type = $2 AND conv = $3", &[&user, &t, &id])?
+        let Some(row) =
+            self.query_opt("SELECT body FROM conversations WHERE usr = $1 AND chat_type = $2 AND conv = $3", &[&user, &t, &id])?
         else {
             return Ok(None);
         };
@@ -191,7 +205,10 @@ impl StoreRead for PgReader {
         let from = from.max(self.base(user)?.saturating_add(1));
         // The row holding `from` starts at or before it: the last row keyed at or below it.
         let start = self
-            .query_opt("SELECT first_seq FROM events WHERE usr = $1 AND first_seq <= $2 ORDER BY first_seq DESC LIMIT 1", &[&user, &big(from)])?
+            .query_opt(
+                "SELECT first_seq FROM events WHERE usr = $1 AND first_seq <= $2 ORDER BY first_seq DESC LIMIT 1",
+                &[&user, &big(from)],
+            )?
             .map_or(from, |r| unbig(r.get(0)));
         let found = self.query(
             "SELECT first_seq, body FROM events WHERE usr = $1 AND first_seq >= $2 ORDER BY first_seq LIMIT $3",

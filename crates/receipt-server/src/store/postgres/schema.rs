@@ -37,4 +37,3 @@ pub fn migrate(client: &mut Client) -> Result<(), StoreError> {
     }
     tx.commit().map_err(store_err)
 }
-
