@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Every test of the project, as CI runs it. Needs: Rust (stable, with rust-src), gcc, valgrind,
+# PostgreSQL's server binaries (Debian's `postgresql`; RECEIPT_SKIP_PG=1 skips those tests, loudly),
 # Node.js 20 with npm; for the ohos targets clang, lld, llvm, musl-dev (amd64 and arm64) and
 # qemu-user-static (scripts/test-ohos.sh installs them when missing, as root). Installs the
 # pinned cbindgen and npm packages it needs on first use.
@@ -15,6 +16,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "Rust tests: core rules and properties, server rules and crash recovery, end to end, C programs under valgrind, demo"
 cargo test --workspace --all-targets
+
+step "server rule, persistence and hot-cache suites again on the PostgreSQL backend (a throwaway cluster per test binary; store contract and PostgreSQL fault tests ran above)"
+RECEIPT_TEST_BACKEND=postgres cargo test -p receipt-server --test rules --test persistence --test cache --test unread_and_batches
 
 step "C header matches a fresh cbindgen run"
 scripts/check-header.sh

@@ -1,7 +1,8 @@
 //! `receipt-cli bench`: receipts per second and latency against the real server.
 //!
 //! The server is embedded (its own threads, a temporary data directory, the redb store with one
-//! fsync per commit), spawned as a child process (`--spawn-server`), or already running
+//! fsync per commit; `--backend postgres`: PostgreSQL), spawned as a child process
+//! (`--spawn-server`), or already running
 //! (`--server 127.0.0.1:PORT --secret S`). The load runs on a few threads (see
 //! [`crate::bench_load`]) and stops by itself; a progress bar runs on stderr, the summary goes to
 //! stdout (`--json` for machines).
@@ -86,6 +87,13 @@ pub struct BenchArgs {
     /// in the summary): what counting costs (docs/benchmarks.md, "Metrics overhead").
     #[arg(long, conflicts_with = "server")]
     metrics: bool,
+    /// The embedded/spawned server's store: redb in a temp dir, or PostgreSQL (`--pg`, else a
+    /// throwaway cluster in a temp dir with fsync on, started and stopped by the tool).
+    #[arg(long, value_enum, default_value = "redb", conflicts_with_all = ["server", "in_memory"])]
+    backend: receipt_server::Backend,
+    /// PostgreSQL connection string for `--backend postgres` (its schema is made if missing).
+    #[arg(long, requires = "backend")]
+    pg: Option<String>,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -106,6 +114,20 @@ struct Server {
     _dir: Option<tempfile::TempDir>,
     /// `--tls`: how the load connects (the CA is kept alive with it).
     tls: Option<(tokio_rustls::TlsConnector, receipt_testkit::TestCa)>,
+    /// `--backend postgres` without `--pg`: the throwaway cluster (stopped on drop, after the
+    /// server: fields drop in order).
+    _pg: Option<receipt_testkit::pg::PgCluster>,
+}
+
+/// `--backend postgres`: the connection string, and the throwaway cluster when the tool made one.
+fn postgres(a: &BenchArgs) -> Result<(String, Option<receipt_testkit::pg::PgCluster>), String> {
+    if let Some(pg) = &a.pg {
+        return Ok((pg.clone(), None));
+    }
+    // fsync on: a commit costs what it costs in production (the tests' clusters skip it).
+    let cluster = receipt_testkit::pg::PgCluster::start_durable()?;
+    let db = cluster.database();
+    Ok((db.conninfo, Some(cluster)))
 }
 
 impl Server {
@@ -115,9 +137,16 @@ impl Server {
     fn start(a: &BenchArgs) -> Result<Server, String> {
         if let Some(addr) = a.server {
             let secret = a.secret.clone().ok_or("--server needs --secret")?;
-            return Ok(Server { addr, secret, target: Target::External(a.server_pid), _dir: None, tls: None });
+            return Ok(Server { addr, secret, target: Target::External(a.server_pid), _dir: None, tls: None, _pg: None });
         }
         let secret = receipt_testkit::SECRET.to_string();
+        let (pg, cluster) = match a.backend {
+            receipt_server::Backend::Postgres => {
+                let (conninfo, cluster) = postgres(a)?;
+                (Some(conninfo), cluster)
+            }
+            receipt_server::Backend::Redb => (None, None),
+        };
         if a.spawn_server {
             let bin = match &a.server_bin {
                 Some(b) => b.clone(),
@@ -126,13 +155,21 @@ impl Server {
             let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
             let data = (!a.in_memory).then(|| dir.path().join("server"));
             let metrics = if a.metrics { "metrics_addr = \"127.0.0.1:0\"\n" } else { "" };
-            let child = ChildServer::try_start(&bin, data.as_deref(), &format!("{metrics}{NO_RATE_LIMITS}"))?;
-            return Ok(Server { addr: child.addr(), secret, target: Target::Child(child), _dir: Some(dir), tls: None });
+            let extra = format!("{metrics}{NO_RATE_LIMITS}");
+            let child = match &pg {
+                Some(conninfo) => ChildServer::try_start_pg_with(&bin, conninfo, &extra)?,
+                None => ChildServer::try_start(&bin, data.as_deref(), &extra)?,
+            };
+            return Ok(Server { addr: child.addr(), secret, target: Target::Child(child), _dir: Some(dir), tls: None, _pg: cluster });
         }
         let ca = if a.tls { Some(receipt_testkit::TestCa::try_new()?) } else { None };
         let srv = TestServer::try_start(|c| {
             if a.in_memory {
                 c.data_dir = None;
+            }
+            if let Some(conninfo) = &pg {
+                c.backend = receipt_server::Backend::Postgres;
+                c.pg = Some(conninfo.clone());
             }
             c.send_rate = receipt_server::RateLimit::OFF;
             c.request_rate = receipt_server::RateLimit::OFF;
@@ -148,7 +185,7 @@ impl Server {
             Some(ca) => Some((crate::bench_load::tls_connector(&ca.ca_pem)?, ca)),
             None => None,
         };
-        Ok(Server { addr: srv.addr(), secret, target: Target::Embedded(Box::new(srv)), _dir: None, tls })
+        Ok(Server { addr: srv.addr(), secret, target: Target::Embedded(Box::new(srv)), _dir: None, tls, _pg: cluster })
     }
 
     fn pid(&self) -> Option<String> {
@@ -179,8 +216,12 @@ impl Server {
         self.tls.as_ref().map(|(connector, _)| connector.clone())
     }
 
-    fn describe(&self, in_memory: bool) -> String {
-        let store = if in_memory { "in-memory store, no fsync" } else { "redb store, fsync per commit" };
+    fn describe(&self, in_memory: bool, backend: receipt_server::Backend) -> String {
+        let store = match (in_memory, backend) {
+            (true, _) => "in-memory store, no fsync",
+            (false, receipt_server::Backend::Redb) => "redb store, fsync per commit",
+            (false, receipt_server::Backend::Postgres) => "PostgreSQL store, synchronous commit (its WAL flushed per commit)",
+        };
         let metrics = match &self.target {
             Target::Embedded(s) => s.metrics_addr(),
             Target::Child(c) => c.metrics_addr(),
@@ -358,7 +399,7 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
         Mode::Group => group(&a, &srv, &rt),
     };
     let rss = srv.peak_rss_kib();
-    let desc = srv.describe(a.in_memory);
+    let desc = srv.describe(a.in_memory, a.backend);
     let embedded = matches!(srv.target, Target::Embedded(_));
     drop(rt);
     srv.stop();

@@ -108,8 +108,12 @@ impl ChildServer {
 
     /// [`ChildServer::start_pg`], returning the error instead.
     pub fn try_start_pg(conninfo: &str, extra: &str) -> Result<ChildServer, String> {
-        let bin = server_binary()?;
-        ChildServer::try_start_on(&bin, Some(Store::Postgres(conninfo)), extra, None)
+        ChildServer::try_start_pg_with(&server_binary()?, conninfo, extra)
+    }
+
+    /// [`ChildServer::try_start_pg`] of the binary `bin`.
+    pub fn try_start_pg_with(bin: &Path, conninfo: &str, extra: &str) -> Result<ChildServer, String> {
+        ChildServer::try_start_on(bin, Some(Store::Postgres(conninfo)), extra, None)
     }
 
     fn try_start_on(bin: &Path, store: Option<Store<'_>>, extra: &str, configure: Option<ConfigureCommand>) -> Result<ChildServer, String> {

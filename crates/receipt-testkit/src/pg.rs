@@ -27,6 +27,8 @@ const PG_CTL_WAIT_SECS: &str = "30";
 
 /// A PostgreSQL cluster in a temp dir. Dropping it stops it (`-m immediate`) and removes the dir.
 pub struct PgCluster {
+    /// `fsync=on` (benchmarks) rather than off (tests).
+    fsync: bool,
     bin: PathBuf,
     dir: PathBuf,
     port: u16,
@@ -117,8 +119,18 @@ fn free_port() -> Result<u16, String> {
 }
 
 impl PgCluster {
-    /// initdb in a new temp dir and start it. Bounded: `pg_ctl` waits at most 30 s.
+    /// initdb in a new temp dir and start it, `fsync=off` (see the module doc). Bounded:
+    /// `pg_ctl` waits at most 30 s.
     pub fn start() -> Result<PgCluster, String> {
+        PgCluster::start_with(false)
+    }
+
+    /// [`PgCluster::start`] with `fsync=on`: what a commit costs in production (benchmarks).
+    pub fn start_durable() -> Result<PgCluster, String> {
+        PgCluster::start_with(true)
+    }
+
+    fn start_with(fsync: bool) -> Result<PgCluster, String> {
         let bin = find_bin().ok_or(
             "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb, no initdb on PATH): \
              `apt-get install postgresql` (.ci/run does), or set RECEIPT_SKIP_PG=1 to skip these tests",
@@ -129,7 +141,7 @@ impl PgCluster {
             let (uid, gid) = postgres_ids()?;
             std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(|e| format!("chown {}: {e}", dir.display()))?;
         }
-        let c = PgCluster { bin, dir, port: free_port()?, as_postgres, next_db: AtomicU64::new(0) };
+        let c = PgCluster { fsync, bin, dir, port: free_port()?, as_postgres, next_db: AtomicU64::new(0) };
         let data = c.data();
         c.run("initdb", &["-D", &data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"])?;
         c.start_again()?;
@@ -169,11 +181,8 @@ impl PgCluster {
 
     /// Starts the cluster again after [`stop_immediate`](Self::stop_immediate) (same dir, port).
     pub fn start_again(&self) -> Result<(), String> {
-        let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=300",
-            self.port,
-            self.dir.display()
-        );
+        let durability = if self.fsync { "" } else { " -c fsync=off -c full_page_writes=off" };
+        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300{durability}", self.port, self.dir.display());
         let (data, log) = (self.data(), self.dir.join("log").display().to_string());
         self.run("pg_ctl", &["-D", &data, "-l", &log, "-o", &opts, "-w", "-t", PG_CTL_WAIT_SECS, "start"])
     }

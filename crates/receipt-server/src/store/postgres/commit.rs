@@ -1,13 +1,16 @@
 //! One [`ServerStore::commit`](crate::store::ServerStore::commit): the operations of every part
 //! grouped by kind (later writes of a key win, as applied in order would leave them), then one
-//! set-based statement per kind (`UNNEST` of arrays: one round trip however many rows), in one
-//! transaction.
+//! set-based statement per kind (`UNNEST` of arrays, however many rows), in one transaction.
+//! `BEGIN` and the statements are pipelined on the connection (tokio-postgres sends each as its
+//! future is first polled, before any answer is read): one round trip, then `COMMIT` once every
+//! statement succeeded (a `COMMIT` after a failed statement would roll back and say nothing).
 
 use std::collections::BTreeSet;
 
-use postgres::{Client, Statement};
 use receipt_core::protocol::SeqEvent;
 use receipt_core::MsgId;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Statement};
 
 use super::big;
 use crate::core::StoreOp;
@@ -35,8 +38,8 @@ pub(super) struct Statements {
 }
 
 impl Statements {
-    pub(super) fn prepare(c: &mut Client) -> Result<Self, StoreError> {
-        let mut p = |sql: &str| c.prepare(sql).map_err(|e| StoreError(format!("preparing {sql:?}: {e}")));
+    pub(super) fn prepare(c: &Conn) -> Result<Self, StoreError> {
+        let p = |sql: &str| c.block_on(c.client.prepare(sql)).map_err(|e| StoreError(format!("preparing {sql:?}: {e}")));
         Ok(Statements {
             counters: p("INSERT INTO receipt_meta (key, value) VALUES ('counters', $1) \
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value")?,
@@ -161,32 +164,94 @@ impl<'a> Rows<'a> {
     }
 }
 
-/// Why a commit failed: `Begin`: before anything of it was sent (the transaction did not
-/// start), so it may be tried again on a new connection; `Applying`: during or after its
-/// statements (not applied, or, for a failed `COMMIT`, not known).
-pub(super) enum Failed {
-    Begin(StoreError),
-    Applying(StoreError),
+/// The commit connection: tokio-postgres on a runtime of its own (one thread: the store
+/// thread, inside `block_on`), so that a commit's statements are pipelined.
+pub(super) struct Conn {
+    /// Always `Some` but in `drop`.
+    rt: Option<tokio::runtime::Runtime>,
+    client: Client,
 }
 
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // Without blocking: the store may be dropped on a runtime's thread (a server that
+        // failed to start), where dropping a runtime the blocking way panics.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Conn {
+    /// Connects with synchronous commit on for the session (durable before `COMMIT` returns,
+    /// whatever the database's or role's default says).
+    pub(super) fn connect(conninfo: &str) -> Result<Conn, StoreError> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(store_err)?;
+        let (client, connection) = rt
+            .block_on(tokio_postgres::connect(conninfo, tokio_postgres::NoTls))
+            .map_err(|e| StoreError(format!("cannot connect to PostgreSQL: {e}")))?;
+        // Driven while the store thread is in `block_on` (every use of the connection is).
+        rt.spawn(async move {
+            if let Err(e) = connection.await {
+                log::warn!("PostgreSQL commit connection: {e}");
+            }
+        });
+        rt.block_on(client.batch_execute("SET synchronous_commit = on")).map_err(store_err)?;
+        Ok(Conn { rt: Some(rt), client })
+    }
+
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.as_ref().expect("only taken in drop").block_on(f)
+    }
+
+    /// The connection broke (PostgreSQL restarted or went away).
+    pub(super) fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+}
+
+/// Why a commit failed: `Before`: before `COMMIT` was sent (nothing of it is stored: an open
+/// transaction never commits by itself), so it may be tried again on a new connection;
+/// `Commit`: `COMMIT` itself failed (stored or not: not known).
+pub(super) enum Failed {
+    Before(StoreError),
+    Commit(StoreError),
+}
+
+/// The statements of one commit with their parameters (arrays borrowing the operations).
+type Queue<'r> = Vec<(&'r Statement, Vec<Box<dyn ToSql + Sync + Send + 'r>>)>;
+
 /// Applies `parts` in one transaction (see the module doc), durable when it returns `Ok`.
-pub(super) fn commit(client: &mut Client, s: &Statements, parts: &[&[StoreOp]]) -> Result<(), Failed> {
+pub(super) fn commit(conn: &Conn, s: &Statements, parts: &[&[StoreOp]]) -> Result<(), Failed> {
     if parts.iter().all(|p| p.is_empty()) {
         return Ok(());
     }
-    let mut tx = client.transaction().map_err(|e| Failed::Begin(store_err(e)))?;
-    apply(&mut tx, s, parts).map_err(Failed::Applying)?;
-    tx.commit().map_err(|e| Failed::Applying(store_err(e)))
-}
-
-fn apply(tx: &mut postgres::Transaction<'_>, s: &Statements, parts: &[&[StoreOp]]) -> Result<(), StoreError> {
     let mut rows = Rows::default();
     let mut buf = Vec::with_capacity(256);
     for op in parts.iter().flat_map(|p| p.iter()) {
         rows.add(op, &mut buf);
     }
+    let queue = statements(&rows, s, &mut buf);
+    let client = &conn.client;
+    conn.block_on(async {
+        let execs = queue.iter().map(|(st, params)| client.execute_raw(*st, params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync))));
+        // Polled in order: BEGIN first, then each statement, all sent before any answer is read.
+        let (begun, done) = futures_util::future::join(client.batch_execute("BEGIN"), futures_util::future::join_all(execs)).await;
+        if let Err(e) = begun.and(done.into_iter().try_for_each(|r| r.map(drop))) {
+            // Nothing is committed; end the transaction if the connection still stands.
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(Failed::Before(store_err(e)));
+        }
+        client.batch_execute("COMMIT").await.map_err(|e| Failed::Commit(store_err(e)))
+    })
+}
+
+/// The statements of a commit, one per kind of operation present, in an order that leaves what
+/// applying the operations in order would (see [`Reads`] and the deletions, last).
+fn statements<'r>(rows: &'r Rows<'_>, s: &'r Statements, buf: &mut Vec<u8>) -> Queue<'r> {
+    let mut q: Queue<'r> = Vec::new();
     if let Some(c) = &rows.counters {
-        tx.execute(&s.counters, &[c]).map_err(store_err)?;
+        q.push((&s.counters, vec![Box::new(c)]));
     }
     if !rows.messages.is_empty() {
         let (mut a, mut b, mut c, mut d, mut e) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -200,7 +265,7 @@ fn apply(tx: &mut postgres::Transaction<'_>, s: &Statements, parts: &[&[StoreOp]
                 e.push(body.as_slice());
             };
         }
-        tx.execute(&s.messages, &[&a, &b, &c, &d, &e]).map_err(store_err)?;
+        q.push((&s.messages, vec![Box::new(a), Box::new(b), Box::new(c), Box::new(d), Box::new(e)]));
     }
     if !rows.client_ids.is_empty() {
         let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
@@ -211,11 +276,11 @@ fn apply(tx: &mut postgres::Transaction<'_>, s: &Statements, parts: &[&[StoreOp]
                 c.push(big(*id));
             };
         }
-        tx.execute(&s.client_ids, &[&a, &b, &c]).map_err(store_err)?;
+        q.push((&s.client_ids, vec![Box::new(a), Box::new(b), Box::new(c)]));
     }
     if !rows.flags.is_empty() {
         let (ids, flags): (Vec<i64>, Vec<i16>) = rows.flags.iter().map(|(id, f)| (big(*id), *f)).unzip();
-        tx.execute(&s.flags, &[&ids, &flags]).map_err(store_err)?;
+        q.push((&s.flags, vec![Box::new(ids), Box::new(flags)]));
     }
     if !rows.acks.is_empty() {
         let (mut a, mut b, mut c, mut d) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -227,7 +292,7 @@ fn apply(tx: &mut postgres::Transaction<'_>, s: &Statements, parts: &[&[StoreOp]
                 d.push(body.as_slice());
             };
         }
-        tx.execute(&s.acks, &[&a, &b, &c, &d]).map_err(store_err)?;
+        q.push((&s.acks, vec![Box::new(a), Box::new(b), Box::new(c), Box::new(d)]));
     }
     if !rows.events.is_empty() {
         // Each user's events of this commit in one row, keyed by its first seq.
@@ -236,9 +301,9 @@ fn apply(tx: &mut postgres::Transaction<'_>, s: &Statements, parts: &[&[StoreOp]
             a.push(*user);
             b.push(big(evs[0].seq));
             c.push(big(evs[evs.len() - 1].seq));
-            d.push(encode_events(evs, &mut buf).to_vec());
+            d.push(encode_events(evs, buf).to_vec());
         }
-        tx.execute(&s.events, &[&a, &b, &c, &d]).map_err(store_err)?;
+        q.push((&s.events, vec![Box::new(a), Box::new(b), Box::new(c), Box::new(d)]));
     }
     if !rows.convs.is_empty() {
         let (mut a, mut b, mut c, mut d) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -250,7 +315,7 @@ fn apply(tx: &mut postgres::Transaction<'_>, s: &Statements, parts: &[&[StoreOp]
                 d.push(body.as_slice());
             };
         }
-        tx.execute(&s.convs, &[&a, &b, &c, &d]).map_err(store_err)?;
+        q.push((&s.convs, vec![Box::new(a), Box::new(b), Box::new(c), Box::new(d)]));
     }
     if !rows.reads.is_empty() {
         let (mut trims, mut adds) = ((Vec::new(), Vec::new(), Vec::new(), Vec::new()), (Vec::new(), Vec::new(), Vec::new(), Vec::new()));
@@ -263,10 +328,10 @@ fn apply(tx: &mut postgres::Transaction<'_>, s: &Statements, parts: &[&[StoreOp]
             }
         }
         if !trims.0.is_empty() {
-            tx.execute(&s.trim_reads, &[&trims.0, &trims.1, &trims.2, &trims.3]).map_err(store_err)?;
+            q.push((&s.trim_reads, vec![Box::new(trims.0), Box::new(trims.1), Box::new(trims.2), Box::new(trims.3)]));
         }
         if !adds.0.is_empty() {
-            tx.execute(&s.add_reads, &[&adds.0, &adds.1, &adds.2, &adds.3]).map_err(store_err)?;
+            q.push((&s.add_reads, vec![Box::new(adds.0), Box::new(adds.1), Box::new(adds.2), Box::new(adds.3)]));
         }
     }
     if !rows.groups.is_empty() {
@@ -278,13 +343,13 @@ fn apply(tx: &mut postgres::Transaction<'_>, s: &Statements, parts: &[&[StoreOp]
                 c.push(since.as_deref());
             };
         }
-        tx.execute(&s.groups, &[&a, &b, &c]).map_err(store_err)?;
+        q.push((&s.groups, vec![Box::new(a), Box::new(b), Box::new(c)]));
     }
     if !rows.trims.is_empty() {
         // After this commit's events are written: a trim drops whole rows at or below it.
         let (users, up_to): (Vec<&str>, Vec<i64>) = rows.trims.iter().map(|(u, t)| (*u, big(*t))).unzip();
-        tx.execute(&s.log_base, &[&users, &up_to]).map_err(store_err)?;
-        tx.execute(&s.trim_events, &[&users, &up_to]).map_err(store_err)?;
+        q.push((&s.log_base, vec![Box::new(users.clone()), Box::new(up_to.clone())]));
+        q.push((&s.trim_events, vec![Box::new(users), Box::new(up_to)]));
     }
     if !rows.cursors.is_empty() {
         let (mut put, mut gone) = ((Vec::new(), Vec::new(), Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
@@ -300,16 +365,16 @@ fn apply(tx: &mut postgres::Transaction<'_>, s: &Statements, parts: &[&[StoreOp]
             }
         }
         if !put.0.is_empty() {
-            tx.execute(&s.put_cursors, &[&put.0, &put.1, &put.2, &put.3]).map_err(store_err)?;
+            q.push((&s.put_cursors, vec![Box::new(put.0), Box::new(put.1), Box::new(put.2), Box::new(put.3)]));
         }
         if !gone.0.is_empty() {
-            tx.execute(&s.delete_cursors, &[&gone.0, &gone.1]).map_err(store_err)?;
+            q.push((&s.delete_cursors, vec![Box::new(gone.0), Box::new(gone.1)]));
         }
     }
     if !rows.deleted.is_empty() {
         // Last: a message is deleted after anything this commit wrote about it (ids are never
         // reused, so a delete is the last operation on its message).
-        tx.execute(&s.delete_messages, &[&rows.deleted]).map_err(store_err)?;
+        q.push((&s.delete_messages, vec![Box::new(&rows.deleted)]));
     }
-    Ok(())
+    q
 }

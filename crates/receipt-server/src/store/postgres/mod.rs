@@ -4,13 +4,15 @@
 //!
 //! - [`schema`]: the schema, created and migrated at start (`receipt_schema_version`).
 //! - `commit`: one transaction per [`ServerStore::commit`], set-based statements per kind of
-//!   operation (multi-row `UNNEST` arrays), synchronous commit on.
+//!   operation (multi-row `UNNEST` arrays), pipelined, synchronous commit on.
 //! - `read`: [`StoreRead`] on a connection of its own; the reads of one batch share one
 //!   REPEATABLE READ snapshot, opened at the first read and ended on `release()`.
 //!
-//! The client is the blocking `postgres` crate: the store thread and the core thread are plain
-//! threads, each with its own connection. The commit connection is where the next part's
-//! sequencer lease (a session advisory lock) will live.
+//! The store thread and the core thread are plain threads, each with its own connection: the
+//! reads and the start-up work use the blocking `postgres` client; the commit connection is
+//! tokio-postgres on a one-thread runtime of its own, to pipeline a commit's statements. The
+//! commit connection is where the next part's sequencer lease (a session advisory lock) will
+//! live.
 
 mod commit;
 mod read;
@@ -43,19 +45,16 @@ fn chat_type_of(t: i16) -> Result<ChatType, StoreError> {
     u32::try_from(t).ok().and_then(ChatType::from_u32).ok_or_else(|| StoreError(format!("corrupt chat type {t}")))
 }
 
-/// Connects to `conninfo` (a libpq connection string or URL; no TLS: keep the server and
-/// PostgreSQL on one host or a private network) with synchronous commit on for the session.
+/// A blocking connection to `conninfo` (a libpq connection string or URL; no TLS: keep the
+/// server and PostgreSQL on one host or a private network).
 pub(super) fn connect(conninfo: &str) -> Result<Client, StoreError> {
-    let mut c = Client::connect(conninfo, NoTls).map_err(|e| StoreError(format!("cannot connect to PostgreSQL: {e}")))?;
-    // Durable before `commit` returns, whatever the database's or role's default says.
-    c.batch_execute("SET synchronous_commit = on").map_err(store_err)?;
-    Ok(c)
+    Client::connect(conninfo, NoTls).map_err(|e| StoreError(format!("cannot connect to PostgreSQL: {e}")))
 }
 
 /// The PostgreSQL store. It holds the commit connection; the core thread's reader opens its own.
 pub struct PgServerStore {
     conninfo: String,
-    client: Client,
+    conn: commit::Conn,
     stmts: commit::Statements,
 }
 
@@ -70,10 +69,10 @@ impl PgServerStore {
     /// Connects, creates or migrates the schema ([`schema::migrate`]) and prepares the commit
     /// statements. Refuses a database whose schema is newer than this server knows.
     pub fn connect(conninfo: &str) -> Result<Self, StoreError> {
-        let mut client = connect(conninfo)?;
-        schema::migrate(&mut client)?;
-        let stmts = commit::Statements::prepare(&mut client)?;
-        Ok(PgServerStore { conninfo: conninfo.to_string(), client, stmts })
+        schema::migrate(&mut connect(conninfo)?)?;
+        let conn = commit::Conn::connect(conninfo)?;
+        let stmts = commit::Statements::prepare(&conn)?;
+        Ok(PgServerStore { conninfo: conninfo.to_string(), conn, stmts })
     }
 
     fn load_counters_groups_cursors(tx: &mut postgres::Transaction<'_>, state: &mut State) -> Result<(), StoreError> {
@@ -124,8 +123,8 @@ pub fn spawn_readiness_check(conninfo: String, health: std::sync::Weak<crate::He
 
 impl ServerStore for PgServerStore {
     fn load(&mut self) -> Result<State, StoreError> {
-        let mut tx = self
-            .client
+        let mut client = connect(&self.conninfo)?;
+        let mut tx = client
             .build_transaction()
             .isolation_level(postgres::IsolationLevel::RepeatableRead)
             .read_only(true)
@@ -182,8 +181,8 @@ impl ServerStore for PgServerStore {
     }
 
     fn load_hot(&mut self) -> Result<State, StoreError> {
-        let mut tx = self
-            .client
+        let mut client = connect(&self.conninfo)?;
+        let mut tx = client
             .build_transaction()
             .isolation_level(postgres::IsolationLevel::RepeatableRead)
             .read_only(true)
@@ -201,18 +200,18 @@ impl ServerStore for PgServerStore {
     }
 
     fn commit(&mut self, parts: &[&[StoreOp]]) -> Result<(), StoreError> {
-        match commit::commit(&mut self.client, &self.stmts, parts) {
+        match commit::commit(&self.conn, &self.stmts, parts) {
             Ok(()) => Ok(()),
-            Err(commit::Failed::Applying(e)) => Err(e),
+            Err(commit::Failed::Commit(e)) => Err(e),
             // The connection broke while idle (PostgreSQL restarted): nothing of this call was
-            // sent, so it is tried once more on a new connection.
-            Err(commit::Failed::Begin(e)) if self.client.is_closed() => {
+            // committed, so it is tried once more on a new connection.
+            Err(commit::Failed::Before(e)) if self.conn.is_closed() => {
                 log::warn!("PostgreSQL connection lost ({e}): reconnecting");
-                self.client = connect(&self.conninfo)?;
-                self.stmts = commit::Statements::prepare(&mut self.client)?;
-                commit::commit(&mut self.client, &self.stmts, parts).map_err(|(commit::Failed::Begin(e) | commit::Failed::Applying(e))| e)
+                self.conn = commit::Conn::connect(&self.conninfo)?;
+                self.stmts = commit::Statements::prepare(&self.conn)?;
+                commit::commit(&self.conn, &self.stmts, parts).map_err(|(commit::Failed::Before(e) | commit::Failed::Commit(e))| e)
             }
-            Err(commit::Failed::Begin(e)) => Err(e),
+            Err(commit::Failed::Before(e)) => Err(e),
         }
     }
 
