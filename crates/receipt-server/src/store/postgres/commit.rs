@@ -321,10 +321,16 @@ fn statements<'r>(rows: &'r Rows<'_>, s: &'r Statements, buf: &mut Vec<u8>) -> Q
         let (mut trims, mut adds) = ((Vec::new(), Vec::new(), Vec::new(), Vec::new()), (Vec::new(), Vec::new(), Vec::new(), Vec::new()));
         for ((user, t, conv), r) in &rows.reads {
             if let Some(up_to) = r.trim {
-                (trims.0.push(*user), trims.1.push(*t), trims.2.push(*conv), trims.3.push(big(up_to)));
+                trims.0.push(*user);
+                trims.1.push(*t);
+                trims.2.push(*conv);
+                trims.3.push(big(up_to));
             }
             for id in &r.add {
-                (adds.0.push(*user), adds.1.push(*t), adds.2.push(*conv), adds.3.push(big(*id)));
+                adds.0.push(*user);
+                adds.1.push(*t);
+                adds.2.push(*conv);
+                adds.3.push(big(*id));
             }
         }
         if !trims.0.is_empty() {
