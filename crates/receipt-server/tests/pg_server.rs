@@ -212,3 +212,16 @@ fn postgresql_stopped_and_started_under_a_running_server() {
     assert_eq!(got.len(), acked.len(), "the send that was not answered ok was not stored");
     assert_eq!(bob.unread(ChatType::Chat, "alice"), acked.len() as u32 - 2, "two were read");
 }
+
+#[test]
+fn a_server_on_postgres_that_cannot_bind_fails_with_the_error_not_a_panic() {
+    let Some(db) = receipt_testkit::pg::database() else { return };
+    // The store is opened before the listener binds: it is dropped on the runtime's thread.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut config = receipt_testkit::server_config(None);
+    config.addr = taken.local_addr().unwrap();
+    config.backend = receipt_server::Backend::Postgres;
+    config.pg = Some(db.conninfo);
+    let e = receipt_server::ServerHandle::spawn_in_thread(config).err().expect("the port is taken");
+    assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{e}");
+}
