@@ -874,37 +874,6 @@ mod tests {
         assert!(Arc::ptr_eq(&state.logs["bob"][0].event, &state.logs["alice"][1].event));
         assert!(Arc::ptr_eq(&state.logs["bob"][1].event, &state.logs["bob"][7].event), "bob's seq 2 and 8 are the same event");
     }
-
-    #[test]
-    fn read_sets_are_stored_one_row_per_read_and_trimmed_by_the_watermark() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = ConversationKey::new(ChatType::Chat, "alice");
-        let conv = |unread| ConvState { unread, newest: 9, newest_received: 9, ..Default::default() };
-        {
-            let mut s = RedbServerStore::open(dir.path()).unwrap();
-            let mut ops = vec![StoreOp::PutConversation { user: "bob".into(), key: key.clone(), state: conv(5) }];
-            for id in [3, 5, 7] {
-                ops.push(StoreOp::AddRead { user: "bob".into(), key: key.clone(), msg_id: id });
-            }
-            // Only the last record of a conversation in a batch is written; all three are equal here
-            // apart from the count.
-            ops.push(StoreOp::PutConversation { user: "bob".into(), key: key.clone(), state: conv(2) });
-            s.commit(&[&ops]).unwrap();
-            let state = s.load().unwrap();
-            let c = &state.convs["bob"][&key];
-            assert_eq!((c.unread, c.read.singles.iter().copied().collect::<Vec<_>>()), (2, vec![3, 5, 7]));
-            let mut moved = conv(1);
-            moved.read.up_to = 5;
-            s.commit(&[&[
-                StoreOp::PutConversation { user: "bob".into(), key: key.clone(), state: moved },
-                StoreOp::TrimReads { user: "bob".into(), key: key.clone(), up_to: 5 },
-            ]])
-            .unwrap();
-        }
-        let state = RedbServerStore::open(dir.path()).unwrap().load().unwrap();
-        let c = &state.convs["bob"][&key];
-        assert_eq!((c.unread, c.read.up_to, c.read.singles.iter().copied().collect::<Vec<_>>()), (1, 5, vec![7]));
-    }
 }
 
 #[cfg(test)]
@@ -981,35 +950,7 @@ mod format_tests {
     }
 }
 
-#[cfg(test)]
-mod head_tests {
-    use super::*;
-    use receipt_core::protocol::ServerEvent;
-
-    #[test]
-    fn a_log_whose_last_events_went_with_their_messages_keeps_its_head() {
-        let dir = tempfile::tempdir().unwrap();
-        let msg = WireMessage {
-            id: 1,
-            client_id: "c1".into(),
-            from: "alice".into(),
-            to: "bob".into(),
-            chat_type: ChatType::Chat,
-            content: "x".into(),
-            timestamp: 7,
-            require_delivery_ack: false,
-            need_group_ack: false,
-        };
-        let ev = SeqEvent { seq: 5, event: ServerEvent::Message { msg: msg.clone().into() }.into() };
-        let mut s = RedbServerStore::open(dir.path()).unwrap();
-        s.commit(&[&[StoreOp::PutMessage(msg.into()), StoreOp::AppendEvent { user: "bob".into(), event: ev.into() }]]).unwrap();
-        // The message leaves (retention) before its log event is trimmed.
-        s.commit(&[&[StoreOp::DeleteMessage(1)]]).unwrap();
-        let state = s.load().unwrap();
-        assert!(state.logs.get("bob").is_none_or(Vec::is_empty), "the reference to a gone message is dropped");
-        assert_eq!(state.head("bob"), 5, "seqs never go back");
-    }
-}
+// The store contract (also on PostgreSQL): tests/store_contract.rs.
 
 #[cfg(test)]
 mod index_tests {
