@@ -161,7 +161,7 @@ fn wait_ready(p: &ChildServer, status: u16) {
 
 #[test]
 fn postgresql_stopped_and_started_under_a_running_server() {
-    if receipt_testkit::pg::shared().is_none() {
+    if receipt_testkit::pg::skip() {
         return;
     }
     // A cluster of this test's own: it is stopped and started.
@@ -224,4 +224,34 @@ fn a_server_on_postgres_that_cannot_bind_fails_with_the_error_not_a_panic() {
     config.pg = Some(db.conninfo);
     let e = receipt_server::ServerHandle::spawn_in_thread(config).err().expect("the port is taken");
     assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{e}");
+}
+
+#[test]
+fn ids_postgresql_cannot_store_are_refused_before_they_reach_a_commit() {
+    let Some(db) = receipt_testkit::pg::database() else { return };
+    let p = ChildServer::start_pg(&db.conninfo, NO_RATE_LIMITS);
+    let mut alice = RawClient::login(p.addr(), "alice", "a");
+    let mut bob = RawClient::login(p.addr(), "bob", "b");
+    let id = alice.send_msg("bob", ChatType::Chat, "hi");
+    let g = create_group(&mut alice, &["bob"]);
+    // A NUL is a control character: every id the server stores is refused with it (text
+    // columns cannot hold one; a commit that failed on it would stop the server).
+    let nul = "x\0y".to_string();
+    let frames: Vec<Box<dyn Fn(ReqId) -> ClientFrame>> = vec![
+        Box::new(|req| plain_send(req, "c\0", "bob", ChatType::Chat, "x")),
+        Box::new(|req| plain_send(req, "c1", "b\0b", ChatType::Chat, "x")),
+        Box::new(|req| ClientFrame::ConversationAck { req, chat_type: ChatType::Chat, conversation: nul.clone() }),
+        Box::new(|req| ClientFrame::MarkRead { req, chat_type: ChatType::Chat, conversation: nul.clone(), msg_id: None }),
+        Box::new(|req| ClientFrame::ReadAcks { req, conversation: nul.clone(), msg_ids: vec![id] }),
+        Box::new(|req| ClientFrame::CreateGroup { req, name: "n".into(), members: vec![nul.clone()], chat_room: false }),
+        Box::new(|req| ClientFrame::AddMembers { req, group: g.clone(), members: vec![nul.clone()] }),
+        Box::new(|req| ClientFrame::SetRole { req, group: g.clone(), member: nul.clone(), role: GroupRole::Admin }),
+    ];
+    for (i, f) in frames.iter().enumerate() {
+        let r = alice.request(f);
+        assert!(r.is_err(), "frame {i} was accepted: {r:?}");
+    }
+    // The server still stores and answers.
+    let id2 = alice.send_msg("bob", ChatType::Chat, "still here");
+    bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: id2 });
 }

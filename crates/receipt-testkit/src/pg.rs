@@ -1,5 +1,5 @@
 //! A throwaway PostgreSQL cluster for the tests of the PostgreSQL store: Debian's binaries
-//! (`/usr/lib/postgresql/<newest>/bin`, else `initdb` on `PATH`), a temp dir, trust auth on a
+//! (`$RECEIPT_PG_BIN`, else `/usr/lib/postgresql/<newest>/bin`, else `initdb` on `PATH`), a temp dir, trust auth on a
 //! unix socket in that dir and on 127.0.0.1 at a free port, and one database per test cloned
 //! from a template that has the schema (`CREATE DATABASE x TEMPLATE receipt_template`).
 //!
@@ -56,9 +56,9 @@ extern "C" fn stop_shared() {
 /// `None` with a SKIPPED line when PostgreSQL is not installed and `RECEIPT_SKIP_PG=1`. Panics
 /// when it is not installed otherwise, or cannot start.
 pub fn shared() -> Option<&'static PgCluster> {
-    SHARED
+    let cluster = SHARED
         .get_or_init(|| {
-            if find_bin().is_none() && std::env::var("RECEIPT_SKIP_PG").as_deref() == Ok("1") {
+            if skip() {
                 return None;
             }
             let c = PgCluster::start().unwrap_or_else(|e| panic!("{e}"));
@@ -66,11 +66,25 @@ pub fn shared() -> Option<&'static PgCluster> {
             unsafe { libc::atexit(stop_shared) };
             Some(c)
         })
-        .as_ref()
-        .or_else(|| {
-            eprintln!("*** SKIPPED: PostgreSQL is not installed and RECEIPT_SKIP_PG=1: the PostgreSQL tests did not run ***");
-            None
-        })
+        .as_ref();
+    if cluster.is_none() {
+        // Said again for each test that asked.
+        skip();
+    }
+    cluster
+}
+
+/// Whether the PostgreSQL tests are skipped: PostgreSQL is not installed and
+/// `RECEIPT_SKIP_PG=1` (otherwise a missing PostgreSQL fails the test that asks for it).
+pub fn skip() -> bool {
+    let skip = find_bin().is_none() && std::env::var("RECEIPT_SKIP_PG").as_deref() == Ok("1");
+    if skip {
+        // Past the test harness's capture (it takes only `eprintln!`): seen even when tests pass.
+        use std::io::Write;
+        let line = "*** SKIPPED: PostgreSQL is not installed and RECEIPT_SKIP_PG=1: the PostgreSQL tests did not run ***\n";
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    }
+    skip
 }
 
 /// A new database with the schema in the [`shared`] cluster (`None`: skipped, see there).
@@ -78,9 +92,16 @@ pub fn database() -> Option<PgDb> {
     shared().map(PgCluster::database)
 }
 
-/// The directory of PostgreSQL's server binaries: Debian's newest version, else `initdb`'s on
-/// `PATH`.
+/// Names the directory of PostgreSQL's server binaries (`initdb`, `pg_ctl`), instead of looking.
+pub const BIN_ENV: &str = "RECEIPT_PG_BIN";
+
+/// The directory of PostgreSQL's server binaries: `$RECEIPT_PG_BIN`, else Debian's newest
+/// version, else `initdb`'s on `PATH`.
 fn find_bin() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os(BIN_ENV) {
+        let dir = PathBuf::from(dir);
+        return dir.join("initdb").is_file().then_some(dir);
+    }
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()
@@ -132,7 +153,7 @@ impl PgCluster {
 
     fn start_with(fsync: bool) -> Result<PgCluster, String> {
         let bin = find_bin().ok_or(
-            "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb, no initdb on PATH): \
+            "PostgreSQL is not installed (no initdb in $RECEIPT_PG_BIN or /usr/lib/postgresql/*/bin or on PATH): \
              `apt-get install postgresql` (.ci/run does), or set RECEIPT_SKIP_PG=1 to skip these tests",
         )?;
         let dir = tempfile::Builder::new().prefix("receipt-pg-").tempdir().map_err(|e| format!("temp dir: {e}"))?.keep();
