@@ -322,3 +322,23 @@ fn postgres_schema_is_versioned_and_a_newer_one_is_refused() {
     let after: i32 = c.query_one("SELECT version FROM receipt_schema_version", &[]).unwrap().get(0);
     assert_eq!(after, v + 1, "refused without writing");
 }
+
+/// PostgreSQL only (redb stores any string): a commit one of whose statements fails applies
+/// nothing, and the store commits again afterwards on the same connection.
+#[test]
+fn postgres_a_failed_commit_applies_nothing() {
+    let Some(db) = receipt_testkit::pg::database() else { return };
+    let b = Pg(db);
+    let mut s = b.open();
+    let cursor = DeviceCursor { seq: 1, seen: 1 };
+    // A text column cannot hold a NUL: the cursor's statement fails, after the message's.
+    let bad = [
+        StoreOp::PutMessage(msg(1, "bob", ChatType::Chat).into()),
+        StoreOp::PutCursor { user: "bob".into(), device: "a\0b".into(), cursor },
+    ];
+    assert!(s.commit(&[&bad]).is_err());
+    let state = s.load().unwrap();
+    assert!(state.messages.is_empty() && state.cursors.is_empty(), "nothing of the failed commit");
+    s.commit(&[&[StoreOp::PutMessage(msg(2, "bob", ChatType::Chat).into())]]).unwrap();
+    assert_eq!(b.open().load().unwrap().messages.keys().copied().collect::<Vec<_>>(), vec![2]);
+}
