@@ -10,6 +10,9 @@
 //! Not installed: [`shared`] panics (a test run without PostgreSQL fails), unless
 //! `RECEIPT_SKIP_PG=1`, when it prints a loud SKIPPED line and returns `None`.
 //!
+//! A cluster whose test process aborted (no exit handler ran) is stopped and removed by the next
+//! cluster start (its dir names the owner's pid).
+//!
 //! `fsync=off`: PostgreSQL's own durability against a machine crash is not what these tests
 //! test (they kill the server or stop PostgreSQL with `-m immediate`: its WAL writes are in the
 //! kernel already); synchronous commit stays on, so a commit is written before it returns.
@@ -117,6 +120,31 @@ fn find_bin() -> Option<PathBuf> {
     std::env::split_paths(&path).find(|d| d.join("initdb").is_file() && d.join("pg_ctl").is_file())
 }
 
+/// The prefix of a cluster's temp dir.
+const PREFIX: &str = "receipt-pg-";
+/// The file in a cluster's dir naming the pid of the test process that started it.
+const OWNER: &str = "owner.pid";
+
+/// Stops and removes the clusters whose test process is gone without stopping them (it
+/// aborted or was killed: no exit handler ran). Best effort.
+fn reap_stale(bin: &Path, as_postgres: bool) {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for e in entries.flatten() {
+        if !e.file_name().to_string_lossy().starts_with(PREFIX) {
+            continue;
+        }
+        let Some(pid) = std::fs::read_to_string(e.path().join(OWNER)).ok().and_then(|p| p.trim().parse::<i32>().ok()) else {
+            continue;
+        };
+        // SAFETY: signal 0 only checks that the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if !alive {
+            // Dropping it stops it (`-m immediate`) and removes the dir.
+            drop(PgCluster::of(bin, e.path(), as_postgres));
+        }
+    }
+}
+
 fn is_root() -> bool {
     // SAFETY: no arguments, no side effect.
     unsafe { libc::geteuid() == 0 }
@@ -156,8 +184,10 @@ impl PgCluster {
             "PostgreSQL is not installed (no initdb in $RECEIPT_PG_BIN or /usr/lib/postgresql/*/bin or on PATH): \
              `apt-get install postgresql` (.ci/run does), or set RECEIPT_SKIP_PG=1 to skip these tests",
         )?;
-        let dir = tempfile::Builder::new().prefix("receipt-pg-").tempdir().map_err(|e| format!("temp dir: {e}"))?.keep();
         let as_postgres = is_root();
+        reap_stale(&bin, as_postgres);
+        let dir = tempfile::Builder::new().prefix(PREFIX).tempdir().map_err(|e| format!("temp dir: {e}"))?.keep();
+        std::fs::write(dir.join(OWNER), std::process::id().to_string()).map_err(|e| format!("owner file: {e}"))?;
         if as_postgres {
             let (uid, gid) = postgres_ids()?;
             std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(|e| format!("chown {}: {e}", dir.display()))?;
@@ -170,6 +200,11 @@ impl PgCluster {
         // The schema, made by the store itself; its connection is closed before any clone.
         drop(receipt_server::PgServerStore::connect(&c.conninfo(TEMPLATE)).map_err(|e| format!("schema: {e}"))?);
         Ok(c)
+    }
+
+    /// A cluster of `dir` (another process's) handle, for stopping it.
+    fn of(bin: &Path, dir: PathBuf, as_postgres: bool) -> PgCluster {
+        PgCluster { fsync: false, bin: bin.to_path_buf(), dir, port: 0, as_postgres, next_db: AtomicU64::new(0) }
     }
 
     fn data(&self) -> String {
