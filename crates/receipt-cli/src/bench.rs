@@ -407,6 +407,10 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
     j["server"] = json!({
         "target": desc,
         "durable": !a.in_memory && a.server.is_none(),
+        "backend": match a.backend {
+            receipt_server::Backend::Redb => "redb",
+            receipt_server::Backend::Postgres => "postgres",
+        },
         "peak_rss_kib": rss,
         "peak_rss_includes_tool": embedded,
         "metrics": a.metrics,

@@ -25,6 +25,20 @@ fn one_to_one_counts_every_receipt() {
 }
 
 #[test]
+fn a_spawned_server_on_postgres_counts_every_receipt() {
+    if receipt_testkit::pg::skip() {
+        return;
+    }
+    let bin = receipt_testkit::child::build_server_binary();
+    let bin = bin.to_str().unwrap();
+    let j = bench(&["--pairs", "3", "--messages", "40", "--window", "5", "--spawn-server", "--server-bin", bin, "--backend", "postgres"]);
+    assert_eq!((j["delivery_receipts"].as_u64(), j["read_receipts"].as_u64()), (Some(120), Some(120)));
+    assert_eq!((j["server"]["backend"].as_str(), j["server"]["durable"].as_bool()), (Some("postgres"), Some(true)));
+    let j = bench(&["--mode", "group", "--group-members", "12", "--group-messages", "3", "--backend", "postgres"]);
+    assert_eq!((j["acks"].as_u64(), j["fetch_all_acks"]["acks_paged"].as_u64()), (Some(33), Some(33)));
+}
+
+#[test]
 fn group_reaches_every_count_and_pages_every_ack() {
     let j = bench(&["--mode", "group", "--group-members", "12", "--group-messages", "3"]);
     assert_eq!(j["acks"], 33);
