@@ -87,11 +87,11 @@ pub fn open_store(config: &ServerConfig) -> io::Result<Box<dyn ServerStore>> {
 
 /// Starts a server on the current tokio runtime with the store named by the config.
 pub async fn start(config: ServerConfig) -> io::Result<Server> {
-    // Off the runtime's threads: opening is blocking I/O, and the PostgreSQL client runs a
-    // runtime of its own, which cannot be entered from within this one.
     if let Some(node) = &config.node_id {
         info!("node id {node} (one node: several nodes are the next part of issue 13)");
     }
+    // Off the runtime's threads: opening is blocking I/O, and the PostgreSQL client runs a
+    // runtime of its own, which cannot be entered from within this one.
     let cfg = config.clone();
     let store = tokio::task::spawn_blocking(move || open_store(&cfg)).await.map_err(io::Error::other)??;
     let pg = config.pg.clone().filter(|_| config.backend == Backend::Postgres);
