@@ -542,6 +542,7 @@ impl Harness {
                 msg_id: msg_id(u)?,
                 timestamp: u.int_in_range(0..=10)?,
                 need_group_ack: u.arbitrary()?,
+                require_delivery_ack: u.arbitrary()?,
             },
             2 => {
                 let n = u.int_in_range(0..=3)?;
@@ -604,6 +605,7 @@ impl Harness {
                             read: u.arbitrary()?,
                             group_ack_sent: u.arbitrary()?,
                             group_ack_count: u.int_in_range(0..=3)?,
+                            group_delivered_count: u.int_in_range(0..=3)?,
                         });
                     }
                     ServerFrame::Resync { messages }

@@ -27,7 +27,7 @@ use receipt_core::types::ReqId;
 use crate::core::{Outgoing, SessionId};
 
 /// The request kinds, as the `kind` label spells them (index = [`request_kind`]).
-pub const REQUEST_KINDS: [&str; 19] = [
+pub const REQUEST_KINDS: [&str; 20] = [
     "login",
     "send",
     "delivery_ack",
@@ -47,6 +47,7 @@ pub const REQUEST_KINDS: [&str; 19] = [
     "fetch_group_unread",
     "fetch_group_ack_counts",
     "read_acks",
+    "fetch_group_delivery_acks",
 ];
 
 /// `renew_token` in [`REQUEST_KINDS`].
@@ -74,6 +75,7 @@ pub fn request_kind(f: &ClientFrame) -> u8 {
         FetchGroupUnread { .. } => 16,
         FetchGroupAckCounts { .. } => 17,
         ReadAcks { .. } => 18,
+        FetchGroupDeliveryAcks { .. } => 19,
         RenewToken { .. } => KIND_RENEW_TOKEN,
     }
 }
