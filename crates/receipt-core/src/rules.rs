@@ -272,14 +272,20 @@ impl Default for GroupAckPolicy {
 }
 
 /// Sending a group message that asks for acks of `kind` (`wants`): whether the request is kept.
-/// 505 when the feature is off, 603 when `role` may not ask; a group above the member cap
-/// silently gets no acks (`Ok(false)`). A message that does not ask is always `Ok(false)`.
+/// While the feature is off: read acks, 505; delivery acks, dropped (`Ok(false)`): the
+/// message's delivery flag predates group delivery acks and was always ignored on group
+/// messages, so a sender that sets it on every message keeps working. 603 when `role` may not
+/// ask; a group above the member cap silently gets no acks (`Ok(false)`). A message that does
+/// not ask is always `Ok(false)`.
 pub fn group_ack_on_send(kind: GroupAckKind, policy: &GroupAckPolicy, wants: bool, role: GroupRole, member_count: usize) -> ChatResult<bool> {
     if !wants {
         return Ok(false);
     }
     if !policy.enabled {
-        return Err(ChatError::new(ErrorCode::ServiceNotEnabled, format!("group {} acks are not enabled", kind.word())));
+        return match kind {
+            GroupAckKind::Read => Err(ChatError::new(ErrorCode::ServiceNotEnabled, "group read acks are not enabled")),
+            GroupAckKind::Delivery => Ok(false),
+        };
     }
     if policy.who_may_request == WhoMayRequest::OwnerAndAdmins && role == GroupRole::Member {
         return Err(ChatError::new(
@@ -513,7 +519,9 @@ mod tests {
         assert_eq!(code(check_group_ack_target(D, both, "alice")), ErrorCode::MessageInvalid);
         assert_eq!(code(check_group_ack_target(D, msg(ChatType::Chat, "alice", "bob"), "bob")), ErrorCode::MessageInvalid);
         assert_eq!(code(check_may_see_group_acks(D, &on(), both, "bob", true)), ErrorCode::GroupPermissionDenied);
-        assert_eq!(code(group_ack_on_send(D, &GroupAckPolicy::default(), true, GroupRole::Owner, 3)), ErrorCode::ServiceNotEnabled);
+        assert_eq!(group_ack_on_send(D, &GroupAckPolicy::default(), true, GroupRole::Owner, 3), Ok(false), "off: dropped, not refused");
+        let admins = GroupAckPolicy { who_may_request: WhoMayRequest::OwnerAndAdmins, ..on() };
+        assert_eq!(code(group_ack_on_send(D, &admins, true, GroupRole::Member, 3)), ErrorCode::GroupPermissionDenied);
         assert_eq!(group_ack_on_send(D, &on(), true, GroupRole::Member, 201), Ok(false));
     }
 

@@ -1169,6 +1169,66 @@ mod half_indexed_tests {
     use super::*;
 
     #[test]
+    fn a_format_3_store_opens_as_format_4_and_takes_group_delivery_acks() {
+        let dir = tempfile::tempdir().unwrap();
+        let msg = WireMessage {
+            id: 5,
+            client_id: "c5".into(),
+            from: "alice".into(),
+            to: "g".into(),
+            chat_type: ChatType::GroupChat,
+            content: "x".into(),
+            timestamp: 5,
+            require_delivery_ack: true,
+            need_group_ack: true,
+        };
+        let read = GroupReadAck { ack_id: 1, msg_id: 5, from: "bob".into(), content: Some("e".into()), count: 1, timestamp: 6 };
+        {
+            let mut s = RedbServerStore::open(dir.path()).unwrap();
+            s.commit(&[&[StoreOp::PutMessage(msg.into()), StoreOp::PutGroupAck(read.clone())]]).unwrap();
+            // As a format 3 server left it: no delivery tables at all.
+            let db = s.db.read().unwrap();
+            let w = db.begin_write().unwrap();
+            assert!(w.delete_table(DELIVERY_ACKS).unwrap() && w.delete_table(DELIVERY_ACKERS).unwrap());
+            w.open_table(META).unwrap().insert(FORMAT_KEY, 3u32.to_le_bytes().as_slice()).unwrap();
+            w.commit().unwrap();
+        }
+        let mut s = RedbServerStore::open(dir.path()).unwrap();
+        assert_eq!(stored_format_of(&s), Some(STORE_FORMAT));
+        {
+            let r = s.reader().unwrap();
+            let rec = r.message(5).unwrap().unwrap();
+            assert_eq!((rec.ack_count, rec.delivery.count), (1, 0), "its read acks kept, no delivery acks");
+            assert!(!r.acked_by_of(GroupAckKind::Delivery, 5, "bob").unwrap());
+        }
+        let delivered = GroupReadAck { ack_id: 2, msg_id: 5, from: "carol".into(), content: None, count: 1, timestamp: 7 };
+        s.commit(&[&[StoreOp::PutGroupDeliveryAck(delivered.clone())]]).unwrap();
+        let r = s.reader().unwrap();
+        let rec = r.message(5).unwrap().unwrap();
+        assert_eq!((rec.ack_count, rec.delivery.count), (1, 1));
+        assert!(r.acked_by_of(GroupAckKind::Delivery, 5, "carol").unwrap() && !r.acked_by(5, "carol").unwrap());
+        assert_eq!(r.acks_desc_of(GroupAckKind::Delivery, 5, u64::MAX, 10).unwrap(), vec![delivered.clone()]);
+        assert_eq!(r.acks_desc(5, u64::MAX, 10).unwrap(), vec![read]);
+        drop(r);
+        let all = s.load_all().unwrap();
+        assert_eq!(all.messages[&5].delivery.acks.values().cloned().collect::<Vec<_>>(), vec![delivered]);
+        // Retention drops them with the message.
+        s.commit(&[&[StoreOp::DeleteMessage(5)]]).unwrap();
+        let r = s.reader().unwrap();
+        assert!(r.acks_desc_of(GroupAckKind::Delivery, 5, u64::MAX, 10).unwrap().is_empty());
+        assert!(!r.acked_by_of(GroupAckKind::Delivery, 5, "carol").unwrap());
+    }
+
+    /// The format an open store is stamped with.
+    fn stored_format_of(s: &RedbServerStore) -> Option<u32> {
+        let db = s.db.read().unwrap();
+        let txn = db.begin_read().unwrap();
+        let meta = txn.open_table(META).unwrap();
+        let v = meta.get(FORMAT_KEY).unwrap();
+        v.map(|v| format_of(v.value()).unwrap())
+    }
+
+    #[test]
     fn a_format_3_store_with_only_one_branchs_indexes_gets_the_others_at_open() {
         let dir = tempfile::tempdir().unwrap();
         let msg = WireMessage {
