@@ -81,7 +81,7 @@ pub fn request_kind(f: &ClientFrame) -> u8 {
 }
 
 /// The receipt kinds relayed, as the `kind` label spells them.
-const RECEIPT_KINDS: [&str; 4] = ["delivered", "read", "conversation_read", "group_read"];
+const RECEIPT_KINDS: [&str; 5] = ["delivered", "read", "conversation_read", "group_read", "group_delivered"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
@@ -268,6 +268,7 @@ impl Metrics {
                         ServerEvent::Read { .. } => receipts[1] += 1,
                         ServerEvent::ConversationRead { .. } => receipts[2] += 1,
                         ServerEvent::GroupRead { .. } => receipts[3] += 1,
+                        ServerEvent::GroupDelivered { .. } => receipts[4] += 1,
                         ServerEvent::Message { .. } => messages += 1,
                         _ => {}
                     }
