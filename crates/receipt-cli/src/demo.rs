@@ -342,14 +342,15 @@ fn tour(color: bool, tls: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// 9. Group delivery receipts: dave's device acks on receipt, erin's when she is back online;
-/// carol sees the count and pages the list.
+/// Section 9, group delivery receipts: dave's device acks on receipt, erin's when she is back
+/// online; carol sees the count and pages the list.
 fn group_delivery(s: &Style, carol: &Device, dave: &Device, erin: &Device, group: &str) -> Result<(), String> {
     s.section(9, "Group delivery receipts (setIsNeedGroupDeliveryAck, fetchGroupDeliveryAcks)");
     erin.client.set_network_enabled(false);
     erin.try_wait("disconnect", |e| matches!(e, ClientEvent::Disconnected).then_some(()))?;
     s.say("erin/phone", "is offline");
-    let (req, _) = carol.client.send_text_asking(group, ChatType::GroupChat, "Tickets are booked", false, true).map_err(|e| e.to_string())?;
+    let (req, _) =
+        carol.client.send_text_asking(group, ChatType::GroupChat, "Tickets are booked", false, true).map_err(|e| e.to_string())?;
     let gm = match carol.try_completed(req)? {
         Ok(Completion::Sent(m)) => m,
         other => return Err(format!("send answered {other:?}")),

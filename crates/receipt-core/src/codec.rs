@@ -274,7 +274,10 @@ mod tests {
                     event: ServerEvent::Read { msg_id: 9, from: "a".into(), to: "b".into(), by: "b".into(), timestamp: 5 }.into(),
                 },
             },
-            ServerFrame::ok(4, Response::Sent { client_id: "c".into(), msg_id: 10, timestamp: 11, need_group_ack: false, require_delivery_ack: false }),
+            ServerFrame::ok(
+                4,
+                Response::Sent { client_id: "c".into(), msg_id: 10, timestamp: 11, need_group_ack: false, require_delivery_ack: false },
+            ),
             ServerFrame::err(5, crate::ChatError::new(crate::ErrorCode::MessageExpired, "too old")),
             ServerFrame::SyncDone {
                 head: 9,

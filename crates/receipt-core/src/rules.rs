@@ -277,7 +277,13 @@ impl Default for GroupAckPolicy {
 /// messages, so a sender that sets it on every message keeps working. 603 when `role` may not
 /// ask; a group above the member cap silently gets no acks (`Ok(false)`). A message that does
 /// not ask is always `Ok(false)`.
-pub fn group_ack_on_send(kind: GroupAckKind, policy: &GroupAckPolicy, wants: bool, role: GroupRole, member_count: usize) -> ChatResult<bool> {
+pub fn group_ack_on_send(
+    kind: GroupAckKind,
+    policy: &GroupAckPolicy,
+    wants: bool,
+    role: GroupRole,
+    member_count: usize,
+) -> ChatResult<bool> {
     if !wants {
         return Ok(false);
     }
@@ -319,7 +325,13 @@ pub fn check_group_ack_asked(kind: GroupAckKind, msg: MessageFacts<'_>) -> ChatR
 /// Group-ack eligibility beyond the message itself, in the order the server checks: the
 /// feature is on (505), the message asks for acks of `kind` (505), the acker is a member of the
 /// group (602), the ack is within its validity at `now` (506).
-pub fn check_group_ack(kind: GroupAckKind, policy: &GroupAckPolicy, msg: MessageFacts<'_>, acker_is_member: bool, now: u64) -> ChatResult<()> {
+pub fn check_group_ack(
+    kind: GroupAckKind,
+    policy: &GroupAckPolicy,
+    msg: MessageFacts<'_>,
+    acker_is_member: bool,
+    now: u64,
+) -> ChatResult<()> {
     if !policy.enabled {
         return Err(ChatError::new(ErrorCode::ServiceNotEnabled, format!("group {} acks are not enabled", kind.word())));
     }

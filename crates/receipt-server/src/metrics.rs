@@ -251,7 +251,7 @@ impl Metrics {
                 c.inc_by(n);
             }
         }
-        let (mut receipts, mut messages, mut backlog, mut sync) = ([0u64; 4], 0u64, 0u64, 0u64);
+        let (mut receipts, mut messages, mut backlog, mut sync) = ([0u64; RECEIPT_KINDS.len()], 0u64, 0u64, 0u64);
         // One event reaches every device of its users in consecutive frames sharing it: count
         // it once.
         let mut last: *const ServerEvent = std::ptr::null();

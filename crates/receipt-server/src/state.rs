@@ -11,7 +11,9 @@ pub type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 use receipt_core::protocol::{SeqEvent, ServerFrame};
 use receipt_core::rules::{ConversationMarks, ReadMark};
-use receipt_core::{AckId, ChatType, ConversationKey, DeviceId, GroupAckKind, GroupId, GroupReadAck, GroupRole, MsgId, UserId, WireMessage};
+use receipt_core::{
+    AckId, ChatType, ConversationKey, DeviceId, GroupAckKind, GroupId, GroupReadAck, GroupRole, MsgId, UserId, WireMessage,
+};
 use serde::{Deserialize, Serialize};
 
 /// The last ids handed out and the last message timestamp (message timestamps never go back).

@@ -198,7 +198,14 @@ impl<S: ClientStore> ClientEngine<S> {
         self.fetch_group_acks(now, GroupAckKind::Delivery, msg_id, page_size, start_ack_id)
     }
 
-    fn fetch_group_acks(&mut self, now: u64, kind: GroupAckKind, msg_id: MsgId, page_size: u32, start_ack_id: Option<AckId>) -> ChatResult<ReqId> {
+    fn fetch_group_acks(
+        &mut self,
+        now: u64,
+        kind: GroupAckKind,
+        msg_id: MsgId,
+        page_size: u32,
+        start_ack_id: Option<AckId>,
+    ) -> ChatResult<ReqId> {
         rules::check_page_size(page_size)?;
         self.query(now, Query::FetchGroupAcks, |req| match kind {
             GroupAckKind::Read => ClientFrame::FetchGroupAcks { req, msg_id, page_size, start_ack_id },

@@ -257,9 +257,11 @@ impl<S: ClientStore> ClientEngine<S> {
         let frame = self.outbox.remove(pos).expect("position is in range");
         self.outbox_delete.push(req);
         let result = match (frame, ok, err) {
-            (ClientFrame::Send { client_id, .. }, Some(Response::Sent { msg_id, timestamp, need_group_ack, require_delivery_ack, .. }), None) => {
-                Ok(Completion::Sent(self.promote_sent(&client_id, msg_id, timestamp, need_group_ack, require_delivery_ack)))
-            }
+            (
+                ClientFrame::Send { client_id, .. },
+                Some(Response::Sent { msg_id, timestamp, need_group_ack, require_delivery_ack, .. }),
+                None,
+            ) => Ok(Completion::Sent(self.promote_sent(&client_id, msg_id, timestamp, need_group_ack, require_delivery_ack))),
             (ClientFrame::Send { client_id, .. }, _, e) => {
                 if let Some(m) = self.pending.get_mut(&client_id) {
                     m.status = SendStatus::Failed;

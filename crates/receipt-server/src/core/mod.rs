@@ -16,7 +16,9 @@ use std::sync::Arc;
 
 use receipt_core::protocol::{ClientFrame, Response, SeqEvent, ServerEvent, ServerFrame};
 use receipt_core::rules;
-use receipt_core::{ChatError, ChatType, ConversationKey, DeviceId, ErrorCode, GroupAckKind, GroupReadAck, GroupRole, MsgId, UserId, WireMessage};
+use receipt_core::{
+    ChatError, ChatType, ConversationKey, DeviceId, ErrorCode, GroupAckKind, GroupReadAck, GroupRole, MsgId, UserId, WireMessage,
+};
 
 use crate::config::{GroupAckPolicy, RateLimit, ServerConfig};
 use crate::state::{ConvState, Counters, DeviceCursor, Group, HashMap, LogEvent, MessageRecord, State};
