@@ -150,7 +150,7 @@ fn with_the_feature_off_the_request_is_dropped_and_a_delivery_ack_refused() {
 
 #[test]
 fn hostile_delivery_acks_and_fetches_get_the_sdks_codes() {
-    let s = server(|_| {});
+    let s = server(|c| c.metrics_addr = Some("127.0.0.1:0".parse().unwrap()));
     let a = s.addr();
     let mut alice = RawClient::login(a, "alice", "a1");
     let mut bob = RawClient::login(a, "bob", "b1");
@@ -203,6 +203,9 @@ fn hostile_delivery_acks_and_fetches_get_the_sdks_codes() {
     alice.sync_ping();
     assert!(!alice.events.iter().any(|e| matches!(&*e.event, ServerEvent::GroupDelivered { .. })), "{:?}", alice.events);
     assert_eq!(page(&mut alice, id, 10, None).unwrap().data.len(), 1);
+    // Relayed live once (the repeat relayed nothing), under its own kind.
+    let text = receipt_testkit::ops::scrape(s.metrics_addr().expect("metrics listener"));
+    assert_eq!(receipt_testkit::ops::sample(&text, r#"receipt_receipts_relayed_total{kind="group_delivered"}"#), Some(1.0), "{text}");
     // A non-member and a member asking for the list (sender only by default): 603.
     dave.expect_err(ErrorCode::GroupPermissionDenied, |req| ClientFrame::FetchGroupDeliveryAcks {
         req,
