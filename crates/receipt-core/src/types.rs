@@ -56,15 +56,12 @@ pub enum AckKind {
 /// The two kinds of group receipts a group message may ask for: read acks (`need_group_ack`) and
 /// delivery acks (`require_delivery_ack` on a group message). Both follow the same rules
 /// ([`crate::rules`]), each under its own server policy, and page the same way.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum GroupAckKind {
     /// A member read the message (`ackGroupMessageRead`).
-    #[default]
-    Read = 0,
+    Read,
     /// The message reached a member's device (sent by the SDK on its own).
-    Delivery = 1,
+    Delivery,
 }
 
 impl GroupAckKind {
