@@ -18,8 +18,8 @@ const skip = !ready ? 'target/napi not built (scripts/build-napi.sh)'
   : !serverBinary() ? 'receipt-server not built (scripts/build-napi.sh)' : false;
 const TEST_TIMEOUT = 90000;
 
-async function scenario(configToml, fn) {
-  const server = await startServer({ configToml });
+async function scenario(serverOpts, fn) {
+  const server = await startServer(serverOpts);
   const devices = [];
   const start = async (user, opts) => {
     const d = await Device.start(server, user, opts);
@@ -34,7 +34,9 @@ async function scenario(configToml, fn) {
   }
 }
 
-const ON = '[group_delivery_ack]\nenabled = true';
+// The feature on, from the config file's section or from the command line.
+const ON = { configToml: '[group_delivery_ack]\nenabled = true' };
+const ON_BY_FLAG = { extraArgs: ['--group-delivery-ack-enabled', 'true'] };
 const hasMsg = (id) => (r) => Array.isArray(r.args[0]) && r.args[0].some((m) => m.msgId === id);
 const isCb = (listener, cb, pred = () => true) => (r) => r.listener === listener && r.cb === cb && pred(r);
 const deliveredBy = (id, from) => isCb('probe', 'onGroupMessageDelivered',
@@ -110,7 +112,7 @@ test('group delivery acks: acked on receipt and at login, onGroupMessageDelivere
   }));
 
 test('group delivery acks: bad input from ArkTS and hostile requests get the SDK codes',
-  { skip, timeout: TEST_TIMEOUT }, () => scenario(ON, async ({ start }) => {
+  { skip, timeout: TEST_TIMEOUT }, () => scenario(ON_BY_FLAG, async ({ start }) => {
     const alice = await start('alice');
     const bob = await start('bob');
     const dave = await start('dave');
@@ -148,7 +150,7 @@ test('group delivery acks: bad input from ArkTS and hostile requests get the SDK
   }));
 
 test('group delivery acks: off by default; the request is dropped and nothing is acked',
-  { skip, timeout: TEST_TIMEOUT }, () => scenario(undefined, async ({ start }) => {
+  { skip, timeout: TEST_TIMEOUT }, () => scenario({}, async ({ start }) => {
     const alice = await start('alice');
     const bob = await start('bob');
     const gid = await alice.run("return await ctx.client.groupManager().createGroup('team', ['bob']);");
