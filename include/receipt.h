@@ -269,6 +269,13 @@ enum rcpt_event_type
    */
   RCPT_EVENT_CONVERSATION_UPDATED = 15,
   /**
+   * onGroupMessageDelivered: group delivery acks of messages this user sent (members'
+   * devices got them): `rcpt_event_ack_count` / `rcpt_event_ack_at` (content `""`; count:
+   * the delivered count with that ack). After the input's MESSAGES_UPDATED, which carries
+   * the messages' new `rcpt_message_group_delivered_count`.
+   */
+  RCPT_EVENT_GROUP_MESSAGE_DELIVERED = 16,
+  /**
    * onDatabaseOpened(username): the user's store is open (at login, with or without the
    * server): counts and messages are readable, acks queue. `rcpt_event_from` is the user;
    * `rcpt_event_offline_start` is true when the login counts as done already (an earlier
@@ -900,6 +907,48 @@ uint32_t rcpt_group_read_ack_count(const rcpt_group_read_ack *ack);
 uint64_t rcpt_group_read_ack_timestamp(const rcpt_group_read_ack *ack);
 
 /**
+ * Sends a text message to group `group_id`. `need_group_ack` asks the members for group read
+ * acks; `need_group_delivery_ack` asks their devices for group delivery acks (each member's
+ * device sends one on its own when the message arrives, backlog included). The server keeps
+ * a request only when its policy is on (505 otherwise) and the caller may ask (603); a group
+ * above the policy's member cap gets the message without the request
+ * (`rcpt_message_need_group_delivery_ack` of the sent message says which). Otherwise as
+ * `rcpt_client_send_text`: works offline, `*out_req` gets the request id, `*out_msg` (if not
+ * NULL) the message as queued (owned: `rcpt_message_free`).
+ */
+rcpt_result rcpt_client_send_group_message(rcpt_client *client,
+                                           const char *group_id,
+                                           const char *content,
+                                           bool need_group_ack,
+                                           bool need_group_delivery_ack,
+                                           uint64_t *out_req,
+                                           rcpt_message **out_msg);
+
+/**
+ * Asks for one page (`page_size` 1..=100) of a group message's delivery acks, newest first,
+ * starting at `start_ack_id` (NULL or `""`: the newest; else a previous page's cursor). The
+ * REQUEST_COMPLETED event of `*out_req` carries the page (`rcpt_event_ack_at`) and the next
+ * cursor (`rcpt_event_cursor`). Needs a live connection (300 otherwise). The server's
+ * visibility policy decides who may ask (the sender by default; 603 for anybody else).
+ */
+rcpt_result rcpt_client_fetch_group_delivery_acks(rcpt_client *client,
+                                                  const char *msg_id,
+                                                  uint32_t page_size,
+                                                  const char *start_ack_id,
+                                                  uint64_t *out_req);
+
+/**
+ * A group message that asks for group delivery acks (the server kept the request, once sent).
+ * False for 1:1 messages (see `rcpt_message_require_delivery_ack`) and if `msg` is NULL.
+ */
+bool rcpt_message_need_group_delivery_ack(const rcpt_message *msg);
+
+/**
+ * Sender side: how many members' devices have acked the delivery of this group message.
+ */
+uint32_t rcpt_message_group_delivered_count(const rcpt_message *msg);
+
+/**
  * Reads one page of a conversation's history from the local store into `*out` (the caller
  * owns it: `rcpt_message_list_free`): up to `page_size` (1..=`RCPT_MAX_HISTORY_PAGE`)
  * messages older than `start_msg_id`, newest first. `start_msg_id` NULL or "" starts from the
@@ -1050,7 +1099,8 @@ bool rcpt_message_is_unread(const rcpt_message *msg);
 bool rcpt_message_need_group_ack(const rcpt_message *msg);
 
 /**
- * The sender asked for a delivery ack (1:1 messages only).
+ * The sender asked for delivery acks (1:1: the peer's; group: see
+ * `rcpt_message_need_group_delivery_ack`).
  */
 bool rcpt_message_require_delivery_ack(const rcpt_message *msg);
 

@@ -87,7 +87,7 @@ fn sessions() -> Vec<(&'static str, Vec<ServerFrame>)> {
             [
                 login(vec![msg(1, "alice", "bob", c, "a1-1"), msg(2, "alice", "g1", g, "a2-1")], vec![]),
                 vec![
-                    ServerFrame::ok(1, Response::Sent { client_id: "a1-1".into(), msg_id: 1, timestamp: 5, need_group_ack: false }),
+                    ServerFrame::ok(1, Response::Sent { client_id: "a1-1".into(), msg_id: 1, timestamp: 5, need_group_ack: false, require_delivery_ack: false }),
                     ServerFrame::ok(2, Response::Done),
                     ServerFrame::err(3, ChatError::new(ErrorCode::MessageInvalid, "unknown message")),
                     ev(3, ServerEvent::Read { msg_id: 1, from: "alice".into(), to: "bob".into(), by: "bob".into(), timestamp: 7 }),

@@ -497,7 +497,7 @@ impl Harness {
     }
 
     fn event(&self, u: &mut Unstructured) -> Result<ServerEvent> {
-        Ok(match u.int_in_range(0..=9u8)? {
+        Ok(match u.int_in_range(0..=10u8)? {
             0..=2 => ServerEvent::Message { msg: self.message(u)? },
             3 => ServerEvent::Delivered { msg_id: msg_id(u)?, from: Self::user(u)?, to: Self::user(u)?, by: Self::user(u)?, timestamp: 1 },
             4 => ServerEvent::Read { msg_id: msg_id(u)?, from: Self::user(u)?, to: Self::user(u)?, by: Self::user(u)?, timestamp: 1 },
@@ -516,6 +516,7 @@ impl Harness {
                 msg_id: if u.arbitrary()? { Some(msg_id(u)?) } else { None },
                 up_to: msg_id(u)?,
             },
+            10 => ServerEvent::GroupDelivered { group: pick(u, &GROUPS)?.to_string(), sender: Self::user(u)?, ack: Self::group_ack(u)? },
             _ => ServerEvent::Membership {
                 group: pick(u, &GROUPS)?.to_string(),
                 role: if u.arbitrary()? { Some(GroupRole::Member) } else { None },
@@ -542,6 +543,7 @@ impl Harness {
                 msg_id: msg_id(u)?,
                 timestamp: u.int_in_range(0..=10)?,
                 need_group_ack: u.arbitrary()?,
+                require_delivery_ack: u.arbitrary()?,
             },
             2 => {
                 let n = u.int_in_range(0..=3)?;
@@ -604,6 +606,7 @@ impl Harness {
                             read: u.arbitrary()?,
                             group_ack_sent: u.arbitrary()?,
                             group_ack_count: u.int_in_range(0..=3)?,
+                            group_delivered_count: u.int_in_range(0..=3)?,
                         });
                     }
                     ServerFrame::Resync { messages }

@@ -100,7 +100,8 @@ pub fn run(color: bool, tls: bool) -> Result<(), String> {
 
 fn tour(color: bool, tls: bool) -> Result<(), String> {
     let s = Style { color };
-    let mut srv = start_server(|_| {})?;
+    // Group delivery receipts are off by default; section 9 shows them.
+    let mut srv = start_server(|c| c.group_delivery_ack.enabled = true)?;
     let (port, dir) = (srv.port(), srv.root());
     println!("{}", s.paint("1", "Message receipts — a guided tour"));
     println!("   server on {} (embedded; data in {})", srv.addr(), dir.display());
@@ -333,9 +334,53 @@ fn tour(color: bool, tls: bool) -> Result<(), String> {
     let many = vec![batch[0]; 21];
     s.refused("ackMessagesRead with 21 ids", &try_expect_err(bob.client.ack_messages_read("alice", &many), ErrorCode::InvalidParam)?);
 
+    group_delivery(&s, &carol, &dave, &erin, &group)?;
+
     println!("\n{}", s.paint("32", "All receipts behaved as the guide promises."));
     drop((alice, tablet, bob, carol, dave, erin, private, bad));
     srv.stop();
+    Ok(())
+}
+
+/// Section 9, group delivery receipts: dave's device acks on receipt, erin's when she is back
+/// online; carol sees the count and pages the list.
+fn group_delivery(s: &Style, carol: &Device, dave: &Device, erin: &Device, group: &str) -> Result<(), String> {
+    s.section(9, "Group delivery receipts (setIsNeedGroupDeliveryAck, fetchGroupDeliveryAcks)");
+    erin.client.set_network_enabled(false);
+    erin.try_wait("disconnect", |e| matches!(e, ClientEvent::Disconnected).then_some(()))?;
+    s.say("erin/phone", "is offline");
+    let (req, _) =
+        carol.client.send_text_asking(group, ChatType::GroupChat, "Tickets are booked", false, true).map_err(|e| e.to_string())?;
+    let gm = match carol.try_completed(req)? {
+        Ok(Completion::Sent(m)) => m,
+        other => return Err(format!("send answered {other:?}")),
+    };
+    s.say("carol/phone", &format!("sends \"{}\" with setIsNeedGroupDeliveryAck(true) (msg {})", gm.content, gm.id));
+    let delivered = |what: &str| {
+        carol.try_wait(what, |e| match e {
+            ClientEvent::GroupMessageDelivered(a) => a.iter().find(|a| a.msg_id == gm.id).cloned(),
+            _ => None,
+        })
+    };
+    received_id(dave, gm.id)?;
+    let a = delivered("dave's delivery")?;
+    s.hear("carol/phone", "onGroupMessageDelivered", &format!("{}'s phone got it (no app call), count {}", a.from, a.count));
+    erin.client.set_network_enabled(true);
+    erin.try_wait("reconnect", |e| matches!(e, ClientEvent::Connected).then_some(()))?;
+    s.say("erin/phone", "back online: the backlog arrives and her SDK acks it");
+    let a = delivered("erin's delivery")?;
+    s.hear("carol/phone", "onGroupMessageDelivered", &format!("{}'s phone got it, count {}", a.from, a.count));
+    let count = carol.client.message(&gm.id.to_string()).map_err(|e| e.to_string())?.map_or(0, |m| m.group_delivered_count);
+    s.say("carol/phone", &format!("message.groupDeliveredCount() = {count}"));
+    let req = carol.client.fetch_group_delivery_acks(gm.id, 10, None).map_err(|e| e.to_string())?;
+    let page = match carol.try_completed(req)? {
+        Ok(Completion::GroupAcks(p)) => p,
+        other => return Err(format!("fetch answered {other:?}")),
+    };
+    let who: Vec<String> = page.data.iter().map(|a| a.from.clone()).collect();
+    s.say("carol/phone", &format!("fetchGroupDeliveryAcks(pageSize 10): delivered to {who:?}, cursor \"{}\"", page.cursor));
+    let req = dave.client.fetch_group_delivery_acks(gm.id, 10, None).map_err(|e| e.to_string())?;
+    s.refused("dave lists who got carol's message (sender only)", &dave.try_refused(req, ErrorCode::GroupPermissionDenied)?);
     Ok(())
 }
 

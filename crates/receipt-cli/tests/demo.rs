@@ -27,6 +27,11 @@ const TOUR: &[&str] = &[
     ": 1 read",
     "one round trip, 2 of 2 acked",
     "ackMessagesRead with 21 ids: refused 110",
+    "onGroupMessageDelivered dave's phone got it (no app call), count 1",
+    "onGroupMessageDelivered erin's phone got it, count 2",
+    "message.groupDeliveredCount() = 2",
+    "delivered to [\"erin\", \"dave\"], cursor \"\"",
+    "dave lists who got carol's message (sender only): refused 603",
     "All receipts behaved as the guide promises.",
 ];
 

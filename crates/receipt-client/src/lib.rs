@@ -233,6 +233,19 @@ impl Client {
         self.with_engine(|engine, now| engine.send_message(now, to, chat_type, content, need_group_ack))
     }
 
+    /// [`Self::send_text`], with `need_group_delivery_ack`: a group message asks the members'
+    /// devices for group delivery acks (`setIsNeedGroupDeliveryAck`; ignored for 1:1 and rooms).
+    pub fn send_text_asking(
+        &self,
+        to: &str,
+        chat_type: ChatType,
+        content: &str,
+        need_group_ack: bool,
+        need_group_delivery_ack: bool,
+    ) -> ChatResult<(ReqId, ChatMessage)> {
+        self.with_engine(|engine, now| engine.send_message_asking(now, to, chat_type, content, need_group_ack, need_group_delivery_ack))
+    }
+
     pub fn ack_message_read(&self, msg_id: MsgId) -> ChatResult<Option<ReqId>> {
         self.with_engine(|engine, now| engine.ack_message_read(now, msg_id))
     }
@@ -247,6 +260,11 @@ impl Client {
 
     pub fn fetch_group_read_acks(&self, msg_id: MsgId, page_size: u32, start_ack_id: Option<AckId>) -> ChatResult<ReqId> {
         self.with_engine(|engine, now| engine.fetch_group_read_acks(now, msg_id, page_size, start_ack_id))
+    }
+
+    /// One page of a group message's delivery acks (`Completion::GroupAcks`, like the read acks').
+    pub fn fetch_group_delivery_acks(&self, msg_id: MsgId, page_size: u32, start_ack_id: Option<AckId>) -> ChatResult<ReqId> {
+        self.with_engine(|engine, now| engine.fetch_group_delivery_acks(now, msg_id, page_size, start_ack_id))
     }
 
     /// One page of the members who have not read a group message (`RequestCompleted` with

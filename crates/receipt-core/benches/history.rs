@@ -51,6 +51,7 @@ fn fill(path: &std::path::Path, n: u64, convs: u64) {
                 unread: true,
                 group_ack_count: 0,
                 group_ack_sent: false,
+                group_delivered_count: 0,
             };
             summaries[c as usize].note_held(&m);
             batch.messages.push(m);

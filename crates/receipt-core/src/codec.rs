@@ -274,7 +274,10 @@ mod tests {
                     event: ServerEvent::Read { msg_id: 9, from: "a".into(), to: "b".into(), by: "b".into(), timestamp: 5 }.into(),
                 },
             },
-            ServerFrame::ok(4, Response::Sent { client_id: "c".into(), msg_id: 10, timestamp: 11, need_group_ack: false }),
+            ServerFrame::ok(
+                4,
+                Response::Sent { client_id: "c".into(), msg_id: 10, timestamp: 11, need_group_ack: false, require_delivery_ack: false },
+            ),
             ServerFrame::err(5, crate::ChatError::new(crate::ErrorCode::MessageExpired, "too old")),
             ServerFrame::SyncDone {
                 head: 9,
@@ -302,6 +305,7 @@ mod tests {
                         read: true,
                         group_ack_sent: true,
                         group_ack_count: 4,
+                        group_delivered_count: 2,
                     },
                     RetainedMessage {
                         msg: WireMessage {
@@ -321,6 +325,7 @@ mod tests {
                         read: false,
                         group_ack_sent: false,
                         group_ack_count: 0,
+                        group_delivered_count: 0,
                     },
                 ],
             },

@@ -39,6 +39,8 @@ pub enum ClientFrame {
         since: Seq,
     },
     /// Send a message. `client_id` makes a resend after reconnect idempotent.
+    /// `require_delivery_ack` asks for delivery acks: 1:1, the peer's; group, each member's
+    /// (group delivery acks, under the server's `[group_delivery_ack]` policy).
     Send {
         req: ReqId,
         client_id: String,
@@ -50,7 +52,8 @@ pub enum ClientFrame {
         #[serde(default)]
         need_group_ack: bool,
     },
-    /// The message reached this device (1:1 only; sent by the SDK on its own).
+    /// The message reached this device (sent by the SDK on its own): a 1:1 message, or a group
+    /// message that asks for delivery acks (a group delivery ack).
     DeliveryAck {
         req: ReqId,
         msg_id: MsgId,
@@ -73,9 +76,18 @@ pub enum ClientFrame {
         #[serde(default)]
         ext: Option<String>,
     },
-    /// One page of a group message's read acks, newest first, starting before `start_ack_id`
+    /// One page of a group message's read acks, newest first, starting at `start_ack_id`
     /// (`None`: from the newest).
     FetchGroupAcks {
+        req: ReqId,
+        msg_id: MsgId,
+        page_size: u32,
+        #[serde(default)]
+        start_ack_id: Option<AckId>,
+    },
+    /// [`ClientFrame::FetchGroupAcks`] for the message's group delivery acks (same paging, same
+    /// answer: [`Response::GroupAcks`]).
+    FetchGroupDeliveryAcks {
         req: ReqId,
         msg_id: MsgId,
         page_size: u32,
@@ -171,6 +183,7 @@ impl ClientFrame {
             | ConversationAck { req, .. }
             | GroupAck { req, .. }
             | FetchGroupAcks { req, .. }
+            | FetchGroupDeliveryAcks { req, .. }
             | FetchGroupUnread { req, .. }
             | FetchGroupAckCounts { req, .. }
             | ReadAcks { req, .. }
@@ -216,6 +229,9 @@ pub struct RetainedMessage {
     /// Group: the number of members' read acks so far.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub group_ack_count: u32,
+    /// Group, sent by this user: the number of members' delivery acks so far.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub group_delivered_count: u32,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -245,13 +261,16 @@ pub enum Response {
     /// Done, nothing to return (acks, mark-read, membership changes).
     Done,
     /// A message was accepted. `need_group_ack` says whether the server kept the request for
-    /// group read acks (a group over the policy's member cap gets none).
+    /// group read acks (a group over the policy's member cap gets none), `require_delivery_ack`
+    /// the same for delivery acks.
     Sent {
         client_id: String,
         msg_id: MsgId,
         timestamp: u64,
         #[serde(default)]
         need_group_ack: bool,
+        #[serde(default, skip_serializing_if = "is_false")]
+        require_delivery_ack: bool,
     },
     /// A page of group read acks.
     GroupAcks { msg_id: MsgId, page: CursorResult<GroupReadAck> },
@@ -292,6 +311,10 @@ pub enum ServerEvent {
     /// A member read a group message (to the sender, to the acker's devices, and to every
     /// member when the group's policy lets members see acks).
     GroupRead { group: GroupId, sender: UserId, ack: GroupReadAck },
+    /// A member's device acked the delivery of a group message that asks for it (to the sender,
+    /// and to every member when the delivery policy lets members see acks). `ack.content` is
+    /// empty; `ack.count` is the delivered count with this ack.
+    GroupDelivered { group: GroupId, sender: UserId, ack: GroupReadAck },
     /// The user's own read state changed on another device, without a receipt.
     ReadState { chat_type: ChatType, conversation: String, msg_id: Option<MsgId>, up_to: MsgId },
     /// The user joined, left or changed role in a group.

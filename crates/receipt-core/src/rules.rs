@@ -43,7 +43,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ChatError, ChatResult, ErrorCode};
-use crate::types::{ChatMessage, ChatType, GroupRole, MsgId, WireMessage, MAX_CONTENT_BYTES};
+use crate::types::{ChatMessage, ChatType, GroupAckKind, GroupRole, MsgId, WireMessage, MAX_CONTENT_BYTES};
 
 // ----- page bounds -----
 
@@ -111,6 +111,8 @@ pub struct MessageFacts<'a> {
     pub timestamp: u64,
     /// The sender asked for group read acks and the server kept the request.
     pub need_group_ack: bool,
+    /// The sender asked for delivery acks (group: and the server kept the request).
+    pub require_delivery_ack: bool,
 }
 
 impl<'a> From<&'a WireMessage> for MessageFacts<'a> {
@@ -122,6 +124,7 @@ impl<'a> From<&'a WireMessage> for MessageFacts<'a> {
             chat_type: m.chat_type,
             timestamp: m.timestamp,
             need_group_ack: m.need_group_ack,
+            require_delivery_ack: m.require_delivery_ack,
         }
     }
 }
@@ -135,6 +138,7 @@ impl<'a> From<&'a ChatMessage> for MessageFacts<'a> {
             chat_type: m.chat_type,
             timestamp: m.timestamp,
             need_group_ack: m.need_group_ack,
+            require_delivery_ack: m.require_delivery_ack,
         }
     }
 }
@@ -267,27 +271,42 @@ impl Default for GroupAckPolicy {
     }
 }
 
-/// Sending a group message that asks for read acks (`wants`): whether the request is kept.
-/// 505 when the feature is off, 603 when `role` may not ask; a group above the member cap
-/// silently gets no acks (`Ok(false)`). A message that does not ask is always `Ok(false)`.
-pub fn group_ack_on_send(policy: &GroupAckPolicy, wants: bool, role: GroupRole, member_count: usize) -> ChatResult<bool> {
+/// Sending a group message that asks for acks of `kind` (`wants`): whether the request is kept.
+/// While the feature is off: read acks, 505; delivery acks, dropped (`Ok(false)`): the
+/// message's delivery flag predates group delivery acks and was always ignored on group
+/// messages, so a sender that sets it on every message keeps working. 603 when `role` may not
+/// ask; a group above the member cap silently gets no acks (`Ok(false)`). A message that does
+/// not ask is always `Ok(false)`.
+pub fn group_ack_on_send(
+    kind: GroupAckKind,
+    policy: &GroupAckPolicy,
+    wants: bool,
+    role: GroupRole,
+    member_count: usize,
+) -> ChatResult<bool> {
     if !wants {
         return Ok(false);
     }
     if !policy.enabled {
-        return Err(ChatError::new(ErrorCode::ServiceNotEnabled, "group read acks are not enabled"));
+        return match kind {
+            GroupAckKind::Read => Err(ChatError::new(ErrorCode::ServiceNotEnabled, "group read acks are not enabled")),
+            GroupAckKind::Delivery => Ok(false),
+        };
     }
     if policy.who_may_request == WhoMayRequest::OwnerAndAdmins && role == GroupRole::Member {
-        return Err(ChatError::new(ErrorCode::GroupPermissionDenied, "only the owner and admins may ask for group read acks"));
+        return Err(ChatError::new(
+            ErrorCode::GroupPermissionDenied,
+            format!("only the owner and admins may ask for group {} acks", kind.word()),
+        ));
     }
     Ok(member_count <= policy.member_cap)
 }
 
-/// Who may send a group read ack of `msg`, from the message alone: a group message (500
+/// Who may send a group ack of `kind` of `msg`, from the message alone: a group message (500
 /// otherwise) that `acker` did not send (500).
-pub fn check_group_ack_target(msg: MessageFacts<'_>, acker: &str) -> ChatResult<()> {
+pub fn check_group_ack_target(kind: GroupAckKind, msg: MessageFacts<'_>, acker: &str) -> ChatResult<()> {
     if msg.chat_type != ChatType::GroupChat {
-        return Err(ChatError::wrong_type("group read acks are for group messages only"));
+        return Err(ChatError::wrong_type(format!("group {} acks are for group messages only", kind.word())));
     }
     if msg.from == acker {
         return Err(ChatError::wrong_type("cannot ack a message you sent"));
@@ -295,43 +314,61 @@ pub fn check_group_ack_target(msg: MessageFacts<'_>, acker: &str) -> ChatResult<
     Ok(())
 }
 
-/// The message asks for group read acks (505 otherwise).
-pub fn check_group_ack_asked(msg: MessageFacts<'_>) -> ChatResult<()> {
-    if !msg.need_group_ack {
-        return Err(ChatError::new(ErrorCode::ServiceNotEnabled, "this message does not take group read acks"));
+/// The message asks for group acks of `kind` (505 otherwise).
+pub fn check_group_ack_asked(kind: GroupAckKind, msg: MessageFacts<'_>) -> ChatResult<()> {
+    if !kind.asked(&msg) {
+        return Err(ChatError::new(ErrorCode::ServiceNotEnabled, format!("this message does not take group {} acks", kind.word())));
     }
     Ok(())
 }
 
 /// Group-ack eligibility beyond the message itself, in the order the server checks: the
-/// feature is on (505), the message asks for acks (505), the acker is a member of the group
-/// (602), the ack is within its validity at `now` (506).
-pub fn check_group_ack(policy: &GroupAckPolicy, msg: MessageFacts<'_>, acker_is_member: bool, now: u64) -> ChatResult<()> {
+/// feature is on (505), the message asks for acks of `kind` (505), the acker is a member of the
+/// group (602), the ack is within its validity at `now` (506).
+pub fn check_group_ack(
+    kind: GroupAckKind,
+    policy: &GroupAckPolicy,
+    msg: MessageFacts<'_>,
+    acker_is_member: bool,
+    now: u64,
+) -> ChatResult<()> {
     if !policy.enabled {
-        return Err(ChatError::new(ErrorCode::ServiceNotEnabled, "group read acks are not enabled"));
+        return Err(ChatError::new(ErrorCode::ServiceNotEnabled, format!("group {} acks are not enabled", kind.word())));
     }
-    check_group_ack_asked(msg)?;
+    check_group_ack_asked(kind, msg)?;
     if !acker_is_member {
         return Err(ChatError::new(ErrorCode::GroupNotJoined, format!("not a member of {}", msg.to)));
     }
     if now.saturating_sub(msg.timestamp) > policy.validity_ms {
-        return Err(ChatError::new(ErrorCode::MessageExpired, "the group read ack is past its validity"));
+        return Err(ChatError::new(ErrorCode::MessageExpired, format!("the group {} ack is past its validity", kind.word())));
     }
     Ok(())
 }
 
-/// Whether every member (not only the sender and the acker) hears of a group read ack.
+/// Whether every member (not only the sender and the acker) hears of a group ack.
 pub fn members_see_group_acks(policy: &GroupAckPolicy) -> bool {
     policy.visibility == Visibility::AllMembers
 }
 
-/// Who may see a group message's read acks: its sender, and the members when the policy says
-/// so (603 otherwise).
-pub fn check_may_see_group_acks(policy: &GroupAckPolicy, msg: MessageFacts<'_>, viewer: &str, viewer_is_member: bool) -> ChatResult<()> {
+/// Who may see a group message's acks of `kind`: its sender, and the members when the policy
+/// says so (603 otherwise).
+pub fn check_may_see_group_acks(
+    kind: GroupAckKind,
+    policy: &GroupAckPolicy,
+    msg: MessageFacts<'_>,
+    viewer: &str,
+    viewer_is_member: bool,
+) -> ChatResult<()> {
     if msg.from == viewer || (members_see_group_acks(policy) && viewer_is_member) {
         return Ok(());
     }
-    Err(ChatError::new(ErrorCode::GroupPermissionDenied, "only the sender may see this message's read acks"))
+    Err(ChatError::new(ErrorCode::GroupPermissionDenied, format!("only the sender may see this message's {} acks", kind.word())))
+}
+
+/// Whether a group member's device sends the delivery ack of `msg` on its own: a group message
+/// that asks for them, received (not sent by `me`). The server's policy decides the rest.
+pub fn wants_group_delivery_ack(msg: MessageFacts<'_>, me: &str) -> bool {
+    msg.chat_type == ChatType::GroupChat && msg.require_delivery_ack && msg.from != me
 }
 
 /// Whether a current member was a member when message `msg_id` was sent: a member since the
@@ -354,12 +391,15 @@ mod tests {
     use super::*;
 
     fn msg(chat_type: ChatType, from: &'static str, to: &'static str) -> MessageFacts<'static> {
-        MessageFacts { id: 7, from, to, chat_type, timestamp: 1_000, need_group_ack: true }
+        MessageFacts { id: 7, from, to, chat_type, timestamp: 1_000, need_group_ack: true, require_delivery_ack: false }
     }
 
     fn code<T: std::fmt::Debug>(r: ChatResult<T>) -> ErrorCode {
         r.unwrap_err().code
     }
+
+    const R: GroupAckKind = GroupAckKind::Read;
+    const D: GroupAckKind = GroupAckKind::Delivery;
 
     fn on() -> GroupAckPolicy {
         GroupAckPolicy { enabled: true, ..GroupAckPolicy::default() }
@@ -433,43 +473,78 @@ mod tests {
     #[test]
     fn asking_for_group_acks_needs_the_feature_the_role_and_a_small_group() {
         let off = GroupAckPolicy::default();
-        assert_eq!(group_ack_on_send(&off, false, GroupRole::Member, 3), Ok(false));
-        assert_eq!(code(group_ack_on_send(&off, true, GroupRole::Owner, 3)), ErrorCode::ServiceNotEnabled);
-        assert_eq!(group_ack_on_send(&on(), true, GroupRole::Member, 3), Ok(true));
-        assert_eq!(group_ack_on_send(&on(), true, GroupRole::Member, 200), Ok(true));
-        assert_eq!(group_ack_on_send(&on(), true, GroupRole::Member, 201), Ok(false), "above the cap: dropped, not refused");
+        assert_eq!(group_ack_on_send(R, &off, false, GroupRole::Member, 3), Ok(false));
+        assert_eq!(code(group_ack_on_send(R, &off, true, GroupRole::Owner, 3)), ErrorCode::ServiceNotEnabled);
+        assert_eq!(group_ack_on_send(R, &on(), true, GroupRole::Member, 3), Ok(true));
+        assert_eq!(group_ack_on_send(R, &on(), true, GroupRole::Member, 200), Ok(true));
+        assert_eq!(group_ack_on_send(R, &on(), true, GroupRole::Member, 201), Ok(false), "above the cap: dropped, not refused");
         let admins = GroupAckPolicy { who_may_request: WhoMayRequest::OwnerAndAdmins, ..on() };
-        assert_eq!(code(group_ack_on_send(&admins, true, GroupRole::Member, 3)), ErrorCode::GroupPermissionDenied);
-        assert_eq!(group_ack_on_send(&admins, true, GroupRole::Admin, 3), Ok(true));
-        assert_eq!(group_ack_on_send(&admins, true, GroupRole::Owner, 3), Ok(true));
+        assert_eq!(code(group_ack_on_send(R, &admins, true, GroupRole::Member, 3)), ErrorCode::GroupPermissionDenied);
+        assert_eq!(group_ack_on_send(R, &admins, true, GroupRole::Admin, 3), Ok(true));
+        assert_eq!(group_ack_on_send(R, &admins, true, GroupRole::Owner, 3), Ok(true));
     }
 
     #[test]
     fn group_ack_eligibility_in_the_servers_order() {
         let m = msg(ChatType::GroupChat, "alice", "g1");
-        assert!(check_group_ack_target(m, "bob").is_ok());
-        assert_eq!(code(check_group_ack_target(m, "alice")), ErrorCode::MessageInvalid);
-        assert_eq!(code(check_group_ack_target(msg(ChatType::Chat, "alice", "bob"), "bob")), ErrorCode::MessageInvalid);
-        assert_eq!(code(check_group_ack_target(msg(ChatType::ChatRoom, "alice", "r1"), "bob")), ErrorCode::MessageInvalid);
+        assert!(check_group_ack_target(R, m, "bob").is_ok());
+        assert_eq!(code(check_group_ack_target(R, m, "alice")), ErrorCode::MessageInvalid);
+        assert_eq!(code(check_group_ack_target(R, msg(ChatType::Chat, "alice", "bob"), "bob")), ErrorCode::MessageInvalid);
+        assert_eq!(code(check_group_ack_target(R, msg(ChatType::ChatRoom, "alice", "r1"), "bob")), ErrorCode::MessageInvalid);
         let not_asked = MessageFacts { need_group_ack: false, ..m };
-        assert_eq!(code(check_group_ack_asked(not_asked)), ErrorCode::ServiceNotEnabled);
+        assert_eq!(code(check_group_ack_asked(R, not_asked)), ErrorCode::ServiceNotEnabled);
         let valid_until = m.timestamp + on().validity_ms;
-        assert!(check_group_ack(&on(), m, true, valid_until).is_ok());
-        assert_eq!(code(check_group_ack(&on(), m, true, valid_until + 1)), ErrorCode::MessageExpired);
-        assert_eq!(code(check_group_ack(&on(), m, false, valid_until + 1)), ErrorCode::GroupNotJoined, "membership first");
-        assert_eq!(code(check_group_ack(&on(), not_asked, false, 0)), ErrorCode::ServiceNotEnabled);
-        assert_eq!(code(check_group_ack(&GroupAckPolicy::default(), m, true, 0)), ErrorCode::ServiceNotEnabled);
+        assert!(check_group_ack(R, &on(), m, true, valid_until).is_ok());
+        assert_eq!(code(check_group_ack(R, &on(), m, true, valid_until + 1)), ErrorCode::MessageExpired);
+        assert_eq!(code(check_group_ack(R, &on(), m, false, valid_until + 1)), ErrorCode::GroupNotJoined, "membership first");
+        assert_eq!(code(check_group_ack(R, &on(), not_asked, false, 0)), ErrorCode::ServiceNotEnabled);
+        assert_eq!(code(check_group_ack(R, &GroupAckPolicy::default(), m, true, 0)), ErrorCode::ServiceNotEnabled);
     }
 
     #[test]
     fn group_acks_are_seen_by_the_sender_and_by_members_when_visible() {
         let m = msg(ChatType::GroupChat, "alice", "g1");
-        assert!(check_may_see_group_acks(&on(), m, "alice", true).is_ok());
-        assert_eq!(code(check_may_see_group_acks(&on(), m, "bob", true)), ErrorCode::GroupPermissionDenied);
+        assert!(check_may_see_group_acks(R, &on(), m, "alice", true).is_ok());
+        assert_eq!(code(check_may_see_group_acks(R, &on(), m, "bob", true)), ErrorCode::GroupPermissionDenied);
         let all = GroupAckPolicy { visibility: Visibility::AllMembers, ..on() };
         assert!(members_see_group_acks(&all) && !members_see_group_acks(&on()));
-        assert!(check_may_see_group_acks(&all, m, "bob", true).is_ok());
-        assert_eq!(code(check_may_see_group_acks(&all, m, "carol", false)), ErrorCode::GroupPermissionDenied);
+        assert!(check_may_see_group_acks(R, &all, m, "bob", true).is_ok());
+        assert_eq!(code(check_may_see_group_acks(R, &all, m, "carol", false)), ErrorCode::GroupPermissionDenied);
+    }
+
+    #[test]
+    fn group_delivery_acks_follow_the_same_rules_on_their_own_flag() {
+        let read_only = msg(ChatType::GroupChat, "alice", "g1");
+        let both = MessageFacts { require_delivery_ack: true, ..read_only };
+        let delivery_only = MessageFacts { need_group_ack: false, ..both };
+        // Each kind looks at its own flag.
+        assert_eq!(code(check_group_ack_asked(D, read_only)), ErrorCode::ServiceNotEnabled);
+        assert!(check_group_ack_asked(D, delivery_only).is_ok());
+        assert_eq!(code(check_group_ack_asked(R, delivery_only)), ErrorCode::ServiceNotEnabled);
+        assert!(check_group_ack(D, &on(), both, true, 1_000).is_ok());
+        assert_eq!(code(check_group_ack(D, &GroupAckPolicy::default(), both, true, 1_000)), ErrorCode::ServiceNotEnabled);
+        assert_eq!(code(check_group_ack(D, &on(), both, false, 1_000)), ErrorCode::GroupNotJoined);
+        let late = both.timestamp + on().validity_ms + 1;
+        assert_eq!(code(check_group_ack(D, &on(), both, true, late)), ErrorCode::MessageExpired);
+        let e = check_group_ack(D, &GroupAckPolicy::default(), both, true, 0).unwrap_err();
+        assert!(e.description.contains("delivery"), "{e:?}");
+        assert_eq!(code(check_group_ack_target(D, both, "alice")), ErrorCode::MessageInvalid);
+        assert_eq!(code(check_group_ack_target(D, msg(ChatType::Chat, "alice", "bob"), "bob")), ErrorCode::MessageInvalid);
+        assert_eq!(code(check_may_see_group_acks(D, &on(), both, "bob", true)), ErrorCode::GroupPermissionDenied);
+        assert_eq!(group_ack_on_send(D, &GroupAckPolicy::default(), true, GroupRole::Owner, 3), Ok(false), "off: dropped, not refused");
+        let admins = GroupAckPolicy { who_may_request: WhoMayRequest::OwnerAndAdmins, ..on() };
+        assert_eq!(code(group_ack_on_send(D, &admins, true, GroupRole::Member, 3)), ErrorCode::GroupPermissionDenied);
+        assert_eq!(group_ack_on_send(D, &on(), true, GroupRole::Member, 201), Ok(false));
+    }
+
+    #[test]
+    fn a_member_device_acks_delivery_only_of_group_messages_that_ask_and_it_did_not_send() {
+        let m = MessageFacts { require_delivery_ack: true, ..msg(ChatType::GroupChat, "alice", "g1") };
+        assert!(wants_group_delivery_ack(m, "bob"));
+        assert!(!wants_group_delivery_ack(m, "alice"), "never one's own message");
+        assert!(!wants_group_delivery_ack(MessageFacts { require_delivery_ack: false, ..m }, "bob"));
+        assert!(!wants_group_delivery_ack(MessageFacts { chat_type: ChatType::Chat, ..m }, "bob"), "1:1 has its own ack");
+        assert!(!wants_group_delivery_ack(MessageFacts { chat_type: ChatType::ChatRoom, ..m }, "bob"));
     }
 
     #[test]

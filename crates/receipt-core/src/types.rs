@@ -53,6 +53,35 @@ pub enum AckKind {
     Group,
 }
 
+/// The two kinds of group receipts a group message may ask for: read acks (`need_group_ack`) and
+/// delivery acks (`require_delivery_ack` on a group message). Both follow the same rules
+/// ([`crate::rules`]), each under its own server policy, and page the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum GroupAckKind {
+    /// A member read the message (`ackGroupMessageRead`).
+    Read,
+    /// The message reached a member's device (sent by the SDK on its own).
+    Delivery,
+}
+
+impl GroupAckKind {
+    /// The word for error messages: "read" or "delivery".
+    pub fn word(self) -> &'static str {
+        match self {
+            GroupAckKind::Read => "read",
+            GroupAckKind::Delivery => "delivery",
+        }
+    }
+
+    /// Whether `msg` asks for acks of this kind (and the server kept the request).
+    pub fn asked(self, msg: &crate::rules::MessageFacts<'_>) -> bool {
+        match self {
+            GroupAckKind::Read => msg.need_group_ack,
+            GroupAckKind::Delivery => msg.require_delivery_ack,
+        }
+    }
+}
+
 /// A conversation: a 1:1 chat (id = the peer's user id) or a group/room (id = group id).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ConversationKey {
@@ -103,7 +132,8 @@ pub struct WireMessage {
     pub content: String,
     /// Server time (ms since the Unix epoch) when the server accepted the message.
     pub timestamp: u64,
-    /// The sender asks for a delivery ack (1:1 only).
+    /// The sender asks for delivery acks: 1:1, the peer's; group, every member's (group delivery
+    /// acks, only when the server's policy kept the request).
     #[serde(default)]
     pub require_delivery_ack: bool,
     /// The sender asks for group read acks (group only).
@@ -160,6 +190,9 @@ pub struct ChatMessage {
     pub group_ack_count: u32,
     /// Receiver side: this user already sent the group read ack.
     pub group_ack_sent: bool,
+    /// Sender side: how many members' devices acked its delivery (group delivery acks).
+    #[serde(default)]
+    pub group_delivered_count: u32,
 }
 
 impl ChatMessage {
@@ -288,6 +321,7 @@ mod tests {
             unread: true,
             group_ack_count: 0,
             group_ack_sent: false,
+            group_delivered_count: 0,
         };
         assert_eq!(m.conversation(), ConversationKey::new(ChatType::Chat, "alice"));
         m.direction = MessageDirection::Send;

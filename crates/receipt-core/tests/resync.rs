@@ -26,7 +26,7 @@ fn msg(id: MsgId, from: &str, to: &str) -> Arc<WireMessage> {
 }
 
 fn retained(m: Arc<WireMessage>, read: bool, read_acked: bool) -> RetainedMessage {
-    RetainedMessage { msg: m, delivered: false, read_acked, read, group_ack_sent: false, group_ack_count: 0 }
+    RetainedMessage { msg: m, delivered: false, read_acked, read, group_ack_sent: false, group_ack_count: 0, group_delivered_count: 0 }
 }
 
 fn received(evs: &[ClientEvent]) -> Vec<MsgId> {

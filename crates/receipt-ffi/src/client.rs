@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crossbeam_channel::Receiver;
 use receipt_client::{Client, ClientConfig, ClientEvent};
-use receipt_core::{AckId, ChatType, ConversationKey, MsgId, ReqId};
+use receipt_core::{AckId, ChatType, ConversationKey, GroupAckKind, MsgId, ReqId};
 
 use crate::error::{set_last_error, FfiError};
 use crate::event::rcpt_event;
@@ -246,24 +246,35 @@ pub extern "C" fn rcpt_client_send_text(
     out_req: *mut u64,
     out_msg: *mut *mut rcpt_message,
 ) -> rcpt_result {
-    ffi_result("rcpt_client_send_text", || {
-        let out_req = out_param(out_req, "out_req", 0)?;
-        // SAFETY: NULL or writable, per the contract.
-        let mut out_msg = unsafe { out_msg.as_mut() };
-        if let Some(m) = out_msg.as_deref_mut() {
-            *m = std::ptr::null_mut();
-        }
-        let c = client_ref(client)?;
-        let to = arg_str(to, "to")?;
-        let content = arg_str(content, "content")?;
-        let chat_type = parse_chat_type(chat_type)?;
-        let (req, msg) = c.client.send_text(to, chat_type, content, need_group_ack)?;
-        *out_req = req;
-        if let Some(m) = out_msg {
-            *m = Box::into_raw(Box::new(rcpt_message::new(msg)));
-        }
-        Ok(())
-    })
+    ffi_result("rcpt_client_send_text", || send(client, to, chat_type, content, (need_group_ack, false), out_req, out_msg))
+}
+
+/// The body of the send calls: `asks` is (need_group_ack, need_group_delivery_ack).
+pub(crate) fn send(
+    client: *mut rcpt_client,
+    to: *const c_char,
+    chat_type: u32,
+    content: *const c_char,
+    asks: (bool, bool),
+    out_req: *mut u64,
+    out_msg: *mut *mut rcpt_message,
+) -> Result<(), FfiError> {
+    let out_req = out_param(out_req, "out_req", 0)?;
+    // SAFETY: NULL or writable, per the contract.
+    let mut out_msg = unsafe { out_msg.as_mut() };
+    if let Some(m) = out_msg.as_deref_mut() {
+        *m = std::ptr::null_mut();
+    }
+    let c = client_ref(client)?;
+    let to = arg_str(to, "to")?;
+    let content = arg_str(content, "content")?;
+    let chat_type = parse_chat_type(chat_type)?;
+    let (req, msg) = c.client.send_text_asking(to, chat_type, content, asks.0, asks.1)?;
+    *out_req = req;
+    if let Some(m) = out_msg {
+        *m = Box::into_raw(Box::new(rcpt_message::new(msg)));
+    }
+    Ok(())
 }
 
 /// Sends the read ack of a received 1:1 message (`msg_id`: its server id, decimal) and marks it
@@ -334,22 +345,38 @@ pub extern "C" fn rcpt_client_fetch_group_read_acks(
     out_req: *mut u64,
 ) -> rcpt_result {
     ffi_result("rcpt_client_fetch_group_read_acks", || {
-        let out_req = out_param(out_req, "out_req", 0)?;
-        let c = client_ref(client)?;
-        let id = arg_str(msg_id, "msg_id")?;
-        let start: Option<AckId> = match arg_opt_str(start_ack_id, "start_ack_id")? {
-            None | Some("") => None,
-            Some(s) => Some(
-                s.parse()
-                    .ok()
-                    .filter(|_| s.bytes().all(|b| b.is_ascii_digit()))
-                    .ok_or_else(|| FfiError::invalid_param(format!("start_ack_id {s:?} is not a cursor")))?,
-            ),
-        };
-        c.client.current_user().ok_or_else(receipt_core::ChatError::not_logged_in)?;
-        *out_req = c.client.fetch_group_read_acks(self::msg_id(id)?, page_size, start)?;
-        Ok(())
+        fetch_group_acks(client, GroupAckKind::Read, msg_id, page_size, start_ack_id, out_req)
     })
+}
+
+/// The body of the two group-ack page fetches (read and delivery acks).
+pub(crate) fn fetch_group_acks(
+    client: *mut rcpt_client,
+    kind: GroupAckKind,
+    msg_id: *const c_char,
+    page_size: u32,
+    start_ack_id: *const c_char,
+    out_req: *mut u64,
+) -> Result<(), FfiError> {
+    let out_req = out_param(out_req, "out_req", 0)?;
+    let c = client_ref(client)?;
+    let id = arg_str(msg_id, "msg_id")?;
+    let start: Option<AckId> = match arg_opt_str(start_ack_id, "start_ack_id")? {
+        None | Some("") => None,
+        Some(s) => Some(
+            s.parse()
+                .ok()
+                .filter(|_| s.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or_else(|| FfiError::invalid_param(format!("start_ack_id {s:?} is not a cursor")))?,
+        ),
+    };
+    c.client.current_user().ok_or_else(receipt_core::ChatError::not_logged_in)?;
+    let id = self::msg_id(id)?;
+    *out_req = match kind {
+        GroupAckKind::Read => c.client.fetch_group_read_acks(id, page_size, start)?,
+        GroupAckKind::Delivery => c.client.fetch_group_delivery_acks(id, page_size, start)?,
+    };
+    Ok(())
 }
 
 /// Marks one received message read on this user's devices, without a receipt to anybody.

@@ -69,6 +69,11 @@ pub enum rcpt_event_type {
     /// of deriving their flags from the marks: which mark covers which message is the engine's
     /// rule. One per conversation per input, before its UNREAD_COUNT_CHANGED.
     RCPT_EVENT_CONVERSATION_UPDATED = 15,
+    /// onGroupMessageDelivered: group delivery acks of messages this user sent (members'
+    /// devices got them): `rcpt_event_ack_count` / `rcpt_event_ack_at` (content `""`; count:
+    /// the delivered count with that ack). After the input's MESSAGES_UPDATED, which carries
+    /// the messages' new `rcpt_message_group_delivered_count`.
+    RCPT_EVENT_GROUP_MESSAGE_DELIVERED = 16,
     // The connection and token lifecycle (the SDK's ConnectionListener), from 30 on.
     /// onDatabaseOpened(username): the user's store is open (at login, with or without the
     /// server): counts and messages are readable, acks queue. `rcpt_event_from` is the user;
@@ -184,6 +189,11 @@ impl rcpt_event {
             ClientEvent::MessagesUpdated(m) => Self::empty(RCPT_EVENT_MESSAGES_UPDATED).with_messages(m),
             ClientEvent::GroupMessageRead(acks) => {
                 let mut ev = Self::empty(RCPT_EVENT_GROUP_MESSAGE_READ);
+                ev.acks = acks.into_iter().map(rcpt_group_read_ack::new).collect();
+                ev
+            }
+            ClientEvent::GroupMessageDelivered(acks) => {
+                let mut ev = Self::empty(RCPT_EVENT_GROUP_MESSAGE_DELIVERED);
                 ev.acks = acks.into_iter().map(rcpt_group_read_ack::new).collect();
                 ev
             }

@@ -10,7 +10,7 @@
 //! with `panic = "unwind"` (the default) for that boundary to work.
 //!
 //! One module per C concept: [`result`], [`error`], [`string`], [`options`], [`client`],
-//! [`message`], [`group_ack`], [`batch`], [`event`], [`history`].
+//! [`message`], [`group_ack`], [`group_delivery`], [`batch`], [`event`], [`history`].
 //!
 //! The exports are plain `extern "C" fn`s that take raw pointers: their contract (valid,
 //! properly aligned pointers the caller owns as documented, or NULL) is stated on each item for
@@ -26,6 +26,7 @@ pub mod connection;
 pub mod error;
 pub mod event;
 pub mod group_ack;
+pub mod group_delivery;
 pub mod history;
 pub mod log;
 pub mod message;

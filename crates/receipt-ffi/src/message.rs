@@ -42,7 +42,7 @@ impl rcpt_message {
 }
 
 /// Runs `f` on the message, or records the NULL and returns the neutral value.
-fn with_msg<T: PanicValue>(name: &'static str, m: *const rcpt_message, f: impl FnOnce(&rcpt_message) -> T) -> T {
+pub(crate) fn with_msg<T: PanicValue>(name: &'static str, m: *const rcpt_message, f: impl FnOnce(&rcpt_message) -> T) -> T {
     // SAFETY: NULL or a live message handle, per the contract.
     match unsafe { m.as_ref() } {
         Some(m) => f(m),
@@ -154,7 +154,8 @@ pub extern "C" fn rcpt_message_need_group_ack(msg: *const rcpt_message) -> bool 
     ffi_boundary("rcpt_message_need_group_ack", || with_msg("rcpt_message_need_group_ack", msg, |m| m.msg.need_group_ack))
 }
 
-/// The sender asked for a delivery ack (1:1 messages only).
+/// The sender asked for delivery acks (1:1: the peer's; group: see
+/// `rcpt_message_need_group_delivery_ack`).
 #[no_mangle]
 pub extern "C" fn rcpt_message_require_delivery_ack(msg: *const rcpt_message) -> bool {
     ffi_boundary("rcpt_message_require_delivery_ack", || with_msg("rcpt_message_require_delivery_ack", msg, |m| m.msg.require_delivery_ack))
@@ -213,6 +214,7 @@ mod tests {
             unread: false,
             group_ack_count: 0,
             group_ack_sent: false,
+            group_delivered_count: 0,
         }
     }
 

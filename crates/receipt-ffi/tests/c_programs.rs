@@ -77,6 +77,11 @@ fn run_c_program(program: &str) {
 /// Runs `program`; with `tls`, against a server that requires TLS with that CA's certificate
 /// (the CA's PEM path in `RCPT_TEST_CA_PEM`).
 fn run_c_program_with(program: &str, tls: Option<&TestCa>) {
+    run_c_program_on(program, tls, |_| {})
+}
+
+/// [`run_c_program_with`] on a server whose config `configure` adjusts first.
+fn run_c_program_on(program: &str, tls: Option<&TestCa>, configure: impl FnOnce(&mut receipt_testkit::ServerConfig)) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let exe = compile(program, tmp.path());
     let clients_dir = tmp.path().join("clients");
@@ -85,6 +90,7 @@ fn run_c_program_with(program: &str, tls: Option<&TestCa>) {
         if let Some(ca) = tls {
             ca.configure(config, true);
         }
+        configure(config);
     });
     let port = server.port();
 
@@ -191,6 +197,12 @@ fn c_misuse() {
 #[test]
 fn c_batches() {
     run_c_program("batches");
+}
+
+/// Group delivery receipts: automatic acks (online and backlog), the count, the list, bad input.
+#[test]
+fn c_group_delivery() {
+    run_c_program_on("group_delivery", None, |c| c.group_delivery_ack.enabled = true);
 }
 
 #[test]

@@ -40,6 +40,9 @@
 //! validity_secs = 259200
 //! member_cap = 200
 //! visibility = "all_members"             # or "sender_only"
+//!
+//! [group_delivery_ack]                   # the same switches, for group delivery acks
+//! enabled = true                         # off by default: group messages take no delivery acks
 //! ```
 
 use std::net::SocketAddr;
@@ -239,6 +242,9 @@ pub struct ServerConfig {
     /// Distinct from `group_ack.member_cap`, above which groups simply get no read acks.
     pub max_group_size: usize,
     pub group_ack: GroupAckPolicy,
+    /// The policy of group delivery acks (`[group_delivery_ack]`): the same switches and
+    /// defaults as `group_ack`, its own values; off by default.
+    pub group_delivery_ack: GroupAckPolicy,
     /// PEM file of the server's certificate chain (leaf first). With `tls_key`, the listener
     /// speaks TLS (rustls); without, plaintext only.
     pub tls_cert: Option<PathBuf>,
@@ -281,6 +287,7 @@ impl Default for ServerConfig {
             max_batch: 512,
             max_group_size: 5000,
             group_ack: GroupAckPolicy::default(),
+            group_delivery_ack: GroupAckPolicy::default(),
             tls_cert: None,
             tls_key: None,
             require_tls: false,
@@ -364,6 +371,10 @@ mod tests {
         assert_eq!(c.retention_secs, 7 * 24 * 3600);
         assert_eq!((c.login_timeout_secs, c.max_devices_per_user, c.max_connections), (10, 10, 10_000));
         assert!(ServerConfig::from_toml_str("bogus = 1").is_err());
+        assert_eq!(c.group_delivery_ack, GroupAckPolicy::default(), "its own section, off by default");
+        let d = ServerConfig::from_toml_str("[group_delivery_ack]\nenabled = true\nmember_cap = 50\n").unwrap();
+        assert!(d.group_delivery_ack.enabled && !d.group_ack.enabled);
+        assert_eq!(d.group_delivery_ack.member_cap, 50);
         let c = ServerConfig::from_toml_str("max_groups_per_user = 5\n[send_rate]\nper_sec = 2\nburst = 3\n").unwrap();
         assert_eq!(
             (c.max_groups_per_user, c.send_rate, c.request_rate),

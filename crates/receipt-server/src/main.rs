@@ -116,6 +116,9 @@ struct ServeArgs {
     /// Enable group read acks.
     #[arg(long)]
     group_ack_enabled: Option<bool>,
+    /// Enable group delivery acks (`[group_delivery_ack]`; its other switches in the file).
+    #[arg(long)]
+    group_delivery_ack_enabled: Option<bool>,
     #[arg(long)]
     who_may_request: Option<WhoMayRequest>,
     /// Validity of a group read ack after the message, in seconds.
@@ -312,6 +315,9 @@ fn serve(a: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(v) = a.group_ack_enabled {
         c.group_ack.enabled = v;
+    }
+    if let Some(v) = a.group_delivery_ack_enabled {
+        c.group_delivery_ack.enabled = v;
     }
     if let Some(v) = a.who_may_request {
         c.group_ack.who_may_request = v;

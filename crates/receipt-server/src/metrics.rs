@@ -27,7 +27,7 @@ use receipt_core::types::ReqId;
 use crate::core::{Outgoing, SessionId};
 
 /// The request kinds, as the `kind` label spells them (index = [`request_kind`]).
-pub const REQUEST_KINDS: [&str; 19] = [
+pub const REQUEST_KINDS: [&str; 20] = [
     "login",
     "send",
     "delivery_ack",
@@ -47,6 +47,7 @@ pub const REQUEST_KINDS: [&str; 19] = [
     "fetch_group_unread",
     "fetch_group_ack_counts",
     "read_acks",
+    "fetch_group_delivery_acks",
 ];
 
 /// `renew_token` in [`REQUEST_KINDS`].
@@ -74,12 +75,13 @@ pub fn request_kind(f: &ClientFrame) -> u8 {
         FetchGroupUnread { .. } => 16,
         FetchGroupAckCounts { .. } => 17,
         ReadAcks { .. } => 18,
+        FetchGroupDeliveryAcks { .. } => 19,
         RenewToken { .. } => KIND_RENEW_TOKEN,
     }
 }
 
 /// The receipt kinds relayed, as the `kind` label spells them.
-const RECEIPT_KINDS: [&str; 4] = ["delivered", "read", "conversation_read", "group_read"];
+const RECEIPT_KINDS: [&str; 5] = ["delivered", "read", "conversation_read", "group_read", "group_delivered"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
@@ -249,7 +251,7 @@ impl Metrics {
                 c.inc_by(n);
             }
         }
-        let (mut receipts, mut messages, mut backlog, mut sync) = ([0u64; 4], 0u64, 0u64, 0u64);
+        let (mut receipts, mut messages, mut backlog, mut sync) = ([0u64; RECEIPT_KINDS.len()], 0u64, 0u64, 0u64);
         // One event reaches every device of its users in consecutive frames sharing it: count
         // it once.
         let mut last: *const ServerEvent = std::ptr::null();
@@ -266,6 +268,7 @@ impl Metrics {
                         ServerEvent::Read { .. } => receipts[1] += 1,
                         ServerEvent::ConversationRead { .. } => receipts[2] += 1,
                         ServerEvent::GroupRead { .. } => receipts[3] += 1,
+                        ServerEvent::GroupDelivered { .. } => receipts[4] += 1,
                         ServerEvent::Message { .. } => messages += 1,
                         _ => {}
                     }

@@ -47,7 +47,7 @@ fn event_bytes(e: &ServerEvent) -> usize {
             ServerEvent::Message { msg } => {
                 json_str_len(&msg.content) + json_str_len(&msg.client_id) + json_str_len(&msg.from) + json_str_len(&msg.to)
             }
-            ServerEvent::GroupRead { ack, .. } => ack_bytes(ack),
+            ServerEvent::GroupRead { ack, .. } | ServerEvent::GroupDelivered { ack, .. } => ack_bytes(ack),
             _ => OVERHEAD,
         }
 }

@@ -11,7 +11,9 @@ pub type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 use receipt_core::protocol::{SeqEvent, ServerFrame};
 use receipt_core::rules::{ConversationMarks, ReadMark};
-use receipt_core::{AckId, ChatType, ConversationKey, DeviceId, GroupId, GroupReadAck, GroupRole, MsgId, UserId, WireMessage};
+use receipt_core::{
+    AckId, ChatType, ConversationKey, DeviceId, GroupAckKind, GroupId, GroupReadAck, GroupRole, MsgId, UserId, WireMessage,
+};
 use serde::{Deserialize, Serialize};
 
 /// The last ids handed out and the last message timestamp (message timestamps never go back).
@@ -117,6 +119,8 @@ pub struct MessageRecord {
     pub ackers: HashSet<UserId>,
     /// Group: how many acks the message has in all (stored and in `acks`).
     pub ack_count: u32,
+    /// Group: the members' delivery acks, held like the read acks above.
+    pub delivery: AckSet,
     /// Its state in the core's hot-state cache (unused when everything is resident).
     pub(crate) cached: crate::core::CacheMeta,
 }
@@ -130,6 +134,7 @@ impl MessageRecord {
             acks: BTreeMap::new(),
             ackers: HashSet::default(),
             ack_count: 0,
+            delivery: AckSet::default(),
             cached: Default::default(),
         }
     }
@@ -140,6 +145,44 @@ impl MessageRecord {
             self.ack_count += 1;
         }
     }
+
+    /// The group acks of `kind` (what the record holds of them, and their count in all).
+    pub fn acks_of(&self, kind: GroupAckKind) -> AckSetRef<'_> {
+        match kind {
+            GroupAckKind::Read => AckSetRef { acks: &self.acks, ackers: &self.ackers, count: self.ack_count },
+            GroupAckKind::Delivery => AckSetRef { acks: &self.delivery.acks, ackers: &self.delivery.ackers, count: self.delivery.count },
+        }
+    }
+
+    /// Adds a group ack of `kind`.
+    pub fn add_ack_of(&mut self, kind: GroupAckKind, ack: GroupReadAck) {
+        match kind {
+            GroupAckKind::Read => self.add_ack(ack),
+            GroupAckKind::Delivery => {
+                self.delivery.ackers.insert(ack.from.clone());
+                if self.delivery.acks.insert(ack.ack_id, ack).is_none() {
+                    self.delivery.count += 1;
+                }
+            }
+        }
+    }
+}
+
+/// One kind of group acks of a message (the delivery acks; the read acks are the record's own
+/// fields, which predate the kinds): by ack id, who acked, and how many in all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AckSet {
+    pub acks: BTreeMap<AckId, GroupReadAck>,
+    pub ackers: HashSet<UserId>,
+    pub count: u32,
+}
+
+/// A borrowed view of one kind of a message's group acks ([`MessageRecord::acks_of`]).
+#[derive(Debug, Clone, Copy)]
+pub struct AckSetRef<'a> {
+    pub acks: &'a BTreeMap<AckId, GroupReadAck>,
+    pub ackers: &'a HashSet<UserId>,
+    pub count: u32,
 }
 
 /// One event of a user's log: its seq in that log and the event, which is allocated once and
@@ -198,7 +241,7 @@ pub fn event_time(e: &receipt_core::protocol::ServerEvent) -> u64 {
     match e {
         E::Message { msg } => msg.timestamp,
         E::Delivered { timestamp, .. } | E::Read { timestamp, .. } | E::ConversationRead { timestamp, .. } => *timestamp,
-        E::GroupRead { ack, .. } => ack.timestamp,
+        E::GroupRead { ack, .. } | E::GroupDelivered { ack, .. } => ack.timestamp,
         E::ReadState { .. } | E::Membership { .. } => 0,
     }
 }

@@ -59,7 +59,7 @@ use receipt_core::{ChatType, ConversationKey};
 
 pub use child::{server_binary, ChildServer};
 pub use device::{expect_err, read_ids, try_expect_err, Device};
-pub use receipt_server::State;
+pub use receipt_server::{ServerConfig, State};
 pub use server::{server_config, server_unread, TestServer};
 pub use tls::TestCa;
 

@@ -31,6 +31,7 @@ function plain(v, depth = 0) {
       direction: v.getDirection(), content: v.getContent(), delivered: v.isDelivered(), receiverRead: v.isReceiverRead(),
       unread: v.isUnread(), needGroupAck: v.isNeedGroupAck(), groupAckCount: v.groupAckCount(),
       groupAckSent: v.isGroupAckSent(), status: v.getStatus(), serverTime: v.getServerTime(),
+      needGroupDeliveryAck: v.isNeedGroupDeliveryAck(), groupDeliveredCount: v.groupDeliveredCount(),
     };
   }
   if (v instanceof R.ChatError) return { chatError: true, code: v.errorCode, description: v.description };
@@ -69,7 +70,7 @@ function record(listener, cb, args) {
 
 // ---- spies (test setup; the seed's code runs unchanged) ---------------------------------------
 const CALLBACKS = ['onMessageReceived', 'onMessageDelivered', 'onMessageRead', 'onGroupMessageRead',
-  'onReadAckForGroupMessageUpdated', 'onConversationRead', 'onConversationUpdate', 'onUnreadCountChanged'];
+  'onReadAckForGroupMessageUpdated', 'onGroupMessageDelivered', 'onConversationRead', 'onConversationUpdate', 'onUnreadCountChanged'];
 const wrapped = new WeakSet();
 
 function instrument(listener) {

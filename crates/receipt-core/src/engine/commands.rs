@@ -24,6 +24,21 @@ impl<S: ClientStore> ClientEngine<S> {
         content: &str,
         need_group_ack: bool,
     ) -> ChatResult<(ReqId, ChatMessage)> {
+        self.send_message_asking(now, to, chat_type, content, need_group_ack, false)
+    }
+
+    /// [`Self::send_message`], also saying whether a group message asks for group delivery
+    /// acks (`need_group_delivery_ack`; ignored for 1:1, whose delivery acks follow
+    /// `ChatOptions::require_delivery_ack`, and for rooms).
+    pub fn send_message_asking(
+        &mut self,
+        now: u64,
+        to: &str,
+        chat_type: ChatType,
+        content: &str,
+        need_group_ack: bool,
+        need_group_delivery_ack: bool,
+    ) -> ChatResult<(ReqId, ChatMessage)> {
         validate_id("to", to)?;
         rules::check_content(content)?;
         if chat_type == ChatType::Chat && to == self.cfg.user {
@@ -41,7 +56,11 @@ impl<S: ClientStore> ClientEngine<S> {
             direction: MessageDirection::Send,
             content: content.to_string(),
             timestamp: 0,
-            require_delivery_ack: chat_type == ChatType::Chat && self.cfg.options.require_delivery_ack,
+            require_delivery_ack: match chat_type {
+                ChatType::Chat => self.cfg.options.require_delivery_ack,
+                ChatType::GroupChat => need_group_delivery_ack,
+                ChatType::ChatRoom => false,
+            },
             need_group_ack: chat_type == ChatType::GroupChat && need_group_ack,
             status: SendStatus::Pending,
             delivered: false,
@@ -49,6 +68,7 @@ impl<S: ClientStore> ClientEngine<S> {
             unread: false,
             group_ack_count: 0,
             group_ack_sent: false,
+            group_delivered_count: 0,
         };
         self.enqueue(ClientFrame::Send {
             req,
@@ -154,11 +174,11 @@ impl<S: ClientStore> ClientEngine<S> {
         rules::check_ext(ext)?;
         self.fetch(msg_id);
         let m = self.held_message(msg_id)?;
-        rules::check_group_ack_target(MessageFacts::from(m), &self.cfg.user)?;
+        rules::check_group_ack_target(GroupAckKind::Read, MessageFacts::from(m), &self.cfg.user)?;
         if m.group_ack_sent {
             return Ok(None);
         }
-        rules::check_group_ack_asked(MessageFacts::from(m))?;
+        rules::check_group_ack_asked(GroupAckKind::Read, MessageFacts::from(m))?;
         let req = self.next_req();
         self.update_message(msg_id, |m| m.group_ack_sent = true);
         self.mark_read_local(msg_id);
@@ -169,8 +189,28 @@ impl<S: ClientStore> ClientEngine<S> {
 
     /// Asks for one page of a group message's read acks (needs a connection: 300 otherwise).
     pub fn fetch_group_read_acks(&mut self, now: u64, msg_id: MsgId, page_size: u32, start_ack_id: Option<AckId>) -> ChatResult<ReqId> {
+        self.fetch_group_acks(now, GroupAckKind::Read, msg_id, page_size, start_ack_id)
+    }
+
+    /// Asks for one page of a group message's delivery acks (needs a connection: 300 otherwise);
+    /// the answer is `Completion::GroupAcks`, like the read acks'.
+    pub fn fetch_group_delivery_acks(&mut self, now: u64, msg_id: MsgId, page_size: u32, start_ack_id: Option<AckId>) -> ChatResult<ReqId> {
+        self.fetch_group_acks(now, GroupAckKind::Delivery, msg_id, page_size, start_ack_id)
+    }
+
+    fn fetch_group_acks(
+        &mut self,
+        now: u64,
+        kind: GroupAckKind,
+        msg_id: MsgId,
+        page_size: u32,
+        start_ack_id: Option<AckId>,
+    ) -> ChatResult<ReqId> {
         rules::check_page_size(page_size)?;
-        self.query(now, Query::FetchGroupAcks, |req| ClientFrame::FetchGroupAcks { req, msg_id, page_size, start_ack_id })
+        self.query(now, Query::FetchGroupAcks, |req| match kind {
+            GroupAckKind::Read => ClientFrame::FetchGroupAcks { req, msg_id, page_size, start_ack_id },
+            GroupAckKind::Delivery => ClientFrame::FetchGroupDeliveryAcks { req, msg_id, page_size, start_ack_id },
+        })
     }
 
     /// Asks for one page of the members who have not read a group message, after `cursor` (the

@@ -21,6 +21,7 @@ pub(super) struct OwnFlags {
     unread: bool,
     group_ack_count: u32,
     group_ack_sent: bool,
+    group_delivered_count: u32,
 }
 
 impl OwnFlags {
@@ -46,6 +47,7 @@ impl OwnFlags {
             unread: m.unread,
             group_ack_count: m.group_ack_count,
             group_ack_sent: m.group_ack_sent,
+            group_delivered_count: m.group_delivered_count,
         }
     }
 }
@@ -118,6 +120,9 @@ impl<S: ClientStore> ClientEngine<S> {
         // listener already sees the messages it is told about in their new state.
         if !self.group_acks.is_empty() {
             self.events.push_back(ClientEvent::GroupMessageRead(std::mem::take(&mut self.group_acks)));
+        }
+        if !self.group_deliveries.is_empty() {
+            self.events.push_back(ClientEvent::GroupMessageDelivered(std::mem::take(&mut self.group_deliveries)));
         }
         self.events.extend(std::mem::take(&mut self.conversation_reads));
         let mut seen = HashSet::default();

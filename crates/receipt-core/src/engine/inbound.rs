@@ -257,9 +257,11 @@ impl<S: ClientStore> ClientEngine<S> {
         let frame = self.outbox.remove(pos).expect("position is in range");
         self.outbox_delete.push(req);
         let result = match (frame, ok, err) {
-            (ClientFrame::Send { client_id, .. }, Some(Response::Sent { msg_id, timestamp, need_group_ack, .. }), None) => {
-                Ok(Completion::Sent(self.promote_sent(&client_id, msg_id, timestamp, need_group_ack)))
-            }
+            (
+                ClientFrame::Send { client_id, .. },
+                Some(Response::Sent { msg_id, timestamp, need_group_ack, require_delivery_ack, .. }),
+                None,
+            ) => Ok(Completion::Sent(self.promote_sent(&client_id, msg_id, timestamp, need_group_ack, require_delivery_ack))),
             (ClientFrame::Send { client_id, .. }, _, e) => {
                 if let Some(m) = self.pending.get_mut(&client_id) {
                     m.status = SendStatus::Failed;
@@ -290,7 +292,15 @@ impl<S: ClientStore> ClientEngine<S> {
 
     /// Turns a pending sent message into an accepted one (also when its `Message` event from
     /// the server came first).
-    pub(super) fn promote_sent(&mut self, client_id: &str, msg_id: MsgId, timestamp: u64, need_group_ack: bool) -> ChatMessage {
+    /// `need_group_ack` / `require_delivery_ack`: the requests the server kept.
+    pub(super) fn promote_sent(
+        &mut self,
+        client_id: &str,
+        msg_id: MsgId,
+        timestamp: u64,
+        need_group_ack: bool,
+        require_delivery_ack: bool,
+    ) -> ChatMessage {
         if let Some(mut m) = self.pending.remove(client_id) {
             self.deleted_pending.push(client_id.to_string());
             self.dirty_pending.remove(client_id);
@@ -299,6 +309,9 @@ impl<S: ClientStore> ClientEngine<S> {
                 m.timestamp = timestamp;
                 m.status = SendStatus::Sent;
                 m.need_group_ack = need_group_ack;
+                if m.chat_type == ChatType::GroupChat {
+                    m.require_delivery_ack = require_delivery_ack;
+                }
                 self.insert_message(m);
             }
         }
@@ -320,6 +333,7 @@ impl<S: ClientStore> ClientEngine<S> {
             unread: false,
             group_ack_count: 0,
             group_ack_sent: false,
+            group_delivered_count: 0,
         })
     }
 
@@ -353,6 +367,7 @@ impl<S: ClientStore> ClientEngine<S> {
             m.receiver_read |= r.read_acked;
             m.group_ack_sent |= r.group_ack_sent;
             m.group_ack_count = m.group_ack_count.max(r.group_ack_count);
+            m.group_delivered_count = m.group_delivered_count.max(r.group_delivered_count);
         });
         if r.read {
             self.mark_read_local(id);
@@ -423,6 +438,17 @@ impl<S: ClientStore> ClientEngine<S> {
                     }
                 }
             }
+            ServerEvent::GroupDelivered { ack, .. } => {
+                let (id, count) = (ack.msg_id, ack.count);
+                if ack.from == *me {
+                    // Our group delivery ack (from any device) went out: never send it again.
+                    self.update_message(id, |m| m.delivered = true);
+                    self.confirm_pending_ack(|f| matches!(f, ClientFrame::DeliveryAck { msg_id: m, .. } if *m == id));
+                } else {
+                    self.update_message(id, |m| m.group_delivered_count = m.group_delivered_count.max(count));
+                    self.group_deliveries.push(ack);
+                }
+            }
             ServerEvent::ReadState { chat_type, conversation, msg_id, up_to } => match msg_id {
                 Some(id) => self.mark_read_local(id),
                 None => {
@@ -477,11 +503,15 @@ impl<S: ClientStore> ClientEngine<S> {
         if mine {
             // Sent from this device (answer not seen yet) or from another device of ours.
             if self.pending.contains_key(&msg.client_id) {
-                self.promote_sent(&msg.client_id, msg.id, msg.timestamp, msg.need_group_ack);
+                self.promote_sent(&msg.client_id, msg.id, msg.timestamp, msg.need_group_ack, msg.require_delivery_ack);
                 return;
             }
         }
-        let wants_delivery_ack = notify && !mine && msg.chat_type == ChatType::Chat && msg.require_delivery_ack;
+        // 1:1 when the sender asked; group when the message asks for group delivery acks.
+        let wants_delivery_ack = notify
+            && !mine
+            && ((msg.chat_type == ChatType::Chat && msg.require_delivery_ack)
+                || rules::wants_group_delivery_ack(MessageFacts::from(&msg), &self.cfg.user));
         let id = msg.id;
         let m = ChatMessage {
             id,
@@ -500,13 +530,15 @@ impl<S: ClientStore> ClientEngine<S> {
             unread: !mine,
             group_ack_count: 0,
             group_ack_sent: false,
+            group_delivered_count: 0,
         };
         self.insert_message(m);
         if !mine && notify {
             self.received.push(id);
         }
         if wants_delivery_ack {
-            // Rule 1: the SDK acks delivery by itself, backlog included. During the replay the
+            // Rule 1: the SDK acks delivery by itself, backlog included (group messages that ask
+            // too). During the replay the
             // ack is held (but already in the outbox) until we know no other device sent it.
             let req = self.next_req();
             let frame = ClientFrame::DeliveryAck { req, msg_id: id };

@@ -141,6 +141,10 @@ pub enum ClientEvent {
     /// Group read acks of messages this user sent; after the input's `MessagesUpdated`, which
     /// carries those messages' new counts.
     GroupMessageRead(Vec<GroupReadAck>),
+    /// Group delivery acks of messages this user sent (and, when the delivery policy lets
+    /// members see acks, of others' messages); after the input's `MessagesUpdated`, which
+    /// carries those messages' new delivered counts. `content` is always `None`.
+    GroupMessageDelivered(Vec<GroupReadAck>),
     /// Messages whose own receipt flags or counts changed in this input (an own ack, a single
     /// read here or on another device, a delivery, a group ack count, a refused ack rolled
     /// back), each in its current state, oldest first. Once per input, after the message lists
@@ -301,6 +305,7 @@ pub struct ClientEngine<S: ClientStore> {
     delivered: Vec<MsgId>,
     read: Vec<MsgId>,
     group_acks: Vec<GroupReadAck>,
+    group_deliveries: Vec<GroupReadAck>,
     /// `ConversationRead` events of this input, told after the state they change.
     conversation_reads: Vec<ClientEvent>,
     unread_changed: Vec<ConversationKey>,

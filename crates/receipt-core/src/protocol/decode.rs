@@ -193,6 +193,9 @@ fast_tagged! {
         "fetch_group_acks" => FetchGroupAcks {
             req: ReqId, msg_id: MsgId, page_size: u32, #[serde(default)] start_ack_id: Option<AckId>,
         },
+        "fetch_group_delivery_acks" => FetchGroupDeliveryAcks {
+            req: ReqId, msg_id: MsgId, page_size: u32, #[serde(default)] start_ack_id: Option<AckId>,
+        },
         "fetch_group_unread" => FetchGroupUnread {
             req: ReqId, msg_id: MsgId, page_size: u32, #[serde(default)] cursor: Option<UserId>,
         },
@@ -219,7 +222,10 @@ fast_tagged! {
 fast_tagged! {
     Response, "k",
     fields {
-        "sent" => Sent { client_id: String, msg_id: MsgId, timestamp: u64, #[serde(default)] need_group_ack: bool },
+        "sent" => Sent {
+            client_id: String, msg_id: MsgId, timestamp: u64, #[serde(default)] need_group_ack: bool,
+            #[serde(default)] require_delivery_ack: bool,
+        },
         "group_acks" => GroupAcks { msg_id: MsgId, page: CursorResult<GroupReadAck> },
         "group_created" => GroupCreated { group: GroupId },
         "group_unread" => GroupUnread { msg_id: MsgId, page: CursorResult<UserId> },
@@ -241,6 +247,7 @@ fast_tagged! {
             #[serde(default)] device: DeviceId,
         },
         "group_read" => GroupRead { group: GroupId, sender: UserId, ack: GroupReadAck },
+        "group_delivered" => GroupDelivered { group: GroupId, sender: UserId, ack: GroupReadAck },
         "read_state" => ReadState { chat_type: ChatType, conversation: String, msg_id: Option<MsgId>, up_to: MsgId },
         "membership" => Membership { group: GroupId, role: Option<GroupRole>, chat_room: bool },
     }

@@ -1,37 +1,53 @@
-//! Group read receipts: acking a group message and paging through its acks.
+//! Group read receipts: acking a group message and paging through its acks. The checks, the
+//! recording and the paging are shared with group delivery acks (`group_delivery`): each takes
+//! the [`GroupAckKind`] and uses that kind's policy, flag, ack set and store rows.
 
 use std::sync::Arc;
 
 use receipt_core::protocol::{Response, ServerEvent};
-use receipt_core::rules::{self, MessageFacts};
-use receipt_core::{ChatError, ChatType, ConversationKey, CursorResult, ErrorCode, GroupReadAck, MsgId, UserId};
+use receipt_core::rules::{self, GroupAckPolicy, MessageFacts};
+use receipt_core::{ChatError, ChatType, ConversationKey, CursorResult, ErrorCode, GroupAckKind, GroupReadAck, MsgId, UserId};
 
 use crate::state::HashSet;
 
 use super::{err, Res, ServerCore, StoreOp};
 
 impl ServerCore {
+    /// The policy of group acks of `kind` (`[group_ack]` or `[group_delivery_ack]`).
+    pub(super) fn policy_of(&self, kind: GroupAckKind) -> &GroupAckPolicy {
+        match kind {
+            GroupAckKind::Read => &self.ack_policy,
+            GroupAckKind::Delivery => &self.delivery_policy,
+        }
+    }
+
     pub(super) fn group_ack(&mut self, now: u64, user: &str, msg_id: MsgId, ext: Option<String>) -> Res<Response> {
         rules::check_ext(ext.as_deref())?;
-        self.load_message(msg_id)?;
-        let rec = self.message(now, msg_id, ErrorCode::MessageExpired)?;
-        let facts = MessageFacts::from(&*rec.msg);
-        rules::check_group_ack_target(facts, user)?;
-        if rec.ackers.contains(user) {
+        if self.check_group_acker(now, user, GroupAckKind::Read, msg_id)? {
             return Ok(Response::Done);
         }
-        let key = ConversationKey::new(ChatType::GroupChat, rec.msg.to.clone());
-        // With the cache the record holds only the acks made since it was read.
-        if let Some(reader) = &self.cache.reader {
-            if reader.acked_by(msg_id, user).map_err(super::read_failed)? {
-                return Ok(Response::Done);
-            }
-        }
+        let group_id = self.state.messages.get(&msg_id).expect("checked").msg.to.clone();
+        let key = ConversationKey::new(ChatType::GroupChat, group_id);
         self.load_conv(user, &key)?;
-        let rec = self.state.messages.get(&msg_id).expect("loaded");
-        let facts = MessageFacts::from(&*rec.msg);
+        self.record_group_ack(now, user, GroupAckKind::Read, msg_id, ext);
+        self.mark_one(user, &key, msg_id);
+        Ok(Response::Done)
+    }
+
+    /// May `user` send a group ack of `kind` of `msg_id`? Makes the message resident and checks,
+    /// in this order: the message (unknown 500, past retention 506), a group message `user` did
+    /// not send (500), already acked (`Ok(true)`: nothing to do), the policy, the ask,
+    /// membership, validity (505, 505, 602, 506), and a member at send time (602).
+    pub(super) fn check_group_acker(&mut self, now: u64, user: &str, kind: GroupAckKind, msg_id: MsgId) -> Res<bool> {
+        self.load_message(msg_id)?;
+        let rec = self.message(now, msg_id, ErrorCode::MessageExpired)?;
+        rules::check_group_ack_target(kind, MessageFacts::from(&*rec.msg), user)?;
+        if self.acked(kind, rec, user)? {
+            return Ok(true);
+        }
         let group = self.state.groups.get(&rec.msg.to);
-        rules::check_group_ack(&self.ack_policy, facts, group.is_some_and(|g| g.members.contains_key(user)), now)?;
+        let is_member = group.is_some_and(|g| g.members.contains_key(user));
+        rules::check_group_ack(kind, self.policy_of(kind), MessageFacts::from(&*rec.msg), is_member, now)?;
         // Only members at send time: a member who joined after the message was sent is not among
         // its readers (nor in the sender's ack list).
         if let Some(&joined) = group.and_then(|g| g.joined_after.get(user)).filter(|&&j| msg_id <= j) {
@@ -40,54 +56,75 @@ impl ServerCore {
                 format!("{user} joined {} after message {msg_id} (newest then: {joined})", rec.msg.to),
             ));
         }
-        // Who hears of the ack besides the sender and the acker.
-        let members: Vec<UserId> = match group {
-            Some(g) if rules::members_see_group_acks(&self.ack_policy) => g.members.keys().cloned().collect(),
-            _ => Vec::new(),
-        };
-        let group_id = rec.msg.to.clone();
-        let sender = rec.msg.from.clone();
-        let count = rec.ack_count + 1;
+        Ok(false)
+    }
+
+    /// Records `user`'s group ack of `kind` of `msg_id` (checked by [`Self::check_group_acker`])
+    /// and tells whom it concerns.
+    pub(super) fn record_group_ack(&mut self, now: u64, user: &str, kind: GroupAckKind, msg_id: MsgId, content: Option<String>) {
+        let rec = self.state.messages.get(&msg_id).expect("checked");
+        let (group, sender) = (rec.msg.to.clone(), rec.msg.from.clone());
+        let count = rec.acks_of(kind).count + 1;
         self.state.counters.last_ack_id += 1;
         self.counters_dirty = true;
-        let ack =
-            GroupReadAck { ack_id: self.state.counters.last_ack_id, msg_id, from: user.to_string(), content: ext, count, timestamp: now };
-        self.state.messages.get_mut(&msg_id).expect("checked").add_ack(ack.clone());
+        let ack = GroupReadAck { ack_id: self.state.counters.last_ack_id, msg_id, from: user.to_string(), content, count, timestamp: now };
+        self.state.messages.get_mut(&msg_id).expect("checked").add_ack_of(kind, ack.clone());
         self.changed_msg(msg_id);
-        self.effects.ops.push(StoreOp::PutGroupAck(ack.clone()));
-        self.mark_one(user, &ConversationKey::new(ChatType::GroupChat, group_id.clone()), msg_id);
-        let mut to: Vec<UserId> = vec![sender.clone(), user.to_string()];
+        self.effects.ops.push(match kind {
+            GroupAckKind::Read => StoreOp::PutGroupAck(ack.clone()),
+            GroupAckKind::Delivery => StoreOp::PutGroupDeliveryAck(ack.clone()),
+        });
+        let event = match kind {
+            GroupAckKind::Read => ServerEvent::GroupRead { group, sender, ack },
+            GroupAckKind::Delivery => ServerEvent::GroupDelivered { group, sender, ack },
+        };
+        self.emit_group_ack(kind, user, Arc::new(event));
+    }
+
+    /// A group ack's event goes to the sender, to the acker's devices (their own echo: the ack
+    /// is not sent twice) and, when the kind's policy lets members see acks, to every member.
+    pub(super) fn emit_group_ack(&mut self, kind: GroupAckKind, acker: &str, ev: Arc<ServerEvent>) {
+        let (ServerEvent::GroupRead { group, sender, .. } | ServerEvent::GroupDelivered { group, sender, .. }) = &*ev else {
+            return;
+        };
+        let members: Vec<UserId> = match self.state.groups.get(group) {
+            Some(g) if rules::members_see_group_acks(self.policy_of(kind)) => g.members.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        let mut to: Vec<UserId> = vec![sender.clone(), acker.to_string()];
         to.extend(members);
-        let ev = Arc::new(ServerEvent::GroupRead { group: group_id, sender, ack });
         let mut seen = HashSet::default();
         for u in to {
             if seen.insert(u.clone()) {
-                if u == user {
+                if u == acker {
                     self.echo(&u, ev.clone());
                 } else {
                     self.emit(&u, ev.clone());
                 }
             }
         }
-        Ok(Response::Done)
     }
 
-    pub(super) fn fetch_group_acks(&mut self, now: u64, user: &str, msg_id: MsgId, page_size: u32, start: Option<u64>) -> Res<Response> {
+    /// One page of the group acks of `kind` of `msg_id`, newest first, from ack id `start`.
+    pub(super) fn fetch_group_acks(
+        &mut self,
+        now: u64,
+        user: &str,
+        kind: GroupAckKind,
+        msg_id: MsgId,
+        page_size: u32,
+        start: Option<u64>,
+    ) -> Res<Response> {
         rules::check_page_size(page_size)?;
         self.load_message(msg_id)?;
-        let rec = self.message(now, msg_id, ErrorCode::MessageInvalid)?;
-        if rec.msg.chat_type != ChatType::GroupChat {
-            return Err(ChatError::wrong_type("group read acks are for group messages only"));
-        }
-        let is_member = self.state.groups.get(&rec.msg.to).is_some_and(|g| g.members.contains_key(user));
-        rules::check_may_see_group_acks(&self.ack_policy, MessageFacts::from(&*rec.msg), user, is_member)?;
+        let rec = self.visible_group_message(now, user, kind, msg_id)?;
         // Newest first from `start`: one more than the page, whose id is the next cursor. With
         // the cache, the stored acks and those made since the record was read (pinned ones
         // among them), merged.
         let (start, want) = (start.unwrap_or(u64::MAX), page_size as usize + 1);
-        let mut acks: Vec<GroupReadAck> = rec.acks.range(..=start).rev().take(want).map(|(_, a)| a.clone()).collect();
+        let mut acks: Vec<GroupReadAck> = rec.acks_of(kind).acks.range(..=start).rev().take(want).map(|(_, a)| a.clone()).collect();
         if let Some(reader) = &self.cache.reader {
-            acks.extend(reader.acks_desc(msg_id, start, want).map_err(super::read_failed)?);
+            acks.extend(reader.acks_desc_of(kind, msg_id, start, want).map_err(super::read_failed)?);
             acks.sort_unstable_by_key(|a| std::cmp::Reverse(a.ack_id));
             acks.dedup_by_key(|a| a.ack_id);
             acks.truncate(want);
@@ -109,4 +146,9 @@ impl ServerCore {
         self.result_bytes += bytes;
         Ok(Response::GroupAcks { msg_id, page: CursorResult { data, cursor } })
     }
+}
+
+/// A message that is not a group message has no group acks of either kind (500).
+pub(super) fn not_a_group_message(kind: GroupAckKind) -> ChatError {
+    ChatError::wrong_type(format!("group {} acks are for group messages only", kind.word()))
 }

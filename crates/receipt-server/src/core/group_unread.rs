@@ -7,22 +7,22 @@ use std::ops::Bound;
 use receipt_core::protocol::{BatchItem, Response};
 use receipt_core::rules::{self, MessageFacts};
 use receipt_core::types::validate_id;
-use receipt_core::{ChatError, ChatType, CursorResult, ErrorCode, MsgId, UserId};
+use receipt_core::{ChatType, CursorResult, ErrorCode, GroupAckKind, MsgId, UserId};
 
 use crate::state::MessageRecord;
 
 use super::{err, Res, ServerCore};
 
 impl ServerCore {
-    /// Whether `user` acked group message `rec` (a point lookup: no ext is read). With the
-    /// hot-state cache the record holds only the acks made since it was read; the rest are
-    /// asked of the store, as `group_ack` does.
-    fn acked(&self, rec: &MessageRecord, user: &str) -> Res<bool> {
-        if rec.ackers.contains(user) {
+    /// Whether `user` sent a group ack of `kind` of message `rec` (a point lookup: no ext is
+    /// read). With the hot-state cache the record holds only the acks made since it was read;
+    /// the rest are asked of the store.
+    pub(super) fn acked(&self, kind: GroupAckKind, rec: &MessageRecord, user: &str) -> Res<bool> {
+        if rec.acks_of(kind).ackers.contains(user) {
             return Ok(true);
         }
         match &self.cache.reader {
-            Some(reader) => reader.acked_by(rec.msg.id, user).map_err(super::read_failed),
+            Some(reader) => reader.acked_by_of(kind, rec.msg.id, user).map_err(super::read_failed),
             None => Ok(false),
         }
     }
@@ -42,20 +42,20 @@ impl ServerCore {
     fn read_count(&self, rec: &MessageRecord) -> Res<u32> {
         let mut count = 0;
         for u in self.readers_at_send(rec, Bound::Unbounded) {
-            count += u32::from(self.acked(rec, u)?);
+            count += u32::from(self.acked(GroupAckKind::Read, rec, u)?);
         }
         Ok(count)
     }
 
-    /// A group message `user` may see the acks of (the visibility policy of the ack list). The
-    /// caller made it resident (`load_message`).
-    fn visible_group_message(&self, now: u64, user: &str, msg_id: MsgId) -> Res<&MessageRecord> {
+    /// A group message `user` may see the acks of `kind` of (the visibility policy of the ack
+    /// list). The caller made it resident (`load_message`).
+    pub(super) fn visible_group_message(&self, now: u64, user: &str, kind: GroupAckKind, msg_id: MsgId) -> Res<&MessageRecord> {
         let rec = self.message(now, msg_id, ErrorCode::MessageInvalid)?;
         if rec.msg.chat_type != ChatType::GroupChat {
-            return Err(ChatError::wrong_type("group read acks are for group messages only"));
+            return Err(super::group_receipts::not_a_group_message(kind));
         }
         let is_member = self.state.groups.get(&rec.msg.to).is_some_and(|g| g.members.contains_key(user));
-        rules::check_may_see_group_acks(&self.ack_policy, MessageFacts::from(&*rec.msg), user, is_member)?;
+        rules::check_may_see_group_acks(kind, self.policy_of(kind), MessageFacts::from(&*rec.msg), user, is_member)?;
         Ok(rec)
     }
 
@@ -72,9 +72,9 @@ impl ServerCore {
             validate_id("cursor", c)?;
         }
         self.load_message(msg_id)?;
-        let rec = self.visible_group_message(now, user, msg_id)?;
+        let rec = self.visible_group_message(now, user, GroupAckKind::Read, msg_id)?;
         // Without the ask nobody can ack: every member would be listed as unread forever.
-        rules::check_group_ack_asked(MessageFacts::from(&*rec.msg))?;
+        rules::check_group_ack_asked(GroupAckKind::Read, MessageFacts::from(&*rec.msg))?;
         if !self.state.groups.contains_key(&rec.msg.to) {
             return Err(err(ErrorCode::GroupInvalidId, format!("unknown group {}", rec.msg.to)));
         }
@@ -90,7 +90,7 @@ impl ServerCore {
         let mut bytes = 0;
         let mut more = false;
         for u in self.readers_at_send(rec, after) {
-            if self.acked(rec, u)? {
+            if self.acked(GroupAckKind::Read, rec, u)? {
                 continue;
             }
             let size = crate::size::member_bytes(u);
@@ -115,7 +115,7 @@ impl ServerCore {
             .map(|msg_id| {
                 match self
                     .load_message(msg_id)
-                    .and_then(|()| self.visible_group_message(now, user, msg_id))
+                    .and_then(|()| self.visible_group_message(now, user, GroupAckKind::Read, msg_id))
                     .and_then(|rec| self.read_count(rec))
                 {
                     Ok(count) => BatchItem { msg_id, count, err: None },

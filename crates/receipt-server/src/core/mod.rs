@@ -16,7 +16,9 @@ use std::sync::Arc;
 
 use receipt_core::protocol::{ClientFrame, Response, SeqEvent, ServerEvent, ServerFrame};
 use receipt_core::rules;
-use receipt_core::{ChatError, ChatType, ConversationKey, DeviceId, ErrorCode, GroupReadAck, GroupRole, MsgId, UserId, WireMessage};
+use receipt_core::{
+    ChatError, ChatType, ConversationKey, DeviceId, ErrorCode, GroupAckKind, GroupReadAck, GroupRole, MsgId, UserId, WireMessage,
+};
 
 use crate::config::{GroupAckPolicy, RateLimit, ServerConfig};
 use crate::state::{ConvState, Counters, DeviceCursor, Group, HashMap, LogEvent, MessageRecord, State};
@@ -28,6 +30,7 @@ mod cache;
 #[cfg(test)]
 mod cursor_tests;
 mod cursors;
+mod group_delivery;
 mod group_receipts;
 mod group_unread;
 mod groups;
@@ -59,6 +62,8 @@ pub enum StoreOp {
     /// Drop a message past retention, with its flags and group acks.
     DeleteMessage(MsgId),
     PutGroupAck(GroupReadAck),
+    /// A member's group delivery ack (`group_delivery_acks`, `group_delivery_ackers`).
+    PutGroupDeliveryAck(GroupReadAck),
     AppendEvent {
         user: UserId,
         event: LogEvent,
@@ -139,6 +144,8 @@ pub struct CoreConfig {
     pub retention_ms: u64,
     pub max_group_size: usize,
     pub group_ack: GroupAckPolicy,
+    /// The group delivery-ack policy (`[group_delivery_ack]`).
+    pub group_delivery_ack: GroupAckPolicy,
     /// Most distinct devices of one user online at once (further logins: `LoginFailed` 214).
     pub max_devices_per_user: usize,
     /// Most groups one user is in (beyond: 4).
@@ -163,6 +170,7 @@ impl From<&ServerConfig> for CoreConfig {
             retention_ms: c.retention_ms(),
             max_group_size: c.max_group_size,
             group_ack: c.group_ack.clone(),
+            group_delivery_ack: c.group_delivery_ack.clone(),
             max_devices_per_user: c.max_devices_per_user,
             max_groups_per_user: c.max_groups_per_user,
             send_rate: c.send_rate,
@@ -188,6 +196,8 @@ pub struct ServerCore {
     cfg: CoreConfig,
     /// `cfg.group_ack` as the receipt rules take it.
     ack_policy: rules::GroupAckPolicy,
+    /// `cfg.group_delivery_ack` as the receipt rules take it.
+    delivery_policy: rules::GroupAckPolicy,
     state: State,
     /// Per-user limits: rate buckets, groups per user, messages kept for users never seen.
     limits: limits::Limits,
@@ -278,6 +288,7 @@ impl ServerCore {
             last_sent: HashMap::default(),
             trim_queue,
             ack_policy: cfg.group_ack.rules(),
+            delivery_policy: cfg.group_delivery_ack.rules(),
             limits: limits::Limits::new(&state),
             result_bytes: 0,
             cfg,
@@ -723,7 +734,10 @@ impl ServerCore {
             }
             ClientFrame::GroupAck { msg_id, ext, .. } => self.group_ack(now, user, msg_id, ext),
             ClientFrame::FetchGroupAcks { msg_id, page_size, start_ack_id, .. } => {
-                self.fetch_group_acks(now, user, msg_id, page_size, start_ack_id)
+                self.fetch_group_acks(now, user, GroupAckKind::Read, msg_id, page_size, start_ack_id)
+            }
+            ClientFrame::FetchGroupDeliveryAcks { msg_id, page_size, start_ack_id, .. } => {
+                self.fetch_group_acks(now, user, GroupAckKind::Delivery, msg_id, page_size, start_ack_id)
             }
             ClientFrame::FetchGroupUnread { msg_id, page_size, cursor, .. } => {
                 self.fetch_group_unread(now, user, msg_id, page_size, cursor)

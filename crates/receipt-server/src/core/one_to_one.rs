@@ -6,7 +6,7 @@ use std::sync::Arc;
 use receipt_core::protocol::{Response, ServerEvent};
 use receipt_core::rules::{self, MessageFacts};
 use receipt_core::types::validate_id;
-use receipt_core::{ChatError, ChatType, ConversationKey, ErrorCode, MsgId, UserId, WireMessage};
+use receipt_core::{ChatError, ChatType, ConversationKey, ErrorCode, GroupAckKind, MsgId, UserId, WireMessage};
 
 use crate::state::{HashMap, MessageRecord};
 
@@ -29,7 +29,13 @@ impl ServerCore {
         let known = if std::mem::take(&mut self.send_is_new) { None } else { self.load_client_id(user, &client_id)? };
         if let Some(id) = known {
             if let Some(rec) = self.state.messages.get(&id) {
-                return Ok(Response::Sent { client_id, msg_id: id, timestamp: rec.msg.timestamp, need_group_ack: rec.msg.need_group_ack });
+                return Ok(Response::Sent {
+                    client_id,
+                    msg_id: id,
+                    timestamp: rec.msg.timestamp,
+                    need_group_ack: rec.msg.need_group_ack,
+                    require_delivery_ack: rec.msg.require_delivery_ack,
+                });
             }
         }
         validate_id("to", &to)?;
@@ -57,9 +63,13 @@ impl ServerCore {
                 let role = self.role_in(g, user)?;
                 // Rooms take no group read acks: a room message's request is dropped.
                 let wants = chat_type == ChatType::GroupChat && need_group_ack;
-                let group_ack = rules::group_ack_on_send(&self.ack_policy, wants, role, g.members.len())?;
+                let group_ack = rules::group_ack_on_send(GroupAckKind::Read, &self.ack_policy, wants, role, g.members.len())?;
+                // A group message's delivery request is a group delivery-ack request, under its
+                // own policy; rooms take none either.
+                let wants = chat_type == ChatType::GroupChat && require_delivery_ack;
+                let delivery_ack = rules::group_ack_on_send(GroupAckKind::Delivery, &self.delivery_policy, wants, role, g.members.len())?;
                 let r = g.members.keys().filter(|m| m.as_str() != user).cloned().collect();
-                (r, false, group_ack)
+                (r, delivery_ack, group_ack)
             }
         };
         // The conversations this message changes, read before anything changes.
@@ -118,12 +128,15 @@ impl ServerCore {
         self.conv_mut(user, &key).newest = id;
         self.put_conv(user, &key);
         self.echo(user, ev);
-        Ok(Response::Sent { client_id, msg_id: id, timestamp, need_group_ack: group_ack })
+        Ok(Response::Sent { client_id, msg_id: id, timestamp, need_group_ack: group_ack, require_delivery_ack: delivery_ack })
     }
 
     pub(super) fn delivery_ack(&mut self, now: u64, user: &str, msg_id: MsgId) -> Res<Response> {
         self.load_message(msg_id)?;
         let rec = self.message(now, msg_id, ErrorCode::MessageInvalid)?;
+        if rec.msg.chat_type == ChatType::GroupChat {
+            return self.group_delivery_ack(now, user, msg_id);
+        }
         rules::check_one_to_one_ack(MessageFacts::from(&*rec.msg), user, "delivery")?;
         if rec.delivered {
             return Ok(Response::Done);

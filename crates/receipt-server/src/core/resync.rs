@@ -12,7 +12,7 @@
 use std::collections::BTreeSet;
 
 use receipt_core::protocol::{RetainedMessage, ServerFrame};
-use receipt_core::{ChatType, ConversationKey, MsgId, WireMessage};
+use receipt_core::{ChatType, ConversationKey, GroupAckKind, MsgId, WireMessage};
 
 use super::replay::BACKLOG_BYTES;
 use super::{read_failed, Res, ServerCore, SessionId};
@@ -159,14 +159,12 @@ impl ServerCore {
             return Ok(None);
         }
         let (msg, delivered, read_acked, ack_count) = (rec.msg.clone(), rec.delivered, rec.read_acked, rec.ack_count);
+        let delivered_count = rec.delivery.count;
         let mine = msg.from == user;
-        let mut group_ack_sent = !mine && rec.ackers.contains(user);
-        if !mine && !group_ack_sent && msg.chat_type != ChatType::Chat {
-            // With the cache the record holds only the acks made since it was read.
-            if let Some(reader) = &self.cache.reader {
-                group_ack_sent = reader.acked_by(id, user).map_err(read_failed)?;
-            }
-        }
+        let group = msg.chat_type == ChatType::GroupChat;
+        let group_ack_sent = !mine && group && self.acked(GroupAckKind::Read, rec, user)?;
+        // Group, received: this user's delivery ack went out (from any device).
+        let delivery_sent = !mine && group && msg.require_delivery_ack && self.acked(GroupAckKind::Delivery, rec, user)?;
         self.load_conv(user, key)?;
         let read = !mine && self.conv(user, key).is_some_and(|c| c.read.covers(msg.id));
         let (delivered, read_acked) = if msg.chat_type == ChatType::Chat {
@@ -176,9 +174,10 @@ impl ServerCore {
             let receipt_up_to = self.conv(&msg.to, &receipt_key).map_or(0, |c| c.receipt_up_to);
             (delivered, read_acked || receipt_up_to >= msg.id)
         } else {
-            (false, false)
+            (delivery_sent, false)
         };
         let sees_acks = mine || receipt_core::rules::members_see_group_acks(&self.ack_policy);
+        let sees_deliveries = mine || receipt_core::rules::members_see_group_acks(&self.delivery_policy);
         Ok(Some(RetainedMessage {
             msg,
             delivered,
@@ -186,6 +185,7 @@ impl ServerCore {
             read,
             group_ack_sent,
             group_ack_count: if sees_acks { ack_count } else { 0 },
+            group_delivered_count: if sees_deliveries { delivered_count } else { 0 },
         }))
     }
 }

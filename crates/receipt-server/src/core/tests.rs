@@ -300,6 +300,62 @@ fn read_watermark_and_individual_reads() {
 }
 
 #[test]
+fn group_delivery_acks_are_kept_and_paged_apart_from_read_acks_with_everything_resident() {
+    // The in-memory store's path: no reader, every ack resident in its record.
+    let mut c = core_with(|cfg| {
+        cfg.group_ack.enabled = true;
+        cfg.group_delivery_ack.enabled = true;
+    });
+    login(&mut c, 1, "owner", 0);
+    let members: Vec<String> = (0..5).map(|i| format!("u{i}")).collect();
+    let effects = c.handle(T0, 1, ClientFrame::CreateGroup { req: 1, name: "g".into(), members: members.clone(), chat_room: false });
+    let Ok(Response::GroupCreated { group }) = result(&effects, 1) else { panic!() };
+    let effects = c.handle(
+        T0,
+        1,
+        ClientFrame::Send {
+            req: 2,
+            client_id: "d".into(),
+            to: group,
+            chat_type: ChatType::GroupChat,
+            content: "hi".into(),
+            require_delivery_ack: true,
+            need_group_ack: true,
+        },
+    );
+    let Ok(Response::Sent { msg_id: id, need_group_ack: true, require_delivery_ack: true, .. }) = result(&effects, 1) else {
+        panic!("{effects:?}")
+    };
+    for m in &members {
+        let (r, effects) = c.apply_as(T0 + 1, m, ClientFrame::DeliveryAck { req: 1, msg_id: id });
+        r.unwrap();
+        assert!(effects.ops.iter().any(|o| matches!(o, StoreOp::PutGroupDeliveryAck(_))));
+        assert!(!effects.ops.iter().any(|o| matches!(o, StoreOp::PutGroupAck(_) | StoreOp::AddRead { .. })), "no read state");
+    }
+    let (r, effects) = c.apply_as(T0 + 1, "u0", ClientFrame::DeliveryAck { req: 1, msg_id: id });
+    assert!(r.is_ok() && effects.ops.is_empty(), "one delivery ack per member");
+    c.apply_as(T0 + 1, "u0", ClientFrame::GroupAck { req: 1, msg_id: id, ext: None }).0.unwrap();
+    let rec = &c.state.messages[&id];
+    assert_eq!((rec.delivery.count, rec.ack_count), (5, 1));
+    let page = |c: &mut ServerCore, start| {
+        let effects = c.handle(T0, 1, ClientFrame::FetchGroupDeliveryAcks { req: 9, msg_id: id, page_size: 2, start_ack_id: start });
+        let Ok(Response::GroupAcks { page, .. }) = result(&effects, 1) else { panic!() };
+        page
+    };
+    let mut counts = Vec::new();
+    let mut start = None;
+    for _ in 0..5 {
+        let p = page(&mut c, start);
+        counts.extend(p.data.iter().map(|a| a.count));
+        if p.cursor.is_empty() {
+            break;
+        }
+        start = Some(p.cursor.parse().unwrap());
+    }
+    assert_eq!(counts, vec![5, 4, 3, 2, 1], "newest first, the read ack not among them");
+}
+
+#[test]
 fn group_ack_pages_are_range_scans_newest_first() {
     let mut c = core_with(|cfg| cfg.group_ack.enabled = true);
     login(&mut c, 1, "owner", 0);

@@ -15,7 +15,7 @@ pub use self::redb::{RedbServerStore, DB_FILE, DEFAULT_STORE_CACHE_BYTES, STORE_
 
 use std::sync::Arc;
 
-use receipt_core::{ConversationKey, GroupReadAck, MsgId, WireMessage};
+use receipt_core::{ConversationKey, GroupAckKind, GroupReadAck, MsgId, WireMessage};
 
 use crate::core::StoreOp;
 use crate::state::{ConvId, ConvState, MessageRecord, State};
@@ -48,11 +48,11 @@ fn store_err(e: impl std::fmt::Display) -> StoreError {
 ///   conversations, counters and groups are whole-record upserts; `AppendEvent` adds
 ///   `(user, seq)` (seqs of a user only grow); `AddRead` / `TrimReads` add one read row and
 ///   drop the rows up to a watermark; `DeleteMessage` drops a message with its flags and group
-///   acks (and the message's `conv_messages` index entry, which `PutMessage` writes);
+///   acks of both kinds (and the message's `conv_messages` index entry, which `PutMessage` writes);
 ///   `TrimLog` drops a user's events up to a seq (and remembers that seq: the log's base);
 ///   `PutCursor` / `DeleteCursor` upsert or drop a device's cursor.
 /// - **Load.** `load` returns exactly what the committed operations describe: every message
-///   with its flags and group acks, every user's log in seq order, conversations with their
+///   with its flags and group acks of both kinds (`PutGroupAck`, `PutGroupDeliveryAck`), every user's log in seq order, conversations with their
 ///   read rows (`ConvState::read.singles`, only ids above `read.up_to`), groups (with their
 ///   members' join marks), each log's base (`State::log_base` and `State::trimmed`), the device
 ///   cursors (`State::cursors`) and the counters;
@@ -94,17 +94,27 @@ pub trait StoreRead: Send {
     /// The core applied a batch (or learnt of a commit): a backend that keeps a read snapshot
     /// for a batch's reads lets it go, so the next read sees the last commit.
     fn release(&self) {}
-    /// A message with its 1:1 flags and its number of group acks (`ack_count`); its `acks` and
-    /// `ackers` are empty (read with [`acks_desc`](Self::acks_desc) / [`acked_by`](Self::acked_by)).
+    /// A message with its 1:1 flags and its number of group acks of each kind (`ack_count`,
+    /// `delivery.count`); its acks and ackers are empty (read with
+    /// [`acks_desc_of`](Self::acks_desc_of) / [`acked_by_of`](Self::acked_by_of)).
     fn message(&self, id: MsgId) -> Result<Option<MessageRecord>, StoreError>;
     /// The message `user` sent with `client_id` (idempotent sends), if still stored.
     fn client_id(&self, user: &str, client_id: &str) -> Result<Option<MsgId>, StoreError>;
     /// Whether `user` sent a message that is still stored.
     fn has_sent(&self, user: &str) -> Result<bool, StoreError>;
-    /// Whether `user` acked group message `id`.
-    fn acked_by(&self, id: MsgId, user: &str) -> Result<bool, StoreError>;
-    /// The acks of message `id` with ack id at most `start`, newest first, at most `limit`.
-    fn acks_desc(&self, id: MsgId, start: u64, limit: usize) -> Result<Vec<GroupReadAck>, StoreError>;
+    /// Whether `user` sent a group ack of `kind` of message `id`.
+    fn acked_by_of(&self, kind: GroupAckKind, id: MsgId, user: &str) -> Result<bool, StoreError>;
+    /// The group acks of `kind` of message `id` with ack id at most `start`, newest first, at
+    /// most `limit`.
+    fn acks_desc_of(&self, kind: GroupAckKind, id: MsgId, start: u64, limit: usize) -> Result<Vec<GroupReadAck>, StoreError>;
+    /// Whether `user` read-acked group message `id`.
+    fn acked_by(&self, id: MsgId, user: &str) -> Result<bool, StoreError> {
+        self.acked_by_of(GroupAckKind::Read, id, user)
+    }
+    /// The read acks of message `id` with ack id at most `start`, newest first, at most `limit`.
+    fn acks_desc(&self, id: MsgId, start: u64, limit: usize) -> Result<Vec<GroupReadAck>, StoreError> {
+        self.acks_desc_of(GroupAckKind::Read, id, start, limit)
+    }
     /// Stored messages from id `first` on, oldest first, at most `limit` (retention).
     fn messages_from(&self, first: MsgId, limit: usize) -> Result<Vec<Arc<WireMessage>>, StoreError>;
     /// One conversation of `user`, with its read singles.

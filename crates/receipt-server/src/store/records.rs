@@ -122,6 +122,12 @@ enum Ev<S, M, A> {
     /// A `Message` event since format 2: the message id only; the message itself is stored once,
     /// in `MESSAGES` (resolved at load; dropped with the message at retention).
     MessageRef(MsgId),
+    /// Since format 4.
+    GroupDelivered {
+        group: S,
+        sender: S,
+        ack: A,
+    },
 }
 
 type EvRef<'a> = Ev<&'a str, &'a WireMessage, &'a GroupReadAck>;
@@ -138,6 +144,7 @@ fn ev_ref(e: &ServerEvent) -> EvRef<'_> {
             Ev::ConversationRead { chat_type: *chat_type, from, to, up_to: *up_to, timestamp: *timestamp, device }
         }
         E::GroupRead { group, sender, ack } => Ev::GroupRead { group, sender, ack },
+        E::GroupDelivered { group, sender, ack } => Ev::GroupDelivered { group, sender, ack },
         E::ReadState { chat_type, conversation, msg_id, up_to } => {
             Ev::ReadState { chat_type: *chat_type, conversation, msg_id: *msg_id, up_to: *up_to }
         }
@@ -158,6 +165,7 @@ fn ev_owned(e: EvOwned, resolve: &mut dyn FnMut(MsgId) -> Option<Arc<WireMessage
             E::ConversationRead { chat_type, from, to, up_to, timestamp, device }
         }
         Ev::GroupRead { group, sender, ack } => E::GroupRead { group, sender, ack },
+        Ev::GroupDelivered { group, sender, ack } => E::GroupDelivered { group, sender, ack },
         Ev::ReadState { chat_type, conversation, msg_id, up_to } => E::ReadState { chat_type, conversation, msg_id, up_to },
         Ev::Membership { group, role, chat_room } => E::Membership { group, role, chat_room },
     })
@@ -236,6 +244,7 @@ fn share_key(e: &ServerEvent) -> Option<(u8, u64, u64)> {
         E::Read { msg_id, timestamp, .. } => (2, *msg_id, *timestamp),
         E::ConversationRead { up_to, timestamp, .. } => (3, *up_to, *timestamp),
         E::GroupRead { ack, .. } => (4, ack.msg_id, ack.ack_id),
+        E::GroupDelivered { ack, .. } => (5, ack.msg_id, ack.ack_id),
         E::ReadState { .. } | E::Membership { .. } => return None,
     })
 }

@@ -5,7 +5,7 @@ use std::sync::{Arc, RwLock};
 
 use ::redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
 use receipt_core::protocol::SeqEvent;
-use receipt_core::{ChatType, ConversationKey, GroupReadAck, MsgId, WireMessage};
+use receipt_core::{ChatType, ConversationKey, GroupAckKind, GroupReadAck, MsgId, WireMessage};
 
 use super::records::{
     chat_type_code, conv_record, decode, decode_conv, decode_events, encode_events, encode_record, finish_logs, last_seq, resolver,
@@ -24,6 +24,21 @@ const ACKS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("group_ack
 /// (msg id, acker) -> (): who acked a group message, by key (the "already acked" check of a
 /// message not in the core's cache). Dropped with the message.
 const ACKERS: TableDefinition<(u64, &str), ()> = TableDefinition::new("group_ackers");
+/// The group delivery acks and who sent them, keyed like `group_acks` / `group_ackers` (format 4).
+const DELIVERY_ACKS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("group_delivery_acks");
+const DELIVERY_ACKERS: TableDefinition<(u64, &str), ()> = TableDefinition::new("group_delivery_ackers");
+
+/// The tables of the group acks of `kind`: (acks, ackers).
+#[allow(clippy::type_complexity)]
+fn ack_tables(
+    kind: GroupAckKind,
+) -> (TableDefinition<'static, (u64, u64), &'static [u8]>, TableDefinition<'static, (u64, &'static str), ()>) {
+    match kind {
+        GroupAckKind::Read => (ACKS, ACKERS),
+        GroupAckKind::Delivery => (DELIVERY_ACKS, DELIVERY_ACKERS),
+    }
+}
+
 /// (sender, client id) -> msg id: idempotent sends of a message not in the core's cache.
 /// Dropped with the message.
 const CLIENT_IDS: TableDefinition<(&str, &str), u64> = TableDefinition::new("client_ids");
@@ -64,7 +79,10 @@ pub const DB_FILE: &str = "receipts.redb";
 /// commit (the hot-state cache reads them on a miss, a resync walks `conv_messages`; derived
 /// once at open from a format 1 or 2 store, O(messages)), and `device_cursors`: an older server
 /// writing to the store would leave them stale.
-pub const STORE_FORMAT: u32 = 3;
+/// 4: group delivery acks (`group_delivery_acks`, `group_delivery_ackers`) and their
+/// `GroupDelivered` log events, which an older server cannot decode. A format 3 store has none:
+/// it opens as it is (the two tables are created empty) and is stamped 4.
+pub const STORE_FORMAT: u32 = 4;
 const FORMAT_KEY: &str = "format";
 
 /// The default store: one redb file in a data directory. Every commit is fsynced.
@@ -114,6 +132,8 @@ impl RedbServerStore {
             txn.open_table(FLAGS).map_err(store_err)?;
             let acks = txn.open_table(ACKS).map_err(store_err)?;
             let mut ackers = txn.open_table(ACKERS).map_err(store_err)?;
+            txn.open_table(DELIVERY_ACKS).map_err(store_err)?;
+            txn.open_table(DELIVERY_ACKERS).map_err(store_err)?;
             let mut client_ids = txn.open_table(CLIENT_IDS).map_err(store_err)?;
             txn.open_table(EVENTS).map_err(store_err)?;
             let convs = txn.open_table(CONVS).map_err(store_err)?;
@@ -330,11 +350,13 @@ impl RedbServerStore {
                 rec.read_acked = v.value() & 2 != 0;
             }
         }
-        for item in txn.open_table(ACKS).map_err(store_err)?.iter().map_err(store_err)? {
-            let (k, v) = item.map_err(store_err)?;
-            let ack: GroupReadAck = decode("group ack", v.value())?;
-            if let Some(rec) = state.messages.get_mut(&k.value().0) {
-                rec.add_ack(ack);
+        for kind in [GroupAckKind::Read, GroupAckKind::Delivery] {
+            for item in txn.open_table(ack_tables(kind).0).map_err(store_err)?.iter().map_err(store_err)? {
+                let (k, v) = item.map_err(store_err)?;
+                let ack: GroupReadAck = decode("group ack", v.value())?;
+                if let Some(rec) = state.messages.get_mut(&k.value().0) {
+                    rec.add_ack_of(kind, ack);
+                }
             }
         }
         let messages = std::mem::take(&mut state.messages);
@@ -393,6 +415,8 @@ impl RedbServerStore {
             let mut flags = txn.open_table(FLAGS).map_err(store_err)?;
             let mut acks = txn.open_table(ACKS).map_err(store_err)?;
             let mut ackers = txn.open_table(ACKERS).map_err(store_err)?;
+            let mut delivery_acks = txn.open_table(DELIVERY_ACKS).map_err(store_err)?;
+            let mut delivery_ackers = txn.open_table(DELIVERY_ACKERS).map_err(store_err)?;
             let mut client_ids = txn.open_table(CLIENT_IDS).map_err(store_err)?;
             let mut events = txn.open_table(EVENTS).map_err(store_err)?;
             let mut convs = txn.open_table(CONVS).map_err(store_err)?;
@@ -441,10 +465,16 @@ impl RedbServerStore {
                         ackers.retain_in((*id, "")..(*id + 1, ""), |_, _| false).map_err(store_err)?;
                         flags.remove(*id).map_err(store_err)?;
                         acks.retain_in((*id, 0)..=(*id, u64::MAX), |_, _| false).map_err(store_err)?;
+                        delivery_ackers.retain_in((*id, "")..(*id + 1, ""), |_, _| false).map_err(store_err)?;
+                        delivery_acks.retain_in((*id, 0)..=(*id, u64::MAX), |_, _| false).map_err(store_err)?;
                     }
                     StoreOp::PutGroupAck(a) => {
                         acks.insert((a.msg_id, a.ack_id), encode_record(a, &mut buf)).map_err(store_err)?;
                         ackers.insert((a.msg_id, a.from.as_str()), ()).map_err(store_err)?;
+                    }
+                    StoreOp::PutGroupDeliveryAck(a) => {
+                        delivery_acks.insert((a.msg_id, a.ack_id), encode_record(a, &mut buf)).map_err(store_err)?;
+                        delivery_ackers.insert((a.msg_id, a.from.as_str()), ()).map_err(store_err)?;
                     }
                     StoreOp::AppendEvent { .. } => {} // written above, one row per user
                     StoreOp::PutConversation { user, key, state } => {
@@ -540,9 +570,17 @@ impl StoreRead for RedbReader {
         }
         if rec.msg.chat_type == ChatType::GroupChat {
             // An ack's count is the number of acks when it was made: the last one's is the total.
-            if let Some(last) = txn.open_table(ACKS).map_err(store_err)?.range((id, 0)..=(id, u64::MAX)).map_err(store_err)?.next_back() {
-                let (_, v) = last.map_err(store_err)?;
-                rec.ack_count = decode::<GroupReadAck>("group ack", v.value())?.count;
+            let last_count = |kind| -> Result<u32, StoreError> {
+                let table = txn.open_table(ack_tables(kind).0).map_err(store_err)?;
+                let last = table.range((id, 0)..=(id, u64::MAX)).map_err(store_err)?.next_back();
+                match last {
+                    Some(row) => Ok(decode::<GroupReadAck>("group ack", row.map_err(store_err)?.1.value())?.count),
+                    None => Ok(0),
+                }
+            };
+            rec.ack_count = last_count(GroupAckKind::Read)?;
+            if rec.msg.require_delivery_ack {
+                rec.delivery.count = last_count(GroupAckKind::Delivery)?;
             }
         }
         Ok(Some(rec))
@@ -568,14 +606,14 @@ impl StoreRead for RedbReader {
         })
     }
 
-    fn acked_by(&self, id: MsgId, user: &str) -> Result<bool, StoreError> {
+    fn acked_by_of(&self, kind: GroupAckKind, id: MsgId, user: &str) -> Result<bool, StoreError> {
         let txn = self.txn()?;
-        Ok(txn.open_table(ACKERS).map_err(store_err)?.get((id, user)).map_err(store_err)?.is_some())
+        Ok(txn.open_table(ack_tables(kind).1).map_err(store_err)?.get((id, user)).map_err(store_err)?.is_some())
     }
 
-    fn acks_desc(&self, id: MsgId, start: u64, limit: usize) -> Result<Vec<GroupReadAck>, StoreError> {
+    fn acks_desc_of(&self, kind: GroupAckKind, id: MsgId, start: u64, limit: usize) -> Result<Vec<GroupReadAck>, StoreError> {
         let txn = self.txn()?;
-        let table = txn.open_table(ACKS).map_err(store_err)?;
+        let table = txn.open_table(ack_tables(kind).0).map_err(store_err)?;
         let mut out = Vec::new();
         for item in table.range((id, 0)..=(id, start)).map_err(store_err)?.rev().take(limit) {
             let (_, v) = item.map_err(store_err)?;
@@ -999,6 +1037,66 @@ mod index_tests {
 #[cfg(test)]
 mod half_indexed_tests {
     use super::*;
+
+    #[test]
+    fn a_format_3_store_opens_as_format_4_and_takes_group_delivery_acks() {
+        let dir = tempfile::tempdir().unwrap();
+        let msg = WireMessage {
+            id: 5,
+            client_id: "c5".into(),
+            from: "alice".into(),
+            to: "g".into(),
+            chat_type: ChatType::GroupChat,
+            content: "x".into(),
+            timestamp: 5,
+            require_delivery_ack: true,
+            need_group_ack: true,
+        };
+        let read = GroupReadAck { ack_id: 1, msg_id: 5, from: "bob".into(), content: Some("e".into()), count: 1, timestamp: 6 };
+        {
+            let mut s = RedbServerStore::open(dir.path()).unwrap();
+            s.commit(&[&[StoreOp::PutMessage(msg.into()), StoreOp::PutGroupAck(read.clone())]]).unwrap();
+            // As a format 3 server left it: no delivery tables at all.
+            let db = s.db.read().unwrap();
+            let w = db.begin_write().unwrap();
+            assert!(w.delete_table(DELIVERY_ACKS).unwrap() && w.delete_table(DELIVERY_ACKERS).unwrap());
+            w.open_table(META).unwrap().insert(FORMAT_KEY, 3u32.to_le_bytes().as_slice()).unwrap();
+            w.commit().unwrap();
+        }
+        let mut s = RedbServerStore::open(dir.path()).unwrap();
+        assert_eq!(stored_format_of(&s), Some(STORE_FORMAT));
+        {
+            let r = s.reader().unwrap();
+            let rec = r.message(5).unwrap().unwrap();
+            assert_eq!((rec.ack_count, rec.delivery.count), (1, 0), "its read acks kept, no delivery acks");
+            assert!(!r.acked_by_of(GroupAckKind::Delivery, 5, "bob").unwrap());
+        }
+        let delivered = GroupReadAck { ack_id: 2, msg_id: 5, from: "carol".into(), content: None, count: 1, timestamp: 7 };
+        s.commit(&[&[StoreOp::PutGroupDeliveryAck(delivered.clone())]]).unwrap();
+        let r = s.reader().unwrap();
+        let rec = r.message(5).unwrap().unwrap();
+        assert_eq!((rec.ack_count, rec.delivery.count), (1, 1));
+        assert!(r.acked_by_of(GroupAckKind::Delivery, 5, "carol").unwrap() && !r.acked_by(5, "carol").unwrap());
+        assert_eq!(r.acks_desc_of(GroupAckKind::Delivery, 5, u64::MAX, 10).unwrap(), vec![delivered.clone()]);
+        assert_eq!(r.acks_desc(5, u64::MAX, 10).unwrap(), vec![read]);
+        drop(r);
+        let all = s.load_all().unwrap();
+        assert_eq!(all.messages[&5].delivery.acks.values().cloned().collect::<Vec<_>>(), vec![delivered]);
+        // Retention drops them with the message.
+        s.commit(&[&[StoreOp::DeleteMessage(5)]]).unwrap();
+        let r = s.reader().unwrap();
+        assert!(r.acks_desc_of(GroupAckKind::Delivery, 5, u64::MAX, 10).unwrap().is_empty());
+        assert!(!r.acked_by_of(GroupAckKind::Delivery, 5, "carol").unwrap());
+    }
+
+    /// The format an open store is stamped with.
+    fn stored_format_of(s: &RedbServerStore) -> Option<u32> {
+        let db = s.db.read().unwrap();
+        let txn = db.begin_read().unwrap();
+        let meta = txn.open_table(META).unwrap();
+        let v = meta.get(FORMAT_KEY).unwrap();
+        v.map(|v| format_of(v.value()).unwrap())
+    }
 
     #[test]
     fn a_format_3_store_with_only_one_branchs_indexes_gets_the_others_at_open() {

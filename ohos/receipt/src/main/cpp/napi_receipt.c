@@ -295,7 +295,7 @@ static char **get_string_array(napi_env env, napi_value v, size_t *n, const char
   return out;
 }
 
-#define MAX_ARGS 4
+#define MAX_ARGS 5
 
 // Fetches this call's arguments and the env state (the function's data pointer).
 static env_state *call_info(napi_env env, napi_callback_info info, size_t *argc, napi_value *argv) {
@@ -410,6 +410,8 @@ static napi_value message_to_js(napi_env env, const rcpt_message *m) {
   set_bool(env, o, "unread", rcpt_message_is_unread(m));
   set_u32(env, o, "groupAckCount", rcpt_message_group_ack_count(m));
   set_bool(env, o, "groupAckSent", rcpt_message_group_ack_sent(m));
+  set_bool(env, o, "needGroupDeliveryAck", rcpt_message_need_group_delivery_ack(m));
+  set_u32(env, o, "groupDeliveredCount", rcpt_message_group_delivered_count(m));
   return o;
 }
 
@@ -680,8 +682,9 @@ static napi_value dispatch_native(env_state *s, const rcpt_event *ev, uint64_t s
       break;
     }
     case RCPT_EVENT_GROUP_MESSAGE_READ:
+    case RCPT_EVENT_GROUP_MESSAGE_DELIVERED:
       napi_create_object(env, &o);
-      set_str(env, o, "kind", "groupRead");
+      set_str(env, o, "kind", kind == RCPT_EVENT_GROUP_MESSAGE_READ ? "groupRead" : "groupDelivered");
       napi_set_named_property(env, o, "acks", event_acks(env, ev));
       break;
     case RCPT_EVENT_CONVERSATION_READ:
@@ -1091,20 +1094,26 @@ static napi_value js_current_user(napi_env env, napi_callback_info info) {
   return v;
 }
 
-// sendMessage(to, chatType, content, needGroupAck): Promise<NativeMessage>
+// sendMessage(to, chatType, content, needGroupAck, needGroupDeliveryAck?): Promise<NativeMessage>
 static napi_value js_send_message(napi_env env, napi_callback_info info) {
-  ARGS(4);
+  ARGS(5);
   if (s->client == NULL) {
     return not_initialized_reject(env);
   }
   const char *why = NULL;
   int64_t chat_type = 0;
   bool need_group_ack = false;
+  bool need_group_delivery_ack = false;
   if (!get_int(env, argv[1], 0, 2, &chat_type)) {
     return invalid_arg_reject(env, "chatType", "must be 0 (Chat), 1 (GroupChat) or 2 (ChatRoom)");
   }
   if (!get_bool(env, argv[3], &need_group_ack)) {
     return invalid_arg_reject(env, "needGroupAck", "must be a boolean");
+  }
+  napi_valuetype t4 = napi_undefined;
+  if (argv[4] != NULL && napi_typeof(env, argv[4], &t4) == napi_ok && t4 != napi_undefined &&
+      !get_bool(env, argv[4], &need_group_delivery_ack)) {
+    return invalid_arg_reject(env, "needGroupDeliveryAck", "must be a boolean");
   }
   char *to = get_string(env, argv[0], false, &why);
   if (to == NULL) {
@@ -1116,7 +1125,10 @@ static napi_value js_send_message(napi_env env, napi_callback_info info) {
     return invalid_arg_reject(env, "content", why);
   }
   uint64_t req = 0;
-  rcpt_result r = rcpt_client_send_text(s->client, to, (uint32_t)chat_type, content, need_group_ack, &req, NULL);
+  // Group delivery acks are asked for per group message; the C ABI has its own call for that.
+  rcpt_result r = chat_type == RCPT_CHAT_TYPE_GROUP_CHAT
+                      ? rcpt_client_send_group_message(s->client, to, content, need_group_ack, need_group_delivery_ack, &req, NULL)
+                      : rcpt_client_send_text(s->client, to, (uint32_t)chat_type, content, need_group_ack, &req, NULL);
   free(to);
   free(content);
   if (r != RCPT_OK) {
@@ -1191,8 +1203,10 @@ static napi_value js_ack_group_message_read(napi_env env, napi_callback_info inf
   return track_request(s, req, PENDING_VOID);
 }
 
-// fetchGroupReadAcks(msgId, pageSize, startAckId): Promise<NativeCursorResult>
-static napi_value js_fetch_group_read_acks(napi_env env, napi_callback_info info) {
+typedef rcpt_result (*ack_page_call)(rcpt_client *, const char *, uint32_t, const char *, uint64_t *);
+
+// The body of fetchGroupReadAcks and fetchGroupDeliveryAcks: one page of a group message's acks.
+static napi_value fetch_ack_page(napi_env env, napi_callback_info info, ack_page_call f) {
   ARGS(3);
   if (s->client == NULL) {
     return not_initialized_reject(env);
@@ -1216,7 +1230,7 @@ static napi_value js_fetch_group_read_acks(napi_env env, napi_callback_info info
     }
   }
   uint64_t req = 0;
-  rcpt_result r = rcpt_client_fetch_group_read_acks(s->client, id, (uint32_t)page_size, start, &req);
+  rcpt_result r = f(s->client, id, (uint32_t)page_size, start, &req);
   free(id);
   free(start);
   if (r != RCPT_OK) {
@@ -1235,6 +1249,16 @@ static napi_value js_fetch_group_read_acks(napi_env env, napi_callback_info info
     return p;
   }
   return track_request(s, req, PENDING_ACKS);
+}
+
+// fetchGroupReadAcks(msgId, pageSize, startAckId): Promise<NativeCursorResult>
+static napi_value js_fetch_group_read_acks(napi_env env, napi_callback_info info) {
+  return fetch_ack_page(env, info, rcpt_client_fetch_group_read_acks);
+}
+
+// fetchGroupDeliveryAcks(msgId, pageSize, startAckId): Promise<NativeCursorResult>
+static napi_value js_fetch_group_delivery_acks(napi_env env, napi_callback_info info) {
+  return fetch_ack_page(env, info, rcpt_client_fetch_group_delivery_acks);
 }
 
 // fetchGroupUnreadMembers(msgId, pageSize, cursor): Promise<NativeMemberPage>
@@ -1653,6 +1677,7 @@ static napi_value module_init(napi_env env, napi_value exports) {
       {"ackConversationRead", js_ack_conversation_read},
       {"ackGroupMessageRead", js_ack_group_message_read},
       {"fetchGroupReadAcks", js_fetch_group_read_acks},
+      {"fetchGroupDeliveryAcks", js_fetch_group_delivery_acks},
       {"fetchGroupUnreadMembers", js_fetch_group_unread_members},
       {"fetchGroupAckCounts", js_fetch_group_ack_counts},
       {"ackMessagesRead", js_ack_messages_read},

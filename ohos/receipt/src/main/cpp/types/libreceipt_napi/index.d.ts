@@ -43,6 +43,8 @@ export interface NativeMessage {
   unread: boolean;
   groupAckCount: number;
   groupAckSent: boolean;
+  needGroupDeliveryAck: boolean; // a group message that asks for group delivery acks
+  groupDeliveredCount: number;   // sender side: members' devices that acked its delivery
 }
 
 export interface NativeGroupReadAck {
@@ -75,7 +77,7 @@ export interface NativeBatchItem {
 
 // One event from the engine. `kind` says which fields are set.
 //  'received' | 'delivered' | 'read'   -> messages
-//  'groupRead'                          -> acks
+//  'groupRead' | 'groupDelivered'       -> acks (group read / delivery acks; a delivery's content is "")
 //  'conversationRead'                   -> from, to
 //  'unreadChanged'                      -> conversationId, chatType, unread
 //  'messagesUpdated'                    -> messages (their own flags changed; apply as they are)
@@ -110,11 +112,14 @@ export function login(userId: string, token: string): Promise<void>;
 export function logout(): Promise<void>;
 export function currentUser(): string;  // "" when logged out
 // Resolves with the message once the server accepted it (or rejects with its error).
-export function sendMessage(to: string, chatType: number, content: string, needGroupAck: boolean): Promise<NativeMessage>;
+// needGroupDeliveryAck (optional, default false): a group message asks for group delivery acks.
+export function sendMessage(to: string, chatType: number, content: string, needGroupAck: boolean,
+  needGroupDeliveryAck?: boolean): Promise<NativeMessage>;
 export function ackMessageRead(msgId: string): Promise<void>;
 export function ackConversationRead(conversationId: string): Promise<void>;
 export function ackGroupMessageRead(msgId: string, ext: string): Promise<void>;
 export function fetchGroupReadAcks(msgId: string, pageSize: number, startAckId: string): Promise<NativeCursorResult>;
+export function fetchGroupDeliveryAcks(msgId: string, pageSize: number, startAckId: string): Promise<NativeCursorResult>;
 export function fetchGroupUnreadMembers(msgId: string, pageSize: number, cursor: string): Promise<NativeMemberPage>;
 export function fetchGroupAckCounts(msgIds: string[]): Promise<NativeBatchItem[]>;
 export function ackMessagesRead(conversationId: string, msgIds: string[]): Promise<NativeBatchItem[]>;
