@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use receipt_core::protocol::{SeqEvent, ServerEvent};
-use receipt_core::{ChatType, ConversationKey, GroupReadAck, GroupRole, MsgId, WireMessage};
+use receipt_core::{ChatType, ConversationKey, GroupAckKind, GroupReadAck, GroupRole, MsgId, WireMessage};
 use receipt_server::core::StoreOp;
 use receipt_server::state::{ConvId, ConvState, Counters, DeviceCursor, Group, State};
 use receipt_server::store::{PgServerStore, RedbServerStore, ServerStore};
@@ -58,6 +58,7 @@ contract!(
     the_reader_sees_the_last_commit_from_one_snapshot_per_batch,
     logs_are_read_in_pages_swept_and_trimmed,
     a_log_whose_last_events_went_with_their_messages_keeps_its_head,
+    read_and_delivery_acks_of_a_message_are_kept_apart,
 );
 
 fn msg(id: MsgId, to: &str, chat_type: ChatType) -> WireMessage {
@@ -341,4 +342,40 @@ fn postgres_a_failed_commit_applies_nothing() {
     assert!(state.messages.is_empty() && state.cursors.is_empty(), "nothing of the failed commit");
     s.commit(&[&[StoreOp::PutMessage(msg(2, "bob", ChatType::Chat).into())]]).unwrap();
     assert_eq!(b.open().load().unwrap().messages.keys().copied().collect::<Vec<_>>(), vec![2]);
+}
+
+/// A group message's read acks and delivery acks share ack ids' numbering but not their lists,
+/// counts or "who acked"; deleting the message drops both.
+fn read_and_delivery_acks_of_a_message_are_kept_apart(b: &dyn Backend) {
+    let mut s = b.open();
+    let m = msg(5, "g", ChatType::GroupChat);
+    s.commit(&[&[
+        StoreOp::PutMessage(Arc::new(m)),
+        StoreOp::PutGroupAck(ack(1, 5, "bob", 1)),
+        StoreOp::PutGroupDeliveryAck(ack(2, 5, "carol", 1)),
+        StoreOp::PutGroupDeliveryAck(ack(3, 5, "bob", 2)),
+    ]])
+    .unwrap();
+    drop(s);
+    let mut s = b.open();
+    let all = s.load().unwrap();
+    let rec = &all.messages[&5];
+    assert_eq!((rec.ack_count, rec.delivery.count), (1, 2));
+    assert_eq!(rec.acks.keys().copied().collect::<Vec<_>>(), vec![1]);
+    assert_eq!(rec.delivery.acks.keys().copied().collect::<Vec<_>>(), vec![2, 3]);
+    let r = s.reader().expect("a reader");
+    let rec = r.message(5).unwrap().expect("stored");
+    assert_eq!((rec.ack_count, rec.delivery.count), (1, 2));
+    assert!(r.acked_by_of(GroupAckKind::Read, 5, "bob").unwrap());
+    assert!(!r.acked_by_of(GroupAckKind::Read, 5, "carol").unwrap());
+    assert!(r.acked_by_of(GroupAckKind::Delivery, 5, "carol").unwrap());
+    assert_eq!(r.acks_desc_of(GroupAckKind::Delivery, 5, u64::MAX, 10).unwrap(), vec![ack(3, 5, "bob", 2), ack(2, 5, "carol", 1)]);
+    assert_eq!(r.acks_desc_of(GroupAckKind::Delivery, 5, 2, 10).unwrap(), vec![ack(2, 5, "carol", 1)]);
+    assert_eq!(r.acks_desc_of(GroupAckKind::Read, 5, u64::MAX, 10).unwrap(), vec![ack(1, 5, "bob", 1)]);
+    drop(r);
+    s.commit(&[&[StoreOp::DeleteMessage(5)]]).unwrap();
+    let r = s.reader().expect("a reader");
+    assert!(r.message(5).unwrap().is_none());
+    assert!(r.acks_desc_of(GroupAckKind::Delivery, 5, u64::MAX, 10).unwrap().is_empty());
+    assert!(!r.acked_by_of(GroupAckKind::Read, 5, "bob").unwrap());
 }

@@ -8,11 +8,11 @@
 use std::collections::BTreeSet;
 
 use receipt_core::protocol::SeqEvent;
-use receipt_core::MsgId;
+use receipt_core::{GroupAckKind, MsgId};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 
-use super::big;
+use super::{ack_kind, big};
 use crate::core::StoreOp;
 use crate::state::{ConvId, HashMap};
 use crate::store::records::{chat_type_code, conv_record, encode_events, encode_record};
@@ -52,9 +52,9 @@ impl Statements {
                  ON CONFLICT (sender, client_id) DO UPDATE SET msg_id = excluded.msg_id")?,
             flags: p("INSERT INTO message_flags (id, flags) SELECT * FROM unnest($1::int8[], $2::int2[]) \
                  ON CONFLICT (id) DO UPDATE SET flags = excluded.flags")?,
-            acks: p("INSERT INTO group_acks (msg_id, ack_id, acker, body) \
-                 SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::bytea[]) \
-                 ON CONFLICT (msg_id, ack_id) DO UPDATE SET acker = excluded.acker, body = excluded.body")?,
+            acks: p("INSERT INTO group_acks (msg_id, kind, ack_id, acker, body) \
+                 SELECT * FROM unnest($1::int8[], $2::int2[], $3::int8[], $4::text[], $5::bytea[]) \
+                 ON CONFLICT (msg_id, kind, ack_id) DO UPDATE SET acker = excluded.acker, body = excluded.body")?,
             events: p("INSERT INTO events (usr, first_seq, last_seq, body) \
                  SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::bytea[]) \
                  ON CONFLICT (usr, first_seq) DO UPDATE SET last_seq = excluded.last_seq, body = excluded.body")?,
@@ -105,7 +105,7 @@ struct Rows<'a> {
     messages: HashMap<MsgId, (i16, ConvId, Vec<u8>)>,
     client_ids: HashMap<(&'a str, &'a str), MsgId>,
     flags: HashMap<MsgId, i16>,
-    acks: HashMap<(MsgId, u64), (&'a str, Vec<u8>)>,
+    acks: HashMap<(MsgId, i16, u64), (&'a str, Vec<u8>)>,
     events: HashMap<&'a str, Vec<&'a SeqEvent>>,
     convs: HashMap<(&'a str, i16, &'a str), Vec<u8>>,
     reads: HashMap<(&'a str, i16, &'a str), Reads>,
@@ -130,7 +130,11 @@ impl<'a> Rows<'a> {
             }
             StoreOp::DeleteMessage(id) => self.deleted.push(big(*id)),
             StoreOp::PutGroupAck(a) => {
-                self.acks.insert((a.msg_id, a.ack_id), (a.from.as_str(), encode_record(a, buf).to_vec()));
+                self.acks.insert((a.msg_id, ack_kind(GroupAckKind::Read), a.ack_id), (a.from.as_str(), encode_record(a, buf).to_vec()));
+            }
+            StoreOp::PutGroupDeliveryAck(a) => {
+                let key = (a.msg_id, ack_kind(GroupAckKind::Delivery), a.ack_id);
+                self.acks.insert(key, (a.from.as_str(), encode_record(a, buf).to_vec()));
             }
             StoreOp::AppendEvent { user, event } => self.events.entry(user.as_str()).or_default().push(&**event),
             StoreOp::PutConversation { user, key, state } => {
@@ -283,16 +287,15 @@ fn statements<'r>(rows: &'r Rows<'_>, s: &'r Statements, buf: &mut Vec<u8>) -> Q
         q.push((&s.flags, vec![Box::new(ids), Box::new(flags)]));
     }
     if !rows.acks.is_empty() {
-        let (mut a, mut b, mut c, mut d) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for ((msg_id, ack_id), (acker, body)) in &rows.acks {
-            {
-                a.push(big(*msg_id));
-                b.push(big(*ack_id));
-                c.push(*acker);
-                d.push(body.as_slice());
-            };
+        let (mut a, mut k, mut b, mut c, mut d) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for ((msg_id, kind, ack_id), (acker, body)) in &rows.acks {
+            a.push(big(*msg_id));
+            k.push(*kind);
+            b.push(big(*ack_id));
+            c.push(*acker);
+            d.push(body.as_slice());
         }
-        q.push((&s.acks, vec![Box::new(a), Box::new(b), Box::new(c), Box::new(d)]));
+        q.push((&s.acks, vec![Box::new(a), Box::new(k), Box::new(b), Box::new(c), Box::new(d)]));
     }
     if !rows.events.is_empty() {
         // Each user's events of this commit in one row, keyed by its first seq.

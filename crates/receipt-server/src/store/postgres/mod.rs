@@ -21,7 +21,7 @@ pub mod schema;
 use std::sync::Arc;
 
 use postgres::{Client, NoTls};
-use receipt_core::{ChatType, ConversationKey, GroupReadAck, MsgId, WireMessage};
+use receipt_core::{ChatType, ConversationKey, GroupAckKind, GroupReadAck, MsgId, WireMessage};
 
 use super::records::{decode, decode_conv, decode_events, finish_logs};
 use super::{store_err, ServerStore, StoreError, StoreRead};
@@ -32,6 +32,14 @@ pub use self::schema::SCHEMA_VERSION;
 
 /// A u64 (id, seq, time) as a bigint column; bounds past `i64::MAX` are clamped (stored values
 /// stay far below it: ids and seqs count up from 1, times are ms since 1970).
+/// The `kind` column of `group_acks`.
+pub(super) fn ack_kind(kind: GroupAckKind) -> i16 {
+    match kind {
+        GroupAckKind::Read => 0,
+        GroupAckKind::Delivery => 1,
+    }
+}
+
 pub(super) fn big(v: u64) -> i64 {
     v.min(i64::MAX as u64) as i64
 }
@@ -141,10 +149,11 @@ impl ServerStore for PgServerStore {
                 (rec.delivered, rec.read_acked) = (f & 1 != 0, f & 2 != 0);
             }
         }
-        for row in tx.query("SELECT msg_id, body FROM group_acks ORDER BY msg_id, ack_id", &[]).map_err(store_err)? {
-            let ack: GroupReadAck = decode("group ack", row.get(1))?;
+        for row in tx.query("SELECT msg_id, kind, body FROM group_acks ORDER BY msg_id, kind, ack_id", &[]).map_err(store_err)? {
+            let ack: GroupReadAck = decode("group ack", row.get(2))?;
+            let kind = if row.get::<_, i16>(1) == ack_kind(GroupAckKind::Delivery) { GroupAckKind::Delivery } else { GroupAckKind::Read };
             if let Some(rec) = state.messages.get_mut(&unbig(row.get(0))) {
-                rec.add_ack(ack);
+                rec.add_ack_of(kind, ack);
             }
         }
         Self::load_counters_groups_cursors(&mut tx, &mut state)?;

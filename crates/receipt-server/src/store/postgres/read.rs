@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use postgres::types::ToSql;
 use postgres::{Client, Row, Statement};
-use receipt_core::{ConversationKey, GroupReadAck, MsgId, WireMessage};
+use receipt_core::{ConversationKey, GroupAckKind, GroupReadAck, MsgId, WireMessage};
 
-use super::{big, chat_type_of, connect, unbig};
+use super::{ack_kind, big, chat_type_of, connect, unbig};
 use crate::state::{ConvId, ConvState, HashMap, MessageRecord};
 use crate::store::records::{chat_type_code, decode, decode_conv, decode_events, resolver, TrimPrefix};
 use crate::store::{store_err, LogRead, LogSweep, StoreError, StoreRead};
@@ -125,7 +125,9 @@ impl StoreRead for PgReader {
     fn message(&self, id: MsgId) -> Result<Option<MessageRecord>, StoreError> {
         // An ack's count is the number of acks when it was made: the last one's is the total.
         let Some(row) = self.query_opt(
-            "SELECT m.body, f.flags, (SELECT a.body FROM group_acks a WHERE a.msg_id = m.id ORDER BY a.ack_id DESC LIMIT 1) \
+            "SELECT m.body, f.flags, \
+             (SELECT a.body FROM group_acks a WHERE a.msg_id = m.id AND a.kind = 0 ORDER BY a.ack_id DESC LIMIT 1), \
+             (SELECT a.body FROM group_acks a WHERE a.msg_id = m.id AND a.kind = 1 ORDER BY a.ack_id DESC LIMIT 1) \
              FROM messages m LEFT JOIN message_flags f ON f.id = m.id WHERE m.id = $1",
             &[&big(id)],
         )?
@@ -139,6 +141,9 @@ impl StoreRead for PgReader {
         if let Some(last) = row.get::<_, Option<&[u8]>>(2) {
             rec.ack_count = decode::<GroupReadAck>("group ack", last)?.count;
         }
+        if let Some(last) = row.get::<_, Option<&[u8]>>(3) {
+            rec.delivery.count = decode::<GroupReadAck>("group delivery ack", last)?.count;
+        }
         Ok(Some(rec))
     }
 
@@ -151,14 +156,18 @@ impl StoreRead for PgReader {
         Ok(self.query_opt("SELECT 1 FROM client_ids WHERE sender = $1 LIMIT 1", &[&user])?.is_some())
     }
 
-    fn acked_by(&self, id: MsgId, user: &str) -> Result<bool, StoreError> {
-        Ok(self.query_opt("SELECT 1 FROM group_acks WHERE msg_id = $1 AND acker = $2 LIMIT 1", &[&big(id), &user])?.is_some())
+    fn acked_by_of(&self, kind: GroupAckKind, id: MsgId, user: &str) -> Result<bool, StoreError> {
+        let row = self.query_opt(
+            "SELECT 1 FROM group_acks WHERE msg_id = $1 AND kind = $2 AND acker = $3 LIMIT 1",
+            &[&big(id), &ack_kind(kind), &user],
+        )?;
+        Ok(row.is_some())
     }
 
-    fn acks_desc(&self, id: MsgId, start: u64, limit_: usize) -> Result<Vec<GroupReadAck>, StoreError> {
+    fn acks_desc_of(&self, kind: GroupAckKind, id: MsgId, start: u64, limit_: usize) -> Result<Vec<GroupReadAck>, StoreError> {
         let rows = self.query(
-            "SELECT body FROM group_acks WHERE msg_id = $1 AND ack_id <= $2 ORDER BY ack_id DESC LIMIT $3",
-            &[&big(id), &big(start), &limit(limit_)],
+            "SELECT body FROM group_acks WHERE msg_id = $1 AND kind = $2 AND ack_id <= $3 ORDER BY ack_id DESC LIMIT $4",
+            &[&big(id), &ack_kind(kind), &big(start), &limit(limit_)],
         )?;
         rows.iter().map(|r| decode("group ack", r.get(0))).collect()
     }

@@ -34,15 +34,17 @@ CREATE TABLE client_ids (
 );
 CREATE INDEX client_ids_by_msg ON client_ids (msg_id);
 
--- Group read acks: a page is a range scan of the primary key; who acked, by the second index.
+-- Group acks, by kind (0: read, 1: delivery): a page is a range scan of the primary key; who
+-- acked, by the second index.
 CREATE TABLE group_acks (
     msg_id bigint NOT NULL,
+    kind smallint NOT NULL,
     ack_id bigint NOT NULL,
     acker text COLLATE "C" NOT NULL,
     body bytea NOT NULL,
-    PRIMARY KEY (msg_id, ack_id)
+    PRIMARY KEY (msg_id, kind, ack_id)
 );
-CREATE INDEX group_acks_by_acker ON group_acks (msg_id, acker);
+CREATE INDEX group_acks_by_acker ON group_acks (msg_id, kind, acker);
 
 -- A user's events of one commit in one row (consecutive seqs first_seq..=last_seq).
 CREATE TABLE events (
