@@ -69,6 +69,12 @@ pub enum rcpt_event_type {
     /// of deriving their flags from the marks: which mark covers which message is the engine's
     /// rule. One per conversation per input, before its UNREAD_COUNT_CHANGED.
     RCPT_EVENT_CONVERSATION_UPDATED = 15,
+    /// onReadAckForGroupMessageUpdated: the read counts of messages this user sent to a large
+    /// group went up (one coalesced update per message per interval instead of one
+    /// GROUP_MESSAGE_READ per ack; fetch the readers on demand). The messages in their new state
+    /// (`rcpt_event_message_count` / `rcpt_event_message_at`, their group ack count). Counts
+    /// never go down.
+    RCPT_EVENT_READ_ACK_FOR_GROUP_MESSAGE_UPDATED = 16,
     // The connection and token lifecycle (the SDK's ConnectionListener), from 30 on.
     /// onDatabaseOpened(username): the user's store is open (at login, with or without the
     /// server): counts and messages are readable, acks queue. `rcpt_event_from` is the user;
@@ -182,6 +188,7 @@ impl rcpt_event {
             ClientEvent::MessagesDelivered(m) => Self::empty(RCPT_EVENT_MESSAGES_DELIVERED).with_messages(m),
             ClientEvent::MessagesRead(m) => Self::empty(RCPT_EVENT_MESSAGES_READ).with_messages(m),
             ClientEvent::MessagesUpdated(m) => Self::empty(RCPT_EVENT_MESSAGES_UPDATED).with_messages(m),
+            ClientEvent::ReadAckForGroupMessageUpdated(m) => Self::empty(RCPT_EVENT_READ_ACK_FOR_GROUP_MESSAGE_UPDATED).with_messages(m),
             ClientEvent::GroupMessageRead(acks) => {
                 let mut ev = Self::empty(RCPT_EVENT_GROUP_MESSAGE_READ);
                 ev.acks = acks.into_iter().map(rcpt_group_read_ack::new).collect();

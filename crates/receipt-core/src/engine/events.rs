@@ -119,6 +119,13 @@ impl<S: ClientStore> ClientEngine<S> {
         if !self.group_acks.is_empty() {
             self.events.push_back(ClientEvent::GroupMessageRead(std::mem::take(&mut self.group_acks)));
         }
+        if !self.count_updates.is_empty() {
+            let mut ids = std::mem::take(&mut self.count_updates);
+            ids.sort_unstable();
+            ids.dedup();
+            let msgs: Vec<ChatMessage> = ids.iter().filter_map(|id| self.messages.get(id)).map(|m| self.view(m)).collect();
+            self.events.push_back(ClientEvent::ReadAckForGroupMessageUpdated(msgs));
+        }
         self.events.extend(std::mem::take(&mut self.conversation_reads));
         let mut seen = HashSet::default();
         for key in std::mem::take(&mut self.unread_changed) {

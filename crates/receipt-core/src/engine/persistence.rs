@@ -110,6 +110,7 @@ impl<S: ClientStore> ClientEngine<S> {
             delivered: Vec::new(),
             read: Vec::new(),
             group_acks: Vec::new(),
+            count_updates: Vec::new(),
             conversation_reads: Vec::new(),
             unread_changed: Vec::new(),
             flags_before: HashMap::default(),

@@ -1,4 +1,7 @@
-//! Group read receipts: acking a group message and paging through its acks.
+//! Group read receipts: acking a group message and paging through its acks. In a group above
+//! the `coalesce_above` threshold an ack is stored and echoed to the acker's devices, and the
+//! sender gets one coalesced count update per message per interval (`coalesce`) instead of one
+//! event per ack.
 
 use std::sync::Arc;
 
@@ -8,6 +11,7 @@ use receipt_core::{ChatError, ChatType, ConversationKey, CursorResult, ErrorCode
 
 use crate::state::HashSet;
 
+use super::coalesce::CountKind;
 use super::{err, Res, ServerCore, StoreOp};
 
 impl ServerCore {
@@ -40,9 +44,12 @@ impl ServerCore {
                 format!("{user} joined {} after message {msg_id} (newest then: {joined})", rec.msg.to),
             ));
         }
+        // A large group's acks are coalesced: the sender gets count updates (`flush_counts`),
+        // members nothing; only the acker's own devices get the ack. Nothing below is O(members).
+        let coalesce = group.is_some_and(|g| rules::coalesce_group_acks(&self.ack_policy, g.members.len()));
         // Who hears of the ack besides the sender and the acker.
         let members: Vec<UserId> = match group {
-            Some(g) if rules::members_see_group_acks(&self.ack_policy) => g.members.keys().cloned().collect(),
+            Some(g) if !coalesce && rules::members_see_group_acks(&self.ack_policy) => g.members.keys().cloned().collect(),
             _ => Vec::new(),
         };
         let group_id = rec.msg.to.clone();
@@ -56,6 +63,11 @@ impl ServerCore {
         self.changed_msg(msg_id);
         self.effects.ops.push(StoreOp::PutGroupAck(ack.clone()));
         self.mark_one(user, &ConversationKey::new(ChatType::GroupChat, group_id.clone()), msg_id);
+        if coalesce {
+            self.counts.note(now, CountKind::GroupRead, msg_id, &group_id, &sender, count);
+            self.echo(user, ServerEvent::GroupRead { group: group_id, sender, ack });
+            return Ok(Response::Done);
+        }
         let mut to: Vec<UserId> = vec![sender.clone(), user.to_string()];
         to.extend(members);
         let ev = Arc::new(ServerEvent::GroupRead { group: group_id, sender, ack });
@@ -70,6 +82,36 @@ impl ServerCore {
             }
         }
         Ok(Response::Done)
+    }
+
+    /// Emits the coalesced count updates due at `now_ms` (every pending one with `all`: at
+    /// shutdown), one `GroupAckCount` per changed message into its sender's log. The caller (the
+    /// core thread, after each batch and on its tick) takes the effects like [`apply`]'s.
+    ///
+    /// [`apply`]: ServerCore::apply
+    pub fn flush_counts(&mut self, now_ms: u64, all: bool) {
+        if self.counts.next_due().is_none_or(|at| at > now_ms && !all) {
+            return;
+        }
+        self.now_ms = now_ms;
+        for (kind, msg_id, p) in self.counts.take_due(now_ms, all) {
+            match kind {
+                CountKind::GroupRead => {
+                    self.emit(&p.to, ServerEvent::GroupAckCount { group: p.group, msg_id, count: p.count, timestamp: now_ms })
+                }
+            }
+        }
+    }
+
+    /// Messages with a coalesced count update pending (at most one entry each).
+    pub fn pending_counts(&self) -> usize {
+        self.counts.len()
+    }
+
+    /// The interval of the coalesced count updates (ms): the core thread ticks at least this
+    /// often.
+    pub fn count_interval_ms(&self) -> u64 {
+        self.counts.interval_ms()
     }
 
     pub(super) fn fetch_group_acks(&mut self, now: u64, user: &str, msg_id: MsgId, page_size: u32, start: Option<u64>) -> Res<Response> {
