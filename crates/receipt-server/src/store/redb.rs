@@ -61,7 +61,9 @@ pub const DB_FILE: &str = "receipts.redb";
 /// commit (the hot-state cache reads them on a miss, a resync walks `conv_messages`; derived
 /// once at open from a format 1 or 2 store, O(messages)), and `device_cursors`: an older server
 /// writing to the store would leave them stale.
-pub const STORE_FORMAT: u32 = 3;
+/// 4: log rows may hold a large group's coalesced `GroupAckCount` (an appended event variant, an
+/// older server cannot decode it); format 3 stores load unchanged.
+pub const STORE_FORMAT: u32 = 4;
 const FORMAT_KEY: &str = "format";
 
 /// The default store: one redb file in a data directory. Every commit is fsynced.
