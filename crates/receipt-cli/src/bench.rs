@@ -194,6 +194,15 @@ impl Server {
         }
     }
 
+    /// Bytes the server wrote to storage so far (with an embedded server: this process's, the
+    /// load tool writes nothing to disk).
+    pub(crate) fn disk_written(&self) -> Option<u64> {
+        match &self.target {
+            Target::Embedded(_) => crate::bench_stats::disk_written("self"),
+            _ => self.pid().and_then(|p| crate::bench_stats::disk_written(&p)),
+        }
+    }
+
     fn peak_rss_kib(&self) -> Option<u64> {
         match &self.target {
             Target::Embedded(_) => peak_rss_kib("self"),

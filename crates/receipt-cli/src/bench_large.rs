@@ -3,7 +3,8 @@
 //!
 //! The owner creates a group of N members (N up to 10,000) and sends M messages asking for read
 //! acks; then the members log in `--login-batch` at a time, and every member of a batch acks
-//! every message. Only the ack phases are measured (wall time and server CPU, summed over the
+//! every message. Only the ack phases are measured (wall time, server CPU and the bytes the
+//! server wrote to storage, `/proc/<pid>/io` `write_bytes`, summed over the
 //! batches): the logins, whose replay grows with M, are not the ack's cost. Meanwhile the
 //! owner's device stays connected and counts the frames and bytes it receives, until its count
 //! of every message reached N-1 (coalesced count updates, or one event per ack below the
@@ -104,18 +105,21 @@ pub(crate) fn large_group(a: &BenchArgs, srv: &Server, rt: &tokio::runtime::Runt
     let owner_task = rt.spawn(owner(owner_conn, ids.clone(), expect, stop_rx));
     let ids = Arc::new(ids);
     let (mut ack_wall, mut server_cpu, mut login_wall) = (Duration::ZERO, Some(0.0f64), Duration::ZERO);
+    let mut disk = Some(0u64);
     let mut last_ack_at = Instant::now();
     for chunk in member_ids.chunks(batch as usize) {
         let t = Instant::now();
         let conns: Vec<Conn> = rt.block_on(all(chunk.iter().map(|u| login(u.clone())).collect()))?;
         login_wall += t.elapsed();
         let (c0, _) = srv.cpu();
+        let d0 = srv.disk_written();
         let t = Instant::now();
         rt.block_on(all(conns.into_iter().map(|c| acker(c, ids.clone())).collect()))?;
         ack_wall += t.elapsed();
         last_ack_at = Instant::now();
         let (c1, _) = srv.cpu();
         server_cpu = server_cpu.zip(c0.zip(c1)).map(|(sum, (x, y))| sum + (y - x));
+        disk = disk.zip(d0.zip(srv.disk_written())).map(|(sum, (x, y))| sum + y.saturating_sub(x));
     }
     let stopper = rt.spawn(async move {
         tokio::time::sleep(LAST_COUNT_WAIT).await;
@@ -126,6 +130,7 @@ pub(crate) fn large_group(a: &BenchArgs, srv: &Server, rt: &tokio::runtime::Runt
     let acks = (n - 1) * m;
     let ack_secs = ack_wall.as_secs_f64();
     let cpu_us_per_ack = server_cpu.map(|s| s * 1e6 / acks as f64);
+    let disk_per_ack = disk.map(|d| d as f64 / acks as f64);
     let last_count_ms = seen.done_at.saturating_duration_since(last_ack_at).as_secs_f64() * 1000.0;
     let (frames_per_msg, bytes_per_msg) = (seen.frames as f64 / m as f64, seen.bytes as f64 / m as f64);
     let j = json!({
@@ -140,6 +145,8 @@ pub(crate) fn large_group(a: &BenchArgs, srv: &Server, rt: &tokio::runtime::Runt
         "acks_per_sec": acks as f64 / ack_secs,
         "server_cpu_s": server_cpu,
         "server_cpu_us_per_ack": cpu_us_per_ack,
+        "server_disk_bytes": disk,
+        "server_disk_bytes_per_ack": disk_per_ack,
         "sender": {
             "frames": seen.frames,
             "bytes": seen.bytes,
@@ -150,13 +157,14 @@ pub(crate) fn large_group(a: &BenchArgs, srv: &Server, rt: &tokio::runtime::Runt
     });
     let human = format!(
         "large group: {n} members, {m} messages, every member acks every message ({acks} acks), coalesced above {} members: {}\n\
-         ack phases: {ack_secs:.2} s, {:.0} acks/s; server CPU {} µs per ack (logins apart: {:.1} s)\n\
+         ack phases: {ack_secs:.2} s, {:.0} acks/s; server CPU {} µs and {} bytes written to storage per ack (logins apart: {:.1} s)\n\
          the sender's device received {} frames, {} bytes: {frames_per_msg:.1} frames and {bytes_per_msg:.0} bytes per message; \
          its last count {last_count_ms:.0} ms after the last ack",
         a.coalesce_above,
         if n as usize > a.coalesce_above { "yes" } else { "no" },
         acks as f64 / ack_secs,
         cpu_us_per_ack.map_or("?".into(), |v| format!("{v:.1}")),
+        disk_per_ack.map_or("?".into(), |v| format!("{v:.0}")),
         login_wall.as_secs_f64(),
         seen.frames,
         seen.bytes,
