@@ -276,6 +276,14 @@ enum rcpt_event_type
    */
   RCPT_EVENT_GROUP_MESSAGE_DELIVERED = 16,
   /**
+   * onReadAckForGroupMessageUpdated: the read counts of messages this user sent to a large
+   * group went up (one coalesced update per message per interval instead of one
+   * GROUP_MESSAGE_READ per ack; fetch the readers on demand). The messages in their new state
+   * (`rcpt_event_message_count` / `rcpt_event_message_at`, their group ack count). Counts
+   * never go down.
+   */
+  RCPT_EVENT_READ_ACK_FOR_GROUP_MESSAGE_UPDATED = 17,
+  /**
    * onDatabaseOpened(username): the user's store is open (at login, with or without the
    * server): counts and messages are readable, acks queue. `rcpt_event_from` is the user;
    * `rcpt_event_offline_start` is true when the login counts as done already (an earlier

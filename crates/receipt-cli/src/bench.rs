@@ -25,6 +25,9 @@ use crate::bench_stats::{cpu_by_thread_name, loadavg, peak_rss_kib, process_cpu,
 /// TOML for a spawned server: no per-user rate limits (see [`Server::start`]).
 const NO_RATE_LIMITS: &str = "[send_rate]\nper_sec = 0\nburst = 0\n\n[request_rate]\nper_sec = 0\nburst = 0\n";
 
+/// The group size and read-ack member cap of a large-group bench's server.
+const LARGE: usize = receipt_core::rules::MAX_MEMBER_CAP;
+
 /// Thread-name prefixes of an embedded server (tokio workers, the runtime thread, the core).
 const SERVER_THREADS: &[&str] = &["receipt-srv", "receipt-server", "receipt-core"];
 
@@ -32,13 +35,16 @@ const SERVER_THREADS: &[&str] = &["receipt-srv", "receipt-server", "receipt-core
 pub enum Mode {
     OneToOne,
     Group,
+    /// Group read acks in groups of up to 10,000 members: acks/s, server CPU per ack, and
+    /// what the sender's device receives per message (`bench_large`).
+    LargeGroup,
 }
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Workload.
     #[arg(long, value_enum, default_value = "one-to-one")]
-    mode: Mode,
+    pub(crate) mode: Mode,
     /// 1:1: sender/receiver pairs, all connected at once.
     #[arg(long, default_value_t = 50)]
     pairs: u64,
@@ -48,15 +54,23 @@ pub struct BenchArgs {
     /// 1:1: most messages per pair sent and not yet delivered.
     #[arg(long, default_value_t = 100)]
     window: u64,
-    /// Group: members including the sender (at most the server's read-ack member cap, 200 by default).
+    /// Group: members including the sender (at most the server's read-ack member cap, 200 by
+    /// default; large-group: up to 10,000, the cap its server gets).
     #[arg(long, default_value_t = 200)]
-    group_members: u64,
+    pub(crate) group_members: u64,
     /// Group: messages asking for group read acks.
     #[arg(long, default_value_t = 100)]
-    group_messages: u64,
+    pub(crate) group_messages: u64,
+    /// Large-group: the server coalesces the acks of groups above this many members (a value
+    /// of 10000 or more: never, one event per ack).
+    #[arg(long, default_value_t = 100)]
+    pub(crate) coalesce_above: usize,
+    /// Large-group: members logged in (and acking) at a time.
+    #[arg(long, default_value_t = 250)]
+    pub(crate) login_batch: u64,
     /// Message content size in bytes.
     #[arg(long, default_value_t = 32)]
-    size: usize,
+    pub(crate) size: usize,
     /// Target a running server instead of an embedded one.
     #[arg(long)]
     server: Option<SocketAddr>,
@@ -106,9 +120,9 @@ enum Target {
     External(Option<u32>),
 }
 
-struct Server {
-    addr: SocketAddr,
-    secret: String,
+pub(crate) struct Server {
+    pub(crate) addr: SocketAddr,
+    pub(crate) secret: String,
     target: Target,
     /// The child's data dir.
     _dir: Option<tempfile::TempDir>,
@@ -155,7 +169,14 @@ impl Server {
             let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
             let data = (!a.in_memory).then(|| dir.path().join("server"));
             let metrics = if a.metrics { "metrics_addr = \"127.0.0.1:0\"\n" } else { "" };
-            let extra = format!("{metrics}{NO_RATE_LIMITS}");
+            let large = match a.mode {
+                Mode::LargeGroup => format!(
+                    "max_group_size = {LARGE}\n{NO_RATE_LIMITS}\n[group_ack]\nenabled = true\nmember_cap = {LARGE}\ncoalesce_above = {}\n",
+                    a.coalesce_above
+                ),
+                _ => NO_RATE_LIMITS.to_string(),
+            };
+            let extra = format!("{metrics}{large}");
             let child = match &pg {
                 Some(conninfo) => ChildServer::try_start_pg_with(&bin, conninfo, &extra)?,
                 None => ChildServer::try_start(&bin, data.as_deref(), &extra)?,
@@ -173,6 +194,11 @@ impl Server {
             }
             c.send_rate = receipt_server::RateLimit::OFF;
             c.request_rate = receipt_server::RateLimit::OFF;
+            if a.mode == Mode::LargeGroup {
+                c.max_group_size = LARGE;
+                c.group_ack.member_cap = LARGE;
+                c.group_ack.coalesce_above = a.coalesce_above;
+            }
             if a.metrics {
                 c.metrics_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
             }
@@ -188,7 +214,7 @@ impl Server {
         Ok(Server { addr: srv.addr(), secret, target: Target::Embedded(Box::new(srv)), _dir: None, tls, _pg: cluster })
     }
 
-    fn pid(&self) -> Option<String> {
+    pub(crate) fn pid(&self) -> Option<String> {
         match &self.target {
             Target::Embedded(_) => None,
             Target::Child(c) => Some(c.pid().to_string()),
@@ -197,11 +223,20 @@ impl Server {
     }
 
     /// (server CPU seconds, whole-process CPU seconds of this tool incl. an embedded server).
-    fn cpu(&self) -> (Option<f64>, f64) {
+    pub(crate) fn cpu(&self) -> (Option<f64>, f64) {
         let me = process_cpu("self").unwrap_or(0.0);
         match &self.target {
             Target::Embedded(_) => (Some(threads_cpu(SERVER_THREADS)), me),
             _ => (self.pid().and_then(|p| process_cpu(&p)), me),
+        }
+    }
+
+    /// Bytes the server wrote to storage so far (with an embedded server: this process's, the
+    /// load tool writes nothing to disk).
+    pub(crate) fn disk_written(&self) -> Option<u64> {
+        match &self.target {
+            Target::Embedded(_) => crate::bench_stats::disk_written("self"),
+            _ => self.pid().and_then(|p| crate::bench_stats::disk_written(&p)),
         }
     }
 
@@ -212,7 +247,7 @@ impl Server {
         }
     }
 
-    fn connector(&self) -> Option<tokio_rustls::TlsConnector> {
+    pub(crate) fn connector(&self) -> Option<tokio_rustls::TlsConnector> {
         self.tls.as_ref().map(|(connector, _)| connector.clone())
     }
 
@@ -348,7 +383,7 @@ fn progress_bar(total: u64, what: &'static str, p: Arc<Progress>) -> (Arc<Atomic
 }
 
 /// Runs `n` futures concurrently on the runtime and collects their results in order.
-async fn all<T: Send + 'static>(
+pub(crate) async fn all<T: Send + 'static>(
     futs: Vec<impl std::future::Future<Output = Result<T, String>> + Send + 'static>,
 ) -> Result<Vec<T>, String> {
     let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
@@ -371,11 +406,11 @@ async fn all<T: Send + 'static>(
     }
 }
 
-fn content(size: usize) -> String {
+pub(crate) fn content(size: usize) -> String {
     "receipt bench payload 0123456789".chars().cycle().take(size.max(1)).collect()
 }
 
-fn run_prefix() -> String {
+pub(crate) fn run_prefix() -> String {
     let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
     format!("b{:06x}", n as u64 & 0xff_ffff)
 }
@@ -384,8 +419,11 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
     if a.mode == Mode::OneToOne && (a.pairs == 0 || a.messages == 0 || a.window == 0) {
         return Err("--pairs, --messages and --window must be at least 1".into());
     }
-    if a.mode == Mode::Group && (a.group_members < 2 || a.group_messages == 0) {
+    if matches!(a.mode, Mode::Group | Mode::LargeGroup) && (a.group_members < 2 || a.group_messages == 0) {
         return Err("--group-members must be at least 2 and --group-messages at least 1".into());
+    }
+    if a.mode == Mode::LargeGroup && a.group_members as usize > LARGE {
+        return Err(format!("--group-members is at most {LARGE} (the largest read-ack member cap)"));
     }
     let srv = Server::start(&a)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -397,6 +435,7 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
     let result = match a.mode {
         Mode::OneToOne => one_to_one(&a, &srv, &rt),
         Mode::Group => group(&a, &srv, &rt),
+        Mode::LargeGroup => crate::bench_large::large_group(&a, &srv, &rt),
     };
     let rss = srv.peak_rss_kib();
     let desc = srv.describe(a.in_memory, a.backend);
@@ -428,7 +467,7 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
     Ok(())
 }
 
-type Report = (serde_json::Value, String);
+pub(crate) type Report = (serde_json::Value, String);
 
 fn one_to_one(a: &BenchArgs, srv: &Server, rt: &tokio::runtime::Runtime) -> Result<Report, String> {
     let (p, m, w) = (a.pairs, a.messages, a.window);

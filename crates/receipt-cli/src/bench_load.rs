@@ -63,6 +63,9 @@ pub struct Conn {
     buf: Vec<u8>,
     t0: Instant,
     pub events: Vec<ClientEvent>,
+    /// Frames and bytes received so far (what a device pays for what the server sends it).
+    pub frames_in: u64,
+    pub bytes_in: u64,
 }
 
 fn e2s(e: impl std::fmt::Display) -> String {
@@ -96,6 +99,8 @@ impl Conn {
             buf: vec![0; 64 * 1024],
             t0,
             events: Vec::new(),
+            frames_in: 0,
+            bytes_in: 0,
         };
         let now = c.now();
         c.engine.handle_connected(now, token);
@@ -114,6 +119,11 @@ impl Conn {
 
     pub fn now(&self) -> u64 {
         self.t0.elapsed().as_millis() as u64
+    }
+
+    /// The connection's engine (to issue commands; `flush` sends them).
+    pub fn engine_mut(&mut self) -> &mut ClientEngine<NullStore> {
+        &mut self.engine
     }
 
     /// Writes every frame the engine has queued, in one write.
@@ -139,10 +149,12 @@ impl Conn {
             Ok(Ok(n)) => n,
         };
         self.dec.push(&self.buf[..n]);
+        self.bytes_in += n as u64;
         let now = self.now();
         loop {
             match self.dec.next_body() {
                 Ok(Some(body)) => {
+                    self.frames_in += 1;
                     if let Err(e) = self.engine.handle_frame_bytes(now, body) {
                         return Err(format!("{}: bad frame: {e}", self.engine.user()));
                     }
@@ -293,6 +305,35 @@ pub async fn create_group(c: &mut Conn, members: &[String]) -> Result<String, St
         Completion::GroupCreated(g) => Ok(g),
         other => Err(format!("create group answered {other:?}")),
     }
+}
+
+/// Sends `messages` group messages asking for read acks and returns their ids, in order, once
+/// the server accepted them all (each with its request kept: a group above the member cap is
+/// an error here).
+pub async fn send_group_messages(c: &mut Conn, group: &str, messages: u64, content: String) -> Result<Vec<MsgId>, String> {
+    let now = c.now();
+    let mut reqs: Vec<ReqId> = Vec::new();
+    for _ in 0..messages {
+        reqs.push(c.engine.send_message(now, group, ChatType::GroupChat, &content, true).map_err(e2s)?.0);
+    }
+    c.flush().await?;
+    let mut ids: HashMap<ReqId, MsgId> = HashMap::default();
+    while ids.len() < reqs.len() {
+        c.recv().await?;
+        for e in std::mem::take(&mut c.events) {
+            match e {
+                ClientEvent::RequestCompleted { req, result: Ok(Completion::Sent(m)) } => {
+                    if !m.need_group_ack {
+                        return Err("the server did not keep need_group_ack (group larger than member_cap?)".into());
+                    }
+                    ids.insert(req, m.id);
+                }
+                ClientEvent::RequestCompleted { result: Err(err), .. } => return Err(format!("group send refused: {err}")),
+                _ => {}
+            }
+        }
+    }
+    Ok(reqs.iter().map(|r| ids[r]).collect())
 }
 
 /// What the group sender measured.

@@ -21,6 +21,13 @@ pub fn process_cpu(pid: &str) -> Option<f64> {
     stat_cpu(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
+/// Bytes process `pid` ("self" for this one) caused to be written to storage so far
+/// (`write_bytes` of `/proc/<pid>/io`); `None` where the kernel does not account it.
+pub fn disk_written(pid: &str) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    io.lines().find_map(|l| l.strip_prefix("write_bytes:")).and_then(|v| v.trim().parse().ok())
+}
+
 /// CPU seconds of this process's threads whose name starts with one of `prefixes`.
 pub fn threads_cpu(prefixes: &[&str]) -> f64 {
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return 0.0 };

@@ -1,6 +1,7 @@
 //! `receipt-cli`: the guided demo (`demo`) on an embedded server, and the load tool (`bench`).
 
 mod bench;
+mod bench_large;
 mod bench_load;
 mod bench_stats;
 mod demo;

@@ -102,3 +102,20 @@ fn with_metrics_the_embedded_server_names_its_listener() {
     assert_eq!(j["server"]["metrics"], true);
     assert!(j["server"]["target"].as_str().unwrap().contains("metrics on 127.0.0.1:"), "{}", j["server"]);
 }
+
+/// Large groups (issue 16 item 3): a small coalesced run gives the sender one count per message
+/// (its acks take far less than an interval), the same run without coalescing one event per ack.
+#[test]
+fn large_group_coalesces_the_senders_events_and_counts_every_ack() {
+    let args = |c: &str| {
+        ["--mode", "large-group", "--group-members", "30", "--group-messages", "4", "--login-batch", "10", "--coalesce-above", c]
+            .map(String::from)
+    };
+    let on = bench(&args("10").iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!((on["acks"].as_u64(), on["coalesced"].as_bool()), (Some(29 * 4), Some(true)));
+    let frames = on["sender"]["frames"].as_u64().unwrap();
+    assert!((4..=4 * 4).contains(&frames), "a few count updates per message, not one per ack: {frames}");
+    assert!(on["server_cpu_us_per_ack"].as_f64().is_some() && on["acks_per_sec"].as_f64().unwrap() > 0.0);
+    let off = bench(&args("10000").iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!((off["coalesced"].as_bool(), off["sender"]["frames"].as_u64()), (Some(false), Some(29 * 4)), "one event per ack");
+}

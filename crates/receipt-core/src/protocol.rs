@@ -19,8 +19,11 @@ mod decode;
 
 /// Version of this protocol, sent in `Login` and `LoginOk`. 2: the client applies a full state
 /// resync ([`ServerFrame::Resync`], `SyncDone { resync: true }`) and reports its cursor
-/// ([`ClientFrame::SyncCursor`]).
-pub const PROTOCOL_VERSION: u32 = 2;
+/// ([`ClientFrame::SyncCursor`]). 3: the client takes [`ServerEvent::GroupAckCount`] (the
+/// coalesced read count of a large group's message); older clients are never sent it.
+pub const PROTOCOL_VERSION: u32 = 3;
+/// Oldest version that is sent [`ServerEvent::GroupAckCount`] (live or replayed).
+pub const GROUP_ACK_COUNT_VERSION: u32 = 3;
 /// Oldest version a server still accepts. A version-1 client is never sent `Resync` frames: a
 /// login of it below the log's base is replayed what the log retains, as before resyncs existed
 /// (docs/protocol.md, "Resync").
@@ -319,6 +322,11 @@ pub enum ServerEvent {
     ReadState { chat_type: ChatType, conversation: String, msg_id: Option<MsgId>, up_to: MsgId },
     /// The user joined, left or changed role in a group.
     Membership { group: GroupId, role: Option<GroupRole>, chat_room: bool },
+    /// The read count of the user's message `msg_id` in a large group (above the server's
+    /// coalescing threshold) is now `count`: sent instead of one `GroupRead` per ack, at most one
+    /// per message per interval (the list is fetched on demand). Counts only grow: a client never
+    /// lowers its count for one. Protocol version 3 ([`GROUP_ACK_COUNT_VERSION`]).
+    GroupAckCount { group: GroupId, msg_id: MsgId, count: u32, timestamp: u64 },
 }
 
 /// An event with its position in the user's log. The event is shared: a server logs one event

@@ -254,12 +254,37 @@ pub struct GroupAckPolicy {
     /// An ack is valid for this long after the message was sent (506 after), in ms.
     pub validity_ms: u64,
     /// Groups with more members than this get no read acks (the request is dropped, not refused).
+    /// At most [`MAX_MEMBER_CAP`].
     pub member_cap: usize,
     pub visibility: Visibility,
+    /// Acks of a message in a group with more members than this are coalesced: no per-ack event
+    /// to the sender (nor to the members), one count update per message per interval instead
+    /// ([`coalesce_group_acks`]). The default equals the default `member_cap`: nothing is
+    /// coalesced.
+    pub coalesce_above: usize,
+}
+
+/// Largest `member_cap` a server accepts (its configuration refuses more).
+pub const MAX_MEMBER_CAP: usize = 10_000;
+
+/// The member cap must be 1..=[`MAX_MEMBER_CAP`] (a configuration error otherwise).
+pub fn check_member_cap(member_cap: usize) -> Result<(), String> {
+    if !(1..=MAX_MEMBER_CAP).contains(&member_cap) {
+        return Err(format!("group_ack.member_cap must be 1..={MAX_MEMBER_CAP}, not {member_cap}"));
+    }
+    Ok(())
+}
+
+/// Whether the read acks of a message in a group of `member_count` members (the owner
+/// included) are coalesced into count updates instead of one event per ack: the cost of one ack
+/// must not grow with the group.
+pub fn coalesce_group_acks(policy: &GroupAckPolicy, member_count: usize) -> bool {
+    member_count > policy.coalesce_above
 }
 
 impl Default for GroupAckPolicy {
-    /// The seed defaults: off, anybody may ask, 3 days, 200 members, sender only.
+    /// The seed defaults: off, anybody may ask, 3 days, 200 members, sender only (and nothing
+    /// coalesced: the threshold is the cap).
     fn default() -> Self {
         GroupAckPolicy {
             enabled: false,
@@ -267,6 +292,7 @@ impl Default for GroupAckPolicy {
             validity_ms: 3 * 24 * 3600 * 1000,
             member_cap: 200,
             visibility: Visibility::SenderOnly,
+            coalesce_above: 200,
         }
     }
 }
@@ -439,6 +465,17 @@ mod tests {
         assert!(!read_ack_covered(false, 6, 7));
         assert!(read_ack_covered(false, 7, 7));
         assert!(read_ack_covered(true, 0, 7));
+    }
+
+    #[test]
+    fn large_groups_coalesce_above_the_threshold_and_the_cap_is_bounded() {
+        let p = GroupAckPolicy { coalesce_above: 1000, ..on() };
+        assert!(!coalesce_group_acks(&p, 1000), "at the threshold: one event per ack");
+        assert!(coalesce_group_acks(&p, 1001));
+        assert!(!coalesce_group_acks(&GroupAckPolicy::default(), 200), "the default coalesces nothing the default cap lets ack");
+        assert!(check_member_cap(MAX_MEMBER_CAP).is_ok() && check_member_cap(200).is_ok());
+        assert!(check_member_cap(MAX_MEMBER_CAP + 1).unwrap_err().contains("10000"));
+        assert!(check_member_cap(0).is_err());
     }
 
     #[test]

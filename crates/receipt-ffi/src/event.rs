@@ -74,6 +74,12 @@ pub enum rcpt_event_type {
     /// the delivered count with that ack). After the input's MESSAGES_UPDATED, which carries
     /// the messages' new `rcpt_message_group_delivered_count`.
     RCPT_EVENT_GROUP_MESSAGE_DELIVERED = 16,
+    /// onReadAckForGroupMessageUpdated: the read counts of messages this user sent to a large
+    /// group went up (one coalesced update per message per interval instead of one
+    /// GROUP_MESSAGE_READ per ack; fetch the readers on demand). The messages in their new state
+    /// (`rcpt_event_message_count` / `rcpt_event_message_at`, their group ack count). Counts
+    /// never go down.
+    RCPT_EVENT_READ_ACK_FOR_GROUP_MESSAGE_UPDATED = 17,
     // The connection and token lifecycle (the SDK's ConnectionListener), from 30 on.
     /// onDatabaseOpened(username): the user's store is open (at login, with or without the
     /// server): counts and messages are readable, acks queue. `rcpt_event_from` is the user;
@@ -187,6 +193,7 @@ impl rcpt_event {
             ClientEvent::MessagesDelivered(m) => Self::empty(RCPT_EVENT_MESSAGES_DELIVERED).with_messages(m),
             ClientEvent::MessagesRead(m) => Self::empty(RCPT_EVENT_MESSAGES_READ).with_messages(m),
             ClientEvent::MessagesUpdated(m) => Self::empty(RCPT_EVENT_MESSAGES_UPDATED).with_messages(m),
+            ClientEvent::ReadAckForGroupMessageUpdated(m) => Self::empty(RCPT_EVENT_READ_ACK_FOR_GROUP_MESSAGE_UPDATED).with_messages(m),
             ClientEvent::GroupMessageRead(acks) => {
                 let mut ev = Self::empty(RCPT_EVENT_GROUP_MESSAGE_READ);
                 ev.acks = acks.into_iter().map(rcpt_group_read_ack::new).collect();

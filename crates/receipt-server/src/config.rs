@@ -38,8 +38,10 @@
 //! enabled = true
 //! who_may_request = "owner_and_admins"   # or "all_members"
 //! validity_secs = 259200
-//! member_cap = 200
+//! member_cap = 200                       # at most 10000 (see max_group_size)
 //! visibility = "all_members"             # or "sender_only"
+//! coalesce_above = 200                   # larger groups: count updates, not one event per ack
+//! coalesce_ms = 500                      # at most one count update per message per interval
 //!
 //! [group_delivery_ack]                   # the same switches, for group delivery acks
 //! enabled = true                         # off by default: group messages take no delivery acks
@@ -95,9 +97,18 @@ pub struct GroupAckPolicy {
     pub who_may_request: WhoMayRequest,
     /// An ack is valid for this long after the message was sent (506 after). Default 3 days.
     pub validity_secs: u64,
-    /// Groups with more members than this get no read acks. Default 200.
+    /// Groups with more members than this get no read acks. Default 200, at most 10,000
+    /// ([`rules::MAX_MEMBER_CAP`]; more is a configuration error). Groups that large need a
+    /// `max_group_size` as large.
     pub member_cap: usize,
     pub visibility: Visibility,
+    /// Messages of groups with more members than this get coalesced acks: the sender's devices
+    /// get one count update per message per `coalesce_ms` (and fetch the list on demand)
+    /// instead of one event per ack; members get no per-ack events either. Default 200 (the
+    /// default cap: nothing coalesced).
+    pub coalesce_above: usize,
+    /// The interval of the count updates, in ms (1..=60,000). Default 500.
+    pub coalesce_ms: u64,
 }
 
 impl Default for GroupAckPolicy {
@@ -116,9 +127,16 @@ impl Default for GroupAckPolicy {
                 rules::Visibility::SenderOnly => Visibility::SenderOnly,
                 rules::Visibility::AllMembers => Visibility::AllMembers,
             },
+            coalesce_above: d.coalesce_above,
+            coalesce_ms: DEFAULT_COALESCE_MS,
         }
     }
 }
+
+/// The default interval of coalesced group read counts (ms).
+pub const DEFAULT_COALESCE_MS: u64 = 500;
+/// Longest interval of coalesced group read counts (ms).
+pub const MAX_COALESCE_MS: u64 = 60_000;
 
 /// A per-user token bucket: `burst` requests at once, refilled at `per_sec` a second.
 /// `per_sec = 0` turns the limit off.
@@ -304,10 +322,28 @@ pub enum ConfigError {
     Parse { path: PathBuf, source: toml::de::Error },
 }
 
+/// A setting out of its range (`ServerConfig::validate`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid config: {0}")]
+pub struct InvalidConfig(pub String);
+
 impl ServerConfig {
-    /// Parses a TOML document (missing fields keep their defaults; unknown fields are errors).
+    /// Parses a TOML document (missing fields keep their defaults; unknown fields are errors,
+    /// and so are values out of range: [`validate`](Self::validate)).
     pub fn from_toml_str(s: &str) -> Result<Self, toml::de::Error> {
-        toml::from_str(s)
+        let c: ServerConfig = toml::from_str(s)?;
+        c.validate().map_err(|e| <toml::de::Error as serde::de::Error>::custom(e.0))?;
+        Ok(c)
+    }
+
+    /// Checks the values whose range the types do not say: `group_ack.member_cap`
+    /// 1..=10,000, `group_ack.coalesce_ms` 1..=60,000. The server refuses to start otherwise.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        rules::check_member_cap(self.group_ack.member_cap).map_err(InvalidConfig)?;
+        if !(1..=MAX_COALESCE_MS).contains(&self.group_ack.coalesce_ms) {
+            return Err(InvalidConfig(format!("group_ack.coalesce_ms must be 1..={MAX_COALESCE_MS}, not {}", self.group_ack.coalesce_ms)));
+        }
+        Ok(())
     }
 
     /// Reads a TOML file.
@@ -341,6 +377,7 @@ impl GroupAckPolicy {
                 Visibility::SenderOnly => rules::Visibility::SenderOnly,
                 Visibility::AllMembers => rules::Visibility::AllMembers,
             },
+            coalesce_above: self.coalesce_above,
         }
     }
 }
@@ -390,5 +427,24 @@ mod tests {
         assert_eq!((c.backend, c.pg.as_deref(), c.node_id.as_deref()), (Backend::Postgres, Some("host=/tmp dbname=r"), Some("n1")));
         assert_eq!(ServerConfig::default().backend, Backend::Redb, "the embedded store stays the default");
         assert!(ServerConfig::from_toml_str("backend = \"mysql\"").is_err());
+    }
+
+    #[test]
+    fn the_member_cap_goes_up_to_ten_thousand_and_coalescing_is_off_by_default() {
+        let d = GroupAckPolicy::default();
+        assert_eq!((d.coalesce_above, d.coalesce_ms), (d.member_cap, 500), "a default deployment coalesces nothing");
+        let c = ServerConfig::from_toml_str(
+            "max_group_size = 10000\n[group_ack]\nmember_cap = 10000\ncoalesce_above = 500\ncoalesce_ms = 250\n",
+        )
+        .unwrap();
+        assert_eq!((c.group_ack.member_cap, c.group_ack.coalesce_above, c.group_ack.coalesce_ms), (10_000, 500, 250));
+        assert_eq!(c.max_group_size, 10_000);
+        let e = ServerConfig::from_toml_str("[group_ack]\nmember_cap = 10001\n").unwrap_err().to_string();
+        assert!(e.contains("member_cap must be 1..=10000, not 10001"), "{e}");
+        let e = ServerConfig::from_toml_str("[group_ack]\ncoalesce_ms = 0\n").unwrap_err().to_string();
+        assert!(e.contains("coalesce_ms"), "{e}");
+        let over = ServerConfig { group_ack: GroupAckPolicy { member_cap: 20_000, ..d }, ..ServerConfig::default() };
+        assert!(over.validate().is_err());
+        assert!(ServerConfig::default().validate().is_ok());
     }
 }

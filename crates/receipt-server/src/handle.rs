@@ -104,6 +104,7 @@ pub async fn start(config: ServerConfig) -> io::Result<Server> {
 
 /// Starts a server with a given store (any [`ServerStore`] backend).
 pub async fn start_with_store(config: ServerConfig, store: Box<dyn ServerStore>) -> io::Result<Server> {
+    config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     if config.secret == DEFAULT_SECRET && config.tokens.public_keys.is_empty() {
         warn!("running with the default secret; set one for any real use");
     }
@@ -172,12 +173,14 @@ pub async fn start_with_store(config: ServerConfig, store: Box<dyn ServerStore>)
         max_frame: config.max_frame,
         metrics,
     });
-    // Ticks drive retention pruning.
+    // Ticks drive retention pruning (at most once a second) and the coalesced count updates:
+    // at least once per interval of them.
     {
         let tx = core_tx.clone();
         let mut stop = shutdown_rx.clone();
+        let period = Duration::from_millis(config.group_ack.coalesce_ms.clamp(10, 1000));
         tokio::spawn(async move {
-            let mut iv = tokio::time::interval(Duration::from_secs(1));
+            let mut iv = tokio::time::interval(period);
             loop {
                 tokio::select! {
                     _ = iv.tick() => { if tx.try_send(CoreMsg::Tick).is_err() && tx.is_closed() { break } }

@@ -124,10 +124,21 @@ struct ServeArgs {
     /// Validity of a group read ack after the message, in seconds.
     #[arg(long)]
     validity_secs: Option<u64>,
+    /// Groups above this many members get no read acks (default 200, at most 10000).
     #[arg(long)]
     member_cap: Option<usize>,
     #[arg(long)]
     visibility: Option<Visibility>,
+    /// Groups above this many members get coalesced read counts instead of one event per ack
+    /// (default 200).
+    #[arg(long)]
+    coalesce_above: Option<usize>,
+    /// Interval of the coalesced read counts in ms (default 500).
+    #[arg(long)]
+    coalesce_ms: Option<u64>,
+    /// Largest group, members including the owner (default 5000; beyond: 604).
+    #[arg(long)]
+    max_group_size: Option<usize>,
     /// PEM certificate chain (leaf first): the listener speaks TLS.
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -350,6 +361,8 @@ fn serve(a: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         (a.cache_bytes, &mut c.cache_bytes),
         (a.store_cache_bytes, &mut c.store_cache_bytes),
         (a.max_remembered_devices, &mut c.max_remembered_devices),
+        (a.coalesce_above, &mut c.group_ack.coalesce_above),
+        (a.max_group_size, &mut c.max_group_size),
     ];
     for (flag, field) in overrides {
         if let Some(v) = flag {
@@ -358,6 +371,9 @@ fn serve(a: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(v) = a.device_horizon_secs {
         c.device_horizon_secs = v;
+    }
+    if let Some(v) = a.coalesce_ms {
+        c.group_ack.coalesce_ms = v;
     }
     let rates = [
         (a.send_rate_per_sec, &mut c.send_rate.per_sec),
@@ -370,6 +386,8 @@ fn serve(a: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             *field = v;
         }
     }
+    // Flags are checked like the file's values (start checks again).
+    c.validate()?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let server = receipt_server::start(c).await?;

@@ -189,10 +189,17 @@ pub(crate) fn core_loop(
                         effects.append(core.prune(now));
                     }
                 }
-                CoreMsg::Shutdown => stop = true,
+                CoreMsg::Shutdown => {
+                    // Pending count updates are logged before the server stops.
+                    core.flush_counts(now, true);
+                    stop = true;
+                }
             }
         }
         drop(msgs);
+        // Coalesced count updates due by now (cheap when none is): after each batch, and on the
+        // ticks while idle.
+        core.flush_counts(now, false);
         let rest = core.take_effects();
         if effects.is_empty() {
             effects = rest;

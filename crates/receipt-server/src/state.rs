@@ -121,6 +121,9 @@ pub struct MessageRecord {
     pub ack_count: u32,
     /// Group: the members' delivery acks, held like the read acks above.
     pub delivery: AckSet,
+    /// Estimated heap bytes of the acks of both kinds and who sent them, kept as acks are added (the cache accounts a
+    /// changed record per ack: summing every ack would make one ack cost O(acks)).
+    pub(crate) ack_bytes: usize,
     /// Its state in the core's hot-state cache (unused when everything is resident).
     pub(crate) cached: crate::core::CacheMeta,
 }
@@ -135,14 +138,17 @@ impl MessageRecord {
             ackers: HashSet::default(),
             ack_count: 0,
             delivery: AckSet::default(),
+            ack_bytes: 0,
             cached: Default::default(),
         }
     }
 
     pub fn add_ack(&mut self, ack: GroupReadAck) {
         self.ackers.insert(ack.from.clone());
+        let bytes = ack_heap_bytes(&ack);
         if self.acks.insert(ack.ack_id, ack).is_none() {
             self.ack_count += 1;
+            self.ack_bytes += bytes;
         }
     }
 
@@ -160,8 +166,10 @@ impl MessageRecord {
             GroupAckKind::Read => self.add_ack(ack),
             GroupAckKind::Delivery => {
                 self.delivery.ackers.insert(ack.from.clone());
+                let bytes = ack_heap_bytes(&ack);
                 if self.delivery.acks.insert(ack.ack_id, ack).is_none() {
                     self.delivery.count += 1;
+                    self.ack_bytes += bytes;
                 }
             }
         }
@@ -183,6 +191,11 @@ pub struct AckSetRef<'a> {
     pub acks: &'a BTreeMap<AckId, GroupReadAck>,
     pub ackers: &'a HashSet<UserId>,
     pub count: u32,
+}
+
+/// Estimated heap bytes of one ack in a [`MessageRecord`] (its map node and its `ackers` entry).
+fn ack_heap_bytes(a: &GroupReadAck) -> usize {
+    160 + a.from.len() * 2 + a.content.as_ref().map_or(0, String::len)
 }
 
 /// One event of a user's log: its seq in that log and the event, which is allocated once and
@@ -240,7 +253,10 @@ pub fn event_time(e: &receipt_core::protocol::ServerEvent) -> u64 {
     use receipt_core::protocol::ServerEvent as E;
     match e {
         E::Message { msg } => msg.timestamp,
-        E::Delivered { timestamp, .. } | E::Read { timestamp, .. } | E::ConversationRead { timestamp, .. } => *timestamp,
+        E::Delivered { timestamp, .. }
+        | E::Read { timestamp, .. }
+        | E::ConversationRead { timestamp, .. }
+        | E::GroupAckCount { timestamp, .. } => *timestamp,
         E::GroupRead { ack, .. } | E::GroupDelivered { ack, .. } => ack.timestamp,
         E::ReadState { .. } | E::Membership { .. } => 0,
     }

@@ -124,6 +124,13 @@ impl<S: ClientStore> ClientEngine<S> {
         if !self.group_deliveries.is_empty() {
             self.events.push_back(ClientEvent::GroupMessageDelivered(std::mem::take(&mut self.group_deliveries)));
         }
+        if !self.count_updates.is_empty() {
+            let mut ids = std::mem::take(&mut self.count_updates);
+            ids.sort_unstable();
+            ids.dedup();
+            let msgs: Vec<ChatMessage> = ids.iter().filter_map(|id| self.messages.get(id)).map(|m| self.view(m)).collect();
+            self.events.push_back(ClientEvent::ReadAckForGroupMessageUpdated(msgs));
+        }
         self.events.extend(std::mem::take(&mut self.conversation_reads));
         let mut seen = HashSet::default();
         for key in std::mem::take(&mut self.unread_changed) {

@@ -449,6 +449,14 @@ impl<S: ClientStore> ClientEngine<S> {
                     self.group_deliveries.push(ack);
                 }
             }
+            ServerEvent::GroupAckCount { msg_id, count, .. } => {
+                // Monotonic: an update replayed after a newer ack never lowers the count.
+                self.fetch(msg_id);
+                if self.messages.get(&msg_id).is_some_and(|m| count > m.group_ack_count) {
+                    self.update_message(msg_id, |m| m.group_ack_count = count);
+                    self.count_updates.push(msg_id);
+                }
+            }
             ServerEvent::ReadState { chat_type, conversation, msg_id, up_to } => match msg_id {
                 Some(id) => self.mark_read_local(id),
                 None => {

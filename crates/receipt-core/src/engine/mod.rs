@@ -145,6 +145,11 @@ pub enum ClientEvent {
     /// members see acks, of others' messages); after the input's `MessagesUpdated`, which
     /// carries those messages' new delivered counts. `content` is always `None`.
     GroupMessageDelivered(Vec<GroupReadAck>),
+    /// onReadAckForGroupMessageUpdated: the read counts of messages this user sent to a large
+    /// group went up (a coalesced count update from the server, not one event per ack: fetch
+    /// the list of readers on demand). Each message in its new state (`group_ack_count`); after
+    /// the input's `MessagesUpdated`. A count never goes down.
+    ReadAckForGroupMessageUpdated(Vec<ChatMessage>),
     /// Messages whose own receipt flags or counts changed in this input (an own ack, a single
     /// read here or on another device, a delivery, a group ack count, a refused ack rolled
     /// back), each in its current state, oldest first. Once per input, after the message lists
@@ -306,6 +311,8 @@ pub struct ClientEngine<S: ClientStore> {
     read: Vec<MsgId>,
     group_acks: Vec<GroupReadAck>,
     group_deliveries: Vec<GroupReadAck>,
+    /// Messages whose count a coalesced count update raised in this input.
+    count_updates: Vec<MsgId>,
     /// `ConversationRead` events of this input, told after the state they change.
     conversation_reads: Vec<ClientEvent>,
     unread_changed: Vec<ConversationKey>,

@@ -111,6 +111,7 @@ impl<S: ClientStore> ClientEngine<S> {
             read: Vec::new(),
             group_acks: Vec::new(),
             group_deliveries: Vec::new(),
+            count_updates: Vec::new(),
             conversation_reads: Vec::new(),
             unread_changed: Vec::new(),
             flags_before: HashMap::default(),

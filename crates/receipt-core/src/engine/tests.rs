@@ -207,6 +207,27 @@ fn a_group_ack_count_reaches_the_sender_as_an_update() {
 }
 
 #[test]
+fn a_coalesced_count_update_raises_the_count_never_lowers_it_and_is_told_after_the_update() {
+    let mut e = alice();
+    event(&mut e, message(1, "alice", "g1", ChatType::GroupChat, true));
+    let count = |n| ServerEvent::GroupAckCount { group: "g1".into(), msg_id: 1, count: n, timestamp: NOW };
+    let evs = event(&mut e, count(700));
+    assert_eq!(updated(&evs)[0].group_ack_count, 700);
+    let told: Vec<&Vec<ChatMessage>> =
+        evs.iter().filter_map(|e| if let ClientEvent::ReadAckForGroupMessageUpdated(m) = e { Some(m) } else { None }).collect();
+    assert_eq!((told.len(), told[0][0].id, told[0][0].group_ack_count), (1, 1, 700));
+    let pos = |f: fn(&ClientEvent) -> bool| evs.iter().position(f).unwrap();
+    assert!(pos(|e| matches!(e, ClientEvent::MessagesUpdated(_))) < pos(|e| matches!(e, ClientEvent::ReadAckForGroupMessageUpdated(_))));
+    // An older update (replayed out of order with a newer ack) is no news and lowers nothing.
+    let evs = event(&mut e, count(650));
+    assert!(evs.is_empty(), "{evs:?}");
+    assert_eq!(reread(&e, [1])[0].group_ack_count, 700);
+    // An update for a message this device does not hold is ignored.
+    let evs = event(&mut e, ServerEvent::GroupAckCount { group: "g1".into(), msg_id: 99, count: 3, timestamp: NOW });
+    assert!(evs.is_empty(), "{evs:?}");
+}
+
+#[test]
 fn own_other_device_reading_the_conversation_comes_with_the_read_messages() {
     let mut e = alice();
     for id in 1..=2 {

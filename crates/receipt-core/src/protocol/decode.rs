@@ -250,6 +250,7 @@ fast_tagged! {
         "group_delivered" => GroupDelivered { group: GroupId, sender: UserId, ack: GroupReadAck },
         "read_state" => ReadState { chat_type: ChatType, conversation: String, msg_id: Option<MsgId>, up_to: MsgId },
         "membership" => Membership { group: GroupId, role: Option<GroupRole>, chat_room: bool },
+        "group_ack_count" => GroupAckCount { group: GroupId, msg_id: MsgId, count: u32, timestamp: u64 },
     }
     units {}
     special {}

@@ -70,12 +70,7 @@ const TAILS_KEPT: usize = 4096;
 /// acks it holds).
 pub(super) fn msg_bytes(rec: &MessageRecord) -> usize {
     let m = &rec.msg;
-    let acks: usize = rec
-        .acks
-        .values()
-        .chain(rec.delivery.acks.values())
-        .map(|a| 160 + a.from.len() * 2 + a.content.as_ref().map_or(0, String::len))
-        .sum();
+    let acks = rec.ack_bytes;
     // The record, its map node, the Arc'd message with its four strings and the client-id entry:
     // calibrated against RSS (1,000,000 cached messages of 32 bytes: ~1.8x the first, leaner
     // estimate of 200 bytes + strings).

@@ -1,6 +1,9 @@
 //! Group read receipts: acking a group message and paging through its acks. The checks, the
 //! recording and the paging are shared with group delivery acks (`group_delivery`): each takes
-//! the [`GroupAckKind`] and uses that kind's policy, flag, ack set and store rows.
+//! the [`GroupAckKind`] and uses that kind's policy, flag, ack set and store rows. In a group
+//! above the `coalesce_above` threshold a read ack is stored and echoed to the acker's devices,
+//! and the sender gets one coalesced count update per message per interval (`coalesce`) instead
+//! of one event per ack.
 
 use std::sync::Arc;
 
@@ -10,6 +13,7 @@ use receipt_core::{ChatError, ChatType, ConversationKey, CursorResult, ErrorCode
 
 use crate::state::HashSet;
 
+use super::coalesce::CountKind;
 use super::{err, Res, ServerCore, StoreOp};
 
 impl ServerCore {
@@ -74,6 +78,16 @@ impl ServerCore {
             GroupAckKind::Read => StoreOp::PutGroupAck(ack.clone()),
             GroupAckKind::Delivery => StoreOp::PutGroupDeliveryAck(ack.clone()),
         });
+        // A large group's read acks are coalesced: the sender gets count updates
+        // (`flush_counts`), members nothing; only the acker's own devices get the ack. Nothing
+        // here is O(members). (Delivery acks are not coalesced yet: one event per ack.)
+        let coalesce = kind == GroupAckKind::Read
+            && self.state.groups.get(&group).is_some_and(|g| rules::coalesce_group_acks(&self.ack_policy, g.members.len()));
+        if coalesce {
+            self.counts.note(now, CountKind::GroupRead, msg_id, &group, &sender, count);
+            self.echo(user, ServerEvent::GroupRead { group, sender, ack });
+            return;
+        }
         let event = match kind {
             GroupAckKind::Read => ServerEvent::GroupRead { group, sender, ack },
             GroupAckKind::Delivery => ServerEvent::GroupDelivered { group, sender, ack },
@@ -103,6 +117,36 @@ impl ServerCore {
                 }
             }
         }
+    }
+
+    /// Emits the coalesced count updates due at `now_ms` (every pending one with `all`: at
+    /// shutdown), one `GroupAckCount` per changed message into its sender's log. The caller (the
+    /// core thread, after each batch and on its tick) takes the effects like [`apply`]'s.
+    ///
+    /// [`apply`]: ServerCore::apply
+    pub fn flush_counts(&mut self, now_ms: u64, all: bool) {
+        if self.counts.next_due().is_none_or(|at| at > now_ms && !all) {
+            return;
+        }
+        self.now_ms = now_ms;
+        for (kind, msg_id, p) in self.counts.take_due(now_ms, all) {
+            match kind {
+                CountKind::GroupRead => {
+                    self.emit(&p.to, ServerEvent::GroupAckCount { group: p.group, msg_id, count: p.count, timestamp: now_ms })
+                }
+            }
+        }
+    }
+
+    /// Messages with a coalesced count update pending (at most one entry each).
+    pub fn pending_counts(&self) -> usize {
+        self.counts.len()
+    }
+
+    /// The interval of the coalesced count updates (ms): the core thread ticks at least this
+    /// often.
+    pub fn count_interval_ms(&self) -> u64 {
+        self.counts.interval_ms()
     }
 
     /// One page of the group acks of `kind` of `msg_id`, newest first, from ack id `start`.

@@ -27,6 +27,9 @@ use crate::state::{ConvState, Counters, DeviceCursor, Group, HashMap, LogEvent, 
 pub type SessionId = u64;
 
 mod cache;
+mod coalesce;
+#[cfg(test)]
+mod coalesce_tests;
 #[cfg(test)]
 mod cursor_tests;
 mod cursors;
@@ -189,6 +192,9 @@ struct LoggedIn {
     /// Shared, so handling a request does not copy the ids.
     user: Arc<str>,
     device: Arc<str>,
+    /// The protocol version the device logged in with: events it cannot decode are not sent to
+    /// it (`route_event`, `replay`).
+    v: u32,
 }
 
 /// The server state machine. See the module docs.
@@ -240,6 +246,8 @@ pub struct ServerCore {
     /// Users whose log has an entry in `trim_queue` (one each: a trim by cursors moves a log's
     /// first event without touching the queue).
     queued: crate::state::HashSet<UserId>,
+    /// Counts of large groups' messages changed since their last update (`group_receipts`).
+    counts: coalesce::Coalescer,
 }
 
 type Res<T> = Result<T, ChatError>;
@@ -285,6 +293,7 @@ impl ServerCore {
         ServerCore {
             seen_order,
             queued,
+            counts: coalesce::Coalescer::new(cfg.group_ack.coalesce_ms),
             last_sent: HashMap::default(),
             trim_queue,
             ack_policy: cfg.group_ack.rules(),
@@ -596,7 +605,13 @@ impl ServerCore {
     fn route_event(&mut self, user: &str, le: &LogEvent, skip: Option<SessionId>) {
         if let Some(sessions) = self.online.get(user) {
             let mut frame = None;
+            let newer = needs_version(&le.event);
             for &s in sessions {
+                // A device too old to decode the event is not sent it; its `last_sent` stays,
+                // so its cursor still covers the head (see `sync_cursor`).
+                if newer.is_some_and(|v| self.sessions.get(&s).is_some_and(|l| l.v < v)) {
+                    continue;
+                }
                 if Some(s) != skip {
                     let frame = frame.get_or_insert_with(|| le.frame()).clone();
                     self.effects.out.push(Outgoing { session: s, frame, replay: false });
@@ -758,6 +773,11 @@ impl ServerCore {
         debug_assert!(res.is_ok() || self.effects.ops.len() == ops_before, "a refused request changed state");
         res
     }
+}
+
+/// The oldest protocol version that can decode `e`; `None`: every version.
+fn needs_version(e: &ServerEvent) -> Option<u32> {
+    matches!(e, ServerEvent::GroupAckCount { .. }).then_some(receipt_core::protocol::GROUP_ACK_COUNT_VERSION)
 }
 
 /// A failed store read: the request is refused (302 SERVER_BUSY) before it changed anything.

@@ -97,16 +97,17 @@ impl ServerCore {
             return;
         }
         let next = self.syncing.get(&session).map_or(1, |r| r.next);
+        let v = self.sessions.get(&session).map_or(receipt_core::protocol::PROTOCOL_VERSION, |s| s.v);
         // The resync's pages count in the same window as the backlog after them.
         let mut w = Window { window, ..Window::default() };
         let mut done = true;
         if self.cache.on() {
-            done = self.window_from_store(&user, next, &mut w);
+            done = self.window_from_store(&user, next, v, &mut w);
         } else if let Some(log) = self.state.logs.get(&*user) {
             let start = log.partition_point(|e| e.seq < next);
 
             for e in &log[start..] {
-                if !w.push(e, self.message_gone_event(e)) {
+                if !w.push(e, self.skipped_in_replay(e, v)) {
                     done = false;
                     break;
                 }
@@ -206,9 +207,15 @@ impl ServerCore {
         matches!(&*e.event, ServerEvent::Message { msg } if self.message_gone(msg.id))
     }
 
+    /// Not replayed to a device of protocol version `v`: a message gone, or an event `v` cannot
+    /// decode (a count update for a version-2 device).
+    fn skipped_in_replay(&self, e: &SeqEvent, v: u32) -> bool {
+        self.message_gone_event(e) || super::needs_version(&e.event).is_some_and(|need| v < need)
+    }
+
     /// With the cache: a window of `user`'s log from seq `next`, read from the store, then the
     /// events not committed yet. True when it reached the head.
-    fn window_from_store(&mut self, user: &str, next: u64, w: &mut Window) -> bool {
+    fn window_from_store(&mut self, user: &str, next: u64, v: u32, w: &mut Window) -> bool {
         let Some(reader) = &self.cache.reader else { return true };
         let mut from = next;
         for _ in 0..LOG_READS_PER_WINDOW {
@@ -221,7 +228,7 @@ impl ServerCore {
                 }
             };
             for e in &read.events {
-                if !w.push(e, self.message_gone_event(e)) {
+                if !w.push(e, self.skipped_in_replay(e, v)) {
                     return false;
                 }
             }
@@ -232,7 +239,7 @@ impl ServerCore {
         }
         // Committed while this window was read, events are both stored and still here: once.
         for e in self.cache.tail(user).filter(|e| e.seq >= from) {
-            if !w.push(e, self.message_gone_event(e)) {
+            if !w.push(e, self.skipped_in_replay(e, v)) {
                 return false;
             }
         }

@@ -242,7 +242,7 @@ impl ServerCore {
             true,
         );
         self.note_device(now_ms, &user, &device, since);
-        self.sessions.insert(session, LoggedIn { user: user.into(), device: device.into() });
+        self.sessions.insert(session, LoggedIn { user: user.into(), device: device.into(), v });
         // Online once the replay (streamed, see `replay`) reached the head. A device below the
         // log's trimmed prefix gets the full state instead of the events it missed (`resync`);
         // a version-1 client does not know those frames and gets what the log retains.

@@ -128,6 +128,13 @@ enum Ev<S, M, A> {
         sender: S,
         ack: A,
     },
+    /// A coalesced group read count (protocol version 3).
+    GroupAckCount {
+        group: S,
+        msg_id: MsgId,
+        count: u32,
+        timestamp: u64,
+    },
 }
 
 type EvRef<'a> = Ev<&'a str, &'a WireMessage, &'a GroupReadAck>;
@@ -149,6 +156,9 @@ fn ev_ref(e: &ServerEvent) -> EvRef<'_> {
             Ev::ReadState { chat_type: *chat_type, conversation, msg_id: *msg_id, up_to: *up_to }
         }
         E::Membership { group, role, chat_room } => Ev::Membership { group, role: *role, chat_room: *chat_room },
+        E::GroupAckCount { group, msg_id, count, timestamp } => {
+            Ev::GroupAckCount { group, msg_id: *msg_id, count: *count, timestamp: *timestamp }
+        }
     }
 }
 
@@ -168,6 +178,7 @@ fn ev_owned(e: EvOwned, resolve: &mut dyn FnMut(MsgId) -> Option<Arc<WireMessage
         Ev::GroupDelivered { group, sender, ack } => E::GroupDelivered { group, sender, ack },
         Ev::ReadState { chat_type, conversation, msg_id, up_to } => E::ReadState { chat_type, conversation, msg_id, up_to },
         Ev::Membership { group, role, chat_room } => E::Membership { group, role, chat_room },
+        Ev::GroupAckCount { group, msg_id, count, timestamp } => E::GroupAckCount { group, msg_id, count, timestamp },
     })
 }
 
@@ -245,7 +256,7 @@ fn share_key(e: &ServerEvent) -> Option<(u8, u64, u64)> {
         E::ConversationRead { up_to, timestamp, .. } => (3, *up_to, *timestamp),
         E::GroupRead { ack, .. } => (4, ack.msg_id, ack.ack_id),
         E::GroupDelivered { ack, .. } => (5, ack.msg_id, ack.ack_id),
-        E::ReadState { .. } | E::Membership { .. } => return None,
+        E::ReadState { .. } | E::Membership { .. } | E::GroupAckCount { .. } => return None,
     })
 }
 

@@ -80,8 +80,9 @@ pub const DB_FILE: &str = "receipts.redb";
 /// once at open from a format 1 or 2 store, O(messages)), and `device_cursors`: an older server
 /// writing to the store would leave them stale.
 /// 4: group delivery acks (`group_delivery_acks`, `group_delivery_ackers`) and their
-/// `GroupDelivered` log events, which an older server cannot decode. A format 3 store has none:
-/// it opens as it is (the two tables are created empty) and is stamped 4.
+/// `GroupDelivered` log events, and a large group's coalesced `GroupAckCount` log events (two
+/// appended event variants an older server cannot decode). A format 3 store has none: it opens
+/// as it is (the two tables are created empty) and is stamped 4.
 pub const STORE_FORMAT: u32 = 4;
 const FORMAT_KEY: &str = "format";
 

@@ -706,6 +706,12 @@ static napi_value dispatch_native(env_state *s, const rcpt_event *ev, uint64_t s
       set_str(env, o, "kind", "messagesUpdated");
       napi_set_named_property(env, o, "messages", event_messages(env, ev));
       break;
+    case RCPT_EVENT_READ_ACK_FOR_GROUP_MESSAGE_UPDATED:
+      // A large group's coalesced read counts went up: the messages in their new state.
+      napi_create_object(env, &o);
+      set_str(env, o, "kind", "groupReadCountUpdated");
+      napi_set_named_property(env, o, "messages", event_messages(env, ev));
+      break;
     case RCPT_EVENT_CONVERSATION_UPDATED:
       // A conversation's marks moved: ArkTS re-reads the messages of it that it holds.
       napi_create_object(env, &o);

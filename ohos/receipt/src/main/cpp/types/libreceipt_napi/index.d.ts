@@ -81,6 +81,7 @@ export interface NativeBatchItem {
 //  'conversationRead'                   -> from, to
 //  'unreadChanged'                      -> conversationId, chatType, unread
 //  'messagesUpdated'                    -> messages (their own flags changed; apply as they are)
+//  'groupReadCountUpdated'              -> messages (a large group's coalesced read counts rose)
 //  'conversationUpdated'                -> conversationId, chatType, unread, readUpTo, receiptUpTo,
 //                                          peerReadUpTo (marks moved; re-read the held messages)
 //  'connected' | 'disconnected'         -> (code, description on a refused login)
