@@ -19,8 +19,10 @@ mod decode;
 
 /// Version of this protocol, sent in `Login` and `LoginOk`. 2: the client applies a full state
 /// resync ([`ServerFrame::Resync`], `SyncDone { resync: true }`) and reports its cursor
-/// ([`ClientFrame::SyncCursor`]).
-pub const PROTOCOL_VERSION: u32 = 2;
+/// ([`ClientFrame::SyncCursor`]). 3: the ack frames carry `private` (private reading). A
+/// version-2 server would ignore that field and tell the sender, so it refuses a version-3
+/// login (110) and a private ack can never reach it.
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Oldest version a server still accepts. A version-1 client is never sent `Resync` frames: a
 /// login of it below the log's base is replayed what the log retains, as before resyncs existed
 /// (docs/protocol.md, "Resync").
@@ -55,23 +57,32 @@ pub enum ClientFrame {
         req: ReqId,
         msg_id: MsgId,
     },
-    /// The user read this 1:1 message.
+    /// The user read this 1:1 message. `private` (private reading, version 3): the user's own
+    /// read state only, the sender is told nothing ([`crate::rules::read_ack_effect`]).
     ReadAck {
         req: ReqId,
         msg_id: MsgId,
+        #[serde(default, skip_serializing_if = "is_false")]
+        private: bool,
     },
-    /// The user read the whole conversation (1:1: the peer is told; group: own state only).
+    /// The user read the whole conversation (1:1: the peer is told unless `private`; group: own
+    /// state only).
     ConversationAck {
         req: ReqId,
         chat_type: ChatType,
         conversation: String,
+        #[serde(default, skip_serializing_if = "is_false")]
+        private: bool,
     },
-    /// The user read this group message; `ext` is passed on to the sender.
+    /// The user read this group message; `ext` is passed on to the sender. `private`: no ack is
+    /// recorded or sent (the count and the list stay as they are), only own read state.
     GroupAck {
         req: ReqId,
         msg_id: MsgId,
         #[serde(default)]
         ext: Option<String>,
+        #[serde(default, skip_serializing_if = "is_false")]
+        private: bool,
     },
     /// One page of a group message's read acks, newest first, starting before `start_ack_id`
     /// (`None`: from the newest).
@@ -104,6 +115,9 @@ pub enum ClientFrame {
         req: ReqId,
         conversation: String,
         msg_ids: Vec<MsgId>,
+        /// Each id as a private [`ClientFrame::ReadAck`].
+        #[serde(default, skip_serializing_if = "is_false")]
+        private: bool,
     },
     /// Change only the user's own read state (no receipt to anybody): one message, or the
     /// whole conversation when `msg_id` is `None`.

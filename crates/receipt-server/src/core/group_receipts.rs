@@ -11,7 +11,9 @@ use crate::state::HashSet;
 use super::{err, Res, ServerCore, StoreOp};
 
 impl ServerCore {
-    pub(super) fn group_ack(&mut self, now: u64, user: &str, msg_id: MsgId, ext: Option<String>) -> Res<Response> {
+    /// A group read ack; `private`: after the same checks, the reader's own read state only (no
+    /// ack recorded, the count and the list unchanged: [`rules::read_ack_effect`]).
+    pub(super) fn group_ack(&mut self, now: u64, user: &str, msg_id: MsgId, ext: Option<String>, private: bool) -> Res<Response> {
         rules::check_ext(ext.as_deref())?;
         self.load_message(msg_id)?;
         let rec = self.message(now, msg_id, ErrorCode::MessageExpired)?;
@@ -39,6 +41,14 @@ impl ServerCore {
                 ErrorCode::GroupNotJoined,
                 format!("{user} joined {} after message {msg_id} (newest then: {joined})", rec.msg.to),
             ));
+        }
+        if private {
+            let key = ConversationKey::new(ChatType::GroupChat, rec.msg.to.clone());
+            let read = self.conv(user, &key).is_some_and(|c| c.read.covers(msg_id));
+            if rules::read_ack_effect(true, false, read) == rules::ReadAckEffect::OwnReadState {
+                self.read_privately(user, &key, msg_id);
+            }
+            return Ok(Response::Done);
         }
         // Who hears of the ack besides the sender and the acker.
         let members: Vec<UserId> = match group {
