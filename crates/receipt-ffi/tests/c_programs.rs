@@ -197,3 +197,9 @@ fn c_batches() {
 fn c_history() {
     run_c_program("history");
 }
+
+/// Private reading: the option, the per-call mode of each read-ack call, and their bad input.
+#[test]
+fn c_private_reading() {
+    run_c_program("private_reading");
+}
