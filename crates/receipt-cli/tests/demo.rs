@@ -27,6 +27,10 @@ const TOUR: &[&str] = &[
     ": 1 read",
     "one round trip, 2 of 2 acked",
     "ackMessagesRead with 21 ids: refused 110",
+    "unread 2 → 1: his own devices follow",
+    "read privately stays unreported",
+    "acked publicly later, erin is told then, once",
+    "acks privately: nothing is sent at all, not even to his devices: refused 505",
     "All receipts behaved as the guide promises.",
 ];
 
