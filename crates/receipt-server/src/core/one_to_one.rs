@@ -171,26 +171,22 @@ impl ServerCore {
     }
 
     /// Marks one received message read for `user` alone (a mark-read, or a private ack): their
-    /// other devices hear `ReadState`, nobody else hears anything. False: it was read already.
-    pub(super) fn read_privately(&mut self, user: &str, key: &ConversationKey, id: MsgId) -> bool {
-        if !self.mark_one(user, key, id) {
-            return false;
+    /// other devices hear `ReadState`, nobody else hears anything. Nothing when it was read.
+    pub(super) fn read_privately(&mut self, user: &str, key: &ConversationKey, id: MsgId) {
+        if self.mark_one(user, key, id) {
+            let up_to = self.conv(user, key).map_or(0, |c| c.read.up_to);
+            self.echo(user, ServerEvent::ReadState { chat_type: key.chat_type, conversation: key.id.clone(), msg_id: Some(id), up_to });
         }
-        let up_to = self.conv(user, key).map_or(0, |c| c.read.up_to);
-        self.echo(user, ServerEvent::ReadState { chat_type: key.chat_type, conversation: key.id.clone(), msg_id: Some(id), up_to });
-        true
     }
 
     /// Marks a whole conversation read for `user` alone (a mark-all, or a private conversation
     /// ack): `ReadState` to their devices (the acting one too: the watermark may cover messages
-    /// it has not received yet). False: nothing was unread.
-    fn read_all_privately(&mut self, user: &str, key: &ConversationKey) -> bool {
-        let Some(up_to) = self.unread_head(user, key) else {
-            return false;
-        };
-        self.mark_all(user, key, up_to);
-        self.emit(user, ServerEvent::ReadState { chat_type: key.chat_type, conversation: key.id.clone(), msg_id: None, up_to });
-        true
+    /// it has not received yet). Nothing when nothing was unread.
+    fn read_all_privately(&mut self, user: &str, key: &ConversationKey) {
+        if let Some(up_to) = self.unread_head(user, key) {
+            self.mark_all(user, key, up_to);
+            self.emit(user, ServerEvent::ReadState { chat_type: key.chat_type, conversation: key.id.clone(), msg_id: None, up_to });
+        }
     }
 
     pub(super) fn conversation_ack(
