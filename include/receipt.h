@@ -63,6 +63,21 @@
 #define RCPT_STATUS_FAILED 2
 
 /**
+ * Read-ack mode: the client's default (`rcpt_options_set_private_read_receipts`).
+ */
+#define RCPT_READ_ACK_DEFAULT 0
+
+/**
+ * Read-ack mode: a receipt the sender hears of, whatever the client's default.
+ */
+#define RCPT_READ_ACK_PUBLIC 1
+
+/**
+ * Read-ack mode: private, own devices only, whatever the client's default.
+ */
+#define RCPT_READ_ACK_PRIVATE 2
+
+/**
  * The outcome of a call. The values are stable: `RCPT_OK` is 0, the SDK's error codes keep
  * their numbers and names (`RCPT_` + the Easemob SDK's `ChatError` name; table: docs/errors.md),
  * and the C boundary's own failures are 1001 and up (they never reach ArkTS).
@@ -1123,8 +1138,9 @@ uint32_t rcpt_message_group_ack_count(const rcpt_message *msg);
 bool rcpt_message_group_ack_sent(const rcpt_message *msg);
 
 /**
- * New options with the defaults: require_delivery_ack false, require_read_ack true, server
- * 127.0.0.1:7878, no data dir (it must be set before `rcpt_client_new`), a generated device id.
+ * New options with the defaults: require_delivery_ack false, require_read_ack true,
+ * private_read_receipts false, server 127.0.0.1:7878, no data dir (it must be set before
+ * `rcpt_client_new`), a generated device id.
  * The caller owns the result and frees it with `rcpt_options_free`. NULL only on an internal
  * failure.
  */
@@ -1149,6 +1165,14 @@ rcpt_result rcpt_options_set_require_read_ack(rcpt_options *options,
                                               bool value);
 
 /**
+ * Private reading (default false): read acks mark messages read on this user's devices and
+ * tell the sender nothing. Each ack call may override it (`rcpt_client_ack_*_mode`); a
+ * `require_read_ack` of false wins (505, nothing sent).
+ */
+rcpt_result rcpt_options_set_private_read_receipts(rcpt_options *options,
+                                                   bool value);
+
+/**
  * The server to connect to: `host` (a name or an IP address; copied) and `port` (not 0).
  */
 rcpt_result rcpt_options_set_server(rcpt_options *options,
@@ -1168,6 +1192,45 @@ rcpt_result rcpt_options_set_data_dir(rcpt_options *options,
  */
 rcpt_result rcpt_options_set_device_id(rcpt_options *options,
                                        const char *id);
+
+/**
+ * `rcpt_client_ack_message_read` with a mode (`RCPT_READ_ACK_*`). `*out_req`: the request id,
+ * or 0 when nothing was sent (acked before; private: read before).
+ */
+rcpt_result rcpt_client_ack_message_read_mode(rcpt_client *client,
+                                              const char *msg_id,
+                                              uint32_t mode,
+                                              uint64_t *out_req);
+
+/**
+ * `rcpt_client_ack_conversation_read` with a mode (`RCPT_READ_ACK_*`). Private, 1:1: the
+ * peer hears nothing, this user's other devices mark the conversation read.
+ */
+rcpt_result rcpt_client_ack_conversation_read_mode(rcpt_client *client,
+                                                   const char *conversation_id,
+                                                   uint32_t mode,
+                                                   uint64_t *out_req);
+
+/**
+ * `rcpt_client_ack_group_message_read` with a mode (`RCPT_READ_ACK_*`). Private: checked like
+ * an ack, but no ack is recorded (the sender's count and list do not change; `ext` is dropped).
+ */
+rcpt_result rcpt_client_ack_group_message_read_mode(rcpt_client *client,
+                                                    const char *msg_id,
+                                                    const char *ext,
+                                                    uint32_t mode,
+                                                    uint64_t *out_req);
+
+/**
+ * `rcpt_client_ack_messages_read` with a mode (`RCPT_READ_ACK_*`): each id as a single ack of
+ * that mode.
+ */
+rcpt_result rcpt_client_ack_messages_read_mode(rcpt_client *client,
+                                               const char *conversation_id,
+                                               const char *const *msg_ids,
+                                               size_t count,
+                                               uint32_t mode,
+                                               uint64_t *out_req);
 
 /**
  * Frees a string the library handed out (for example by `rcpt_client_current_user`).

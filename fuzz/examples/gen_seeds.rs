@@ -150,8 +150,8 @@ fn main() {
     // Client frames for the decoder too.
     let client = vec![
         ClientFrame::Login { v: 1, user: "alice".into(), device: "a1".into(), token: "t".into(), since: 3 },
-        ClientFrame::ReadAck { req: 1, msg_id: 2 },
-        ClientFrame::GroupAck { req: 2, msg_id: 3, ext: Some("e".into()) },
+        ClientFrame::ReadAck { req: 1, msg_id: 2, private: false },
+        ClientFrame::GroupAck { req: 2, msg_id: 3, ext: Some("e".into()), private: false },
         ClientFrame::FetchGroupAcks { req: 3, msg_id: 3, page_size: 10, start_ack_id: None },
         ClientFrame::MarkRead { req: 4, chat_type: ChatType::Chat, conversation: "bob".into(), msg_id: None },
         ClientFrame::Ping { nonce: 1 },

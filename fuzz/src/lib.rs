@@ -314,7 +314,7 @@ impl Harness {
             }
             let ack = match &f {
                 ClientFrame::DeliveryAck { req, msg_id } => Some((AckKind::Delivery, *msg_id, *req)),
-                ClientFrame::ReadAck { req, msg_id } => Some((AckKind::Read, *msg_id, *req)),
+                ClientFrame::ReadAck { req, msg_id, .. } => Some((AckKind::Read, *msg_id, *req)),
                 ClientFrame::GroupAck { req, msg_id, .. } => Some((AckKind::Group, *msg_id, *req)),
                 ClientFrame::Send { client_id, .. } => {
                     if !self.client_ids.contains(client_id) {

@@ -335,6 +335,7 @@ fn tour(color: bool, tls: bool) -> Result<(), String> {
     s.refused("ackMessagesRead with 21 ids", &try_expect_err(bob.client.ack_messages_read("alice", &many), ErrorCode::InvalidParam)?);
 
     group_delivery(&s, &carol, &dave, &erin, &group)?;
+    private_reading(&s, &erin, &private, got.id, port, dir)?;
 
     println!("\n{}", s.paint("32", "All receipts behaved as the guide promises."));
     drop((alice, tablet, bob, carol, dave, erin, private, bad));
@@ -381,6 +382,63 @@ fn group_delivery(s: &Style, carol: &Device, dave: &Device, erin: &Device, group
     s.say("carol/phone", &format!("fetchGroupDeliveryAcks(pageSize 10): delivered to {who:?}, cursor \"{}\"", page.cursor));
     let req = dave.client.fetch_group_delivery_acks(gm.id, 10, None).map_err(|e| e.to_string())?;
     s.refused("dave lists who got carol's message (sender only)", &dave.try_refused(req, ErrorCode::GroupPermissionDenied)?);
+    Ok(())
+}
+
+/// Waits (bounded) until `d`'s unread count of `key` is `want`.
+fn until_unread(d: &Device, key: &ConversationKey, want: u32) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let n = d.client.unread_count(key).map_err(|e| e.to_string())?;
+        if n == want {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("unread count of {} stayed {n}, want {want}", key.id));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Private reading (`privateReadReceipts`) beside `requireReadAck = false` (`off`, a device with
+/// it false, holding message `off_msg`).
+fn private_reading(s: &Style, erin: &Device, off: &Device, off_msg: MsgId, port: u16, dir: &Path) -> Result<(), String> {
+    s.section(10, "Private reading (privateReadReceipts = true) beside requireReadAck = false");
+    let phone = online("frank/phone", ChatOptions { private_read_receipts: true, ..Default::default() }, port, dir)?;
+    let tablet = online("frank/tablet", ChatOptions::default(), port, dir)?;
+    let key = ConversationKey::new(ChatType::Chat, "erin");
+    let p1 = erin.try_send("frank", ChatType::Chat, "Surprise party on Friday, keep it quiet", false)?;
+    let p2 = erin.try_send("frank", ChatType::Chat, "Bring a gift", false)?;
+    received_id(&phone, p2.id)?;
+    received_id(&tablet, p2.id)?;
+    s.say("erin/phone", &format!("sends frank two messages ({} and {})", p1.id, p2.id));
+    let req = phone.client.ack_message_read(p1.id).map_err(|e| e.to_string())?.ok_or("no private ack sent")?;
+    phone.try_completed(req)?.map_err(|e| e.to_string())?;
+    s.say("frank/phone", &format!("ackMessageRead({}) in private mode: the server records the read, tells erin nothing", p1.id));
+    until_unread(&tablet, &key, 1)?;
+    s.say("frank/tablet", "unread 2 → 1: his own devices follow");
+    let req = phone.client.ack_message_read_with(p2.id, Some(false)).map_err(|e| e.to_string())?.ok_or("no ack sent")?;
+    phone.try_completed(req)?.map_err(|e| e.to_string())?;
+    s.say("frank/phone", &format!("ackMessageRead({}, {{ privately: false }}): a receipt, for this call", p2.id));
+    erin.try_wait("onMessageRead", |e| match e {
+        ClientEvent::MessagesRead(m) => m.iter().any(|m| m.id == p2.id).then_some(()),
+        _ => None,
+    })?;
+    // Events come in order: a read of p1 would have come before the one of p2.
+    if erin.heard(Duration::from_millis(200), |e| matches!(e, ClientEvent::MessagesRead(m) if m.iter().any(|m| m.id == p1.id))).is_some() {
+        return Err("erin heard of the private read".into());
+    }
+    s.hear("erin/phone", "onMessageRead", &format!("msg {} only {}: msg {} read privately stays unreported", p2.id, s.tick(2), p1.id));
+    let req = phone.client.ack_message_read_with(p1.id, Some(false)).map_err(|e| e.to_string())?.ok_or("no ack sent")?;
+    phone.try_completed(req)?.map_err(|e| e.to_string())?;
+    erin.try_wait("onMessageRead", |e| match e {
+        ClientEvent::MessagesRead(m) => m.iter().any(|m| m.id == p1.id).then_some(()),
+        _ => None,
+    })?;
+    s.hear("erin/phone", "onMessageRead", &format!("msg {} {}: acked publicly later, erin is told then, once", p1.id, s.tick(2)));
+    let e = try_expect_err(off.client.ack_message_read_with(off_msg, Some(true)), ErrorCode::ServiceNotEnabled)?;
+    s.refused("bob/laptop (requireReadAck = false) acks privately: nothing is sent at all, not even to his devices", &e);
+    drop((phone, tablet));
     Ok(())
 }
 

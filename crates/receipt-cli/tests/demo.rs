@@ -32,6 +32,10 @@ const TOUR: &[&str] = &[
     "message.groupDeliveredCount() = 2",
     "delivered to [\"erin\", \"dave\"], cursor \"\"",
     "dave lists who got carol's message (sender only): refused 603",
+    "unread 2 → 1: his own devices follow",
+    "read privately stays unreported",
+    "acked publicly later, erin is told then, once",
+    "acks privately: nothing is sent at all, not even to his devices: refused 505",
     "All receipts behaved as the guide promises.",
 ];
 

@@ -258,6 +258,24 @@ impl Client {
         self.with_engine(|engine, now| engine.ack_group_message_read(now, msg_id, ext))
     }
 
+    /// The read-ack calls with a per-call override of private reading (`None`: the option
+    /// `private_read_receipts`; see [`ClientEngine::ack_message_read_with`]).
+    pub fn ack_message_read_with(&self, msg_id: MsgId, private: Option<bool>) -> ChatResult<Option<ReqId>> {
+        self.with_engine(|engine, now| engine.ack_message_read_with(now, msg_id, private))
+    }
+
+    pub fn ack_conversation_read_with(&self, conversation: &str, private: Option<bool>) -> ChatResult<Option<ReqId>> {
+        self.with_engine(|engine, now| engine.ack_conversation_read_with(now, conversation, private))
+    }
+
+    pub fn ack_group_message_read_with(&self, msg_id: MsgId, ext: Option<&str>, private: Option<bool>) -> ChatResult<Option<ReqId>> {
+        self.with_engine(|engine, now| engine.ack_group_message_read_with(now, msg_id, ext, private))
+    }
+
+    pub fn ack_messages_read_with(&self, conversation: &str, msg_ids: &[MsgId], private: Option<bool>) -> ChatResult<ReqId> {
+        self.with_engine(|engine, now| engine.ack_messages_read_with(now, conversation, msg_ids, private))
+    }
+
     pub fn fetch_group_read_acks(&self, msg_id: MsgId, page_size: u32, start_ack_id: Option<AckId>) -> ChatResult<ReqId> {
         self.with_engine(|engine, now| engine.fetch_group_read_acks(now, msg_id, page_size, start_ack_id))
     }

@@ -50,7 +50,7 @@ fn bench(c: &mut Criterion) {
     for (name, bytes) in &server {
         g.bench_function(*name, |b| b.iter(|| decode_body::<ServerFrame>(std::hint::black_box(bytes)).unwrap()));
     }
-    let ack = body(&ClientFrame::ReadAck { req: 9, msg_id: 123_456 });
+    let ack = body(&ClientFrame::ReadAck { req: 9, msg_id: 123_456, private: false });
     g.bench_function("read_ack_request", |b| b.iter(|| decode_body::<ClientFrame>(std::hint::black_box(&ack)).unwrap()));
     g.finish();
 }

@@ -159,7 +159,7 @@ mod tests {
 
     #[test]
     fn round_trip_byte_by_byte() {
-        let frames = vec![login(), ClientFrame::ReadAck { req: 7, msg_id: 42 }, ClientFrame::Ping { nonce: 1 }];
+        let frames = vec![login(), ClientFrame::ReadAck { req: 7, msg_id: 42, private: false }, ClientFrame::Ping { nonce: 1 }];
         let mut bytes = Vec::new();
         for f in &frames {
             encode_into(f, &mut bytes);
@@ -233,7 +233,7 @@ mod tests {
             ClientFrame::FetchGroupUnread { req: 1, msg_id: 9, page_size: 20, cursor: Some("bob".into()) },
             ClientFrame::FetchGroupUnread { req: 2, msg_id: 9, page_size: 20, cursor: None },
             ClientFrame::FetchGroupAckCounts { req: 3, msg_ids: vec![4, 5, 6] },
-            ClientFrame::ReadAcks { req: 4, conversation: "alice".into(), msg_ids: vec![7, 8] },
+            ClientFrame::ReadAcks { req: 4, conversation: "alice".into(), msg_ids: vec![7, 8], private: false },
         ];
         for f in client {
             assert_eq!(decode_body::<ClientFrame>(&encode(&f)[HEADER_LEN..]).unwrap(), f);
@@ -260,7 +260,7 @@ mod tests {
             assert_eq!(decode_body::<ServerFrame>(&encode(&f)[HEADER_LEN..]).unwrap(), f);
         }
         // The id of a ClientFrame request is its `req`.
-        assert_eq!(ClientFrame::ReadAcks { req: 11, conversation: "a".into(), msg_ids: vec![1] }.req(), Some(11));
+        assert_eq!(ClientFrame::ReadAcks { req: 11, conversation: "a".into(), msg_ids: vec![1], private: false }.req(), Some(11));
     }
 
     #[test]

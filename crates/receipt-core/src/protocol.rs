@@ -20,7 +20,9 @@ mod decode;
 /// Version of this protocol, sent in `Login` and `LoginOk`. 2: the client applies a full state
 /// resync ([`ServerFrame::Resync`], `SyncDone { resync: true }`) and reports its cursor
 /// ([`ClientFrame::SyncCursor`]). 3: the client takes [`ServerEvent::GroupAckCount`] (the
-/// coalesced read count of a large group's message); older clients are never sent it.
+/// coalesced read count of a large group's message; older clients are never sent it), and the
+/// ack frames carry `private` (private reading): a version-2 server would ignore that field and
+/// tell the sender, so it refuses a version-3 login (110) and a private ack can never reach it.
 pub const PROTOCOL_VERSION: u32 = 3;
 /// Oldest version that is sent [`ServerEvent::GroupAckCount`] (live or replayed).
 pub const GROUP_ACK_COUNT_VERSION: u32 = 3;
@@ -61,23 +63,32 @@ pub enum ClientFrame {
         req: ReqId,
         msg_id: MsgId,
     },
-    /// The user read this 1:1 message.
+    /// The user read this 1:1 message. `private` (private reading, version 3): the user's own
+    /// read state only, the sender is told nothing ([`crate::rules::read_ack_effect`]).
     ReadAck {
         req: ReqId,
         msg_id: MsgId,
+        #[serde(default, skip_serializing_if = "is_false")]
+        private: bool,
     },
-    /// The user read the whole conversation (1:1: the peer is told; group: own state only).
+    /// The user read the whole conversation (1:1: the peer is told unless `private`; group: own
+    /// state only).
     ConversationAck {
         req: ReqId,
         chat_type: ChatType,
         conversation: String,
+        #[serde(default, skip_serializing_if = "is_false")]
+        private: bool,
     },
-    /// The user read this group message; `ext` is passed on to the sender.
+    /// The user read this group message; `ext` is passed on to the sender. `private`: no ack is
+    /// recorded or sent (the count and the list stay as they are), only own read state.
     GroupAck {
         req: ReqId,
         msg_id: MsgId,
         #[serde(default)]
         ext: Option<String>,
+        #[serde(default, skip_serializing_if = "is_false")]
+        private: bool,
     },
     /// One page of a group message's read acks, newest first, starting at `start_ack_id`
     /// (`None`: from the newest).
@@ -119,6 +130,9 @@ pub enum ClientFrame {
         req: ReqId,
         conversation: String,
         msg_ids: Vec<MsgId>,
+        /// Each id as a private [`ClientFrame::ReadAck`].
+        #[serde(default, skip_serializing_if = "is_false")]
+        private: bool,
     },
     /// Change only the user's own read state (no receipt to anybody): one message, or the
     /// whole conversation when `msg_id` is `None`.

@@ -172,6 +172,51 @@ pub fn read_ack_covered(acked: bool, receipt_up_to: MsgId, id: MsgId) -> bool {
     acked || id <= receipt_up_to
 }
 
+// ----- private reading -----
+//
+// Design note. A read ack is either a receipt (the sender is told: `Read`, `ConversationRead`,
+// `GroupRead`, the sender's `isReceiverRead` / `groupAckCount`) or, in private reading, a change
+// of the reader's own read state only: the server records it like a mark-read (unread count
+// drops, the reader's other devices get `ReadState`, offline ones at their sync) and tells the
+// sender nothing. The two are kept apart on the server by the facts it already holds: "read"
+// (the read mark) and "receipt sent" (`read_acked`, the receipt mark, a group's ack list). So a
+// message read privately can still be acked publicly later (the sender is told then, once),
+// while a private ack after a receipt changes nothing. `requireReadAck = false` sends nothing
+// at all (505), whatever the private setting: it wins.
+
+/// Whether a read ack call goes out private: the call's override (`per_call`) or else the
+/// client's `private_read_receipts` option. 505 when `require_read_ack` is false: then the
+/// call sends nothing at all, private or not.
+pub fn read_ack_private(require_read_ack: bool, private_option: bool, per_call: Option<bool>) -> ChatResult<bool> {
+    if !require_read_ack {
+        return Err(ChatError::new(ErrorCode::ServiceNotEnabled, "read acks are off (requireReadAck is false): nothing was sent"));
+    }
+    Ok(per_call.unwrap_or(private_option))
+}
+
+/// What an accepted (checked) read ack of one message does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadAckEffect {
+    /// Nothing new: the receipt was sent before, or (private) the message is already read.
+    Nothing,
+    /// Private: the reader's own read state only (unread count, own devices); no receipt.
+    OwnReadState,
+    /// A receipt: the sender is told, and the reader's read state changes too.
+    Receipt,
+}
+
+/// The effect of a read ack (1:1 or group) made `private` or not, given whether this user's
+/// receipt for the message was already sent (`receipt_sent`) and whether it is already read by
+/// them (`read`). A receipt after a private read still goes out; a private ack never undoes or
+/// repeats a receipt.
+pub fn read_ack_effect(private: bool, receipt_sent: bool, read: bool) -> ReadAckEffect {
+    match (receipt_sent, private, read) {
+        (true, _, _) | (false, true, true) => ReadAckEffect::Nothing,
+        (false, true, false) => ReadAckEffect::OwnReadState,
+        (false, false, _) => ReadAckEffect::Receipt,
+    }
+}
+
 // ----- the read mark -----
 
 /// This user's read state of one conversation: the watermark and the messages above it read one
@@ -588,5 +633,27 @@ mod tests {
     fn a_group_stays_within_its_size() {
         assert!(check_group_size(5000, 5000).is_ok());
         assert_eq!(code(check_group_size(5001, 5000)), ErrorCode::GroupMembersFull);
+    }
+
+    #[test]
+    fn require_read_ack_false_wins_over_private_reading() {
+        assert_eq!(code(read_ack_private(false, true, Some(true))), ErrorCode::ServiceNotEnabled);
+        assert_eq!(code(read_ack_private(false, false, None)), ErrorCode::ServiceNotEnabled);
+        assert_eq!(read_ack_private(true, false, None), Ok(false));
+        assert_eq!(read_ack_private(true, true, None), Ok(true));
+        // The call's override beats the option either way.
+        assert_eq!(read_ack_private(true, true, Some(false)), Ok(false));
+        assert_eq!(read_ack_private(true, false, Some(true)), Ok(true));
+    }
+
+    #[test]
+    fn a_private_read_stays_open_to_a_later_receipt_and_never_repeats_one() {
+        use ReadAckEffect::*;
+        assert_eq!(read_ack_effect(true, false, false), OwnReadState);
+        assert_eq!(read_ack_effect(true, false, true), Nothing, "private twice: idempotent");
+        assert_eq!(read_ack_effect(false, false, true), Receipt, "read privately, then acked: the sender is told");
+        assert_eq!(read_ack_effect(false, false, false), Receipt);
+        assert_eq!(read_ack_effect(true, true, true), Nothing, "a private ack after a receipt changes nothing");
+        assert_eq!(read_ack_effect(false, true, true), Nothing, "a receipt is not sent twice");
     }
 }

@@ -255,8 +255,13 @@ pub enum GroupRole {
 pub struct ChatOptions {
     /// Ask peers for delivery acks on the messages this client sends (default false).
     pub require_delivery_ack: bool,
-    /// Allow this client to send read acks (default true). False is a privacy switch.
+    /// Allow this client to send read acks (default true). False is a privacy switch: ack calls
+    /// send nothing at all (505), and win over [`ChatOptions::private_read_receipts`].
     pub require_read_ack: bool,
+    /// Private reading (default false): read acks sync this user's own devices and unread counts
+    /// but tell the sender nothing (`rules::read_ack_private`). Each ack call may override it.
+    #[serde(default)]
+    pub private_read_receipts: bool,
     /// Server host for a private deployment (the runtime's default is 127.0.0.1).
     pub im_server: Option<String>,
     /// Server port for a private deployment.
@@ -265,7 +270,7 @@ pub struct ChatOptions {
 
 impl Default for ChatOptions {
     fn default() -> Self {
-        ChatOptions { require_delivery_ack: false, require_read_ack: true, im_server: None, im_port: None }
+        ChatOptions { require_delivery_ack: false, require_read_ack: true, private_read_receipts: false, im_server: None, im_port: None }
     }
 }
 

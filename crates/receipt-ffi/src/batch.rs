@@ -38,7 +38,7 @@ impl Item {
 /// `count` message ids (decimal strings) from the C array `ids`: NULL array or element
 /// (`RCPT_NULL_ARGUMENT`), not UTF-8 (`RCPT_INVALID_UTF8`), not 1..=20 ids (`RCPT_INVALID_PARAM`),
 /// not a message id (`RCPT_MESSAGE_INVALID`).
-fn msg_ids(ids: *const *const c_char, count: usize) -> Result<Vec<MsgId>, FfiError> {
+pub(crate) fn msg_ids(ids: *const *const c_char, count: usize) -> Result<Vec<MsgId>, FfiError> {
     if ids.is_null() {
         return Err(FfiError::null("msg_ids"));
     }

@@ -137,7 +137,7 @@ fn members(members: *const *const c_char, n: usize) -> Result<Vec<String>, FfiEr
     ptrs.iter().enumerate().map(|(i, p)| arg_str(*p, &format!("members[{i}]")).map(str::to_string)).collect()
 }
 
-fn write_req(out_req: &mut u64, req: Option<ReqId>) {
+pub(crate) fn write_req(out_req: &mut u64, req: Option<ReqId>) {
     *out_req = req.unwrap_or(0);
 }
 

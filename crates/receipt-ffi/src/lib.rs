@@ -10,7 +10,7 @@
 //! with `panic = "unwind"` (the default) for that boundary to work.
 //!
 //! One module per C concept: [`result`], [`error`], [`string`], [`options`], [`client`],
-//! [`message`], [`group_ack`], [`group_delivery`], [`batch`], [`event`], [`history`].
+//! [`message`], [`group_ack`], [`group_delivery`], [`batch`], [`event`], [`history`], [`private_reading`].
 //!
 //! The exports are plain `extern "C" fn`s that take raw pointers: their contract (valid,
 //! properly aligned pointers the caller owns as documented, or NULL) is stated on each item for
@@ -32,6 +32,7 @@ pub mod log;
 pub mod message;
 pub mod options;
 pub mod panic;
+pub mod private_reading;
 pub mod result;
 pub mod string;
 pub mod tls;

@@ -30,8 +30,9 @@ pub(crate) fn options_mut<'a>(o: *mut rcpt_options) -> Result<&'a mut rcpt_optio
     unsafe { o.as_mut() }.ok_or_else(|| FfiError::null("options"))
 }
 
-/// New options with the defaults: require_delivery_ack false, require_read_ack true, server
-/// 127.0.0.1:7878, no data dir (it must be set before `rcpt_client_new`), a generated device id.
+/// New options with the defaults: require_delivery_ack false, require_read_ack true,
+/// private_read_receipts false, server 127.0.0.1:7878, no data dir (it must be set before
+/// `rcpt_client_new`), a generated device id.
 /// The caller owns the result and frees it with `rcpt_options_free`. NULL only on an internal
 /// failure.
 #[no_mangle]
@@ -74,6 +75,17 @@ pub extern "C" fn rcpt_options_set_require_delivery_ack(options: *mut rcpt_optio
 pub extern "C" fn rcpt_options_set_require_read_ack(options: *mut rcpt_options, value: bool) -> rcpt_result {
     ffi_result("rcpt_options_set_require_read_ack", || {
         options_mut(options)?.options.require_read_ack = value;
+        Ok(())
+    })
+}
+
+/// Private reading (default false): read acks mark messages read on this user's devices and
+/// tell the sender nothing. Each ack call may override it (`rcpt_client_ack_*_mode`); a
+/// `require_read_ack` of false wins (505, nothing sent).
+#[no_mangle]
+pub extern "C" fn rcpt_options_set_private_read_receipts(options: *mut rcpt_options, value: bool) -> rcpt_result {
+    ffi_result("rcpt_options_set_private_read_receipts", || {
+        options_mut(options)?.options.private_read_receipts = value;
         Ok(())
     })
 }

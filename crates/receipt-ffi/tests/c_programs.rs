@@ -209,3 +209,9 @@ fn c_group_delivery() {
 fn c_history() {
     run_c_program("history");
 }
+
+/// Private reading: the option, the per-call mode of each read-ack call, and their bad input.
+#[test]
+fn c_private_reading() {
+    run_c_program("private_reading");
+}

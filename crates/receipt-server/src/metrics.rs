@@ -424,7 +424,7 @@ mod tests {
         assert_eq!(REQUEST_KINDS[request_kind(&renew) as usize], "renew_token");
         assert_eq!(REQUEST_KINDS[request_kind(&ClientFrame::Ping { nonce: 0 }) as usize], "ping");
         assert_eq!(REQUEST_KINDS[request_kind(&ClientFrame::SyncCursor { seq: 0 }) as usize], "sync_cursor");
-        assert_eq!(REQUEST_KINDS[request_kind(&ClientFrame::ReadAck { req: 1, msg_id: 1 }) as usize], "read_ack");
+        assert_eq!(REQUEST_KINDS[request_kind(&ClientFrame::ReadAck { req: 1, msg_id: 1, private: false }) as usize], "read_ack");
     }
 
     #[test]

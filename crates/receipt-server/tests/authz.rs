@@ -61,7 +61,7 @@ fn world(f: impl FnOnce(&mut receipt_server::ServerConfig)) -> World {
 #[test]
 fn row1_ack_of_a_message_not_addressed_to_you_is_500() {
     let mut w = world(|_| {});
-    w.carol.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::ReadAck { req, msg_id: w.one });
+    w.carol.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::ReadAck { req, msg_id: w.one, private: false });
     w.carol.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::DeliveryAck { req, msg_id: w.one });
     w.dave.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::MarkRead {
         req,
@@ -73,18 +73,19 @@ fn row1_ack_of_a_message_not_addressed_to_you_is_500() {
     assert!(settle(&mut w.bob).is_empty());
     // bob's unread is untouched and the message is not read.
     assert_eq!(RawClient::login(w.a, "bob", "probe").unread(ChatType::Chat, "alice"), 1);
-    w.bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: w.one });
+    w.bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: w.one, private: false });
     assert!(matches!(w.alice.event_matching(|e| matches!(e, ServerEvent::Read { .. })), ServerEvent::Read { by, .. } if by == "bob"));
 }
 
 #[test]
 fn row2_group_ack_of_a_group_you_are_not_in_is_602() {
     let mut w = world(|_| {});
-    w.dave.expect_err(ErrorCode::GroupNotJoined, |req| ClientFrame::GroupAck { req, msg_id: w.gm, ext: Some("x".into()) });
+    w.dave.expect_err(ErrorCode::GroupNotJoined, |req| ClientFrame::GroupAck { req, msg_id: w.gm, ext: Some("x".into()), private: false });
     w.dave.expect_err(ErrorCode::GroupNotJoined, |req| ClientFrame::ConversationAck {
         req,
         chat_type: ChatType::GroupChat,
         conversation: w.g.clone(),
+        private: false,
     });
     assert!(settle(&mut w.alice).is_empty());
     assert!(settle(&mut w.carol).is_empty());
@@ -94,9 +95,9 @@ fn row2_group_ack_of_a_group_you_are_not_in_is_602() {
 #[test]
 fn row3_ack_of_your_own_message_is_500() {
     let mut w = world(|_| {});
-    w.alice.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::ReadAck { req, msg_id: w.one });
+    w.alice.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::ReadAck { req, msg_id: w.one, private: false });
     w.alice.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::DeliveryAck { req, msg_id: w.one });
-    w.alice.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::GroupAck { req, msg_id: w.gm, ext: None });
+    w.alice.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::GroupAck { req, msg_id: w.gm, ext: None, private: false });
     assert!(settle(&mut w.bob).is_empty());
     assert!(settle(&mut w.alice).is_empty());
     assert_eq!(acks_of(&mut w.alice, w.gm), 0);
@@ -117,7 +118,7 @@ fn row4_requesting_group_acks_when_only_owner_and_admins_may_is_603() {
 #[test]
 fn row5_fetching_another_senders_ack_list_is_603() {
     let mut w = world(|_| {}); // visibility: sender_only
-    w.bob.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: w.gm, ext: None });
+    w.bob.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: w.gm, ext: None, private: false });
     settle(&mut w.alice);
     let fetch = |req| ClientFrame::FetchGroupAcks { req, msg_id: w.gm, page_size: 10, start_ack_id: None };
     w.carol.expect_err(ErrorCode::GroupPermissionDenied, fetch);
@@ -134,7 +135,7 @@ fn login_refused(a: SocketAddr, user: &str, token: String, code: ErrorCode) {
     // race with the server closing the connection.
     let mut bytes = Vec::new();
     encode_into(&ClientFrame::Login { v: PROTOCOL_VERSION, user: user.into(), device: "evil".into(), token, since: 0 }, &mut bytes);
-    encode_into(&ClientFrame::ReadAck { req: 1, msg_id: 1 }, &mut bytes);
+    encode_into(&ClientFrame::ReadAck { req: 1, msg_id: 1, private: false }, &mut bytes);
     encode_into(&plain_send(2, "evil", "carol", ChatType::Chat, "as someone else"), &mut bytes);
     c.send_raw(&bytes);
     match c.until_closed().as_slice() {
@@ -183,16 +184,17 @@ fn row9_a_removed_member_acking_afterwards_is_602() {
     w.bob.event_matching(|e| matches!(e, ServerEvent::Membership { role: None, .. }));
     settle(&mut w.alice);
     settle(&mut w.carol);
-    w.bob.expect_err(ErrorCode::GroupNotJoined, |req| ClientFrame::GroupAck { req, msg_id: w.gm, ext: None });
+    w.bob.expect_err(ErrorCode::GroupNotJoined, |req| ClientFrame::GroupAck { req, msg_id: w.gm, ext: None, private: false });
     w.bob.expect_err(ErrorCode::GroupNotJoined, |req| ClientFrame::ConversationAck {
         req,
         chat_type: ChatType::GroupChat,
         conversation: w.g.clone(),
+        private: false,
     });
     assert!(settle(&mut w.alice).is_empty());
     assert!(settle(&mut w.carol).is_empty());
     assert_eq!(acks_of(&mut w.alice, w.gm), 0);
     // carol (still a member) may.
-    w.carol.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: w.gm, ext: None });
+    w.carol.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: w.gm, ext: None, private: false });
     assert_eq!(acks_of(&mut w.alice, w.gm), 1);
 }

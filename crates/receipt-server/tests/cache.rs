@@ -50,12 +50,12 @@ fn answers_stay_right_with_a_cache_far_smaller_than_the_store_and_after_a_restar
     assert_eq!((bob.unread(ChatType::Chat, "alice"), bob.unread(ChatType::GroupChat, &g)), (400, 100));
     // Receipts on long-evicted messages; a repeated ack changes nothing.
     bob.expect_ok(|req| ClientFrame::DeliveryAck { req, msg_id: ids[6] });
-    bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: ids[5] });
-    bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: ids[5] });
-    bob.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: gids[3], ext: None });
-    bob.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: gids[3], ext: None });
+    bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: ids[5], private: false });
+    bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: ids[5], private: false });
+    bob.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: gids[3], ext: None, private: false });
+    bob.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: gids[3], ext: None, private: false });
     let mut carol = RawClient::login(server.addr(), "carol", "c");
-    carol.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: gids[3], ext: None });
+    carol.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: gids[3], ext: None, private: false });
     drop((bob, carol));
     let check = |server: &TestServer, alice: &mut RawClient| {
         // An idempotent resend of an evicted message: the same id.

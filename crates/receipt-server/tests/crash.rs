@@ -58,7 +58,7 @@ fn sigkill_mid_stream_loses_no_ok_and_duplicates_nothing() {
     let ids: Vec<MsgId> = sent.values().copied().collect();
     let mut bytes = Vec::new();
     for (i, id) in ids.iter().enumerate() {
-        bytes.extend(encode(&ClientFrame::ReadAck { req: 1000 + i as u64, msg_id: *id }));
+        bytes.extend(encode(&ClientFrame::ReadAck { req: 1000 + i as u64, msg_id: *id, private: false }));
     }
     bob.send_raw(&bytes);
     let mut bytes = Vec::new();
@@ -129,7 +129,7 @@ fn sigkill_mid_stream_loses_no_ok_and_duplicates_nothing() {
         }
     }
     for id in &ids {
-        bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: *id });
+        bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: *id, private: false });
     }
     let bob2 = RawClient::login(p2.addr(), "bob", "b3");
     assert_seqs_contiguous(&bob2.backlog);

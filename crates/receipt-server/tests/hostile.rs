@@ -41,7 +41,7 @@ impl Pair {
         self.rounds += 1;
         let id = self.alice.send_msg("legit-b", ChatType::Chat, &format!("round {}", self.rounds));
         self.bob.event_matching(|e| matches!(e, ServerEvent::Message { msg } if msg.id == id));
-        self.bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: id });
+        self.bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: id, private: false });
         self.alice.event_matching(|e| matches!(e, ServerEvent::Read { msg_id, .. } if *msg_id == id));
     }
 }
@@ -378,7 +378,7 @@ fn a_pipelined_flood_that_never_reads_is_dropped_with_bounded_memory() {
                 bytes.clear();
                 for _ in 0..512 {
                     sent += 1;
-                    bytes.extend(encode(&ClientFrame::ReadAck { req: sent, msg_id: 4_000_000_000 + sent }));
+                    bytes.extend(encode(&ClientFrame::ReadAck { req: sent, msg_id: 4_000_000_000 + sent, private: false }));
                 }
                 if let Err(e) = w.write_all(&bytes) {
                     return (sent, Some(e.kind()), started.elapsed());

@@ -106,7 +106,7 @@ fn a_new_login_on_the_same_device_replaces_the_old_session_with_206() {
     for c in [&mut new, &mut tablet] {
         c.event_matching(|e| matches!(e, ServerEvent::Message { msg } if msg.id == id));
     }
-    new.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: id });
+    new.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: id, private: false });
     bob.event_matching(|e| matches!(e, ServerEvent::Read { msg_id, .. } if *msg_id == id));
 }
 
@@ -221,7 +221,7 @@ fn other_requests_beyond_the_rate_get_4() {
     const N: u64 = 2000;
     let started = Instant::now();
     // Acks of messages that do not exist: 500 while the bucket lasts, 4 after.
-    let first = pipeline(&mut m, N, |req| ClientFrame::ReadAck { req, msg_id: 9_000_000 + req });
+    let first = pipeline(&mut m, N, |req| ClientFrame::ReadAck { req, msg_id: 9_000_000 + req, private: false });
     let rs = results(&mut m, first, N);
     let took = started.elapsed().as_secs_f64();
     let codes = codes(&rs);
@@ -341,7 +341,7 @@ fn acked_group_message(a: SocketAddr, members: usize, ext_bytes: usize) -> (RawC
     let ext = "\u{1}".repeat(ext_bytes);
     for n in &names {
         let mut c = RawClient::login(a, n, "d");
-        c.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: id, ext: Some(ext.clone()) });
+        c.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: id, ext: Some(ext.clone()), private: false });
     }
     (sender, id)
 }

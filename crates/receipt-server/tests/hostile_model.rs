@@ -197,11 +197,11 @@ fn only_members_at_send_time_ack_a_group_message() {
     // Also across a restart: the join mark is stored.
     server.restart();
     let mut late = RawClient::login(server.addr(), "late", "d");
-    let e = late.expect_err(ErrorCode::GroupNotJoined, |req| ClientFrame::GroupAck { req, msg_id: before, ext: None });
+    let e = late.expect_err(ErrorCode::GroupNotJoined, |req| ClientFrame::GroupAck { req, msg_id: before, ext: None, private: false });
     assert!(e.description.contains("after message"), "{e:?}");
-    late.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: after, ext: None });
+    late.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: after, ext: None, private: false });
     let mut early = RawClient::login(server.addr(), "early", "d");
-    early.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: before, ext: None });
+    early.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: before, ext: None, private: false });
     // The sender's ack lists: the late joiner is in the second message's only.
     let mut owner = RawClient::login(server.addr(), "owner", "d");
     let ackers = |owner: &mut RawClient, msg_id| match owner.expect_ok(|req| ClientFrame::FetchGroupAcks {
@@ -218,7 +218,7 @@ fn only_members_at_send_time_ack_a_group_message() {
     // Removed and added again: a member again from then on only.
     owner.expect_ok(|req| ClientFrame::RemoveMembers { req, group: g.clone(), members: vec!["early".into()] });
     owner.expect_ok(|req| ClientFrame::AddMembers { req, group: g.clone(), members: vec!["early".into()] });
-    early.expect_err(ErrorCode::GroupNotJoined, |req| ClientFrame::GroupAck { req, msg_id: after, ext: None });
+    early.expect_err(ErrorCode::GroupNotJoined, |req| ClientFrame::GroupAck { req, msg_id: after, ext: None, private: false });
 }
 
 /// Every file under `dir` that holds `needle`, with the number of times.
@@ -271,8 +271,8 @@ fn retention_leaves_no_trace_in_memory_replay_or_the_data_directory() {
         // Acks of the first 30, each right after its message (long before it expires).
         if i < 30 {
             match t {
-                ChatType::Chat => bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: id }),
-                _ => bob.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: id, ext: Some(format!("{MARK}ext")) }),
+                ChatType::Chat => bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: id, private: false }),
+                _ => bob.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: id, ext: Some(format!("{MARK}ext")), private: false }),
             };
         }
     }
@@ -295,7 +295,7 @@ fn retention_leaves_no_trace_in_memory_replay_or_the_data_directory() {
     }
     assert_eq!(replayed, 0, "bob's replay after retention still holds events");
     let mut bob = RawClient::login(server.addr(), "bob", "b");
-    bob.expect_err(ErrorCode::MessageExpired, |req| ClientFrame::ReadAck { req, msg_id: ids[1].0 });
+    bob.expect_err(ErrorCode::MessageExpired, |req| ClientFrame::ReadAck { req, msg_id: ids[1].0, private: false });
     drop(bob);
     let state = server.stop_and_load();
     assert!(state.messages.is_empty(), "{} messages left", state.messages.len());
@@ -432,7 +432,7 @@ fn unread_counts_drop_when_unread_messages_pass_retention() {
     let old: Vec<MsgId> = (0..3).map(|i| alice.send_msg("bob", ChatType::Chat, &format!("old{i}"))).collect();
     let mut bob = RawClient::login(server.addr(), "bob", "b");
     assert_eq!(bob.unread(ChatType::Chat, "alice"), 3);
-    bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: old[0] });
+    bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: old[0], private: false });
     drop(bob);
     // Past retention (2 s) and a retention tick (1 s): the two unread ones stop counting. Bounded.
     let deadline = Instant::now() + Duration::from_secs(10);

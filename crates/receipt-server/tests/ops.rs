@@ -43,7 +43,7 @@ fn metrics_count_a_workload_and_the_health_endpoints_answer() {
     for i in 0..N {
         let (id, _) = alice.send_msg_opts("bob", ChatType::Chat, &format!("m{i}"), true, false).unwrap();
         bob.expect_ok(|req| ClientFrame::DeliveryAck { req, msg_id: id });
-        bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: id });
+        bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: id, private: false });
     }
     // A refused request (no such message: its code) and a refused login (another user's token: 202).
     let e = bob.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::DeliveryAck { req, msg_id: 999_999 });

@@ -20,8 +20,8 @@ fn state_survives_a_restart() {
     let m1 = alice.send_msg("bob", ChatType::Chat, "one");
     let m2 = alice.send_msg("bob", ChatType::Chat, "two");
     let mut bob = RawClient::login(a, "bob", "b1");
-    bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: m1 });
-    bob.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: gm, ext: Some("x".into()) });
+    bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: m1, private: false });
+    bob.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: gm, ext: Some("x".into()), private: false });
     let head = RawClient::login(a, "bob", "probe").head;
     drop((alice, bob));
 
@@ -33,8 +33,8 @@ fn state_survives_a_restart() {
     assert_eq!(bob.unread(ChatType::Chat, "alice"), 1);
     assert_eq!(bob.unread(ChatType::GroupChat, &g), 0);
     // Idempotency survives: no second Read, no second group ack.
-    bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: m1 });
-    bob.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: gm, ext: None });
+    bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: m1, private: false });
+    bob.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: gm, ext: None, private: false });
     assert_eq!(RawClient::login(a, "bob", "probe2").head, head);
     let mut alice = RawClient::login(a, "alice", "a2");
     let Response::GroupAcks { page, .. } =

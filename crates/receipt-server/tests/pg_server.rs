@@ -65,8 +65,11 @@ fn sigkill_under_load_on_postgres_loses_nothing_and_duplicates_nothing() {
     // Load: bob pipelines read acks of alice's first messages; alice and carol pipeline sends.
     let mut bob = RawClient::login(p.addr(), "bob", "b1");
     let mut carol = RawClient::login(p.addr(), "carol", "c1");
-    let acks: Vec<u8> =
-        first.iter().enumerate().flat_map(|(i, id)| encode(&ClientFrame::ReadAck { req: 1000 + i as u64, msg_id: *id })).collect();
+    let acks: Vec<u8> = first
+        .iter()
+        .enumerate()
+        .flat_map(|(i, id)| encode(&ClientFrame::ReadAck { req: 1000 + i as u64, msg_id: *id, private: false }))
+        .collect();
     bob.send_raw(&acks);
     for (client, from) in [(&mut alice, "alice"), (&mut carol, "carol")] {
         let bytes: Vec<u8> = (FIRST..FIRST + PIPELINED).flat_map(|i| encode(&send(5000 + i, from, i))).collect();
@@ -131,7 +134,7 @@ fn sigkill_under_load_on_postgres_loses_nothing_and_duplicates_nothing() {
         }
     }
     for id in &first {
-        bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: *id });
+        bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: *id, private: false });
     }
     let bob = RawClient::login(p.addr(), "bob", "b3");
     assert_seqs_contiguous(&bob.backlog);
@@ -172,7 +175,7 @@ fn postgresql_stopped_and_started_under_a_running_server() {
     let mut alice = RawClient::login(p.addr(), "alice", "a");
     let mut bob = RawClient::login(p.addr(), "bob", "b");
     let mut acked: Vec<MsgId> = (0..10).map(|_| alice.send_msg("bob", ChatType::Chat, "before")).collect();
-    bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: acked[0] });
+    bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: acked[0], private: false });
 
     // 1. Stopped and started while the server is idle: readiness says so, and the next
     // request is served (the commit connection is made again; nothing was in flight).
@@ -181,7 +184,7 @@ fn postgresql_stopped_and_started_under_a_running_server() {
     pg.start_again().unwrap();
     wait_ready(&p, 200);
     acked.push(alice.send_msg("bob", ChatType::Chat, "after a restart of PostgreSQL"));
-    bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: acked[1] });
+    bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: acked[1], private: false });
 
     // 2. While PostgreSQL is down: a request that needs a store read is refused with 302
     // SERVER_BUSY (nothing changed); one whose commit fails is not answered, and the server
@@ -189,10 +192,10 @@ fn postgresql_stopped_and_started_under_a_running_server() {
     // even once PostgreSQL is back, until it is restarted.
     pg.stop_immediate().unwrap();
     wait_ready(&p, 503);
-    let e = bob.request(|req| ClientFrame::ReadAck { req, msg_id: 999_999 }).unwrap_err();
+    let e = bob.request(|req| ClientFrame::ReadAck { req, msg_id: 999_999, private: false }).unwrap_err();
     assert_eq!(e.code, ErrorCode::ServerBusy, "{e:?}");
     let req = bob.next_req();
-    bob.send(&ClientFrame::ReadAck { req, msg_id: acked[2] });
+    bob.send(&ClientFrame::ReadAck { req, msg_id: acked[2], private: false });
     let answer = bob.recv(Duration::from_secs(3));
     assert!(!matches!(answer, Some(ServerFrame::Result { ok: Some(_), .. })), "answered ok while nothing could store it: {answer:?}");
     pg.start_again().unwrap();
@@ -240,9 +243,9 @@ fn ids_postgresql_cannot_store_are_refused_before_they_reach_a_commit() {
     let frames: Vec<Box<dyn Fn(ReqId) -> ClientFrame>> = vec![
         Box::new(|req| plain_send(req, "c\0", "bob", ChatType::Chat, "x")),
         Box::new(|req| plain_send(req, "c1", "b\0b", ChatType::Chat, "x")),
-        Box::new(|req| ClientFrame::ConversationAck { req, chat_type: ChatType::Chat, conversation: nul.clone() }),
+        Box::new(|req| ClientFrame::ConversationAck { req, chat_type: ChatType::Chat, conversation: nul.clone(), private: false }),
         Box::new(|req| ClientFrame::MarkRead { req, chat_type: ChatType::Chat, conversation: nul.clone(), msg_id: None }),
-        Box::new(|req| ClientFrame::ReadAcks { req, conversation: nul.clone(), msg_ids: vec![id] }),
+        Box::new(|req| ClientFrame::ReadAcks { req, conversation: nul.clone(), msg_ids: vec![id], private: false }),
         Box::new(|req| ClientFrame::CreateGroup { req, name: "n".into(), members: vec![nul.clone()], chat_room: false }),
         Box::new(|req| ClientFrame::AddMembers { req, group: g.clone(), members: vec![nul.clone()] }),
         Box::new(|req| ClientFrame::SetRole { req, group: g.clone(), member: nul.clone(), role: GroupRole::Admin }),
@@ -253,5 +256,5 @@ fn ids_postgresql_cannot_store_are_refused_before_they_reach_a_commit() {
     }
     // The server still stores and answers.
     let id2 = alice.send_msg("bob", ChatType::Chat, "still here");
-    bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: id2 });
+    bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: id2, private: false });
 }

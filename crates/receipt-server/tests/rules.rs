@@ -111,12 +111,12 @@ fn only_the_recipient_may_ack() {
     let mut bob = RawClient::login(a, "bob", "b1");
     let mut carol = RawClient::login(a, "carol", "c1");
     let id = alice.send_msg("bob", ChatType::Chat, "hi");
-    carol.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::ReadAck { req, msg_id: id });
+    carol.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::ReadAck { req, msg_id: id, private: false });
     carol.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::DeliveryAck { req, msg_id: id });
-    alice.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::ReadAck { req, msg_id: id });
+    alice.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::ReadAck { req, msg_id: id, private: false });
     alice.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::DeliveryAck { req, msg_id: id });
-    bob.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::ReadAck { req, msg_id: 9999 });
-    bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: id });
+    bob.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::ReadAck { req, msg_id: 9999, private: false });
+    bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: id, private: false });
     let e = alice.event_matching(|e| matches!(e, ServerEvent::Read { .. }));
     assert!(matches!(e, ServerEvent::Read { msg_id, by, .. } if msg_id == id && by == "bob"));
     assert!(settle(&mut carol).is_empty());
@@ -159,7 +159,7 @@ fn acks_are_idempotent_and_not_forwarded_twice() {
     let id = alice.send_msg("bob", ChatType::Chat, "hi");
     for _ in 0..3 {
         bob.expect_ok(|req| ClientFrame::DeliveryAck { req, msg_id: id });
-        bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: id });
+        bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: id, private: false });
     }
     let evs = settle(&mut alice);
     let delivered = evs.iter().filter(|e| matches!(e, ServerEvent::Delivered { .. })).count();
@@ -167,8 +167,8 @@ fn acks_are_idempotent_and_not_forwarded_twice() {
     assert_eq!((delivered, read), (1, 1), "{evs:?}");
     // A read ack covered by an earlier conversation ack is not forwarded either.
     let id2 = alice.send_msg("bob", ChatType::Chat, "again");
-    bob.expect_ok(|req| ClientFrame::ConversationAck { req, chat_type: ChatType::Chat, conversation: "alice".into() });
-    bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: id2 });
+    bob.expect_ok(|req| ClientFrame::ConversationAck { req, chat_type: ChatType::Chat, conversation: "alice".into(), private: false });
+    bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: id2, private: false });
     let evs = settle(&mut alice);
     assert_eq!(evs.iter().filter(|e| matches!(e, ServerEvent::ConversationRead { .. })).count(), 1);
     assert_eq!(evs.iter().filter(|e| matches!(e, ServerEvent::Read { .. })).count(), 0, "{evs:?}");
@@ -183,12 +183,12 @@ fn read_ack_past_retention_is_506() {
     let old = alice.send_msg("bob", ChatType::Chat, "old");
     std::thread::sleep(Duration::from_millis(1300));
     // Expired (maybe not yet pruned).
-    bob.expect_err(ErrorCode::MessageExpired, |req| ClientFrame::ReadAck { req, msg_id: old });
+    bob.expect_err(ErrorCode::MessageExpired, |req| ClientFrame::ReadAck { req, msg_id: old, private: false });
     std::thread::sleep(Duration::from_millis(1500));
     // Pruned by now: still 506.
-    bob.expect_err(ErrorCode::MessageExpired, |req| ClientFrame::ReadAck { req, msg_id: old });
+    bob.expect_err(ErrorCode::MessageExpired, |req| ClientFrame::ReadAck { req, msg_id: old, private: false });
     let fresh = alice.send_msg("bob", ChatType::Chat, "fresh");
-    bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: fresh });
+    bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: fresh, private: false });
 }
 
 #[test]
@@ -202,7 +202,7 @@ fn conversation_ack_one_to_one_reaches_peer_and_own_other_devices_and_clears_unr
     // bob also wrote one: not affected, and not what the count is about.
     b1.send_msg("alice", ChatType::Chat, "reply");
     assert_eq!(RawClient::login(a, "bob", "probe").unread(ChatType::Chat, "alice"), 3);
-    b1.expect_ok(|req| ClientFrame::ConversationAck { req, chat_type: ChatType::Chat, conversation: "alice".into() });
+    b1.expect_ok(|req| ClientFrame::ConversationAck { req, chat_type: ChatType::Chat, conversation: "alice".into(), private: false });
     let check = |e: &ServerEvent| {
         matches!(e, ServerEvent::ConversationRead { chat_type: ChatType::Chat, from, to, up_to, device, .. }
             if from == "bob" && to == "alice" && *up_to >= ids[2] && device == "b1")
@@ -214,7 +214,7 @@ fn conversation_ack_one_to_one_reaches_peer_and_own_other_devices_and_clears_unr
     // Alice's own unread count (bob's reply) is untouched.
     assert_eq!(RawClient::login(a, "alice", "a2").unread(ChatType::Chat, "bob"), 1);
     // A repeat with nothing new: ok, nothing emitted.
-    b1.expect_ok(|req| ClientFrame::ConversationAck { req, chat_type: ChatType::Chat, conversation: "alice".into() });
+    b1.expect_ok(|req| ClientFrame::ConversationAck { req, chat_type: ChatType::Chat, conversation: "alice".into(), private: false });
     assert!(settle(&mut alice).iter().all(|e| !matches!(e, ServerEvent::ConversationRead { .. })));
 }
 
@@ -232,7 +232,7 @@ fn group_conversation_ack_reaches_only_own_devices() {
     assert_eq!(b1.unread(ChatType::GroupChat, &g), 2);
     settle(&mut alice);
     settle(&mut carol);
-    b1.expect_ok(|req| ClientFrame::ConversationAck { req, chat_type: ChatType::GroupChat, conversation: g.clone() });
+    b1.expect_ok(|req| ClientFrame::ConversationAck { req, chat_type: ChatType::GroupChat, conversation: g.clone(), private: false });
     let is_read = |e: &ServerEvent| matches!(e, ServerEvent::ConversationRead { from, to, .. } if from == "bob" && *to == g);
     assert!(is_read(&b2.next_event()));
     assert!(is_read(&b1.next_event()));
@@ -246,6 +246,7 @@ fn group_conversation_ack_reaches_only_own_devices() {
         req,
         chat_type: ChatType::GroupChat,
         conversation: g.clone(),
+        private: false,
     });
 }
 
@@ -259,7 +260,7 @@ fn group_acks_disabled_is_505() {
     let e = alice.send_msg_opts(&g, ChatType::GroupChat, "x", false, true).unwrap_err();
     assert_eq!(e.code, ErrorCode::ServiceNotEnabled);
     let id = alice.send_msg(&g, ChatType::GroupChat, "plain");
-    bob.expect_err(ErrorCode::ServiceNotEnabled, |req| ClientFrame::GroupAck { req, msg_id: id, ext: None });
+    bob.expect_err(ErrorCode::ServiceNotEnabled, |req| ClientFrame::GroupAck { req, msg_id: id, ext: None, private: false });
 }
 
 fn enabled(f: impl FnOnce(&mut receipt_server::GroupAckPolicy)) -> TestServer {
@@ -280,15 +281,15 @@ fn group_ack_rules_with_feature_enabled() {
     let id = alice.send_msg_opts(&g, ChatType::GroupChat, "ack me", false, true).unwrap().0;
     let plain = alice.send_msg(&g, ChatType::GroupChat, "plain");
     let one = alice.send_msg("bob", ChatType::Chat, "1:1");
-    bob.expect_err(ErrorCode::ServiceNotEnabled, |req| ClientFrame::GroupAck { req, msg_id: plain, ext: None });
-    bob.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::GroupAck { req, msg_id: one, ext: None });
-    bob.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::ReadAck { req, msg_id: id });
-    alice.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::GroupAck { req, msg_id: id, ext: None });
-    dave.expect_err(ErrorCode::GroupNotJoined, |req| ClientFrame::GroupAck { req, msg_id: id, ext: None });
-    bob.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::GroupAck { req, msg_id: 777, ext: None });
+    bob.expect_err(ErrorCode::ServiceNotEnabled, |req| ClientFrame::GroupAck { req, msg_id: plain, ext: None, private: false });
+    bob.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::GroupAck { req, msg_id: one, ext: None, private: false });
+    bob.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::ReadAck { req, msg_id: id, private: false });
+    alice.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::GroupAck { req, msg_id: id, ext: None, private: false });
+    dave.expect_err(ErrorCode::GroupNotJoined, |req| ClientFrame::GroupAck { req, msg_id: id, ext: None, private: false });
+    bob.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::GroupAck { req, msg_id: 777, ext: None, private: false });
     assert_eq!(RawClient::login(a, "bob", "probe").unread(ChatType::GroupChat, &g), 2);
-    bob.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: id, ext: Some("seen".into()) });
-    bob.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: id, ext: Some("seen".into()) });
+    bob.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: id, ext: Some("seen".into()), private: false });
+    bob.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: id, ext: Some("seen".into()), private: false });
     let evs = settle(&mut alice);
     let acks: Vec<_> = evs.iter().filter_map(|e| if let ServerEvent::GroupRead { ack, .. } = e { Some(ack) } else { None }).collect();
     assert_eq!(acks.len(), 1, "{evs:?}");
@@ -322,9 +323,9 @@ fn group_ack_past_validity_is_506() {
     let g = create_group(&mut alice, &["bob"]);
     let id = alice.send_msg_opts(&g, ChatType::GroupChat, "quick", false, true).unwrap().0;
     std::thread::sleep(Duration::from_millis(1300));
-    bob.expect_err(ErrorCode::MessageExpired, |req| ClientFrame::GroupAck { req, msg_id: id, ext: None });
+    bob.expect_err(ErrorCode::MessageExpired, |req| ClientFrame::GroupAck { req, msg_id: id, ext: None, private: false });
     let id2 = alice.send_msg_opts(&g, ChatType::GroupChat, "again", false, true).unwrap().0;
-    bob.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: id2, ext: None });
+    bob.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: id2, ext: None, private: false });
 }
 
 #[test]
@@ -339,8 +340,8 @@ fn groups_over_the_member_cap_get_no_acks() {
     let capped = alice.send_msg_opts(&big, ChatType::GroupChat, "big", false, true).unwrap().0;
     let m = bob.event_matching(|e| matches!(e, ServerEvent::Message { msg } if msg.id == capped));
     assert!(matches!(m, ServerEvent::Message { msg } if !msg.need_group_ack));
-    bob.expect_err(ErrorCode::ServiceNotEnabled, |req| ClientFrame::GroupAck { req, msg_id: capped, ext: None });
-    bob.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: ok, ext: None });
+    bob.expect_err(ErrorCode::ServiceNotEnabled, |req| ClientFrame::GroupAck { req, msg_id: capped, ext: None, private: false });
+    bob.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: ok, ext: None, private: false });
 }
 
 fn visibility_case(v: Visibility) {
@@ -353,7 +354,7 @@ fn visibility_case(v: Visibility) {
     let g = create_group(&mut alice, &["bob", "carol"]);
     let id = alice.send_msg_opts(&g, ChatType::GroupChat, "q", false, true).unwrap().0;
     settle(&mut carol);
-    bob.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: id, ext: None });
+    bob.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: id, ext: None, private: false });
     let fetch = |req| ClientFrame::FetchGroupAcks { req, msg_id: id, page_size: 10, start_ack_id: None };
     // The sender always sees them.
     assert!(matches!(alice.expect_ok(fetch), Response::GroupAcks { page, .. } if page.data.len() == 1));
@@ -394,7 +395,7 @@ fn fetch_group_acks_pages_newest_first_with_a_cursor() {
     let id = alice.send_msg_opts(&g, ChatType::GroupChat, "count me", false, true).unwrap().0;
     for m in &members {
         let mut c = RawClient::login(a, m, "d");
-        c.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: id, ext: None });
+        c.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: id, ext: None, private: false });
     }
     for bad in [0, 101] {
         alice.expect_err(ErrorCode::InvalidParam, |req| ClientFrame::FetchGroupAcks {
@@ -513,7 +514,7 @@ fn live_events_fan_out_to_every_device() {
         let e = c.next_seq_event();
         assert!(matches!(&*e.event, ServerEvent::Message { msg } if msg.id == id), "{e:?}");
     }
-    b2.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: id });
+    b2.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: id, private: false });
     for c in [&mut a1, &mut a2, &mut b1] {
         assert!(matches!(c.next_event(), ServerEvent::Read { msg_id, .. } if msg_id == id));
     }
@@ -544,7 +545,7 @@ fn sync_done_carries_unread_counts() {
     assert_eq!(bob.unread(ChatType::Chat, "alice"), 4);
     assert_eq!(bob.unread(ChatType::Chat, "carol"), 1);
     assert_eq!(bob.unread(ChatType::GroupChat, &g), 2);
-    bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: m[1] });
+    bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: m[1], private: false });
     bob.expect_ok(|req| ClientFrame::MarkRead { req, chat_type: ChatType::Chat, conversation: "alice".into(), msg_id: Some(m[3]) });
     bob.expect_ok(|req| ClientFrame::MarkRead { req, chat_type: ChatType::GroupChat, conversation: g.clone(), msg_id: None });
     // A message bob did not receive cannot be marked.
@@ -634,8 +635,8 @@ fn group_management_through_the_protocol() {
     };
     let rm = alice.send_msg(&room, ChatType::ChatRoom, "room msg");
     alice.expect_err(ErrorCode::InvalidParam, |req| plain_send(req, "wrong-type", room.clone(), ChatType::GroupChat, "x"));
-    bob.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::ReadAck { req, msg_id: rm });
-    bob.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::GroupAck { req, msg_id: rm, ext: None });
+    bob.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::ReadAck { req, msg_id: rm, private: false });
+    bob.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::GroupAck { req, msg_id: rm, ext: None, private: false });
 }
 
 #[test]

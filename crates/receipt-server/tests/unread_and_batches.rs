@@ -55,7 +55,7 @@ fn unread_members_are_the_members_at_send_time_still_in_the_group_who_have_not_a
     let id = alice.send_msg_opts(&g, ChatType::GroupChat, "who read?", false, true).unwrap().0;
     // m0 and m3 read it; m6 leaves; late joins after the send.
     for m in ["m0", "m3"] {
-        RawClient::login(a, m, "d").expect_ok(|req| ClientFrame::GroupAck { req, msg_id: id, ext: None });
+        RawClient::login(a, m, "d").expect_ok(|req| ClientFrame::GroupAck { req, msg_id: id, ext: None, private: false });
     }
     RawClient::login(a, "m6", "d").expect_ok(|req| ClientFrame::LeaveGroup { req, group: g.clone() });
     alice.expect_ok(|req| ClientFrame::AddMembers { req, group: g.clone(), members: vec!["late".into()] });
@@ -69,7 +69,7 @@ fn unread_members_are_the_members_at_send_time_still_in_the_group_who_have_not_a
     assert_eq!(unread_pages(&mut alice, id, 100), vec![vec!["m1".to_string(), "m2".into(), "m4".into(), "m5".into()]]);
 
     // An ack moves a member from unread to read.
-    RawClient::login(a, "m4", "d").expect_ok(|req| ClientFrame::GroupAck { req, msg_id: id, ext: None });
+    RawClient::login(a, "m4", "d").expect_ok(|req| ClientFrame::GroupAck { req, msg_id: id, ext: None, private: false });
     assert_eq!(unread_pages(&mut alice, id, 100), vec![vec!["m1".to_string(), "m2".into(), "m5".into()]]);
     assert_eq!(ack_count(&mut alice, id), 3);
 
@@ -126,8 +126,8 @@ fn ack_counts_answer_one_item_per_id_in_the_order_asked() {
     let none = alice.send_msg_opts(&g, ChatType::GroupChat, "none", false, true).unwrap().0;
     let bobs = bob.send_msg_opts(&g, ChatType::GroupChat, "bob's", false, true).unwrap().0;
     let one_to_one = alice.send_msg("bob", ChatType::Chat, "hi");
-    bob.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: two, ext: None });
-    carol.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: two, ext: None });
+    bob.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: two, ext: None, private: false });
+    carol.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: two, ext: None, private: false });
     let ids = vec![two, none, bobs, 4242, one_to_one, two];
     let Response::GroupAckCounts { items } = alice.expect_ok(|req| ClientFrame::FetchGroupAckCounts { req, msg_ids: ids.clone() }) else {
         panic!()
@@ -167,7 +167,7 @@ fn read_acks_ack_several_messages_in_one_trip_with_one_result_per_id() {
     let bobs_own = bob.send_msg("alice", ChatType::Chat, "mine");
     let ids = vec![m1, from_carol, to_carol, bobs_own, 4242, m2, m1];
     let Response::ReadAcks { items } =
-        bob.expect_ok(|req| ClientFrame::ReadAcks { req, conversation: "alice".into(), msg_ids: ids.clone() })
+        bob.expect_ok(|req| ClientFrame::ReadAcks { req, conversation: "alice".into(), msg_ids: ids.clone(), private: false })
     else {
         panic!()
     };
@@ -202,9 +202,24 @@ fn read_acks_ack_several_messages_in_one_trip_with_one_result_per_id() {
     carol.sync_ping();
     assert!(!carol.events.iter().any(|e| matches!(&*e.event, ServerEvent::Read { .. })));
     // 1..=20 ids; a bad conversation id is refused whole.
-    bob.expect_err(ErrorCode::InvalidParam, |req| ClientFrame::ReadAcks { req, conversation: "alice".into(), msg_ids: vec![] });
-    bob.expect_err(ErrorCode::InvalidParam, |req| ClientFrame::ReadAcks { req, conversation: "alice".into(), msg_ids: vec![m1; 21] });
-    bob.expect_err(ErrorCode::InvalidParam, |req| ClientFrame::ReadAcks { req, conversation: String::new(), msg_ids: vec![m1] });
+    bob.expect_err(ErrorCode::InvalidParam, |req| ClientFrame::ReadAcks {
+        req,
+        conversation: "alice".into(),
+        msg_ids: vec![],
+        private: false,
+    });
+    bob.expect_err(ErrorCode::InvalidParam, |req| ClientFrame::ReadAcks {
+        req,
+        conversation: "alice".into(),
+        msg_ids: vec![m1; 21],
+        private: false,
+    });
+    bob.expect_err(ErrorCode::InvalidParam, |req| ClientFrame::ReadAcks {
+        req,
+        conversation: String::new(),
+        msg_ids: vec![m1],
+        private: false,
+    });
 }
 
 /// With a hot-state cache far smaller than the store, and after a restart (every ack then comes
@@ -224,7 +239,7 @@ fn unread_counts_and_batch_acks_read_acks_from_the_store_through_a_tiny_cache_an
         alice.send_msg("bob", ChatType::Chat, &format!("filler {i}"));
     }
     for m in ["m1", "m3"] {
-        RawClient::login(server.addr(), m, "d").expect_ok(|req| ClientFrame::GroupAck { req, msg_id: id, ext: None });
+        RawClient::login(server.addr(), m, "d").expect_ok(|req| ClientFrame::GroupAck { req, msg_id: id, ext: None, private: false });
     }
     let one = alice.send_msg("bob", ChatType::Chat, "one");
     let two = alice.send_msg("bob", ChatType::Chat, "two");
@@ -238,7 +253,7 @@ fn unread_counts_and_batch_acks_read_acks_from_the_store_through_a_tiny_cache_an
     }
     let mut bob = RawClient::login(server.addr(), "bob", "b1");
     let Response::ReadAcks { items } =
-        bob.expect_ok(|req| ClientFrame::ReadAcks { req, conversation: "alice".into(), msg_ids: vec![one, two] })
+        bob.expect_ok(|req| ClientFrame::ReadAcks { req, conversation: "alice".into(), msg_ids: vec![one, two], private: false })
     else {
         panic!()
     };
@@ -246,7 +261,8 @@ fn unread_counts_and_batch_acks_read_acks_from_the_store_through_a_tiny_cache_an
     server.restart();
     // Acked before the restart: a second batch is done and tells alice nothing new.
     let mut bob = RawClient::login(server.addr(), "bob", "b1");
-    let Response::ReadAcks { items } = bob.expect_ok(|req| ClientFrame::ReadAcks { req, conversation: "alice".into(), msg_ids: vec![one] })
+    let Response::ReadAcks { items } =
+        bob.expect_ok(|req| ClientFrame::ReadAcks { req, conversation: "alice".into(), msg_ids: vec![one], private: false })
     else {
         panic!()
     };

@@ -126,6 +126,7 @@ options.setIMServer(workerData.host);
 options.setImPort(workerData.port);
 if (workerData.requireDeliveryAck !== undefined) options.setRequireDeliveryAck(workerData.requireDeliveryAck);
 if (workerData.requireReadAck !== undefined) options.setRequireReadAck(workerData.requireReadAck);
+if (workerData.privateReadReceipts !== undefined) options.setPrivateReadReceipts(workerData.privateReadReceipts);
 if (workerData.tlsCaPem !== undefined) options.setTlsCaPem(workerData.tlsCaPem);
 if (workerData.messageCacheSize !== undefined) options.setMessageCacheSize(workerData.messageCacheSize);
 if (workerData.messageRetentionAge !== undefined) options.setMessageRetentionAge(workerData.messageRetentionAge);

@@ -45,7 +45,7 @@ function withTimeout(p, ms, what) {
 class Device {
   /**
    * Starts a worker that inits the API against `server` and (unless login: false) logs in as `user`.
-   * opts: { login, token, requireDeliveryAck, requireReadAck, name, filesDir (reuse a device's
+   * opts: { login, token, requireDeliveryAck, requireReadAck, privateReadReceipts, name, filesDir (reuse a device's
    * store: an app restart), tlsCaPem, port (e.g. a proxy's), messageCacheSize, messageRetentionAge,
    * messageRetentionCount (the ChatOptions history settings) }
    */
@@ -58,6 +58,7 @@ class Device {
         napiDir, seedJs: fixtureJs('SeedSnippets'), sdkJs: fixtureJs('SdkDocsCompat'), filesDir, host: server.host, port: opts.port || server.port, tlsCaPem: opts.tlsCaPem,
         user: login ? user : undefined, token: login ? (opts.token ?? server.token(user)) : undefined,
         requireDeliveryAck: opts.requireDeliveryAck, requireReadAck: opts.requireReadAck,
+        privateReadReceipts: opts.privateReadReceipts,
         messageCacheSize: opts.messageCacheSize, messageRetentionAge: opts.messageRetentionAge,
         messageRetentionCount: opts.messageRetentionCount,
       },

@@ -90,45 +90,61 @@ impl<S: ClientStore> ClientEngine<S> {
         self.messages.get(&msg_id).ok_or_else(|| ChatError::invalid_message(format!("unknown message {msg_id}")))
     }
 
-    fn check_read_acks_enabled(&self) -> ChatResult<()> {
-        if !self.cfg.options.require_read_ack {
-            return Err(ChatError::new(ErrorCode::ServiceNotEnabled, "read acks are off (requireReadAck is false): nothing was sent"));
-        }
-        Ok(())
+    /// Whether a read ack call goes out private (`private`: the call's override), or 505 when
+    /// `requireReadAck` is false ([`rules::read_ack_private`]).
+    fn read_ack_private(&self, private: Option<bool>) -> ChatResult<bool> {
+        rules::read_ack_private(self.cfg.options.require_read_ack, self.cfg.options.private_read_receipts, private)
     }
 
-    /// Sends the read ack of a received 1:1 message (and marks it read here).
+    /// Sends the read ack of a received 1:1 message (and marks it read here), private when
+    /// [`ChatOptions::private_read_receipts`] says so.
     /// `Ok(None)`: already acked by this user (from any device), nothing sent.
     pub fn ack_message_read(&mut self, now: u64, msg_id: MsgId) -> ChatResult<Option<ReqId>> {
-        let result = self.ack_message_read_checked(now, msg_id);
+        self.ack_message_read_with(now, msg_id, None)
+    }
+
+    /// [`ack_message_read`](Self::ack_message_read) with a per-call override of private
+    /// reading (`None`: the option). A private ack marks the message read on this user's devices
+    /// and tells the sender nothing; `Ok(None)` then also when the message was read already.
+    pub fn ack_message_read_with(&mut self, now: u64, msg_id: MsgId, private: Option<bool>) -> ChatResult<Option<ReqId>> {
+        let result = self.ack_message_read_checked(now, msg_id, private);
         // A refused command fetched its message without an input end: keep the cache bounded.
         self.evict();
         result
     }
 
-    fn ack_message_read_checked(&mut self, now: u64, msg_id: MsgId) -> ChatResult<Option<ReqId>> {
-        self.check_read_acks_enabled()?;
+    fn ack_message_read_checked(&mut self, now: u64, msg_id: MsgId, private: Option<bool>) -> ChatResult<Option<ReqId>> {
+        let private = self.read_ack_private(private)?;
         self.fetch(msg_id);
         let m = self.held_message(msg_id)?;
         rules::check_read_ack(MessageFacts::from(m), &self.cfg.user)?;
-        if self.view(m).receiver_read {
+        let effect = rules::read_ack_effect(private, self.view(m).receiver_read, !self.is_unread(m));
+        if effect == rules::ReadAckEffect::Nothing {
             self.mark_read_local(msg_id);
             self.finish(now, true);
             return Ok(None);
         }
         let req = self.next_req();
-        self.update_message(msg_id, |m| m.receiver_read = true);
+        if effect == rules::ReadAckEffect::Receipt {
+            self.update_message(msg_id, |m| m.receiver_read = true);
+        }
         self.mark_read_local(msg_id);
-        self.enqueue(ClientFrame::ReadAck { req, msg_id });
+        self.enqueue(ClientFrame::ReadAck { req, msg_id, private });
         self.finish(now, true);
         Ok(Some(req))
     }
 
     /// Conversation ack: every message of the conversation counts as read. 1:1: the peer and
-    /// this user's other devices are told; group: only this user's devices.
-    /// `Ok(None)`: nothing new to ack, nothing sent.
+    /// this user's other devices are told (private reading: only this user's devices); group:
+    /// only this user's devices. `Ok(None)`: nothing new to ack, nothing sent.
     pub fn ack_conversation_read(&mut self, now: u64, conversation: &str) -> ChatResult<Option<ReqId>> {
-        self.check_read_acks_enabled()?;
+        self.ack_conversation_read_with(now, conversation, None)
+    }
+
+    /// [`ack_conversation_read`](Self::ack_conversation_read) with a per-call override of
+    /// private reading (`None`: the option).
+    pub fn ack_conversation_read_with(&mut self, now: u64, conversation: &str, private: Option<bool>) -> ChatResult<Option<ReqId>> {
+        let private = self.read_ack_private(private)?;
         let key = self
             .resolve_conversation(conversation)
             .ok_or_else(|| ChatError::invalid_param(format!("unknown conversation {conversation}")))?;
@@ -144,16 +160,20 @@ impl<S: ClientStore> ClientEngine<S> {
         };
         // Unread messages the server counts that this device does not hold are above every mark
         // too: the server's newest received message is newer than anything held here.
-        let needed = rules::conversation_ack_up_to(key.chat_type, marks).is_some() || c.unread() != 0;
-        if !needed {
+        let unread = c.unread() != 0;
+        let receipt_sent = rules::conversation_ack_up_to(key.chat_type, marks).is_none() && !unread;
+        let effect = rules::read_ack_effect(private, receipt_sent, !unread);
+        if effect == rules::ReadAckEffect::Nothing {
             return Ok(None);
         }
         let newest = c.newest;
         let req = self.next_req();
         self.apply_read_up_to(&key, newest);
-        self.move_receipt_mark(&key, newest);
+        if effect == rules::ReadAckEffect::Receipt {
+            self.move_receipt_mark(&key, newest);
+        }
         self.clear_remote_unread(&key);
-        self.enqueue(ClientFrame::ConversationAck { req, chat_type: key.chat_type, conversation: key.id.clone() });
+        self.enqueue(ClientFrame::ConversationAck { req, chat_type: key.chat_type, conversation: key.id.clone(), private });
         self.finish(now, true);
         Ok(Some(req))
     }
@@ -161,14 +181,33 @@ impl<S: ClientStore> ClientEngine<S> {
     /// Sends the group read ack of a received group message, with an optional ext for the
     /// sender. `Ok(None)`: this user already acked it, nothing sent.
     pub fn ack_group_message_read(&mut self, now: u64, msg_id: MsgId, ext: Option<&str>) -> ChatResult<Option<ReqId>> {
-        let result = self.ack_group_message_read_checked(now, msg_id, ext);
+        self.ack_group_message_read_with(now, msg_id, ext, None)
+    }
+
+    /// [`ack_group_message_read`](Self::ack_group_message_read) with a per-call override of
+    /// private reading (`None`: the option). A private one is checked like an ack but records
+    /// none: the sender's count and list stay as they are, `ext` goes nowhere.
+    pub fn ack_group_message_read_with(
+        &mut self,
+        now: u64,
+        msg_id: MsgId,
+        ext: Option<&str>,
+        private: Option<bool>,
+    ) -> ChatResult<Option<ReqId>> {
+        let result = self.ack_group_message_read_checked(now, msg_id, ext, private);
         // A refused command fetched its message without an input end: keep the cache bounded.
         self.evict();
         result
     }
 
-    fn ack_group_message_read_checked(&mut self, now: u64, msg_id: MsgId, ext: Option<&str>) -> ChatResult<Option<ReqId>> {
-        self.check_read_acks_enabled()?;
+    fn ack_group_message_read_checked(
+        &mut self,
+        now: u64,
+        msg_id: MsgId,
+        ext: Option<&str>,
+        private: Option<bool>,
+    ) -> ChatResult<Option<ReqId>> {
+        let private = self.read_ack_private(private)?;
         // The server's order: ext, the message, already acked, asked for acks. (The policy,
         // membership and validity are the server's facts: it alone checks them.)
         rules::check_ext(ext)?;
@@ -179,10 +218,17 @@ impl<S: ClientStore> ClientEngine<S> {
             return Ok(None);
         }
         rules::check_group_ack_asked(GroupAckKind::Read, MessageFacts::from(m))?;
+        let effect = rules::read_ack_effect(private, false, !self.is_unread(m));
+        if effect == rules::ReadAckEffect::Nothing {
+            return Ok(None);
+        }
         let req = self.next_req();
-        self.update_message(msg_id, |m| m.group_ack_sent = true);
+        let ext = if private { None } else { ext.map(str::to_string) };
+        if effect == rules::ReadAckEffect::Receipt {
+            self.update_message(msg_id, |m| m.group_ack_sent = true);
+        }
         self.mark_read_local(msg_id);
-        self.enqueue(ClientFrame::GroupAck { req, msg_id, ext: ext.map(str::to_string) });
+        self.enqueue(ClientFrame::GroupAck { req, msg_id, ext, private });
         self.finish(now, true);
         Ok(Some(req))
     }
@@ -232,13 +278,19 @@ impl<S: ClientStore> ClientEngine<S> {
     /// in one round trip (110 otherwise; 300 offline: unlike a single ack it is not queued). The
     /// answer has one item per id; each acked message is marked read here then.
     pub fn ack_messages_read(&mut self, now: u64, conversation: &str, msg_ids: &[MsgId]) -> ChatResult<ReqId> {
-        self.check_read_acks_enabled()?;
+        self.ack_messages_read_with(now, conversation, msg_ids, None)
+    }
+
+    /// [`ack_messages_read`](Self::ack_messages_read) with a per-call override of private
+    /// reading (`None`: the option): each id as a private single ack.
+    pub fn ack_messages_read_with(&mut self, now: u64, conversation: &str, msg_ids: &[MsgId], private: Option<bool>) -> ChatResult<ReqId> {
+        let private = self.read_ack_private(private)?;
         rules::check_batch_ids(msg_ids.len())?;
         if conversation.is_empty() {
             return Err(ChatError::invalid_param("conversation must not be empty"));
         }
         let (conversation, msg_ids) = (conversation.to_string(), msg_ids.to_vec());
-        self.query(now, Query::ReadAcks, |req| ClientFrame::ReadAcks { req, conversation, msg_ids })
+        self.query(now, Query::ReadAcks { private }, |req| ClientFrame::ReadAcks { req, conversation, msg_ids, private })
     }
 
     /// Replaces the token (renewToken): the next login uses it, and a live session hands it to

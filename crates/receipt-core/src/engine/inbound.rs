@@ -234,12 +234,14 @@ impl<S: ClientStore> ClientEngine<S> {
                 (Some(Response::GroupCreated { group }), None, Query::Group) => Ok(Completion::GroupCreated(group)),
                 (Some(Response::GroupUnread { page, .. }), None, Query::FetchGroupUnread) => Ok(Completion::GroupUnread(page)),
                 (Some(Response::GroupAckCounts { items }), None, Query::FetchGroupAckCounts) => Ok(Completion::GroupAckCounts(items)),
-                (Some(Response::ReadAcks { items }), None, Query::ReadAcks) => {
+                (Some(Response::ReadAcks { items }), None, Query::ReadAcks { private }) => {
                     // What a single ack does here at once, each acked message gets at the answer.
                     for item in items.iter().filter(|i| i.err.is_none()) {
                         self.fetch(item.msg_id);
                         if self.messages.contains_key(&item.msg_id) {
-                            self.update_message(item.msg_id, |m| m.receiver_read = true);
+                            if !private {
+                                self.update_message(item.msg_id, |m| m.receiver_read = true);
+                            }
                             self.mark_read_local(item.msg_id);
                         }
                     }
@@ -284,8 +286,9 @@ impl<S: ClientStore> ClientEngine<S> {
     fn rollback_refused(&mut self, frame: &ClientFrame) {
         match *frame {
             ClientFrame::DeliveryAck { msg_id, .. } => self.update_message(msg_id, |m| m.delivered = false),
-            ClientFrame::ReadAck { msg_id, .. } => self.update_message(msg_id, |m| m.receiver_read = false),
-            ClientFrame::GroupAck { msg_id, .. } => self.update_message(msg_id, |m| m.group_ack_sent = false),
+            // A private ack set no "sent" flag (a receipt made since may have).
+            ClientFrame::ReadAck { msg_id, private: false, .. } => self.update_message(msg_id, |m| m.receiver_read = false),
+            ClientFrame::GroupAck { msg_id, private: false, .. } => self.update_message(msg_id, |m| m.group_ack_sent = false),
             _ => {}
         }
     }

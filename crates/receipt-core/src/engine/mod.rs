@@ -235,7 +235,10 @@ enum Query {
     FetchGroupAcks,
     FetchGroupUnread,
     FetchGroupAckCounts,
-    ReadAcks,
+    /// `private`: the acked messages count as read here, no receipt was sent.
+    ReadAcks {
+        private: bool,
+    },
     Group,
     RenewToken,
 }

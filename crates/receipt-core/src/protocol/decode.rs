@@ -187,9 +187,13 @@ fast_tagged! {
             #[serde(default)] need_group_ack: bool,
         },
         "delivery_ack" => DeliveryAck { req: ReqId, msg_id: MsgId },
-        "read_ack" => ReadAck { req: ReqId, msg_id: MsgId },
-        "conversation_ack" => ConversationAck { req: ReqId, chat_type: ChatType, conversation: String },
-        "group_ack" => GroupAck { req: ReqId, msg_id: MsgId, #[serde(default)] ext: Option<String> },
+        "read_ack" => ReadAck { req: ReqId, msg_id: MsgId, #[serde(default)] private: bool },
+        "conversation_ack" => ConversationAck {
+            req: ReqId, chat_type: ChatType, conversation: String, #[serde(default)] private: bool,
+        },
+        "group_ack" => GroupAck {
+            req: ReqId, msg_id: MsgId, #[serde(default)] ext: Option<String>, #[serde(default)] private: bool,
+        },
         "fetch_group_acks" => FetchGroupAcks {
             req: ReqId, msg_id: MsgId, page_size: u32, #[serde(default)] start_ack_id: Option<AckId>,
         },
@@ -200,7 +204,9 @@ fast_tagged! {
             req: ReqId, msg_id: MsgId, page_size: u32, #[serde(default)] cursor: Option<UserId>,
         },
         "fetch_group_ack_counts" => FetchGroupAckCounts { req: ReqId, msg_ids: Vec<MsgId> },
-        "read_acks" => ReadAcks { req: ReqId, conversation: String, msg_ids: Vec<MsgId> },
+        "read_acks" => ReadAcks {
+            req: ReqId, conversation: String, msg_ids: Vec<MsgId>, #[serde(default)] private: bool,
+        },
         "mark_read" => MarkRead {
             req: ReqId, chat_type: ChatType, conversation: String, #[serde(default)] msg_id: Option<MsgId>,
         },
@@ -355,7 +361,7 @@ mod fast_decode_tests {
     #[test]
     fn tag_not_first_takes_the_buffered_path() {
         let f: ClientFrame = decode_body(br#"{"req":3,"msg_id":9,"t":"read_ack"}"#).unwrap();
-        assert_eq!(f, ClientFrame::ReadAck { req: 3, msg_id: 9 });
+        assert_eq!(f, ClientFrame::ReadAck { req: 3, msg_id: 9, private: false });
         let f: ClientFrame = decode_body(br#"{"t":"send","req":1,"client_id":"c","to":"b","chat_type":"Chat","content":"x"}"#).unwrap();
         assert!(matches!(f, ClientFrame::Send { require_delivery_ack: false, .. }));
         assert!(matches!(decode_body::<ClientFrame>(br#"{"req":1,"t":"teleport"}"#), Err(FrameError::UnknownType(t)) if t == "teleport"));

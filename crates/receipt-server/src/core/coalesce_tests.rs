@@ -54,7 +54,7 @@ fn group_and_message_then(c: &mut ServerCore, size: usize, mut done: impl FnMut(
 }
 
 fn ack(c: &mut ServerCore, now: u64, user: &str, msg_id: MsgId) -> Effects {
-    let (r, fx) = c.apply_as(now, user, ClientFrame::GroupAck { req: 3, msg_id, ext: None });
+    let (r, fx) = c.apply_as(now, user, ClientFrame::GroupAck { req: 3, msg_id, ext: None, private: false });
     r.unwrap();
     fx
 }
@@ -97,7 +97,7 @@ fn an_ack_storm_on_a_large_group_gives_the_sender_one_count_per_interval_with_th
     for i in 1..=1000usize {
         let now = T0 + 10 + (i as u64 * 2) / 5;
         let fx = if i == 1 {
-            c.handle(now, 10, ClientFrame::GroupAck { req: 3, msg_id: id, ext: Some("seen".into()) })
+            c.handle(now, 10, ClientFrame::GroupAck { req: 3, msg_id: id, ext: Some("seen".into()), private: false })
         } else {
             ack(&mut c, now, &member(i), id)
         };
@@ -278,7 +278,7 @@ fn after_a_restart_the_stored_acks_count_and_pending_updates_are_flushed_at_shut
     let fx = c.take_effects();
     assert_eq!(counts(&events_to(&fx, 1)), vec![45]);
     commit(&mut c, &mut store, fx);
-    let (r, _) = c.apply_as(T0 + 11, &member(3), ClientFrame::GroupAck { req: 5, msg_id: id, ext: None });
+    let (r, _) = c.apply_as(T0 + 11, &member(3), ClientFrame::GroupAck { req: 5, msg_id: id, ext: None, private: false });
     r.unwrap();
     assert_eq!(c.pending_counts(), 0, "a repeated ack (read back from the store) changes no count");
 }

@@ -189,7 +189,7 @@ fn a_device_below_the_trimmed_prefix_gets_the_retained_state_with_its_flags() {
     let m2 = send(&mut c, T0, 1, "m2", "bob", ChatType::Chat, false);
     let m3 = send(&mut c, T0, 2, "m3", "alice", ChatType::Chat, false);
     req(&mut c, T0, 2, ClientFrame::DeliveryAck { req: 2, msg_id: m1 }).0.unwrap();
-    req(&mut c, T0, 2, ClientFrame::ReadAck { req: 3, msg_id: m1 }).0.unwrap();
+    req(&mut c, T0, 2, ClientFrame::ReadAck { req: 3, msg_id: m1, private: false }).0.unwrap();
     let members = vec!["bob".to_string(), "carol".to_string()];
     let Ok(Response::GroupCreated { group }) =
         req(&mut c, T0, 1, ClientFrame::CreateGroup { req: 4, name: "g".into(), members, chat_room: false }).0
@@ -197,7 +197,7 @@ fn a_device_below_the_trimmed_prefix_gets_the_retained_state_with_its_flags() {
         panic!()
     };
     let g1 = send(&mut c, T0, 1, "g1", &group, ChatType::GroupChat, true);
-    req(&mut c, T0, 3, ClientFrame::GroupAck { req: 5, msg_id: g1, ext: None }).0.unwrap();
+    req(&mut c, T0, 3, ClientFrame::GroupAck { req: 5, msg_id: g1, ext: None, private: false }).0.unwrap();
     // Bob's and alice's only devices applied everything: their logs are trimmed to the head.
     for (s, user) in [(1, "alice"), (2, "bob")] {
         let head = c.state.head(user);
@@ -326,7 +326,7 @@ fn unread_counts_drop_when_unread_messages_leave_at_retention() {
     login(&mut c, T0, 3, "carol", "c1", 0);
     let unread = |c: &ServerCore, user: &str, key: ConversationKey| c.state.convs[user][&key].unread;
     let m: Vec<MsgId> = (0..3).map(|i| send(&mut c, T0, 1, &format!("m{i}"), "bob", ChatType::Chat, false)).collect();
-    req(&mut c, T0, 2, ClientFrame::ReadAck { req: 2, msg_id: m[1] }).0.unwrap();
+    req(&mut c, T0, 2, ClientFrame::ReadAck { req: 2, msg_id: m[1], private: false }).0.unwrap();
     let members = vec!["bob".to_string(), "carol".to_string()];
     let Ok(Response::GroupCreated { group }) =
         req(&mut c, T0, 1, ClientFrame::CreateGroup { req: 4, name: "g".into(), members, chat_room: false }).0

@@ -25,7 +25,9 @@ impl ServerCore {
         }
     }
 
-    pub(super) fn group_ack(&mut self, now: u64, user: &str, msg_id: MsgId, ext: Option<String>) -> Res<Response> {
+    /// A group read ack; `private`: after the same checks, the reader's own read state only (no
+    /// ack recorded, the count and the list unchanged: [`rules::read_ack_effect`]).
+    pub(super) fn group_ack(&mut self, now: u64, user: &str, msg_id: MsgId, ext: Option<String>, private: bool) -> Res<Response> {
         rules::check_ext(ext.as_deref())?;
         if self.check_group_acker(now, user, GroupAckKind::Read, msg_id)? {
             return Ok(Response::Done);
@@ -33,6 +35,13 @@ impl ServerCore {
         let group_id = self.state.messages.get(&msg_id).expect("checked").msg.to.clone();
         let key = ConversationKey::new(ChatType::GroupChat, group_id);
         self.load_conv(user, &key)?;
+        if private {
+            let read = self.conv(user, &key).is_some_and(|c| c.read.covers(msg_id));
+            if rules::read_ack_effect(true, false, read) == rules::ReadAckEffect::OwnReadState {
+                self.read_privately(user, &key, msg_id);
+            }
+            return Ok(Response::Done);
+        }
         self.record_group_ack(now, user, GroupAckKind::Read, msg_id, ext);
         self.mark_one(user, &key, msg_id);
         Ok(Response::Done)

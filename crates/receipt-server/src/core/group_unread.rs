@@ -127,8 +127,9 @@ impl ServerCore {
     }
 
     /// One item per id: done, or the error a single read ack of it would give (500 also for a
-    /// message of another conversation). Each done ack has every effect of a single one.
-    pub(super) fn read_acks(&mut self, now: u64, user: &str, conversation: String, msg_ids: Vec<MsgId>) -> Res<Response> {
+    /// message of another conversation). Each done ack has every effect of a single one
+    /// (`private`: of a single private one).
+    pub(super) fn read_acks(&mut self, now: u64, user: &str, conversation: String, msg_ids: Vec<MsgId>, private: bool) -> Res<Response> {
         validate_id("conversation", &conversation)?;
         rules::check_batch_ids(msg_ids.len())?;
         let items = msg_ids
@@ -138,7 +139,7 @@ impl ServerCore {
                     .load_message(msg_id)
                     .and_then(|()| self.message(now, msg_id, ErrorCode::MessageExpired))
                     .and_then(|rec| rules::check_in_conversation(MessageFacts::from(&*rec.msg), &conversation))
-                    .and_then(|()| self.read_ack(now, user, msg_id));
+                    .and_then(|()| self.read_ack(now, user, msg_id, private));
                 BatchItem { msg_id, count: 0, err: res.err() }
             })
             .collect();

@@ -307,8 +307,8 @@ mod tests {
         let small = RateLimit { per_sec: 10, burst: 3 };
         assert!(b.take_n(small, "v", 1_000, 20));
         assert!(!b.take(small, "v", 1_000));
-        let batch = ClientFrame::ReadAcks { req: 1, conversation: "a".into(), msg_ids: vec![1; 20] };
+        let batch = ClientFrame::ReadAcks { req: 1, conversation: "a".into(), msg_ids: vec![1; 20], private: false };
         assert_eq!(batch_cost(&batch), 20);
-        assert_eq!(batch_cost(&ClientFrame::ReadAck { req: 1, msg_id: 1 }), 1);
+        assert_eq!(batch_cost(&ClientFrame::ReadAck { req: 1, msg_id: 1, private: false }), 1);
     }
 }

@@ -743,11 +743,11 @@ impl ServerCore {
                 self.send_message(now, user, client_id, to, chat_type, content, require_delivery_ack, need_group_ack)
             }
             ClientFrame::DeliveryAck { msg_id, .. } => self.delivery_ack(now, user, msg_id),
-            ClientFrame::ReadAck { msg_id, .. } => self.read_ack(now, user, msg_id),
-            ClientFrame::ConversationAck { chat_type, conversation, .. } => {
-                self.conversation_ack(now, user, device, chat_type, conversation)
+            ClientFrame::ReadAck { msg_id, private, .. } => self.read_ack(now, user, msg_id, private),
+            ClientFrame::ConversationAck { chat_type, conversation, private, .. } => {
+                self.conversation_ack(now, user, device, chat_type, conversation, private)
             }
-            ClientFrame::GroupAck { msg_id, ext, .. } => self.group_ack(now, user, msg_id, ext),
+            ClientFrame::GroupAck { msg_id, ext, private, .. } => self.group_ack(now, user, msg_id, ext, private),
             ClientFrame::FetchGroupAcks { msg_id, page_size, start_ack_id, .. } => {
                 self.fetch_group_acks(now, user, GroupAckKind::Read, msg_id, page_size, start_ack_id)
             }
@@ -758,7 +758,7 @@ impl ServerCore {
                 self.fetch_group_unread(now, user, msg_id, page_size, cursor)
             }
             ClientFrame::FetchGroupAckCounts { msg_ids, .. } => self.fetch_group_ack_counts(now, user, msg_ids),
-            ClientFrame::ReadAcks { conversation, msg_ids, .. } => self.read_acks(now, user, conversation, msg_ids),
+            ClientFrame::ReadAcks { conversation, msg_ids, private, .. } => self.read_acks(now, user, conversation, msg_ids, private),
             ClientFrame::MarkRead { chat_type, conversation, msg_id, .. } => self.mark_read(now, user, chat_type, conversation, msg_id),
             ClientFrame::CreateGroup { name, members, chat_room, .. } => self.create_group(user, name, members, chat_room),
             ClientFrame::AddMembers { group, members, .. } => self.add_members(user, group, members),

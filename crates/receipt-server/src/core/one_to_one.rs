@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use receipt_core::protocol::{Response, ServerEvent};
-use receipt_core::rules::{self, MessageFacts};
+use receipt_core::rules::{self, MessageFacts, ReadAckEffect};
 use receipt_core::types::validate_id;
 use receipt_core::{ChatError, ChatType, ConversationKey, ErrorCode, GroupAckKind, MsgId, UserId, WireMessage};
 
@@ -152,16 +152,24 @@ impl ServerCore {
         Ok(Response::Done)
     }
 
-    pub(super) fn read_ack(&mut self, now: u64, user: &str, msg_id: MsgId) -> Res<Response> {
+    /// A 1:1 read ack; `private`: the reader's own read state only ([`rules::read_ack_effect`]).
+    pub(super) fn read_ack(&mut self, now: u64, user: &str, msg_id: MsgId, private: bool) -> Res<Response> {
         self.load_message(msg_id)?;
         let rec = self.message(now, msg_id, ErrorCode::MessageExpired)?;
         rules::check_read_ack(MessageFacts::from(&*rec.msg), user)?;
         let key = ConversationKey::new(ChatType::Chat, rec.msg.from.clone());
         self.load_conv(user, &key)?;
         let rec = self.state.messages.get(&msg_id).expect("checked");
-        let receipt_up_to = self.conv(user, &key).map_or(0, |c| c.receipt_up_to);
-        if rules::read_ack_covered(rec.read_acked, receipt_up_to, msg_id) {
-            return Ok(Response::Done);
+        let conv = self.conv(user, &key);
+        let receipt_sent = rules::read_ack_covered(rec.read_acked, conv.map_or(0, |c| c.receipt_up_to), msg_id);
+        let read = conv.is_some_and(|c| c.read.covers(msg_id));
+        match rules::read_ack_effect(private, receipt_sent, read) {
+            ReadAckEffect::Nothing => return Ok(Response::Done),
+            ReadAckEffect::OwnReadState => {
+                self.read_privately(user, &key, msg_id);
+                return Ok(Response::Done);
+            }
+            ReadAckEffect::Receipt => {}
         }
         let rec = self.state.messages.get_mut(&msg_id).expect("checked");
         rec.read_acked = true;
@@ -175,6 +183,25 @@ impl ServerCore {
         Ok(Response::Done)
     }
 
+    /// Marks one received message read for `user` alone (a mark-read, or a private ack): their
+    /// other devices hear `ReadState`, nobody else hears anything. Nothing when it was read.
+    pub(super) fn read_privately(&mut self, user: &str, key: &ConversationKey, id: MsgId) {
+        if self.mark_one(user, key, id) {
+            let up_to = self.conv(user, key).map_or(0, |c| c.read.up_to);
+            self.echo(user, ServerEvent::ReadState { chat_type: key.chat_type, conversation: key.id.clone(), msg_id: Some(id), up_to });
+        }
+    }
+
+    /// Marks a whole conversation read for `user` alone (a mark-all, or a private conversation
+    /// ack): `ReadState` to their devices (the acting one too: the watermark may cover messages
+    /// it has not received yet). Nothing when nothing was unread.
+    fn read_all_privately(&mut self, user: &str, key: &ConversationKey) {
+        if let Some(up_to) = self.unread_head(user, key) {
+            self.mark_all(user, key, up_to);
+            self.emit(user, ServerEvent::ReadState { chat_type: key.chat_type, conversation: key.id.clone(), msg_id: None, up_to });
+        }
+    }
+
     pub(super) fn conversation_ack(
         &mut self,
         now: u64,
@@ -182,6 +209,7 @@ impl ServerCore {
         device: &str,
         chat_type: ChatType,
         conversation: String,
+        private: bool,
     ) -> Res<Response> {
         validate_id("conversation", &conversation)?;
         let key = ConversationKey::new(chat_type, conversation.clone());
@@ -191,7 +219,17 @@ impl ServerCore {
                 if conversation == user {
                     return Err(ChatError::invalid_param("a 1:1 conversation is identified by the peer"));
                 }
-                let Some(up_to) = self.conversation_ack_up_to(user, &key) else {
+                let up_to = self.conversation_ack_up_to(user, &key);
+                let read = self.unread_head(user, &key).is_none();
+                match rules::read_ack_effect(private, up_to.is_none(), read) {
+                    ReadAckEffect::Nothing => return Ok(Response::Done),
+                    ReadAckEffect::OwnReadState => {
+                        self.read_all_privately(user, &key);
+                        return Ok(Response::Done);
+                    }
+                    ReadAckEffect::Receipt => {}
+                }
+                let Some(up_to) = up_to else {
                     return Ok(Response::Done);
                 };
                 self.conv_mut(user, &key).receipt_up_to = up_to;
@@ -259,18 +297,10 @@ impl ServerCore {
                 if !received {
                     return Err(ChatError::invalid_message(format!("message {id} is not a message you received in this conversation")));
                 }
-                if !self.mark_one(user, &key, id) {
-                    return Ok(Response::Done);
-                }
-                let up_to = self.conv(user, &key).map_or(0, |c| c.read.up_to);
-                self.echo(user, ServerEvent::ReadState { chat_type, conversation, msg_id: Some(id), up_to });
+                self.read_privately(user, &key, id);
             }
             None => {
-                let Some(up_to) = self.unread_head(user, &key) else {
-                    return Ok(Response::Done);
-                };
-                self.mark_all(user, &key, up_to);
-                self.emit(user, ServerEvent::ReadState { chat_type, conversation, msg_id: None, up_to });
+                self.read_all_privately(user, &key);
             }
         }
         Ok(Response::Done)

@@ -129,7 +129,7 @@ fn per_user_counts_are_rebuilt_from_the_state_at_start() {
 #[test]
 fn requests_before_login_are_201() {
     let mut c = core_with(|_| {});
-    let effects = c.handle(T0, 9, ClientFrame::ReadAck { req: 4, msg_id: 1 });
+    let effects = c.handle(T0, 9, ClientFrame::ReadAck { req: 4, msg_id: 1, private: false });
     assert_eq!(result(&effects, 9).unwrap_err().code, ErrorCode::UserNotLogin);
     assert!(effects.ops.is_empty());
 }
@@ -171,13 +171,13 @@ fn reading_everything_one_by_one_moves_the_watermark_and_empties_the_read_set() 
     let conv = |c: &ServerCore| c.state.convs["bob"][&key].clone();
     // Out of order: the last message first, then the first; one is still unread.
     for id in [ids[2], ids[0]] {
-        let effects = c.handle(T0, 2, ClientFrame::ReadAck { req: 2, msg_id: id });
+        let effects = c.handle(T0, 2, ClientFrame::ReadAck { req: 2, msg_id: id, private: false });
         assert!(effects.ops.iter().any(|o| matches!(o, StoreOp::AddRead { msg_id, .. } if *msg_id == id)));
     }
     assert_eq!((conv(&c).unread, conv(&c).read.up_to, conv(&c).read.singles.len()), (1, 0, 2));
     // The last unread one: nothing unread is left, so the watermark moves to the newest
     // received message and the stored one-by-one reads are trimmed instead of growing.
-    let effects = c.handle(T0, 2, ClientFrame::ReadAck { req: 3, msg_id: ids[1] });
+    let effects = c.handle(T0, 2, ClientFrame::ReadAck { req: 3, msg_id: ids[1], private: false });
     assert_eq!((conv(&c).unread, conv(&c).read.up_to, conv(&c).read.singles.len()), (0, ids[2], 0));
     assert!(!effects.ops.iter().any(|o| matches!(o, StoreOp::AddRead { .. })));
     assert!(effects.ops.iter().any(|o| matches!(o, StoreOp::TrimReads { up_to, .. } if *up_to == ids[2])));
@@ -219,12 +219,12 @@ fn refused_requests_change_nothing() {
     let mut c = core_with(|_| {});
     login(&mut c, 1, "alice", 0);
     for f in [
-        ClientFrame::ReadAck { req: 1, msg_id: 5 },
+        ClientFrame::ReadAck { req: 1, msg_id: 5, private: false },
         ClientFrame::DeliveryAck { req: 1, msg_id: 5 },
-        ClientFrame::GroupAck { req: 1, msg_id: 5, ext: None },
+        ClientFrame::GroupAck { req: 1, msg_id: 5, ext: None, private: false },
         ClientFrame::FetchGroupAcks { req: 1, msg_id: 5, page_size: 0, start_ack_id: None },
         ClientFrame::AddMembers { req: 1, group: "g1".into(), members: vec!["x".into()] },
-        ClientFrame::ConversationAck { req: 1, chat_type: ChatType::GroupChat, conversation: "nope".into() },
+        ClientFrame::ConversationAck { req: 1, chat_type: ChatType::GroupChat, conversation: "nope".into(), private: false },
     ] {
         let effects = c.handle(T0, 1, f);
         assert!(result(&effects, 1).is_err());
@@ -274,20 +274,21 @@ fn read_watermark_and_individual_reads() {
     login(&mut c, 2, "bob", 0);
     let ids: Vec<MsgId> = (0..5).map(|i| send(&mut c, T0, 1, &format!("c{i}"), "bob", ChatType::Chat, false).0).collect();
     assert_eq!(unread(&c, "bob", ChatType::Chat, "alice"), 5);
-    let effects = c.handle(T0, 2, ClientFrame::ReadAck { req: 2, msg_id: ids[1] });
+    let effects = c.handle(T0, 2, ClientFrame::ReadAck { req: 2, msg_id: ids[1], private: false });
     assert!(result(&effects, 2).is_ok());
     assert_eq!(events_for(&effects, 1).len(), 1);
-    let effects = c.handle(T0, 2, ClientFrame::ReadAck { req: 3, msg_id: ids[1] });
+    let effects = c.handle(T0, 2, ClientFrame::ReadAck { req: 3, msg_id: ids[1], private: false });
     assert!(result(&effects, 2).is_ok());
     assert!(effects.ops.is_empty() && events_for(&effects, 1).is_empty(), "idempotent");
     assert_eq!(unread(&c, "bob", ChatType::Chat, "alice"), 4);
-    let effects = c.handle(T0, 2, ClientFrame::ConversationAck { req: 4, chat_type: ChatType::Chat, conversation: "alice".into() });
+    let effects =
+        c.handle(T0, 2, ClientFrame::ConversationAck { req: 4, chat_type: ChatType::Chat, conversation: "alice".into(), private: false });
     assert!(matches!(events_for(&effects, 1)[..], [ServerEvent::ConversationRead { up_to, .. }] if up_to == ids[4]));
     assert_eq!(unread(&c, "bob", ChatType::Chat, "alice"), 0);
     let conv = &c.state.convs["bob"][&ConversationKey::new(ChatType::Chat, "alice")];
     assert!(conv.read.singles.is_empty(), "reads below the watermark are dropped");
     // Read acks covered by the conversation ack are not forwarded again.
-    let effects = c.handle(T0, 2, ClientFrame::ReadAck { req: 5, msg_id: ids[3] });
+    let effects = c.handle(T0, 2, ClientFrame::ReadAck { req: 5, msg_id: ids[3], private: false });
     assert!(result(&effects, 2).is_ok() && effects.ops.is_empty());
     let (late, _) = send(&mut c, T0, 1, "late", "bob", ChatType::Chat, false);
     assert_eq!(unread(&c, "bob", ChatType::Chat, "alice"), 1);
@@ -334,7 +335,7 @@ fn group_delivery_acks_are_kept_and_paged_apart_from_read_acks_with_everything_r
     }
     let (r, effects) = c.apply_as(T0 + 1, "u0", ClientFrame::DeliveryAck { req: 1, msg_id: id });
     assert!(r.is_ok() && effects.ops.is_empty(), "one delivery ack per member");
-    c.apply_as(T0 + 1, "u0", ClientFrame::GroupAck { req: 1, msg_id: id, ext: None }).0.unwrap();
+    c.apply_as(T0 + 1, "u0", ClientFrame::GroupAck { req: 1, msg_id: id, ext: None, private: false }).0.unwrap();
     let rec = &c.state.messages[&id];
     assert_eq!((rec.delivery.count, rec.ack_count), (5, 1));
     let page = |c: &mut ServerCore, start| {
@@ -364,11 +365,11 @@ fn group_ack_pages_are_range_scans_newest_first() {
     let Ok(Response::GroupCreated { group }) = result(&effects, 1) else { panic!() };
     let (id, _) = send(&mut c, T0, 1, "q", &group, ChatType::GroupChat, true);
     for m in &members {
-        let (r, effects) = c.apply_as(T0 + 1, m, ClientFrame::GroupAck { req: 1, msg_id: id, ext: None });
+        let (r, effects) = c.apply_as(T0 + 1, m, ClientFrame::GroupAck { req: 1, msg_id: id, ext: None, private: false });
         r.unwrap();
         assert!(effects.ops.iter().any(|o| matches!(o, StoreOp::PutGroupAck(_))));
     }
-    let (r, effects) = c.apply_as(T0 + 1, "u0", ClientFrame::GroupAck { req: 1, msg_id: id, ext: None });
+    let (r, effects) = c.apply_as(T0 + 1, "u0", ClientFrame::GroupAck { req: 1, msg_id: id, ext: None, private: false });
     assert!(r.is_ok() && effects.ops.is_empty(), "one ack per member");
     let page = |c: &mut ServerCore, start| {
         let effects = c.handle(T0, 1, ClientFrame::FetchGroupAcks { req: 9, msg_id: id, page_size: 3, start_ack_id: start });
@@ -385,7 +386,7 @@ fn group_ack_pages_are_range_scans_newest_first() {
     // Past validity.
     let late = T0 + c.cfg.group_ack.validity_ms() + 1;
     let (id2, _) = send(&mut c, T0, 1, "q2", &group, ChatType::GroupChat, true);
-    let (r, _) = c.apply_as(late, "u1", ClientFrame::GroupAck { req: 1, msg_id: id2, ext: None });
+    let (r, _) = c.apply_as(late, "u1", ClientFrame::GroupAck { req: 1, msg_id: id2, ext: None, private: false });
     assert_eq!(r.unwrap_err().code, ErrorCode::MessageExpired);
 }
 
@@ -412,11 +413,11 @@ fn prune_drops_expired_messages_and_read_acks_get_506() {
         .collect();
     assert_eq!(replayed, vec![2], "only the retained message");
     c.disconnect(3);
-    let effects = c.handle(T0 + 1500, 2, ClientFrame::ReadAck { req: 1, msg_id: old });
+    let effects = c.handle(T0 + 1500, 2, ClientFrame::ReadAck { req: 1, msg_id: old, private: false });
     assert_eq!(result(&effects, 2).unwrap_err().code, ErrorCode::MessageExpired);
     let effects = c.handle(T0 + 1500, 2, ClientFrame::DeliveryAck { req: 1, msg_id: old });
     assert_eq!(result(&effects, 2).unwrap_err().code, ErrorCode::MessageInvalid);
-    let effects = c.handle(T0 + 1500, 2, ClientFrame::ReadAck { req: 1, msg_id: new });
+    let effects = c.handle(T0 + 1500, 2, ClientFrame::ReadAck { req: 1, msg_id: new, private: false });
     assert!(result(&effects, 2).is_ok());
     assert!(c.prune(T0 + 1500).ops.is_empty());
     // Past the grace: both logs lose the old message's event (and with it the last reference
@@ -645,18 +646,18 @@ fn with_a_one_byte_cache_every_answer_is_read_back_from_the_store() {
     c.req(T0 + 30, 2, ClientFrame::DeliveryAck { req: 1, msg_id: ids[0] }).unwrap();
     let fx = c.handle(T0 + 31, 2, ClientFrame::DeliveryAck { req: 1, msg_id: ids[0] });
     assert!(fx.ops.is_empty(), "delivered flag read back from the store: {:?}", fx.ops);
-    c.req(T0 + 32, 2, ClientFrame::ReadAck { req: 1, msg_id: ids[1] }).unwrap();
-    let fx = c.handle(T0 + 33, 2, ClientFrame::ReadAck { req: 1, msg_id: ids[1] });
+    c.req(T0 + 32, 2, ClientFrame::ReadAck { req: 1, msg_id: ids[1], private: false }).unwrap();
+    let fx = c.handle(T0 + 33, 2, ClientFrame::ReadAck { req: 1, msg_id: ids[1], private: false });
     assert!(fx.ops.is_empty(), "read flag and read single read back: {:?}", fx.ops);
     // bob's unread count: 10 - 1, from the stored conversation, at a new login.
     let frames = c.login(4, "bob", u64::MAX);
     assert_eq!(sync_unread(&frames, ChatType::Chat, "alice"), Some(9));
     // Group acks: the already-acked check and the pages read the store.
     let gm = sent_id(c.send(T0 + 40, 1, "gm", &g, ChatType::GroupChat));
-    c.req(T0 + 41, 2, ClientFrame::GroupAck { req: 1, msg_id: gm, ext: None }).unwrap();
-    let fx = c.handle(T0 + 42, 2, ClientFrame::GroupAck { req: 1, msg_id: gm, ext: None });
+    c.req(T0 + 41, 2, ClientFrame::GroupAck { req: 1, msg_id: gm, ext: None, private: false }).unwrap();
+    let fx = c.handle(T0 + 42, 2, ClientFrame::GroupAck { req: 1, msg_id: gm, ext: None, private: false });
     assert!(fx.ops.is_empty(), "acked once: {:?}", fx.ops);
-    c.req(T0 + 43, 3, ClientFrame::GroupAck { req: 1, msg_id: gm, ext: Some("x".into()) }).unwrap();
+    c.req(T0 + 43, 3, ClientFrame::GroupAck { req: 1, msg_id: gm, ext: Some("x".into()), private: false }).unwrap();
     let page = |c: &mut Cached, start| match c.req(
         T0 + 44,
         1,
@@ -670,7 +671,8 @@ fn with_a_one_byte_cache_every_answer_is_read_back_from_the_store() {
     let second = page(&mut c, Some(first.cursor.parse().unwrap()));
     assert_eq!((second.data[0].from.as_str(), second.cursor.as_str()), ("bob", ""));
     // Conversation ack on an evicted conversation: bob reads everything.
-    c.req(T0 + 50, 2, ClientFrame::ConversationAck { req: 1, chat_type: ChatType::Chat, conversation: "alice".into() }).unwrap();
+    c.req(T0 + 50, 2, ClientFrame::ConversationAck { req: 1, chat_type: ChatType::Chat, conversation: "alice".into(), private: false })
+        .unwrap();
     let frames = c.login(5, "bob", u64::MAX);
     assert_eq!(sync_unread(&frames, ChatType::Chat, "alice"), Some(0));
     // The same after a restart (nothing of the hot state but groups, counters and logs).
@@ -761,7 +763,10 @@ fn retention_with_the_cache_drops_stored_messages_oldest_first_in_bounded_steps(
     let deleted: Vec<MsgId> = fx.ops.iter().filter_map(|op| if let StoreOp::DeleteMessage(id) = op { Some(*id) } else { None }).collect();
     assert_eq!(deleted, ids[..3].to_vec(), "expired: sent at +0, +100, +200");
     // Not committed yet: the store still has them, the core does not answer from it.
-    assert_eq!(c.req(T0 + 1260, 1, ClientFrame::ReadAck { req: 1, msg_id: ids[0] }).unwrap_err().code, ErrorCode::MessageExpired);
+    assert_eq!(
+        c.req(T0 + 1260, 1, ClientFrame::ReadAck { req: 1, msg_id: ids[0], private: false }).unwrap_err().code,
+        ErrorCode::MessageExpired
+    );
     c.commit(&fx);
     let fx = c.core.prune(T0 + 1260);
     assert!(!fx.ops.iter().any(|op| matches!(op, StoreOp::DeleteMessage(_))), "nothing new expired: {:?}", fx.ops);
@@ -902,8 +907,8 @@ fn a_resync_with_the_cache_reads_retained_messages_from_the_store() {
     };
     let m: Vec<MsgId> = (0..3).map(|i| sent_id(c.send(T0 + i, 1, &format!("m{i}"), "bob", ChatType::Chat))).collect();
     let gm = sent_id(c.send(T0 + 5, 1, "gm", &g, ChatType::GroupChat));
-    c.req(T0 + 6, 2, ClientFrame::ReadAck { req: 1, msg_id: m[0] }).unwrap();
-    c.req(T0 + 7, 2, ClientFrame::GroupAck { req: 1, msg_id: gm, ext: None }).unwrap();
+    c.req(T0 + 6, 2, ClientFrame::ReadAck { req: 1, msg_id: m[0], private: false }).unwrap();
+    c.req(T0 + 7, 2, ClientFrame::GroupAck { req: 1, msg_id: gm, ext: None, private: false }).unwrap();
     // Not committed yet when the new device logs in: a message, and bob's cursor report (the
     // trim) — the login must see both.
     let late = c.apply(
@@ -955,7 +960,7 @@ fn retention_with_the_cache_drops_unread_counts_of_messages_read_back_from_the_s
     c.login(1, "alice", u64::MAX);
     c.login(2, "bob", u64::MAX);
     let m: Vec<MsgId> = (0..3).map(|i| sent_id(c.send(T0 + i, 1, &format!("m{i}"), "bob", ChatType::Chat))).collect();
-    c.req(T0 + 5, 2, ClientFrame::ReadAck { req: 1, msg_id: m[1] }).unwrap();
+    c.req(T0 + 5, 2, ClientFrame::ReadAck { req: 1, msg_id: m[1], private: false }).unwrap();
     let young = sent_id(c.send(T0 + 800, 1, "young", "bob", ChatType::Chat));
     assert_eq!(sync_unread(&c.login(3, "bob", u64::MAX), ChatType::Chat, "alice"), Some(3));
     assert!(c.core.state.convs.is_empty(), "nothing cached: retention reads the conversations");

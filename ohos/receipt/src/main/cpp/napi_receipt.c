@@ -233,6 +233,17 @@ static bool get_bool(napi_env env, napi_value v, bool *out) {
   return napi_get_value_bool(env, v, out) == napi_ok;
 }
 
+// An optional boolean property of `obj`: absent or undefined leaves *out; anything else but a
+// boolean is false (a wrong type).
+static bool get_opt_bool(napi_env env, napi_value obj, const char *name, bool *out) {
+  napi_value v = NULL;
+  napi_valuetype t = napi_undefined;
+  if (napi_get_named_property(env, obj, name, &v) != napi_ok || napi_typeof(env, v, &t) != napi_ok) {
+    return false;
+  }
+  return t == napi_undefined || get_bool(env, v, out);
+}
+
 // An integral JS number in [lo, hi].
 static bool get_int(napi_env env, napi_value v, double lo, double hi, int64_t *out) {
   napi_valuetype t = napi_undefined;
@@ -929,6 +940,10 @@ static napi_value js_init(napi_env env, napi_callback_info info) {
   if (napi_get_named_property(env, argv[0], "requireReadAck", &v) != napi_ok || !get_bool(env, v, &read)) {
     return invalid_arg_throw(env, "options.requireReadAck", "must be a boolean");
   }
+  bool private_read = false;
+  if (!get_opt_bool(env, argv[0], "privateReadReceipts", &private_read)) {
+    return invalid_arg_throw(env, "options.privateReadReceipts", "must be a boolean");
+  }
   // No default address (on a phone 127.0.0.1 is the phone): "" and 0 mean "not set", and login()
   // then fails with SERVER_NOT_REACHABLE saying so.
   if (napi_get_named_property(env, argv[0], "port", &v) != napi_ok || !get_int(env, v, 0, 65535, &port)) {
@@ -972,6 +987,7 @@ static napi_value js_init(napi_env env, napi_callback_info info) {
   }
   rcpt_result r = rcpt_options_set_require_delivery_ack(o, delivery);
   if (r == RCPT_OK) r = rcpt_options_set_require_read_ack(o, read);
+  if (r == RCPT_OK) r = rcpt_options_set_private_read_receipts(o, private_read);
   if (r == RCPT_OK && has_server) r = rcpt_options_set_server(o, server, (uint16_t)port);
   if (r == RCPT_OK) r = rcpt_options_set_data_dir(o, data_dir);
   const char *tls_field = NULL;
@@ -1143,6 +1159,50 @@ static napi_value js_send_message(napi_env env, napi_callback_info info) {
   return track_request(s, req, PENDING_MESSAGE);
 }
 
+// The optional read-ack mode argument (private reading): undefined is RCPT_READ_ACK_DEFAULT,
+// else an integer 0..2 (RCPT_READ_ACK_*); anything else is false (a wrong type).
+static bool get_read_mode(napi_env env, size_t argc, napi_value *argv, size_t i, uint32_t *out) {
+  *out = RCPT_READ_ACK_DEFAULT;
+  napi_valuetype t = napi_undefined;
+  if (i >= argc || argv[i] == NULL || (napi_typeof(env, argv[i], &t) == napi_ok && t == napi_undefined)) {
+    return true;
+  }
+  int64_t mode = 0;
+  if (!get_int(env, argv[i], RCPT_READ_ACK_DEFAULT, RCPT_READ_ACK_PRIVATE, &mode)) {
+    return false;
+  }
+  *out = (uint32_t)mode;
+  return true;
+}
+
+#define READ_MODE_WHY "must be 0 (the option), 1 (public) or 2 (private)"
+
+typedef rcpt_result (*mode_id_call)(rcpt_client *, const char *, uint32_t, uint64_t *);
+
+// ackMessageRead / ackConversationRead: one id and an optional read-ack mode.
+static napi_value one_id_mode_request(napi_env env, napi_callback_info info, const char *name, mode_id_call f) {
+  ARGS(2);
+  if (s->client == NULL) {
+    return not_initialized_reject(env);
+  }
+  uint32_t mode = 0;
+  if (!get_read_mode(env, argc, argv, 1, &mode)) {
+    return invalid_arg_reject(env, "mode", READ_MODE_WHY);
+  }
+  const char *why = NULL;
+  char *id = get_string(env, argv[0], false, &why);
+  if (id == NULL) {
+    return invalid_arg_reject(env, name, why);
+  }
+  uint64_t req = 0;
+  rcpt_result r = f(s->client, id, mode, &req);
+  free(id);
+  if (r != RCPT_OK) {
+    return rejected_rcpt(env, r);
+  }
+  return track_request(s, req, PENDING_VOID);
+}
+
 typedef rcpt_result (*id_call)(rcpt_client *, const char *, uint64_t *);
 
 static napi_value one_id_request(napi_env env, napi_callback_info info, const char *name, id_call f) {
@@ -1164,14 +1224,14 @@ static napi_value one_id_request(napi_env env, napi_callback_info info, const ch
   return track_request(s, req, PENDING_VOID);
 }
 
-// ackMessageRead(msgId): Promise<void>
+// ackMessageRead(msgId, mode?): Promise<void>
 static napi_value js_ack_message_read(napi_env env, napi_callback_info info) {
-  return one_id_request(env, info, "msgId", rcpt_client_ack_message_read);
+  return one_id_mode_request(env, info, "msgId", rcpt_client_ack_message_read_mode);
 }
 
-// ackConversationRead(conversationId): Promise<void>
+// ackConversationRead(conversationId, mode?): Promise<void>
 static napi_value js_ack_conversation_read(napi_env env, napi_callback_info info) {
-  return one_id_request(env, info, "conversationId", rcpt_client_ack_conversation_read);
+  return one_id_mode_request(env, info, "conversationId", rcpt_client_ack_conversation_read_mode);
 }
 
 // markMessageAsRead(msgId): Promise<void>
@@ -1179,11 +1239,15 @@ static napi_value js_mark_message_as_read(napi_env env, napi_callback_info info)
   return one_id_request(env, info, "msgId", rcpt_client_mark_message_read);
 }
 
-// ackGroupMessageRead(msgId, ext): Promise<void>
+// ackGroupMessageRead(msgId, ext, mode?): Promise<void>
 static napi_value js_ack_group_message_read(napi_env env, napi_callback_info info) {
-  ARGS(2);
+  ARGS(3);
   if (s->client == NULL) {
     return not_initialized_reject(env);
+  }
+  uint32_t mode = 0;
+  if (!get_read_mode(env, argc, argv, 2, &mode)) {
+    return invalid_arg_reject(env, "mode", READ_MODE_WHY);
   }
   const char *why = NULL;
   char *id = get_string(env, argv[0], false, &why);
@@ -1200,7 +1264,7 @@ static napi_value js_ack_group_message_read(napi_env env, napi_callback_info inf
     }
   }
   uint64_t req = 0;
-  rcpt_result r = rcpt_client_ack_group_message_read(s->client, id, ext, &req);
+  rcpt_result r = rcpt_client_ack_group_message_read_mode(s->client, id, ext, mode, &req);
   free(id);
   free(ext);
   if (r != RCPT_OK) {
@@ -1318,11 +1382,15 @@ static napi_value js_fetch_group_ack_counts(napi_env env, napi_callback_info inf
   return track_request(s, req, PENDING_ITEMS);
 }
 
-// ackMessagesRead(conversationId, msgIds): Promise<NativeBatchItem[]>
+// ackMessagesRead(conversationId, msgIds, mode?): Promise<NativeBatchItem[]>
 static napi_value js_ack_messages_read(napi_env env, napi_callback_info info) {
-  ARGS(2);
+  ARGS(3);
   if (s->client == NULL) {
     return not_initialized_reject(env);
+  }
+  uint32_t mode = 0;
+  if (!get_read_mode(env, argc, argv, 2, &mode)) {
+    return invalid_arg_reject(env, "mode", READ_MODE_WHY);
   }
   const char *why = NULL;
   char *conversation = get_string(env, argv[0], false, &why);
@@ -1336,7 +1404,7 @@ static napi_value js_ack_messages_read(napi_env env, napi_callback_info info) {
     return invalid_arg_reject(env, "msgIds", why);
   }
   uint64_t req = 0;
-  rcpt_result r = rcpt_client_ack_messages_read(s->client, conversation, (const char *const *)ids, n, &req);
+  rcpt_result r = rcpt_client_ack_messages_read_mode(s->client, conversation, (const char *const *)ids, n, mode, &req);
   free(conversation);
   free_strings(ids, n);
   if (r != RCPT_OK) {

@@ -7,6 +7,8 @@
 export interface NativeOptions {
   requireDeliveryAck: boolean;
   requireReadAck: boolean;
+  // Private reading (optional, default false): read acks sync own devices, tell the sender nothing.
+  privateReadReceipts?: boolean;
   server: string;   // host; "" when the app set none (login then fails with 300)
   port: number;     // 0 when the app set none
   dataDir: string;  // directory for the client store (context.filesDir on HarmonyOS)
@@ -116,14 +118,16 @@ export function currentUser(): string;  // "" when logged out
 // needGroupDeliveryAck (optional, default false): a group message asks for group delivery acks.
 export function sendMessage(to: string, chatType: number, content: string, needGroupAck: boolean,
   needGroupDeliveryAck?: boolean): Promise<NativeMessage>;
-export function ackMessageRead(msgId: string): Promise<void>;
-export function ackConversationRead(conversationId: string): Promise<void>;
-export function ackGroupMessageRead(msgId: string, ext: string): Promise<void>;
+// Read-ack mode (optional `mode` of the read-ack calls): 0 or absent the client's option
+// (privateReadReceipts), 1 public, 2 private; any other value rejects with 110.
+export function ackMessageRead(msgId: string, mode?: number): Promise<void>;
+export function ackConversationRead(conversationId: string, mode?: number): Promise<void>;
+export function ackGroupMessageRead(msgId: string, ext: string, mode?: number): Promise<void>;
 export function fetchGroupReadAcks(msgId: string, pageSize: number, startAckId: string): Promise<NativeCursorResult>;
 export function fetchGroupDeliveryAcks(msgId: string, pageSize: number, startAckId: string): Promise<NativeCursorResult>;
 export function fetchGroupUnreadMembers(msgId: string, pageSize: number, cursor: string): Promise<NativeMemberPage>;
 export function fetchGroupAckCounts(msgIds: string[]): Promise<NativeBatchItem[]>;
-export function ackMessagesRead(conversationId: string, msgIds: string[]): Promise<NativeBatchItem[]>;
+export function ackMessagesRead(conversationId: string, msgIds: string[], mode?: number): Promise<NativeBatchItem[]>;
 export function getMessage(msgId: string): NativeMessage | undefined;
 export function markMessageAsRead(msgId: string): Promise<void>;
 export function markAllMessagesAsRead(conversationId: string, chatType: number): Promise<void>;
