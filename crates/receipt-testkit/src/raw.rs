@@ -278,10 +278,16 @@ impl RawClient {
 
     /// A ping round trip: everything the server sent before the pong is read (events buffered).
     pub fn sync_ping(&mut self) {
+        self.sync_ping_within(WAIT);
+    }
+
+    /// [`sync_ping`](Self::sync_ping) waiting up to `limit` for each frame (a test that measures
+    /// a slow round trip asserts its own bound on it).
+    pub fn sync_ping_within(&mut self, limit: Duration) {
         let nonce = self.next_req();
         self.send(&ClientFrame::Ping { nonce });
         loop {
-            match self.recv_required() {
+            match self.recv(limit).expect("a frame from the server") {
                 ServerFrame::Pong { nonce: n } if n == nonce => return,
                 ServerFrame::Event { event } => self.events.push_back(event),
                 f => panic!("unexpected {f:?}"),
