@@ -227,6 +227,38 @@ pub struct ServerConfig {
     /// told apart by the first byte (a TLS record starts with 0x16; a frame's length prefix
     /// never does, frames being far smaller than 0x16 << 24 bytes).
     pub require_tls: bool,
+    /// Several nodes over NATS (docs/deployment.md, "Several nodes"). `None` (the default): one
+    /// node, as before.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// What a node does in a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum Role {
+    /// Runs the core and group commit against the store, and serves its own clients.
+    Sequencer,
+    /// Holds client connections only: forwards their requests to the sequencer over NATS.
+    Gateway,
+}
+
+/// The `[cluster]` table: this node's id, role and NATS server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Unique in the cluster, 1..=65535: the top 16 bits of this node's session ids.
+    pub node_id: u16,
+    /// The NATS server, e.g. `nats://127.0.0.1:4222`.
+    pub nats: String,
+    pub role: Role,
+    /// The NATS subject prefix `receipt.<name>.`: several clusters may share one NATS server.
+    #[serde(default = "default_cluster_name")]
+    pub name: String,
+}
+
+fn default_cluster_name() -> String {
+    "default".to_string()
 }
 
 impl Default for ServerConfig {
@@ -257,6 +289,7 @@ impl Default for ServerConfig {
             max_batch: 512,
             max_group_size: 5000,
             group_ack: GroupAckPolicy::default(),
+            cluster: None,
             tls_cert: None,
             tls_key: None,
             require_tls: false,

@@ -19,7 +19,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use receipt_core::protocol::{ClientFrame, Response};
 use receipt_core::GroupRole;
-use receipt_server::config::{ServerConfig, Visibility, WhoMayRequest};
+use receipt_server::config::{ClusterConfig, Role, ServerConfig, Visibility, WhoMayRequest};
 use receipt_server::core::{CoreConfig, ServerCore};
 use receipt_server::store::{RedbServerStore, ServerStore};
 
@@ -170,6 +170,18 @@ struct ServeArgs {
     /// Forget a device not seen for this long, in seconds (default 30 days).
     #[arg(long)]
     device_horizon_secs: Option<u64>,
+    /// Cluster: this node's id, 1..=65535 (with --nats and --role; docs/deployment.md).
+    #[arg(long, requires_all = ["nats", "role"])]
+    node_id: Option<u16>,
+    /// Cluster: the NATS server's URL (e.g. nats://127.0.0.1:4222).
+    #[arg(long, requires_all = ["node_id", "role"])]
+    nats: Option<String>,
+    /// Cluster: this node's role.
+    #[arg(long, requires_all = ["node_id", "nats"])]
+    role: Option<Role>,
+    /// Cluster: its name, the NATS subject prefix `receipt.<name>.` (default "default").
+    #[arg(long)]
+    cluster_name: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -346,9 +358,22 @@ fn serve(a: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             *field = v;
         }
     }
+    if let (Some(node_id), Some(nats), Some(role)) = (a.node_id, a.nats, a.role) {
+        let name = a.cluster_name.or_else(|| c.cluster.as_ref().map(|c| c.name.clone())).unwrap_or_else(|| "default".into());
+        c.cluster = Some(ClusterConfig { node_id, nats, role, name });
+    } else if let (Some(name), Some(cl)) = (a.cluster_name, c.cluster.as_mut()) {
+        cl.name = name;
+    }
+    if c.cluster.as_ref().is_some_and(|cl| cl.node_id == 0) {
+        return Err("a cluster node's node_id must be 1..=65535".into());
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let server = receipt_server::start(c).await?;
+        // A gateway says it listens once it hears the sequencer (it refuses logins before).
+        if !server.wait_ready(std::time::Duration::from_secs(10)).await {
+            log::warn!("no sequencer heard yet; logins are refused until it is");
+        }
         {
             let mut out = std::io::stdout().lock();
             writeln!(out, "listening on {}", server.local_addr())?;

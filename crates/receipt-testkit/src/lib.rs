@@ -7,6 +7,7 @@
 //!   file (its RSS and fds can be read, it can be SIGKILLed and restarted on the same data dir).
 //! - [`token`]: the one way to mint a login token, an HS256 JWT ([`SECRET`] is every kit
 //!   server's secret).
+//! - [`NatsServer`]: a throwaway `nats-server` on a free loopback port (cluster tests).
 //! - [`ops`]: GET on a server's metrics listener, and reading Prometheus samples.
 //! - [`raw::RawClient`]: a raw protocol client on a blocking socket, for the server's rule tests.
 //! - [`Device`]: a real `receipt-client` runtime with an event-waiting API (wait for an event a
@@ -44,6 +45,7 @@
 
 pub mod child;
 pub mod device;
+pub mod nats;
 pub mod ops;
 pub mod raw;
 pub mod rng;
@@ -56,6 +58,7 @@ use std::time::Duration;
 use receipt_core::{ChatType, ConversationKey};
 
 pub use child::{server_binary, ChildServer};
+pub use nats::NatsServer;
 pub use device::{expect_err, read_ids, try_expect_err, Device};
 pub use receipt_server::State;
 pub use server::{server_config, server_unread, TestServer};
