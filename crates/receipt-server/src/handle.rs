@@ -26,7 +26,7 @@ pub struct Server {
     core_done: oneshot::Receiver<()>,
     accept: tokio::task::JoinHandle<()>,
     ops: Ops,
-    /// A gateway: whether it hears the sequencer.
+    /// A gateway: whether it hears the sequencer (it closes new connections until it does).
     ready: Option<watch::Receiver<bool>>,
 }
 

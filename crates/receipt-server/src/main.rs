@@ -370,9 +370,9 @@ fn serve(a: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let server = receipt_server::start(c).await?;
-        // A gateway says it listens once it hears the sequencer (it refuses logins before).
+        // A gateway says it listens once it hears the sequencer (it closes connections before).
         if !server.wait_ready(std::time::Duration::from_secs(10)).await {
-            log::warn!("no sequencer heard yet; logins are refused until it is");
+            log::warn!("no sequencer heard yet; connections are closed until it is");
         }
         {
             let mut out = std::io::stdout().lock();

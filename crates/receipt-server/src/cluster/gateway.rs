@@ -6,8 +6,6 @@ use std::time::Instant;
 
 use futures_util::StreamExt;
 use log::{debug, info, warn};
-use receipt_core::protocol::ServerFrame;
-use receipt_core::{ChatError, ErrorCode};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::wire::{self, Builder, Header, Input, Kind, OutFrame};
@@ -102,8 +100,10 @@ impl Gateway {
             CoreMsg::Login { session, frame, queue } => {
                 let Some(queue) = queue else { return false };
                 if self.seq.is_none() {
-                    let e = ChatError::new(ErrorCode::ServerBusy, "no sequencer reachable; retry later");
-                    queue.push(ServerFrame::LoginFailed { error: e });
+                    // Closed, not refused: a client takes LoginFailed as final, while this
+                    // passes once the sequencer is heard; it reconnects with its backoff.
+                    debug!("gateway {}: no sequencer heard: closing session {session}", self.node);
+                    queue.close();
                     return false;
                 }
                 self.router.attach(session, queue);

@@ -21,7 +21,7 @@
 //!   `Resync`); a sequencer that sees a gap from a gateway closes that gateway's sessions in
 //!   the core and tells the gateway to drop them. A gateway silent for [`GATEWAY_SILENT`] is
 //!   forgotten (its sessions closed); a gateway that has not heard the sequencer for
-//!   [`SEQUENCER_SILENT`] drops its sessions and refuses logins (302 server busy) meanwhile.
+//!   [`SEQUENCER_SILENT`] drops its sessions and closes new connections meanwhile (they retry).
 //! - Backpressure: every queue is bounded. The store thread never waits for NATS: a batch that
 //!   does not fit the publisher's queue is lost for its gateway and the gap makes the gateway
 //!   drop its sessions (they resync); NATS itself drops a slow subscriber, with the same result.

@@ -1,7 +1,9 @@
 //! The messages between nodes: a [`Header`] (kind, sender node, epoch, sequence number), the
 //! item count, then that many postcard-encoded items. Items are encoded once, as they are added
 //! ([`Builder`]); a message ends at [`CHUNK_BYTES`] (one item may pass it: a frame is at most
-//! `max_frame`), and a received message is refused past [`MAX_MESSAGE_BYTES`].
+//! `max_frame`), and a received message is refused past [`MAX_MESSAGE_BYTES`]. Protocol frames
+//! inside are carried in the protocol's own encoding (JSON: its internally tagged enums are not
+//! something postcard can decode), as bytes.
 
 use std::sync::Arc;
 
@@ -44,8 +46,16 @@ pub struct Header {
 /// One input of a gateway's session, as the connection hands it to the core.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Input {
-    Login { session: SessionId, frame: ClientFrame },
-    Frames { session: SessionId, frames: Vec<ClientFrame> },
+    Login {
+        session: SessionId,
+        #[serde(with = "as_json")]
+        frame: ClientFrame,
+    },
+    Frames {
+        session: SessionId,
+        #[serde(with = "as_json")]
+        frames: Vec<ClientFrame>,
+    },
     Closed { session: SessionId },
     ReplayMore { session: SessionId },
 }
@@ -55,7 +65,24 @@ pub enum Input {
 pub struct OutFrame {
     pub session: SessionId,
     pub replay: bool,
+    #[serde(with = "as_json")]
     pub frame: Arc<ServerFrame>,
+}
+
+/// A protocol value as its JSON bytes.
+mod as_json {
+    use serde::de::DeserializeOwned;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<T: Serialize, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        let bytes = serde_json::to_vec(v).map_err(serde::ser::Error::custom)?;
+        s.serialize_bytes(&bytes)
+    }
+
+    pub fn deserialize<'de, T: DeserializeOwned, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
+        let bytes = <&[u8]>::deserialize(d)?;
+        serde_json::from_slice(bytes).map_err(serde::de::Error::custom)
+    }
 }
 
 /// The items of one message being built.
@@ -141,7 +168,11 @@ mod tests {
     #[test]
     fn a_message_round_trips_and_hostile_ones_are_refused() {
         let mut b = Builder::default();
-        let inputs = vec![Input::Closed { session: 7 }, Input::ReplayMore { session: (3 << 48) | 1 }];
+        let inputs = vec![
+            Input::Closed { session: 7 },
+            Input::ReplayMore { session: (3 << 48) | 1 },
+            Input::Frames { session: 8, frames: vec![ClientFrame::Ping { nonce: 4 }] },
+        ];
         for i in &inputs {
             assert!(!b.push(i));
         }
@@ -149,7 +180,7 @@ mod tests {
         let bytes = b.finish(h);
         assert!(b.is_empty());
         let (got, n, rest) = header(&bytes).unwrap();
-        assert_eq!((got, n), (h, 2));
+        assert_eq!((got, n), (h, 3));
         assert_eq!(items::<Input>(n, rest).unwrap(), inputs);
         // A count claiming more items than there are, trailing bytes, a truncated message.
         assert!(items::<Input>(n + 1, rest).is_err());
@@ -158,6 +189,16 @@ mod tests {
         assert_eq!(header(&vec![0u8; MAX_MESSAGE_BYTES + 1]).unwrap_err(), WireError::TooLarge(MAX_MESSAGE_BYTES + 1));
         let huge = postcard::to_allocvec(&(h, MAX_ITEMS + 1)).unwrap();
         assert!(header(&huge).is_err());
+    }
+
+    #[test]
+    fn frames_round_trip_in_the_protocol_encoding() {
+        let f = OutFrame { session: 9, replay: true, frame: Arc::new(ServerFrame::Pong { nonce: 3 }) };
+        let mut b = Builder::default();
+        b.push(&f);
+        let bytes = b.finish(Header { kind: Kind::Frames, node: 0, epoch: 1, seq: 1 });
+        let (_, n, rest) = header(&bytes).unwrap();
+        assert_eq!(items::<OutFrame>(n, rest).unwrap(), vec![f]);
     }
 
     #[test]
