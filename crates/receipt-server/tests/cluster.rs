@@ -213,3 +213,42 @@ fn nats_restart_drops_sessions_and_they_resync_without_loss() {
     // What the outage lost showed as a gap: bob's gateway dropped his session, he resynced.
     assert!(disconnects >= 1, "bob's session was dropped and resynced");
 }
+
+/// Publishes `payload` on `subject` with the NATS text protocol over a plain socket (the test
+/// plays a lost or stray message), and waits for the server's PONG: it was processed.
+fn publish_raw(nats: &NatsServer, subject: &str, payload: &[u8]) {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", nats.port())).expect("connect to nats");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line).expect("INFO");
+    let mut msg = format!("CONNECT {{\"verbose\":false}}\r\nPUB {subject} {}\r\n", payload.len()).into_bytes();
+    msg.extend_from_slice(payload);
+    msg.extend_from_slice(b"\r\nPING\r\n");
+    s.write_all(&msg).expect("publish");
+    line.clear();
+    r.read_line(&mut line).expect("PONG");
+    assert_eq!(line.trim(), "PONG");
+}
+
+#[test]
+fn a_gap_in_the_sequencers_stream_drops_the_gateways_sessions() {
+    use receipt_server::cluster::wire::{empty, Header, Kind};
+    let Some(c) = Cluster::start() else { return };
+    let alice = online("alice/phone", c.port(1));
+    let bob = online("bob/phone", c.port(2));
+    let mut sent = vec![alice.send_chat("bob", "before").id];
+    let mut seen = HashMap::new();
+    assert_eq!(receive_ids(&bob, 1, &mut seen, FAULT_WAIT), 0, "no disconnect yet");
+    // A heartbeat claiming messages gateway 2 never got (another epoch, seq 7): its stream
+    // from the sequencer has a hole, so its sessions are unreliable and dropped.
+    let h = Header { kind: Kind::Heartbeat, node: 0, epoch: 1, seq: 7 };
+    publish_raw(&c.nats, "receipt.t.gw.2.out", &empty(h));
+    bob.wait_disconnected();
+    sent.extend((0..3).map(|i| alice.send_chat("bob", &format!("after {i}")).id));
+    receive_ids(&bob, sent.len(), &mut seen, FAULT_WAIT);
+    receive_ids(&bob, usize::MAX, &mut seen, Duration::from_millis(500));
+    assert_once(&seen, &sent, "bob");
+    bob.wait_unread(&chat("alice"), sent.len() as u32);
+}
