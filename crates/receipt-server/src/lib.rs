@@ -46,7 +46,9 @@ pub mod state;
 pub mod store;
 pub mod tls;
 
-pub use crate::config::{ClusterConfig, Role, ConfigError, GroupAckPolicy, RateLimit, ServerConfig, TokenConfig, Visibility, WhoMayRequest};
+pub use crate::config::{
+    ClusterConfig, ConfigError, GroupAckPolicy, RateLimit, Role, ServerConfig, TokenConfig, Visibility, WhoMayRequest,
+};
 pub use crate::core::{CoreConfig, Effects, Outgoing, ServerCore, SessionId, StoreOp};
 pub use crate::handle::{open_store, start, start_with_store, Server, ServerHandle};
 pub use crate::metrics::{Health, Metrics};

@@ -58,8 +58,8 @@ use std::time::Duration;
 use receipt_core::{ChatType, ConversationKey};
 
 pub use child::{server_binary, ChildServer};
-pub use nats::NatsServer;
 pub use device::{expect_err, read_ids, try_expect_err, Device};
+pub use nats::NatsServer;
 pub use receipt_server::State;
 pub use server::{server_config, server_unread, TestServer};
 pub use tls::TestCa;

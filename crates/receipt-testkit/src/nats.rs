@@ -33,7 +33,9 @@ impl NatsServer {
     pub fn start() -> Option<NatsServer> {
         let Some(bin) = nats_binary() else {
             if std::env::var("RECEIPT_SKIP_NATS").as_deref() == Ok("1") {
-                eprintln!("\n*** SKIPPED: no nats-server binary (RECEIPT_SKIP_NATS=1); install Debian's nats-server to run this test ***\n");
+                eprintln!(
+                    "\n*** SKIPPED: no nats-server binary (RECEIPT_SKIP_NATS=1); install Debian's nats-server to run this test ***\n"
+                );
                 return None;
             }
             panic!("no nats-server on PATH or in /usr/sbin: install Debian's nats-server (or set RECEIPT_SKIP_NATS=1 to skip)");

@@ -79,7 +79,7 @@ pub(crate) async fn run(
                 }
             }
             m = sub.next() => match m {
-                Some(m) => gw.from_sequencer(&m.payload),
+                Some(m) => gw.on_sequencer_message(&m.payload),
                 None => break,
             },
             _ = beat.tick() => gw.beat().await,
@@ -89,7 +89,8 @@ pub(crate) async fn run(
     }
     gw.router.close_all();
     gw.flush().await;
-    let _ = gw.client.flush().await;
+    // Best effort: NATS may be gone, and a shutdown never waits on it for long.
+    let _ = tokio::time::timeout(super::HEARTBEAT, gw.client.flush()).await;
     let _ = done.send(());
 }
 
@@ -134,16 +135,12 @@ impl Gateway {
         let h = Header { kind: Kind::Inputs, node: self.node, epoch: self.out.epoch, seq: self.out.last };
         let bytes = self.pending.finish(h);
         // A failed publish is a lost message: the sequencer sees the gap at the next heartbeat.
-        if let Err(e) = self.client.publish(self.seq_subject.clone(), bytes.into()).await {
-            debug!("gateway {}: publish failed: {e}", self.node);
-        }
+        super::publish(&self.client, self.seq_subject.clone(), bytes).await;
     }
 
     async fn beat(&mut self) {
         let h = Header { kind: Kind::Heartbeat, node: self.node, epoch: self.out.epoch, seq: self.out.last };
-        if let Err(e) = self.client.publish(self.seq_subject.clone(), wire::empty(h).into()).await {
-            debug!("gateway {}: heartbeat failed: {e}", self.node);
-        }
+        super::publish(&self.client, self.seq_subject.clone(), wire::empty(h)).await;
         if self.seq.is_some() && self.heard.elapsed() > SEQUENCER_SILENT {
             warn!("gateway {}: sequencer silent for {:?}: dropping every session", self.node, SEQUENCER_SILENT);
             self.drop_all();
@@ -165,7 +162,7 @@ impl Gateway {
         }
     }
 
-    fn from_sequencer(&mut self, payload: &[u8]) {
+    fn on_sequencer_message(&mut self, payload: &[u8]) {
         let (h, n, rest) = match wire::header(payload) {
             Ok(x) => x,
             Err(e) => {

@@ -49,6 +49,9 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 pub const SEQUENCER_SILENT: Duration = Duration::from_secs(3);
 /// A sequencer forgets a gateway silent for this long (its sessions are closed in the core).
 pub const GATEWAY_SILENT: Duration = Duration::from_secs(5);
+/// Messages a node's NATS subscription buffers (each at most ~`wire::CHUNK_BYTES`, or one
+/// frame past it); beyond it NATS drops messages for this node (slow consumer): a gap.
+pub const SUBSCRIPTION_CAPACITY: usize = 1024;
 /// Bits of a session id below the node id.
 const NODE_SHIFT: u32 = 48;
 
@@ -72,6 +75,25 @@ pub(crate) fn gw_subject(cluster: &str, node: u16) -> String {
     format!("receipt.{cluster}.gw.{node}.out")
 }
 
+/// Longest a node waits to hand a message to its NATS client (its buffer is full while NATS is
+/// unreachable): past it the message counts as lost, and the receiver sees the gap.
+const PUBLISH_WAIT: Duration = Duration::from_millis(200);
+
+/// Publishes without waiting on NATS for long; false if the message is lost.
+pub(crate) async fn publish(client: &async_nats::Client, subject: String, bytes: Vec<u8>) -> bool {
+    match tokio::time::timeout(PUBLISH_WAIT, client.publish(subject, bytes.into())).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            log::debug!("publish failed: {e}");
+            false
+        }
+        Err(_) => {
+            log::debug!("publish timed out (NATS unreachable?)");
+            false
+        }
+    }
+}
+
 /// Connects to NATS, retrying in the background (a node starts before its NATS server is up;
 /// the heartbeats say when the other side is reachable).
 pub(crate) async fn connect(url: &str, name: String) -> std::io::Result<async_nats::Client> {
@@ -80,7 +102,7 @@ pub(crate) async fn connect(url: &str, name: String) -> std::io::Result<async_na
         .retry_on_initial_connect()
         .max_reconnects(None)
         .reconnect_delay_callback(|n| Duration::from_millis((50 * (n as u64 + 1)).min(500)))
-        .subscription_capacity(8192)
+        .subscription_capacity(SUBSCRIPTION_CAPACITY)
         .connect(url)
         .await
         .map_err(std::io::Error::other)

@@ -20,8 +20,9 @@ use crate::core::{Outgoing, SessionId};
 use crate::pipeline::{now_ms, CoreMsg};
 use crate::router::Router;
 
-/// Committed batches (one gateway's part of one each) queued for publishing.
-const PUBLISH_QUEUE: usize = 4096;
+/// Committed batches (one gateway's part of one each) queued for publishing: what the store
+/// thread may run ahead of NATS before a gateway loses a batch (and resyncs its sessions).
+pub const PUBLISH_QUEUE: usize = 256;
 
 /// The `Router` of remote sessions, on the store thread: committed frames only, in commit
 /// order, never waiting. A batch that does not fit the queue is lost for its gateway, which
@@ -102,7 +103,7 @@ pub(crate) async fn start(
         loop {
             tokio::select! {
                 m = sub.next() => match m {
-                    Some(m) => seq.from_gateway(&m.payload).await,
+                    Some(m) => seq.on_gateway_message(&m.payload).await,
                     None => break,
                 },
                 b = rx.recv() => match b {
@@ -113,7 +114,7 @@ pub(crate) async fn start(
                 _ = stop.changed() => break,
             }
         }
-        let _ = seq.client.flush().await;
+        let _ = tokio::time::timeout(super::HEARTBEAT, seq.client.flush()).await;
     });
     Ok(RemoteRouter { local, tx, lost })
 }
@@ -133,8 +134,8 @@ impl Sequencer {
 
     async fn publish(&self, node: u16, bytes: Vec<u8>) {
         // A failed publish is a lost message: the gateway sees the gap at the next heartbeat.
-        if let Err(e) = self.client.publish(self.subject(node), bytes.into()).await {
-            debug!("sequencer: publish to gateway {node} failed: {e}");
+        if !super::publish(&self.client, self.subject(node), bytes).await {
+            debug!("sequencer: a message to gateway {node} is lost");
         }
     }
 
@@ -182,7 +183,7 @@ impl Sequencer {
         }
     }
 
-    async fn from_gateway(&mut self, payload: &[u8]) {
+    async fn on_gateway_message(&mut self, payload: &[u8]) {
         let (h, n, rest) = match wire::header(payload) {
             Ok(x) => x,
             Err(e) => {

@@ -56,8 +56,12 @@ pub enum Input {
         #[serde(with = "as_json")]
         frames: Vec<ClientFrame>,
     },
-    Closed { session: SessionId },
-    ReplayMore { session: SessionId },
+    Closed {
+        session: SessionId,
+    },
+    ReplayMore {
+        session: SessionId,
+    },
 }
 
 /// One committed frame for a gateway's session.
