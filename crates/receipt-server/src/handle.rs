@@ -192,6 +192,19 @@ async fn start_gateway(config: ServerConfig, c: crate::config::ClusterConfig) ->
     let (core_tx, core_rx) = mpsc::channel(8192);
     let (done_tx, core_done) = oneshot::channel();
     let (ready_tx, ready) = watch::channel(false);
+    // `/readyz`: not ready while the sequencer is not heard.
+    {
+        let (mut rx, health) = (ready.clone(), health.clone());
+        tokio::spawn(async move {
+            loop {
+                let heard = *rx.borrow_and_update();
+                health.set_check("sequencer", if heard { Ok(()) } else { Err("sequencer not heard".into()) });
+                if rx.changed().await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
     let cap = (config.outbound_queue.max(1), config.outbound_bytes.max(1));
     tokio::spawn(crate::cluster::gateway::run(client, c.name.clone(), c.node_id, core_rx, cap, ready_tx, done_tx));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

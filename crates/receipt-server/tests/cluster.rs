@@ -252,3 +252,46 @@ fn a_gap_in_the_sequencers_stream_drops_the_gateways_sessions() {
     assert_once(&seen, &sent, "bob");
     bob.wait_unread(&chat("alice"), sent.len() as u32);
 }
+
+/// The header of the next heartbeat gateway `node` sends the sequencer, read by a plain NATS
+/// subscriber (bounded: a heartbeat comes every second).
+fn next_gateway_heartbeat(nats: &NatsServer, node: u16) -> receipt_server::cluster::wire::Header {
+    use receipt_server::cluster::wire::{header, Kind};
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", nats.port())).expect("connect to nats");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"CONNECT {\"verbose\":false}\r\nSUB receipt.t.seq.in 1\r\n").unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    for _ in 0..1000 {
+        let mut line = String::new();
+        r.read_line(&mut line).expect("a line from nats");
+        let Some(len) = line.trim().strip_prefix("MSG receipt.t.seq.in 1 ") else { continue };
+        let mut payload = vec![0; len.parse::<usize>().unwrap() + 2];
+        r.read_exact(&mut payload).unwrap();
+        let (h, _, _) = header(&payload[..payload.len() - 2]).expect("a message of ours");
+        if h.node == node && h.kind == Kind::Heartbeat {
+            return h;
+        }
+    }
+    panic!("no heartbeat of gateway {node}");
+}
+
+#[test]
+fn a_gap_in_a_gateways_stream_makes_the_sequencer_drop_its_sessions() {
+    use receipt_server::cluster::wire::{empty, Header};
+    let Some(c) = Cluster::start() else { return };
+    let alice = online("alice/phone", c.port(1));
+    let bob = online("bob/phone", c.port(3));
+    let mut sent = vec![alice.send_chat("bob", "before").id];
+    let mut seen = HashMap::new();
+    assert_eq!(receive_ids(&bob, 1, &mut seen, FAULT_WAIT), 0, "no disconnect yet");
+    // Gateway 3 "lost" five messages: a heartbeat of its epoch claiming seq + 5.
+    let h = next_gateway_heartbeat(&c.nats, 3);
+    publish_raw(&c.nats, "receipt.t.seq.in", &empty(Header { seq: h.seq + 5, ..h }));
+    bob.wait_disconnected();
+    sent.extend((0..3).map(|i| alice.send_chat("bob", &format!("after {i}")).id));
+    receive_ids(&bob, sent.len(), &mut seen, FAULT_WAIT);
+    receive_ids(&bob, usize::MAX, &mut seen, Duration::from_millis(500));
+    assert_once(&seen, &sent, "bob");
+    bob.wait_unread(&chat("alice"), sent.len() as u32);
+}
