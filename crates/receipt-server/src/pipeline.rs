@@ -265,6 +265,8 @@ fn store_loop(
             deleted |= parts.iter().flat_map(|p| p.iter()).any(|op| matches!(op, StoreOp::DeleteMessage(_) | StoreOp::TrimLog { .. }));
             if parts.is_empty() {
                 None
+            } else if remote.as_ref().is_some_and(|r| !r.may_write(now_ms())) {
+                Some(crate::store::StoreError("the sequencer's lease ran out: it no longer writes".into()))
             } else {
                 let t = Instant::now();
                 let r = store.commit(&parts).err();

@@ -14,6 +14,7 @@ use futures_util::StreamExt;
 use log::{debug, info, warn};
 use tokio::sync::{mpsc, watch};
 
+use super::lease::{Leadership, StaticLeadership};
 use super::wire::{self, Builder, Header, Input, Kind, OutFrame};
 use super::{node_of, Seen, Stream, GATEWAY_SILENT, HEARTBEAT};
 use crate::core::{Outgoing, SessionId};
@@ -33,12 +34,19 @@ pub(crate) struct RemoteRouter {
     /// Gateways that lost a batch: the task skips a sequence number for each before its next
     /// message to them.
     lost: Arc<Mutex<HashSet<u16>>>,
+    /// Whether this node may write (the store thread asks before every commit).
+    lease: Box<dyn Leadership>,
 }
 
 impl RemoteRouter {
     /// This node's id: its own sessions are not routed here.
     pub(crate) fn local_node(&self) -> u16 {
         self.local
+    }
+
+    /// Whether this sequencer may commit at `now_ms`: never two writers.
+    pub(crate) fn may_write(&self, now_ms: u64) -> bool {
+        self.lease.is_held(now_ms)
     }
 }
 
@@ -116,7 +124,12 @@ pub(crate) async fn start(
         }
         let _ = tokio::time::timeout(super::HEARTBEAT, seq.client.flush()).await;
     });
-    Ok(RemoteRouter { local, tx, lost })
+    // The static role holds the lease from the start (lease.rs: the advisory lock replaces it).
+    let mut lease: Box<dyn Leadership> = Box::new(StaticLeadership);
+    if !lease.acquire(now_ms()) {
+        return Err(std::io::Error::other("not the sequencer: the lease is held elsewhere"));
+    }
+    Ok(RemoteRouter { local, tx, lost, lease })
 }
 
 impl Sequencer {
