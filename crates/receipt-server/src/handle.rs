@@ -101,6 +101,9 @@ pub async fn start(config: ServerConfig) -> io::Result<Server> {
 
 /// Starts a server with a given store (any [`ServerStore`] backend).
 pub async fn start_with_store(config: ServerConfig, mut store: Box<dyn ServerStore>) -> io::Result<Server> {
+    if config.cluster.as_ref().is_some_and(|c| c.node_id == 0) {
+        return Err(io::Error::other("a cluster node's node_id must be 1..=65535"));
+    }
     if config.secret == DEFAULT_SECRET && config.tokens.public_keys.is_empty() {
         warn!("running with the default secret; set one for any real use");
     }

@@ -295,3 +295,21 @@ fn a_gap_in_a_gateways_stream_makes_the_sequencer_drop_its_sessions() {
     assert_once(&seen, &sent, "bob");
     bob.wait_unread(&chat("alice"), sent.len() as u32);
 }
+
+#[test]
+fn a_restarted_sequencer_is_a_new_epoch_gateways_drop_their_sessions_and_they_resync() {
+    let Some(mut c) = Cluster::start() else { return };
+    const N: usize = 60;
+    let bob = online("bob/phone", c.port(3));
+    let alice = sender("alice/phone", c.port(2), "bob", N, Duration::from_millis(10));
+    let mut seen = HashMap::new();
+    receive_ids(&bob, N / 3, &mut seen, FAULT_WAIT);
+    // No standby yet: the sequencer is SIGKILLed and started again on its data dir.
+    c.seq.kill9();
+    c.seq.start_again();
+    let sent = alice.join().expect("sender");
+    let disconnects = receive_ids(&bob, N, &mut seen, FAULT_WAIT) + receive_ids(&bob, usize::MAX, &mut seen, Duration::from_millis(500));
+    assert_once(&seen, &sent, "bob");
+    bob.wait_unread(&chat("alice"), N as u32);
+    assert!(disconnects >= 1, "bob's gateway dropped his session (a new sequencer epoch)");
+}
