@@ -108,16 +108,6 @@ impl SessionRouter {
         true
     }
 
-    /// Whether frames for `session` go to a connection here.
-    pub(crate) fn contains(&self, session: SessionId) -> bool {
-        self.conns.contains_key(&session)
-    }
-
-    /// The sessions routed to.
-    pub(crate) fn sessions(&self) -> Vec<SessionId> {
-        self.conns.keys().copied().collect()
-    }
-
     /// Closes every connection (shutdown).
     pub(crate) fn close_all(&mut self) {
         for (_, queue) in self.conns.drain() {

@@ -2,6 +2,7 @@
 //! published for its sessions go to their connections through this node's `SessionRouter`
 //! (the same slow-reader bounds as a single node). One task owns the router and both streams.
 
+use std::collections::HashSet;
 use std::time::Instant;
 
 use futures_util::StreamExt;
@@ -10,6 +11,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::wire::{self, Builder, Header, Input, Kind, OutFrame};
 use super::{Seen, Stream, HEARTBEAT, SEQUENCER_SILENT};
+use crate::core::SessionId;
 use crate::pipeline::{now_ms, CoreMsg};
 use crate::router::{Router, SessionRouter};
 
@@ -26,6 +28,9 @@ struct Gateway {
     seq: Option<Stream>,
     heard: Instant,
     router: SessionRouter,
+    /// Sessions whose login went to the sequencer and whose close did not yet: the router
+    /// forgets a session on its own (a slow reader, a 206 replacement), the sequencer must not.
+    live: HashSet<SessionId>,
     pending: Builder,
     ready: watch::Sender<bool>,
 }
@@ -58,6 +63,7 @@ pub(crate) async fn run(
         seq: None,
         heard: Instant::now(),
         router: SessionRouter::new(cap, byte_cap),
+        live: HashSet::new(),
         pending: Builder::default(),
         ready,
     };
@@ -108,11 +114,12 @@ impl Gateway {
                     return false;
                 }
                 self.router.attach(session, queue);
+                self.live.insert(session);
                 Input::Login { session, frame }
             }
-            CoreMsg::Frames { session, frames } if self.router.contains(session) => Input::Frames { session, frames },
-            CoreMsg::ReplayMore { session } if self.router.contains(session) => Input::ReplayMore { session },
-            CoreMsg::Closed { session } if self.router.contains(session) => {
+            CoreMsg::Frames { session, frames } if self.live.contains(&session) => Input::Frames { session, frames },
+            CoreMsg::ReplayMore { session } if self.live.contains(&session) => Input::ReplayMore { session },
+            CoreMsg::Closed { session } if self.live.remove(&session) => {
                 self.router.detach(session);
                 Input::Closed { session }
             }
@@ -151,13 +158,14 @@ impl Gateway {
 
     /// Drops every session: their connections close, their devices reconnect and resync.
     fn drop_all(&mut self) {
-        for s in self.router.sessions() {
+        for s in self.live.iter().copied().collect::<Vec<_>>() {
             self.drop_session(s);
         }
     }
 
-    fn drop_session(&mut self, session: u64) {
-        if self.router.kill(session) {
+    fn drop_session(&mut self, session: SessionId) {
+        self.router.kill(session);
+        if self.live.remove(&session) {
             self.pending.push(&Input::Closed { session });
         }
     }
@@ -175,7 +183,7 @@ impl Gateway {
         let stream = self.seq.get_or_insert_with(Stream::default);
         let seen = stream.receive(h.epoch, h.seq, h.kind != Kind::Heartbeat);
         if seen != Seen::Next {
-            if seen == Seen::Gap || !self.router.sessions().is_empty() {
+            if seen == Seen::Gap || !self.live.is_empty() {
                 info!("gateway {}: {seen:?} in the sequencer's stream (seq {}): dropping every session", self.node, h.seq);
             }
             self.drop_all();
