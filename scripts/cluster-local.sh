@@ -3,8 +3,9 @@
 # nats-server, the sequencer (node 1, serving clients on :7878, its store in a temp dir) and two
 # gateways (nodes 2 and 3 on :7879 and :7880). Ctrl-C stops them all.
 #
-#   scripts/cluster-local.sh [--release]
+#   scripts/cluster-local.sh [--release] [SERVE FLAGS...]
 #
+# SERVE FLAGS go to every node (e.g. `--send-rate-per-sec 0 --request-rate-per-sec 0` for a bench).
 # Needs Debian's nats-server (apt-get install nats-server). Clients use any of the three ports
 # (a client-side address list); tokens: `receipt-server token --user alice --secret "$SECRET"`.
 set -euo pipefail
@@ -16,6 +17,7 @@ build=(cargo build -p receipt-server --bin receipt-server)
 if [ "${1:-}" = --release ]; then
     profile=release
     build+=(--release)
+    shift
 fi
 nats_bin="$(command -v nats-server || true)"
 [ -n "$nats_bin" ] || { [ -x /usr/sbin/nats-server ] && nats_bin=/usr/sbin/nats-server; }
@@ -45,10 +47,10 @@ for _ in $(seq 100); do
 done
 
 nats="nats://127.0.0.1:$nats_port"
-"$bin" serve --node-id 1 --role sequencer --nats "$nats" --addr 127.0.0.1:7878 --data-dir "$dir/node1" &
+"$bin" serve --node-id 1 --role sequencer --nats "$nats" --addr 127.0.0.1:7878 --data-dir "$dir/node1" "$@" &
 pids+=($!)
 for n in 2 3; do
-    "$bin" serve --node-id "$n" --role gateway --nats "$nats" --addr "127.0.0.1:$((7877 + n))" --in-memory &
+    "$bin" serve --node-id "$n" --role gateway --nats "$nats" --addr "127.0.0.1:$((7877 + n))" --in-memory "$@" &
     pids+=($!)
 done
 echo "cluster up: sequencer 127.0.0.1:7878, gateways 127.0.0.1:7879 and :7880, NATS $nats; secret \$RECEIPT_SERVER_SECRET. Ctrl-C stops."
