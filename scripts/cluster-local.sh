@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A local 3-node cluster on loopback with one command (docs/deployment.md, "Several nodes"):
 # nats-server, the sequencer (node 1, serving clients on :7878, its store in a temp dir) and two
-# gateways (nodes 2 and 3 on :7879 and :7880). Ctrl-C stops them all.
+# gateways (nodes 2 and 3 on :7879 and :7880). Ctrl-C (or SIGTERM to the script: a background
+# job of a non-interactive shell ignores SIGINT) stops them all.
 #
 #   scripts/cluster-local.sh [--release] [SERVE FLAGS...]
 #
