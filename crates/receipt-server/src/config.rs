@@ -185,8 +185,6 @@ pub struct ServerConfig {
     /// PostgreSQL connection string (libpq key=value or URL) when `backend = "postgres"`.
     /// No TLS: keep PostgreSQL on the same host or a private network.
     pub pg: Option<String>,
-    /// This node's name (for the multi-node deployment of the next part; logged only for now).
-    pub node_id: Option<String>,
     /// Directory holding the redb database file. `None`: an in-memory store (nothing survives a
     /// restart; for tests and demos). The `serve` command defaults to `./receipt-data`.
     pub data_dir: Option<PathBuf>,
@@ -272,6 +270,38 @@ pub struct ServerConfig {
     /// told apart by the first byte (a TLS record starts with 0x16; a frame's length prefix
     /// never does, frames being far smaller than 0x16 << 24 bytes).
     pub require_tls: bool,
+    /// Several nodes over NATS (docs/deployment.md, "Several nodes"). `None` (the default): one
+    /// node, as before.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// What a node does in a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum Role {
+    /// Runs the core and group commit against the store, and serves its own clients.
+    Sequencer,
+    /// Holds client connections only: forwards their requests to the sequencer over NATS.
+    Gateway,
+}
+
+/// The `[cluster]` table: this node's id, role and NATS server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Unique in the cluster, 1..=65535: the top 16 bits of this node's session ids.
+    pub node_id: u16,
+    /// The NATS server, e.g. `nats://127.0.0.1:4222`.
+    pub nats: String,
+    pub role: Role,
+    /// The NATS subject prefix `receipt.<name>.`: several clusters may share one NATS server.
+    #[serde(default = "default_cluster_name")]
+    pub name: String,
+}
+
+fn default_cluster_name() -> String {
+    "default".to_string()
 }
 
 impl Default for ServerConfig {
@@ -280,7 +310,6 @@ impl Default for ServerConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 7878)),
             backend: Backend::Redb,
             pg: None,
-            node_id: None,
             data_dir: None,
             secret: DEFAULT_SECRET.to_string(),
             tokens: TokenConfig::default(),
@@ -306,6 +335,7 @@ impl Default for ServerConfig {
             max_group_size: 5000,
             group_ack: GroupAckPolicy::default(),
             group_delivery_ack: GroupAckPolicy::default(),
+            cluster: None,
             tls_cert: None,
             tls_key: None,
             require_tls: false,
@@ -423,8 +453,8 @@ mod tests {
         assert_eq!(c.metrics_addr, Some("127.0.0.1:9464".parse().unwrap()));
         assert_eq!(c.tokens, TokenConfig { public_keys: vec![PathBuf::from("k.pem")], audience: Some("a".into()), leeway_secs: 60 });
         assert_eq!(ServerConfig::default().metrics_addr, None, "metrics are off by default");
-        let c = ServerConfig::from_toml_str("backend = \"postgres\"\npg = \"host=/tmp dbname=r\"\nnode_id = \"n1\"\n").unwrap();
-        assert_eq!((c.backend, c.pg.as_deref(), c.node_id.as_deref()), (Backend::Postgres, Some("host=/tmp dbname=r"), Some("n1")));
+        let c = ServerConfig::from_toml_str("backend = \"postgres\"\npg = \"host=/tmp dbname=r\"\n").unwrap();
+        assert_eq!((c.backend, c.pg.as_deref()), (Backend::Postgres, Some("host=/tmp dbname=r")));
         assert_eq!(ServerConfig::default().backend, Backend::Redb, "the embedded store stays the default");
         assert!(ServerConfig::from_toml_str("backend = \"mysql\"").is_err());
     }

@@ -52,7 +52,7 @@ pub(crate) struct ConnQueue {
 }
 
 impl ConnQueue {
-    fn push(&self, frame: ServerFrame) {
+    pub(crate) fn push(&self, frame: ServerFrame) {
         let _ = self.tx.send(OutItem::Frame(frame));
     }
     pub(crate) fn close(&self) {
@@ -313,7 +313,7 @@ async fn login(
         return login_failed(queue, cfg, e.code, e.description);
     }
     *logged_in = true;
-    if core_tx.send(CoreMsg::Login { session, frame, queue: queue.clone() }).await.is_err() {
+    if core_tx.send(CoreMsg::Login { session, frame, queue: Some(queue.clone()) }).await.is_err() {
         return Step::Stop;
     }
     Step::Continue

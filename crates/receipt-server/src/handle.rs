@@ -9,7 +9,7 @@ use std::time::Duration;
 use log::{info, warn};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::config::{Backend, ServerConfig, DEFAULT_SECRET};
+use crate::config::{Backend, Role, ServerConfig, DEFAULT_SECRET};
 use crate::connection::ConnCfg;
 use crate::core::{CoreConfig, ServerCore};
 use crate::listener::{bind_listener, spawn_accept_loop};
@@ -26,6 +26,8 @@ pub struct Server {
     core_done: oneshot::Receiver<()>,
     accept: tokio::task::JoinHandle<()>,
     ops: Ops,
+    /// A gateway: whether it hears the sequencer (it closes new connections until it does).
+    ready: Option<watch::Receiver<bool>>,
 }
 
 /// The operations side of a running server: its metrics listener, metrics and health.
@@ -60,6 +62,13 @@ impl Server {
         &self.ops.health
     }
 
+    /// A gateway: waits (at most `limit`) until it hears the sequencer; true if it does. Other
+    /// nodes are ready at once.
+    pub async fn wait_ready(&self, limit: Duration) -> bool {
+        let Some(mut rx) = self.ready.clone() else { return true };
+        tokio::time::timeout(limit, rx.wait_for(|r| *r)).await.is_ok_and(|r| r.is_ok())
+    }
+
     /// Stops accepting, closes every connection, commits what is in flight and closes the store.
     /// When this returns the data directory can be opened again.
     pub async fn shutdown(self) {
@@ -85,10 +94,11 @@ pub fn open_store(config: &ServerConfig) -> io::Result<Box<dyn ServerStore>> {
     })
 }
 
-/// Starts a server on the current tokio runtime with the store named by the config.
+/// Starts a server on the current tokio runtime with the store named by the config (a
+/// cluster's gateway opens none: the sequencer holds the store).
 pub async fn start(config: ServerConfig) -> io::Result<Server> {
-    if let Some(node) = &config.node_id {
-        info!("node id {node} (one node: several nodes are the next part of issue 13)");
+    if let Some(c) = config.cluster.clone().filter(|c| c.role == Role::Gateway) {
+        return start_gateway(config, c).await;
     }
     // Off the runtime's threads: opening is blocking I/O, and the PostgreSQL client runs a
     // runtime of its own, which cannot be entered from within this one.
@@ -105,6 +115,9 @@ pub async fn start(config: ServerConfig) -> io::Result<Server> {
 /// Starts a server with a given store (any [`ServerStore`] backend).
 pub async fn start_with_store(config: ServerConfig, store: Box<dyn ServerStore>) -> io::Result<Server> {
     config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    if config.cluster.as_ref().is_some_and(|c| c.node_id == 0) {
+        return Err(io::Error::other("a cluster node's node_id must be 1..=65535"));
+    }
     if config.secret == DEFAULT_SECRET && config.tokens.public_keys.is_empty() {
         warn!("running with the default secret; set one for any real use");
     }
@@ -161,11 +174,91 @@ pub async fn start_with_store(config: ServerConfig, store: Box<dyn ServerStore>)
     let (done_tx, core_done) = oneshot::channel();
     let (cap, max_batch) = ((config.outbound_queue.max(1), config.outbound_bytes.max(1)), config.max_batch);
     let (core_metrics, core_health) = (metrics.clone(), health.clone());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // The sequencer of a cluster: remote sessions' inputs come in over NATS, their committed
+    // frames go out through the remote router.
+    let (remote, first) = match &config.cluster {
+        Some(c) => {
+            let client = crate::cluster::connect(&c.nats, format!("receipt-{}-sequencer-{}", c.name, c.node_id)).await?;
+            let r = crate::cluster::sequencer::start(client, c.name.clone(), c.node_id, core_tx.clone(), shutdown_rx.clone()).await?;
+            info!("sequencer of cluster {} (node {}) on {}", c.name, c.node_id, c.nats);
+            (Some(r), crate::cluster::session_base(c.node_id))
+        }
+        None => (None, 1),
+    };
     std::thread::Builder::new().name("receipt-core".into()).spawn(move || {
-        core_loop(core, store, core_rx, cap, max_batch, core_metrics, core_health);
+        core_loop(core, store, core_rx, cap, max_batch, core_metrics, core_health, remote);
         let _ = done_tx.send(());
     })?;
+    let accept = serve_connections(&config, listener, core_tx.clone(), tokens, tls, metrics, shutdown_rx, first)?;
+    info!("listening on {local_addr}");
+    health.set_phase(Phase::Serving);
+    Ok(Server { local_addr, shutdown_tx, core_tx, core_done, accept, ops, ready: None })
+}
+
+/// A cluster's gateway: the connections as on a single node, their inputs forwarded to the
+/// sequencer over NATS (`cluster::gateway`).
+async fn start_gateway(config: ServerConfig, c: crate::config::ClusterConfig) -> io::Result<Server> {
+    if c.node_id == 0 {
+        return Err(io::Error::other("a cluster node's node_id must be 1..=65535"));
+    }
+    let tls = crate::tls::acceptor(&config)?;
+    let tokens = crate::auth::Verifier::from_config(&config).map_err(io::Error::other)?;
+    let listener = bind_listener(config.addr)?;
+    let local_addr = listener.local_addr()?;
+    let health = Arc::new(Health::default());
+    let metrics = config.metrics_addr.map(|_| Arc::new(Metrics::new(None)));
+    let (ops_stop, ops_stop_rx) = watch::channel(false);
+    let ops_addr = match (config.metrics_addr, &metrics) {
+        (Some(addr), Some(m)) => {
+            let l = crate::http::bind(addr).await?;
+            let bound = l.local_addr()?;
+            crate::http::spawn(l, m.clone(), health.clone(), ops_stop_rx);
+            Some(bound)
+        }
+        _ => None,
+    };
+    let ops = Ops { addr: ops_addr, metrics: metrics.clone(), health: health.clone(), stop: Arc::new(ops_stop) };
+    let client = crate::cluster::connect(&c.nats, format!("receipt-{}-gateway-{}", c.name, c.node_id)).await?;
+    let (core_tx, core_rx) = mpsc::channel(8192);
+    let (done_tx, core_done) = oneshot::channel();
+    let (ready_tx, ready) = watch::channel(false);
+    // `/readyz`: not ready while the sequencer is not heard.
+    {
+        let (mut rx, health) = (ready.clone(), health.clone());
+        tokio::spawn(async move {
+            loop {
+                let heard = *rx.borrow_and_update();
+                health.set_check("sequencer", if heard { Ok(()) } else { Err("sequencer not heard".into()) });
+                if rx.changed().await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let cap = (config.outbound_queue.max(1), config.outbound_bytes.max(1));
+    tokio::spawn(crate::cluster::gateway::run(client, c.name.clone(), c.node_id, core_rx, cap, ready_tx, done_tx));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let first = crate::cluster::session_base(c.node_id);
+    let accept = serve_connections(&config, listener, core_tx.clone(), tokens, tls, metrics, shutdown_rx, first)?;
+    info!("gateway {} of cluster {} listening on {local_addr} (NATS {})", c.node_id, c.name, c.nats);
+    health.set_phase(Phase::Serving);
+    Ok(Server { local_addr, shutdown_tx, core_tx, core_done, accept, ops, ready: Some(ready) })
+}
+
+/// The connections' side of a node: the accept loop (sessions numbered from `first`) and the
+/// tick timer, both stopping when `shutdown_rx` changes.
+#[allow(clippy::too_many_arguments)]
+fn serve_connections(
+    config: &ServerConfig,
+    listener: tokio::net::TcpListener,
+    core_tx: mpsc::Sender<CoreMsg>,
+    tokens: crate::auth::Verifier,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    metrics: Option<Arc<Metrics>>,
+    shutdown_rx: watch::Receiver<bool>,
+    first: crate::core::SessionId,
+) -> io::Result<tokio::task::JoinHandle<()>> {
     let cfg = Arc::new(ConnCfg {
         tokens,
         idle: Duration::from_secs(config.idle_timeout_secs.max(1)),
@@ -189,10 +282,7 @@ pub async fn start_with_store(config: ServerConfig, store: Box<dyn ServerStore>)
             }
         });
     }
-    let accept = spawn_accept_loop(listener, core_tx.clone(), cfg, shutdown_rx, config.max_connections.max(1), tls, config.require_tls);
-    info!("listening on {local_addr}");
-    health.set_phase(Phase::Serving);
-    Ok(Server { local_addr, shutdown_tx, core_tx, core_done, accept, ops })
+    Ok(spawn_accept_loop(listener, core_tx, cfg, shutdown_rx, config.max_connections.max(1), tls, config.require_tls, first))
 }
 
 /// A server running on its own thread with its own tokio runtime: for embedding in blocking

@@ -12,6 +12,7 @@
 //! - [`metrics`]: [`Metrics`] and [`Health`], served by `http` on `metrics_addr` (`/metrics`,
 //!   `/livez`, `/readyz`; docs/operations.md).
 //! - [`config`]: [`ServerConfig`], defaults and TOML.
+//! - [`cluster`]: several nodes over NATS (gateways and one sequencer).
 //!
 //! Embedding, blocking:
 //!
@@ -31,6 +32,7 @@
 //! server.shutdown().await;`.
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 mod connection;
 pub mod core;
@@ -45,7 +47,9 @@ pub mod state;
 pub mod store;
 pub mod tls;
 
-pub use crate::config::{Backend, ConfigError, GroupAckPolicy, RateLimit, ServerConfig, TokenConfig, Visibility, WhoMayRequest};
+pub use crate::config::{
+    Backend, ClusterConfig, ConfigError, GroupAckPolicy, RateLimit, Role, ServerConfig, TokenConfig, Visibility, WhoMayRequest,
+};
 pub use crate::core::{CoreConfig, Effects, Outgoing, ServerCore, SessionId, StoreOp};
 pub use crate::handle::{open_store, start, start_with_store, Server, ServerHandle};
 pub use crate::metrics::{Health, Metrics};

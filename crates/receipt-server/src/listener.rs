@@ -30,7 +30,8 @@ pub(crate) fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     sock.listen(LISTEN_BACKLOG)
 }
 
-/// Spawns the accept loop: it numbers sessions from 1 and runs until `shutdown` changes.
+/// Spawns the accept loop: it numbers sessions from `first` and runs until `shutdown` changes.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn spawn_accept_loop(
     listener: TcpListener,
     core_tx: mpsc::Sender<CoreMsg>,
@@ -39,11 +40,12 @@ pub(crate) fn spawn_accept_loop(
     max_conns: usize,
     tls: Option<TlsAcceptor>,
     require_tls: bool,
+    first: SessionId,
 ) -> JoinHandle<()> {
     let mut stop = shutdown_rx.clone();
     let open = Arc::new(AtomicUsize::new(0));
     tokio::spawn(async move {
-        let mut next: SessionId = 1;
+        let mut next: SessionId = first;
         loop {
             tokio::select! {
                 r = listener.accept() => match r {

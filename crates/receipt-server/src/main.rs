@@ -19,7 +19,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use receipt_core::protocol::{ClientFrame, Response};
 use receipt_core::GroupRole;
-use receipt_server::config::{ServerConfig, Visibility, WhoMayRequest};
+use receipt_server::config::{ClusterConfig, Role, ServerConfig, Visibility, WhoMayRequest};
 use receipt_server::core::{CoreConfig, ServerCore};
 use receipt_server::store::{RedbServerStore, ServerStore};
 
@@ -88,9 +88,6 @@ struct ServeArgs {
     /// PostgreSQL connection string for `--backend postgres` (libpq key=value or URL).
     #[arg(long, env = "RECEIPT_SERVER_PG")]
     pg: Option<String>,
-    /// This node's name (multi-node deployments, next part; logged only for now).
-    #[arg(long)]
-    node_id: Option<String>,
     /// HS256 secret of the login tokens (when no --token-public-key is given).
     #[arg(long, env = "RECEIPT_SERVER_SECRET")]
     secret: Option<String>,
@@ -193,6 +190,18 @@ struct ServeArgs {
     /// Forget a device not seen for this long, in seconds (default 30 days).
     #[arg(long)]
     device_horizon_secs: Option<u64>,
+    /// Cluster: this node's id, 1..=65535 (with --nats and --role; docs/deployment.md).
+    #[arg(long, requires_all = ["nats", "role"])]
+    node_id: Option<u16>,
+    /// Cluster: the NATS server's URL (e.g. nats://127.0.0.1:4222).
+    #[arg(long, requires_all = ["node_id", "role"])]
+    nats: Option<String>,
+    /// Cluster: this node's role.
+    #[arg(long, requires_all = ["node_id", "nats"])]
+    role: Option<Role>,
+    /// Cluster: its name, the NATS subject prefix `receipt.<name>.` (default "default").
+    #[arg(long)]
+    cluster_name: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -295,9 +304,6 @@ fn serve(a: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(v) = a.pg {
         c.pg = Some(v);
     }
-    if let Some(v) = a.node_id {
-        c.node_id = Some(v);
-    }
     if a.in_memory {
         c.data_dir = None;
     } else if c.data_dir.is_none() && c.backend == receipt_server::Backend::Redb {
@@ -386,11 +392,24 @@ fn serve(a: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             *field = v;
         }
     }
+    if let (Some(node_id), Some(nats), Some(role)) = (a.node_id, a.nats, a.role) {
+        let name = a.cluster_name.or_else(|| c.cluster.as_ref().map(|c| c.name.clone())).unwrap_or_else(|| "default".into());
+        c.cluster = Some(ClusterConfig { node_id, nats, role, name });
+    } else if let (Some(name), Some(cl)) = (a.cluster_name, c.cluster.as_mut()) {
+        cl.name = name;
+    }
+    if c.cluster.as_ref().is_some_and(|cl| cl.node_id == 0) {
+        return Err("a cluster node's node_id must be 1..=65535".into());
+    }
     // Flags are checked like the file's values (start checks again).
     c.validate()?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let server = receipt_server::start(c).await?;
+        // A gateway says it listens once it hears the sequencer (it closes connections before).
+        if !server.wait_ready(std::time::Duration::from_secs(10)).await {
+            log::warn!("no sequencer heard yet; connections are closed until it is");
+        }
         {
             let mut out = std::io::stdout().lock();
             writeln!(out, "listening on {}", server.local_addr())?;

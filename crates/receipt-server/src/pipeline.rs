@@ -17,6 +17,7 @@ use receipt_core::protocol::ClientFrame;
 use receipt_core::types::ReqId;
 use tokio::sync::mpsc;
 
+use crate::cluster::sequencer::RemoteRouter;
 use crate::connection::ConnQueue;
 use crate::core::{Effects, Outgoing, ServerCore, SessionId, StoreOp};
 use crate::metrics::{request_kind, Health, Metrics};
@@ -25,10 +26,12 @@ use crate::store::{ServerStore, COMPACT_EVERY};
 
 /// What the connections (and the tick timer) hand to the core thread.
 pub(crate) enum CoreMsg {
+    /// `queue`: the connection's outbound queue; `None` for a session held by another node
+    /// (cluster: its frames are published to that node).
     Login {
         session: SessionId,
         frame: ClientFrame,
-        queue: ConnQueue,
+        queue: Option<ConnQueue>,
     },
     /// The requests of one socket read, in order (one channel item, not one per request).
     Frames {
@@ -75,6 +78,8 @@ const BATCH_RESULT_BYTES: usize = 4 << 20;
 /// The core thread: batches and applies; the store thread commits and routes (see the module
 /// docs). `cap` bounds each connection's queue of live frames (count, estimated bytes); a
 /// batch ends after `max_batch` requests. `metrics`: counted on the store thread, per batch.
+/// `remote`: in a cluster, the router of the sessions other nodes hold.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn core_loop(
     mut core: ServerCore,
     store: Box<dyn ServerStore>,
@@ -83,6 +88,7 @@ pub(crate) fn core_loop(
     max_batch: usize,
     metrics: Option<Arc<Metrics>>,
     health: Arc<Health>,
+    remote: Option<RemoteRouter>,
 ) {
     let counting = metrics.is_some();
     // The hot-state cache's bytes, reported after each batch (two atomic stores).
@@ -94,7 +100,7 @@ pub(crate) fn core_loop(
     let (done_tx, done_rx) = std::sync::mpsc::channel::<Effects>();
     let store_thread = match std::thread::Builder::new()
         .name("receipt-core-store".into())
-        .spawn(move || store_loop(store, commit_rx, done_tx, cap, metrics, health))
+        .spawn(move || store_loop(store, commit_rx, done_tx, cap, metrics, health, remote))
     {
         Ok(t) => t,
         Err(e) => {
@@ -151,8 +157,10 @@ pub(crate) fn core_loop(
                     if counting {
                         applied.requests.push((session, 0, request_kind(&frame)));
                     }
-                    queues.insert(session, queue.shared.clone());
-                    applied.logins.push((session, queue));
+                    if let Some(queue) = queue {
+                        queues.insert(session, queue.shared.clone());
+                        applied.logins.push((session, queue));
+                    }
                     core.apply(now, session, frame);
                 }
                 CoreMsg::Frames { session, frames } => {
@@ -244,8 +252,10 @@ fn store_loop(
     (cap, byte_cap): (usize, usize),
     metrics: Option<Arc<Metrics>>,
     health: Arc<Health>,
+    mut remote: Option<RemoteRouter>,
 ) {
     let mut router = SessionRouter::new(cap, byte_cap);
+    let mut far: Vec<Outgoing> = Vec::new();
     let mut sampled = Instant::now();
     let mut queued: Vec<Applied> = Vec::with_capacity(COMMITS_IN_FLIGHT + 1);
     // Deletions (retention) committed since the last compaction, and when that was.
@@ -262,6 +272,8 @@ fn store_loop(
             deleted |= parts.iter().flat_map(|p| p.iter()).any(|op| matches!(op, StoreOp::DeleteMessage(_) | StoreOp::TrimLog { .. }));
             if parts.is_empty() {
                 None
+            } else if remote.as_ref().is_some_and(|r| !r.may_write(now_ms())) {
+                Some(crate::store::StoreError("the sequencer's lease ran out: it no longer writes".into()))
             } else {
                 let t = Instant::now();
                 let r = store.commit(&parts).err();
@@ -289,6 +301,18 @@ fn store_loop(
             }
             for (session, queue) in a.logins {
                 router.attach(session, queue);
+            }
+            if let Some(r) = &mut remote {
+                // Frames of other nodes' sessions are published to them, in the same order.
+                let local = r.local_node();
+                a.out.retain(|o| {
+                    let here = crate::cluster::node_of(o.session) == local;
+                    if !here {
+                        far.push(o.clone());
+                    }
+                    here
+                });
+                r.deliver_batch(&mut far);
             }
             router.deliver_batch(&mut a.out);
             for s in a.closed {

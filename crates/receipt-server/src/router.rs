@@ -98,6 +98,16 @@ impl SessionRouter {
         std::mem::take(&mut self.dropped)
     }
 
+    /// Drops the session's connection at once, unwritten frames and all (its device resyncs
+    /// from its cursor). False if the session is not routed here.
+    pub(crate) fn kill(&mut self, session: SessionId) -> bool {
+        let Some(queue) = self.conns.remove(&session) else { return false };
+        queue.shared.killed.store(true, Ordering::Release);
+        queue.shared.closed.notify_one();
+        queue.close();
+        true
+    }
+
     /// Closes every connection (shutdown).
     pub(crate) fn close_all(&mut self) {
         for (_, queue) in self.conns.drain() {
@@ -135,10 +145,7 @@ impl SessionRouter {
                     || queue.shared.pending_bytes.load(Ordering::Acquire) + live_bytes > self.byte_cap
                 {
                     warn!("session {session}: outbound queue full, dropping the connection (it will resync)");
-                    queue.shared.killed.store(true, Ordering::Release);
-                    queue.shared.closed.notify_one();
-                    queue.close();
-                    self.conns.remove(&session);
+                    self.kill(session);
                     self.dropped += 1;
                     continue;
                 }

@@ -8,6 +8,7 @@
 //! - [`token`]: the one way to mint a login token, an HS256 JWT ([`SECRET`] is every kit
 //!   server's secret).
 //! - [`pg`]: a throwaway PostgreSQL cluster (one database per test) for the PostgreSQL store.
+//! - [`NatsServer`]: a throwaway `nats-server` on a free loopback port (cluster tests).
 //! - [`ops`]: GET on a server's metrics listener, and reading Prometheus samples.
 //! - [`raw::RawClient`]: a raw protocol client on a blocking socket, for the server's rule tests.
 //! - [`Device`]: a real `receipt-client` runtime with an event-waiting API (wait for an event a
@@ -45,6 +46,7 @@
 
 pub mod child;
 pub mod device;
+pub mod nats;
 pub mod ops;
 pub mod pg;
 pub mod raw;
@@ -59,6 +61,7 @@ use receipt_core::{ChatType, ConversationKey};
 
 pub use child::{server_binary, ChildServer};
 pub use device::{expect_err, read_ids, try_expect_err, Device};
+pub use nats::NatsServer;
 pub use receipt_server::{ServerConfig, State};
 pub use server::{server_config, server_unread, TestServer};
 pub use tls::TestCa;

@@ -1,0 +1,363 @@
+//! Several nodes over NATS (issue 13, part 2): one nats-server, a sequencer (which serves
+//! clients too, with the redb store in a temp dir) and two gateways, all real child processes;
+//! the devices of one user and their peers spread over different nodes. The rules hold across
+//! nodes; a device moving between nodes, a SIGKILLed gateway and a restarted nats-server lose
+//! nothing and duplicate nothing, and unread counts stay exact.
+//!
+//! The receipts and the sequencer's restart also run with the sequencer's store on PostgreSQL
+//! (a database of the test kit's throwaway cluster): the shared store of several nodes.
+//!
+//! Needs Debian's `nats-server` (RECEIPT_SKIP_NATS=1 skips, loudly, where it is missing) and, for
+//! the PostgreSQL cases, PostgreSQL's binaries (RECEIPT_SKIP_PG=1).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use receipt_client::ClientEvent;
+use receipt_core::*;
+use receipt_testkit::{chat, group, ChildServer, Device, NatsServer};
+
+const NO_RATE_LIMITS: &str = "[send_rate]\nper_sec = 0\nburst = 0\n\n[request_rate]\nper_sec = 0\nburst = 0\n";
+/// Longest wait of a device across a fault (reconnect, resync).
+const FAULT_WAIT: Duration = Duration::from_secs(20);
+
+/// nats-server, the sequencer (node 1) and gateways 2 and 3.
+struct Cluster {
+    nats: NatsServer,
+    seq: ChildServer,
+    gw: Vec<ChildServer>,
+    _data: tempfile::TempDir,
+    _pg: Option<receipt_testkit::pg::PgDb>,
+}
+
+/// Where the sequencer keeps the cluster's state.
+#[derive(Clone, Copy)]
+enum SeqStore {
+    Redb,
+    Postgres,
+}
+
+fn cluster_toml(node: u16, nats: &str, role: &str) -> String {
+    format!("{NO_RATE_LIMITS}\n[cluster]\nnode_id = {node}\nnats = \"{nats}\"\nrole = \"{role}\"\nname = \"t\"\n")
+}
+
+impl Cluster {
+    fn start() -> Option<Cluster> {
+        Cluster::start_on(SeqStore::Redb)
+    }
+
+    fn start_on(store: SeqStore) -> Option<Cluster> {
+        let pg = match store {
+            SeqStore::Redb => None,
+            SeqStore::Postgres => Some(receipt_testkit::pg::database()?),
+        };
+        let nats = NatsServer::start()?;
+        let data = tempfile::tempdir().expect("temp dir");
+        let conf = cluster_toml(1, &nats.url(), "sequencer");
+        let seq = match &pg {
+            None => ChildServer::start(data.path(), &conf),
+            Some(db) => ChildServer::start_pg(&db.conninfo, &conf),
+        };
+        let bin = receipt_testkit::server_binary().expect("server binary");
+        // A gateway prints its address once it hears the sequencer.
+        let gw = (2..=3)
+            .map(|n| ChildServer::try_start(&bin, None, &cluster_toml(n, &nats.url(), "gateway")).unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        Some(Cluster { nats, seq, gw, _data: data, _pg: pg })
+    }
+
+    /// Ports: the sequencer's, then the gateways'.
+    fn port(&self, node: u16) -> u16 {
+        match node {
+            1 => self.seq.port(),
+            n => self.gw[n as usize - 2].port(),
+        }
+    }
+}
+
+fn online(label: &str, port: u16) -> Device {
+    online_with(label, ChatOptions::default(), port)
+}
+
+fn online_with(label: &str, options: ChatOptions, port: u16) -> Device {
+    let d = Device::new(label, options, port).wait_limit(FAULT_WAIT);
+    d.login();
+    d
+}
+
+/// Collects the ids of received messages until `want` distinct ones came (or `limit` passed),
+/// counting how often each came in `seen`; returns how often the device was disconnected.
+fn receive_ids(d: &Device, want: usize, seen: &mut HashMap<MsgId, u32>, limit: Duration) -> usize {
+    let deadline = Instant::now() + limit;
+    let mut disconnects = 0;
+    while seen.len() < want && Instant::now() < deadline {
+        for e in d.collect(Duration::from_millis(200)) {
+            match e {
+                ClientEvent::MessagesReceived(m) => {
+                    for m in m {
+                        *seen.entry(m.id).or_default() += 1;
+                    }
+                }
+                ClientEvent::Disconnected => disconnects += 1,
+                _ => {}
+            }
+        }
+    }
+    disconnects
+}
+
+fn assert_once(seen: &HashMap<MsgId, u32>, sent: &[MsgId], who: &str) {
+    let lost: Vec<&MsgId> = sent.iter().filter(|id| !seen.contains_key(id)).collect();
+    let twice: Vec<(&MsgId, &u32)> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(lost.is_empty(), "{who}: lost {} of {}: {lost:?}", lost.len(), sent.len());
+    assert!(twice.is_empty(), "{who}: duplicated {twice:?}");
+    assert_eq!(seen.len(), sent.len(), "{who}: received only what was sent");
+}
+
+#[test]
+fn receipts_across_three_nodes() {
+    if let Some(c) = Cluster::start() {
+        receipts(&c);
+    }
+}
+
+#[test]
+fn receipts_across_three_nodes_with_the_sequencer_on_postgres() {
+    if let Some(c) = Cluster::start_on(SeqStore::Postgres) {
+        receipts(&c);
+    }
+}
+
+fn receipts(c: &Cluster) {
+    // alice's two devices on the two gateways, bob on the sequencer, carol on a gateway.
+    let with_delivery = ChatOptions { require_delivery_ack: true, ..Default::default() };
+    let alice_phone = online_with("alice/phone", with_delivery.clone(), c.port(2));
+    let alice_pad = online_with("alice/pad", with_delivery, c.port(3));
+    let bob = online("bob/phone", c.port(1));
+    let carol = online("carol/phone", c.port(3));
+
+    // 1:1: delivery and read receipts cross nodes, to both of alice's devices.
+    let m = alice_phone.send_chat("bob", "hi");
+    assert_eq!(bob.received(1)[0].id, m.id);
+    bob.wait_unread(&chat("alice"), 1);
+    assert_eq!(alice_phone.delivered(1)[0].id, m.id);
+    bob.ack_read(m.id);
+    bob.wait_unread(&chat("alice"), 0);
+    assert_eq!(alice_phone.read(1)[0].id, m.id);
+    assert_eq!(alice_pad.read(1)[0].id, m.id, "the sender's other device, on another gateway");
+
+    // Conversation ack: three unread, one ack, the sender hears it.
+    let ids: Vec<MsgId> = (0..3).map(|i| alice_pad.send_chat("bob", &format!("m{i}")).id).collect();
+    assert_eq!(bob.received(3).iter().map(|m| m.id).collect::<Vec<_>>(), ids);
+    bob.wait_unread(&chat("alice"), 3);
+    let req = bob.client.ack_conversation_read("alice").expect("ack call").expect("an ack goes out");
+    bob.ok(req);
+    bob.wait_unread(&chat("alice"), 0);
+    assert_eq!(alice_phone.conversation_read().0, "bob");
+
+    // Group read acks from members on two other nodes.
+    let g = alice_phone.create_group(&["bob", "carol"], false);
+    let gm = alice_phone.send(&g, ChatType::GroupChat, "to all", true);
+    for member in [&bob, &carol] {
+        member.wait_until("the group message", |d| d.client.message(&gm.id.to_string()).ok().flatten().is_some());
+        member.wait_unread(&group(&g), 1);
+        let req = member.client.ack_group_message_read(gm.id, None).expect("ack call").expect("an ack goes out");
+        member.ok(req);
+        member.wait_unread(&group(&g), 0);
+    }
+    let mut from: Vec<UserId> = Vec::new();
+    while from.len() < 2 {
+        from.extend(alice_phone.group_acks().into_iter().map(|a| a.from));
+    }
+    from.sort();
+    assert_eq!(from, ["bob", "carol"]);
+    assert_eq!(alice_pad.unread(&group(&g)), 0, "one's own message is never unread");
+    assert_eq!(carol.unread(&chat("alice")), 0);
+}
+
+#[test]
+fn a_device_moving_to_another_node_resyncs_without_loss_or_duplicates() {
+    let Some(c) = Cluster::start() else { return };
+    let alice = online("alice/phone", c.port(1));
+    let bob = online("bob/phone", c.port(2));
+    let first = alice.send_chat("bob", "before").id;
+    let mut seen = HashMap::new();
+    receive_ids(&bob, 1, &mut seen, FAULT_WAIT);
+    // bob's app stops and comes back on another gateway; alice sent meanwhile.
+    let bob = bob.reopen(c.port(3)).wait_limit(FAULT_WAIT);
+    let mut sent = vec![first];
+    sent.extend((0..5).map(|i| alice.send_chat("bob", &format!("while away {i}")).id));
+    bob.login();
+    receive_ids(&bob, sent.len(), &mut seen, FAULT_WAIT);
+    // Anything twice would arrive by now.
+    receive_ids(&bob, usize::MAX, &mut seen, Duration::from_millis(500));
+    assert_once(&seen, &sent, "bob");
+    bob.wait_unread(&chat("alice"), sent.len() as u32);
+}
+
+/// Sends `n` messages from `label` (on `port`) to `to` on a thread of its own, each waited for
+/// (its outbox resends across reconnects); returns their ids.
+fn sender(label: &'static str, port: u16, to: &'static str, n: usize, pause: Duration) -> std::thread::JoinHandle<Vec<MsgId>> {
+    std::thread::spawn(move || {
+        let d = online(label, port);
+        (0..n)
+            .map(|i| {
+                std::thread::sleep(pause);
+                d.send_chat(to, &format!("load {i}")).id
+            })
+            .collect()
+    })
+}
+
+#[test]
+fn sigkill_of_a_gateway_loses_nothing_its_clients_resync_elsewhere() {
+    let Some(mut c) = Cluster::start() else { return };
+    const N: usize = 150;
+    let carol = online("carol/phone", c.port(3));
+    let alice = sender("alice/phone", c.port(2), "carol", N, Duration::from_millis(10));
+    let mut seen = HashMap::new();
+    receive_ids(&carol, N / 3, &mut seen, FAULT_WAIT);
+    c.gw[1].kill9();
+    // carol's client retries its address list: here the test points it at another node.
+    let carol = carol.reopen(c.port(1)).wait_limit(FAULT_WAIT);
+    carol.login();
+    let sent = alice.join().expect("sender");
+    receive_ids(&carol, N, &mut seen, FAULT_WAIT);
+    receive_ids(&carol, usize::MAX, &mut seen, Duration::from_millis(500));
+    assert_once(&seen, &sent, "carol");
+    carol.wait_unread(&chat("alice"), N as u32);
+}
+
+#[test]
+fn nats_restart_drops_sessions_and_they_resync_without_loss() {
+    let Some(mut c) = Cluster::start() else { return };
+    const N: usize = 120;
+    let bob = online("bob/phone", c.port(3));
+    let alice = sender("alice/phone", c.port(2), "bob", N, Duration::from_millis(10));
+    let mut seen = HashMap::new();
+    receive_ids(&bob, N / 3, &mut seen, FAULT_WAIT);
+    // Down past SEQUENCER_SILENT (3 s): whatever the outage lost, the gateways drop their
+    // sessions, and turn logins away until they hear the sequencer again.
+    c.nats.stop();
+    std::thread::sleep(Duration::from_secs(4));
+    c.nats.start_again();
+    let sent = alice.join().expect("sender");
+    let mut disconnects = receive_ids(&bob, N, &mut seen, FAULT_WAIT);
+    disconnects += receive_ids(&bob, usize::MAX, &mut seen, Duration::from_millis(500));
+    assert_once(&seen, &sent, "bob");
+    bob.wait_unread(&chat("alice"), N as u32);
+    // What the outage lost showed as a gap: bob's gateway dropped his session, he resynced.
+    assert!(disconnects >= 1, "bob's session was dropped and resynced");
+}
+
+/// Publishes `payload` on `subject` with the NATS text protocol over a plain socket (the test
+/// plays a lost or stray message), and waits for the server's PONG: it was processed.
+fn publish_raw(nats: &NatsServer, subject: &str, payload: &[u8]) {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", nats.port())).expect("connect to nats");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line).expect("INFO");
+    let mut msg = format!("CONNECT {{\"verbose\":false}}\r\nPUB {subject} {}\r\n", payload.len()).into_bytes();
+    msg.extend_from_slice(payload);
+    msg.extend_from_slice(b"\r\nPING\r\n");
+    s.write_all(&msg).expect("publish");
+    line.clear();
+    r.read_line(&mut line).expect("PONG");
+    assert_eq!(line.trim(), "PONG");
+}
+
+#[test]
+fn a_gap_in_the_sequencers_stream_drops_the_gateways_sessions() {
+    use receipt_server::cluster::wire::{empty, Header, Kind};
+    let Some(c) = Cluster::start() else { return };
+    let alice = online("alice/phone", c.port(1));
+    let bob = online("bob/phone", c.port(2));
+    let mut sent = vec![alice.send_chat("bob", "before").id];
+    let mut seen = HashMap::new();
+    assert_eq!(receive_ids(&bob, 1, &mut seen, FAULT_WAIT), 0, "no disconnect yet");
+    // A heartbeat claiming messages gateway 2 never got (another epoch, seq 7): its stream
+    // from the sequencer has a hole, so its sessions are unreliable and dropped.
+    let h = Header { kind: Kind::Heartbeat, node: 0, epoch: 1, seq: 7 };
+    publish_raw(&c.nats, "receipt.t.gw.2.out", &empty(h));
+    bob.wait_disconnected();
+    sent.extend((0..3).map(|i| alice.send_chat("bob", &format!("after {i}")).id));
+    receive_ids(&bob, sent.len(), &mut seen, FAULT_WAIT);
+    receive_ids(&bob, usize::MAX, &mut seen, Duration::from_millis(500));
+    assert_once(&seen, &sent, "bob");
+    bob.wait_unread(&chat("alice"), sent.len() as u32);
+}
+
+/// The header of the next heartbeat gateway `node` sends the sequencer, read by a plain NATS
+/// subscriber (bounded: a heartbeat comes every second).
+fn next_gateway_heartbeat(nats: &NatsServer, node: u16) -> receipt_server::cluster::wire::Header {
+    use receipt_server::cluster::wire::{header, Kind};
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", nats.port())).expect("connect to nats");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"CONNECT {\"verbose\":false}\r\nSUB receipt.t.seq.in 1\r\n").unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    for _ in 0..1000 {
+        let mut line = String::new();
+        r.read_line(&mut line).expect("a line from nats");
+        let Some(len) = line.trim().strip_prefix("MSG receipt.t.seq.in 1 ") else { continue };
+        let mut payload = vec![0; len.parse::<usize>().unwrap() + 2];
+        r.read_exact(&mut payload).unwrap();
+        let (h, _, _) = header(&payload[..payload.len() - 2]).expect("a message of ours");
+        if h.node == node && h.kind == Kind::Heartbeat {
+            return h;
+        }
+    }
+    panic!("no heartbeat of gateway {node}");
+}
+
+#[test]
+fn a_gap_in_a_gateways_stream_makes_the_sequencer_drop_its_sessions() {
+    use receipt_server::cluster::wire::{empty, Header};
+    let Some(c) = Cluster::start() else { return };
+    let alice = online("alice/phone", c.port(1));
+    let bob = online("bob/phone", c.port(3));
+    let mut sent = vec![alice.send_chat("bob", "before").id];
+    let mut seen = HashMap::new();
+    assert_eq!(receive_ids(&bob, 1, &mut seen, FAULT_WAIT), 0, "no disconnect yet");
+    // Gateway 3 "lost" five messages: a heartbeat of its epoch claiming seq + 5.
+    let h = next_gateway_heartbeat(&c.nats, 3);
+    publish_raw(&c.nats, "receipt.t.seq.in", &empty(Header { seq: h.seq + 5, ..h }));
+    bob.wait_disconnected();
+    sent.extend((0..3).map(|i| alice.send_chat("bob", &format!("after {i}")).id));
+    receive_ids(&bob, sent.len(), &mut seen, FAULT_WAIT);
+    receive_ids(&bob, usize::MAX, &mut seen, Duration::from_millis(500));
+    assert_once(&seen, &sent, "bob");
+    bob.wait_unread(&chat("alice"), sent.len() as u32);
+}
+
+#[test]
+fn a_restarted_sequencer_is_a_new_epoch_gateways_drop_their_sessions_and_they_resync() {
+    if let Some(c) = Cluster::start() {
+        sequencer_restart(c);
+    }
+}
+
+#[test]
+fn a_restarted_sequencer_on_postgres_loses_nothing() {
+    if let Some(c) = Cluster::start_on(SeqStore::Postgres) {
+        sequencer_restart(c);
+    }
+}
+
+fn sequencer_restart(mut c: Cluster) {
+    const N: usize = 60;
+    let bob = online("bob/phone", c.port(3));
+    let alice = sender("alice/phone", c.port(2), "bob", N, Duration::from_millis(10));
+    let mut seen = HashMap::new();
+    receive_ids(&bob, N / 3, &mut seen, FAULT_WAIT);
+    // No standby yet: the sequencer is SIGKILLed and started again on its store.
+    c.seq.kill9();
+    c.seq.start_again();
+    let sent = alice.join().expect("sender");
+    let disconnects = receive_ids(&bob, N, &mut seen, FAULT_WAIT) + receive_ids(&bob, usize::MAX, &mut seen, Duration::from_millis(500));
+    assert_once(&seen, &sent, "bob");
+    bob.wait_unread(&chat("alice"), N as u32);
+    assert!(disconnects >= 1, "bob's gateway dropped his session (a new sequencer epoch)");
+}
