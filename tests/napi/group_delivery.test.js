@@ -8,37 +8,15 @@
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert');
-const fs = require('node:fs');
 const path = require('node:path');
-const { startServer, serverBinary } = require('./helpers/server');
-const { Device, napiDir } = require('./helpers/device');
+const { napiDir } = require('./helpers/device');
+const { skip, scenario, hasMsg, isCb } = require('./helpers/scenario');
 
-const ready = fs.existsSync(path.join(napiDir, 'libreceipt_napi.node')) && fs.existsSync(path.join(napiDir, 'index.js'));
-const skip = !ready ? 'target/napi not built (scripts/build-napi.sh)'
-  : !serverBinary() ? 'receipt-server not built (scripts/build-napi.sh)' : false;
 const TEST_TIMEOUT = 90000;
-
-async function scenario(serverOpts, fn) {
-  const server = await startServer(serverOpts);
-  const devices = [];
-  const start = async (user, opts) => {
-    const d = await Device.start(server, user, opts);
-    devices.push(d);
-    return d;
-  };
-  try {
-    await fn({ server, start });
-  } finally {
-    await Promise.all(devices.map((d) => d.close()));
-    await server.stop();
-  }
-}
 
 // The feature on, from the config file's section or from the command line.
 const ON = { configToml: '[group_delivery_ack]\nenabled = true' };
 const ON_BY_FLAG = { extraArgs: ['--group-delivery-ack-enabled', 'true'] };
-const hasMsg = (id) => (r) => Array.isArray(r.args[0]) && r.args[0].some((m) => m.msgId === id);
-const isCb = (listener, cb, pred = () => true) => (r) => r.listener === listener && r.cb === cb && pred(r);
 const deliveredBy = (id, from) => isCb('probe', 'onGroupMessageDelivered',
   (r) => r.args[0].some((a) => a.msgId === id && a.from === from));
 

@@ -9,33 +9,13 @@
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert');
-const fs = require('node:fs');
-const path = require('node:path');
-const { startServer, serverBinary } = require('./helpers/server');
-const { Device, napiDir } = require('./helpers/device');
+const { napiDir } = require('./helpers/device');
+const { skip, scenario: sharedScenario, hasMsg, isCb } = require('./helpers/scenario');
 
-const ready = fs.existsSync(path.join(napiDir, 'libreceipt_napi.node')) && fs.existsSync(path.join(napiDir, 'index.js'));
-const skip = !ready ? 'target/napi not built (scripts/build-napi.sh)'
-  : !serverBinary() ? 'receipt-server not built (scripts/build-napi.sh)' : false;
 const TEST_TIMEOUT = 90000;
 
-/** A server and the devices of one test; everything is stopped at the end, pass or fail. */
-async function scenario(fn) {
-  const server = await startServer();
-  const devices = [];
-  const start = async (user, opts) => {
-    const d = await Device.start(server, user, opts);
-    devices.push(d);
-    return d;
-  };
-  try {
-    await fn({ server, start });
-    for (const d of devices) assertListenersOnJsThread(d);
-  } finally {
-    await Promise.all(devices.map((d) => d.close()));
-    await server.stop();
-  }
-}
+/** A server and the devices of one test; every listener call was made on the JS thread. */
+const scenario = (fn) => sharedScenario(fn, assertListenersOnJsThread);
 
 /** Every listener callback ran on the device's own JS thread (worker), inside its event loop. */
 function assertListenersOnJsThread(d) {
@@ -45,8 +25,6 @@ function assertListenersOnJsThread(d) {
   }
 }
 
-const hasMsg = (id) => (r) => Array.isArray(r.args[0]) && r.args[0].some((m) => m.msgId === id);
-const isCb = (listener, cb, pred = () => true) => (r) => r.listener === listener && r.cb === cb && pred(r);
 
 async function send(d, to, content, { group = false } = {}) {
   return d.run(`

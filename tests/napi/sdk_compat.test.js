@@ -6,33 +6,10 @@
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert');
-const fs = require('node:fs');
-const path = require('node:path');
-const { startServer, serverBinary } = require('./helpers/server');
-const { Device, napiDir } = require('./helpers/device');
+const { skip, scenario } = require('./helpers/scenario');
 
-const ready = fs.existsSync(path.join(napiDir, 'libreceipt_napi.node')) && fs.existsSync(path.join(napiDir, 'index.js'));
-const skip = !ready ? 'target/napi not built (scripts/build-napi.sh)'
-  : !serverBinary() ? 'receipt-server not built (scripts/build-napi.sh)' : false;
 const TEST_TIMEOUT = 90000;
 const J = JSON.stringify;
-
-/** A server (with `serverOpts`) and the devices of one test, all stopped at the end. */
-async function scenario(serverOpts, fn) {
-  const server = await startServer(serverOpts);
-  const devices = [];
-  const start = async (user, opts) => {
-    const d = await Device.start(server, user, opts);
-    devices.push(d);
-    return d;
-  };
-  try {
-    await fn({ server, start });
-  } finally {
-    await Promise.all(devices.map((d) => d.close()));
-    await server.stop();
-  }
-}
 
 /** The fixture's `events` on device `d` once `pred` holds for them (bounded wait). */
 function eventsUntil(d, pred, what) {

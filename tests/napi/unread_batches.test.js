@@ -7,34 +7,10 @@
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert');
-const fs = require('node:fs');
-const path = require('node:path');
-const { startServer, serverBinary } = require('./helpers/server');
-const { Device, napiDir } = require('./helpers/device');
+const { skip, scenario, hasMsg, isCb } = require('./helpers/scenario');
 
-const ready = fs.existsSync(path.join(napiDir, 'libreceipt_napi.node')) && fs.existsSync(path.join(napiDir, 'index.js'));
-const skip = !ready ? 'target/napi not built (scripts/build-napi.sh)'
-  : !serverBinary() ? 'receipt-server not built (scripts/build-napi.sh)' : false;
 const TEST_TIMEOUT = 90000;
 
-async function scenario(fn) {
-  const server = await startServer();
-  const devices = [];
-  const start = async (user, opts) => {
-    const d = await Device.start(server, user, opts);
-    devices.push(d);
-    return d;
-  };
-  try {
-    await fn({ start });
-  } finally {
-    await Promise.all(devices.map((d) => d.close()));
-    await server.stop();
-  }
-}
-
-const hasMsg = (id) => (r) => Array.isArray(r.args[0]) && r.args[0].some((m) => m.msgId === id);
-const isCb = (listener, cb, pred = () => true) => (r) => r.listener === listener && r.cb === cb && pred(r);
 
 async function send(d, to, content, { group = false } = {}) {
   return d.run(`

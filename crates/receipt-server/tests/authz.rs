@@ -12,12 +12,6 @@ use receipt_server::{auth, WhoMayRequest};
 use receipt_testkit::raw::*;
 use receipt_testkit::*;
 
-/// Everything the server sent this client so far (a ping round trip flushes it).
-fn settle(c: &mut RawClient) -> Vec<ServerEvent> {
-    c.sync_ping();
-    c.events.drain(..).map(|e| (*e.event).clone()).collect()
-}
-
 fn acks_of(sender: &mut RawClient, msg_id: MsgId) -> usize {
     match sender.expect_ok(|req| ClientFrame::FetchGroupAcks { req, msg_id, page_size: 100, start_ack_id: None }) {
         Response::GroupAcks { page, .. } => page.data.len(),
@@ -53,7 +47,7 @@ fn world(f: impl FnOnce(&mut receipt_server::ServerConfig)) -> World {
     let one = alice.send_msg("bob", ChatType::Chat, "for bob");
     let gm = alice.send_msg_opts(&g, ChatType::GroupChat, "ack me", false, true).unwrap().0;
     for c in [&mut alice, &mut bob, &mut carol, &mut dave] {
-        settle(c);
+        c.settle();
     }
     World { _s: s, a, alice, bob, carol, dave, g, one, gm }
 }
@@ -69,8 +63,8 @@ fn row1_ack_of_a_message_not_addressed_to_you_is_500() {
         conversation: "alice".into(),
         msg_id: Some(w.one),
     });
-    assert!(settle(&mut w.alice).is_empty());
-    assert!(settle(&mut w.bob).is_empty());
+    assert!(w.alice.settle().is_empty());
+    assert!(w.bob.settle().is_empty());
     // bob's unread is untouched and the message is not read.
     assert_eq!(RawClient::login(w.a, "bob", "probe").unread(ChatType::Chat, "alice"), 1);
     w.bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: w.one, private: false });
@@ -87,8 +81,8 @@ fn row2_group_ack_of_a_group_you_are_not_in_is_602() {
         conversation: w.g.clone(),
         private: false,
     });
-    assert!(settle(&mut w.alice).is_empty());
-    assert!(settle(&mut w.carol).is_empty());
+    assert!(w.alice.settle().is_empty());
+    assert!(w.carol.settle().is_empty());
     assert_eq!(acks_of(&mut w.alice, w.gm), 0);
 }
 
@@ -98,8 +92,8 @@ fn row3_ack_of_your_own_message_is_500() {
     w.alice.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::ReadAck { req, msg_id: w.one, private: false });
     w.alice.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::DeliveryAck { req, msg_id: w.one });
     w.alice.expect_err(ErrorCode::MessageInvalid, |req| ClientFrame::GroupAck { req, msg_id: w.gm, ext: None, private: false });
-    assert!(settle(&mut w.bob).is_empty());
-    assert!(settle(&mut w.alice).is_empty());
+    assert!(w.bob.settle().is_empty());
+    assert!(w.alice.settle().is_empty());
     assert_eq!(acks_of(&mut w.alice, w.gm), 0);
     assert_eq!(RawClient::login(w.a, "bob", "probe").unread(ChatType::Chat, "alice"), 1);
 }
@@ -110,8 +104,8 @@ fn row4_requesting_group_acks_when_only_owner_and_admins_may_is_603() {
     let e = w.bob.send_msg_opts(&w.g, ChatType::GroupChat, "acks please", false, true).unwrap_err();
     assert_eq!(e.code, ErrorCode::GroupPermissionDenied);
     // Not delivered, not counted.
-    assert!(settle(&mut w.alice).is_empty());
-    assert!(settle(&mut w.carol).is_empty());
+    assert!(w.alice.settle().is_empty());
+    assert!(w.carol.settle().is_empty());
     assert_eq!(RawClient::login(w.a, "carol", "probe").unread(ChatType::GroupChat, &w.g), 1);
 }
 
@@ -119,13 +113,13 @@ fn row4_requesting_group_acks_when_only_owner_and_admins_may_is_603() {
 fn row5_fetching_another_senders_ack_list_is_603() {
     let mut w = world(|_| {}); // visibility: sender_only
     w.bob.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: w.gm, ext: None, private: false });
-    settle(&mut w.alice);
+    w.alice.settle();
     let fetch = |req| ClientFrame::FetchGroupAcks { req, msg_id: w.gm, page_size: 10, start_ack_id: None };
     w.carol.expect_err(ErrorCode::GroupPermissionDenied, fetch);
     w.bob.expect_err(ErrorCode::GroupPermissionDenied, fetch);
     w.dave.expect_err(ErrorCode::GroupPermissionDenied, fetch);
     assert_eq!(acks_of(&mut w.alice, w.gm), 1);
-    assert!(settle(&mut w.alice).is_empty());
+    assert!(w.alice.settle().is_empty());
 }
 
 /// A login refused with `LoginFailed` `code`, its pipelined requests never applied.
@@ -145,8 +139,8 @@ fn login_refused(a: SocketAddr, user: &str, token: String, code: ErrorCode) {
 }
 
 fn assert_nothing_happened(w: &mut World) {
-    assert!(settle(&mut w.alice).is_empty());
-    assert!(settle(&mut w.carol).is_empty());
+    assert!(w.alice.settle().is_empty());
+    assert!(w.carol.settle().is_empty());
     assert_eq!(RawClient::login(w.a, "bob", "probe").unread(ChatType::Chat, "alice"), 1);
     assert_eq!(RawClient::login(w.a, "carol", "probe").unread(ChatType::Chat, "bob"), 0);
 }
@@ -182,8 +176,8 @@ fn row9_a_removed_member_acking_afterwards_is_602() {
     let mut w = world(|_| {});
     w.alice.expect_ok(|req| ClientFrame::RemoveMembers { req, group: w.g.clone(), members: vec!["bob".into()] });
     w.bob.event_matching(|e| matches!(e, ServerEvent::Membership { role: None, .. }));
-    settle(&mut w.alice);
-    settle(&mut w.carol);
+    w.alice.settle();
+    w.carol.settle();
     w.bob.expect_err(ErrorCode::GroupNotJoined, |req| ClientFrame::GroupAck { req, msg_id: w.gm, ext: None, private: false });
     w.bob.expect_err(ErrorCode::GroupNotJoined, |req| ClientFrame::ConversationAck {
         req,
@@ -191,8 +185,8 @@ fn row9_a_removed_member_acking_afterwards_is_602() {
         conversation: w.g.clone(),
         private: false,
     });
-    assert!(settle(&mut w.alice).is_empty());
-    assert!(settle(&mut w.carol).is_empty());
+    assert!(w.alice.settle().is_empty());
+    assert!(w.carol.settle().is_empty());
     assert_eq!(acks_of(&mut w.alice, w.gm), 0);
     // carol (still a member) may.
     w.carol.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: w.gm, ext: None, private: false });

@@ -268,25 +268,31 @@ fn publish_raw(nats: &NatsServer, subject: &str, payload: &[u8]) {
     assert_eq!(line.trim(), "PONG");
 }
 
+/// bob's session was dropped: alice sends three more; bob, back by himself, gets every message
+/// of `sent` and these once, and his unread count is exact.
+fn dropped_then_resynced(alice: &Device, bob: &Device, mut sent: Vec<MsgId>, seen: &mut HashMap<MsgId, u32>) {
+    bob.wait_disconnected();
+    sent.extend((0..3).map(|i| alice.send_chat("bob", &format!("after {i}")).id));
+    receive_ids(bob, sent.len(), seen, FAULT_WAIT);
+    receive_ids(bob, usize::MAX, seen, Duration::from_millis(500));
+    assert_once(seen, &sent, "bob");
+    bob.wait_unread(&chat("alice"), sent.len() as u32);
+}
+
 #[test]
 fn a_gap_in_the_sequencers_stream_drops_the_gateways_sessions() {
     use receipt_server::cluster::wire::{empty, Header, Kind};
     let Some(c) = Cluster::start() else { return };
     let alice = online("alice/phone", c.port(1));
     let bob = online("bob/phone", c.port(2));
-    let mut sent = vec![alice.send_chat("bob", "before").id];
+    let sent = vec![alice.send_chat("bob", "before").id];
     let mut seen = HashMap::new();
     assert_eq!(receive_ids(&bob, 1, &mut seen, FAULT_WAIT), 0, "no disconnect yet");
     // A heartbeat claiming messages gateway 2 never got (another epoch, seq 7): its stream
     // from the sequencer has a hole, so its sessions are unreliable and dropped.
     let h = Header { kind: Kind::Heartbeat, node: 0, epoch: 1, seq: 7 };
     publish_raw(&c.nats, "receipt.t.gw.2.out", &empty(h));
-    bob.wait_disconnected();
-    sent.extend((0..3).map(|i| alice.send_chat("bob", &format!("after {i}")).id));
-    receive_ids(&bob, sent.len(), &mut seen, FAULT_WAIT);
-    receive_ids(&bob, usize::MAX, &mut seen, Duration::from_millis(500));
-    assert_once(&seen, &sent, "bob");
-    bob.wait_unread(&chat("alice"), sent.len() as u32);
+    dropped_then_resynced(&alice, &bob, sent, &mut seen);
 }
 
 /// The header of the next heartbeat gateway `node` sends the sequencer, read by a plain NATS
@@ -318,18 +324,13 @@ fn a_gap_in_a_gateways_stream_makes_the_sequencer_drop_its_sessions() {
     let Some(c) = Cluster::start() else { return };
     let alice = online("alice/phone", c.port(1));
     let bob = online("bob/phone", c.port(3));
-    let mut sent = vec![alice.send_chat("bob", "before").id];
+    let sent = vec![alice.send_chat("bob", "before").id];
     let mut seen = HashMap::new();
     assert_eq!(receive_ids(&bob, 1, &mut seen, FAULT_WAIT), 0, "no disconnect yet");
     // Gateway 3 "lost" five messages: a heartbeat of its epoch claiming seq + 5.
     let h = next_gateway_heartbeat(&c.nats, 3);
     publish_raw(&c.nats, "receipt.t.seq.in", &empty(Header { seq: h.seq + 5, ..h }));
-    bob.wait_disconnected();
-    sent.extend((0..3).map(|i| alice.send_chat("bob", &format!("after {i}")).id));
-    receive_ids(&bob, sent.len(), &mut seen, FAULT_WAIT);
-    receive_ids(&bob, usize::MAX, &mut seen, Duration::from_millis(500));
-    assert_once(&seen, &sent, "bob");
-    bob.wait_unread(&chat("alice"), sent.len() as u32);
+    dropped_then_resynced(&alice, &bob, sent, &mut seen);
 }
 
 #[test]

@@ -7,12 +7,6 @@ use receipt_core::*;
 use receipt_testkit::raw::*;
 use receipt_testkit::*;
 
-/// Everything the server sent this client so far (a ping round trip flushes it).
-fn settle(c: &mut RawClient) -> Vec<ServerEvent> {
-    c.sync_ping();
-    c.events.drain(..).map(|e| (*e.event).clone()).collect()
-}
-
 fn read_ack(msg_id: MsgId, private: bool) -> impl FnOnce(ReqId) -> ClientFrame {
     move |req| ClientFrame::ReadAck { req, msg_id, private }
 }
@@ -30,8 +24,8 @@ fn a_private_read_ack_tells_the_sender_nothing_and_syncs_own_devices() {
     let mut tablet = RawClient::login(a, "bob", "tablet");
     let id = alice.send_msg("bob", ChatType::Chat, "hi");
     let _ = alice.send_msg("bob", ChatType::Chat, "two");
-    settle(&mut phone);
-    settle(&mut tablet);
+    phone.settle();
+    tablet.settle();
 
     phone.expect_ok(read_ack(id, true));
     // The own second device hears the read state; the sender hears nothing.
@@ -41,11 +35,11 @@ fn a_private_read_ack_tells_the_sender_nothing_and_syncs_own_devices() {
         }
         e => panic!("{e:?}"),
     }
-    assert!(settle(&mut alice).is_empty(), "the sender is told nothing");
+    assert!(alice.settle().is_empty(), "the sender is told nothing");
     // Idempotent: a second private ack changes nothing and reaches nobody.
     phone.expect_ok(read_ack(id, true));
-    assert!(settle(&mut tablet).is_empty());
-    assert!(settle(&mut alice).is_empty());
+    assert!(tablet.settle().is_empty());
+    assert!(alice.settle().is_empty());
 
     // The server's unread count dropped (a fresh device sees 1 of 2), and the sender's copy is
     // not read: a fresh login of alice replays no Read event.
@@ -63,22 +57,22 @@ fn private_then_public_tells_the_sender_once_and_public_then_private_changes_not
     let mut bob = RawClient::login(a, "bob", "b1");
     let id = alice.send_msg("bob", ChatType::Chat, "hi");
     let id2 = alice.send_msg("bob", ChatType::Chat, "hi again");
-    settle(&mut bob);
+    bob.settle();
 
     bob.expect_ok(read_ack(id, true));
-    assert!(settle(&mut alice).is_empty());
+    assert!(alice.settle().is_empty());
     // The mode switched off: the public ack of a message read privately is a receipt.
     bob.expect_ok(read_ack(id, false));
     bob.expect_ok(read_ack(id, false));
-    let evs = settle(&mut alice);
+    let evs = alice.settle();
     assert_eq!(evs.iter().filter(|e| matches!(e, ServerEvent::Read { msg_id, .. } if *msg_id == id)).count(), 1, "{evs:?}");
 
     // Public first, then private: nothing more for anybody.
     bob.expect_ok(read_ack(id2, false));
-    assert_eq!(settle(&mut alice).len(), 1);
+    assert_eq!(alice.settle().len(), 1);
     bob.expect_ok(read_ack(id2, true));
-    assert!(settle(&mut alice).is_empty());
-    assert!(settle(&mut bob).is_empty(), "no ReadState after a receipt");
+    assert!(alice.settle().is_empty());
+    assert!(bob.settle().is_empty(), "no ReadState after a receipt");
 }
 
 #[test]
@@ -100,8 +94,8 @@ fn private_acks_are_checked_like_acks() {
         };
     assert_eq!(items[0].err, None);
     assert_eq!(items[1].err.as_ref().map(|e| e.code), Some(ErrorCode::MessageInvalid));
-    assert!(settle(&mut alice).is_empty(), "a private batch tells the sender nothing");
-    assert!(settle(&mut carol).is_empty());
+    assert!(alice.settle().is_empty(), "a private batch tells the sender nothing");
+    assert!(carol.settle().is_empty());
 }
 
 #[test]
@@ -114,21 +108,21 @@ fn a_private_conversation_ack_clears_own_unread_and_a_public_one_still_tells_the
     for i in 0..3 {
         alice.send_msg("bob", ChatType::Chat, &format!("m{i}"));
     }
-    settle(&mut bob);
-    settle(&mut bob2);
+    bob.settle();
+    bob2.settle();
     let conv_ack =
         |private| move |req| ClientFrame::ConversationAck { req, chat_type: ChatType::Chat, conversation: "alice".into(), private };
     bob.expect_ok(conv_ack(true));
-    assert!(settle(&mut alice).is_empty(), "the peer is told nothing");
-    let evs = settle(&mut bob2);
+    assert!(alice.settle().is_empty(), "the peer is told nothing");
+    let evs = bob2.settle();
     assert!(matches!(evs.as_slice(), [ServerEvent::ReadState { msg_id: None, .. }]), "{evs:?}");
     assert_eq!(RawClient::login(a, "bob", "b3").unread(ChatType::Chat, "alice"), 0);
     bob.expect_ok(conv_ack(true));
-    assert!(settle(&mut bob2).is_empty(), "idempotent");
+    assert!(bob2.settle().is_empty(), "idempotent");
     // Now public: the peer hears onConversationRead once.
     bob.expect_ok(conv_ack(false));
     bob.expect_ok(conv_ack(false));
-    let evs = settle(&mut alice);
+    let evs = alice.settle();
     assert_eq!(evs.iter().filter(|e| matches!(e, ServerEvent::ConversationRead { .. })).count(), 1, "{evs:?}");
 }
 
@@ -158,13 +152,13 @@ fn a_private_group_ack_leaves_the_count_and_the_lists_alone() {
     let mut bob2 = RawClient::login(a, "bob", "b2");
     let g = create_group(&mut alice, &["bob", "carol"]);
     let (id, _) = alice.send_msg_opts(&g, ChatType::GroupChat, "hi", false, true).unwrap();
-    settle(&mut alice);
-    settle(&mut bob);
-    settle(&mut bob2);
+    alice.settle();
+    bob.settle();
+    bob2.settle();
     let group_ack = |private| move |req| ClientFrame::GroupAck { req, msg_id: id, ext: Some("x".into()), private };
     bob.expect_ok(group_ack(true));
-    assert!(settle(&mut alice).is_empty(), "the sender is told nothing");
-    let evs = settle(&mut bob2);
+    assert!(alice.settle().is_empty(), "the sender is told nothing");
+    let evs = bob2.settle();
     assert!(matches!(evs.as_slice(), [ServerEvent::ReadState { msg_id: Some(m), .. }] if *m == id), "{evs:?}");
     let counts = |alice: &mut RawClient| match alice.expect_ok(|req| ClientFrame::FetchGroupAckCounts { req, msg_ids: vec![id] }) {
         Response::GroupAckCounts { items } => items[0].count,

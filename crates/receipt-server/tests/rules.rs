@@ -9,12 +9,6 @@ use receipt_server::{auth, Visibility, WhoMayRequest};
 use receipt_testkit::raw::*;
 use receipt_testkit::*;
 
-/// Everything the server sent this client so far (a ping round trip flushes it).
-fn settle(c: &mut RawClient) -> Vec<ServerEvent> {
-    c.sync_ping();
-    c.events.drain(..).map(|e| (*e.event).clone()).collect()
-}
-
 fn login_frame(user: &str, token: String, v: u32) -> ClientFrame {
     ClientFrame::Login { v, user: user.into(), device: "d".into(), token, since: 0 }
 }
@@ -119,7 +113,7 @@ fn only_the_recipient_may_ack() {
     bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: id, private: false });
     let e = alice.event_matching(|e| matches!(e, ServerEvent::Read { .. }));
     assert!(matches!(e, ServerEvent::Read { msg_id, by, .. } if msg_id == id && by == "bob"));
-    assert!(settle(&mut carol).is_empty());
+    assert!(carol.settle().is_empty());
 }
 
 #[test]
@@ -161,7 +155,7 @@ fn acks_are_idempotent_and_not_forwarded_twice() {
         bob.expect_ok(|req| ClientFrame::DeliveryAck { req, msg_id: id });
         bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: id, private: false });
     }
-    let evs = settle(&mut alice);
+    let evs = alice.settle();
     let delivered = evs.iter().filter(|e| matches!(e, ServerEvent::Delivered { .. })).count();
     let read = evs.iter().filter(|e| matches!(e, ServerEvent::Read { .. })).count();
     assert_eq!((delivered, read), (1, 1), "{evs:?}");
@@ -169,7 +163,7 @@ fn acks_are_idempotent_and_not_forwarded_twice() {
     let id2 = alice.send_msg("bob", ChatType::Chat, "again");
     bob.expect_ok(|req| ClientFrame::ConversationAck { req, chat_type: ChatType::Chat, conversation: "alice".into(), private: false });
     bob.expect_ok(|req| ClientFrame::ReadAck { req, msg_id: id2, private: false });
-    let evs = settle(&mut alice);
+    let evs = alice.settle();
     assert_eq!(evs.iter().filter(|e| matches!(e, ServerEvent::ConversationRead { .. })).count(), 1);
     assert_eq!(evs.iter().filter(|e| matches!(e, ServerEvent::Read { .. })).count(), 0, "{evs:?}");
 }
@@ -215,7 +209,7 @@ fn conversation_ack_one_to_one_reaches_peer_and_own_other_devices_and_clears_unr
     assert_eq!(RawClient::login(a, "alice", "a2").unread(ChatType::Chat, "bob"), 1);
     // A repeat with nothing new: ok, nothing emitted.
     b1.expect_ok(|req| ClientFrame::ConversationAck { req, chat_type: ChatType::Chat, conversation: "alice".into(), private: false });
-    assert!(settle(&mut alice).iter().all(|e| !matches!(e, ServerEvent::ConversationRead { .. })));
+    assert!(alice.settle().iter().all(|e| !matches!(e, ServerEvent::ConversationRead { .. })));
 }
 
 #[test]
@@ -230,14 +224,14 @@ fn group_conversation_ack_reaches_only_own_devices() {
     let mut b1 = RawClient::login(a, "bob", "b1");
     let mut b2 = RawClient::login(a, "bob", "b2");
     assert_eq!(b1.unread(ChatType::GroupChat, &g), 2);
-    settle(&mut alice);
-    settle(&mut carol);
+    alice.settle();
+    carol.settle();
     b1.expect_ok(|req| ClientFrame::ConversationAck { req, chat_type: ChatType::GroupChat, conversation: g.clone(), private: false });
     let is_read = |e: &ServerEvent| matches!(e, ServerEvent::ConversationRead { from, to, .. } if from == "bob" && *to == g);
     assert!(is_read(&b2.next_event()));
     assert!(is_read(&b1.next_event()));
-    assert!(settle(&mut alice).is_empty());
-    assert!(settle(&mut carol).is_empty());
+    assert!(alice.settle().is_empty());
+    assert!(carol.settle().is_empty());
     assert_eq!(RawClient::login(a, "bob", "b3").unread(ChatType::GroupChat, &g), 0);
     assert_eq!(RawClient::login(a, "carol", "c2").unread(ChatType::GroupChat, &g), 2);
     // Non-members are refused.
@@ -290,7 +284,7 @@ fn group_ack_rules_with_feature_enabled() {
     assert_eq!(RawClient::login(a, "bob", "probe").unread(ChatType::GroupChat, &g), 2);
     bob.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: id, ext: Some("seen".into()), private: false });
     bob.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: id, ext: Some("seen".into()), private: false });
-    let evs = settle(&mut alice);
+    let evs = alice.settle();
     let acks: Vec<_> = evs.iter().filter_map(|e| if let ServerEvent::GroupRead { ack, .. } = e { Some(ack) } else { None }).collect();
     assert_eq!(acks.len(), 1, "{evs:?}");
     assert_eq!((acks[0].count, acks[0].from.as_str(), acks[0].content.as_deref()), (1, "bob", Some("seen")));
@@ -353,13 +347,13 @@ fn visibility_case(v: Visibility) {
     let mut dave = RawClient::login(a, "dave", "d1");
     let g = create_group(&mut alice, &["bob", "carol"]);
     let id = alice.send_msg_opts(&g, ChatType::GroupChat, "q", false, true).unwrap().0;
-    settle(&mut carol);
+    carol.settle();
     bob.expect_ok(|req| ClientFrame::GroupAck { req, msg_id: id, ext: None, private: false });
     let fetch = |req| ClientFrame::FetchGroupAcks { req, msg_id: id, page_size: 10, start_ack_id: None };
     // The sender always sees them.
     assert!(matches!(alice.expect_ok(fetch), Response::GroupAcks { page, .. } if page.data.len() == 1));
     alice.event_matching(|e| matches!(e, ServerEvent::GroupRead { .. }));
-    let carol_events = settle(&mut carol);
+    let carol_events = carol.settle();
     let carol_saw = carol_events.iter().any(|e| matches!(e, ServerEvent::GroupRead { .. }));
     dave.expect_err(ErrorCode::GroupPermissionDenied, fetch);
     match v {
@@ -518,16 +512,16 @@ fn live_events_fan_out_to_every_device() {
     for c in [&mut a1, &mut a2, &mut b1] {
         assert!(matches!(c.next_event(), ServerEvent::Read { msg_id, .. } if msg_id == id));
     }
-    assert!(settle(&mut b2).is_empty(), "the acking device gets its answer, not its own echo");
+    assert!(b2.settle().is_empty(), "the acking device gets its answer, not its own echo");
     // Mark-read is own state only: bob's other device hears it, alice does not.
     let id2 = a1.send_msg("bob", ChatType::Chat, "again");
     for c in [&mut a2, &mut b1, &mut b2] {
         c.next_event();
     }
-    assert!(settle(&mut a1).is_empty());
+    assert!(a1.settle().is_empty());
     b1.expect_ok(|req| ClientFrame::MarkRead { req, chat_type: ChatType::Chat, conversation: "alice".into(), msg_id: Some(id2) });
     assert!(matches!(b2.next_event(), ServerEvent::ReadState { msg_id: Some(m), .. } if m == id2));
-    assert!(settle(&mut a1).is_empty());
+    assert!(a1.settle().is_empty());
 }
 
 #[test]
@@ -582,7 +576,7 @@ fn send_rules_and_idempotent_resend() {
     let first = alice.expect_ok(send("same", "bob", ChatType::Chat, "once"));
     let again = alice.expect_ok(send("same", "bob", ChatType::Chat, "once"));
     assert_eq!(first, again);
-    let evs = settle(&mut bob);
+    let evs = bob.settle();
     assert_eq!(evs.iter().filter(|e| matches!(e, ServerEvent::Message { .. })).count(), 1, "{evs:?}");
 }
 

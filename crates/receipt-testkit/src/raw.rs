@@ -276,6 +276,13 @@ impl RawClient {
         out
     }
 
+    /// Everything the server sent this client so far: a ping round trip flushes it, then the
+    /// buffered events are taken.
+    pub fn settle(&mut self) -> Vec<ServerEvent> {
+        self.sync_ping();
+        self.events.drain(..).map(|e| Arc::unwrap_or_clone(e.event)).collect()
+    }
+
     /// A ping round trip: everything the server sent before the pong is read (events buffered).
     pub fn sync_ping(&mut self) {
         self.sync_ping_within(WAIT);

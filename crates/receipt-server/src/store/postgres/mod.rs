@@ -129,15 +129,15 @@ pub fn spawn_readiness_check(conninfo: String, health: std::sync::Weak<crate::He
     }
 }
 
+/// A read-only transaction on one snapshot of the database (loading reads many tables).
+fn snapshot(client: &mut Client) -> Result<postgres::Transaction<'_>, StoreError> {
+    client.build_transaction().isolation_level(postgres::IsolationLevel::RepeatableRead).read_only(true).start().map_err(store_err)
+}
+
 impl ServerStore for PgServerStore {
     fn load(&mut self) -> Result<State, StoreError> {
         let mut client = connect(&self.conninfo)?;
-        let mut tx = client
-            .build_transaction()
-            .isolation_level(postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .map_err(store_err)?;
+        let mut tx = snapshot(&mut client)?;
         let mut state = State::default();
         for row in tx.query("SELECT id, body FROM messages", &[]).map_err(store_err)? {
             let msg: WireMessage = decode("message", row.get(1))?;
@@ -191,12 +191,7 @@ impl ServerStore for PgServerStore {
 
     fn load_hot(&mut self) -> Result<State, StoreError> {
         let mut client = connect(&self.conninfo)?;
-        let mut tx = client
-            .build_transaction()
-            .isolation_level(postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .map_err(store_err)?;
+        let mut tx = snapshot(&mut client)?;
         let mut state = State::default();
         // Resident: bounded by `max_remembered_devices` per user, as with redb.
         Self::load_counters_groups_cursors(&mut tx, &mut state)?;
