@@ -284,6 +284,10 @@ pub enum Role {
     Sequencer,
     /// Holds client connections only: forwards their requests to the sequencer over NATS.
     Gateway,
+    /// A candidate sequencer (PostgreSQL backend only): waits for the cluster's advisory lock,
+    /// then runs as the sequencer (cluster/lease.rs). A `sequencer` on PostgreSQL takes the
+    /// same lock, so two never write at once.
+    Standby,
 }
 
 /// The `[cluster]` table: this node's id, role and NATS server.
@@ -298,10 +302,22 @@ pub struct ClusterConfig {
     /// The NATS subject prefix `receipt.<name>.`: several clusters may share one NATS server.
     #[serde(default = "default_cluster_name")]
     pub name: String,
+    /// The sequencer's lease on PostgreSQL (ms): it renews its lock every third of it and
+    /// stops writing when it could not; a standby that took the lock waits one lease before
+    /// it commits. Default 3000.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
 }
 
 fn default_cluster_name() -> String {
     "default".to_string()
+}
+
+/// The default of [`ClusterConfig::lease_ms`].
+pub const DEFAULT_LEASE_MS: u64 = 3000;
+
+fn default_lease_ms() -> u64 {
+    DEFAULT_LEASE_MS
 }
 
 impl Default for ServerConfig {
@@ -372,6 +388,16 @@ impl ServerConfig {
         rules::check_member_cap(self.group_ack.member_cap).map_err(InvalidConfig)?;
         if !(1..=MAX_COALESCE_MS).contains(&self.group_ack.coalesce_ms) {
             return Err(InvalidConfig(format!("group_ack.coalesce_ms must be 1..={MAX_COALESCE_MS}, not {}", self.group_ack.coalesce_ms)));
+        }
+        if let Some(c) = &self.cluster {
+            // A standby waits for a lock only PostgreSQL holds; a lease under 30 ms cannot be
+            // renewed in time.
+            if c.role == Role::Standby && self.backend != Backend::Postgres {
+                return Err(InvalidConfig("cluster.role = \"standby\" needs backend = \"postgres\"".into()));
+            }
+            if c.lease_ms < 30 {
+                return Err(InvalidConfig(format!("cluster.lease_ms must be at least 30, not {}", c.lease_ms)));
+            }
         }
         Ok(())
     }
