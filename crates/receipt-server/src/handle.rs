@@ -171,14 +171,16 @@ async fn start_node(config: ServerConfig, store: Box<dyn ServerStore>, lease: Bo
     // With a reader (redb, PostgreSQL) only the hot state is loaded and the rest is read on
     // demand; the in-memory store keeps everything resident. Off the runtime's threads (see
     // `start`).
-    let mut store = store;
+    let (mut store, mut lease) = (store, lease);
     let loaded = tokio::task::spawn_blocking(move || {
         let state = store.load_hot();
-        (store, state)
+        // The lock's connection was idle meanwhile: confirmed before the NATS start-up.
+        lease.renew(&mut *store, crate::pipeline::now_ms());
+        (store, state, lease)
     })
     .await;
-    let (store, state) = match loaded {
-        Ok((store, state)) => (store, state.map_err(io::Error::other)),
+    let (store, state, lease) = match loaded {
+        Ok((store, state, lease)) => (store, state.map_err(io::Error::other), lease),
         Err(e) => {
             let _ = ops.stop.send(true);
             return Err(io::Error::other(e));

@@ -6,7 +6,7 @@
 //! With PostgreSQL: [`wait_for_lock`] tries `SELECT pg_try_advisory_lock(<cluster key>)` on the
 //! commit connection ([`ServerStore::try_lead`]) every third of the lease until it holds it (a
 //! session lock: PostgreSQL frees it when that connection dies, ~0.1 s after a SIGKILL, and
-//! ends the session when it is idle for a lease, so a SIGSTOPped holder loses it too), then
+//! ends the session when it is idle for two leases, so a SIGSTOPped holder loses it too), then
 //! waits one full lease, renewing, before the node loads its state and commits. The store
 //! thread renews ([`ServerStore::confirm_lead`], a `SELECT 1` on that connection) every third
 //! of the lease and checks [`Leadership::is_held`] before each commit; a holder that could not

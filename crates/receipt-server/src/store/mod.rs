@@ -86,7 +86,7 @@ pub trait ServerStore: Send {
     /// Cluster: tries to become the only writer, the sequencer, without waiting: true if this
     /// store's commit connection holds the lock `key` now (again true while it does). The lock
     /// lives where the commits go (PostgreSQL: a session advisory lock on the commit
-    /// connection, which PostgreSQL ends when idle for `lease`), so losing it stops the writes
+    /// connection, which PostgreSQL ends when idle for two `lease`s), so losing it stops the writes
     /// too: no second writer even if the pipeline's own lease check came too late. A store
     /// only one process can open (redb: a locked file; memory) is its own lock: always true.
     fn try_lead(&mut self, _key: i64, _lease: std::time::Duration) -> Result<bool, StoreError> {

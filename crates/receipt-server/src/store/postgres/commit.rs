@@ -214,12 +214,14 @@ impl Conn {
     }
 
     /// Tries the session advisory lock `key` (not waiting for it). Once held, PostgreSQL ends
-    /// this session when it stays idle for `lease` (`idle_session_timeout`): a holder paused
-    /// past its lease loses the lock and, with it, the connection its commits go through.
+    /// this session when it stays idle for two leases (`idle_session_timeout`; the holder
+    /// renews every third of one): a holder paused that long loses the lock and, with it, the
+    /// connection its commits go through. Two, not one: a slow start-up or a loaded machine
+    /// does not cost a failover, and the holder's own lease (one) runs out first anyway.
     pub(super) fn try_lock(&self, key: i64, lease: std::time::Duration) -> Result<bool, StoreError> {
         let held: bool = self.block_on(self.client.query_one("SELECT pg_try_advisory_lock($1)", &[&key])).map_err(store_err)?.get(0);
         if held {
-            let ms = lease.as_millis().max(1);
+            let ms = lease.as_millis().max(1) * 2;
             self.block_on(self.client.batch_execute(&format!("SET idle_session_timeout = {ms}"))).map_err(store_err)?;
         }
         Ok(held)
