@@ -458,7 +458,10 @@ struct Elected {
 
 impl Elected {
     fn start() -> Option<Elected> {
-        let db = receipt_testkit::pg::database()?;
+        Elected::start_on(receipt_testkit::pg::database()?)
+    }
+
+    fn start_on(db: receipt_testkit::pg::PgDb) -> Option<Elected> {
         let nats = NatsServer::start()?;
         let seq = Candidate::spawn(&db.conninfo, &nats.url(), 1);
         assert!(seq.wait_leading(FAULT_WAIT).is_some(), "the first candidate leads: {}", seq.log());
@@ -546,4 +549,38 @@ fn a_sequencer_paused_past_its_lease_never_writes_after_the_standby_took_over() 
     bob.wait_unread(&chat("alice"), N as u32);
     assert_eq!(c.stored_messages(), N as i64, "each message stored once: the old one wrote nothing twice");
     assert!(c.standby.exited(Duration::ZERO).is_none(), "the new sequencer runs on");
+}
+
+#[test]
+fn postgres_stopped_and_started_under_load_the_cluster_recovers_without_loss() {
+    if receipt_testkit::pg::skip() {
+        return;
+    }
+    // A PostgreSQL cluster of this test's own: it is stopped and started.
+    let pg = receipt_testkit::pg::PgCluster::start().unwrap_or_else(|e| panic!("{e}"));
+    let Some(mut c) = Elected::start_on(pg.database()) else { return };
+    const N: usize = 100;
+    let (gw2, gw3) = (c.gw[0].port(), c.gw[1].port());
+    let bob = online("bob/phone", gw3);
+    let alice = sender("alice/phone", gw2, "bob", N, Duration::from_millis(20));
+    let mut seen = HashMap::new();
+    receive_ids(&bob, N / 4, &mut seen, FAULT_WAIT);
+    pg.stop_immediate().unwrap();
+    let stopped = Instant::now();
+    // The lock went with the sequencer's commit connection: it stops writing and exits.
+    let status = c.seq.exited(FAULT_WAIT).expect("the sequencer exits without its lock");
+    assert_eq!(status.code(), Some(receipt_server::cluster::lease::LEASE_LOST_EXIT), "{}", c.seq.log());
+    std::thread::sleep(Duration::from_millis(500));
+    pg.start_again().unwrap();
+    assert!(c.standby.wait_leading(FAULT_WAIT).is_some(), "the standby took over: {}", c.standby.log());
+    eprintln!(
+        "\n===== RECOVERY (pg_ctl stop -m immediate, started 0.5 s later): standby leading {:?} after the stop =====\n",
+        stopped.elapsed()
+    );
+    let sent = alice.join().expect("sender");
+    receive_ids(&bob, N, &mut seen, FAULT_WAIT);
+    receive_ids(&bob, usize::MAX, &mut seen, Duration::from_millis(500));
+    assert_once(&seen, &sent, "bob");
+    bob.wait_unread(&chat("alice"), N as u32);
+    assert_eq!(c.stored_messages(), N as i64, "each message stored once");
 }
