@@ -201,13 +201,22 @@ fn sender(label: &'static str, port: u16, to: &'static str, n: usize, pause: Dur
     std::thread::spawn(move || timed_sends(label, port, to, n, pause).into_iter().map(|(id, _)| id).collect())
 }
 
-/// [`sender`]'s work: the ids with when each send was answered (committed).
+/// [`sender`]'s work: the ids with when each send was answered (committed). A send refused
+/// with 302 SERVER_BUSY (PostgreSQL unreachable for a store read: nothing was stored) is sent
+/// again, as an app would, a bounded number of times.
 fn timed_sends(label: &str, port: u16, to: &str, n: usize, pause: Duration) -> Vec<(MsgId, Instant)> {
     let d = online(label, port);
     (0..n)
         .map(|i| {
             std::thread::sleep(pause);
-            (d.send_chat(to, &format!("load {i}")).id, Instant::now())
+            for _ in 0..100 {
+                match d.try_send(to, ChatType::Chat, &format!("load {i}"), false) {
+                    Ok(m) => return (m.id, Instant::now()),
+                    Err(e) if e.contains("ServerBusy") => std::thread::sleep(Duration::from_millis(100)),
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            panic!("{label}: send {i} refused as busy 100 times")
         })
         .collect()
 }
