@@ -64,9 +64,9 @@ pub struct PgServerStore {
     conninfo: String,
     conn: commit::Conn,
     stmts: commit::Statements,
-    /// The commit connection holds the sequencer lock, with this lease: it is never replaced
-    /// by a new connection (which would write without the lock).
-    leading: Option<std::time::Duration>,
+    /// The commit connection holds the sequencer lock (key, lease): it is never replaced by a
+    /// new connection (which would write without the lock).
+    leading: Option<(i64, std::time::Duration)>,
 }
 
 impl std::fmt::Debug for PgServerStore {
@@ -231,8 +231,10 @@ impl ServerStore for PgServerStore {
     }
 
     fn try_lead(&mut self, key: i64, lease: std::time::Duration) -> Result<bool, StoreError> {
-        if self.leading.is_some() {
-            return self.confirm_lead().map(|()| true);
+        match self.leading {
+            Some((k, _)) if k == key => return self.confirm_lead().map(|()| true),
+            Some((k, _)) => return Err(StoreError(format!("this store leads with lock key {k} already"))),
+            None => {}
         }
         if self.conn.is_closed() {
             // A standby's idle connection may have broken (PostgreSQL restarted): a new one.
@@ -241,14 +243,14 @@ impl ServerStore for PgServerStore {
         }
         let held = self.conn.try_lock(key, lease)?;
         if held {
-            self.leading = Some(lease);
+            self.leading = Some((key, lease));
         }
         Ok(held)
     }
 
     fn confirm_lead(&mut self) -> Result<(), StoreError> {
         match self.leading {
-            Some(lease) => self.conn.ping(lease),
+            Some((_, lease)) => self.conn.ping(lease),
             None => Err(StoreError("the sequencer lock is not held".into())),
         }
     }
