@@ -383,7 +383,8 @@ impl ServerConfig {
     }
 
     /// Checks the values whose range the types do not say: `group_ack.member_cap`
-    /// 1..=10,000, `group_ack.coalesce_ms` 1..=60,000. The server refuses to start otherwise.
+    /// 1..=10,000, `group_ack.coalesce_ms` 1..=60,000, `cluster.lease_ms` ≥ 30, and a
+    /// `standby` only on PostgreSQL. The server refuses to start otherwise.
     pub fn validate(&self) -> Result<(), InvalidConfig> {
         rules::check_member_cap(self.group_ack.member_cap).map_err(InvalidConfig)?;
         if !(1..=MAX_COALESCE_MS).contains(&self.group_ack.coalesce_ms) {
@@ -502,5 +503,16 @@ mod tests {
         let over = ServerConfig { group_ack: GroupAckPolicy { member_cap: 20_000, ..d }, ..ServerConfig::default() };
         assert!(over.validate().is_err());
         assert!(ServerConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn a_standby_needs_postgres_and_the_lease_defaults_to_three_seconds() {
+        let cluster = "[cluster]\nnode_id = 2\nnats = \"nats://127.0.0.1:4222\"\nrole = \"standby\"\n";
+        let e = ServerConfig::from_toml_str(cluster).unwrap_err().to_string();
+        assert!(e.contains("needs backend = \"postgres\""), "{e}");
+        let c = ServerConfig::from_toml_str(&format!("backend = \"postgres\"\npg = \"host=/tmp\"\n{cluster}")).unwrap();
+        assert_eq!(c.cluster.as_ref().map(|c| (c.role, c.lease_ms)), Some((Role::Standby, DEFAULT_LEASE_MS)));
+        let e = ServerConfig::from_toml_str(&format!("backend = \"postgres\"\n{cluster}lease_ms = 10\n")).unwrap_err().to_string();
+        assert!(e.contains("lease_ms must be at least 30"), "{e}");
     }
 }
