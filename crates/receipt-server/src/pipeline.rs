@@ -240,6 +240,16 @@ fn compact(store: &mut dyn ServerStore, deleted: &mut bool, at: &mut std::time::
     *at = std::time::Instant::now();
 }
 
+/// Renews a leased sequencer's lease when due; exits if it is not held (see [`lease_lost`]).
+fn keep_lease(remote: &mut Option<RemoteRouter>, store: &mut dyn ServerStore) {
+    if let Some(r) = remote {
+        r.renew(store, now_ms());
+        if !r.may_write(now_ms()) {
+            lease_lost();
+        }
+    }
+}
+
 /// A leased sequencer could not confirm its lock in time: a successor may be writing already.
 /// It answers nothing more and exits at once (its gateways' sessions resync with the
 /// successor); a supervisor starts it again, as a standby.
@@ -280,12 +290,7 @@ fn store_loop(
             Some(every) => match rx.recv_timeout(every) {
                 Ok(a) => Some(a),
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    if let Some(r) = &mut remote {
-                        r.renew(&mut *store, now_ms());
-                        if !r.may_write(now_ms()) {
-                            lease_lost();
-                        }
-                    }
+                    keep_lease(&mut remote, &mut *store);
                     continue;
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
@@ -300,13 +305,10 @@ fn store_loop(
         let failed = {
             let parts: Vec<&[StoreOp]> = queued.iter().filter(|a| !a.ops.is_empty()).map(|a| a.ops.as_slice()).collect();
             deleted |= parts.iter().flat_map(|p| p.iter()).any(|op| matches!(op, StoreOp::DeleteMessage(_) | StoreOp::TrimLog { .. }));
-            if let Some(r) = remote.as_mut().filter(|_| !parts.is_empty()) {
-                r.renew(&mut *store, now_ms());
-                if !r.may_write(now_ms()) {
-                    // Nothing of these batches is committed nor answered.
-                    lease_lost();
-                }
-            }
+            // Every round, not only before commits: the core's ticks keep this loop busy
+            // while idle, and the lock's session must not idle out. Nothing of these batches
+            // is committed nor answered without the lease.
+            keep_lease(&mut remote, &mut *store);
             if parts.is_empty() {
                 None
             } else {

@@ -506,6 +506,8 @@ fn sigkill_of_the_elected_sequencer_under_load_the_standby_takes_over() {
     let alice = std::thread::spawn(move || timed_sends("alice/phone", gw2, "bob", N, Duration::from_millis(10)));
     let mut seen = HashMap::new();
     receive_ids(&bob, N / 3, &mut seen, FAULT_WAIT);
+    assert_eq!(c.seq.exited(Duration::ZERO), None, "the sequencer ran until the kill: {}", c.seq.log());
+    assert_eq!(c.standby.wait_leading(Duration::ZERO), None, "never two sequencers: {}", c.standby.log());
     let _ = c.seq.child.kill();
     let killed = Instant::now();
     let _ = c.seq.child.wait();
