@@ -7,6 +7,11 @@
 //! The receipts and the sequencer's restart also run with the sequencer's store on PostgreSQL
 //! (a database of the test kit's throwaway cluster): the shared store of several nodes.
 //!
+//! The election (issue 13, part 3): a sequencer and a standby on PostgreSQL ([`Elected`]); the
+//! sequencer SIGKILLed under load (the standby takes over; the failover time is printed),
+//! SIGSTOPped past its lease and resumed (it exits with status 75, having written nothing), and
+//! PostgreSQL stopped (`-m immediate`) and started under load.
+//!
 //! Needs Debian's `nats-server` (RECEIPT_SKIP_NATS=1 skips, loudly, where it is missing) and, for
 //! the PostgreSQL cases, PostgreSQL's binaries (RECEIPT_SKIP_PG=1).
 
