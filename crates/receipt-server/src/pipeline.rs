@@ -255,7 +255,7 @@ fn keep_lease(remote: &mut Option<RemoteRouter>, store: &mut dyn ServerStore) {
 /// successor); a supervisor starts it again, as a standby.
 fn lease_lost() -> ! {
     error!(
-        "the sequencer's lease ran out (its PostgreSQL lock could not be confirmed): it no longer writes; exiting with status {}",
+        "the sequencer's lease ran out (its PostgreSQL lock not confirmed, or NATS unreachable for a lease): it no longer writes; exiting with status {}",
         crate::cluster::lease::LEASE_LOST_EXIT
     );
     log::logger().flush();

@@ -467,7 +467,7 @@ struct Elected {
     standby: Candidate,
     gw: Vec<ChildServer>,
     db: receipt_testkit::pg::PgDb,
-    _nats: NatsServer,
+    nats: NatsServer,
 }
 
 impl Elected {
@@ -484,7 +484,7 @@ impl Elected {
         let gw = (2..=3)
             .map(|n| ChildServer::try_start(&bin, None, &cluster_toml(n, &nats.url(), "gateway")).unwrap_or_else(|e| panic!("{e}")))
             .collect();
-        Some(Elected { seq, standby, gw, db, _nats: nats })
+        Some(Elected { seq, standby, gw, db, nats })
     }
 
     /// Messages stored in PostgreSQL.
@@ -593,6 +593,30 @@ fn postgres_stopped_and_started_under_load_the_cluster_recovers_without_loss() {
         "\n===== RECOVERY (pg_ctl stop -m immediate, started 0.5 s later): standby leading {:?} after the stop =====\n",
         stopped.elapsed()
     );
+    let sent = alice.join().expect("sender");
+    receive_ids(&bob, N, &mut seen, FAULT_WAIT);
+    receive_ids(&bob, usize::MAX, &mut seen, Duration::from_millis(500));
+    assert_once(&seen, &sent, "bob");
+    bob.wait_unread(&chat("alice"), N as u32);
+    assert_eq!(c.stored_messages(), N as i64, "each message stored once");
+}
+
+#[test]
+fn an_elected_sequencer_cut_off_from_nats_past_its_lease_stops_and_the_standby_leads() {
+    let Some(mut c) = Elected::start() else { return };
+    const N: usize = 100;
+    let (gw2, gw3) = (c.gw[0].port(), c.gw[1].port());
+    let bob = online("bob/phone", gw3);
+    let alice = sender("alice/phone", gw2, "bob", N, Duration::from_millis(20));
+    let mut seen = HashMap::new();
+    receive_ids(&bob, N / 4, &mut seen, FAULT_WAIT);
+    // Down for two leases and more: the sequencer gives up after one.
+    c.nats.stop();
+    let status = c.seq.exited(FAULT_WAIT).expect("the sequencer stops without NATS");
+    assert_eq!(status.code(), Some(receipt_server::cluster::lease::LEASE_LOST_EXIT), "{}", c.seq.log());
+    std::thread::sleep(Duration::from_millis(2 * LEASE_MS));
+    c.nats.start_again();
+    assert!(c.standby.wait_leading(FAULT_WAIT).is_some(), "the standby took over: {}", c.standby.log());
     let sent = alice.join().expect("sender");
     receive_ids(&bob, N, &mut seen, FAULT_WAIT);
     receive_ids(&bob, usize::MAX, &mut seen, Duration::from_millis(500));

@@ -10,7 +10,8 @@
 //! waits one full lease, renewing, before the node loads its state and commits. The store
 //! thread renews ([`ServerStore::confirm_lead`], a `SELECT 1` on that connection) every third
 //! of the lease and checks [`Leadership::is_held`] before each commit; a holder that could not
-//! renew in time exits ([`LEASE_LOST_EXIT`]) and its supervisor starts it again as a standby.
+//! renew in time, or whose NATS connection was down for a lease, exits ([`LEASE_LOST_EXIT`])
+//! and its supervisor starts it again as a standby.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,6 +33,8 @@ pub trait Leadership: Send {
     fn deadline(&self) -> u64;
     /// How often the store thread must renew, even while idle (`None`: never).
     fn renew_every(&self) -> Option<Duration>;
+    /// The lease's length (`None`: held for ever).
+    fn lease(&self) -> Option<Duration>;
     /// The deadline as the sequencer's NATS task reads it (it publishes nothing past it).
     fn shared_deadline(&self) -> Arc<AtomicU64>;
 }
@@ -49,6 +52,9 @@ impl Leadership for StaticLeadership {
         u64::MAX
     }
     fn renew_every(&self) -> Option<Duration> {
+        None
+    }
+    fn lease(&self) -> Option<Duration> {
         None
     }
     fn shared_deadline(&self) -> Arc<AtomicU64> {
@@ -112,6 +118,9 @@ impl Leadership for LockLease {
     }
     fn renew_every(&self) -> Option<Duration> {
         Some(Duration::from_millis(self.every_ms))
+    }
+    fn lease(&self) -> Option<Duration> {
+        Some(Duration::from_millis(self.lease.lease_ms))
     }
     fn shared_deadline(&self) -> Arc<AtomicU64> {
         self.shared.clone()

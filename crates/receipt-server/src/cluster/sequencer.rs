@@ -36,6 +36,9 @@ pub(crate) struct RemoteRouter {
     lost: Arc<Mutex<HashSet<u16>>>,
     /// Whether this node may write (the store thread asks before every commit).
     lease: Box<dyn Leadership>,
+    /// The NATS client, for its connection state, and since when (ms) it is not connected.
+    nats: async_nats::Client,
+    nats_lost_at: Option<u64>,
 }
 
 impl RemoteRouter {
@@ -46,12 +49,24 @@ impl RemoteRouter {
 
     /// Whether this sequencer may commit at `now_ms`: never two writers.
     pub(crate) fn may_write(&self, now_ms: u64) -> bool {
-        self.lease.is_held(now_ms)
+        let nats_ok = match (self.nats_lost_at, self.lease.lease()) {
+            (Some(at), Some(lease)) => now_ms.saturating_sub(at) < lease.as_millis() as u64,
+            _ => true,
+        };
+        self.lease.is_held(now_ms) && nats_ok
     }
 
     /// Renews the lease through the store's commit connection when due.
+    /// An elected sequencer also gives up when NATS stays unreachable for a lease (a standby
+    /// that reaches it may then lead); a static one keeps serving its own clients.
     pub(crate) fn renew(&mut self, store: &mut dyn crate::store::ServerStore, now_ms: u64) {
         self.lease.renew(store, now_ms);
+        if self.nats.connection_state() == async_nats::connection::State::Connected {
+            self.nats_lost_at = None;
+        } else if self.nats_lost_at.is_none() {
+            log::warn!("sequencer: NATS unreachable; it stops writing if it stays so for a lease");
+            self.nats_lost_at = Some(now_ms);
+        }
     }
 
     /// How long the store thread may wait for a batch before it must renew the lease.
@@ -123,6 +138,7 @@ pub(crate) async fn start(
     let (tx, mut rx) = mpsc::channel(PUBLISH_QUEUE);
     let lost = Arc::new(Mutex::new(HashSet::new()));
     let deadline = lease.shared_deadline();
+    let nats = client.clone();
     let mut seq = Sequencer { client, cluster, epoch: now_ms(), core_tx, gateways: HashMap::new(), lost: lost.clone(), deadline };
     tokio::spawn(async move {
         let mut beat = tokio::time::interval(HEARTBEAT);
@@ -142,7 +158,7 @@ pub(crate) async fn start(
         }
         let _ = tokio::time::timeout(super::HEARTBEAT, seq.client.flush()).await;
     });
-    Ok(RemoteRouter { local, tx, lost, lease })
+    Ok(RemoteRouter { local, tx, lost, lease, nats, nats_lost_at: None })
 }
 
 impl Sequencer {
