@@ -284,6 +284,10 @@ pub enum Role {
     Sequencer,
     /// Holds client connections only: forwards their requests to the sequencer over NATS.
     Gateway,
+    /// A candidate sequencer (PostgreSQL backend only): waits for the cluster's advisory lock,
+    /// then runs as the sequencer (cluster/lease.rs). A `sequencer` on PostgreSQL takes the
+    /// same lock, so two never write at once.
+    Standby,
 }
 
 /// The `[cluster]` table: this node's id, role and NATS server.
@@ -298,10 +302,22 @@ pub struct ClusterConfig {
     /// The NATS subject prefix `receipt.<name>.`: several clusters may share one NATS server.
     #[serde(default = "default_cluster_name")]
     pub name: String,
+    /// The sequencer's lease on PostgreSQL (ms): it renews its lock every third of it and
+    /// stops writing when it could not; a standby that took the lock waits one lease before
+    /// it commits. Default 3000.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
 }
 
 fn default_cluster_name() -> String {
     "default".to_string()
+}
+
+/// The default of [`ClusterConfig::lease_ms`].
+pub const DEFAULT_LEASE_MS: u64 = 3000;
+
+fn default_lease_ms() -> u64 {
+    DEFAULT_LEASE_MS
 }
 
 impl Default for ServerConfig {
@@ -367,11 +383,22 @@ impl ServerConfig {
     }
 
     /// Checks the values whose range the types do not say: `group_ack.member_cap`
-    /// 1..=10,000, `group_ack.coalesce_ms` 1..=60,000. The server refuses to start otherwise.
+    /// 1..=10,000, `group_ack.coalesce_ms` 1..=60,000, `cluster.lease_ms` ≥ 30, and a
+    /// `standby` only on PostgreSQL. The server refuses to start otherwise.
     pub fn validate(&self) -> Result<(), InvalidConfig> {
         rules::check_member_cap(self.group_ack.member_cap).map_err(InvalidConfig)?;
         if !(1..=MAX_COALESCE_MS).contains(&self.group_ack.coalesce_ms) {
             return Err(InvalidConfig(format!("group_ack.coalesce_ms must be 1..={MAX_COALESCE_MS}, not {}", self.group_ack.coalesce_ms)));
+        }
+        if let Some(c) = &self.cluster {
+            // A standby waits for a lock only PostgreSQL holds; a lease under 30 ms cannot be
+            // renewed in time.
+            if c.role == Role::Standby && self.backend != Backend::Postgres {
+                return Err(InvalidConfig("cluster.role = \"standby\" needs backend = \"postgres\"".into()));
+            }
+            if c.lease_ms < 30 {
+                return Err(InvalidConfig(format!("cluster.lease_ms must be at least 30, not {}", c.lease_ms)));
+            }
         }
         Ok(())
     }
@@ -476,5 +503,16 @@ mod tests {
         let over = ServerConfig { group_ack: GroupAckPolicy { member_cap: 20_000, ..d }, ..ServerConfig::default() };
         assert!(over.validate().is_err());
         assert!(ServerConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn a_standby_needs_postgres_and_the_lease_defaults_to_three_seconds() {
+        let cluster = "[cluster]\nnode_id = 2\nnats = \"nats://127.0.0.1:4222\"\nrole = \"standby\"\n";
+        let e = ServerConfig::from_toml_str(cluster).unwrap_err().to_string();
+        assert!(e.contains("needs backend = \"postgres\""), "{e}");
+        let c = ServerConfig::from_toml_str(&format!("backend = \"postgres\"\npg = \"host=/tmp\"\n{cluster}")).unwrap();
+        assert_eq!(c.cluster.as_ref().map(|c| (c.role, c.lease_ms)), Some((Role::Standby, DEFAULT_LEASE_MS)));
+        let e = ServerConfig::from_toml_str(&format!("backend = \"postgres\"\n{cluster}lease_ms = 10\n")).unwrap_err().to_string();
+        assert!(e.contains("lease_ms must be at least 30"), "{e}");
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use log::{info, warn};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::cluster::lease::{lock_key, Leadership, StaticLeadership};
 use crate::config::{Backend, Role, ServerConfig, DEFAULT_SECRET};
 use crate::connection::ConnCfg;
 use crate::core::{CoreConfig, ServerCore};
@@ -103,17 +104,41 @@ pub async fn start(config: ServerConfig) -> io::Result<Server> {
     // Off the runtime's threads: opening is blocking I/O, and the PostgreSQL client runs a
     // runtime of its own, which cannot be entered from within this one.
     let cfg = config.clone();
-    let store = tokio::task::spawn_blocking(move || open_store(&cfg)).await.map_err(io::Error::other)??;
     let pg = config.pg.clone().filter(|_| config.backend == Backend::Postgres);
-    let server = start_with_store(config, store).await?;
+    // A sequencer or standby on PostgreSQL is elected: it waits for the cluster's lock on its
+    // commit connection (and one lease more) before it loads anything (cluster/lease.rs).
+    let elect = config.cluster.clone().filter(|_| pg.is_some());
+    let (store, lease) = tokio::task::spawn_blocking(move || -> io::Result<_> {
+        let mut store = open_store(&cfg)?;
+        let lease: Box<dyn Leadership> = match elect {
+            Some(c) => {
+                let lease = Duration::from_millis(c.lease_ms);
+                Box::new(
+                    crate::cluster::lease::wait_for_lock(&mut *store, lock_key(&c.name), lease, crate::pipeline::now_ms)
+                        .map_err(io::Error::other)?,
+                )
+            }
+            None => Box::new(StaticLeadership),
+        };
+        Ok((store, lease))
+    })
+    .await
+    .map_err(io::Error::other)??;
+    let server = start_node(config, store, lease).await?;
     if let Some(pg) = pg {
         crate::store::postgres::spawn_readiness_check(pg, Arc::downgrade(server.health()));
     }
     Ok(server)
 }
 
-/// Starts a server with a given store (any [`ServerStore`] backend).
+/// Starts a server with a given store (any [`ServerStore`] backend). A cluster's sequencer
+/// started this way holds the static lease (no election: [`start`] elects on PostgreSQL).
 pub async fn start_with_store(config: ServerConfig, store: Box<dyn ServerStore>) -> io::Result<Server> {
+    start_node(config, store, Box::new(StaticLeadership)).await
+}
+
+/// [`start_with_store`], a cluster's sequencer holding `lease`.
+async fn start_node(config: ServerConfig, store: Box<dyn ServerStore>, lease: Box<dyn Leadership>) -> io::Result<Server> {
     config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     if config.cluster.as_ref().is_some_and(|c| c.node_id == 0) {
         return Err(io::Error::other("a cluster node's node_id must be 1..=65535"));
@@ -146,14 +171,16 @@ pub async fn start_with_store(config: ServerConfig, store: Box<dyn ServerStore>)
     // With a reader (redb, PostgreSQL) only the hot state is loaded and the rest is read on
     // demand; the in-memory store keeps everything resident. Off the runtime's threads (see
     // `start`).
-    let mut store = store;
+    let (mut store, mut lease) = (store, lease);
     let loaded = tokio::task::spawn_blocking(move || {
         let state = store.load_hot();
-        (store, state)
+        // The lock's connection was idle meanwhile: confirmed before the NATS start-up.
+        lease.renew(&mut *store, crate::pipeline::now_ms());
+        (store, state, lease)
     })
     .await;
-    let (store, state) = match loaded {
-        Ok((store, state)) => (store, state.map_err(io::Error::other)),
+    let (store, state, lease) = match loaded {
+        Ok((store, state, lease)) => (store, state.map_err(io::Error::other), lease),
         Err(e) => {
             let _ = ops.stop.send(true);
             return Err(io::Error::other(e));
@@ -180,7 +207,8 @@ pub async fn start_with_store(config: ServerConfig, store: Box<dyn ServerStore>)
     let (remote, first) = match &config.cluster {
         Some(c) => {
             let client = crate::cluster::connect(&c.nats, format!("receipt-{}-sequencer-{}", c.name, c.node_id)).await?;
-            let r = crate::cluster::sequencer::start(client, c.name.clone(), c.node_id, core_tx.clone(), shutdown_rx.clone()).await?;
+            let r =
+                crate::cluster::sequencer::start(client, c.name.clone(), c.node_id, core_tx.clone(), shutdown_rx.clone(), lease).await?;
             info!("sequencer of cluster {} (node {}) on {}", c.name, c.node_id, c.nats);
             (Some(r), crate::cluster::session_base(c.node_id))
         }

@@ -394,7 +394,8 @@ fn serve(a: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     if let (Some(node_id), Some(nats), Some(role)) = (a.node_id, a.nats, a.role) {
         let name = a.cluster_name.or_else(|| c.cluster.as_ref().map(|c| c.name.clone())).unwrap_or_else(|| "default".into());
-        c.cluster = Some(ClusterConfig { node_id, nats, role, name });
+        let lease_ms = c.cluster.as_ref().map_or(receipt_server::config::DEFAULT_LEASE_MS, |c| c.lease_ms);
+        c.cluster = Some(ClusterConfig { node_id, nats, role, name, lease_ms });
     } else if let (Some(name), Some(cl)) = (a.cluster_name, c.cluster.as_mut()) {
         cl.name = name;
     }

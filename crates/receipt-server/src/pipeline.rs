@@ -240,6 +240,28 @@ fn compact(store: &mut dyn ServerStore, deleted: &mut bool, at: &mut std::time::
     *at = std::time::Instant::now();
 }
 
+/// Renews a leased sequencer's lease when due; exits if it is not held (see [`lease_lost`]).
+fn keep_lease(remote: &mut Option<RemoteRouter>, store: &mut dyn ServerStore) {
+    if let Some(r) = remote {
+        r.renew(store, now_ms());
+        if !r.may_write(now_ms()) {
+            lease_lost();
+        }
+    }
+}
+
+/// A leased sequencer could not confirm its lock in time: a successor may be writing already.
+/// It answers nothing more and exits at once (its gateways' sessions resync with the
+/// successor); a supervisor starts it again, as a standby.
+fn lease_lost() -> ! {
+    error!(
+        "the sequencer's lease ran out (its PostgreSQL lock not confirmed, or NATS unreachable for a lease): it no longer writes; exiting with status {}",
+        crate::cluster::lease::LEASE_LOST_EXIT
+    );
+    log::logger().flush();
+    std::process::exit(crate::cluster::lease::LEASE_LOST_EXIT)
+}
+
 /// How often the store thread samples the router for the metrics (sessions, bytes queued).
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
@@ -261,7 +283,20 @@ fn store_loop(
     // Deletions (retention) committed since the last compaction, and when that was.
     let mut deleted = false;
     let mut compacted = std::time::Instant::now();
-    'run: while let Ok(first) = rx.recv() {
+    'run: loop {
+        // A leased sequencer renews while idle too (every third of its lease).
+        let first = match remote.as_ref().and_then(|r| r.renew_every()) {
+            None => rx.recv().ok(),
+            Some(every) => match rx.recv_timeout(every) {
+                Ok(a) => Some(a),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    keep_lease(&mut remote, &mut *store);
+                    continue;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
+            },
+        };
+        let Some(first) = first else { break };
         queued.push(first);
         while let Ok(next) = rx.try_recv() {
             queued.push(next);
@@ -270,10 +305,12 @@ fn store_loop(
         let failed = {
             let parts: Vec<&[StoreOp]> = queued.iter().filter(|a| !a.ops.is_empty()).map(|a| a.ops.as_slice()).collect();
             deleted |= parts.iter().flat_map(|p| p.iter()).any(|op| matches!(op, StoreOp::DeleteMessage(_) | StoreOp::TrimLog { .. }));
+            // Every round, not only before commits: the core's ticks keep this loop busy
+            // while idle, and the lock's session must not idle out. Nothing of these batches
+            // is committed nor answered without the lease.
+            keep_lease(&mut remote, &mut *store);
             if parts.is_empty() {
                 None
-            } else if remote.as_ref().is_some_and(|r| !r.may_write(now_ms())) {
-                Some(crate::store::StoreError("the sequencer's lease ran out: it no longer writes".into()))
             } else {
                 let t = Instant::now();
                 let r = store.commit(&parts).err();
@@ -289,6 +326,10 @@ fn store_loop(
             // Memory is now ahead of the disk: answer nothing, stop. A restart reloads the
             // last committed state and clients resend from their outboxes.
             error!("commit failed, stopping the server: {e}");
+            if remote.as_ref().is_some_and(|r| r.renew_every().is_some()) {
+                // A leased sequencer whose commit connection failed no longer holds the lock.
+                lease_lost();
+            }
             health.set_check("store", Err(format!("commit failed: {e}")));
             if let Some(m) = &metrics {
                 m.commit_failed();

@@ -7,6 +7,11 @@
 //! The receipts and the sequencer's restart also run with the sequencer's store on PostgreSQL
 //! (a database of the test kit's throwaway cluster): the shared store of several nodes.
 //!
+//! The election (issue 13, part 3): a sequencer and a standby on PostgreSQL ([`Elected`]); the
+//! sequencer SIGKILLed under load (the standby takes over; the failover time is printed),
+//! SIGSTOPped past its lease and resumed (it exits with status 75, having written nothing), and
+//! PostgreSQL stopped (`-m immediate`) and started under load.
+//!
 //! Needs Debian's `nats-server` (RECEIPT_SKIP_NATS=1 skips, loudly, where it is missing) and, for
 //! the PostgreSQL cases, PostgreSQL's binaries (RECEIPT_SKIP_PG=1).
 
@@ -198,15 +203,27 @@ fn a_device_moving_to_another_node_resyncs_without_loss_or_duplicates() {
 /// Sends `n` messages from `label` (on `port`) to `to` on a thread of its own, each waited for
 /// (its outbox resends across reconnects); returns their ids.
 fn sender(label: &'static str, port: u16, to: &'static str, n: usize, pause: Duration) -> std::thread::JoinHandle<Vec<MsgId>> {
-    std::thread::spawn(move || {
-        let d = online(label, port);
-        (0..n)
-            .map(|i| {
-                std::thread::sleep(pause);
-                d.send_chat(to, &format!("load {i}")).id
-            })
-            .collect()
-    })
+    std::thread::spawn(move || timed_sends(label, port, to, n, pause).into_iter().map(|(id, _)| id).collect())
+}
+
+/// [`sender`]'s work: the ids with when each send was answered (committed). A send refused
+/// with 302 SERVER_BUSY (PostgreSQL unreachable for a store read: nothing was stored) is sent
+/// again, as an app would, a bounded number of times.
+fn timed_sends(label: &str, port: u16, to: &str, n: usize, pause: Duration) -> Vec<(MsgId, Instant)> {
+    let d = online(label, port);
+    (0..n)
+        .map(|i| {
+            std::thread::sleep(pause);
+            for _ in 0..100 {
+                match d.try_send(to, ChatType::Chat, &format!("load {i}"), false) {
+                    Ok(m) => return (m.id, Instant::now()),
+                    Err(e) if e.contains("ServerBusy") => std::thread::sleep(Duration::from_millis(100)),
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            panic!("{label}: send {i} refused as busy 100 times")
+        })
+        .collect()
 }
 
 #[test]
@@ -361,4 +378,250 @@ fn sequencer_restart(mut c: Cluster) {
     assert_once(&seen, &sent, "bob");
     bob.wait_unread(&chat("alice"), N as u32);
     assert!(disconnects >= 1, "bob's gateway dropped his session (a new sequencer epoch)");
+}
+
+/// The election's lease in these tests (ms): short, so that takeovers are quick.
+const LEASE_MS: u64 = 1500;
+
+/// A node with `role = "standby"` on PostgreSQL, as a child process (not a [`ChildServer`]: it
+/// prints its address only once it holds the sequencer lock, and its exit status and log are
+/// part of what is tested). Dropping it SIGKILLs it.
+struct Candidate {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Candidate {
+    fn spawn(conninfo: &str, nats: &str, node: u16) -> Candidate {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conf = dir.path().join("server.toml");
+        let secret = receipt_testkit::SECRET;
+        let text = format!(
+            "addr = \"127.0.0.1:0\"\nsecret = \"{secret}\"\nbackend = \"postgres\"\npg = {conninfo:?}\n{NO_RATE_LIMITS}\n\
+             [group_ack]\nenabled = true\n\n[tokens]\nleeway_secs = 0\n\n\
+             [cluster]\nnode_id = {node}\nnats = \"{nats}\"\nrole = \"standby\"\nname = \"t\"\nlease_ms = {LEASE_MS}\n"
+        );
+        std::fs::write(&conf, text).expect("config");
+        let log = dir.path().join("server.log");
+        let mut child = std::process::Command::new(receipt_testkit::server_binary().expect("server binary"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&conf)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start receipt-server");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Candidate { child, lines, log, _dir: dir }
+    }
+
+    /// Waits (at most `limit`) until it leads: its client port.
+    fn wait_leading(&self, limit: Duration) -> Option<u16> {
+        let line = self.lines.recv_timeout(limit).ok()?;
+        line.trim().strip_prefix("listening on ")?.parse::<std::net::SocketAddr>().ok().map(|a| a.port())
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        // SAFETY: a signal to our own child, not reaped yet (the pid is still ours).
+        assert_eq!(unsafe { libc::kill(self.child.id() as libc::pid_t, sig) }, 0);
+    }
+
+    /// Its exit status once it exited (waiting at most `limit`).
+    fn exited(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Candidate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A sequencer elected on PostgreSQL (node 1), a standby (node 4), gateways 2 and 3.
+struct Elected {
+    seq: Candidate,
+    standby: Candidate,
+    gw: Vec<ChildServer>,
+    db: receipt_testkit::pg::PgDb,
+    nats: NatsServer,
+}
+
+impl Elected {
+    fn start() -> Option<Elected> {
+        Elected::start_on(receipt_testkit::pg::database()?)
+    }
+
+    fn start_on(db: receipt_testkit::pg::PgDb) -> Option<Elected> {
+        let nats = NatsServer::start()?;
+        let seq = Candidate::spawn(&db.conninfo, &nats.url(), 1);
+        assert!(seq.wait_leading(FAULT_WAIT).is_some(), "the first candidate leads: {}", seq.log());
+        let standby = Candidate::spawn(&db.conninfo, &nats.url(), 4);
+        let bin = receipt_testkit::server_binary().expect("server binary");
+        let gw = (2..=3)
+            .map(|n| ChildServer::try_start(&bin, None, &cluster_toml(n, &nats.url(), "gateway")).unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        Some(Elected { seq, standby, gw, db, nats })
+    }
+
+    /// Messages stored in PostgreSQL.
+    fn stored_messages(&self) -> i64 {
+        let mut c = postgres::Client::connect(&self.db.conninfo, postgres::NoTls).expect("connect");
+        c.query_one("SELECT count(*) FROM messages", &[]).expect("count").get(0)
+    }
+}
+
+#[test]
+fn sigkill_of_the_elected_sequencer_under_load_the_standby_takes_over() {
+    let Some(mut c) = Elected::start() else { return };
+    const N: usize = 150;
+    let (gw2, gw3) = (c.gw[0].port(), c.gw[1].port());
+    // Two leases: the standby does not lead while the sequencer holds the lock.
+    assert_eq!(
+        c.standby.wait_leading(Duration::from_millis(2 * LEASE_MS)),
+        None,
+        "never two sequencers: {}\n---- the sequencer's log:\n{}",
+        c.standby.log(),
+        c.seq.log()
+    );
+    let bob = online("bob/phone", gw3);
+    let alice = std::thread::spawn(move || timed_sends("alice/phone", gw2, "bob", N, Duration::from_millis(10)));
+    let mut seen = HashMap::new();
+    receive_ids(&bob, N / 3, &mut seen, FAULT_WAIT);
+    assert_eq!(c.seq.exited(Duration::ZERO), None, "the sequencer ran until the kill: {}", c.seq.log());
+    assert_eq!(c.standby.wait_leading(Duration::ZERO), None, "never two sequencers: {}", c.standby.log());
+    let _ = c.seq.child.kill();
+    let killed = Instant::now();
+    let _ = c.seq.child.wait();
+    assert!(c.standby.wait_leading(FAULT_WAIT).is_some(), "the standby took over: {}", c.standby.log());
+    let leading = killed.elapsed();
+    let sent = alice.join().expect("sender");
+    // The first answer after the kill came through the new sequencer (the old one is gone).
+    let first = sent.iter().map(|(_, t)| *t).filter(|t| *t > killed).min().expect("sends answered after the kill");
+    let failover = first - killed;
+    eprintln!(
+        "\n===== FAILOVER (SIGKILL, lease {LEASE_MS} ms): standby leading after {leading:?}; \
+         first committed answer through it {failover:?} after the kill =====\n"
+    );
+    let sent: Vec<MsgId> = sent.into_iter().map(|(id, _)| id).collect();
+    receive_ids(&bob, N, &mut seen, FAULT_WAIT);
+    receive_ids(&bob, usize::MAX, &mut seen, Duration::from_millis(500));
+    assert_once(&seen, &sent, "bob");
+    bob.wait_unread(&chat("alice"), N as u32);
+    assert_eq!(c.stored_messages(), N as i64, "each message stored once");
+    assert!(failover < FAULT_WAIT, "failover took {failover:?}");
+}
+
+#[test]
+fn a_sequencer_paused_past_its_lease_never_writes_after_the_standby_took_over() {
+    let Some(mut c) = Elected::start() else { return };
+    const N: usize = 120;
+    let (gw2, gw3) = (c.gw[0].port(), c.gw[1].port());
+    let bob = online("bob/phone", gw3);
+    let alice = sender("alice/phone", gw2, "bob", N, Duration::from_millis(20));
+    let mut seen = HashMap::new();
+    receive_ids(&bob, N / 4, &mut seen, FAULT_WAIT);
+    assert_eq!(c.standby.wait_leading(Duration::ZERO), None, "never two sequencers: {}", c.standby.log());
+    c.seq.signal(libc::SIGSTOP);
+    let stopped = Instant::now();
+    // PostgreSQL ends the paused holder's idle session after two leases; the standby takes
+    // the lock, waits a lease, and commits.
+    assert!(c.standby.wait_leading(FAULT_WAIT).is_some(), "the standby took over: {}", c.standby.log());
+    eprintln!("\n===== TAKEOVER (SIGSTOP, lease {LEASE_MS} ms): standby leading {:?} after the stop =====\n", stopped.elapsed());
+    let before = seen.len();
+    receive_ids(&bob, before + 5, &mut seen, FAULT_WAIT);
+    assert!(seen.len() >= before + 5, "the new sequencer commits");
+    c.seq.signal(libc::SIGCONT);
+    let status = c.seq.exited(FAULT_WAIT).expect("the old sequencer exits once resumed");
+    assert_eq!(status.code(), Some(receipt_server::cluster::lease::LEASE_LOST_EXIT), "{}", c.seq.log());
+    assert!(c.seq.log().contains("lease ran out"), "it says why: {}", c.seq.log());
+    let sent = alice.join().expect("sender");
+    receive_ids(&bob, N, &mut seen, FAULT_WAIT);
+    receive_ids(&bob, usize::MAX, &mut seen, Duration::from_millis(500));
+    assert_once(&seen, &sent, "bob");
+    bob.wait_unread(&chat("alice"), N as u32);
+    assert_eq!(c.stored_messages(), N as i64, "each message stored once: the old one wrote nothing twice");
+    assert!(c.standby.exited(Duration::ZERO).is_none(), "the new sequencer runs on");
+}
+
+#[test]
+fn postgres_stopped_and_started_under_load_the_cluster_recovers_without_loss() {
+    if receipt_testkit::pg::skip() {
+        return;
+    }
+    // A PostgreSQL cluster of this test's own: it is stopped and started.
+    let pg = receipt_testkit::pg::PgCluster::start().unwrap_or_else(|e| panic!("{e}"));
+    let Some(mut c) = Elected::start_on(pg.database()) else { return };
+    const N: usize = 100;
+    let (gw2, gw3) = (c.gw[0].port(), c.gw[1].port());
+    let bob = online("bob/phone", gw3);
+    let alice = sender("alice/phone", gw2, "bob", N, Duration::from_millis(20));
+    let mut seen = HashMap::new();
+    receive_ids(&bob, N / 4, &mut seen, FAULT_WAIT);
+    pg.stop_immediate().unwrap();
+    let stopped = Instant::now();
+    // The lock went with the sequencer's commit connection: it stops writing and exits.
+    let status = c.seq.exited(FAULT_WAIT).expect("the sequencer exits without its lock");
+    assert_eq!(status.code(), Some(receipt_server::cluster::lease::LEASE_LOST_EXIT), "{}", c.seq.log());
+    std::thread::sleep(Duration::from_millis(500));
+    pg.start_again().unwrap();
+    assert!(c.standby.wait_leading(FAULT_WAIT).is_some(), "the standby took over: {}", c.standby.log());
+    eprintln!(
+        "\n===== RECOVERY (pg_ctl stop -m immediate, started 0.5 s later): standby leading {:?} after the stop =====\n",
+        stopped.elapsed()
+    );
+    let sent = alice.join().expect("sender");
+    receive_ids(&bob, N, &mut seen, FAULT_WAIT);
+    receive_ids(&bob, usize::MAX, &mut seen, Duration::from_millis(500));
+    assert_once(&seen, &sent, "bob");
+    bob.wait_unread(&chat("alice"), N as u32);
+    assert_eq!(c.stored_messages(), N as i64, "each message stored once");
+}
+
+#[test]
+fn an_elected_sequencer_cut_off_from_nats_past_its_lease_stops_and_the_standby_leads() {
+    let Some(mut c) = Elected::start() else { return };
+    const N: usize = 100;
+    let (gw2, gw3) = (c.gw[0].port(), c.gw[1].port());
+    let bob = online("bob/phone", gw3);
+    let alice = sender("alice/phone", gw2, "bob", N, Duration::from_millis(20));
+    let mut seen = HashMap::new();
+    receive_ids(&bob, N / 4, &mut seen, FAULT_WAIT);
+    // Down for two leases and more: the sequencer gives up after one.
+    c.nats.stop();
+    let status = c.seq.exited(FAULT_WAIT).expect("the sequencer stops without NATS");
+    assert_eq!(status.code(), Some(receipt_server::cluster::lease::LEASE_LOST_EXIT), "{}", c.seq.log());
+    std::thread::sleep(Duration::from_millis(2 * LEASE_MS));
+    c.nats.start_again();
+    assert!(c.standby.wait_leading(FAULT_WAIT).is_some(), "the standby took over: {}", c.standby.log());
+    let sent = alice.join().expect("sender");
+    receive_ids(&bob, N, &mut seen, FAULT_WAIT);
+    receive_ids(&bob, usize::MAX, &mut seen, Duration::from_millis(500));
+    assert_once(&seen, &sent, "bob");
+    bob.wait_unread(&chat("alice"), N as u32);
+    assert_eq!(c.stored_messages(), N as i64, "each message stored once");
 }

@@ -379,3 +379,35 @@ fn read_and_delivery_acks_of_a_message_are_kept_apart(b: &dyn Backend) {
     assert!(r.acks_desc_of(GroupAckKind::Delivery, 5, u64::MAX, 10).unwrap().is_empty());
     assert!(!r.acked_by_of(GroupAckKind::Read, 5, "bob").unwrap());
 }
+
+/// PostgreSQL: one store of a cluster leads at a time (the sequencer lock on the commit
+/// connection); the lock goes with that connection; another key is another cluster's lock.
+#[test]
+fn postgres_one_store_leads_at_a_time_and_the_lock_goes_with_its_connection() {
+    let Some(db) = receipt_testkit::pg::database() else { return };
+    let b = Pg(db);
+    let lease = std::time::Duration::from_secs(3);
+    let (mut first, mut second) = (b.open(), b.open());
+    second.confirm_lead().expect_err("a store that never led does not confirm a lead");
+    assert!(first.try_lead(7, lease).unwrap());
+    first.confirm_lead().unwrap();
+    assert!(first.try_lead(7, lease).unwrap(), "still held");
+    assert!(!second.try_lead(7, lease).unwrap(), "never two leaders");
+    assert!(b.open().try_lead(8, lease).unwrap(), "another cluster's key");
+    drop(first);
+    // PostgreSQL frees a closed session's lock as the backend exits: bounded wait.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !second.try_lead(7, lease).unwrap() {
+        assert!(std::time::Instant::now() < deadline, "the lock was not freed with its connection");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// redb: the file lock is the lock; a store that opened always leads.
+#[test]
+fn redb_always_leads() {
+    let b = redb().unwrap();
+    let mut s = b.open();
+    assert!(s.try_lead(7, std::time::Duration::from_secs(3)).unwrap());
+    s.confirm_lead().unwrap();
+}

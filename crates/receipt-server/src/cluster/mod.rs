@@ -26,13 +26,12 @@
 //!   does not fit the publisher's queue is lost for its gateway and the gap makes the gateway
 //!   drop its sessions (they resync); NATS itself drops a slow subscriber, with the same result.
 //!
-//! Who is the sequencer: for now a static role (`role = "sequencer"`), behind the
-//! [`lease::Leadership`] seam. With the PostgreSQL store, election is a session advisory lock
-//! held on the commit connection (`pg_try_advisory_lock`): the holder is the sequencer; a
-//! standby gateway retries it and takes over when the holder's connection dies (PostgreSQL
-//! frees the lock ~0.1 s after a SIGKILL). The lease deadline keeps "never two writers": a
-//! sequencer that cannot confirm the lock (a query on the commit connection) or reach NATS
-//! within its lease stops committing before a successor may start (`lease.rs`).
+//! Who is the sequencer, behind the [`lease::Leadership`] seam: on redb a static role
+//! (`role = "sequencer"` on one node); on PostgreSQL an election, a session advisory lock held
+//! on the commit connection (`pg_try_advisory_lock`). A `standby` (or a `sequencer` on
+//! PostgreSQL) waits for the lock, waits one lease more, loads and runs as the sequencer with a
+//! new epoch; the holder renews its lease every third of it and exits (status 75) rather than
+//! commit once it could not (`lease.rs`). A standby is not a gateway while it waits.
 
 pub(crate) mod gateway;
 pub mod lease;

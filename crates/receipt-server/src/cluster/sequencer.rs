@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use log::{debug, info, warn};
 use tokio::sync::{mpsc, watch};
 
-use super::lease::{Leadership, StaticLeadership};
+use super::lease::Leadership;
 use super::wire::{self, Builder, Header, Input, Kind, OutFrame};
 use super::{node_of, Seen, Stream, GATEWAY_SILENT, HEARTBEAT};
 use crate::core::{Outgoing, SessionId};
@@ -36,6 +36,9 @@ pub(crate) struct RemoteRouter {
     lost: Arc<Mutex<HashSet<u16>>>,
     /// Whether this node may write (the store thread asks before every commit).
     lease: Box<dyn Leadership>,
+    /// The NATS client, for its connection state, and since when (ms) it is not connected.
+    nats: async_nats::Client,
+    nats_lost_at: Option<u64>,
 }
 
 impl RemoteRouter {
@@ -46,7 +49,29 @@ impl RemoteRouter {
 
     /// Whether this sequencer may commit at `now_ms`: never two writers.
     pub(crate) fn may_write(&self, now_ms: u64) -> bool {
-        self.lease.is_held(now_ms)
+        let nats_ok = match (self.nats_lost_at, self.lease.lease()) {
+            (Some(at), Some(lease)) => now_ms.saturating_sub(at) < lease.as_millis() as u64,
+            _ => true,
+        };
+        self.lease.is_held(now_ms) && nats_ok
+    }
+
+    /// Renews the lease through the store's commit connection when due.
+    /// An elected sequencer also gives up when NATS stays unreachable for a lease (a standby
+    /// that reaches it may then lead); a static one keeps serving its own clients.
+    pub(crate) fn renew(&mut self, store: &mut dyn crate::store::ServerStore, now_ms: u64) {
+        self.lease.renew(store, now_ms);
+        if self.nats.connection_state() == async_nats::connection::State::Connected {
+            self.nats_lost_at = None;
+        } else if self.nats_lost_at.is_none() {
+            log::warn!("sequencer: NATS unreachable; it stops writing if it stays so for a lease");
+            self.nats_lost_at = Some(now_ms);
+        }
+    }
+
+    /// How long the store thread may wait for a batch before it must renew the lease.
+    pub(crate) fn renew_every(&self) -> Option<std::time::Duration> {
+        self.lease.renew_every()
     }
 }
 
@@ -91,21 +116,30 @@ struct Sequencer {
     core_tx: mpsc::Sender<CoreMsg>,
     gateways: HashMap<u16, Gw>,
     lost: Arc<Mutex<HashSet<u16>>>,
+    /// The lease's deadline (ms): past it this node publishes nothing (a successor may lead).
+    deadline: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Starts the sequencer task of node `local`: it subscribes before it returns (no input sent
 /// after this is missed) and feeds `core_tx`; the returned router goes to the store thread.
+/// `lease`: this node's lease on writing, held already.
 pub(crate) async fn start(
     client: async_nats::Client,
     cluster: String,
     local: u16,
     core_tx: mpsc::Sender<CoreMsg>,
     mut stop: watch::Receiver<bool>,
+    lease: Box<dyn Leadership>,
 ) -> std::io::Result<RemoteRouter> {
+    if !lease.is_held(now_ms()) {
+        return Err(std::io::Error::other("not the sequencer: the lease is not held"));
+    }
     let mut sub = client.subscribe(super::seq_subject(&cluster)).await.map_err(std::io::Error::other)?;
     let (tx, mut rx) = mpsc::channel(PUBLISH_QUEUE);
     let lost = Arc::new(Mutex::new(HashSet::new()));
-    let mut seq = Sequencer { client, cluster, epoch: now_ms(), core_tx, gateways: HashMap::new(), lost: lost.clone() };
+    let deadline = lease.shared_deadline();
+    let nats = client.clone();
+    let mut seq = Sequencer { client, cluster, epoch: now_ms(), core_tx, gateways: HashMap::new(), lost: lost.clone(), deadline };
     tokio::spawn(async move {
         let mut beat = tokio::time::interval(HEARTBEAT);
         loop {
@@ -124,12 +158,7 @@ pub(crate) async fn start(
         }
         let _ = tokio::time::timeout(super::HEARTBEAT, seq.client.flush()).await;
     });
-    // The static role holds the lease from the start (lease.rs: the advisory lock replaces it).
-    let mut lease: Box<dyn Leadership> = Box::new(StaticLeadership);
-    if !lease.acquire(now_ms()) {
-        return Err(std::io::Error::other("not the sequencer: the lease is held elsewhere"));
-    }
-    Ok(RemoteRouter { local, tx, lost, lease })
+    Ok(RemoteRouter { local, tx, lost, lease, nats, nats_lost_at: None })
 }
 
 impl Sequencer {
@@ -146,6 +175,11 @@ impl Sequencer {
     }
 
     async fn publish(&self, node: u16, bytes: Vec<u8>) {
+        if now_ms() >= self.deadline.load(std::sync::atomic::Ordering::Acquire) {
+            // Past the lease (this process was paused?): a successor may lead; its gateways
+            // must not hear this one's heartbeats or drops. The store thread exits next.
+            return;
+        }
         // A failed publish is a lost message: the gateway sees the gap at the next heartbeat.
         if !super::publish(&self.client, self.subject(node), bytes).await {
             debug!("sequencer: a message to gateway {node} is lost");

@@ -83,6 +83,20 @@ pub trait ServerStore: Send {
     fn compact(&mut self) -> Result<(), StoreError> {
         Ok(())
     }
+    /// Cluster: tries to become the only writer, the sequencer, without waiting: true if this
+    /// store's commit connection holds the lock `key` now (again true while it does). The lock
+    /// lives where the commits go (PostgreSQL: a session advisory lock on the commit
+    /// connection, which PostgreSQL ends when idle for two `lease`s), so losing it stops the writes
+    /// too: no second writer even if the pipeline's own lease check came too late. A store
+    /// only one process can open (redb: a locked file; memory) is its own lock: always true.
+    fn try_lead(&mut self, _key: i64, _lease: std::time::Duration) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+    /// Confirms the lock [`try_lead`](Self::try_lead) took still stands (one cheap round trip
+    /// on the commit connection, which also keeps it from being idle); `Err` once it is lost.
+    fn confirm_lead(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Point and range reads of the last committed state, on the core thread (the core's cache

@@ -212,6 +212,28 @@ impl Conn {
     pub(super) fn is_closed(&self) -> bool {
         self.client.is_closed()
     }
+
+    /// Tries the session advisory lock `key` (not waiting for it). Once held, PostgreSQL ends
+    /// this session when it stays idle for two leases (`idle_session_timeout`; the holder
+    /// renews every third of one): a holder paused that long loses the lock and, with it, the
+    /// connection its commits go through. Two, not one: a slow start-up or a loaded machine
+    /// does not cost a failover, and the holder's own lease (one) runs out first anyway.
+    pub(super) fn try_lock(&self, key: i64, lease: std::time::Duration) -> Result<bool, StoreError> {
+        let held: bool = self.block_on(self.client.query_one("SELECT pg_try_advisory_lock($1)", &[&key])).map_err(store_err)?.get(0);
+        if held {
+            let ms = lease.as_millis().max(1) * 2;
+            self.block_on(self.client.batch_execute(&format!("SET idle_session_timeout = {ms}"))).map_err(store_err)?;
+        }
+        Ok(held)
+    }
+
+    /// A cheap round trip (at most `limit`): the session, and so its advisory lock, still stands.
+    pub(super) fn ping(&self, limit: std::time::Duration) -> Result<(), StoreError> {
+        match self.block_on(async { tokio::time::timeout(limit, self.client.simple_query("SELECT 1")).await }) {
+            Ok(r) => r.map(drop).map_err(store_err),
+            Err(_) => Err(StoreError(format!("PostgreSQL did not answer within {limit:?}"))),
+        }
+    }
 }
 
 /// Why a commit failed: `Before`: before `COMMIT` was sent (nothing of it is stored: an open

@@ -11,8 +11,8 @@
 //! The store thread and the core thread are plain threads, each with its own connection: the
 //! reads and the start-up work use the blocking `postgres` client; the commit connection is
 //! tokio-postgres on a one-thread runtime of its own, to pipeline a commit's statements. The
-//! commit connection is where the next part's sequencer lease (a session advisory lock) will
-//! live.
+//! commit connection also holds the cluster sequencer's session advisory lock
+//! ([`ServerStore::try_lead`]): losing that connection loses the lock and the writes together.
 
 mod commit;
 mod read;
@@ -64,6 +64,9 @@ pub struct PgServerStore {
     conninfo: String,
     conn: commit::Conn,
     stmts: commit::Statements,
+    /// The commit connection holds the sequencer lock (key, lease): it is never replaced by a
+    /// new connection (which would write without the lock).
+    leading: Option<(i64, std::time::Duration)>,
 }
 
 impl std::fmt::Debug for PgServerStore {
@@ -80,7 +83,7 @@ impl PgServerStore {
         schema::migrate(&mut connect(conninfo)?)?;
         let conn = commit::Conn::connect(conninfo)?;
         let stmts = commit::Statements::prepare(&conn)?;
-        Ok(PgServerStore { conninfo: conninfo.to_string(), conn, stmts })
+        Ok(PgServerStore { conninfo: conninfo.to_string(), conn, stmts, leading: None })
     }
 
     fn load_counters_groups_cursors(tx: &mut postgres::Transaction<'_>, state: &mut State) -> Result<(), StoreError> {
@@ -209,6 +212,9 @@ impl ServerStore for PgServerStore {
             Err(commit::Failed::Commit(e)) => Err(e),
             // The connection broke while idle (PostgreSQL restarted): nothing of this call was
             // committed, so it is tried once more on a new connection.
+            Err(commit::Failed::Before(e)) if self.leading.is_some() => {
+                Err(StoreError(format!("the commit connection holding the sequencer lock failed: {e}")))
+            }
             Err(commit::Failed::Before(e)) if self.conn.is_closed() => {
                 log::warn!("PostgreSQL connection lost ({e}): reconnecting");
                 self.conn = commit::Conn::connect(&self.conninfo)?;
@@ -216,6 +222,31 @@ impl ServerStore for PgServerStore {
                 commit::commit(&self.conn, &self.stmts, parts).map_err(|(commit::Failed::Before(e) | commit::Failed::Commit(e))| e)
             }
             Err(commit::Failed::Before(e)) => Err(e),
+        }
+    }
+
+    fn try_lead(&mut self, key: i64, lease: std::time::Duration) -> Result<bool, StoreError> {
+        match self.leading {
+            Some((k, _)) if k == key => return self.confirm_lead().map(|()| true),
+            Some((k, _)) => return Err(StoreError(format!("this store leads with lock key {k} already"))),
+            None => {}
+        }
+        if self.conn.is_closed() {
+            // A standby's idle connection may have broken (PostgreSQL restarted): a new one.
+            self.conn = commit::Conn::connect(&self.conninfo)?;
+            self.stmts = commit::Statements::prepare(&self.conn)?;
+        }
+        let held = self.conn.try_lock(key, lease)?;
+        if held {
+            self.leading = Some((key, lease));
+        }
+        Ok(held)
+    }
+
+    fn confirm_lead(&mut self) -> Result<(), StoreError> {
+        match self.leading {
+            Some((_, lease)) => self.conn.ping(lease),
+            None => Err(StoreError("the sequencer lock is not held".into())),
         }
     }
 
