@@ -61,10 +61,17 @@ impl RemoteRouter {
     /// that reaches it may then lead); a static one keeps serving its own clients.
     pub(crate) fn renew(&mut self, store: &mut dyn crate::store::ServerStore, now_ms: u64) {
         self.lease.renew(store, now_ms);
-        if self.nats.connection_state() == async_nats::connection::State::Connected {
+        let state = self.nats.connection_state();
+        if state == async_nats::connection::State::Connected {
             self.nats_lost_at = None;
         } else if self.nats_lost_at.is_none() {
-            log::warn!("sequencer: NATS unreachable; it stops writing if it stays so for a lease");
+            // `Pending` is also what a fresh client reports until its first server info: counted
+            // like a disconnect, but only a real one is worth a warning.
+            if state == async_nats::connection::State::Disconnected {
+                log::warn!("sequencer: NATS unreachable; it stops writing if it stays so for a lease");
+            } else {
+                log::debug!("sequencer: NATS connection {state:?}");
+            }
             self.nats_lost_at = Some(now_ms);
         }
     }
