@@ -48,8 +48,7 @@ fn a_large_groups_sender_gets_coalesced_counts_and_the_readers_devices_stay_in_s
     // The first reader also has a second device: its read state must follow.
     let tablet = online("m0001/tablet", p);
     tablet.received(1);
-    let readers: Vec<Device> =
-        members[..READERS].iter().map(|m| online(&format!("{m}/phone"), p)).collect();
+    let readers: Vec<Device> = members[..READERS].iter().map(|m| online(&format!("{m}/phone"), p)).collect();
     let started = Instant::now();
     for r in &readers {
         let m = r.received(1).pop().unwrap();
