@@ -36,6 +36,9 @@ const TOUR: &[&str] = &[
     "read privately stays unreported",
     "acked publicly later, erin is told then, once",
     "acks privately: nothing is sent at all, not even to his devices: refused 505",
+    "groupAckCount() = 3 in ",
+    "no onGroupMessageRead per ack",
+    "fetchGroupReadAcks on demand: read by [\"bob\", \"dave\", \"erin\"]",
     "All receipts behaved as the guide promises.",
 ];
 
