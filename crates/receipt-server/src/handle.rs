@@ -10,6 +10,7 @@ use log::{info, warn};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::cluster::lease::{lock_key, Leadership, StaticLeadership};
+use crate::cluster::metrics::ClusterMetrics;
 use crate::config::{Backend, Role, ServerConfig, DEFAULT_SECRET};
 use crate::connection::ConnCfg;
 use crate::core::{CoreConfig, ServerCore};
@@ -152,7 +153,8 @@ async fn start_node(config: ServerConfig, store: Box<dyn ServerStore>, lease: Bo
     let local_addr = listener.local_addr()?;
     // The metrics listener answers before the store is loaded: `/readyz` says "starting" meanwhile.
     let health = Arc::new(Health::default());
-    let metrics = config.metrics_addr.map(|_| Arc::new(Metrics::new(config.data_dir.clone())));
+    let cluster_metrics = ClusterMetrics::default();
+    let metrics = new_metrics(&config, config.data_dir.clone(), &cluster_metrics);
     let (ops_stop, ops_stop_rx) = watch::channel(false);
     let ops_addr = match (config.metrics_addr, &metrics) {
         (Some(addr), Some(m)) => {
@@ -207,8 +209,16 @@ async fn start_node(config: ServerConfig, store: Box<dyn ServerStore>, lease: Bo
     let (remote, first) = match &config.cluster {
         Some(c) => {
             let client = crate::cluster::connect(&c.nats, format!("receipt-{}-sequencer-{}", c.name, c.node_id)).await?;
-            let r =
-                crate::cluster::sequencer::start(client, c.name.clone(), c.node_id, core_tx.clone(), shutdown_rx.clone(), lease).await?;
+            let r = crate::cluster::sequencer::start(
+                client,
+                c.name.clone(),
+                c.node_id,
+                core_tx.clone(),
+                shutdown_rx.clone(),
+                lease,
+                cluster_metrics,
+            )
+            .await?;
             info!("sequencer of cluster {} (node {}) on {}", c.name, c.node_id, c.nats);
             (Some(r), crate::cluster::session_base(c.node_id))
         }
@@ -224,6 +234,17 @@ async fn start_node(config: ServerConfig, store: Box<dyn ServerStore>, lease: Bo
     Ok(Server { local_addr, shutdown_tx, core_tx, core_done, accept, ops, ready: None })
 }
 
+/// The server's metrics when the listener is on (`None` otherwise), with a cluster node's
+/// `receipt_cluster_*` series registered beside them.
+fn new_metrics(config: &ServerConfig, data_dir: Option<std::path::PathBuf>, cluster: &ClusterMetrics) -> Option<Arc<Metrics>> {
+    config.metrics_addr?;
+    let mut m = Metrics::new(data_dir);
+    if config.cluster.is_some() {
+        cluster.register(m.registry_mut());
+    }
+    Some(Arc::new(m))
+}
+
 /// A cluster's gateway: the connections as on a single node, their inputs forwarded to the
 /// sequencer over NATS (`cluster::gateway`).
 async fn start_gateway(config: ServerConfig, c: crate::config::ClusterConfig) -> io::Result<Server> {
@@ -235,7 +256,8 @@ async fn start_gateway(config: ServerConfig, c: crate::config::ClusterConfig) ->
     let listener = bind_listener(config.addr)?;
     let local_addr = listener.local_addr()?;
     let health = Arc::new(Health::default());
-    let metrics = config.metrics_addr.map(|_| Arc::new(Metrics::new(None)));
+    let cluster_metrics = ClusterMetrics::default();
+    let metrics = new_metrics(&config, None, &cluster_metrics);
     let (ops_stop, ops_stop_rx) = watch::channel(false);
     let ops_addr = match (config.metrics_addr, &metrics) {
         (Some(addr), Some(m)) => {
@@ -265,7 +287,8 @@ async fn start_gateway(config: ServerConfig, c: crate::config::ClusterConfig) ->
         });
     }
     let cap = (config.outbound_queue.max(1), config.outbound_bytes.max(1));
-    tokio::spawn(crate::cluster::gateway::run(client, c.name.clone(), c.node_id, core_rx, cap, ready_tx, done_tx));
+    let gw_metrics = crate::cluster::gateway::GatewayMetrics { cluster: cluster_metrics, server: metrics.clone() };
+    tokio::spawn(crate::cluster::gateway::run(client, c.name.clone(), c.node_id, core_rx, cap, ready_tx, done_tx, gw_metrics));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let first = crate::cluster::session_base(c.node_id);
     let accept = serve_connections(&config, listener, core_tx.clone(), tokens, tls, metrics, shutdown_rx, first)?;

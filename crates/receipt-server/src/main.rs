@@ -202,6 +202,10 @@ struct ServeArgs {
     /// Cluster: its name, the NATS subject prefix `receipt.<name>.` (default "default").
     #[arg(long)]
     cluster_name: Option<String>,
+    /// Cluster on PostgreSQL: the sequencer's lease in ms, at least 30 (default 3000). A
+    /// standby leads about one to two leases after the sequencer died (docs/deployment.md).
+    #[arg(long)]
+    lease_ms: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -398,6 +402,12 @@ fn serve(a: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         c.cluster = Some(ClusterConfig { node_id, nats, role, name, lease_ms });
     } else if let (Some(name), Some(cl)) = (a.cluster_name, c.cluster.as_mut()) {
         cl.name = name;
+    }
+    if let Some(ms) = a.lease_ms {
+        match c.cluster.as_mut() {
+            Some(cl) => cl.lease_ms = ms,
+            None => return Err("--lease-ms is for a cluster node (--node-id, --nats, --role or [cluster])".into()),
+        }
     }
     if c.cluster.as_ref().is_some_and(|cl| cl.node_id == 0) {
         return Err("a cluster node's node_id must be 1..=65535".into());

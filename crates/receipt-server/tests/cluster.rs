@@ -42,8 +42,32 @@ enum SeqStore {
     Postgres,
 }
 
+/// Every node has its metrics listener (`receipt_cluster_*`: [`cluster_metric`]).
 fn cluster_toml(node: u16, nats: &str, role: &str) -> String {
-    format!("{NO_RATE_LIMITS}\n[cluster]\nnode_id = {node}\nnats = \"{nats}\"\nrole = \"{role}\"\nname = \"t\"\n")
+    format!(
+        "metrics_addr = \"127.0.0.1:0\"\n{NO_RATE_LIMITS}\n[cluster]\nnode_id = {node}\nnats = \"{nats}\"\nrole = \"{role}\"\nname = \"t\"\n"
+    )
+}
+
+/// `receipt_cluster_<name>` on `node`'s `/metrics` (counters with their `_total`).
+fn cluster_metric(node: &ChildServer, name: &str) -> f64 {
+    let addr = node.metrics_addr().expect("the node's metrics listener");
+    let text = receipt_testkit::ops::scrape(addr);
+    receipt_testkit::ops::sample(&text, &format!("receipt_cluster_{name}")).unwrap_or_else(|| panic!("no receipt_cluster_{name} in {text}"))
+}
+
+/// Waits (bounded) until `receipt_cluster_<name>` on `node` is `want` (gauges are sampled each
+/// heartbeat); panics with the last value.
+fn wait_cluster_metric(node: &ChildServer, name: &str, want: f64) {
+    let deadline = Instant::now() + FAULT_WAIT;
+    loop {
+        let v = cluster_metric(node, name);
+        if v == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "receipt_cluster_{name} stays {v}, expected {want}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 impl Cluster {
@@ -178,6 +202,21 @@ fn receipts(c: &Cluster) {
     assert_eq!(from, ["bob", "carol"]);
     assert_eq!(alice_pad.unread(&group(&g)), 0, "one's own message is never unread");
     assert_eq!(carol.unread(&chat("alice")), 0);
+
+    // What the operator sees: the sequencer hears both gateways, each gateway the sequencer,
+    // and nothing was lost between them.
+    wait_cluster_metric(&c.seq, "peers", 2.0);
+    for gw in &c.gw {
+        wait_cluster_metric(gw, "peers", 1.0);
+        assert_eq!(cluster_metric(gw, "gaps_total"), 0.0);
+        assert_eq!(cluster_metric(gw, "sessions_dropped_total"), 0.0);
+        assert!(cluster_metric(gw, "messages_published_total") > 0.0);
+        assert!(cluster_metric(gw, "messages_received_total") > 0.0);
+    }
+    assert_eq!(cluster_metric(&c.seq, "gaps_total"), 0.0);
+    assert_eq!(cluster_metric(&c.seq, "publish_queue_full_total"), 0.0);
+    assert_eq!(cluster_metric(&c.seq, "publish_failures_total"), 0.0);
+    assert!(cluster_metric(&c.seq, "messages_published_total") > 0.0);
 }
 
 #[test]
@@ -307,9 +346,14 @@ fn a_gap_in_the_sequencers_stream_drops_the_gateways_sessions() {
     assert_eq!(receive_ids(&bob, 1, &mut seen, FAULT_WAIT), 0, "no disconnect yet");
     // A heartbeat claiming messages gateway 2 never got (another epoch, seq 7): its stream
     // from the sequencer has a hole, so its sessions are unreliable and dropped.
+    let epochs = cluster_metric(&c.gw[0], "epochs_total");
     let h = Header { kind: Kind::Heartbeat, node: 0, epoch: 1, seq: 7 };
     publish_raw(&c.nats, "receipt.t.gw.2.out", &empty(h));
     dropped_then_resynced(&alice, &bob, sent, &mut seen);
+    // The stray epoch, then the sequencer's own again: two new epochs seen, bob's session dropped.
+    assert!(cluster_metric(&c.gw[0], "epochs_total") >= epochs + 2.0);
+    assert!(cluster_metric(&c.gw[0], "sessions_dropped_total") >= 1.0);
+    assert_eq!(cluster_metric(&c.gw[1], "sessions_dropped_total"), 0.0, "the other gateway's stream had no hole");
 }
 
 /// The header of the next heartbeat gateway `node` sends the sequencer, read by a plain NATS
@@ -348,6 +392,10 @@ fn a_gap_in_a_gateways_stream_makes_the_sequencer_drop_its_sessions() {
     let h = next_gateway_heartbeat(&c.nats, 3);
     publish_raw(&c.nats, "receipt.t.seq.in", &empty(Header { seq: h.seq + 5, ..h }));
     dropped_then_resynced(&alice, &bob, sent, &mut seen);
+    // The sequencer counts the gap and the sessions it closed; gateway 3 dropped bob on its word.
+    assert!(cluster_metric(&c.seq, "gaps_total") >= 1.0);
+    assert!(cluster_metric(&c.seq, "sessions_dropped_total") >= 1.0);
+    assert!(cluster_metric(&c.gw[1], "sessions_dropped_total") >= 1.0);
 }
 
 #[test]
@@ -402,7 +450,7 @@ impl Candidate {
         let text = format!(
             "addr = \"127.0.0.1:0\"\nsecret = \"{secret}\"\nbackend = \"postgres\"\npg = {conninfo:?}\n{NO_RATE_LIMITS}\n\
              [group_ack]\nenabled = true\n\n[tokens]\nleeway_secs = 0\n\n\
-             [cluster]\nnode_id = {node}\nnats = \"{nats}\"\nrole = \"standby\"\nname = \"t\"\nlease_ms = {LEASE_MS}\n"
+             [cluster]\nnode_id = {node}\nnats = \"{nats}\"\nrole = \"standby\"\nname = \"t\"\n"
         );
         std::fs::write(&conf, text).expect("config");
         let log = dir.path().join("server.log");
@@ -410,6 +458,9 @@ impl Candidate {
             .arg("serve")
             .arg("--config")
             .arg(&conf)
+            // The lease from the command line (the TOML's [cluster] has none): the flag an
+            // operator would pass.
+            .args(["--lease-ms", &LEASE_MS.to_string()])
             .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"))
@@ -480,6 +531,8 @@ impl Elected {
         let nats = NatsServer::start()?;
         let seq = Candidate::spawn(&db.conninfo, &nats.url(), 1);
         assert!(seq.wait_leading(FAULT_WAIT).is_some(), "the first candidate leads: {}", seq.log());
+        let lease = format!("waiting one lease ({:?})", Duration::from_millis(LEASE_MS));
+        assert!(seq.log().contains(&lease), "--lease-ms {LEASE_MS} applies: {}", seq.log());
         let standby = Candidate::spawn(&db.conninfo, &nats.url(), 4);
         let bin = receipt_testkit::server_binary().expect("server binary");
         let gw = (2..=3)

@@ -3,15 +3,18 @@
 //! (the same slow-reader bounds as a single node). One task owns the router and both streams.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::StreamExt;
 use log::{debug, info, warn};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::metrics::ClusterMetrics;
 use super::wire::{self, Builder, Header, Input, Kind, OutFrame};
 use super::{Seen, Stream, HEARTBEAT, SEQUENCER_SILENT};
 use crate::core::SessionId;
+use crate::metrics::Metrics;
 use crate::pipeline::{now_ms, CoreMsg};
 use crate::router::{Router, SessionRouter};
 
@@ -33,11 +36,20 @@ struct Gateway {
     live: HashSet<SessionId>,
     pending: Builder,
     ready: watch::Sender<bool>,
+    metrics: GatewayMetrics,
+}
+
+/// What a gateway counts: its NATS streams, and its connections (sampled each heartbeat, as a
+/// single node's store thread samples its router).
+pub(crate) struct GatewayMetrics {
+    pub(crate) cluster: ClusterMetrics,
+    pub(crate) server: Option<Arc<Metrics>>,
 }
 
 /// Runs a gateway until `CoreMsg::Shutdown`: `rx` carries its connections' inputs (as they
 /// would go to a core thread); `ready` says whether the sequencer is heard (logins are refused
 /// meanwhile).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
     client: async_nats::Client,
     cluster: String,
@@ -46,6 +58,7 @@ pub(crate) async fn run(
     (cap, byte_cap): (usize, usize),
     ready: watch::Sender<bool>,
     done: oneshot::Sender<()>,
+    metrics: GatewayMetrics,
 ) {
     let mut sub = match client.subscribe(super::gw_subject(&cluster, node)).await {
         Ok(s) => s,
@@ -66,6 +79,7 @@ pub(crate) async fn run(
         live: HashSet::new(),
         pending: Builder::default(),
         ready,
+        metrics,
     };
     let mut beat = tokio::time::interval(HEARTBEAT);
     let mut batch = Vec::with_capacity(INPUTS_PER_MESSAGE);
@@ -142,17 +156,23 @@ impl Gateway {
         let h = Header { kind: Kind::Inputs, node: self.node, epoch: self.out.epoch, seq: self.out.last };
         let bytes = self.pending.finish(h);
         // A failed publish is a lost message: the sequencer sees the gap at the next heartbeat.
-        super::publish(&self.client, self.seq_subject.clone(), bytes).await;
+        let ok = super::publish(&self.client, self.seq_subject.clone(), bytes).await;
+        self.metrics.cluster.published(ok);
     }
 
     async fn beat(&mut self) {
         let h = Header { kind: Kind::Heartbeat, node: self.node, epoch: self.out.epoch, seq: self.out.last };
-        super::publish(&self.client, self.seq_subject.clone(), wire::empty(h)).await;
+        let ok = super::publish(&self.client, self.seq_subject.clone(), wire::empty(h)).await;
+        self.metrics.cluster.published(ok);
         if self.seq.is_some() && self.heard.elapsed() > SEQUENCER_SILENT {
             warn!("gateway {}: sequencer silent for {:?}: dropping every session", self.node, SEQUENCER_SILENT);
             self.drop_all();
             self.seq = None;
             let _ = self.ready.send(false);
+        }
+        self.metrics.cluster.peers.set(self.seq.is_some() as i64);
+        if let Some(m) = &self.metrics.server {
+            m.sample_router(self.router.len(), self.router.queued_bytes(), self.router.take_dropped());
         }
     }
 
@@ -166,6 +186,7 @@ impl Gateway {
     fn drop_session(&mut self, session: SessionId) {
         self.router.kill(session);
         if self.live.remove(&session) {
+            self.metrics.cluster.sessions_dropped.inc();
             self.pending.push(&Input::Closed { session });
         }
     }
@@ -180,8 +201,18 @@ impl Gateway {
             }
         };
         self.heard = Instant::now();
+        self.metrics.cluster.received.inc();
         let stream = self.seq.get_or_insert_with(Stream::default);
         let seen = stream.receive(h.epoch, h.seq, h.kind != Kind::Heartbeat);
+        match seen {
+            Seen::Next => {}
+            Seen::Gap => {
+                self.metrics.cluster.gaps.inc();
+            }
+            Seen::NewEpoch => {
+                self.metrics.cluster.epochs.inc();
+            }
+        }
         if seen != Seen::Next {
             if seen == Seen::Gap || !self.live.is_empty() {
                 info!("gateway {}: {seen:?} in the sequencer's stream (seq {}): dropping every session", self.node, h.seq);

@@ -35,6 +35,7 @@
 
 pub(crate) mod gateway;
 pub mod lease;
+pub mod metrics;
 pub(crate) mod sequencer;
 pub mod wire;
 

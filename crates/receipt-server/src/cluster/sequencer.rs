@@ -15,6 +15,7 @@ use log::{debug, info, warn};
 use tokio::sync::{mpsc, watch};
 
 use super::lease::Leadership;
+use super::metrics::ClusterMetrics;
 use super::wire::{self, Builder, Header, Input, Kind, OutFrame};
 use super::{node_of, Seen, Stream, GATEWAY_SILENT, HEARTBEAT};
 use crate::core::{Outgoing, SessionId};
@@ -39,6 +40,7 @@ pub(crate) struct RemoteRouter {
     /// The NATS client, for its connection state, and since when (ms) it is not connected.
     nats: async_nats::Client,
     nats_lost_at: Option<u64>,
+    metrics: ClusterMetrics,
 }
 
 impl RemoteRouter {
@@ -100,6 +102,7 @@ impl Router for RemoteRouter {
         for (node, frames) in per {
             if self.tx.try_send((node, frames)).is_err() {
                 warn!("sequencer: publish queue full, gateway {node} loses a batch (its sessions resync)");
+                self.metrics.queue_full.inc();
                 self.lost.lock().unwrap_or_else(|e| e.into_inner()).insert(node);
             }
         }
@@ -125,6 +128,7 @@ struct Sequencer {
     lost: Arc<Mutex<HashSet<u16>>>,
     /// The lease's deadline (ms): past it this node publishes nothing (a successor may lead).
     deadline: Arc<std::sync::atomic::AtomicU64>,
+    metrics: ClusterMetrics,
 }
 
 /// Starts the sequencer task of node `local`: it subscribes before it returns (no input sent
@@ -137,6 +141,7 @@ pub(crate) async fn start(
     core_tx: mpsc::Sender<CoreMsg>,
     mut stop: watch::Receiver<bool>,
     lease: Box<dyn Leadership>,
+    metrics: ClusterMetrics,
 ) -> std::io::Result<RemoteRouter> {
     if !lease.is_held(now_ms()) {
         return Err(std::io::Error::other("not the sequencer: the lease is not held"));
@@ -146,7 +151,16 @@ pub(crate) async fn start(
     let lost = Arc::new(Mutex::new(HashSet::new()));
     let deadline = lease.shared_deadline();
     let nats = client.clone();
-    let mut seq = Sequencer { client, cluster, epoch: now_ms(), core_tx, gateways: HashMap::new(), lost: lost.clone(), deadline };
+    let mut seq = Sequencer {
+        client,
+        cluster,
+        epoch: now_ms(),
+        core_tx,
+        gateways: HashMap::new(),
+        lost: lost.clone(),
+        deadline,
+        metrics: metrics.clone(),
+    };
     tokio::spawn(async move {
         let mut beat = tokio::time::interval(HEARTBEAT);
         loop {
@@ -159,13 +173,16 @@ pub(crate) async fn start(
                     Some((node, frames)) => seq.publish_frames(node, frames).await,
                     None => break,
                 },
-                _ = beat.tick() => seq.beat().await,
+                _ = beat.tick() => {
+                    seq.metrics.queued.set(rx.len() as i64);
+                    seq.beat().await;
+                }
                 _ = stop.changed() => break,
             }
         }
         let _ = tokio::time::timeout(super::HEARTBEAT, seq.client.flush()).await;
     });
-    Ok(RemoteRouter { local, tx, lost, lease, nats, nats_lost_at: None })
+    Ok(RemoteRouter { local, tx, lost, lease, nats, nats_lost_at: None, metrics })
 }
 
 impl Sequencer {
@@ -188,7 +205,9 @@ impl Sequencer {
             return;
         }
         // A failed publish is a lost message: the gateway sees the gap at the next heartbeat.
-        if !super::publish(&self.client, self.subject(node), bytes).await {
+        let ok = super::publish(&self.client, self.subject(node), bytes).await;
+        self.metrics.published(ok);
+        if !ok {
             debug!("sequencer: a message to gateway {node} is lost");
         }
     }
@@ -218,6 +237,7 @@ impl Sequencer {
                 self.close(gw.sessions).await;
             }
         }
+        self.metrics.peers.set(self.gateways.len() as i64);
         let nodes: Vec<u16> = self.gateways.keys().copied().collect();
         for node in nodes {
             let skipped = self.lost.lock().unwrap_or_else(|e| e.into_inner()).remove(&node);
@@ -230,6 +250,7 @@ impl Sequencer {
 
     /// The sessions are gone: the core forgets them (as if their connections closed).
     async fn close(&self, sessions: HashSet<SessionId>) {
+        self.metrics.sessions_dropped.inc_by(sessions.len() as u64);
         for session in sessions {
             if self.core_tx.send(CoreMsg::Closed { session }).await.is_err() {
                 return;
@@ -256,9 +277,11 @@ impl Sequencer {
             sessions: HashSet::new(),
         });
         gw.heard = Instant::now();
+        self.metrics.received.inc();
         match gw.input.receive(h.epoch, h.seq, h.kind != Kind::Heartbeat) {
             Seen::Next => {}
             Seen::NewEpoch => {
+                self.metrics.epochs.inc();
                 // A new gateway process: the old one's sessions are gone; its stream restarts.
                 let old = std::mem::take(&mut gw.sessions);
                 gw.out_seq = 0;
@@ -268,6 +291,7 @@ impl Sequencer {
                 self.close(old).await;
             }
             Seen::Gap => {
+                self.metrics.gaps.inc();
                 let old = std::mem::take(&mut gw.sessions);
                 info!("sequencer: gap from gateway {node} (seq {}): dropping its {} sessions", h.seq, old.len());
                 let mut b = Builder::default();
