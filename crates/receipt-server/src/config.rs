@@ -307,6 +307,39 @@ pub struct ClusterConfig {
     /// it commits. Default 3000.
     #[serde(default = "default_lease_ms")]
     pub lease_ms: u64,
+    /// NATS user and password (nats-server's `authorization { user, password }`). Give both or
+    /// neither; `serve` also reads the password from `RECEIPT_SERVER_NATS_PASSWORD`.
+    pub nats_user: Option<String>,
+    pub nats_password: Option<String>,
+    /// A NATS token (`authorization { token }`), instead of a user; `serve` also reads it from
+    /// `RECEIPT_SERVER_NATS_TOKEN`.
+    pub nats_token: Option<String>,
+    /// PEM file of the CA that signed nats-server's certificate. Set, TLS is required; a
+    /// `tls://` URL requires it too (then the system's roots are trusted unless this is set).
+    pub nats_ca: Option<PathBuf>,
+    /// This node's certificate and key (PEM files), when nats-server verifies its clients
+    /// (`tls { verify: true }`). Both or neither.
+    pub nats_cert: Option<PathBuf>,
+    pub nats_key: Option<PathBuf>,
+}
+
+impl ClusterConfig {
+    /// A node of cluster `name` on `nats`, with the default lease and no NATS credentials.
+    pub fn new(node_id: u16, nats: impl Into<String>, role: Role, name: impl Into<String>) -> ClusterConfig {
+        ClusterConfig {
+            node_id,
+            nats: nats.into(),
+            role,
+            name: name.into(),
+            lease_ms: DEFAULT_LEASE_MS,
+            nats_user: None,
+            nats_password: None,
+            nats_token: None,
+            nats_ca: None,
+            nats_cert: None,
+            nats_key: None,
+        }
+    }
 }
 
 fn default_cluster_name() -> String {
@@ -383,8 +416,9 @@ impl ServerConfig {
     }
 
     /// Checks the values whose range the types do not say: `group_ack.member_cap`
-    /// 1..=10,000, `group_ack.coalesce_ms` 1..=60,000, `cluster.lease_ms` ≥ 30, and a
-    /// `standby` only on PostgreSQL. The server refuses to start otherwise.
+    /// 1..=10,000, `group_ack.coalesce_ms` 1..=60,000, `cluster.lease_ms` ≥ 30, a `standby`
+    /// only on PostgreSQL, and NATS credentials that go together. The server refuses to start
+    /// otherwise.
     pub fn validate(&self) -> Result<(), InvalidConfig> {
         rules::check_member_cap(self.group_ack.member_cap).map_err(InvalidConfig)?;
         if !(1..=MAX_COALESCE_MS).contains(&self.group_ack.coalesce_ms) {
@@ -398,6 +432,15 @@ impl ServerConfig {
             }
             if c.lease_ms < 30 {
                 return Err(InvalidConfig(format!("cluster.lease_ms must be at least 30, not {}", c.lease_ms)));
+            }
+            if c.nats_user.is_some() != c.nats_password.is_some() {
+                return Err(InvalidConfig("cluster.nats_user and cluster.nats_password go together".into()));
+            }
+            if c.nats_token.is_some() && c.nats_user.is_some() {
+                return Err(InvalidConfig("cluster.nats_token or cluster.nats_user, not both".into()));
+            }
+            if c.nats_cert.is_some() != c.nats_key.is_some() {
+                return Err(InvalidConfig("cluster.nats_cert and cluster.nats_key go together".into()));
             }
         }
         Ok(())
@@ -503,6 +546,25 @@ mod tests {
         let over = ServerConfig { group_ack: GroupAckPolicy { member_cap: 20_000, ..d }, ..ServerConfig::default() };
         assert!(over.validate().is_err());
         assert!(ServerConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn nats_credentials_and_tls_files_go_together() {
+        let node = "[cluster]\nnode_id = 2\nnats = \"tls://127.0.0.1:4222\"\nrole = \"gateway\"\n";
+        let ok = ServerConfig::from_toml_str(&format!("{node}nats_user = \"r\"\nnats_password = \"p\"\nnats_ca = \"ca.pem\"\n")).unwrap();
+        let c = ok.cluster.unwrap();
+        assert_eq!((c.nats_user.as_deref(), c.nats_password.as_deref()), (Some("r"), Some("p")));
+        assert_eq!(c.nats_ca, Some(PathBuf::from("ca.pem")));
+        assert!(ServerConfig::from_toml_str(&format!("{node}nats_token = \"t\"\n")).is_ok());
+        for (bad, why) in [
+            ("nats_user = \"r\"\n", "go together"),
+            ("nats_password = \"p\"\n", "go together"),
+            ("nats_token = \"t\"\nnats_user = \"r\"\nnats_password = \"p\"\n", "not both"),
+            ("nats_cert = \"c.pem\"\n", "go together"),
+        ] {
+            let e = ServerConfig::from_toml_str(&format!("{node}{bad}")).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
     }
 
     #[test]

@@ -208,7 +208,7 @@ async fn start_node(config: ServerConfig, store: Box<dyn ServerStore>, lease: Bo
     // frames go out through the remote router.
     let (remote, first) = match &config.cluster {
         Some(c) => {
-            let client = crate::cluster::connect(&c.nats, format!("receipt-{}-sequencer-{}", c.name, c.node_id)).await?;
+            let client = crate::cluster::connect(c, format!("receipt-{}-sequencer-{}", c.name, c.node_id)).await?;
             let r = crate::cluster::sequencer::start(
                 client,
                 c.name.clone(),
@@ -269,7 +269,7 @@ async fn start_gateway(config: ServerConfig, c: crate::config::ClusterConfig) ->
         _ => None,
     };
     let ops = Ops { addr: ops_addr, metrics: metrics.clone(), health: health.clone(), stop: Arc::new(ops_stop) };
-    let client = crate::cluster::connect(&c.nats, format!("receipt-{}-gateway-{}", c.name, c.node_id)).await?;
+    let client = crate::cluster::connect(&c, format!("receipt-{}-gateway-{}", c.name, c.node_id)).await?;
     let (core_tx, core_rx) = mpsc::channel(8192);
     let (done_tx, core_done) = oneshot::channel();
     let (ready_tx, ready) = watch::channel(false);

@@ -206,6 +206,13 @@ struct ServeArgs {
     /// standby leads about one to two leases after the sequencer died (docs/deployment.md).
     #[arg(long)]
     lease_ms: Option<u64>,
+    /// Cluster: the NATS user (its password from RECEIPT_SERVER_NATS_PASSWORD; a token from
+    /// RECEIPT_SERVER_NATS_TOKEN instead).
+    #[arg(long)]
+    nats_user: Option<String>,
+    /// Cluster: PEM file of the CA of nats-server's certificate (TLS to NATS is then required).
+    #[arg(long)]
+    nats_ca: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -399,15 +406,42 @@ fn serve(a: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     if let (Some(node_id), Some(nats), Some(role)) = (a.node_id, a.nats, a.role) {
         let name = a.cluster_name.or_else(|| c.cluster.as_ref().map(|c| c.name.clone())).unwrap_or_else(|| "default".into());
         let lease_ms = c.cluster.as_ref().map_or(receipt_server::config::DEFAULT_LEASE_MS, |c| c.lease_ms);
-        c.cluster = Some(ClusterConfig { node_id, nats, role, name, lease_ms });
+        let old = c.cluster.take();
+        let mut cl = ClusterConfig::new(node_id, nats, role, name);
+        cl.lease_ms = lease_ms;
+        // NATS credentials and TLS files of the file's [cluster] stay (flags below override).
+        if let Some(o) = old {
+            (cl.nats_user, cl.nats_password, cl.nats_token) = (o.nats_user, o.nats_password, o.nats_token);
+            (cl.nats_ca, cl.nats_cert, cl.nats_key) = (o.nats_ca, o.nats_cert, o.nats_key);
+        }
+        c.cluster = Some(cl);
     } else if let (Some(name), Some(cl)) = (a.cluster_name, c.cluster.as_mut()) {
         cl.name = name;
     }
-    if let Some(ms) = a.lease_ms {
-        match c.cluster.as_mut() {
-            Some(cl) => cl.lease_ms = ms,
-            None => return Err("--lease-ms is for a cluster node (--node-id, --nats, --role or [cluster])".into()),
+    let cluster_flags = a.lease_ms.is_some() || a.nats_user.is_some() || a.nats_ca.is_some();
+    match c.cluster.as_mut() {
+        Some(cl) => {
+            if let Some(ms) = a.lease_ms {
+                cl.lease_ms = ms;
+            }
+            if let Some(u) = a.nats_user {
+                cl.nats_user = Some(u);
+            }
+            if let Some(ca) = a.nats_ca {
+                cl.nats_ca = Some(ca);
+            }
+            // Secrets from the environment rather than a flag (visible in `ps`) or the file.
+            if let Ok(p) = std::env::var("RECEIPT_SERVER_NATS_PASSWORD") {
+                cl.nats_password = Some(p);
+            }
+            if let Ok(t) = std::env::var("RECEIPT_SERVER_NATS_TOKEN") {
+                cl.nats_token = Some(t);
+            }
         }
+        None if cluster_flags => {
+            return Err("--lease-ms, --nats-user and --nats-ca are for a cluster node (--node-id, --nats, --role or [cluster])".into())
+        }
+        None => {}
     }
     if c.cluster.as_ref().is_some_and(|cl| cl.node_id == 0) {
         return Err("a cluster node's node_id must be 1..=65535".into());

@@ -678,3 +678,80 @@ fn an_elected_sequencer_cut_off_from_nats_past_its_lease_stops_and_the_standby_l
     bob.wait_unread(&chat("alice"), N as u32);
     assert_eq!(c.stored_messages(), N as i64, "each message stored once");
 }
+
+/// Runs `receipt-server serve --config <toml>` expecting it to exit within 10 s: its status
+/// (`None`: still running, then killed) and what it printed on stderr.
+fn start_fails(toml: &str) -> (Option<std::process::ExitStatus>, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (conf, log) = (dir.path().join("server.toml"), dir.path().join("stderr"));
+    let secret = receipt_testkit::SECRET;
+    std::fs::write(&conf, format!("addr = \"127.0.0.1:0\"\nsecret = \"{secret}\"\n{toml}")).expect("config");
+    let mut child = std::process::Command::new(receipt_testkit::server_binary().expect("server binary"))
+        .args(["serve", "--in-memory", "--config"])
+        .arg(&conf)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("start receipt-server");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            break Some(s);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status, std::fs::read_to_string(&log).unwrap_or_default())
+}
+
+/// nats-server requiring TLS and a user with a password (as an operator would run it): nodes
+/// given the CA and the credentials serve receipts across each other (the sequencer's password
+/// from the environment and its user from a flag, the gateway's from its file); a node with a
+/// wrong password, or without the CA, does not start and says why, at once.
+#[test]
+fn nodes_reach_nats_over_tls_with_a_password_and_refuse_to_start_without_them() {
+    let ca = receipt_testkit::TestCa::new();
+    let server_side = format!(
+        "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n}}\nauthorization {{\n  user: receipt\n  password: s3cret\n}}\n",
+        ca.cert_path, ca.key_path
+    );
+    let Some(nats) = NatsServer::start_with(&server_side) else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca_file = dir.path().join("nats-ca.pem");
+    std::fs::write(&ca_file, &ca.ca_pem).expect("CA file");
+    let url = format!("tls://127.0.0.1:{}", nats.port());
+    let node = |n: u16, role: &str, tls: bool, creds: &str| {
+        let ca = if tls { format!("nats_ca = {:?}\n", ca_file.display().to_string()) } else { String::new() };
+        format!("{NO_RATE_LIMITS}\n[cluster]\nnode_id = {n}\nnats = \"{url}\"\nrole = \"{role}\"\nname = \"t\"\n{ca}{creds}")
+    };
+    let bin = receipt_testkit::server_binary().expect("server binary");
+    let from_env: receipt_testkit::child::ConfigureCommand = Box::new(|cmd| {
+        cmd.args(["--nats-user", "receipt"]).env("RECEIPT_SERVER_NATS_PASSWORD", "s3cret");
+    });
+    let seq = ChildServer::try_start_with(&bin, Some(dir.path()), &node(1, "sequencer", true, ""), Some(from_env))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let gw_creds = "nats_user = \"receipt\"\nnats_password = \"s3cret\"\n";
+    let gw = ChildServer::try_start(&bin, None, &node(2, "gateway", true, gw_creds)).unwrap_or_else(|e| panic!("{e}"));
+    let alice = online("alice/phone", seq.port());
+    let bob = online("bob/phone", gw.port());
+    let m = alice.send_chat("bob", "over TLS");
+    assert_eq!(bob.received(1)[0].id, m.id);
+    bob.ack_read(m.id);
+    assert_eq!(alice.read(1)[0].id, m.id);
+
+    let t = Instant::now();
+    let (status, log) = start_fails(&node(3, "gateway", true, "nats_user = \"receipt\"\nnats_password = \"wrong\"\n"));
+    assert!(status.is_some_and(|s| !s.success()), "a wrong password fails the start ({status:?}): {log}");
+    assert!(log.contains("authorization violation"), "and says why: {log}");
+    let (status, log) = start_fails(&node(3, "gateway", false, gw_creds));
+    assert!(status.is_some_and(|s| !s.success()), "a server certificate it cannot verify fails the start ({status:?}): {log}");
+    assert!(log.contains("TLS"), "and says why: {log}");
+    assert!(t.elapsed() < Duration::from_secs(8), "at once, not after retries: {:?}", t.elapsed());
+    let (status, log) = start_fails(&node(3, "gateway", true, "nats_user = \"receipt\"\n"));
+    assert!(status.is_some_and(|s| !s.success()) && log.contains("go together"), "a user without a password: {log}");
+}

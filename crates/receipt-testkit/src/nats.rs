@@ -31,6 +31,12 @@ impl NatsServer {
     /// Starts one on a free loopback port. `None` only when the binary is missing and
     /// `RECEIPT_SKIP_NATS=1` (a SKIPPED line says so); panics otherwise if it cannot start.
     pub fn start() -> Option<NatsServer> {
+        NatsServer::start_with("")
+    }
+
+    /// [`NatsServer::start`] with `extra` appended to its config file (e.g. nats-server's
+    /// `tls { ... }` and `authorization { ... }` blocks).
+    pub fn start_with(extra: &str) -> Option<NatsServer> {
         let Some(bin) = nats_binary() else {
             if std::env::var("RECEIPT_SKIP_NATS").as_deref() == Ok("1") {
                 eprintln!(
@@ -44,7 +50,7 @@ impl NatsServer {
         let port = free_port();
         let conf = dir.path().join("nats.conf");
         // A message may hold a frame of up to 1 MiB (max_frame) plus its envelope.
-        let text = format!("host: 127.0.0.1\nport: {port}\nmax_payload: 4MB\n");
+        let text = format!("host: 127.0.0.1\nport: {port}\nmax_payload: 4MB\n{extra}\n");
         std::fs::write(&conf, text).expect("write nats.conf");
         let mut s = NatsServer { child: None, bin, conf, port, _dir: dir };
         s.launch();

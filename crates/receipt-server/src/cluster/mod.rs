@@ -41,6 +41,7 @@ pub mod wire;
 
 use std::time::Duration;
 
+use crate::config::ClusterConfig;
 use crate::core::SessionId;
 
 /// How often each side tells the other its last sequence number.
@@ -94,18 +95,59 @@ pub(crate) async fn publish(client: &async_nats::Client, subject: String, bytes:
     }
 }
 
-/// Connects to NATS, retrying in the background (a node starts before its NATS server is up;
-/// the heartbeats say when the other side is reachable).
-pub(crate) async fn connect(url: &str, name: String) -> std::io::Result<async_nats::Client> {
-    async_nats::ConnectOptions::new()
+/// Connects to NATS with the node's credentials and TLS settings. A refusal that retrying
+/// cannot mend (bad credentials, a certificate not trusted, a malformed URL) fails the start
+/// with a clear error; an unreachable server is retried in the background (a node may start
+/// before its NATS server; the heartbeats say when the other side is reachable).
+pub(crate) async fn connect(c: &ClusterConfig, name: String) -> std::io::Result<async_nats::Client> {
+    use async_nats::ConnectErrorKind as K;
+    match options(c, &name).connect(&c.nats).await {
+        Ok(client) => return Ok(client),
+        Err(e) if is_tls_refusal(&e) => {
+            return Err(std::io::Error::other(format!("NATS {}: TLS handshake refused: {e} (check cluster.nats_ca)", c.nats)));
+        }
+        Err(e) if matches!(e.kind(), K::AuthorizationViolation | K::Authentication | K::Tls | K::ServerParse) => {
+            return Err(std::io::Error::other(format!("NATS {}: {e} (check the [cluster] nats settings)", c.nats)));
+        }
+        Err(e) => log::warn!("NATS {} not reachable yet ({e}); retrying in the background", c.nats),
+    }
+    options(c, &name).retry_on_initial_connect().connect(&c.nats).await.map_err(std::io::Error::other)
+}
+
+/// A TLS handshake that failed (a certificate not trusted, a name that does not match): the
+/// client reports it as I/O, but retrying cannot mend it.
+fn is_tls_refusal(e: &async_nats::ConnectError) -> bool {
+    let mut source = std::error::Error::source(e);
+    for _ in 0..8 {
+        let Some(s) = source else { return false };
+        let inner = s.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).map(|i| i as &(dyn std::error::Error + 'static));
+        if s.is::<rustls::Error>() || inner.is_some_and(|i| i.is::<rustls::Error>()) {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+fn options(c: &ClusterConfig, name: &str) -> async_nats::ConnectOptions {
+    let mut o = async_nats::ConnectOptions::new()
         .name(name)
-        .retry_on_initial_connect()
         .max_reconnects(None)
         .reconnect_delay_callback(|n| Duration::from_millis((50 * (n as u64 + 1)).min(500)))
-        .subscription_capacity(SUBSCRIPTION_CAPACITY)
-        .connect(url)
-        .await
-        .map_err(std::io::Error::other)
+        .subscription_capacity(SUBSCRIPTION_CAPACITY);
+    if let (Some(user), Some(password)) = (&c.nats_user, &c.nats_password) {
+        o = o.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(token) = &c.nats_token {
+        o = o.token(token.clone());
+    }
+    if let Some(ca) = &c.nats_ca {
+        o = o.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let (Some(cert), Some(key)) = (&c.nats_cert, &c.nats_key) {
+        o = o.add_client_certificate(cert.clone(), key.clone()).require_tls(true);
+    }
+    o
 }
 
 /// A sender's stream to one receiver: the epoch and the next sequence number, and the check a
