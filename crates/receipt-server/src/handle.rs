@@ -107,9 +107,15 @@ pub async fn start(config: ServerConfig) -> io::Result<Server> {
     let cfg = config.clone();
     let pg = config.pg.clone().filter(|_| config.backend == Backend::Postgres);
     // A sequencer or standby on PostgreSQL is elected: it waits for the cluster's lock on its
-    // commit connection (and one lease more) before it loads anything (cluster/lease.rs).
+    // commit connection (and one lease more) before it loads anything (cluster/lease.rs). Its
+    // metrics listener answers meanwhile: `/readyz` says why it is not ready.
     let elect = config.cluster.clone().filter(|_| pg.is_some());
-    let (store, lease) = tokio::task::spawn_blocking(move || -> io::Result<_> {
+    config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let (ops, cluster_metrics) = start_ops(&config, config.data_dir.clone()).await?;
+    if elect.is_some() {
+        ops.health.set_check(LOCK_CHECK, Err("not holding the sequencer lock yet (a standby while another node leads)".into()));
+    }
+    let opened = tokio::task::spawn_blocking(move || -> io::Result<_> {
         let mut store = open_store(&cfg)?;
         let lease: Box<dyn Leadership> = match elect {
             Some(c) => {
@@ -124,8 +130,17 @@ pub async fn start(config: ServerConfig) -> io::Result<Server> {
         Ok((store, lease))
     })
     .await
-    .map_err(io::Error::other)??;
-    let server = start_node(config, store, lease).await?;
+    .map_err(io::Error::other)
+    .and_then(|r| r);
+    let (store, lease) = match opened {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = ops.stop.send(true);
+            return Err(e);
+        }
+    };
+    ops.health.set_check(LOCK_CHECK, Ok(()));
+    let server = start_node(config, store, lease, ops, cluster_metrics).await?;
     if let Some(pg) = pg {
         crate::store::postgres::spawn_readiness_check(pg, Arc::downgrade(server.health()));
     }
@@ -135,26 +150,21 @@ pub async fn start(config: ServerConfig) -> io::Result<Server> {
 /// Starts a server with a given store (any [`ServerStore`] backend). A cluster's sequencer
 /// started this way holds the static lease (no election: [`start`] elects on PostgreSQL).
 pub async fn start_with_store(config: ServerConfig, store: Box<dyn ServerStore>) -> io::Result<Server> {
-    start_node(config, store, Box::new(StaticLeadership)).await
+    config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let (ops, cluster_metrics) = start_ops(&config, config.data_dir.clone()).await?;
+    start_node(config, store, Box::new(StaticLeadership), ops, cluster_metrics).await
 }
 
-/// [`start_with_store`], a cluster's sequencer holding `lease`.
-async fn start_node(config: ServerConfig, store: Box<dyn ServerStore>, lease: Box<dyn Leadership>) -> io::Result<Server> {
-    config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    if config.cluster.as_ref().is_some_and(|c| c.node_id == 0) {
-        return Err(io::Error::other("a cluster node's node_id must be 1..=65535"));
-    }
-    if config.secret == DEFAULT_SECRET && config.tokens.public_keys.is_empty() {
-        warn!("running with the default secret; set one for any real use");
-    }
-    let tls = crate::tls::acceptor(&config)?;
-    let tokens = crate::auth::Verifier::from_config(&config).map_err(io::Error::other)?;
-    let listener = bind_listener(config.addr)?;
-    let local_addr = listener.local_addr()?;
-    // The metrics listener answers before the store is loaded: `/readyz` says "starting" meanwhile.
+/// The `/readyz` check of an elected node that does not hold the sequencer lock yet.
+const LOCK_CHECK: &str = "sequencer lock";
+
+/// The operations side of a node, started first (a standby answers `/livez` and `/readyz`
+/// while it waits; `/readyz` says "starting" until the node serves): its metrics (with the
+/// cluster's series, registered when it is a cluster node) and the listener when configured.
+async fn start_ops(config: &ServerConfig, data_dir: Option<std::path::PathBuf>) -> io::Result<(Ops, ClusterMetrics)> {
     let health = Arc::new(Health::default());
     let cluster_metrics = ClusterMetrics::default();
-    let metrics = new_metrics(&config, config.data_dir.clone(), &cluster_metrics);
+    let metrics = new_metrics(config, data_dir, &cluster_metrics);
     let (ops_stop, ops_stop_rx) = watch::channel(false);
     let ops_addr = match (config.metrics_addr, &metrics) {
         (Some(addr), Some(m)) => {
@@ -169,7 +179,45 @@ async fn start_node(config: ServerConfig, store: Box<dyn ServerStore>, lease: Bo
         }
         _ => None,
     };
-    let ops = Ops { addr: ops_addr, metrics: metrics.clone(), health: health.clone(), stop: Arc::new(ops_stop) };
+    Ok((Ops { addr: ops_addr, metrics, health, stop: Arc::new(ops_stop) }, cluster_metrics))
+}
+
+/// [`start_with_store`], a cluster's sequencer holding `lease`.
+/// `ops` is stopped if the start fails.
+async fn start_node(
+    config: ServerConfig,
+    store: Box<dyn ServerStore>,
+    lease: Box<dyn Leadership>,
+    ops: Ops,
+    cluster_metrics: ClusterMetrics,
+) -> io::Result<Server> {
+    let stop_ops = ops.stop.clone();
+    let started = start_node_with(config, store, lease, ops, cluster_metrics).await;
+    if started.is_err() {
+        let _ = stop_ops.send(true);
+    }
+    started
+}
+
+async fn start_node_with(
+    config: ServerConfig,
+    store: Box<dyn ServerStore>,
+    lease: Box<dyn Leadership>,
+    ops: Ops,
+    cluster_metrics: ClusterMetrics,
+) -> io::Result<Server> {
+    if config.cluster.as_ref().is_some_and(|c| c.node_id == 0) {
+        return Err(io::Error::other("a cluster node's node_id must be 1..=65535"));
+    }
+    if config.secret == DEFAULT_SECRET && config.tokens.public_keys.is_empty() {
+        warn!("running with the default secret; set one for any real use");
+    }
+    let tls = crate::tls::acceptor(&config)?;
+    let tokens = crate::auth::Verifier::from_config(&config).map_err(io::Error::other)?;
+    let listener = bind_listener(config.addr)?;
+    let local_addr = listener.local_addr()?;
+    // The metrics listener answers before the store is loaded: `/readyz` says "starting" meanwhile.
+    let (health, metrics) = (ops.health.clone(), ops.metrics.clone());
     // With a reader (redb, PostgreSQL) only the hot state is loaded and the rest is read on
     // demand; the in-memory store keeps everything resident. Off the runtime's threads (see
     // `start`).
@@ -180,21 +228,10 @@ async fn start_node(config: ServerConfig, store: Box<dyn ServerStore>, lease: Bo
         lease.renew(&mut *store, crate::pipeline::now_ms());
         (store, state, lease)
     })
-    .await;
-    let (store, state, lease) = match loaded {
-        Ok((store, state, lease)) => (store, state.map_err(io::Error::other), lease),
-        Err(e) => {
-            let _ = ops.stop.send(true);
-            return Err(io::Error::other(e));
-        }
-    };
-    let state = match state {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = ops.stop.send(true);
-            return Err(io::Error::other(e));
-        }
-    };
+    .await
+    .map_err(io::Error::other)?;
+    let (store, state, lease) = loaded;
+    let state = state.map_err(io::Error::other)?;
     let core = match store.reader() {
         Some(reader) => ServerCore::with_store(CoreConfig::from(&config), state, reader, config.cache_bytes),
         None => ServerCore::new(CoreConfig::from(&config), state),
@@ -209,6 +246,7 @@ async fn start_node(config: ServerConfig, store: Box<dyn ServerStore>, lease: Bo
     let (remote, first) = match &config.cluster {
         Some(c) => {
             let client = crate::cluster::connect(c, format!("receipt-{}-sequencer-{}", c.name, c.node_id)).await?;
+            cluster_metrics.leading.set(1);
             let r = crate::cluster::sequencer::start(
                 client,
                 c.name.clone(),
@@ -255,21 +293,15 @@ async fn start_gateway(config: ServerConfig, c: crate::config::ClusterConfig) ->
     let tokens = crate::auth::Verifier::from_config(&config).map_err(io::Error::other)?;
     let listener = bind_listener(config.addr)?;
     let local_addr = listener.local_addr()?;
-    let health = Arc::new(Health::default());
-    let cluster_metrics = ClusterMetrics::default();
-    let metrics = new_metrics(&config, None, &cluster_metrics);
-    let (ops_stop, ops_stop_rx) = watch::channel(false);
-    let ops_addr = match (config.metrics_addr, &metrics) {
-        (Some(addr), Some(m)) => {
-            let l = crate::http::bind(addr).await?;
-            let bound = l.local_addr()?;
-            crate::http::spawn(l, m.clone(), health.clone(), ops_stop_rx);
-            Some(bound)
+    let (ops, cluster_metrics) = start_ops(&config, None).await?;
+    let (health, metrics) = (ops.health.clone(), ops.metrics.clone());
+    let client = match crate::cluster::connect(&c, format!("receipt-{}-gateway-{}", c.name, c.node_id)).await {
+        Ok(client) => client,
+        Err(e) => {
+            let _ = ops.stop.send(true);
+            return Err(e);
         }
-        _ => None,
     };
-    let ops = Ops { addr: ops_addr, metrics: metrics.clone(), health: health.clone(), stop: Arc::new(ops_stop) };
-    let client = crate::cluster::connect(&c, format!("receipt-{}-gateway-{}", c.name, c.node_id)).await?;
     let (core_tx, core_rx) = mpsc::channel(8192);
     let (done_tx, core_done) = oneshot::channel();
     let (ready_tx, ready) = watch::channel(false);

@@ -438,6 +438,8 @@ struct Candidate {
     child: std::process::Child,
     lines: std::sync::mpsc::Receiver<String>,
     log: std::path::PathBuf,
+    /// Its metrics listener (a fixed free port: it answers while the node waits for the lock).
+    metrics: std::net::SocketAddr,
     _dir: tempfile::TempDir,
 }
 
@@ -447,8 +449,9 @@ impl Candidate {
         let dir = tempfile::tempdir().expect("temp dir");
         let conf = dir.path().join("server.toml");
         let secret = receipt_testkit::SECRET;
+        let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], receipt_testkit::dead_port()));
         let text = format!(
-            "addr = \"127.0.0.1:0\"\nsecret = \"{secret}\"\nbackend = \"postgres\"\npg = {conninfo:?}\n{NO_RATE_LIMITS}\n\
+            "addr = \"127.0.0.1:0\"\nmetrics_addr = \"{metrics}\"\nsecret = \"{secret}\"\nbackend = \"postgres\"\npg = {conninfo:?}\n{NO_RATE_LIMITS}\n\
              [group_ack]\nenabled = true\n\n[tokens]\nleeway_secs = 0\n\n\
              [cluster]\nnode_id = {node}\nnats = \"{nats}\"\nrole = \"standby\"\nname = \"t\"\n"
         );
@@ -475,7 +478,7 @@ impl Candidate {
                 }
             }
         });
-        Candidate { child, lines, log, _dir: dir }
+        Candidate { child, lines, log, metrics, _dir: dir }
     }
 
     /// Waits (at most `limit`) until it leads: its client port.
@@ -503,6 +506,21 @@ impl Candidate {
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `GET path` on its metrics listener, retried (bounded) while the listener is not up yet.
+    fn ops_get(&self, path: &str) -> (u16, String) {
+        let deadline = Instant::now() + FAULT_WAIT;
+        loop {
+            match receipt_testkit::ops::http_get(self.metrics, path) {
+                Ok(r) => return r,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("{path} on {}: {e}\n{}", self.metrics, self.log()),
+            }
+        }
     }
 }
 
@@ -561,6 +579,14 @@ fn sigkill_of_the_elected_sequencer_under_load_the_standby_takes_over() {
         c.standby.log(),
         c.seq.log()
     );
+    // A waiting standby answers its operator: alive, not ready, and why; not leading.
+    assert_eq!(c.standby.ops_get("/livez").0, 200);
+    let (status, why) = c.standby.ops_get("/readyz");
+    assert_eq!(status, 503, "a waiting standby is not ready: {why}");
+    assert!(why.contains("sequencer lock"), "{why}");
+    let metrics = c.standby.ops_get("/metrics").1;
+    assert_eq!(receipt_testkit::ops::sample(&metrics, "receipt_cluster_leading"), Some(0.0), "{metrics}");
+    assert_eq!(receipt_testkit::ops::sample(&c.seq.ops_get("/metrics").1, "receipt_cluster_leading"), Some(1.0));
     let bob = online("bob/phone", gw3);
     let alice = std::thread::spawn(move || timed_sends("alice/phone", gw2, "bob", N, Duration::from_millis(10)));
     let mut seen = HashMap::new();
@@ -572,6 +598,8 @@ fn sigkill_of_the_elected_sequencer_under_load_the_standby_takes_over() {
     let _ = c.seq.child.wait();
     assert!(c.standby.wait_leading(FAULT_WAIT).is_some(), "the standby took over: {}", c.standby.log());
     let leading = killed.elapsed();
+    assert_eq!(c.standby.ops_get("/readyz").0, 200, "leading, it is ready");
+    assert_eq!(receipt_testkit::ops::sample(&c.standby.ops_get("/metrics").1, "receipt_cluster_leading"), Some(1.0));
     let sent = alice.join().expect("sender");
     // The first answer after the kill came through the new sequencer (the old one is gone).
     let first = sent.iter().map(|(_, t)| *t).filter(|t| *t > killed).min().expect("sends answered after the kill");

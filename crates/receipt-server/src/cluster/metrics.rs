@@ -11,6 +11,8 @@ use prometheus_client::registry::Registry;
 /// A node's cluster metrics; clones count into the same series.
 #[derive(Clone, Default)]
 pub struct ClusterMetrics {
+    /// 1 on the node running as the sequencer; 0 on a gateway and a standby.
+    pub(crate) leading: Gauge,
     /// Gateway: 1 while the sequencer is heard. Sequencer: gateways heard.
     pub(crate) peers: Gauge,
     /// Gaps seen in a stream this node receives (messages lost between two nodes).
@@ -34,6 +36,7 @@ impl ClusterMetrics {
     /// Registers every series under `receipt_cluster_*`.
     pub fn register(&self, r: &mut Registry) {
         let r = r.sub_registry_with_prefix("cluster");
+        r.register("leading", "1 on the node that runs as the sequencer, 0 on gateways and waiting standbys", self.leading.clone());
         r.register("peers", "Gateway: 1 while it hears the sequencer; sequencer: gateways it hears", self.peers.clone());
         r.register("gaps", "Gaps seen in a stream this node receives over NATS (lost messages)", self.gaps.clone());
         r.register("epochs", "New epochs seen in a stream this node receives (the other side restarted)", self.epochs.clone());
