@@ -5,8 +5,13 @@
 //! splits them per gateway and queues them (bounded, never waiting) for the sequencer task.
 //! The task owns the registry of gateways (their streams, their sessions), publishes, sends
 //! heartbeats and drops what a gap or a silence makes unreliable.
+//!
+//! The task never waits on the core: while the core's channel is full (a long login sync, a
+//! slow commit), inputs wait in a short queue of the task's own and it stops reading NATS, but
+//! it goes on publishing committed batches and heartbeats. Waiting on the core there would let
+//! the publish queue overflow and drop every session of a gateway for nothing.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -124,6 +129,10 @@ struct Sequencer {
     cluster: String,
     epoch: u64,
     core_tx: mpsc::Sender<CoreMsg>,
+    /// Inputs for the core that did not fit its channel yet, in order. Bounded: the task reads
+    /// no NATS message while it holds any, so it holds at most one message's inputs and the
+    /// sessions of the gateways it closed meanwhile.
+    to_core: VecDeque<CoreMsg>,
     gateways: HashMap<u16, Gw>,
     lost: Arc<Mutex<HashSet<u16>>>,
     /// The lease's deadline (ms): past it this node publishes nothing (a successor may lead).
@@ -151,11 +160,13 @@ pub(crate) async fn start(
     let lost = Arc::new(Mutex::new(HashSet::new()));
     let deadline = lease.shared_deadline();
     let nats = client.clone();
+    let core = core_tx.clone();
     let mut seq = Sequencer {
         client,
         cluster,
         epoch: now_ms(),
         core_tx,
+        to_core: VecDeque::new(),
         gateways: HashMap::new(),
         lost: lost.clone(),
         deadline,
@@ -165,8 +176,16 @@ pub(crate) async fn start(
         let mut beat = tokio::time::interval(HEARTBEAT);
         loop {
             tokio::select! {
-                m = sub.next() => match m {
-                    Some(m) => seq.on_gateway_message(&m.payload).await,
+                // Inputs wait for the core here, never in a send: publishing goes on meanwhile.
+                permit = core.reserve(), if !seq.to_core.is_empty() => match permit {
+                    Ok(permit) => seq.feed_core(permit),
+                    Err(_) => break,
+                },
+                m = sub.next(), if seq.to_core.is_empty() => match m {
+                    Some(m) => {
+                        seq.on_gateway_message(&m.payload).await;
+                        seq.feed_core_now();
+                    }
                     None => break,
                 },
                 b = rx.recv() => match b {
@@ -234,7 +253,7 @@ impl Sequencer {
         for node in silent {
             warn!("sequencer: gateway {node} silent for {GATEWAY_SILENT:?}: closing its sessions");
             if let Some(gw) = self.gateways.remove(&node) {
-                self.close(gw.sessions).await;
+                self.close(gw.sessions);
             }
         }
         self.metrics.peers.set(self.gateways.len() as i64);
@@ -249,11 +268,33 @@ impl Sequencer {
     }
 
     /// The sessions are gone: the core forgets them (as if their connections closed).
-    async fn close(&self, sessions: HashSet<SessionId>) {
+    fn close(&mut self, sessions: HashSet<SessionId>) {
         self.metrics.sessions_dropped.inc_by(sessions.len() as u64);
-        for session in sessions {
-            if self.core_tx.send(CoreMsg::Closed { session }).await.is_err() {
-                return;
+        self.to_core.extend(sessions.into_iter().map(|session| CoreMsg::Closed { session }));
+    }
+
+    /// Sends the oldest waiting input through `permit`, then as many more as fit now.
+    fn feed_core(&mut self, permit: mpsc::Permit<'_, CoreMsg>) {
+        if let Some(m) = self.to_core.pop_front() {
+            permit.send(m);
+        }
+        self.feed_core_now();
+    }
+
+    /// Sends waiting inputs while the core's channel has room, in order; the rest wait.
+    fn feed_core_now(&mut self) {
+        while let Some(m) = self.to_core.pop_front() {
+            match self.core_tx.try_send(m) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(m)) => {
+                    self.to_core.push_front(m);
+                    return;
+                }
+                // The core is gone (shutting down): nothing to feed.
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.to_core.clear();
+                    return;
+                }
             }
         }
     }
@@ -288,7 +329,7 @@ impl Sequencer {
                 if !old.is_empty() {
                     info!("sequencer: gateway {node} restarted: closing its {} old sessions", old.len());
                 }
-                self.close(old).await;
+                self.close(old);
             }
             Seen::Gap => {
                 self.metrics.gaps.inc();
@@ -298,7 +339,7 @@ impl Sequencer {
                 for s in &old {
                     b.push(s);
                 }
-                self.close(old).await;
+                self.close(old);
                 if let Some(seq) = self.next_seq(node) {
                     let bytes = b.finish(Header { kind: Kind::Drop, node: 0, epoch: self.epoch, seq });
                     self.publish(node, bytes).await;
@@ -329,9 +370,7 @@ impl Sequencer {
                 Input::Closed { session } if gw.sessions.remove(&session) => CoreMsg::Closed { session },
                 _ => continue,
             };
-            if self.core_tx.send(msg).await.is_err() {
-                return;
-            }
+            self.to_core.push_back(msg);
         }
     }
 }
