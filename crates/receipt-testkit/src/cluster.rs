@@ -346,3 +346,57 @@ fn copy(mut from: TcpStream, mut to: TcpStream) {
     let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node that answers each connection with its tag, then echoes.
+    fn tagged_node(tag: u8) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for s in l.incoming().take(16) {
+                let Ok(mut s) = s else { return };
+                std::thread::spawn(move || {
+                    let _ = s.write_all(&[tag]);
+                    let mut buf = [0u8; 64];
+                    while let Ok(n @ 1..) = s.read(&mut buf) {
+                        let _ = s.write_all(&buf[..n]);
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn read_byte(s: &mut TcpStream) -> Option<u8> {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut b = [0u8; 1];
+        match s.read(&mut b) {
+            Ok(1) => Some(b[0]),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn the_balancer_spreads_connections_in_turn_relays_both_ways_and_closes_them_on_drop() {
+        let balancer = Balancer::start("127.0.0.1:0".parse().unwrap(), vec![tagged_node(1), tagged_node(2), tagged_node(3)]).unwrap();
+        let mut clients: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(balancer.addr()).unwrap()).collect();
+        let tags: Vec<Option<u8>> = clients.iter_mut().map(read_byte).collect();
+        assert_eq!(tags, [Some(1), Some(2), Some(3), Some(1)], "round robin");
+        assert_eq!(balancer.per_node(), [2, 1, 1]);
+        clients[1].write_all(b"x").unwrap();
+        assert_eq!(read_byte(&mut clients[1]), Some(b'x'), "echoed through the relay");
+        assert_eq!(balancer.live(), 4);
+        let addr = balancer.addr();
+        drop(balancer);
+        assert_eq!(read_byte(&mut clients[0]), None, "closed with the balancer");
+        assert!(TcpStream::connect(addr).is_err(), "no longer listening");
+    }
+
+    #[test]
+    fn skip_on_cluster_skips_only_on_the_cluster() {
+        assert_eq!(skip_on_cluster("a unit test"), topology() == Topology::Cluster);
+    }
+}
