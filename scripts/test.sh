@@ -20,6 +20,10 @@ cargo test --workspace --all-targets
 step "server rule, persistence and hot-cache suites again on the PostgreSQL backend (a throwaway cluster per test binary; store contract and PostgreSQL fault tests ran above)"
 RECEIPT_TEST_BACKEND=postgres cargo test -p receipt-server --test rules --test persistence --test cache --test unread_and_batches
 
+step "end-to-end rule suites again on a 3-node cluster (RECEIPT_TEST_TOPOLOGY=cluster: a sequencer on PostgreSQL and two gateways over NATS, in process, behind a round-robin balancer, so one user's devices and their peers are on different nodes; 4 test threads: a cluster start mostly waits on its lease and heartbeats)"
+RECEIPT_TEST_TOPOLOGY=cluster cargo test -p receipt-server --test rules --test unread_and_batches --test group_delivery --test private_reading --test authz -- --test-threads=4
+RECEIPT_TEST_TOPOLOGY=cluster cargo test -p receipt-e2e --test rules --test unread_batches --test resilience --test large_groups -- --test-threads=4
+
 step "C header matches a fresh cbindgen run"
 scripts/check-header.sh
 

@@ -373,6 +373,8 @@ fn serve_connections(
 pub struct ServerHandle {
     local_addr: SocketAddr,
     ops: Ops,
+    /// A gateway: whether it hears the sequencer ([`Server::wait_ready`]).
+    ready: Option<watch::Receiver<bool>>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -380,7 +382,8 @@ pub struct ServerHandle {
 impl ServerHandle {
     /// Starts the server and returns once it listens (or failed to start).
     pub fn spawn_in_thread(config: ServerConfig) -> io::Result<ServerHandle> {
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<(SocketAddr, Ops)>>();
+        type Started = (SocketAddr, Ops, Option<watch::Receiver<bool>>);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<Started>>();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new().name("receipt-server".into()).spawn(move || {
             let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("receipt-srv-io").enable_all().build()
@@ -394,7 +397,7 @@ impl ServerHandle {
             rt.block_on(async move {
                 match start(config).await {
                     Ok(server) => {
-                        let _ = ready_tx.send(Ok((server.local_addr(), server.ops.clone())));
+                        let _ = ready_tx.send(Ok((server.local_addr(), server.ops.clone(), server.ready.clone())));
                         let _ = stop_rx.await;
                         server.shutdown().await;
                     }
@@ -404,8 +407,24 @@ impl ServerHandle {
                 }
             });
         })?;
-        let (local_addr, ops) = ready_rx.recv().map_err(|_| io::Error::other("server thread died"))??;
-        Ok(ServerHandle { local_addr, ops, stop: Some(stop_tx), thread: Some(thread) })
+        let (local_addr, ops, ready) = ready_rx.recv().map_err(|_| io::Error::other("server thread died"))??;
+        Ok(ServerHandle { local_addr, ops, ready, stop: Some(stop_tx), thread: Some(thread) })
+    }
+
+    /// A gateway: waits (blocking, at most `limit`) until it hears the sequencer; true if it
+    /// does. Other nodes are ready at once ([`Server::wait_ready`]).
+    pub fn wait_ready(&self, limit: Duration) -> bool {
+        let Some(ready) = &self.ready else { return true };
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if *ready.borrow() {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// The bound address (with the real port when the config asked for port 0).

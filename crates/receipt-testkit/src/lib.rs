@@ -3,6 +3,8 @@
 //!
 //! - [`TestServer`]: the real server in this process, on a free loopback port, with a redb
 //!   store in a temp dir; stop, start again on the same data dir, stop and load its [`State`].
+//! - [`cluster`]: `RECEIPT_TEST_TOPOLOGY=cluster` makes every [`TestServer`] three nodes (a
+//!   sequencer on PostgreSQL, two gateways, NATS) behind a round-robin balancer.
 //! - [`ChildServer`]: the real `receipt-server` binary as a child process, configured by a TOML
 //!   file (its RSS and fds can be read, it can be SIGKILLed and restarted on the same data dir).
 //! - [`token`]: the one way to mint a login token, an HS256 JWT ([`SECRET`] is every kit
@@ -45,6 +47,7 @@
 //! path-only crates; it holds no test framework and no mock.
 
 pub mod child;
+pub mod cluster;
 pub mod device;
 pub mod nats;
 pub mod ops;
@@ -60,6 +63,7 @@ use std::time::Duration;
 use receipt_core::{ChatType, ConversationKey};
 
 pub use child::{server_binary, ChildServer};
+pub use cluster::{skip_on_cluster, topology, Topology};
 pub use device::{expect_err, read_ids, try_expect_err, Device};
 pub use nats::NatsServer;
 pub use receipt_server::{ServerConfig, State};

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use receipt_core::ConversationKey;
 use receipt_server::{ServerConfig, ServerHandle, State};
 
+use crate::cluster::{topology, TestCluster, Topology};
 use crate::SECRET;
 
 /// The config every kit server starts from: a free port on 127.0.0.1 (`:0`), [`SECRET`] (HS256
@@ -45,9 +46,17 @@ fn choose_backend(config: &mut ServerConfig) {
 /// The real server on its own tokio runtime in this process, with a redb store in a temp dir
 /// (removed on drop), or a PostgreSQL database ([`BACKEND_ENV`]). Dropping it shuts the server
 /// down.
+///
+/// With `RECEIPT_TEST_TOPOLOGY=cluster` ([`crate::cluster`]) it is three nodes behind a
+/// round-robin balancer instead (a sequencer on PostgreSQL and two gateways, over NATS): the
+/// address is the balancer's, stop/start again/stop and load act on every node, and the
+/// metrics are the sequencer's.
 pub struct TestServer {
     handle: Option<ServerHandle>,
+    /// The cluster topology's nodes (`handle` is `None` then).
+    cluster: Option<TestCluster>,
     /// What it was started with (the port stays `0` until [`TestServer::start_again`] pins it).
+    /// On the cluster topology: the sequencer's config (its store is the cluster's).
     pub config: ServerConfig,
     root: tempfile::TempDir,
     addr: SocketAddr,
@@ -62,13 +71,29 @@ impl TestServer {
 
     /// [`TestServer::start`], returning the error instead (for the demo and the load tool).
     pub fn try_start(f: impl FnOnce(&mut ServerConfig)) -> io::Result<TestServer> {
+        TestServer::try_start_on(topology(), f)
+    }
+
+    /// [`TestServer::start`] on `topology` whatever `RECEIPT_TEST_TOPOLOGY` says (the kit's
+    /// own tests of the cluster topology).
+    pub fn start_on(topology: Topology, f: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        TestServer::try_start_on(topology, f).unwrap_or_else(|e| panic!("the test server does not start: {e}"))
+    }
+
+    /// [`TestServer::start_on`], returning the error instead.
+    pub fn try_start_on(topology: Topology, f: impl FnOnce(&mut ServerConfig)) -> io::Result<TestServer> {
         let root = tempfile::tempdir()?;
         let mut config = server_config(Some(root.path().join("server")));
         f(&mut config);
+        if topology == Topology::Cluster {
+            let (cluster, config) = TestCluster::start(&config, "127.0.0.1:0".parse().unwrap())?;
+            let addr = cluster.balancer_addr().expect("the cluster runs");
+            return Ok(TestServer { handle: None, cluster: Some(cluster), config, root, addr });
+        }
         choose_backend(&mut config);
         let handle = ServerHandle::spawn_in_thread(config.clone())?;
         let addr = handle.local_addr();
-        Ok(TestServer { handle: Some(handle), config, root, addr })
+        Ok(TestServer { handle: Some(handle), cluster: None, config, root, addr })
     }
 
     /// Where it listens (the last address it listened on, once stopped).
@@ -80,14 +105,40 @@ impl TestServer {
         self.addr.port()
     }
 
-    /// The metrics listener's address while running, when the config set `metrics_addr`.
-    pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.handle.as_ref().and_then(|h| h.metrics_addr())
+    /// The running nodes: the server, or on the cluster the sequencer, then the gateways.
+    fn nodes(&self) -> Vec<&ServerHandle> {
+        match &self.cluster {
+            Some(c) => c.handles(),
+            None => self.handle.iter().collect(),
+        }
     }
 
-    /// The running server's metrics, when the config set `metrics_addr`.
+    /// The metrics listener's address while running, when the config set `metrics_addr` (the
+    /// sequencer's on the cluster topology).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.nodes().first().and_then(|h| h.metrics_addr())
+    }
+
+    /// The running server's metrics, when the config set `metrics_addr` (the sequencer's on
+    /// the cluster topology).
     pub fn metrics(&self) -> Option<std::sync::Arc<receipt_server::Metrics>> {
-        self.handle.as_ref().and_then(|h| h.metrics().cloned())
+        self.nodes().first().and_then(|h| h.metrics().cloned())
+    }
+
+    /// Every running node's metrics listener, when the config set `metrics_addr`: one, or on
+    /// the cluster topology the sequencer's, then the gateways'.
+    pub fn node_metrics_addrs(&self) -> Vec<SocketAddr> {
+        self.nodes().iter().filter_map(|h| h.metrics_addr()).collect()
+    }
+
+    /// Whether this server is the cluster topology's three nodes ([`crate::cluster`]).
+    pub fn is_cluster(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// The cluster topology's NATS server (`None` on a single server).
+    pub fn nats_url(&self) -> Option<String> {
+        self.cluster.as_ref().map(|c| c.nats_url())
     }
 
     /// The temp dir that holds the store (`server/`); a place for the clients' dirs too.
@@ -96,20 +147,29 @@ impl TestServer {
     }
 
     pub fn is_running(&self) -> bool {
-        self.handle.is_some()
+        self.handle.is_some() || self.cluster.as_ref().is_some_and(|c| c.is_running())
     }
 
-    /// Stops the server (it commits what is in flight and closes the store). Idempotent.
+    /// Stops the server (it commits what is in flight and closes the store). Idempotent. On the
+    /// cluster topology: the balancer, the gateways, then the sequencer; NATS keeps running.
     pub fn stop(&mut self) {
         if let Some(h) = self.handle.take() {
             h.shutdown();
+        }
+        if let Some(c) = &mut self.cluster {
+            c.stop();
         }
     }
 
     /// Starts it again on the same data dir, on the same port if that can be bound again within
     /// a second, else on a new one. Returns the port it listens on.
     pub fn start_again(&mut self) -> u16 {
-        assert!(self.handle.is_none(), "stop the server first");
+        assert!(!self.is_running(), "stop the server first");
+        if let Some(c) = &mut self.cluster {
+            // The same database and NATS server; the balancer on the same port if it can.
+            self.addr = c.start_nodes(self.addr).expect("the test cluster starts again");
+            return self.port();
+        }
         let deadline = Instant::now() + Duration::from_secs(1);
         let mut config = self.config.clone();
         config.addr = self.addr;

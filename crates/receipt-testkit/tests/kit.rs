@@ -137,3 +137,71 @@ fn build_server_binary_once() {
         }
     });
 }
+
+/// `receipt_connections` on each node's metrics listener, once they read `want` (bounded: the
+/// gauge moves as the nodes accept); panics with the last values.
+fn wait_connections_per_node(srv: &TestServer, want: &[f64]) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let seen: Vec<f64> = srv
+            .node_metrics_addrs()
+            .into_iter()
+            .map(|a| ops::sample(&ops::scrape(a), "receipt_connections").expect("receipt_connections"))
+            .collect();
+        if seen == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "connections per node (sequencer first): {seen:?}, expected {want:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The cluster topology (RECEIPT_TEST_TOPOLOGY=cluster runs the rule suites on it): three
+/// successive connections land on three different nodes, and messages cross nodes, gateway to
+/// gateway included; a stop and a start again keep the store (PostgreSQL).
+#[test]
+fn the_cluster_topology_spreads_connections_over_three_nodes_and_messages_cross_them() {
+    let nats_missing = receipt_testkit::nats::nats_binary().is_none() && std::env::var("RECEIPT_SKIP_NATS").as_deref() == Ok("1");
+    if nats_missing {
+        eprintln!("\n*** SKIPPED: no nats-server binary (RECEIPT_SKIP_NATS=1): the cluster topology was not tested ***\n");
+        return;
+    }
+    if receipt_testkit::pg::shared().is_none() {
+        return; // SKIPPED said loudly
+    }
+    let mut srv = TestServer::start_on(Topology::Cluster, |c| c.metrics_addr = Some("127.0.0.1:0".parse().unwrap()));
+    assert!(srv.is_cluster());
+    assert_eq!(srv.config.backend, receipt_server::Backend::Postgres, "the sequencer's store is the cluster's");
+    assert_eq!(srv.node_metrics_addrs().len(), 3, "a sequencer and two gateways");
+    wait_connections_per_node(&srv, &[0.0, 0.0, 0.0]);
+
+    // Round robin: the sequencer, gateway 2, gateway 3.
+    let mut alice = RawClient::login(srv.addr(), "alice", "a1");
+    wait_connections_per_node(&srv, &[1.0, 0.0, 0.0]);
+    let mut bob = RawClient::login(srv.addr(), "bob", "b1");
+    wait_connections_per_node(&srv, &[1.0, 1.0, 0.0]);
+    let mut carol = RawClient::login(srv.addr(), "carol", "c1");
+    wait_connections_per_node(&srv, &[1.0, 1.0, 1.0]);
+
+    // Sequencer to gateway, gateway to gateway, gateway to sequencer.
+    alice.send_msg("bob", ChatType::Chat, "from the sequencer");
+    bob.send_msg("carol", ChatType::Chat, "gateway to gateway");
+    carol.send_msg("alice", ChatType::Chat, "back to the sequencer");
+    for (who, text) in [(&mut bob, "from the sequencer"), (&mut carol, "gateway to gateway"), (&mut alice, "back to the sequencer")] {
+        let got = who.event_matching(|e| matches!(e, ServerEvent::Message { .. }));
+        assert!(matches!(&got, ServerEvent::Message { msg } if msg.content == text), "{} got {got:?}", who.user);
+    }
+    drop((alice, bob, carol));
+    wait_connections_per_node(&srv, &[0.0, 0.0, 0.0]);
+
+    srv.stop();
+    assert!(!srv.is_running());
+    assert!(TcpStream::connect(srv.addr()).is_err(), "a stopped cluster's balancer does not listen");
+    srv.start_again();
+    let bob = RawClient::login(srv.addr(), "bob", "b1");
+    assert_eq!(bob.unread(ChatType::Chat, "alice"), 1, "kept across the restart");
+    drop(bob);
+    let state = srv.stop_and_load();
+    assert_eq!(server_unread(&state, "carol", &chat("bob")), 1);
+    assert_eq!(server_unread(&state, "alice", &chat("carol")), 1);
+}
