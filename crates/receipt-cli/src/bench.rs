@@ -299,7 +299,11 @@ impl Server {
                     v.push(Proc { name: "nats-server".into(), pid, tree: false, server: false });
                 }
             }
-            Target::External(pids) => v.extend(pids.iter().map(|&p| node(format!("server pid {p}"), p))),
+            // The n-th pid given is taken as the n-th address's server.
+            Target::External(pids) => v.extend(pids.iter().enumerate().map(|(k, &p)| match self.addrs.get(k) {
+                Some(a) => node(format!("server on {a}"), p),
+                None => node(format!("server {}", k + 1), p),
+            })),
         }
         if let Some(pid) = self._pg.as_ref().and_then(|pg| pg.postmaster_pid()) {
             v.push(Proc { name: "PostgreSQL (all processes)".into(), pid, tree: true, server: false });
@@ -726,7 +730,11 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
         println!("{desc}");
         println!("{human}");
         if let Some(r) = rss {
-            let whose = if embedded { "process peak RSS (server + load tool)" } else { "server peak RSS" };
+            let whose = match (embedded, node_count) {
+                (true, _) => "process peak RSS (server + load tool)",
+                (false, 1) => "server peak RSS",
+                (false, _) => "servers' peak RSS (summed)",
+            };
             println!("{whose}: {:.1} MiB", r as f64 / 1024.0);
         }
     }
