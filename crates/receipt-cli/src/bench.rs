@@ -2,8 +2,10 @@
 //!
 //! The server is embedded (its own threads, a temporary data directory, the redb store with one
 //! fsync per commit; `--backend postgres`: PostgreSQL), spawned as a child process
-//! (`--spawn-server`), or already running
-//! (`--server 127.0.0.1:PORT --secret S`). The load runs on a few threads (see
+//! (`--spawn-server`), a spawned cluster of N nodes over NATS (`--spawn-server --nodes N`,
+//! [`crate::bench_cluster`]), or already running
+//! (`--server 127.0.0.1:PORT[,127.0.0.1:PORT2,...] --secret S`: the connections spread over the
+//! addresses, see [`Server::node_of_receiver`]). The load runs on a few threads (see
 //! [`crate::bench_load`]) and stops by itself; a progress bar runs on stderr, the summary goes to
 //! stdout (`--json` for machines).
 
@@ -19,8 +21,11 @@ use receipt_testkit::{ChildServer, TestServer};
 use serde_json::json;
 use tokio::sync::watch;
 
+use crate::bench_cluster::SpawnedCluster;
 use crate::bench_load::{self, Conn, Progress};
-use crate::bench_stats::{cpu_by_thread_name, loadavg, peak_rss_kib, process_cpu, threads_cpu, Samples};
+use crate::bench_stats::{
+    cpu_by_thread_name, cpu_by_thread_name_of, loadavg, peak_rss_kib, process_cpu, process_tree_cpu, threads_cpu, Samples,
+};
 
 /// TOML for a spawned server: no per-user rate limits (see [`Server::start`]).
 const NO_RATE_LIMITS: &str = "[send_rate]\nper_sec = 0\nburst = 0\n\n[request_rate]\nper_sec = 0\nburst = 0\n";
@@ -71,19 +76,26 @@ pub struct BenchArgs {
     /// Message content size in bytes.
     #[arg(long, default_value_t = 32)]
     pub(crate) size: usize,
-    /// Target a running server instead of an embedded one.
-    #[arg(long)]
-    server: Option<SocketAddr>,
+    /// Target a running server instead of an embedded one; several addresses (comma-separated,
+    /// a cluster's nodes): the connections spread over them, a 1:1 pair's sender and receiver
+    /// mostly on different nodes.
+    #[arg(long, value_delimiter = ',')]
+    server: Vec<SocketAddr>,
     /// The running server's token secret.
     #[arg(long, requires = "server")]
     secret: Option<String>,
-    /// The running server's pid, to report its CPU time and peak RSS.
-    #[arg(long, requires = "server")]
-    server_pid: Option<u32>,
+    /// The running servers' pids (comma-separated), to report each one's CPU time and peak RSS.
+    #[arg(long, requires = "server", value_delimiter = ',')]
+    server_pid: Vec<u32>,
     /// Run the `receipt-server` binary as a child process (durable store in a temp dir) instead
     /// of embedding the server: its CPU and RSS are then measured apart from the tool's.
     #[arg(long, conflicts_with = "server")]
     spawn_server: bool,
+    /// With --spawn-server: N ≥ 2 starts a cluster instead of one server: nats-server, the
+    /// sequencer (node 1, on --backend: redb in a temp dir, or PostgreSQL where it is elected
+    /// with a 1.5 s lease) and N-1 gateways, every node with its metrics listener.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
     /// The `receipt-server` binary for --spawn-server (default: next to this binary).
     #[arg(long)]
     server_bin: Option<PathBuf>,
@@ -117,11 +129,25 @@ pub struct BenchArgs {
 enum Target {
     Embedded(Box<TestServer>),
     Child(ChildServer),
-    External(Option<u32>),
+    Cluster(Box<SpawnedCluster>),
+    /// Running servers: their pids, as given.
+    External(Vec<u32>),
+}
+
+/// A process whose CPU the bench reads from /proc over the measured phase.
+pub(crate) struct Proc {
+    /// How the report names it (`node 2 (gateway)`, `nats-server`, `PostgreSQL (all processes)`).
+    pub(crate) name: String,
+    pub(crate) pid: u32,
+    /// Count its descendants too (PostgreSQL's backends, live or reaped).
+    tree: bool,
+    /// A `receipt-server` process: its CPU is the server's, its threads are listed.
+    server: bool,
 }
 
 pub(crate) struct Server {
-    pub(crate) addr: SocketAddr,
+    /// Client addresses: one, or a cluster's nodes (node 1 first).
+    pub(crate) addrs: Vec<SocketAddr>,
     pub(crate) secret: String,
     target: Target,
     /// The child's data dir.
@@ -149,12 +175,13 @@ impl Server {
     /// with each sender far above a chat user's rate (a server given with --server is used
     /// as configured; turn them off there too: `send_rate` / `request_rate` `per_sec = 0`).
     fn start(a: &BenchArgs) -> Result<Server, String> {
-        if let Some(addr) = a.server {
+        if !a.server.is_empty() {
             let secret = a.secret.clone().ok_or("--server needs --secret")?;
-            return Ok(Server { addr, secret, target: Target::External(a.server_pid), _dir: None, tls: None, _pg: None });
+            let target = Target::External(a.server_pid.clone());
+            return Ok(Server { addrs: a.server.clone(), secret, target, _dir: None, tls: None, _pg: None });
         }
         let secret = receipt_testkit::SECRET.to_string();
-        let (pg, cluster) = match a.backend {
+        let (pg, cluster_pg) = match a.backend {
             receipt_server::Backend::Postgres => {
                 let (conninfo, cluster) = postgres(a)?;
                 (Some(conninfo), cluster)
@@ -176,12 +203,26 @@ impl Server {
                 ),
                 _ => NO_RATE_LIMITS.to_string(),
             };
+            if a.nodes >= 2 {
+                // Every node has its metrics listener: the commits and NATS traffic per node.
+                let cluster = SpawnedCluster::start(&bin, a.nodes, pg.as_deref(), a.in_memory, &large)?;
+                let addrs = cluster.addrs();
+                let target = Target::Cluster(Box::new(cluster));
+                return Ok(Server { addrs, secret, target, _dir: Some(dir), tls: None, _pg: cluster_pg });
+            }
             let extra = format!("{metrics}{large}");
             let child = match &pg {
                 Some(conninfo) => ChildServer::try_start_pg_with(&bin, conninfo, &extra)?,
                 None => ChildServer::try_start(&bin, data.as_deref(), &extra)?,
             };
-            return Ok(Server { addr: child.addr(), secret, target: Target::Child(child), _dir: Some(dir), tls: None, _pg: cluster });
+            return Ok(Server {
+                addrs: vec![child.addr()],
+                secret,
+                target: Target::Child(child),
+                _dir: Some(dir),
+                tls: None,
+                _pg: cluster_pg,
+            });
         }
         let ca = if a.tls { Some(receipt_testkit::TestCa::try_new()?) } else { None };
         let srv = TestServer::try_start(|c| {
@@ -211,23 +252,86 @@ impl Server {
             Some(ca) => Some((crate::bench_load::tls_connector(&ca.ca_pem)?, ca)),
             None => None,
         };
-        Ok(Server { addr: srv.addr(), secret, target: Target::Embedded(Box::new(srv)), _dir: None, tls, _pg: cluster })
+        Ok(Server { addrs: vec![srv.addr()], secret, target: Target::Embedded(Box::new(srv)), _dir: None, tls, _pg: cluster_pg })
     }
 
+    /// The node (index into `addrs`) of the connection of a 1:1 pair's sender, of a group's
+    /// owner (`i` = 0) or member `i`: round-robin.
+    pub(crate) fn node_of(&self, i: usize) -> usize {
+        i % self.addrs.len()
+    }
+
+    /// The node of pair `i`'s receiver: `(i + i / n) mod n` with n nodes, so that every
+    /// (sender node, receiver node) combination comes equally often: with 3 nodes a third of
+    /// the pairs sit on one node, two thirds on two (the latency is reported for both).
+    pub(crate) fn node_of_receiver(&self, i: usize) -> usize {
+        let n = self.addrs.len();
+        (i + i / n) % n
+    }
+
+    /// The address of node `node` (an index into `addrs`).
+    pub(crate) fn addr_of(&self, node: usize) -> SocketAddr {
+        self.addrs[node]
+    }
+
+    /// The single server's pid (a child, or the only pid given), for its peak RSS and disk
+    /// writes; a cluster's sequencer.
     pub(crate) fn pid(&self) -> Option<String> {
         match &self.target {
             Target::Embedded(_) => None,
             Target::Child(c) => Some(c.pid().to_string()),
-            Target::External(p) => p.map(|p| p.to_string()),
+            Target::Cluster(c) => Some(c.nodes[0].pid().to_string()),
+            Target::External(p) => p.first().map(|p| p.to_string()),
         }
     }
 
-    /// (server CPU seconds, whole-process CPU seconds of this tool incl. an embedded server).
+    /// Every process measured apart from this tool: the server processes, nats-server and the
+    /// tool's own PostgreSQL.
+    pub(crate) fn procs(&self) -> Vec<Proc> {
+        let mut v = Vec::new();
+        let node = |name: String, pid: u32| Proc { name, pid, tree: false, server: true };
+        match &self.target {
+            Target::Embedded(_) => {}
+            Target::Child(c) => v.push(node("receipt-server".into(), c.pid())),
+            Target::Cluster(c) => {
+                v.extend(c.nodes.iter().enumerate().map(|(i, n)| node(c.node_name(i), n.pid())));
+                if let Some(pid) = c.nats.pid() {
+                    v.push(Proc { name: "nats-server".into(), pid, tree: false, server: false });
+                }
+            }
+            // The n-th pid given is taken as the n-th address's server.
+            Target::External(pids) => v.extend(pids.iter().enumerate().map(|(k, &p)| match self.addrs.get(k) {
+                Some(a) => node(format!("server on {a}"), p),
+                None => node(format!("server {}", k + 1), p),
+            })),
+        }
+        if let Some(pid) = self._pg.as_ref().and_then(|pg| pg.postmaster_pid()) {
+            v.push(Proc { name: "PostgreSQL (all processes)".into(), pid, tree: true, server: false });
+        }
+        v
+    }
+
+    /// The metrics listeners to scrape: (node name, address).
+    fn metrics_addrs(&self) -> Vec<(String, SocketAddr)> {
+        match &self.target {
+            Target::Embedded(s) => s.metrics_addr().map(|m| ("server".to_string(), m)).into_iter().collect(),
+            Target::Child(c) => c.metrics_addr().map(|m| ("receipt-server".to_string(), m)).into_iter().collect(),
+            Target::Cluster(c) => c.nodes.iter().enumerate().filter_map(|(i, n)| Some((c.node_name(i), n.metrics_addr()?))).collect(),
+            Target::External(_) => Vec::new(),
+        }
+    }
+
+    /// (server CPU seconds: every server process summed, or an embedded server's threads;
+    /// whole-process CPU seconds of this tool incl. an embedded server).
     pub(crate) fn cpu(&self) -> (Option<f64>, f64) {
         let me = process_cpu("self").unwrap_or(0.0);
         match &self.target {
             Target::Embedded(_) => (Some(threads_cpu(SERVER_THREADS)), me),
-            _ => (self.pid().and_then(|p| process_cpu(&p)), me),
+            _ => {
+                let cpus: Vec<Option<f64>> = self.procs().iter().filter(|p| p.server).map(|p| process_cpu(&p.pid.to_string())).collect();
+                let sum = if cpus.is_empty() { None } else { cpus.into_iter().sum::<Option<f64>>() };
+                (sum, me)
+            }
         }
     }
 
@@ -240,10 +344,11 @@ impl Server {
         }
     }
 
+    /// Peak RSS of the server (a cluster's or several servers': their sum).
     fn peak_rss_kib(&self) -> Option<u64> {
         match &self.target {
             Target::Embedded(_) => peak_rss_kib("self"),
-            _ => self.pid().and_then(|p| peak_rss_kib(&p)),
+            _ => self.procs().iter().filter(|p| p.server).map(|p| peak_rss_kib(&p.pid.to_string())).sum(),
         }
     }
 
@@ -260,7 +365,7 @@ impl Server {
         let metrics = match &self.target {
             Target::Embedded(s) => s.metrics_addr(),
             Target::Child(c) => c.metrics_addr(),
-            Target::External(_) => None,
+            Target::Cluster(_) | Target::External(_) => None,
         };
         let store = match metrics {
             Some(m) => format!("{store}, metrics on {m}"),
@@ -269,10 +374,24 @@ impl Server {
         match &self.target {
             Target::Embedded(_) => {
                 let tls = if self.tls.is_some() { ", TLS" } else { "" };
-                format!("embedded server on {} ({store}{tls})", self.addr)
+                format!("embedded server on {} ({store}{tls})", self.addrs[0])
             }
-            Target::Child(c) => format!("receipt-server child pid {} on {} ({store})", c.pid(), self.addr),
-            Target::External(_) => format!("running server on {}", self.addr),
+            Target::Child(c) => format!("receipt-server child pid {} on {} ({store})", c.pid(), self.addrs[0]),
+            Target::Cluster(c) => {
+                let nodes: Vec<String> =
+                    (0..c.nodes.len()).map(|i| format!("{} pid {} on {}", c.node_name(i), c.nodes[i].pid(), self.addrs[i])).collect();
+                let store = if in_memory { "no store" } else { store.as_str() };
+                format!(
+                    "cluster of {} nodes over nats-server {} (the sequencer's {store}): {}",
+                    c.nodes.len(),
+                    c.nats.url(),
+                    nodes.join("; ")
+                )
+            }
+            Target::External(_) => {
+                let a: Vec<String> = self.addrs.iter().map(|a| a.to_string()).collect();
+                format!("running server on {}", a.join(", "))
+            }
         }
     }
 
@@ -281,9 +400,62 @@ impl Server {
             Target::Embedded(mut srv) => srv.stop(),
             // SIGTERM for a clean shutdown; SIGKILL if it lingers.
             Target::Child(mut c) => c.stop(),
+            Target::Cluster(c) => c.stop(),
             Target::External(_) => {}
         }
     }
+}
+
+/// Threads by CPU seconds spent between two readings of [`cpu_by_thread_name_of`], busiest
+/// first.
+fn thread_deltas(before: &std::collections::BTreeMap<String, f64>, after: std::collections::BTreeMap<String, f64>) -> Vec<(String, f64)> {
+    let mut threads: Vec<(String, f64)> = after
+        .into_iter()
+        .map(|(n, c)| {
+            let d = c - before.get(&n).copied().unwrap_or(0.0);
+            (n, d)
+        })
+        .filter(|(_, c)| *c > 0.0)
+        .collect();
+    threads.sort_by(|a, b| b.1.total_cmp(&a.1));
+    threads
+}
+
+/// One process's CPU over a measured phase.
+struct ProcCpu {
+    name: String,
+    pid: u32,
+    cpu: f64,
+    /// A server process's threads (core, store, I/O...), busiest first.
+    threads: Vec<(String, f64)>,
+}
+
+/// What a node's `/metrics` counted over a measured phase.
+struct NodeCounters {
+    name: String,
+    /// Store transactions, the core inputs they held, and the seconds spent committing.
+    commits: f64,
+    requests: f64,
+    commit_secs: f64,
+    /// NATS messages this node published and received (`receipt_cluster_*`).
+    published: f64,
+    received: f64,
+}
+
+/// The series [`NodeCounters`] is made of, in its field order.
+const COUNTER_SERIES: [&str; 5] = [
+    "receipt_commits_total",
+    "receipt_commit_requests_sum",
+    "receipt_commit_duration_seconds_sum",
+    "receipt_cluster_messages_published_total",
+    "receipt_cluster_messages_received_total",
+];
+
+/// The [`COUNTER_SERIES`] on the metrics listener `addr` (a series it lacks: 0; a single
+/// node has no `receipt_cluster_*`). `None` if it does not answer.
+fn scrape_counters(addr: SocketAddr) -> Option<[f64; 5]> {
+    let (status, text) = receipt_testkit::ops::http_get(addr, "/metrics").ok()?;
+    (status == 200).then(|| COUNTER_SERIES.map(|s| receipt_testkit::ops::sample(&text, s).unwrap_or(0.0)))
 }
 
 /// CPU split of a measured phase.
@@ -293,6 +465,10 @@ struct Cpu {
     tool: f64,
     /// CPU seconds per thread name of this process during the phase.
     threads: Vec<(String, f64)>,
+    /// Every process measured apart (server nodes, nats-server, PostgreSQL).
+    procs: Vec<ProcCpu>,
+    /// Every metrics listener's counters.
+    nodes: Vec<NodeCounters>,
     /// 1-minute load average before and after (other work on the machine shows here).
     load: (Option<f64>, Option<f64>),
 }
@@ -300,24 +476,113 @@ struct Cpu {
 impl Cpu {
     fn measure(srv: &Server, f: impl FnOnce() -> Result<(), String>) -> Result<Cpu, String> {
         let load0 = loadavg();
+        let procs = srv.procs();
+        let metrics = srv.metrics_addrs();
+        let m0: Vec<Option<[f64; 5]>> = metrics.iter().map(|(_, a)| scrape_counters(*a)).collect();
+        let pcpu = |p: &Proc| if p.tree { process_tree_cpu(p.pid) } else { process_cpu(&p.pid.to_string()) }.unwrap_or(0.0);
+        let pth = |p: &Proc| if p.server { cpu_by_thread_name_of(&p.pid.to_string()) } else { Default::default() };
+        let pc0: Vec<(f64, std::collections::BTreeMap<String, f64>)> = procs.iter().map(|p| (pcpu(p), pth(p))).collect();
         let th0 = cpu_by_thread_name();
         let (s0, p0) = srv.cpu();
         let t = Instant::now();
         f()?;
         let wall = t.elapsed().as_secs_f64();
         let (s1, p1) = srv.cpu();
-        let mut threads: Vec<(String, f64)> = cpu_by_thread_name()
-            .into_iter()
-            .map(|(n, c)| (n.clone(), c - th0.get(&n).copied().unwrap_or(0.0)))
-            .filter(|(_, c)| *c > 0.0)
+        let threads = thread_deltas(&th0, cpu_by_thread_name());
+        let procs = procs
+            .iter()
+            .zip(pc0)
+            .map(|(p, (c0, t0))| ProcCpu { name: p.name.clone(), pid: p.pid, cpu: pcpu(p) - c0, threads: thread_deltas(&t0, pth(p)) })
             .collect();
-        threads.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let nodes = metrics
+            .iter()
+            .zip(m0)
+            .filter_map(|((name, a), m0)| {
+                let (m0, m1) = (m0?, scrape_counters(*a)?);
+                let d = |i: usize| m1[i] - m0[i];
+                Some(NodeCounters { name: name.clone(), commits: d(0), requests: d(1), commit_secs: d(2), published: d(3), received: d(4) })
+            })
+            .collect();
         let server = s0.zip(s1).map(|(a, b)| b - a);
         let tool = match srv.target {
             Target::Embedded(_) => (p1 - p0) - server.unwrap_or(0.0),
             _ => p1 - p0,
         };
-        Ok(Cpu { wall, server, tool, threads, load: (load0, loadavg()) })
+        Ok(Cpu { wall, server, tool, threads, procs, nodes, load: (load0, loadavg()) })
+    }
+
+    /// Per process: CPU seconds, cores, µs per unit of work (`units`: messages, receipts or
+    /// acks, named by `per`), its busiest threads; and per node: its commits and NATS traffic.
+    fn json_by_process(&self, units: u64, per: &str) -> serde_json::Value {
+        let u = units.max(1) as f64;
+        let procs: Vec<serde_json::Value> = self
+            .procs
+            .iter()
+            .map(|p| {
+                json!({
+                    "name": p.name, "pid": p.pid, "cpu_s": p.cpu, "cores": p.cpu / self.wall,
+                    format!("cpu_us_per_{per}"): p.cpu * 1e6 / u,
+                    "threads_cpu_s": p.threads.iter().take(8).map(|(n, c)| (n.clone(), json!(c))).collect::<serde_json::Map<_, _>>(),
+                })
+            })
+            .collect();
+        let all = self.procs.iter().map(|p| p.cpu).sum::<f64>()
+            + self.tool
+            + if self.procs.is_empty() { self.server.unwrap_or(0.0) } else { 0.0 };
+        let nodes: Vec<serde_json::Value> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                json!({
+                    "name": n.name,
+                    "commits": n.commits,
+                    "requests_per_commit": (n.commits > 0.0).then(|| n.requests / n.commits),
+                    "commit_ms_mean": (n.commits > 0.0).then(|| n.commit_secs * 1000.0 / n.commits),
+                    "commit_s": n.commit_secs,
+                    "commit_share_of_wall": n.commit_secs / self.wall,
+                    "nats_published": n.published,
+                    "nats_received": n.received,
+                })
+            })
+            .collect();
+        json!({ "processes": procs, format!("all_cpu_us_per_{per}"): all * 1e6 / u, "nodes_metrics": nodes })
+    }
+
+    /// The human lines of [`Cpu::json_by_process`] (empty when nothing was measured apart).
+    fn human_by_process(&self, units: u64, per: &str) -> String {
+        let u = units.max(1) as f64;
+        let mut out = String::new();
+        for p in &self.procs {
+            let th: Vec<String> = p.threads.iter().take(4).map(|(n, c)| format!("{n} {c:.2}s")).collect();
+            let th = if th.is_empty() { String::new() } else { format!(" [{}]", th.join(", ")) };
+            out += &format!(
+                "\n  {} (pid {}): {:.2} s CPU ({:.2} cores), {:.1} µs per {per}{th}",
+                p.name,
+                p.pid,
+                p.cpu,
+                p.cpu / self.wall,
+                p.cpu * 1e6 / u
+            );
+        }
+        for n in self.nodes.iter().filter(|n| n.commits > 0.0 || n.published > 0.0 || n.received > 0.0) {
+            let commits = if n.commits > 0.0 {
+                format!(
+                    "{:.0} commits, {:.0} requests per commit, {:.1} ms per commit, {:.2} s committing ({:.0}% of the run)",
+                    n.commits,
+                    n.requests / n.commits,
+                    n.commit_secs * 1000.0 / n.commits,
+                    n.commit_secs,
+                    100.0 * n.commit_secs / self.wall
+                )
+            } else {
+                "no commits".to_string()
+            };
+            out += &format!("\n  {}: {commits}; NATS published {:.0}, received {:.0}", n.name, n.published, n.received);
+        }
+        if out.is_empty() {
+            return out;
+        }
+        format!("\nby process and node:{out}")
     }
 
     fn json(&self) -> serde_json::Value {
@@ -422,6 +687,9 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
     if matches!(a.mode, Mode::Group | Mode::LargeGroup) && (a.group_members < 2 || a.group_messages == 0) {
         return Err("--group-members must be at least 2 and --group-messages at least 1".into());
     }
+    if a.nodes == 0 || (a.nodes > 1 && !a.spawn_server) {
+        return Err("--nodes is at least 1, and more than 1 only with --spawn-server (a running cluster: --server A,B,C)".into());
+    }
     if a.mode == Mode::LargeGroup && a.group_members as usize > LARGE {
         return Err(format!("--group-members is at most {LARGE} (the largest read-ack member cap)"));
     }
@@ -440,12 +708,14 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
     let rss = srv.peak_rss_kib();
     let desc = srv.describe(a.in_memory, a.backend);
     let embedded = matches!(srv.target, Target::Embedded(_));
+    let node_count = srv.addrs.len();
     drop(rt);
     srv.stop();
     let (mut j, human) = result?;
     j["server"] = json!({
         "target": desc,
-        "durable": !a.in_memory && a.server.is_none(),
+        "durable": !a.in_memory && a.server.is_empty(),
+        "nodes": node_count,
         "backend": match a.backend {
             receipt_server::Backend::Redb => "redb",
             receipt_server::Backend::Postgres => "postgres",
@@ -460,7 +730,11 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
         println!("{desc}");
         println!("{human}");
         if let Some(r) = rss {
-            let whose = if embedded { "process peak RSS (server + load tool)" } else { "server peak RSS" };
+            let whose = match (embedded, node_count) {
+                (true, _) => "process peak RSS (server + load tool)",
+                (false, 1) => "server peak RSS",
+                (false, _) => "servers' peak RSS (summed)",
+            };
             println!("{whose}: {:.1} MiB", r as f64 / 1024.0);
         }
     }
@@ -478,9 +752,13 @@ fn one_to_one(a: &BenchArgs, srv: &Server, rt: &tokio::runtime::Runtime) -> Resu
     // Connect and log in every client at once.
     let conns: Vec<Conn> = rt.block_on(all((0..2 * p)
         .map(|i| {
-            let user = if i < p { format!("{prefix}-s{i}") } else { format!("{prefix}-r{}", i - p) };
+            let (user, node) = if i < p {
+                (format!("{prefix}-s{i}"), srv.node_of(i as usize))
+            } else {
+                (format!("{prefix}-r{}", i - p), srv.node_of_receiver((i - p) as usize))
+            };
             let token = auth::token_for(&srv.secret, &user, 3600);
-            let (addr, tls) = (srv.addr, srv.connector());
+            let (addr, tls) = (srv.addr_of(node), srv.connector());
             async move { Conn::login(addr, &user, &token, t0, tls).await }
         })
         .collect()))?;
@@ -511,14 +789,56 @@ fn one_to_one(a: &BenchArgs, srv: &Server, rt: &tokio::runtime::Runtime) -> Resu
     let cpu = cpu?;
     let mut rtt = Samples::default();
     let (mut delivered, mut read) = (0, 0);
-    for r in results {
+    // Several nodes: the latency by where the pair's two ends sit (node numbers from 1).
+    let (mut same, mut cross) = (Samples::default(), Samples::default());
+    let mut by_nodes: std::collections::BTreeMap<(usize, usize), Samples> = Default::default();
+    for (i, r) in results.into_iter().enumerate() {
         delivered += r.delivered;
         read += r.read;
+        let (sn, rn) = (srv.node_of(i), srv.node_of_receiver(i));
+        if srv.addrs.len() > 1 {
+            if sn == rn { &mut same } else { &mut cross }.0.extend_from_slice(&r.rtt.0);
+            by_nodes.entry((sn + 1, rn + 1)).or_default().0.extend_from_slice(&r.rtt.0);
+        }
         rtt.extend(r.rtt);
     }
     let (p50, p99, max) = rtt.summary();
     let secs = cpu.wall;
     let receipts = delivered + read;
+    let mut placement = serde_json::Value::Null;
+    let mut placement_human = String::new();
+    if srv.addrs.len() > 1 {
+        let summary = |s: &mut Samples| {
+            let (p50, p99, max) = s.summary();
+            json!({ "p50": p50, "p99": p99, "max": max, "samples": s.0.len() })
+        };
+        let (same_j, cross_j) = (summary(&mut same), summary(&mut cross));
+        let pairs: Vec<serde_json::Value> = by_nodes
+            .iter_mut()
+            .map(|(&(sn, rn), s)| {
+                let mut v = summary(s);
+                v["sender_node"] = json!(sn);
+                v["receiver_node"] = json!(rn);
+                v
+            })
+            .collect();
+        let ms = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(0.0);
+        placement_human = format!(
+            "\nsend -> delivery ack by placement: same node p50 {:.2} ms, p99 {:.2} ms ({} samples); different nodes p50 {:.2} ms, p99 {:.2} ms ({} samples)\n  by sender node -> receiver node (p50 / p99 ms): {}",
+            ms(&same_j, "p50"),
+            ms(&same_j, "p99"),
+            same.0.len(),
+            ms(&cross_j, "p50"),
+            ms(&cross_j, "p99"),
+            cross.0.len(),
+            pairs
+                .iter()
+                .map(|v| format!("{}->{} {:.1} / {:.1}", v["sender_node"], v["receiver_node"], ms(v, "p50"), ms(v, "p99")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        placement = json!({ "same_node": same_j, "different_nodes": cross_j, "by_nodes": pairs });
+    }
     let j = json!({
         "mode": "one-to-one",
         "pairs": p, "messages": m, "window": w, "content_bytes": a.size,
@@ -531,17 +851,19 @@ fn one_to_one(a: &BenchArgs, srv: &Server, rt: &tokio::runtime::Runtime) -> Resu
         "read_receipts_per_sec": read as f64 / secs,
         "messages_per_sec": (p * m) as f64 / secs,
         "send_to_delivery_ms": { "p50": p50, "p99": p99, "max": max, "samples": rtt.0.len() },
+        "send_to_delivery_ms_by_placement": placement,
         "cpu": cpu.json(),
         "cpu_us_per_message": { "server": cpu.per(p * m).0, "tool": cpu.per(p * m).1 },
+        "by_process": cpu.json_by_process(receipts, "receipt"),
     });
     let human = format!(
         "1:1: {p} pairs x {m} messages, window {w}, {} B content\n\
          {} messages, {delivered} delivery + {read} read receipts in {secs:.2} s\n\
          receipts relayed: {:.0}/s (delivery {:.0}/s + read {:.0}/s); messages: {:.0}/s\n\
-         send -> delivery ack at the sender: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms\n\
+         send -> delivery ack at the sender: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms{placement_human}\n\
          CPU during the run: {}\n\
          CPU per message (its 2 receipts included): server {} µs, load tool {:.1} µs\n\
-         {}",
+         {}{}",
         a.size,
         p * m,
         receipts as f64 / secs,
@@ -551,7 +873,8 @@ fn one_to_one(a: &BenchArgs, srv: &Server, rt: &tokio::runtime::Runtime) -> Resu
         cpu.human(),
         cpu.per(p * m).0.map_or("?".into(), |v| format!("{v:.1}")),
         cpu.per(p * m).1,
-        cpu.threads_line()
+        cpu.threads_line(),
+        cpu.human_by_process(receipts, "receipt")
     );
     Ok((j, human))
 }
@@ -568,8 +891,10 @@ fn group(a: &BenchArgs, srv: &Server, rt: &tokio::runtime::Runtime) -> Result<Re
     let mut conns = rt
         .block_on(all(users
             .iter()
-            .map(|u| {
-                let (user, token, addr, tls) = (u.clone(), auth::token_for(&srv.secret, u, 3600), srv.addr, srv.connector());
+            .enumerate()
+            .map(|(i, u)| {
+                let (user, token, addr, tls) =
+                    (u.clone(), auth::token_for(&srv.secret, u, 3600), srv.addr_of(srv.node_of(i)), srv.connector());
                 async move { Conn::login(addr, &user, &token, t0, tls).await }
             })
             .collect()))?
@@ -614,6 +939,7 @@ fn group(a: &BenchArgs, srv: &Server, rt: &tokio::runtime::Runtime) -> Result<Re
             "per_message_ms": { "p50": p50, "max": pmax },
         },
         "cpu": cpu.json(),
+        "by_process": cpu.json_by_process(r.acks, "ack"),
     });
     let human = format!(
         "group: {n} members, {k} messages asking for group read acks, {} B content\n\
@@ -621,14 +947,15 @@ fn group(a: &BenchArgs, srv: &Server, rt: &tokio::runtime::Runtime) -> Result<Re
          sender's count reaches {expect} (N-1): p50 {f50:.1} ms, max {fmax:.1} ms after the send\n\
          paging all acks (page size 100): {} acks in {:.1} ms; per message p50 {p50:.2} ms, max {pmax:.2} ms\n\
          CPU during the run (acks and paging): {}\n\
-         {}",
+         {}{}",
         a.size,
         r.acks,
         r.acks as f64 / ack_secs,
         r.fetched,
         r.fetch_total.as_secs_f64() * 1000.0,
         cpu.human(),
-        cpu.threads_line()
+        cpu.threads_line(),
+        cpu.human_by_process(r.acks, "ack")
     );
     Ok((j, human))
 }

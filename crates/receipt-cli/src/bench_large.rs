@@ -91,13 +91,14 @@ pub(crate) fn large_group(a: &BenchArgs, srv: &Server, rt: &tokio::runtime::Runt
     let (n, m, batch) = (a.group_members, a.group_messages, a.login_batch.max(1));
     let prefix = run_prefix();
     let t0 = Instant::now();
-    let login = |user: String| {
-        let (token, addr, tls) = (auth::token_for(&srv.secret, &user, 3600), srv.addr, srv.connector());
+    // User `i` (the owner 0, member i) connects to node `i mod n` of the server's addresses.
+    let login = |user: String, i: usize| {
+        let (token, addr, tls) = (auth::token_for(&srv.secret, &user, 3600), srv.addr_of(srv.node_of(i)), srv.connector());
         async move { Conn::login(addr, &user, &token, t0, tls).await }
     };
     let owner_id = format!("{prefix}-o");
     let member_ids: Vec<String> = (1..n).map(|i| format!("{prefix}-m{i}")).collect();
-    let mut owner_conn = rt.block_on(login(owner_id))?;
+    let mut owner_conn = rt.block_on(login(owner_id, 0))?;
     let group_id = rt.block_on(bench_load::create_group(&mut owner_conn, &member_ids))?;
     let ids = rt.block_on(bench_load::send_group_messages(&mut owner_conn, &group_id, m, content(a.size)))?;
     let expect = (n - 1) as u32;
@@ -107,9 +108,10 @@ pub(crate) fn large_group(a: &BenchArgs, srv: &Server, rt: &tokio::runtime::Runt
     let (mut ack_wall, mut server_cpu, mut login_wall) = (Duration::ZERO, Some(0.0f64), Duration::ZERO);
     let mut disk = Some(0u64);
     let mut last_ack_at = Instant::now();
-    for chunk in member_ids.chunks(batch as usize) {
+    for (c, chunk) in member_ids.chunks(batch as usize).enumerate() {
         let t = Instant::now();
-        let conns: Vec<Conn> = rt.block_on(all(chunk.iter().map(|u| login(u.clone())).collect()))?;
+        let first = 1 + c * batch as usize;
+        let conns: Vec<Conn> = rt.block_on(all(chunk.iter().enumerate().map(|(j, u)| login(u.clone(), first + j)).collect()))?;
         login_wall += t.elapsed();
         let (c0, _) = srv.cpu();
         let d0 = srv.disk_written();

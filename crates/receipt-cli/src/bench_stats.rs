@@ -16,6 +16,40 @@ fn stat_cpu(stat: &str) -> Option<f64> {
     Some((u + s) / TICKS)
 }
 
+/// Fields after the command name of a /proc/.../stat file.
+fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+    Some(stat[stat.rfind(')')? + 2..].split_whitespace().collect())
+}
+
+/// CPU seconds of process `pid` and all its descendants, live or reaped: its own time, the
+/// time of the children it waited for (cutime + cstime), and each live child's own and
+/// reaped time, recursively (PostgreSQL: the postmaster and its backends). Children that
+/// started and ended between two readings are counted once they are reaped.
+pub fn process_tree_cpu(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let f = stat_fields(&stat)?;
+    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let mut total = (t(11) + t(12) + t(13) + t(14)) / TICKS;
+    for child in children(pid) {
+        total += process_tree_cpu(child).unwrap_or(0.0);
+    }
+    Some(total)
+}
+
+/// The pids whose parent is `pid` (a scan of /proc).
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| stat_fields(&s)?.get(1)?.parse::<u32>().ok())
+                .is_some_and(|ppid| ppid == pid)
+        })
+        .collect()
+}
+
 /// CPU seconds of a whole process (`self` or a pid).
 pub fn process_cpu(pid: &str) -> Option<f64> {
     stat_cpu(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
@@ -45,8 +79,13 @@ pub fn threads_cpu(prefixes: &[&str]) -> f64 {
 
 /// CPU seconds of this process's threads, summed per thread name.
 pub fn cpu_by_thread_name() -> std::collections::BTreeMap<String, f64> {
+    cpu_by_thread_name_of("self")
+}
+
+/// CPU seconds of the threads of process `pid` (`self` or a pid), summed per thread name.
+pub fn cpu_by_thread_name_of(pid: &str) -> std::collections::BTreeMap<String, f64> {
     let mut m = std::collections::BTreeMap::new();
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return m };
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return m };
     for t in dir.flatten() {
         let p = t.path();
         let name = std::fs::read_to_string(p.join("comm")).unwrap_or_default().trim_end().to_string();
@@ -102,6 +141,18 @@ mod tests {
         assert_eq!(stat_cpu(s), Some(3.0));
         assert!(process_cpu("self").is_some());
         assert!(peak_rss_kib("self").unwrap() > 0);
+    }
+
+    #[test]
+    fn a_process_tree_counts_a_reaped_childs_cpu() {
+        let me = std::process::id();
+        let before = process_tree_cpu(me).unwrap();
+        // A child that burns CPU for a while, then is reaped: its time moves to our cutime.
+        let st = std::process::Command::new("sh").args(["-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"]).status();
+        assert!(st.unwrap().success());
+        let after = process_tree_cpu(me).unwrap();
+        assert!(after - before >= 0.05, "the reaped child's CPU is counted: {before} -> {after}");
+        assert!(!children(1).is_empty() || me == 1, "pid 1 has children");
     }
 
     #[test]

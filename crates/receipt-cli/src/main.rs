@@ -1,6 +1,7 @@
 //! `receipt-cli`: the guided demo (`demo`) on an embedded server, and the load tool (`bench`).
 
 mod bench;
+mod bench_cluster;
 mod bench_large;
 mod bench_load;
 mod bench_stats;
@@ -20,6 +21,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per run: the size of the bench's arguments does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Walk through every receipt of the guide on an embedded server (127.0.0.1, free port,

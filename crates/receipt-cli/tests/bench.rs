@@ -119,3 +119,105 @@ fn large_group_coalesces_the_senders_events_and_counts_every_ack() {
     let off = bench(&args("10000").iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!((off["coalesced"].as_bool(), off["sender"]["frames"].as_u64()), (Some(false), Some(29 * 4)), "one event per ack");
 }
+
+/// Whether nats-server (and, with `pg`, PostgreSQL) is installed; a loud SKIPPED line if not.
+fn cluster_binaries(pg: bool) -> bool {
+    let missing: Vec<&str> =
+        [(receipt_testkit::nats::nats_binary().is_none(), "nats-server"), (pg && !receipt_testkit::pg::installed(), "PostgreSQL")]
+            .into_iter()
+            .filter_map(|(m, what)| m.then_some(what))
+            .collect();
+    if !missing.is_empty() {
+        eprintln!("\n*** SKIPPED: no {} installed: the 3-node bench did not run ***\n", missing.join(" and "));
+    }
+    missing.is_empty()
+}
+
+/// The names of the processes a run reports, and its nodes' counters by name.
+fn processes(j: &serde_json::Value) -> Vec<String> {
+    j["by_process"]["processes"].as_array().expect("processes").iter().map(|p| p["name"].as_str().unwrap().to_string()).collect()
+}
+
+fn node_metric<'a>(j: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    let nodes = j["by_process"]["nodes_metrics"].as_array().expect("nodes_metrics");
+    nodes.iter().find(|n| n["name"].as_str().unwrap().starts_with(name)).unwrap_or_else(|| panic!("no {name} in {nodes:?}"))
+}
+
+/// Issue 13: `bench --spawn-server --nodes 3` on PostgreSQL: the sequencer elected on a
+/// throwaway PostgreSQL, two gateways, nats-server; every receipt counted, every node (and
+/// nats-server and PostgreSQL) named with its CPU, the sequencer's commits and the NATS traffic
+/// read from the nodes' /metrics, the latency split by placement.
+#[test]
+fn three_nodes_on_postgres_count_every_receipt_and_name_every_node() {
+    if !cluster_binaries(true) {
+        return;
+    }
+    let bin = receipt_testkit::child::build_server_binary();
+    let t = Instant::now();
+    let j = bench(&[
+        "--pairs",
+        "9",
+        "--messages",
+        "30",
+        "--window",
+        "10",
+        "--spawn-server",
+        "--nodes",
+        "3",
+        "--backend",
+        "postgres",
+        "--server-bin",
+        bin.to_str().unwrap(),
+    ]);
+    eprintln!("3-node PostgreSQL bench: {:.1} s, {} receipts/s", t.elapsed().as_secs_f64(), j["receipts_per_sec"]);
+    // Sent == acked: every message delivered and read, every delivery timed; nothing lost.
+    assert_eq!((j["delivery_receipts"].as_u64(), j["read_receipts"].as_u64()), (Some(270), Some(270)));
+    assert_eq!(j["send_to_delivery_ms"]["samples"], 270);
+    assert_eq!((j["server"]["nodes"].as_u64(), j["server"]["backend"].as_str()), (Some(3), Some("postgres")));
+    let names = processes(&j);
+    for want in ["node 1 (sequencer, postgres)", "node 2 (gateway)", "node 3 (gateway)", "nats-server", "PostgreSQL (all processes)"] {
+        assert!(names.iter().any(|n| n == want), "{want} missing in {names:?}");
+    }
+    assert!(j["server"]["target"].as_str().unwrap().contains("node 3 (gateway) pid"), "{}", j["server"]["target"]);
+    // 9 pairs over 3 nodes: every (sender node, receiver node) once, 3 pairs on one node.
+    let placement = &j["send_to_delivery_ms_by_placement"];
+    assert_eq!((placement["same_node"]["samples"].as_u64(), placement["different_nodes"]["samples"].as_u64()), (Some(90), Some(180)));
+    assert_eq!(placement["by_nodes"].as_array().unwrap().len(), 9);
+    // Only the sequencer commits; the gateways' traffic goes over NATS.
+    let seq = node_metric(&j, "node 1");
+    assert!(seq["commits"].as_f64().unwrap() > 0.0 && seq["requests_per_commit"].as_f64().unwrap() >= 1.0, "{seq}");
+    for gw in ["node 2", "node 3"] {
+        let m = node_metric(&j, gw);
+        assert_eq!(m["commits"], 0.0, "{m}");
+        assert!(m["nats_published"].as_f64().unwrap() > 0.0 && m["nats_received"].as_f64().unwrap() > 0.0, "{m}");
+    }
+    assert!(j["by_process"]["all_cpu_us_per_receipt"].as_f64().unwrap() > 0.0);
+}
+
+/// The same with the sequencer on redb (a fixed sequencer), in the group workload.
+#[test]
+fn three_nodes_on_redb_reach_every_group_count() {
+    if !cluster_binaries(false) {
+        return;
+    }
+    let bin = receipt_testkit::child::build_server_binary();
+    let j = bench(&[
+        "--mode",
+        "group",
+        "--group-members",
+        "12",
+        "--group-messages",
+        "3",
+        "--spawn-server",
+        "--nodes",
+        "3",
+        "--server-bin",
+        bin.to_str().unwrap(),
+    ]);
+    assert_eq!((j["acks"].as_u64(), j["fetch_all_acks"]["acks_paged"].as_u64()), (Some(33), Some(33)));
+    let names = processes(&j);
+    for want in ["node 1 (sequencer, redb)", "node 2 (gateway)", "node 3 (gateway)", "nats-server"] {
+        assert!(names.iter().any(|n| n == want), "{want} missing in {names:?}");
+    }
+    assert!(node_metric(&j, "node 1")["commits"].as_f64().unwrap() > 0.0);
+}

@@ -66,6 +66,11 @@ impl NatsServer {
         self.port
     }
 
+    /// The running nats-server's pid (`None` while stopped): its CPU can be read from /proc.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGKILL, and reap it. Idempotent.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {

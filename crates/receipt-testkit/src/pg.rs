@@ -90,6 +90,11 @@ pub fn skip() -> bool {
     skip
 }
 
+/// Whether PostgreSQL's server binaries were found (see [`BIN_ENV`]).
+pub fn installed() -> bool {
+    find_bin().is_some()
+}
+
 /// A new database with the schema in the [`shared`] cluster (`None`: skipped, see there).
 pub fn database() -> Option<PgDb> {
     shared().map(PgCluster::database)
@@ -257,6 +262,13 @@ impl PgCluster {
     /// The unix socket's directory.
     pub fn socket_dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The postmaster's pid (first line of its `postmaster.pid`), while it runs: its CPU and
+    /// its children's (every backend) can be read from /proc.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(self.dir.join("data").join("postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
     }
 
     /// The TCP port (on 127.0.0.1).
