@@ -214,15 +214,19 @@ impl Conn {
     }
 
     /// Tries the session advisory lock `key` (not waiting for it). Once held, PostgreSQL ends
-    /// this session when it stays idle for two leases (`idle_session_timeout`; the holder
-    /// renews every third of one): a holder paused that long loses the lock and, with it, the
-    /// connection its commits go through. Two, not one: a slow start-up or a loaded machine
-    /// does not cost a failover, and the holder's own lease (one) runs out first anyway.
+    /// this session when it stays idle for two leases (the holder renews every third of one):
+    /// a holder paused that long loses the lock and, with it, the connection its commits go
+    /// through. Idle inside a transaction too: a holder paused between a commit's statements
+    /// and its `COMMIT` (a SIGSTOP lands there under load) is ended the same way, its
+    /// transaction rolled back (nothing of it was answered). Two leases, not one: a slow
+    /// start-up or a loaded machine does not cost a failover, and the holder's own lease (one)
+    /// runs out first anyway.
     pub(super) fn try_lock(&self, key: i64, lease: std::time::Duration) -> Result<bool, StoreError> {
         let held: bool = self.block_on(self.client.query_one("SELECT pg_try_advisory_lock($1)", &[&key])).map_err(store_err)?.get(0);
         if held {
             let ms = lease.as_millis().max(1) * 2;
-            self.block_on(self.client.batch_execute(&format!("SET idle_session_timeout = {ms}"))).map_err(store_err)?;
+            let set = format!("SET idle_session_timeout = {ms}; SET idle_in_transaction_session_timeout = {ms}");
+            self.block_on(self.client.batch_execute(&set)).map_err(store_err)?;
         }
         Ok(held)
     }
@@ -408,4 +412,45 @@ fn statements<'r>(rows: &'r Rows<'_>, s: &'r Statements, buf: &mut Vec<u8>) -> Q
         q.push((&s.delete_messages, vec![Box::new(&rows.deleted)]));
     }
     q
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::Conn;
+
+    /// Whether `other` takes the lock `key` within `limit` (polling).
+    fn taken_within(other: &Conn, key: i64, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if other.try_lock(key, Duration::from_secs(3)).unwrap() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// A holder paused inside a transaction (between a commit's statements and its `COMMIT`)
+    /// loses the sequencer lock after two leases, as an idle one does: never a lock held
+    /// forever by a stopped process. (Found by the SIGSTOP cluster test: a stop landing
+    /// mid-commit kept the lock, and the standby never led.)
+    #[test]
+    fn a_holder_paused_inside_a_transaction_loses_the_lock_after_two_leases() {
+        let Some(db) = receipt_testkit::pg::database() else { return };
+        let lease = Duration::from_millis(150);
+        let holder = Conn::connect(&db.conninfo).unwrap();
+        let other = Conn::connect(&db.conninfo).unwrap();
+        assert!(holder.try_lock(41, lease).unwrap());
+        assert!(!other.try_lock(41, lease).unwrap(), "held");
+        holder.block_on(holder.client.batch_execute("BEGIN; SELECT 1")).unwrap();
+        assert!(taken_within(&other, 41, Duration::from_secs(5)), "the paused holder's session was not ended");
+        assert!(holder.ping(Duration::from_secs(2)).is_err(), "the holder's connection is gone with its lock");
+
+        // Idle outside a transaction, the same.
+        let holder = Conn::connect(&db.conninfo).unwrap();
+        assert!(holder.try_lock(42, lease).unwrap());
+        assert!(taken_within(&other, 42, Duration::from_secs(5)), "the idle holder's session was not ended");
+    }
 }
