@@ -32,7 +32,8 @@ cd "$root"
 # aarch64-ohos runs under emulation (9-15x slower) and cannot spawn aarch64 child processes
 # (qemu-user without binfmt_misc), so it runs what ships on a device: the engine, the client
 # runtime, the C ABI's unit tests, and the end-to-end tests (real client runtimes against an
-# embedded server over loopback). The server and the CLI run on servers and desktops.
+# embedded server over loopback). The server and the CLI run on servers and desktops; their
+# PostgreSQL and NATS tests skip on both targets (RECEIPT_SKIP_PG/NATS below).
 # A package named here that no longer exists makes cargo fail: keep the list in step with crates/.
 aarch64_packages=(receipt-core receipt-client receipt-e2e receipt-ffi)
 # Packages whose integration tests need the host by design: only their unit tests (`--lib`) run.
@@ -164,6 +165,10 @@ use_target() {
 export RUSTC_BOOTSTRAP=1
 # The ohos runs test a single server: the cluster topology (scripts/test.sh) runs on the host.
 unset RECEIPT_TEST_TOPOLOGY
+# What runs on a phone is the client side and the C ABI; a server on PostgreSQL and a cluster
+# over NATS run on Linux hosts, where scripts/test.sh tests them. Their tests skip here, each
+# with a loud SKIPPED line (the target's own code paths are the same Rust as on the host).
+export RECEIPT_SKIP_PG=1 RECEIPT_SKIP_NATS=1
 cargo_common=(-Zbuild-std=std,panic_unwind --target-dir "$target_dir")
 
 runner_for() { case "$1" in aarch64-*) echo qemu-aarch64-static ;; *) ;; esac; }

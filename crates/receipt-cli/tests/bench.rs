@@ -120,17 +120,10 @@ fn large_group_coalesces_the_senders_events_and_counts_every_ack() {
     assert_eq!((off["coalesced"].as_bool(), off["sender"]["frames"].as_u64()), (Some(false), Some(29 * 4)), "one event per ack");
 }
 
-/// Whether nats-server (and, with `pg`, PostgreSQL) is installed; a loud SKIPPED line if not.
+/// Whether the 3-node bench runs: not when RECEIPT_SKIP_NATS=1 (or, with `pg`,
+/// RECEIPT_SKIP_PG=1), said loudly; a missing nats-server or PostgreSQL otherwise fails the run.
 fn cluster_binaries(pg: bool) -> bool {
-    let missing: Vec<&str> =
-        [(receipt_testkit::nats::nats_binary().is_none(), "nats-server"), (pg && !receipt_testkit::pg::installed(), "PostgreSQL")]
-            .into_iter()
-            .filter_map(|(m, what)| m.then_some(what))
-            .collect();
-    if !missing.is_empty() {
-        eprintln!("\n*** SKIPPED: no {} installed: the 3-node bench did not run ***\n", missing.join(" and "));
-    }
-    missing.is_empty()
+    !(receipt_testkit::nats::skip() || (pg && receipt_testkit::pg::skip()))
 }
 
 /// The names of the processes a run reports, and its nodes' counters by name.

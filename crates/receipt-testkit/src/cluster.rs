@@ -96,9 +96,9 @@ impl TestCluster {
                 "{TOPOLOGY_ENV}=cluster needs {what}; it does not fall back to a single server (unset {TOPOLOGY_ENV} for that)"
             ))
         };
-        // `None` only when the RECEIPT_SKIP_* variables asked to skip what is missing.
-        let nats = NatsServer::start().ok_or_else(|| missing("nats-server (RECEIPT_SKIP_NATS=1 and none installed)"))?;
-        let db = crate::pg::database().ok_or_else(|| missing("PostgreSQL (RECEIPT_SKIP_PG=1 and none installed)"))?;
+        // `None` only when the RECEIPT_SKIP_* variables asked to skip them.
+        let nats = NatsServer::start().ok_or_else(|| missing("nats-server, and RECEIPT_SKIP_NATS=1 skips it"))?;
+        let db = crate::pg::database().ok_or_else(|| missing("PostgreSQL, and RECEIPT_SKIP_PG=1 skips it"))?;
         let name = cluster_name();
         let node = |id: u16, role: Role| {
             let mut c = base.clone();

@@ -161,12 +161,7 @@ fn wait_connections_per_node(srv: &TestServer, want: &[f64]) {
 /// gateway included; a stop and a start again keep the store (PostgreSQL).
 #[test]
 fn the_cluster_topology_spreads_connections_over_three_nodes_and_messages_cross_them() {
-    let nats_missing = receipt_testkit::nats::nats_binary().is_none() && std::env::var("RECEIPT_SKIP_NATS").as_deref() == Ok("1");
-    if nats_missing {
-        eprintln!("\n*** SKIPPED: no nats-server binary (RECEIPT_SKIP_NATS=1): the cluster topology was not tested ***\n");
-        return;
-    }
-    if receipt_testkit::pg::shared().is_none() {
+    if receipt_testkit::nats::skip() || receipt_testkit::pg::skip() {
         return; // SKIPPED said loudly
     }
     let mut srv = TestServer::start_on(Topology::Cluster, |c| c.metrics_addr = Some("127.0.0.1:0".parse().unwrap()));
