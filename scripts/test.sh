@@ -27,7 +27,7 @@ RECEIPT_TEST_TOPOLOGY=cluster cargo test -p receipt-e2e --test rules --test unre
 step "C header matches a fresh cbindgen run"
 scripts/check-header.sh
 
-step "ohos targets (build-std, Debian's musl): every package's tests on x86_64-ohos natively; engine, client, end to end and C ABI unit tests on aarch64-ohos under qemu; libreceipt_ffi.so checked"
+step "ohos targets (build-std, Debian's musl): every package's tests on x86_64-ohos natively (PostgreSQL and NATS tests skipped); engine, client, end to end and C ABI unit tests on aarch64-ohos under qemu; libreceipt_ffi.so checked"
 scripts/test-ohos.sh
 
 step "ArkTS lint"
