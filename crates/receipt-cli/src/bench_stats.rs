@@ -7,16 +7,15 @@ const TICKS: f64 = 100.0;
 
 /// utime + stime (seconds) from the contents of a /proc/.../stat file.
 fn stat_cpu(stat: &str) -> Option<f64> {
-    // The command name may contain spaces and parentheses: fields start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
+    let f = stat_fields(stat)?;
     // After ')': state(0) ppid(1) ... utime(11) stime(12).
     let u: f64 = f.get(11)?.parse().ok()?;
     let s: f64 = f.get(12)?.parse().ok()?;
     Some((u + s) / TICKS)
 }
 
-/// Fields after the command name of a /proc/.../stat file.
+/// Fields after the command name of a /proc/.../stat file (the name may contain spaces and
+/// parentheses: they start after the last ')').
 fn stat_fields(stat: &str) -> Option<Vec<&str>> {
     Some(stat[stat.rfind(')')? + 2..].split_whitespace().collect())
 }
