@@ -9,7 +9,6 @@
 //! `rule9_network_cuts_mid_stream_lose_nothing`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -18,7 +17,7 @@ use receipt_core::protocol::ServerEvent;
 use receipt_core::*;
 use receipt_testkit::raw::RawClient;
 use receipt_testkit::rng::Rng;
-use receipt_testkit::{ChildServer, Device};
+use receipt_testkit::{loud, ChildServer, Device};
 
 /// Kill-and-restart runs; `RECEIPT_FAULT_RUNS` raises it for a long run by hand (50 in
 /// docs/reliability.md), CI keeps 5.
@@ -28,10 +27,6 @@ fn runs() -> usize {
     std::env::var("RECEIPT_FAULT_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(RUNS)
 }
 const SEED: u64 = 0x0fa0_17ed;
-
-fn loud(line: &str) {
-    let _ = writeln!(std::io::stderr(), "{line}");
-}
 
 /// `user`'s one device ("<user>/dev"), logged in.
 fn client(user: &str, port: u16) -> Device {

@@ -19,11 +19,6 @@ use receipt_testkit::raw::*;
 use receipt_testkit::rng::Rng;
 use receipt_testkit::*;
 
-/// Prints past libtest's capture: these figures go to docs/reliability.md.
-fn loud(line: &str) {
-    let _ = writeln!(std::io::stderr(), "{line}");
-}
-
 /// Two legitimate users: `exchange` sends a message, the peer gets it and acks it, the sender
 /// hears the read ack. Panics (bounded waits) if traffic does not flow.
 struct Pair {

@@ -14,11 +14,6 @@ use receipt_core::*;
 use receipt_testkit::raw::*;
 use receipt_testkit::*;
 
-/// Prints past libtest's capture: these figures go to docs/reliability.md.
-fn loud(line: &str) {
-    let _ = writeln!(std::io::stderr(), "{line}");
-}
-
 /// Reads answers until every one of `reqs` requests (req ids `first..first + n`) has its
 /// `Result` (events are skipped); returns them in req order.
 fn results(c: &mut RawClient, first: ReqId, n: u64) -> Vec<Result<Response, ChatError>> {

@@ -11,11 +11,6 @@ use receipt_core::*;
 use receipt_testkit::raw::*;
 use receipt_testkit::*;
 
-/// Prints past libtest's capture: these figures go to docs/reliability.md.
-fn loud(line: &str) {
-    let _ = writeln!(std::io::stderr(), "{line}");
-}
-
 /// Bytes of keys and values in the server's store (the server is stopped to read it, then started
 /// again on the same data dir).
 fn stored_bytes(server: &mut TestServer) -> u64 {

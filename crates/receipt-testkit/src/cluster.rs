@@ -5,9 +5,6 @@
 //! behind a round-robin TCP [`Balancer`] on 127.0.0.1 that spreads successive connections over
 //! the three nodes. The devices of one user and their peers land on different nodes, so the
 //! rule suites prove the rules hold across nodes (scripts/test.sh runs them this way).
-//!
-//! A test that truly cannot run on the cluster (it counts connections on one node's metrics...)
-//! asks [`skip_on_cluster`], which says so loudly.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -51,18 +48,6 @@ pub fn topology() -> Topology {
         Ok("cluster") => Topology::Cluster,
         Ok(other) => panic!("{TOPOLOGY_ENV}={other:?}: expected \"single\" or \"cluster\""),
     }
-}
-
-/// True (after a loud SKIPPED line naming `reason`) when the topology is the cluster: the
-/// caller returns at once. For the few tests that cannot run there.
-pub fn skip_on_cluster(reason: &str) -> bool {
-    if topology() != Topology::Cluster {
-        return false;
-    }
-    // Past the test harness's capture (it takes only `eprintln!`): seen even when tests pass.
-    let line = format!("\n*** SKIPPED on the cluster topology: {reason} ***\n");
-    let _ = io::stderr().write_all(line.as_bytes());
-    true
 }
 
 /// Three nodes of one cluster and their NATS server; the balancer in front while they run.
@@ -393,10 +378,5 @@ mod tests {
         drop(balancer);
         assert_eq!(read_byte(&mut clients[0]), None, "closed with the balancer");
         assert!(TcpStream::connect(addr).is_err(), "no longer listening");
-    }
-
-    #[test]
-    fn skip_on_cluster_skips_only_on_the_cluster() {
-        assert_eq!(skip_on_cluster("a unit test"), topology() == Topology::Cluster);
     }
 }

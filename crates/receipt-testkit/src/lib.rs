@@ -63,12 +63,19 @@ use std::time::Duration;
 use receipt_core::{ChatType, ConversationKey};
 
 pub use child::{server_binary, ChildServer};
-pub use cluster::{skip_on_cluster, topology, Topology};
+pub use cluster::{topology, Topology};
 pub use device::{expect_err, read_ids, try_expect_err, Device};
 pub use nats::NatsServer;
 pub use receipt_server::{ServerConfig, State};
 pub use server::{server_config, server_unread, TestServer};
 pub use tls::TestCa;
+
+/// Prints `line` to stderr past libtest's capture (which takes only `eprintln!`), so a SKIPPED
+/// line or a measured figure is seen even when the test passes.
+pub fn loud(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
 
 /// The token secret of every server the kit starts.
 pub const SECRET: &str = "receipt-testkit-secret";

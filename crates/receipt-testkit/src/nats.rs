@@ -33,9 +33,7 @@ pub fn nats_binary() -> Option<PathBuf> {
 pub fn skip() -> bool {
     let skip = std::env::var("RECEIPT_SKIP_NATS").as_deref() == Ok("1");
     if skip {
-        // Past the test harness's capture: seen even when tests pass.
-        use std::io::Write;
-        let _ = std::io::stderr().write_all(b"*** SKIPPED: RECEIPT_SKIP_NATS=1: a test needing nats-server did not run ***\n");
+        crate::loud("*** SKIPPED: RECEIPT_SKIP_NATS=1: a test needing nats-server did not run ***");
     }
     skip
 }

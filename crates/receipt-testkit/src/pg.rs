@@ -83,10 +83,7 @@ pub fn shared() -> Option<&'static PgCluster> {
 pub fn skip() -> bool {
     let skip = std::env::var("RECEIPT_SKIP_PG").as_deref() == Ok("1");
     if skip {
-        // Past the test harness's capture (it takes only `eprintln!`): seen even when tests pass.
-        use std::io::Write;
-        let line = "*** SKIPPED: RECEIPT_SKIP_PG=1: the PostgreSQL tests did not run ***\n";
-        let _ = std::io::stderr().write_all(line.as_bytes());
+        crate::loud("*** SKIPPED: RECEIPT_SKIP_PG=1: the PostgreSQL tests did not run ***");
     }
     skip
 }
